@@ -1,0 +1,94 @@
+"""The environment fingerprint stored with every result: what ran where (GPU, driver, torch, CUDA, ...).
+
+Cheap to collect (no GPU work); every field degrades to None rather than raising.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import socket
+from functools import lru_cache
+from typing import Any
+
+from envcheck import nvml
+
+IMAGE_ENV_VARS = ("DETBENCH_IMAGE", "CONTAINER_IMAGE", "IMAGE_NAME")
+
+
+def _torch_facts() -> dict[str, Any]:
+    import torch  # noqa: PLC0415
+
+    facts: dict[str, Any] = {
+        "torch": torch.__version__,
+        "cuda_runtime": torch.version.cuda,
+        "cudnn": None,
+        "nccl": None,
+        "gpus": [],
+    }
+    try:
+        import torchvision  # noqa: PLC0415
+
+        facts["torchvision"] = torchvision.__version__
+    except Exception as exc:  # a broken torchvision is itself a fact worth recording
+        facts["torchvision"] = f"unavailable: {type(exc).__name__}"
+    if torch.backends.cudnn.is_available():
+        facts["cudnn"] = torch.backends.cudnn.version()
+    if torch.cuda.is_available():
+        try:
+            version = torch.cuda.nccl.version()
+            facts["nccl"] = ".".join(map(str, version)) if isinstance(version, tuple) else str(version)
+        except Exception:  # builds without NCCL
+            facts["nccl"] = None
+        for index in range(torch.cuda.device_count()):
+            props = torch.cuda.get_device_properties(index)
+            facts["gpus"].append(
+                {
+                    "index": index,
+                    "name": props.name,
+                    "compute_capability": f"{props.major}.{props.minor}",
+                    "memory_bytes": int(props.total_memory),
+                    "multiprocessors": props.multi_processor_count,
+                    "uuid": str(getattr(props, "uuid", "") or "") or None,
+                }
+            )
+    return facts
+
+
+def in_container() -> bool:
+    """True inside Docker/Podman/containerd (best effort)."""
+    if os.path.exists("/.dockerenv") or os.path.exists("/run/.containerenv"):
+        return True
+    try:
+        with open("/proc/1/cgroup", encoding="utf-8") as handle:
+            text = handle.read()
+    except OSError:
+        return False
+    return any(word in text for word in ("docker", "containerd", "kubepods", "libpod"))
+
+
+@lru_cache(maxsize=1)
+def collect() -> dict[str, Any]:
+    """The fingerprint as a plain dict (cached: it does not change within a process)."""
+    facts = _torch_facts()
+    gpu_names = sorted({gpu["name"] for gpu in facts["gpus"]})
+    return {
+        "hostname": socket.gethostname(),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "cpu": platform.processor() or platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "gpu": ", ".join(gpu_names) if gpu_names else None,
+        "gpu_count": len(facts["gpus"]),
+        "gpus": facts["gpus"],
+        "driver": nvml.driver_version(),
+        "driver_cuda": ".".join(map(str, nvml.cuda_driver_version() or ())) or None,
+        "torch": facts["torch"],
+        "torchvision": facts["torchvision"],
+        "cuda": facts["cuda_runtime"],
+        "cudnn": facts["cudnn"],
+        "nccl": facts["nccl"],
+        "container": in_container(),
+        "image": next((os.environ[v] for v in IMAGE_ENV_VARS if os.environ.get(v)), None),
+        "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
+    }
