@@ -69,6 +69,14 @@ def query(fn: Callable[..., Any], *args: Any) -> Any | None:
     return value.decode() if isinstance(value, bytes) else value
 
 
+NVML_ERROR_GPU_IS_LOST = 15
+
+
+def is_gpu_lost(exc: BaseException) -> bool:
+    """True when an NVML error says the GPU fell off the bus (NVMLError_GpuIsLost)."""
+    return getattr(exc, "value", None) == NVML_ERROR_GPU_IS_LOST or type(exc).__name__ == "NVMLError_GpuIsLost"
+
+
 def driver_version() -> str | None:
     nv = load()
     return query(nv.nvmlSystemGetDriverVersion) if nv else None

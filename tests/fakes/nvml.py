@@ -47,6 +47,7 @@ class FakeGpu:
     util_memory: int = 0
     power_mw: Any = 70_000
     power_limit_mw: Any = 700_000
+    power_default_limit_mw: Any = 700_000  # the board's default power limit (a lower enforced limit = capped)
     energy_mj: Any = 1_000_000  # total energy counter, millijoules; NOT_SUPPORTED on old GPUs
     energy_step_mj: int = 0  # added to the counter on every read (a running GPU)
     temperature_c: int = 35
@@ -179,6 +180,7 @@ def make_fake_nvml(
     nv.nvmlDeviceGetPowerUsage = lambda h: value(gpu(h).power_mw)
     nv.nvmlDeviceGetEnforcedPowerLimit = lambda h: value(gpu(h).power_limit_mw)
     nv.nvmlDeviceGetPowerManagementLimit = lambda h: value(gpu(h).power_limit_mw)
+    nv.nvmlDeviceGetPowerManagementDefaultLimit = lambda h: value(gpu(h).power_default_limit_mw)
     nv.nvmlDeviceGetTotalEnergyConsumption = energy
     nv.nvmlDeviceGetTemperature = lambda h, sensor: gpu(h).temperature_c
     nv.nvmlDeviceGetClockInfo = clock

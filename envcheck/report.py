@@ -1,0 +1,105 @@
+"""The preflight report: verdict, exit code, JSON document (with secrets redacted) and the rich table."""
+
+from __future__ import annotations
+
+import os
+import re
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from envcheck.options import Options
+from envcheck.requirements import RequirementResult
+from envcheck.result import CheckResult
+
+SCHEMA_NAME = "detbench.envcheck"
+SCHEMA_VERSION = 1
+SECRET_WORDS = ("TOKEN", "KEY", "SECRET", "PASSWORD", "PASSWD", "CREDENTIAL", "AUTH")
+REDACTED = "***"
+EXIT_PASS, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
+_URL_USERINFO = re.compile(r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.-]*://)[^/@\s]+@")
+
+
+def redact_environment(environ: dict[str, str] | None = None) -> dict[str, str]:
+    """Environment variables, values of secret-looking names replaced by '***' (and user:pass@ in URLs)."""
+    environ = dict(os.environ if environ is None else environ)
+    out = {}
+    for name in sorted(environ):
+        if any(word in name.upper() for word in SECRET_WORDS):
+            out[name] = REDACTED
+        else:
+            out[name] = _URL_USERINFO.sub(lambda m: f"{m['scheme']}{REDACTED}@", environ[name])
+    return out
+
+
+@dataclass
+class Report:
+    checks: list[CheckResult]
+    requirements: list[RequirementResult]
+    options: Options
+    fingerprint: dict[str, Any] = field(default_factory=dict)
+    created_unix_s: float = field(default_factory=time.time)
+
+    @property
+    def verdict(self) -> str:
+        if any(c.status == "fail" for c in self.checks) or any(not r.met for r in self.requirements):
+            return "fail"
+        return "warn" if any(c.status == "warn" for c in self.checks) else "pass"
+
+    @property
+    def exit_code(self) -> int:
+        return EXIT_FAIL if self.verdict == "fail" else EXIT_PASS
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "schema": SCHEMA_NAME,
+            "schema_version": SCHEMA_VERSION,
+            "created_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self.created_unix_s)),
+            "verdict": self.verdict,
+            "exit_code": self.exit_code,
+            "requirements": {"options": self.options.requirements(), "results": [r.to_dict() for r in self.requirements]},
+            "run_options": {"skip": list(self.options.skip), "only": list(self.options.only),
+                            "timeout_s": self.options.timeout_s, "quick": self.options.quick,
+                            "results_dir": self.options.results_dir},
+            "checks": [c.to_dict() for c in self.checks],
+            "fingerprint": self.fingerprint,
+            "environment": redact_environment(),
+        }
+
+
+STATUS_STYLE = {"pass": "bold green", "warn": "bold yellow", "fail": "bold red", "skip": "dim"}
+
+
+def render_plain(report: Report, stream: Any) -> None:
+    """The table without rich (a bare image): one block per check."""
+    for c in report.checks:
+        print(f"{c.status.upper():5} {c.id:14} {c.detail}  [{c.duration_s:.1f}s]", file=stream)
+        if c.remedy:
+            print(f"{'':5} {'':14} remedy: {c.remedy}", file=stream)
+    for r in report.requirements:
+        print(f"{'PASS' if r.met else 'FAIL':5} {r.option:14} {r.wanted}: {r.detail}", file=stream)
+    print(f"verdict: {report.verdict.upper()} (exit {report.exit_code})", file=stream)
+
+
+def render_table(report: Report, console: Any) -> None:
+    """The table for people: status coloured, the remedy beside what went wrong."""
+    from rich.table import Table  # noqa: PLC0415
+
+    table = Table(title="envcheck", show_lines=True, expand=True)
+    table.add_column("check", no_wrap=True)
+    table.add_column("status", no_wrap=True)
+    table.add_column("measured", ratio=3)
+    table.add_column("remedy", ratio=2)
+    table.add_column("s", justify="right", no_wrap=True)
+    for c in report.checks:
+        severity = "" if c.status in ("pass", "skip") else f" ({c.severity})"
+        table.add_row(c.id, f"[{STATUS_STYLE[c.status]}]{c.status.upper()}[/]{severity}",
+                      c.detail, c.remedy or "", f"{c.duration_s:.1f}")
+    for r in report.requirements:
+        status = "pass" if r.met else "fail"
+        table.add_row(f"{r.option} {r.wanted}", f"[{STATUS_STYLE[status]}]{status.upper()}[/]",
+                      r.detail, "" if r.met else "this machine does not meet the job's stated needs", "")
+    console.print(table)
+    verdict = report.verdict
+    console.print(f"verdict: [{STATUS_STYLE[verdict] if verdict in STATUS_STYLE else 'bold'}]{verdict.upper()}[/] "
+                  f"(exit {report.exit_code})")
