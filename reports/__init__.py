@@ -1,0 +1,1 @@
+"""reports: detbench result files -> self-contained HTML, Markdown and CSV comparisons."""

@@ -1,0 +1,5 @@
+"""``python -m reports`` is ``detbench-report``."""
+
+from reports.cli import main
+
+raise SystemExit(main())

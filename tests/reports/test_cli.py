@@ -1,0 +1,141 @@
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+
+import pandas as pd
+import pytest
+
+from reports.cli import EXIT_BAD_INPUT, EXIT_OK, EXIT_REGRESSION, main
+from tests.reports.generate import make_results, write_benchmark_json, write_journal
+
+
+def test_end_to_end_outputs(tmp_path, run_file, capsys):
+    base, cand = run_file("base.json", seed=1), run_file("cand.json", seed=1, speed=0.97)
+    journal = run_file("part.jsonl", seed=2)
+    out = tmp_path / "out"
+    code = main([str(cand), str(journal), "--baseline", str(base), "--out", str(out), "--label", f"new={cand}"])
+    assert code == EXIT_OK
+    stdout = capsys.readouterr().out
+    assert "VERDICT: no regressions beyond 5%" in stdout
+    for name in ("report.html", "summary.md", "cells.csv", "recommendations.csv", "comparison.csv"):
+        assert (out / name).stat().st_size > 100
+    cells = pd.read_csv(out / "cells.csv")
+    assert set(cells["run"]) == {"base", "new", "part"}
+    comparison = pd.read_csv(out / "comparison.csv")
+    assert set(comparison["candidate"]) == {"new", "part"} and set(comparison["baseline"]) == {"base"}
+    page = (out / "report.html").read_text(encoding="utf-8")
+    for section in (
+        "Environment",
+        "What should I use?",
+        "Comparison",
+        "Telemetry over time",
+        "Benchmark matrix",
+        "No cells with more than one GPU were measured",
+    ):
+        assert section in page
+    assert "CUDA out of memory" in page  # failures are shown with their reason
+
+
+def test_fail_on_regression_exit_code(tmp_path, run_file, capsys):
+    base, cand = run_file("base.json", seed=1), run_file("cand.json", seed=1, speed=0.8)
+    args = [str(base), str(cand), "--out", str(tmp_path / "o")]
+    assert main(args) == EXIT_OK
+    assert main(args + ["--fail-on-regression"]) == EXIT_REGRESSION
+    assert "regressions beyond 5%" in capsys.readouterr().out
+    # a threshold above the drop lets it pass
+    assert main(args + ["--fail-on-regression", "--threshold", "0.3"]) == EXIT_OK
+
+
+def test_step_summary_is_appended(tmp_path, run_file, monkeypatch):
+    summary = tmp_path / "step.md"
+    summary.write_text("before\n")
+    monkeypatch.setenv("GITHUB_STEP_SUMMARY", str(summary))
+    assert main([str(run_file("a.json")), "--out", str(tmp_path / "o")]) == EXIT_OK
+    text = summary.read_text()
+    assert text.startswith("before\n") and "VERDICT: nothing to compare" in text and "| run |" in text
+
+
+def test_multi_gpu_cells_get_a_scaling_plot(tmp_path, run_file):
+    path = run_file("mg.json", gpu_counts=(1, 2, 4), models=["fasterrcnn_resnet50_fpn"], modes=("infer",))
+    assert main([str(path), "--out", str(tmp_path / "o")]) == EXIT_OK
+    page = (tmp_path / "o" / "report.html").read_text()
+    assert 'alt="Scaling efficiency"' in page and "No cells with more than one GPU" not in page
+
+
+@pytest.mark.parametrize("content", ["{oops", '{"benchmarks": []}', '{"hello": 1}'])
+def test_bad_input_is_one_line_on_stderr_and_exit_2(tmp_path, content):
+    bad = tmp_path / "bad.json"
+    bad.write_text(content)
+    proc = subprocess.run(
+        [sys.executable, "-m", "reports", str(bad), "--out", str(tmp_path / "o")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == EXIT_BAD_INPUT
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "bad.json" in lines[0] and "Traceback" not in proc.stderr
+
+
+def test_bad_options_exit_2(tmp_path, run_file):
+    with pytest.raises(SystemExit) as info:
+        main([str(run_file("a.json")), "--out", str(tmp_path), "--threshold", "5"])
+    assert info.value.code == EXIT_BAD_INPUT
+    with pytest.raises(SystemExit) as info:
+        main([str(run_file("a.json")), "--out", str(tmp_path), "--label", "nolabel"])
+    assert info.value.code == EXIT_BAD_INPUT
+
+
+def test_thousands_of_cells_render_in_seconds(tmp_path):
+    models = [f"detector_{i:02d}" for i in range(25)]
+    results = make_results(
+        models=models, batch_sizes=(1, 2, 4, 8, 16), gpu_counts=(1, 2, 4, 8), series_points=20, iterations=20
+    )
+    assert len(results) == 3000
+    big = write_benchmark_json(tmp_path / "big.json", results)
+    start_wall, start_cpu = time.perf_counter(), time.process_time()
+    assert main([str(big), "--out", str(tmp_path / "o")]) == EXIT_OK
+    wall, cpu = time.perf_counter() - start_wall, time.process_time() - start_cpu
+    # CPU time is the budget (the CI box is shared, wall time swings with its load); wall time is a loose guard
+    assert cpu < 10, f"report for 3000 cells took {cpu:.1f} s of CPU"
+    assert wall < 60, f"report for 3000 cells took {wall:.1f} s"
+    page = (tmp_path / "o" / "report.html").read_text()
+    assert "showing 12 of 25 panels" in page and page.count("<tr") > 3000
+
+
+def test_committed_fixtures_still_load(tmp_path):
+    from pathlib import Path
+
+    data = Path(__file__).resolve().parents[1] / "data"
+    files = [data / "results_h100_cu128.json", data / "results_h100_cu130.json", data / "journal_interrupted.jsonl"]
+    assert main([*map(str, files), "--out", str(tmp_path / "o")]) == EXIT_OK
+
+
+def test_a_real_cpu_smoke_run_loads(tmp_path):
+    """tests/data/smoke_cpu.json: `pytest bench/ --profile smoke --isolation inline --benchmark-json=...` on
+    the CPU (no GPU: no telemetry, no driver), with its journal."""
+    from pathlib import Path
+
+    from reports.load import load_run
+
+    data = Path(__file__).resolve().parents[1] / "data"
+    run = load_run(data / "smoke_cpu.json")
+    assert run.results and all(r.status == "ok" for r in run.results)
+    assert run.environment.get("torch") and not run.environment.get("gpu")
+    journal = data / "smoke_cpu.journal.jsonl"
+    assert main([str(data / "smoke_cpu.json"), str(journal), "--out", str(tmp_path / "o")]) == EXIT_OK
+    assert "No cell carries a telemetry time series" in (tmp_path / "o" / "report.html").read_text()
+
+
+def test_a_run_where_every_cell_failed_still_reports(tmp_path):
+    results = [
+        r
+        for r in make_results(models=["retinanet_resnet50_fpn"], batch_sizes=(64,), modes=("train",))
+        if r.status != "ok"
+    ]
+    path = write_journal(tmp_path / "bad.jsonl", results)
+    assert main([str(path), str(path), "--out", str(tmp_path / "o"), "--fail-on-regression"]) == EXIT_OK
+    page = (tmp_path / "o" / "report.html").read_text()
+    assert "No cell ran ok" in page and page.count('class="status status-oom"') >= 2
