@@ -131,7 +131,7 @@ def _clock_event_reasons(nv: Any) -> Callable[..., Any] | None:
     )
 
 
-def build_readers(nv: Any, series: DeviceSeries, rate_hz: float = 50.0) -> None:
+def build_readers(nv: Any, series: DeviceSeries, rate_hz: float = 50.0, pcie: bool = True) -> None:
     """Probe each query once; keep in the hot loop only those this GPU answers."""
     energy_every = max(1, round(ENERGY_READ_PERIOD_S * rate_hz))
     h = series.device.handle
@@ -151,11 +151,11 @@ def build_readers(nv: Any, series: DeviceSeries, rate_hz: float = 50.0) -> None:
     else:
         series.unsupported.append("clock_event_reasons")
     p = series.pcie
-    pcie = [
+    pcie_readers = [
         Reader("pcie_tx", nv.nvmlDeviceGetPcieThroughput, (h, nv.NVML_PCIE_UTIL_TX_BYTES), _scalar(p["pcie_tx_bytes_s"], PCIE_KB)),
         Reader("pcie_rx", nv.nvmlDeviceGetPcieThroughput, (h, nv.NVML_PCIE_UTIL_RX_BYTES), _scalar(p["pcie_rx_bytes_s"], PCIE_KB)),
-    ]
-    for reader, keep in [(r, series.readers) for r in fast] + [(r, series.pcie_readers) for r in pcie]:
+    ] if pcie else []
+    for reader, keep in [(r, series.readers) for r in fast] + [(r, series.pcie_readers) for r in pcie_readers]:
         if nvml.query(reader.fn, *reader.args) is None:
             series.unsupported.append(reader.query)
         else:
@@ -269,6 +269,7 @@ class TelemetryTracker:
         rate_hz: float = 50.0,
         keep_series_points: int = 512,
         cuda_uuids: list[str] | None = None,
+        pcie: bool = True,
     ) -> None:
         if not isinstance(rate_hz, (int, float)) or not 0 <= rate_hz <= MAX_RATE_HZ:
             raise ValueError(f"rate_hz must be a number from 0 to {MAX_RATE_HZ:g} (0 disables telemetry), got {rate_hz!r}")
@@ -280,6 +281,7 @@ class TelemetryTracker:
         self.rate_hz = float(rate_hz)
         self.keep_series_points = keep_series_points
         self._cuda_uuids = cuda_uuids
+        self.pcie = pcie  # False: no PCIe-throughput lane (each NVML call blocks ~20 ms)
         self.series: list[DeviceSeries] = []
         self.unmapped_cuda_indices: list[int] = []
         self.reason: str | None = None
@@ -300,7 +302,7 @@ class TelemetryTracker:
             self.reason = self.reason or f"none of CUDA devices {self.cuda_indices} could be matched to an NVML device"
             return self
         for s in self.series:
-            build_readers(nv, s, self.rate_hz)
+            build_readers(nv, s, self.rate_hz, pcie=self.pcie)
         self._t0 = time.perf_counter()
         error_type = getattr(nv, "NVMLError", Exception)
         self._fast = Lane("sampler", self.series, self.rate_hz, self._t0, error_type, pcie=False)

@@ -20,7 +20,7 @@ from typing import Any, Callable
 from bench.telemetry import TelemetryTracker, build_readers, DeviceSeries
 from envcheck import nvml
 
-WORKLOADS = ("matmul", "resnet50")
+WORKLOADS = ("matmul", "resnet50", "retinanet")
 
 
 def make_workload(name: str, device: Any) -> tuple[Callable[[], None], int]:
@@ -48,6 +48,28 @@ def make_workload(name: str, device: Any) -> tuple[Callable[[], None], int]:
                 model(images)
 
         return step, 64
+    if name == "retinanet":
+        # A detection cell as the matrix runs it: retinanet_resnet50_fpn, bs8, 800x1333, bf16 autocast, with the
+        # calibrated post-processing load (host-side NMS work included, so sampler/GIL contention would show).
+        from bench.models import get_model  # noqa: PLC0415
+        from bench.models.registry import configure_size  # noqa: PLC0415
+        from bench.postprocess import calibrate_postprocess  # noqa: PLC0415
+
+        spec = get_model("retinanet_resnet50_fpn")
+        torch.manual_seed(0)
+        detector = spec.build(None)
+        size = configure_size(detector, spec, None)
+        detector.to(device).eval()
+        generator = torch.Generator(device=device).manual_seed(0)
+        batch = spec.make_inputs(8, size, device, generator)
+        with torch.autocast("cuda", dtype=torch.bfloat16):
+            calibrate_postprocess(detector, spec, batch)
+
+        def step() -> None:
+            with torch.no_grad(), torch.autocast("cuda", dtype=torch.bfloat16):
+                detector(batch)
+
+        return step, 8
     raise ValueError(f"unknown workload {name!r}; choose from {', '.join(WORKLOADS)}")
 
 
@@ -121,7 +143,7 @@ def verdict(paired_pct: list[float], limit_pct: float = 1.0) -> str:
     return "inconclusive (noise wider than the limit: add --rounds)"
 
 
-def measure(name: str, rounds: int, block_s: float, rate_hz: float, cuda_index: int) -> dict[str, Any]:
+def measure(name: str, rounds: int, block_s: float, rate_hz: float, cuda_index: int, pcie: bool = True) -> dict[str, Any]:
     import torch  # noqa: PLC0415
 
     device = torch.device("cuda", cuda_index)
@@ -135,7 +157,7 @@ def measure(name: str, rounds: int, block_s: float, rate_hz: float, cuda_index: 
         pair: dict[bool, float] = {}
         for with_tracker in ((False, True) if r % 2 == 0 else (True, False)):
             if with_tracker:
-                with TelemetryTracker([cuda_index], rate_hz=rate_hz) as tracker:
+                with TelemetryTracker([cuda_index], rate_hz=rate_hz, pcie=pcie) as tracker:
                     seconds = time_block(step, iterations)
                 summaries.append(tracker.summary(images=images_per_iteration * iterations) or {})
             else:
@@ -205,6 +227,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=8, help="AB pairs per workload (default 8)")
     parser.add_argument("--block-s", type=float, default=2.0, help="seconds per timed block (default 2)")
     parser.add_argument("--rate-hz", type=float, default=50.0, help="sampler rate (default 50)")
+    parser.add_argument("--no-pcie", action="store_true", help="leave out the PCIe-throughput lane")
     parser.add_argument("--cuda-index", type=int, default=0)
     parser.add_argument("--out", help="write the JSON report here")
     args = parser.parse_args(argv)
@@ -218,9 +241,10 @@ def main(argv: list[str] | None = None) -> int:
     report = {
         "environment": environment(args.cuda_index),
         "rate_hz_requested": args.rate_hz,
+        "pcie_lane": not args.no_pcie,
         "block_s": args.block_s,
         "nvml_query_latency_us_median": query_latencies_us(args.cuda_index),
-        "workloads": [measure(w, args.rounds, args.block_s, args.rate_hz, args.cuda_index) for w in args.workload or WORKLOADS],
+        "workloads": [measure(w, args.rounds, args.block_s, args.rate_hz, args.cuda_index, pcie=not args.no_pcie) for w in args.workload or WORKLOADS],
     }
     text = json.dumps(report, indent=2, allow_nan=False)
     if args.out:

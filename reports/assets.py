@@ -20,6 +20,7 @@ table { border-collapse: collapse; width: 100%; font-size: 12.5px; }
 th, td { padding: 4px 8px; border-bottom: 1px solid var(--line); text-align: left; white-space: nowrap; }
 td.num, th.num { text-align: right; font-variant-numeric: tabular-nums; }
 td.reason { white-space: normal; min-width: 240px; max-width: 520px; }
+table.env td { white-space: normal; overflow-wrap: anywhere; max-width: 420px; }
 thead th { position: sticky; top: 0; background: var(--head); z-index: 1; }
 table.sortable thead th { cursor: pointer; user-select: none; }
 th[aria-sort="ascending"]::after { content: " \\25B2"; font-size: 9px; }

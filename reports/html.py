@@ -236,7 +236,7 @@ def environment_section(runs: list[Run]) -> str:
     return _section(
         "environment",
         "Environment",
-        f'{note}<div class="tablewrap"><table><thead><tr><th>key</th>{head}</tr></thead>'
+        f'{note}<div class="tablewrap"><table class="env"><thead><tr><th>key</th>{head}</tr></thead>'
         f"<tbody>{''.join(rows)}</tbody></table></div>",
     )
 

@@ -3,6 +3,7 @@ images decode, the telemetry plots are drawn, and a screenshot is taken."""
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import subprocess
@@ -13,6 +14,9 @@ import pytest
 from reports.cli import main
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+# CI sets DETBENCH_REQUIRE_BROWSER=1 after installing chromium, so a missing browser fails there, not skips.
+if CHROMIUM is None and os.environ.get("DETBENCH_REQUIRE_BROWSER") == "1":
+    raise RuntimeError("DETBENCH_REQUIRE_BROWSER=1 but chromium is not installed (apt-get install -y chromium)")
 pytestmark = pytest.mark.skipif(
     CHROMIUM is None, reason="chromium is not installed (Debian: apt-get install -y chromium)"
 )

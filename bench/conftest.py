@@ -1,0 +1,193 @@
+"""The pytest face: ``pytest bench/ --benchmark-json=results.json [--profile quick ...]``.
+
+Options are validated before any GPU work (a bad one is a one-line usage error naming the valid
+choices); the matrix's cells parametrise ``test_cell`` with ids = ``Cell.id``; results enter
+pytest-benchmark's JSON through its hooks (see bench/pytest_bridge.py and docs/bench.md).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from typing import Any
+
+import pytest
+
+from bench import matrix
+from bench.journal import Journal, default_journal_path
+from bench.options import ISOLATIONS, RunOptions, import_model_modules
+from bench.schema import SCHEMA_NAME, SCHEMA_VERSION
+
+STATE_KEY = "_detbench_run"
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("detbench", "detbench benchmark matrix")
+    group.addoption("--profile", default="auto", help=f"matrix profile: {', '.join(matrix.PROFILES)} "
+                    "(auto = smoke without CUDA, quick with CUDA)")
+    group.addoption("--models", default=None, help="comma-separated model names (only these; see --list-models)")
+    group.addoption("--modes", default=None, help="comma-separated: infer,train (replaces the profile's modes)")
+    group.addoption("--precisions", default=None, help="comma-separated: fp32,amp-fp16,amp-bf16")
+    group.addoption("--compile", default=None, help="eager, compiled or both (default: the profile's choice)")
+    group.addoption("--batch-sizes", default=None, help="comma-separated positive integers, e.g. 1,2,4,8")
+    group.addoption("--image-size", default=None, help="HEIGHTxWIDTH for every cell, e.g. 480x640")
+    group.addoption("--weights", action="append", default=[], metavar="NAME=PATH",
+                    help="local state dict for a model (repeatable); default random init, never downloads")
+    group.addoption("--isolation", default=None, help="process (one child per cell; default on GPU) or inline "
+                    "(default on CPU)")
+    group.addoption("--cell-timeout", type=float, default=600.0, help="seconds before a cell process is killed "
+                    "(recorded as timeout); default 600")
+    group.addoption("--telemetry-hz", type=float, default=50.0, help="NVML sampling rate; 0 disables (default 50)")
+    group.addoption("--compile-mode", default="default", help="torch.compile mode (default 'default')")
+    group.addoption("--optimizer", default="sgd", help="training optimizer: sgd (momentum 0.9) or adamw")
+    group.addoption("--seed", type=int, default=0, help="seed for weights and synthetic inputs")
+    group.addoption("--detbench-journal", default=None, help="JSONL journal of finished cells (default: next to "
+                    "--benchmark-json, else .detbench/journal-<time>.jsonl)")
+    group.addoption("--detbench-strict", action="store_true", help="fail (not xfail) oom/error/timeout cells")
+    group.addoption("--model-modules", default=os.environ.get("DETBENCH_MODEL_MODULES"),
+                    help="comma-separated modules to import that register extra models")
+    group.addoption("--list-models", action="store_true", help="print the registered models and exit")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    if not hasattr(config.option, "profile") or getattr(config, STATE_KEY, None) is not None:
+        return
+    try:
+        state = _build_state(config)
+    except (ValueError, ImportError) as exc:  # MatrixError, unknown model/option: one line, valid choices
+        raise pytest.UsageError(str(exc)) from None
+    setattr(config, STATE_KEY, state)
+
+
+def _build_state(config: pytest.Config) -> dict[str, Any]:
+    from bench.models import list_models  # noqa: PLC0415
+
+    opt = config.option
+    modules = matrix.parse_csv(opt.model_modules) or ()
+    import_model_modules(modules)
+    if opt.list_models:
+        print("\n".join(list_models()))
+        pytest.exit("listed models", returncode=0)
+    filters = matrix.MatrixFilters(
+        models=matrix.parse_csv(opt.models), modes=matrix.parse_csv(opt.modes),
+        precisions=matrix.parse_csv(opt.precisions), compile=opt.compile,
+        batch_sizes=matrix.parse_batch_sizes(opt.batch_sizes), image_size=matrix.parse_image_size(opt.image_size))
+    if opt.isolation is not None and opt.isolation not in ISOLATIONS:
+        raise matrix.MatrixError(f"unknown isolation {opt.isolation!r}; valid: {', '.join(ISOLATIONS)}")
+    weights = _parse_weights(opt.weights, list_models())
+    matrix.resolve_profile(opt.profile, cuda_available=False)  # validate the name before touching CUDA
+    capabilities = matrix.probe_capabilities()
+    profile = matrix.resolve_profile(opt.profile, capabilities.cuda_available)
+    cells = matrix.expand(profile, filters, list_models())
+    options = RunOptions(
+        profile=profile, seed=opt.seed, weights=weights,
+        isolation=opt.isolation or ("process" if capabilities.cuda_available else "inline"),
+        cell_timeout_s=opt.cell_timeout, telemetry_hz=opt.telemetry_hz, compile_mode=opt.compile_mode,
+        optimizer=opt.optimizer, model_modules=modules)
+    benchmark_json = getattr(opt, "benchmark_json", None)
+    journal_path = opt.detbench_journal or default_journal_path(str(benchmark_json) if benchmark_json else None)
+    return {"cells": cells, "options": options, "capabilities": capabilities,
+            "journal": Journal(journal_path), "run": None, "filters": filters}
+
+
+def _parse_weights(items: list[str], known: list[str]) -> dict[str, str]:
+    weights = {}
+    for item in items:
+        for part in item.split(","):
+            name, sep, path = part.partition("=")
+            if not sep or not name or not path:
+                raise matrix.MatrixError(f"bad --weights {part!r}; use NAME=PATH, e.g. retinanet_resnet50_fpn=r.pth")
+            if name not in known:
+                raise matrix.MatrixError(f"unknown model {name!r} in --weights; valid: {', '.join(known)}")
+            weights[name] = path
+    return weights
+
+
+def _state(config: pytest.Config) -> dict[str, Any]:
+    return getattr(config, STATE_KEY)
+
+
+def _bench_run(config: pytest.Config) -> Any:
+    state = _state(config)
+    if state["run"] is None:
+        from envcheck.fingerprint import collect  # noqa: PLC0415
+
+        from bench.progress import render  # noqa: PLC0415
+        from bench.suite import BenchRun  # noqa: PLC0415
+
+        reporter = config.pluginmanager.getplugin("terminalreporter")
+        capture = config.pluginmanager.getplugin("capturemanager")
+
+        def display(text: object) -> None:
+            if reporter is None:
+                return
+            # Output capture is on while a test runs; step around it so the line reaches the terminal now.
+            with capture.global_and_fixture_disabled() if capture else contextlib.nullcontext():
+                reporter.write_line(render(text, color=reporter.hasmarkup, width=_width(reporter)))
+
+        state["run"] = BenchRun(state["options"], state["capabilities"], state["cells"], state["journal"],
+                                display, collect())
+    return state["run"]
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "detbench_cell" in metafunc.fixturenames:
+        cells = _state(metafunc.config)["cells"]
+        metafunc.parametrize("detbench_cell", cells, ids=[c.id for c in cells])
+
+
+@pytest.fixture(scope="session")
+def detbench_run(request: pytest.FixtureRequest) -> Any:
+    return _bench_run(request.config)
+
+
+@pytest.fixture(scope="session")
+def detbench_strict(request: pytest.FixtureRequest) -> bool:
+    return bool(request.config.option.detbench_strict)
+
+
+def pytest_benchmark_update_machine_info(config: pytest.Config, machine_info: dict[str, Any]) -> None:
+    from envcheck.fingerprint import collect  # noqa: PLC0415
+
+    machine_info["detbench_environment"] = collect()
+
+
+def pytest_benchmark_update_json(config: pytest.Config, benchmarks: Any, output_json: dict[str, Any]) -> None:
+    """Cells that measured nothing (skipped/oom/error/timeout) have no stats, so pytest-benchmark leaves
+    them out of ``benchmarks``; they are kept here, beside it, with the run's configuration."""
+    state = getattr(config, STATE_KEY, None)
+    if state is None:
+        return
+    run = state["run"]
+    results = list(run.results.values()) if run else []
+    output_json["detbench"] = {
+        "schema": SCHEMA_NAME,
+        "schema_version": SCHEMA_VERSION,
+        "profile": state["options"].profile,
+        "options": state["options"].to_dict(),
+        "journal": str(state["journal"].path),
+        "cell_ids": [c.id for c in state["cells"]],
+        "not_measured": [r.to_dict() for r in results if r.status != "ok"],
+    }
+
+
+def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
+    state = getattr(config, STATE_KEY, None)
+    if state is None or state["run"] is None or not state["run"].results:
+        return
+    from bench.progress import render, summary_table  # noqa: PLC0415
+
+    terminalreporter.write_sep("=", "detbench summary")
+    terminalreporter.write_line(render(summary_table(state["run"].results.values()),
+                                          color=terminalreporter.hasmarkup, width=_width(terminalreporter)))
+    terminalreporter.write_line(f"journal: {state['journal'].path}")
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    state = getattr(config, STATE_KEY, None)
+    if state is not None:
+        state["journal"].close()
+
+
+def _width(reporter: Any) -> int:
+    return max(int(getattr(getattr(reporter, "_tw", None), "fullwidth", 160) or 160), 160)

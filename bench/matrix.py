@@ -1,0 +1,243 @@
+"""Profiles (shipped as data) and their expansion into benchmark cells, with filters and skip reasons.
+
+A profile is a list of *blocks*; a block is a small product (models x modes x compile x precisions x
+batch sizes). Options filter the expansion; nothing here touches the GPU except :func:`probe_capabilities`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Iterable
+
+from bench.schema import COMPILE_MODES, MODES, PRECISIONS, Cell
+
+PROFILES = ("auto", "smoke", "quick", "full")
+COMPILE_CHOICES = ("eager", "compiled", "both")
+
+
+class MatrixError(ValueError):
+    """Bad matrix input (unknown profile/model/mode/..., bad batch size); the message names valid choices."""
+
+
+@dataclass(frozen=True)
+class Block:
+    """One product of the matrix; ``models=("*",)`` means every model the registry knows."""
+
+    models: tuple[str, ...]
+    modes: tuple[str, ...] = ("infer",)
+    compile: tuple[str, ...] = ("eager",)
+    precisions: tuple[str, ...] = ("fp32",)
+    batch_sizes: tuple[int, ...] = (1,)
+    image_size: tuple[int, int] | None = None
+
+
+# --- the profiles, as data -------------------------------------------------------------------------------
+
+# Detectors of torchvision's zoo; `full` also takes every other registered model.
+TORCHVISION_DETECTORS = (
+    "fasterrcnn_resnet50_fpn",
+    "fasterrcnn_resnet50_fpn_v2",
+    "fasterrcnn_mobilenet_v3_large_fpn",
+    "retinanet_resnet50_fpn",
+    "retinanet_resnet50_fpn_v2",
+    "fcos_resnet50_fpn",
+    "ssd300_vgg16",
+    "ssdlite320_mobilenet_v3_large",
+    "maskrcnn_resnet50_fpn",
+    "maskrcnn_resnet50_fpn_v2",
+    "keypointrcnn_resnet50_fpn",
+)
+
+PROFILE_BLOCKS: dict[str, tuple[Block, ...]] = {
+    # CPU-sized: what CI runs on 2 cores in well under two minutes.
+    "smoke": (
+        Block(("ssdlite320_mobilenet_v3_large",), ("infer",), batch_sizes=(1,), image_size=(320, 320)),
+        Block(("ssdlite320_mobilenet_v3_large",), ("train",), batch_sizes=(2,), image_size=(160, 160)),
+        Block(("fasterrcnn_mobilenet_v3_large_fpn",), ("infer",), batch_sizes=(1,), image_size=(224, 224)),
+        Block(("resnet50",), ("infer", "train"), batch_sizes=(2,), image_size=(64, 64)),
+    ),
+    # One H100 in one 10-minute run, compile included (measured: a cell costs ~15-20 s of process start,
+    # build, post-processing calibration, warm-up and timing; an eager training cell's first call ~30 s of
+    # cuDNN autotuning; compiling RetinaNet ~55 s). Every detector eager fp32 at bs8; bf16 and compiled on
+    # two representative models; one training cell.
+    "quick": (
+        Block(TORCHVISION_DETECTORS, ("infer",), ("eager",), ("fp32",), (8,)),
+        Block(("fasterrcnn_resnet50_fpn", "retinanet_resnet50_fpn"), ("infer",), ("eager",), ("amp-bf16",), (8,)),
+        Block(("retinanet_resnet50_fpn",), ("infer",), ("compiled",), ("fp32",), (8,)),
+        Block(("fasterrcnn_resnet50_fpn",), ("train",), ("eager",), ("amp-bf16",), (4,)),
+    ),
+    # Everything, where memory allows (cells that do not fit are recorded as `oom`).
+    "full": (
+        Block(("*",), MODES, COMPILE_MODES, PRECISIONS, (1, 2, 4, 8, 16)),
+    ),
+}
+
+
+# --- run-wide selections (from command-line options) ------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class MatrixFilters:
+    """Restrictions from the command line; None = keep what the profile says."""
+
+    models: tuple[str, ...] | None = None
+    modes: tuple[str, ...] | None = None
+    precisions: tuple[str, ...] | None = None
+    compile: str | None = None  # eager | compiled | both; None = the profile's choice
+    batch_sizes: tuple[int, ...] | None = None
+    image_size: tuple[int, int] | None = None
+
+    def __post_init__(self) -> None:
+        _check_all("mode", self.modes, MODES)
+        _check_all("precision", self.precisions, PRECISIONS)
+        if self.compile is not None and self.compile not in COMPILE_CHOICES:
+            raise MatrixError(f"unknown compile {self.compile!r}; valid: {', '.join(COMPILE_CHOICES)}")
+        for size in self.batch_sizes or ():
+            if not isinstance(size, int) or isinstance(size, bool) or size < 1:
+                raise MatrixError(f"bad batch size {size!r}; batch sizes are positive integers, e.g. 1,2,4,8")
+
+
+def resolve_profile(profile: str, cuda_available: bool) -> str:
+    """``auto`` is smoke without CUDA and quick with it; other names are checked and returned."""
+    if profile not in PROFILES:
+        raise MatrixError(f"unknown profile {profile!r}; valid: {', '.join(PROFILES)}")
+    if profile == "auto":
+        return "quick" if cuda_available else "smoke"
+    return profile
+
+
+def expand(profile: str, filters: MatrixFilters, known_models: Iterable[str], gpus: int = 1) -> list[Cell]:
+    """The cells of a (resolved) profile after filters, without duplicates, eager before compiled.
+
+    ``--modes/--precisions/--compile/--batch-sizes/--image-size`` replace that axis in every block of the
+    profile; ``--models`` keeps only the named models, and names models explicitly: a model the profile does not list still runs, with the
+    profile's mode/precision/batch choices of its first block (so ``--models X`` always yields cells).
+    """
+    known = tuple(known_models)
+    if profile not in PROFILE_BLOCKS:
+        raise MatrixError(f"unknown profile {profile!r}; valid: {', '.join(p for p in PROFILES if p != 'auto')}")
+    _check_all("model", filters.models, known)
+    blocks = PROFILE_BLOCKS[profile]
+    for block in blocks:
+        _check_all("model (in profile " + profile + ")", tuple(m for m in block.models if m != "*"), known)
+    if filters.models:
+        listed = {m for b in blocks for m in (known if b.models == ("*",) else b.models)}
+        extra = tuple(m for m in filters.models if m not in listed)
+        if extra:
+            blocks = blocks + (Block(extra, blocks[0].modes, blocks[0].compile, blocks[0].precisions,
+                                     blocks[0].batch_sizes, blocks[0].image_size),)
+    compile_modes = None if filters.compile is None else (
+        COMPILE_MODES if filters.compile == "both" else (filters.compile,))
+    cells: dict[str, Cell] = {}
+    for block in blocks:
+        models = known if block.models == ("*",) else block.models
+        for model in models:
+            if filters.models is not None and model not in filters.models:
+                continue
+            for mode in _pick(block.modes, filters.modes):
+                for compile_mode in compile_modes or block.compile:
+                    for precision in _pick(block.precisions, filters.precisions):
+                        for batch in filters.batch_sizes or block.batch_sizes:
+                            size = filters.image_size or block.image_size
+                            cell = Cell(model, mode, compile_mode, precision, batch, gpus, size)
+                            cells.setdefault(cell.id, cell)
+    # Eager before compiled for the same configuration, so break-even can use the eager median.
+    order = {cid: i for i, cid in enumerate(cells)}
+    return sorted(cells.values(), key=lambda c: (c.model, c.mode, c.precision, c.batch_size,
+                                                   COMPILE_MODES.index(c.compile), order[c.id]))
+
+
+def _pick(values: tuple[str, ...], wanted: tuple[str, ...] | None) -> tuple[str, ...]:
+    """An option given on the command line replaces the block's axis; otherwise the block's values."""
+    if wanted is None:
+        return values
+    return tuple(wanted)
+
+
+def eager_twin(cell: Cell) -> Cell:
+    """The eager cell with the same configuration as a compiled one."""
+    return Cell(cell.model, cell.mode, "eager", cell.precision, cell.batch_size, cell.gpus, cell.image_size)
+
+
+# --- what this machine can run ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    """What the machine offers; decides which cells are skipped before any GPU work."""
+
+    cuda_available: bool
+    gpu_count: int = 0
+    bf16_supported: bool = False
+    compile_available: bool = True
+    device_name: str | None = None
+    notes: dict[str, Any] = field(default_factory=dict)
+
+
+def probe_capabilities() -> Capabilities:
+    """Ask torch what this machine can run (initialises CUDA when it is present)."""
+    import torch  # noqa: PLC0415
+
+    cuda = torch.cuda.is_available()
+    return Capabilities(
+        cuda_available=cuda,
+        gpu_count=torch.cuda.device_count() if cuda else 0,
+        bf16_supported=bool(cuda and torch.cuda.is_bf16_supported()),
+        compile_available=hasattr(torch, "compile"),
+        device_name=torch.cuda.get_device_name(0) if cuda else None,
+    )
+
+
+def skip_reason(cell: Cell, caps: Capabilities) -> str | None:
+    """Why this cell cannot run here, or None when it can."""
+    visible = caps.gpu_count if caps.cuda_available else 0
+    if caps.cuda_available and cell.gpus > visible:
+        return f"needs {cell.gpus} GPUs, {visible} visible"
+    if not caps.cuda_available and cell.gpus > 1:
+        return f"needs {cell.gpus} GPUs, none visible (CPU run)"
+    if cell.gpus > 1:
+        return "multi-GPU cells are not implemented yet (gpus > 1)"
+    if cell.precision != "fp32" and not caps.cuda_available:
+        return f"{cell.precision} autocast is GPU-only in this suite (CPU runs fp32)"
+    if cell.precision == "amp-bf16" and not caps.bf16_supported:
+        return f"bf16 is not supported on {caps.device_name or 'this GPU'}"
+    if cell.compile == "compiled" and not caps.compile_available:
+        return "torch.compile is not available in this torch"
+    return None
+
+
+def parse_csv(text: str | None) -> tuple[str, ...] | None:
+    """``"a, b"`` -> ("a", "b"); None or empty -> None."""
+    if not text:
+        return None
+    return tuple(part.strip() for part in text.split(",") if part.strip()) or None
+
+
+def parse_batch_sizes(text: str | None) -> tuple[int, ...] | None:
+    """``"1,2,4"`` -> (1, 2, 4), with a one-line error for anything else."""
+    parts = parse_csv(text)
+    if parts is None:
+        return None
+    sizes = []
+    for part in parts:
+        if not part.isdigit() or int(part) < 1:
+            raise MatrixError(f"bad batch size {part!r}; batch sizes are positive integers, e.g. 1,2,4,8")
+        sizes.append(int(part))
+    return tuple(sizes)
+
+
+def parse_image_size(text: str | None) -> tuple[int, int] | None:
+    """``"480x640"`` (height x width) -> (480, 640)."""
+    if not text:
+        return None
+    parts = text.lower().split("x")
+    if len(parts) != 2 or not all(p.isdigit() and int(p) >= 32 for p in parts):
+        raise MatrixError(f"bad image size {text!r}; use HEIGHTxWIDTH with both >= 32, e.g. 480x640")
+    return int(parts[0]), int(parts[1])
+
+
+def _check_all(kind: str, values: tuple[str, ...] | None, valid: Iterable[str]) -> None:
+    valid = tuple(valid)
+    for value in values or ():
+        if value not in valid:
+            raise MatrixError(f"unknown {kind} {value!r}; valid: {', '.join(valid)}")

@@ -1,0 +1,12 @@
+"""Models the suite can benchmark, found by name: ``get_model("retinanet_resnet50_fpn")``."""
+
+from bench.models.registry import (
+    MissingExtraError,
+    ModelSpec,
+    UnknownModelError,
+    get_model,
+    list_models,
+    register_model,
+)
+
+__all__ = ["MissingExtraError", "ModelSpec", "UnknownModelError", "get_model", "list_models", "register_model"]

@@ -1,0 +1,231 @@
+"""A controlled, stated post-processing load for random-weight detectors.
+
+Random weights put either every anchor or none above torchvision's score threshold, so NMS time would be an
+accident of initialisation. :func:`calibrate_postprocess` sets the score threshold to the score quantile that
+sends a stated number of candidates per image into the detection head's NMS, then measures what it got.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any, Iterator
+
+import torch
+from torch import nn
+from torchvision.models.detection import FCOS, RetinaNet
+from torchvision.models.detection.generalized_rcnn import GeneralizedRCNN
+from torchvision.models.detection.ssd import SSD
+from torchvision.ops import boxes as box_ops
+
+from bench.models.batchnorm import recalibrate_batchnorm
+from bench.models.registry import ModelSpec
+
+POLICY = "score-quantile"
+# Candidates per image entering the head's NMS (see docs/models.md for why these numbers).
+DEFAULT_TARGET_DENSE = 1000  # RetinaNet, FCOS, SSD: per-level/per-class top-k of anchors x classes
+DEFAULT_TARGET_RCNN = 300  # R-CNN box heads: (proposal, class) pairs
+TARGET_TOLERANCE = 0.1  # target_reached: measured mean within 10% of the target
+
+
+@dataclass(frozen=True)
+class CountStats:
+    """Mean / min / max of a per-image count."""
+
+    mean: float
+    min: int
+    max: int
+
+    @classmethod
+    def of(cls, counts: list[int]) -> "CountStats":
+        if not counts:
+            raise ValueError("no counts to summarise")
+        return cls(mean=sum(counts) / len(counts), min=min(counts), max=max(counts))
+
+
+@dataclass(frozen=True)
+class PostprocessLoad:
+    """The post-processing load a detector was set to, and what one eval forward measured under it."""
+
+    policy: str
+    head: str  # where the thresholds live, e.g. "roi_heads" or "model"
+    target_candidates_per_image: int
+    score_thresh: float
+    default_score_thresh: float  # torchvision's value, replaced by score_thresh
+    nms_thresh: float
+    detections_per_img: int  # the cap after NMS (torchvision default, unchanged)
+    topk_candidates: int | None  # per-level (RetinaNet, FCOS) / per-class (SSD) cap before NMS; None for R-CNN
+    available_candidates_per_image: CountStats  # entering NMS with no score threshold
+    default_candidates_per_image: CountStats  # entering NMS at default_score_thresh, for these random weights
+    candidates_per_image: CountStats  # measured entering NMS at score_thresh
+    detections_per_image: CountStats  # measured after NMS and the cap
+    target_reached: bool  # measured mean within TARGET_TOLERANCE of the target
+    calibration_batch_size: int
+    batchnorm_layers_recalibrated: int  # see bench.models.batchnorm; 0 = left as built
+
+    def __post_init__(self) -> None:
+        if self.target_candidates_per_image < 1:
+            raise ValueError(f"target_candidates_per_image must be >= 1, got {self.target_candidates_per_image}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "PostprocessLoad":
+        stats = {f.name for f in dataclasses.fields(cls) if f.type in ("CountStats", CountStats)}
+        return cls(**{k: CountStats(**v) if k in stats else v for k, v in data.items()})
+
+
+def thresholds_owner(model: nn.Module) -> tuple[nn.Module, str] | None:
+    """The module holding score_thresh / nms_thresh / detections_per_img, and its name; None if unknown."""
+    if isinstance(model, GeneralizedRCNN):
+        return model.roi_heads, "roi_heads"
+    if isinstance(model, (RetinaNet, FCOS, SSD)):
+        return model, "model"
+    return None
+
+
+def default_target(model: nn.Module) -> int:
+    """The default candidates-per-image target for this detector's kind."""
+    return DEFAULT_TARGET_RCNN if isinstance(model, GeneralizedRCNN) else DEFAULT_TARGET_DENSE
+
+
+def calibrate_postprocess(
+    model: nn.Module,
+    spec: ModelSpec,
+    inputs: Any,
+    target_candidates_per_image: int | None = None,
+    *,
+    recalibrate_bn: bool = True,
+) -> PostprocessLoad | None:
+    """Set ``model``'s score threshold so ~target candidates per image enter the head's NMS; measure it.
+
+    First (``recalibrate_bn``) sets BatchNorm running statistics from ``inputs`` so random-init activations
+    keep a realistic scale (see bench.models.batchnorm). Then runs two eval forwards under no_grad on
+    ``inputs`` (use the batch you will time, on its device, inside the same autocast context, before
+    torch.compile). Only the score threshold changes; nms_thresh, the top-k
+    caps and detections_per_img stay at torchvision's defaults. Returns None where not applicable
+    (classifiers, detectors without torchvision's postprocess). Deterministic for fixed weights and inputs.
+    """
+    if spec.task != "detection":
+        return None
+    if spec.calibrate is not None:  # detectors without torchvision's postprocess (DETR family, YOLO)
+        return spec.calibrate(model, inputs, target_candidates_per_image, recalibrate_bn=recalibrate_bn)
+    found = thresholds_owner(model)
+    if found is None:
+        return None
+    owner, head = found
+    target = default_target(model) if target_candidates_per_image is None else int(target_candidates_per_image)
+    if target < 1:
+        raise ValueError(f"target_candidates_per_image must be >= 1, got {target}")
+    count = spec.count_detections
+    if count is None:
+        raise ValueError(f"{spec.name}: ModelSpec.count_detections is needed to calibrate post-processing")
+    head_module = type(owner).postprocess_detections.__module__
+    batch_size = len(inputs)
+    default_thresh = float(owner.score_thresh)
+    bn_layers = recalibrate_batchnorm(model, inputs) if recalibrate_bn else 0
+    was_training = model.training
+    model.eval()
+    try:
+        # Pass 1: no score threshold; record every candidate score that would enter the head's NMS
+        # (after the top-k caps, which commute with a threshold). NMS itself is skipped: outputs are discarded.
+        owner.score_thresh = -1.0
+        with torch.no_grad(), _capture_head_nms(head_module, run_nms=False) as scores:
+            model(inputs)
+        _check_calls(scores, batch_size, spec.name)
+        threshold = quantile_threshold(torch.cat(scores), target * batch_size)
+        # Pass 2: the real post-processing at the chosen threshold, measured.
+        owner.score_thresh = threshold
+        with torch.no_grad(), _capture_head_nms(head_module, run_nms=True) as measured:
+            outputs = model(inputs)
+        _check_calls(measured, batch_size, spec.name)
+    except BaseException:
+        owner.score_thresh = default_thresh
+        raise
+    finally:
+        model.train(was_training)
+    topk = getattr(owner, "topk_candidates", None)
+    return PostprocessLoad(
+        policy=POLICY,
+        head=head,
+        target_candidates_per_image=target,
+        score_thresh=threshold,
+        default_score_thresh=default_thresh,
+        nms_thresh=float(owner.nms_thresh),
+        detections_per_img=int(owner.detections_per_img),
+        topk_candidates=None if topk is None else int(topk),
+        available_candidates_per_image=CountStats.of([int(s.numel()) for s in scores]),
+        default_candidates_per_image=CountStats.of([int((s > default_thresh).sum()) for s in scores]),
+        candidates_per_image=CountStats.of([int(s.numel()) for s in measured]),
+        detections_per_image=CountStats.of(count(outputs)),
+        target_reached=abs(sum(len(s) for s in measured) / batch_size - target) <= TARGET_TOLERANCE * target,
+        calibration_batch_size=batch_size,
+        batchnorm_layers_recalibrated=bn_layers,
+    )
+
+
+def apply_score_thresh(model: nn.Module, load: PostprocessLoad) -> None:
+    """Set a calibrated threshold on another instance of the same detector (e.g. one rebuilt per cell)."""
+    found = thresholds_owner(model)
+    if found is None:
+        raise ValueError(f"{type(model).__name__} has no torchvision post-processing thresholds")
+    found[0].score_thresh = load.score_thresh
+
+
+def quantile_threshold(scores: torch.Tensor, wanted: int) -> float:
+    """The threshold t for which count(scores > t) is closest to ``wanted`` (ties make some counts unreachable).
+
+    t is always one of the scores themselves (or below all of them), so it survives the cast to the model's
+    score dtype (bf16 under autocast) unchanged.
+    """
+    if scores.numel() == 0 or scores.numel() <= wanted:  # fewer candidates than the target: let all through
+        return _below_all(scores)
+    kth = torch.sort(scores, descending=True).values[wanted]
+    above = int((scores > kth).sum())  # <= wanted
+    at_or_above = int((scores >= kth).sum())  # > wanted
+    if wanted - above <= at_or_above - wanted:
+        return float(kth)
+    below = scores[scores < kth]
+    return float(below.max()) if below.numel() else _below_all(scores)
+
+
+def _below_all(scores: torch.Tensor) -> float:
+    # Detector scores are probabilities (>= 0); -1 lets every candidate through, exactly.
+    lowest = float(scores.min()) if scores.numel() else 0.0
+    return min(-1.0, lowest - 1.0)
+
+
+@contextmanager
+def _capture_head_nms(head_module: str, *, run_nms: bool) -> Iterator[list[torch.Tensor]]:
+    """Record the scores of every batched_nms call made from ``head_module`` (the RPN's calls pass through).
+
+    Patches torchvision.ops.boxes.batched_nms for the duration only: never use around a timed region.
+    """
+    real = box_ops.batched_nms
+    scores_seen: list[torch.Tensor] = []
+
+    def hooked(boxes: torch.Tensor, scores: torch.Tensor, idxs: torch.Tensor, iou_threshold: float) -> torch.Tensor:
+        if sys._getframe(1).f_globals.get("__name__") != head_module:
+            return real(boxes, scores, idxs, iou_threshold)
+        scores_seen.append(scores.detach().float().cpu())
+        if run_nms:
+            return real(boxes, scores, idxs, iou_threshold)
+        return torch.argsort(scores, descending=True)
+
+    box_ops.batched_nms = hooked
+    try:
+        yield scores_seen
+    finally:
+        box_ops.batched_nms = real
+
+
+def _check_calls(calls: list[torch.Tensor], batch_size: int, name: str) -> None:
+    # torchvision's heads run NMS once per image; anything else means the hook watched the wrong caller.
+    if len(calls) != batch_size:
+        raise RuntimeError(
+            f"{name}: expected {batch_size} head NMS calls (one per image), saw {len(calls)}; "
+            "this torchvision's post-processing is not the one calibrate_postprocess knows"
+        )

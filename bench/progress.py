@@ -1,0 +1,79 @@
+"""Terminal display of a run: one rich line per cell as it starts and finishes, and a summary table.
+
+Rendering is kept apart from the data: functions return text (rendered by rich, with or without
+colour) that the pytest face writes through its terminal reporter.
+"""
+
+from __future__ import annotations
+
+import io
+from typing import Iterable
+
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+from bench.schema import CellResult
+
+STATUS_STYLE = {"ok": "green", "oom": "magenta", "error": "red", "skipped": "yellow", "timeout": "red"}
+
+
+def render(renderable: object, color: bool, width: int = 160) -> str:
+    """A rich renderable as a string (ANSI colours only when ``color``)."""
+    buffer = io.StringIO()
+    console = Console(file=buffer, force_terminal=color, color_system="standard" if color else None,
+                      width=width, highlight=False)
+    console.print(renderable)
+    return buffer.getvalue().rstrip("\n")
+
+
+def start_line(cell_id: str, index: int, total: int, isolation: str) -> Text:
+    return Text.assemble(("▶ ", "cyan"), (f"[{index}/{total}] ", "dim"), (cell_id, "bold"), (f"  ({isolation})", "dim"))
+
+
+def result_line(result: CellResult, index: int, total: int) -> Text:
+    style = STATUS_STYLE[result.status]
+    text = Text.assemble(("■ ", style), (f"[{index}/{total}] ", "dim"), (result.cell.id, "bold"), "  ",
+                         (result.status.upper(), f"bold {style}"))
+    if result.status == "ok" and result.latency is not None:
+        text.append(f"  {result.throughput_ips:.1f} img/s  median {result.latency.median_ms:.2f} ms"
+                    f"  p90 {result.latency.p90_ms:.2f} ms  n={result.latency.n}")
+        if result.peak_memory_bytes is not None:
+            text.append(f"  peak {result.peak_memory_bytes / 2**30:.2f} GiB")
+        if result.compile_s is not None:
+            text.append(f"  compile {result.compile_s:.1f} s")
+        if result.warmup_converged is False:
+            text.append("  warm-up not converged", style="yellow")
+    elif result.reason:
+        text.append(f"  {result.reason[:200]}", style="dim")
+    return text
+
+
+def summary_table(results: Iterable[CellResult]) -> Table:
+    """One row per cell: status, throughput, latency, memory, compile, MFU."""
+    table = Table(title="detbench cells", show_lines=False, header_style="bold")
+    table.add_column("cell", no_wrap=True)
+    for name, justify in (("status", "left"), ("img/s", "right"), ("median ms", "right"),
+                          ("p90 ms", "right"), ("CoV", "right"), ("peak GiB", "right"), ("compile s", "right"),
+                          ("MFU", "right"), ("det/img", "right"), ("note", "left")):
+        table.add_column(name, justify=justify, no_wrap=True)
+    for r in results:
+        lat = r.latency
+        table.add_row(
+            r.cell.id,
+            Text(r.status, style=STATUS_STYLE[r.status]),
+            _num(r.throughput_ips, ".1f"),
+            _num(lat.median_ms if lat else None, ".2f"),
+            _num(lat.p90_ms if lat else None, ".2f"),
+            _num(lat.cov if lat else None, ".3f"),
+            _num(r.peak_memory_bytes / 2**30 if r.peak_memory_bytes is not None else None, ".2f"),
+            _num(r.compile_s, ".1f"),
+            _num(r.mfu * 100 if r.mfu is not None else None, ".1f", "%"),
+            _num(r.detections_per_image.get("mean") if r.detections_per_image else None, ".1f"),
+            (r.reason or ("warm-up not converged" if r.warmup_converged is False else ""))[:80],
+        )
+    return table
+
+
+def _num(value: float | None, fmt: str, suffix: str = "") -> str:
+    return "-" if value is None else f"{value:{fmt}}{suffix}"

@@ -1,0 +1,118 @@
+"""Matrix expansion, filters, ids, profile validation and skip reasons (no GPU, no model builds)."""
+
+from __future__ import annotations
+
+import pytest
+
+from bench import matrix
+from bench.matrix import Capabilities, MatrixError, MatrixFilters
+from bench.models import list_models
+from bench.schema import Cell
+
+MODELS = list_models()
+CPU = Capabilities(cuda_available=False)
+H100 = Capabilities(cuda_available=True, gpu_count=1, bf16_supported=True, device_name="NVIDIA H100 80GB HBM3")
+
+
+def ids(cells):
+    return [c.id for c in cells]
+
+
+def test_smoke_profile_is_small_fp32_eager_and_has_both_modes():
+    cells = matrix.expand("smoke", MatrixFilters(), MODELS)
+    assert 3 <= len(cells) <= 6
+    assert {c.mode for c in cells} == {"infer", "train"}
+    assert {(c.precision, c.compile) for c in cells} == {("fp32", "eager")}
+    assert all(c.batch_size <= 2 and c.image_size and max(c.image_size) <= 320 for c in cells)
+    assert all(matrix.skip_reason(c, CPU) is None for c in cells)
+
+
+def test_quick_profile_covers_every_torchvision_detector_and_both_axes():
+    cells = matrix.expand("quick", MatrixFilters(), MODELS)
+    assert set(matrix.TORCHVISION_DETECTORS) <= {c.model for c in cells}
+    assert {"eager", "compiled"} == {c.compile for c in cells}
+    assert {"fp32", "amp-bf16"} == {c.precision for c in cells}
+    assert {"infer", "train"} == {c.mode for c in cells}
+    assert len(ids(cells)) == len(set(ids(cells)))
+    assert len([c for c in cells if c.compile == "compiled"]) <= 2  # compile is what blows the 10-minute budget
+
+
+def test_full_profile_is_the_whole_product():
+    cells = matrix.expand("full", MatrixFilters(), MODELS)
+    assert len(cells) == len(MODELS) * 2 * 2 * 3 * 5
+
+
+def test_compiled_cells_come_after_their_eager_twin():
+    cells = matrix.expand("full", MatrixFilters(models=("ssd300_vgg16",)), MODELS)
+    position = {c.id: i for i, c in enumerate(cells)}
+    for cell in cells:
+        if cell.compile == "compiled":
+            assert position[matrix.eager_twin(cell).id] < position[cell.id]
+
+
+def test_filters_replace_axes_and_keep_only_named_models():
+    filters = MatrixFilters(models=("retinanet_resnet50_fpn",), modes=("infer",), precisions=("amp-fp16",),
+                            compile="eager", batch_sizes=(1, 4), image_size=(480, 640))
+    assert ids(matrix.expand("quick", filters, MODELS)) == [
+        "retinanet_resnet50_fpn-infer-eager-fp16-bs1-gpu1-480x640",
+        "retinanet_resnet50_fpn-infer-eager-fp16-bs4-gpu1-480x640",
+    ]
+
+
+def test_a_model_outside_the_profile_still_gets_cells():
+    cells = matrix.expand("smoke", MatrixFilters(models=("efficientnet_b3",)), MODELS)
+    assert cells and {c.model for c in cells} == {"efficientnet_b3"}
+
+
+def test_cell_id_matches_the_documented_form():
+    cell = Cell("retinanet_resnet50_fpn", "infer", "compiled", "amp-bf16", 8, 1)
+    assert cell.id == "retinanet_resnet50_fpn-infer-compiled-bf16-bs8-gpu1"
+
+
+@pytest.mark.parametrize(
+    "make, words",
+    [
+        (lambda: matrix.resolve_profile("huge", True), ["profile 'huge'", "auto, smoke, quick, full"]),
+        (lambda: MatrixFilters(modes=("eval",)), ["mode 'eval'", "infer, train"]),
+        (lambda: MatrixFilters(precisions=("fp8",)), ["precision 'fp8'", "fp32, amp-fp16, amp-bf16"]),
+        (lambda: MatrixFilters(compile="jit"), ["compile 'jit'", "eager, compiled, both"]),
+        (lambda: matrix.parse_batch_sizes("1,0"), ["batch size '0'"]),
+        (lambda: matrix.parse_batch_sizes("two"), ["batch size 'two'"]),
+        (lambda: matrix.parse_image_size("640"), ["image size '640'", "HEIGHTxWIDTH"]),
+        (lambda: matrix.expand("smoke", MatrixFilters(models=("yolo",)), MODELS), ["model 'yolo'", "resnet50"]),
+    ],
+)
+def test_bad_input_is_one_line_naming_valid_choices(make, words):
+    with pytest.raises(MatrixError) as info:
+        make()
+    message = str(info.value)
+    assert "\n" not in message
+    for word in words:
+        assert word in message
+
+
+def test_auto_profile_follows_cuda():
+    assert matrix.resolve_profile("auto", cuda_available=False) == "smoke"
+    assert matrix.resolve_profile("auto", cuda_available=True) == "quick"
+
+
+@pytest.mark.parametrize(
+    "cell, caps, expected",
+    [
+        (Cell("resnet50", precision="amp-bf16"), CPU, "GPU-only"),
+        (Cell("resnet50", precision="amp-fp16"), CPU, "GPU-only"),
+        (Cell("resnet50", gpus=2), H100, "needs 2 GPUs, 1 visible"),
+        (Cell("resnet50", precision="amp-bf16"),
+         Capabilities(cuda_available=True, gpu_count=1, bf16_supported=False, device_name="Tesla T4"),
+         "bf16 is not supported on Tesla T4"),
+        (Cell("resnet50", compile="compiled"), Capabilities(cuda_available=False, compile_available=False),
+         "torch.compile is not available"),
+        (Cell("resnet50", precision="amp-bf16", compile="compiled"), H100, None),
+    ],
+)
+def test_skip_reasons(cell, caps, expected):
+    reason = matrix.skip_reason(cell, caps)
+    if expected is None:
+        assert reason is None
+    else:
+        assert expected in reason

@@ -1,0 +1,102 @@
+"""The pytest face end to end: real pytest + pytest-benchmark in a subprocess, writing --benchmark-json."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from bench.journal import read_journal
+from bench.schema import SCHEMA_NAME, CellResult
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def run_pytest(*args: str, env: dict | None = None, timeout: float = 240) -> subprocess.CompletedProcess:
+    command = [sys.executable, "-m", "pytest", "bench/", "-p", "no:cacheprovider", "-q", *args]
+    return subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=timeout,
+                          env={**os.environ, **(env or {})})
+
+
+@pytest.fixture(scope="module")
+def smoke_run(tmp_path_factory):
+    """The smoke profile on a real torchvision model plus tiny test models, one of them crashing its process."""
+    out = tmp_path_factory.mktemp("smoke")
+    proc = run_pytest(
+        "--profile", "smoke", "--models", "resnet50,tiny_convnet,tiny_needs_extra", "--modes", "infer,train",
+        "--image-size", "32x32", "-k", "not resnet50-train", "--model-modules", "tests.bench.tiny_models",
+        "--isolation", "process", f"--benchmark-json={out / 'results.json'}",
+        env={"DETBENCH_TEST_FAULT": "tiny_convnet-train:segfault"},
+    )
+    return proc, out
+
+
+def test_smoke_run_exits_zero_and_prints_the_summary(smoke_run):
+    proc, _ = smoke_run
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "detbench summary" in proc.stdout
+    assert "2 passed, 2 skipped" in proc.stdout and "1 xfailed" in proc.stdout  # tiny_needs_extra x2 skipped
+    assert "SIGSEGV" in proc.stdout
+
+
+def test_benchmark_json_holds_device_timed_iterations_and_the_detbench_schema(smoke_run):
+    _, out = smoke_run
+    data = json.loads((out / "results.json").read_text())
+    assert "detbench_environment" in data["machine_info"]
+    benches = {b["param"]: b for b in data["benchmarks"]}
+    assert set(benches) == {"resnet50-infer-eager-fp32-bs2-gpu1-32x32", "tiny_convnet-infer-eager-fp32-bs1-gpu1-32x32"}
+    for bench in benches.values():
+        cell = CellResult.from_dict(bench["extra_info"]["detbench"])
+        assert cell.status == "ok" and cell.environment
+        # pytest-benchmark's stats are exactly our measured iterations (seconds)
+        assert bench["stats"]["data"] == pytest.approx([t / 1000.0 for t in cell.times_ms])
+        assert bench["stats"]["median"] == pytest.approx(cell.latency.median_ms / 1000.0)
+        assert bench["stats"]["rounds"] == cell.latency.n
+    not_measured = {r["cell_id"]: r for r in data["detbench"]["not_measured"]}
+    assert not_measured["tiny_convnet-train-eager-fp32-bs1-gpu1-32x32"]["status"] == "error"
+    assert not_measured["tiny_needs_extra-infer-eager-fp32-bs1-gpu1-32x32"]["status"] == "skipped"
+    assert data["detbench"]["schema"] == SCHEMA_NAME and len(data["detbench"]["cell_ids"]) == 6  # the matrix, before -k
+
+
+def test_journal_next_to_the_json_has_every_cell(smoke_run):
+    _, out = smoke_run
+    results = read_journal(out / "results.journal.jsonl")
+    assert sorted(r.status for r in results) == ["error", "ok", "ok", "skipped", "skipped"]
+
+
+def test_pytest_benchmark_compare_reads_the_file(smoke_run):
+    _, out = smoke_run
+    compare = "import sys; from pytest_benchmark.cli import main; sys.argv[0] = 'pytest-benchmark'; main()"
+    proc = subprocess.run([sys.executable, "-c", compare, "compare", "--columns=min,median,max,rounds",
+                           str(out / "results.json")], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert "tiny_convnet-infer-eager-fp32-bs1-gpu1-32x32" in proc.stdout
+
+
+@pytest.mark.parametrize(
+    "args, words",
+    [
+        (["--profile", "huge"], ["unknown profile 'huge'", "auto, smoke, quick, full"]),
+        (["--models", "yolo"], ["unknown model 'yolo'", "retinanet_resnet50_fpn"]),
+        (["--precisions", "fp8"], ["unknown precision 'fp8'", "amp-bf16"]),
+        (["--batch-sizes", "0"], ["bad batch size '0'"]),
+        (["--isolation", "docker"], ["unknown isolation 'docker'", "process, inline"]),
+    ],
+)
+def test_bad_options_are_one_line_usage_errors(args, words):
+    proc = run_pytest("--collect-only", *args, timeout=120)
+    assert proc.returncode == 4  # pytest's usage-error exit code
+    for word in words:
+        assert word in proc.stderr
+
+
+def test_cell_ids_select_cells_with_k():
+    proc = run_pytest("--collect-only", "--profile", "quick", "-k", "retinanet_resnet50_fpn-infer-compiled-fp32-bs8-gpu1",
+                      timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert "test_cell[retinanet_resnet50_fpn-infer-compiled-fp32-bs8-gpu1]" in proc.stdout
+    assert "1/" in proc.stdout or "1 test collected" in proc.stdout or "1 selected" in proc.stdout
