@@ -178,11 +178,13 @@ def probe_capabilities() -> Capabilities:
     """Ask torch what this machine can run (initialises CUDA when it is present)."""
     import torch  # noqa: PLC0415
 
+    from envcheck.probe import native_bf16_supported  # noqa: PLC0415
+
     cuda = torch.cuda.is_available()
     return Capabilities(
         cuda_available=cuda,
         gpu_count=torch.cuda.device_count() if cuda else 0,
-        bf16_supported=bool(cuda and torch.cuda.is_bf16_supported()),
+        bf16_supported=bool(cuda and native_bf16_supported()),
         compile_available=hasattr(torch, "compile"),
         device_name=torch.cuda.get_device_name(0) if cuda else None,
     )

@@ -9,6 +9,17 @@ import json
 from typing import Any
 
 
+def native_bf16_supported() -> bool:
+    """bf16 in hardware on the current CUDA device. Since torch 2.3 ``is_bf16_supported()`` also answers True
+    where bf16 is only emulated (T4, V100): a job or benchmark would then run a slow emulation."""
+    import torch  # noqa: PLC0415
+
+    try:
+        return bool(torch.cuda.is_bf16_supported(including_emulation=False))
+    except TypeError:  # torch without the keyword reports native support only
+        return bool(torch.cuda.is_bf16_supported())
+
+
 def collect() -> dict[str, Any]:
     import torch  # noqa: PLC0415
 
@@ -44,7 +55,7 @@ def collect() -> dict[str, Any]:
                 torch.cuda.synchronize(index)
             except RuntimeError as exc:  # "no kernel image is available for execution on the device"
                 device["launch_error"] = str(exc).strip().splitlines()[0]
-        facts["bf16_supported"] = bool(torch.cuda.is_bf16_supported())
+        facts["bf16_supported"] = native_bf16_supported()
     except RuntimeError as exc:  # "CUDA driver version is insufficient", "no kernel image", ...
         facts["error"] = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
     return facts

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from envcheck.probe import native_bf16_supported
 from envcheck.registry import register_check
 from envcheck.result import Outcome, failed, passed
 
@@ -51,7 +52,7 @@ def check_cudnn(ctx) -> Outcome:
         return failed("cuDNN is not available to torch", "install a torch CUDA wheel (it bundles cuDNN); "
                       "do not put an older libcudnn first on LD_LIBRARY_PATH")
     version = torch.backends.cudnn.version()
-    dtypes = ["fp32", "fp16"] + (["bf16"] if torch.cuda.is_bf16_supported() else [])
+    dtypes = ["fp32", "fp16"] + (["bf16"] if native_bf16_supported() else [])
     if ctx.options.amp and ctx.options.amp not in dtypes:
         return failed(f"cuDNN {version}; the job wants {ctx.options.amp} autocast, which this GPU does not support",
                       "use --amp fp16 (GradScaler) on this GPU, or run on Ampere or newer for bf16",

@@ -6,6 +6,7 @@ import statistics
 from typing import Any, Callable
 
 from envcheck import tables
+from envcheck.probe import native_bf16_supported
 from envcheck.registry import register_check
 from envcheck.result import Outcome, failed, passed, warned
 
@@ -76,7 +77,7 @@ def judge(measured: float, peak: float | None) -> tuple[str, float | None]:
 def check_speed(ctx) -> Outcome:
     import torch  # noqa: PLC0415
 
-    half = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    half = "bf16" if native_bf16_supported() else "fp16"
     rows, per_device = [], {}
     for index in range(torch.cuda.device_count()):
         device = f"cuda:{index}"
