@@ -31,7 +31,8 @@ class Journal:
     def append(self, result: CellResult) -> None:
         if self._handle is None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._handle = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 - closed in close()
+            # "w": a journal holds one run; re-running with the same --benchmark-json must not mix two runs
+            self._handle = open(self.path, "w", encoding="utf-8")  # noqa: SIM115 - closed in close()
         self._handle.write(json.dumps(result.to_dict(), separators=(",", ":")) + "\n")
         self._handle.flush()
         os.fsync(self._handle.fileno())
