@@ -8,7 +8,6 @@ dependency -> ``skipped``, anything else -> ``error`` with the exception's one-l
 from __future__ import annotations
 
 import contextlib
-import inspect
 import os
 import time
 import traceback
@@ -18,10 +17,13 @@ from typing import Any, Callable
 import torch
 
 from bench import memory, stats, timing
+from bench.flops import FlopCount, count_flops
 from bench.models import MissingExtraError, ModelSpec, get_model
 from bench.models.registry import configure_size
 from bench.options import RunOptions, import_model_modules
+from bench.postprocess import calibrate_postprocess
 from bench.schema import Cell, CellResult
+from bench.telemetry import TelemetryTracker
 
 AUTOCAST_DTYPES = {"amp-fp16": torch.float16, "amp-bf16": torch.bfloat16}
 FAULT_ENV = "DETBENCH_TEST_FAULT"  # test-only: "<cell-id substring>:<kind>", see bench/faults.py
@@ -256,11 +258,6 @@ def resolved_config(cell: Cell, options: RunOptions, device: torch.device) -> di
 
 
 def _calibrate_postprocess(prepared: Prepared, config: dict[str, Any]) -> dict[str, Any] | None:
-    try:
-        from bench.postprocess import calibrate_postprocess  # noqa: PLC0415
-    except ImportError as exc:
-        config["postprocess_unavailable"] = f"bench.postprocess not importable: {exc}"
-        return None
     load = calibrate_postprocess(prepared.model, prepared.spec, prepared.inputs)
     if load is None:
         config["postprocess_unavailable"] = "not applicable to this model (no torchvision post-processing)"
@@ -268,23 +265,15 @@ def _calibrate_postprocess(prepared: Prepared, config: dict[str, Any]) -> dict[s
     return load.to_dict()
 
 
-def _count_flops(cell: Cell, prepared: Prepared, options: RunOptions, config: dict[str, Any]) -> Any:
+def _count_flops(cell: Cell, prepared: Prepared, options: RunOptions, config: dict[str, Any]) -> FlopCount | None:
     if not options.count_flops:
         config["flops"] = "disabled"
         return None
-    try:
-        from bench.flops import count_flops  # noqa: PLC0415
-    except ImportError as exc:
-        config["flops"] = f"bench.flops not importable: {exc}"
-        return None
-    available = {"spec": prepared.spec, "targets": prepared.targets, "precision": cell.precision,
-                 "loss_fn": prepared.spec.training_loss, "batch_size": cell.batch_size}
-    accepted = inspect.signature(count_flops).parameters
-    kwargs = {k: v for k, v in available.items() if k in accepted}
-    return count_flops(prepared.model, prepared.inputs, cell.mode, **kwargs)
+    return count_flops(prepared.model, prepared.inputs, cell.mode, targets=prepared.targets,
+                       loss_fn=prepared.spec.training_loss)
 
 
-def _fill_flops(result: CellResult, flop_count: Any, cell: Cell, device: torch.device) -> None:
+def _fill_flops(result: CellResult, flop_count: FlopCount, cell: Cell, device: torch.device) -> None:
     result.flops_per_image = flop_count.flops_per_image
     result.flop_convention = getattr(flop_count, "convention", None)
     result.config["flops"] = {key: getattr(flop_count, key) for key in
@@ -309,17 +298,12 @@ def _fill_flops(result: CellResult, flop_count: Any, cell: Cell, device: torch.d
         result.mfu = result.achieved_tflops / result.peak_tflops
 
 
-def _telemetry_tracker(options: RunOptions, device: torch.device, config: dict[str, Any]) -> Any:
+def _telemetry_tracker(options: RunOptions, device: torch.device, config: dict[str, Any]) -> TelemetryTracker | None:
     if options.telemetry_hz == 0:
         config["telemetry"] = "disabled (--telemetry-hz 0)"
         return None
     if device.type != "cuda":
         config["telemetry"] = "not sampled on CPU"
-        return None
-    try:
-        from bench.telemetry import TelemetryTracker  # noqa: PLC0415
-    except ImportError as exc:
-        config["telemetry"] = f"bench.telemetry not importable: {exc}"
         return None
     return TelemetryTracker([device.index or 0], options.telemetry_hz)
 
