@@ -9,6 +9,18 @@ import time
 import torch
 
 KINDS = ("segfault", "exit", "hang", "oom", "raise")
+FAULT_ENV = "DETBENCH_TEST_FAULT"  # test-only: "<cell-id substring>:<kind>"
+
+
+def maybe_trigger(cell_id: str) -> None:
+    """Fire the fault ``DETBENCH_TEST_FAULT=<cell-id substring>:<kind>`` names when it matches ``cell_id``,
+    so crash handling is tested with real crashes. Unset in normal runs: a no-op."""
+    spec = os.environ.get(FAULT_ENV)
+    if not spec:
+        return
+    target, _, kind = spec.rpartition(":")
+    if target and target in cell_id:
+        trigger(kind)
 
 
 def trigger(kind: str) -> None:

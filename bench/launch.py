@@ -52,7 +52,7 @@ def run_in_child(cell: Cell, options: RunOptions) -> CellResult:
             try:
                 returncode = child.wait(timeout=options.cell_timeout_s)
             except subprocess.TimeoutExpired:
-                _kill_group(child)
+                kill_group(child)
                 return CellResult(cell, status="timeout", reason=(
                     f"killed after the cell timeout of {options.cell_timeout_s:g} s"),
                     config={"isolation": "process", "output_tail": _tail(stderr_path)})
@@ -78,7 +78,7 @@ def describe_exit(returncode: int) -> str:
     return f"exited with code {returncode} without writing a result"
 
 
-def _kill_group(child: subprocess.Popen) -> None:
+def kill_group(child: subprocess.Popen) -> None:
     """Kill the child and anything it started (it leads its own session); reap it."""
     try:
         os.killpg(child.pid, signal.SIGKILL)

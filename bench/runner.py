@@ -16,7 +16,7 @@ from typing import Any, Callable
 
 import torch
 
-from bench import memory, stats, timing
+from bench import faults, memory, stats, timing
 from bench.flops import FlopCount, count_flops
 from bench.models import MissingExtraError, ModelSpec, get_model
 from bench.models.registry import configure_size
@@ -26,7 +26,6 @@ from bench.schema import Cell, CellResult
 from bench.telemetry import TelemetryTracker
 
 AUTOCAST_DTYPES = {"amp-fp16": torch.float16, "amp-bf16": torch.bfloat16}
-FAULT_ENV = "DETBENCH_TEST_FAULT"  # test-only: "<cell-id substring>:<kind>", see bench/faults.py
 
 
 @dataclass
@@ -152,7 +151,7 @@ def _measure(cell: Cell, options: RunOptions, device: torch.device, config: dict
     setup_s["build_and_inputs"] = time.perf_counter() - began
     config["image_size"] = list(prepared.image_size)
     config["model_notes"] = prepared.spec.notes
-    _maybe_fault(cell)
+    faults.maybe_trigger(cell.id)  # test-only, see bench/faults.py
 
     postprocess = None
     if prepared.spec.is_detector and cell.mode == "infer":
@@ -341,16 +340,3 @@ def _release(device: torch.device) -> None:
     gc.collect()
     if device.type == "cuda":
         torch.cuda.empty_cache()
-
-
-def _maybe_fault(cell: Cell) -> None:
-    """Test-only fault injection (``DETBENCH_TEST_FAULT=<cell-id substring>:<kind>``), so crash handling
-    is tested with real crashes; see :mod:`bench.faults`. Unset in normal runs."""
-    spec = os.environ.get(FAULT_ENV)
-    if not spec:
-        return
-    target, _, kind = spec.rpartition(":")
-    if target and target in cell.id:
-        from bench import faults  # noqa: PLC0415
-
-        faults.trigger(kind)

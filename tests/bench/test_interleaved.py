@@ -1,0 +1,103 @@
+"""bench.interleaved: variant parsing, rotation, paired ratios, and real runs of a tiny model on the CPU."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from bench import interleaved
+from bench.interleaved import InterleavedError, ModelComparison, Ratio, Variant, VariantRun, rotation
+from bench.options import RunOptions
+
+MODULES = ("tests.bench.tiny_models",)
+
+
+def test_variant_text_round_trips_and_bad_text_names_the_choices():
+    variant = Variant.parse("infer-compiled-bf16")
+    assert (variant.mode, variant.compile, variant.precision) == ("infer", "compiled", "amp-bf16")
+    assert variant.label == "infer-compiled-bf16"
+    assert Variant.parse("train-eager-amp-fp16").label == "train-eager-fp16"
+    for bad in ("infer-fast-fp32", "infer-eager", "eval-eager-fp32", "infer-eager-int8"):
+        with pytest.raises(InterleavedError, match="precisions fp32, fp16, bf16"):
+            Variant.parse(bad)
+    with pytest.raises(InterleavedError, match="twice"):
+        interleaved.parse_variants("infer-eager-fp32,infer-eager-fp32")
+
+
+def test_rotation_puts_every_variant_in_every_position():
+    orders = [rotation(3, r) for r in range(3)]
+    assert orders == [[0, 1, 2], [1, 2, 0], [2, 0, 1]]
+    for position in range(3):
+        assert sorted(order[position] for order in orders) == [0, 1, 2]
+
+
+def test_ratios_are_paired_by_round_so_a_slow_round_cancels():
+    # the host is 40% slower in round 1 for both variants; the variant is 2x faster in every round
+    baseline = VariantRun("infer-eager-fp32", "m", block_median_ms=[100.0, 140.0, 100.0, 101.0])
+    faster = VariantRun("infer-eager-bf16", "m", block_median_ms=[50.0, 70.0, 50.0, 50.5])
+    ratio = Ratio.paired(faster, baseline)
+    assert ratio.per_round == pytest.approx([2.0, 2.0, 2.0, 2.0])
+    assert ratio.median == pytest.approx(2.0) and ratio.q1 == pytest.approx(2.0) and ratio.q3 == pytest.approx(2.0)
+    # unpaired, the medians of the blocks would give 100.5 / 50.25 = 2.0 here too, but not when states differ:
+    skewed = VariantRun("x", "m", block_median_ms=[70.0, 70.0, 70.0, 70.0])
+    assert Ratio.paired(skewed, baseline).per_round[1] == pytest.approx(2.0)
+    assert Ratio.paired(skewed, baseline).per_round[0] == pytest.approx(100 / 70)
+
+
+def test_compare_model_times_every_variant_in_rounds_and_writes_a_readable_result():
+    variants = [Variant.parse(v) for v in ("infer-eager-fp32", "infer-eager-bf16", "train-eager-fp32")]
+    options = RunOptions(profile="test", telemetry_hz=0, count_flops=False, model_modules=MODULES)
+    from bench.options import import_model_modules
+
+    import_model_modules(MODULES)
+    result = interleaved.compare_model("tiny_convnet", variants, 2, None, options, rounds=3, block_s=0.02)
+    assert result.status == "ok" and result.timer == "perf-counter+sync"
+    assert [r.variant for r in result.variants] == ["infer-eager-fp32", "infer-eager-bf16", "train-eager-fp32"]
+    for run in result.variants:
+        assert run.status == "ok" and len(run.block_median_ms) == 3 and run.throughput_ips > 0
+        assert run.latency.n == len(run.times_ms) >= 6
+    assert [r.variant for r in result.ratios] == ["infer-eager-bf16", "train-eager-fp32"]
+    assert all(r.baseline == "infer-eager-fp32" and len(r.per_round) == 3 for r in result.ratios)
+    train = result.ratios[1]
+    assert train.median < 1.0  # forward + backward + step is slower than a forward: the ratio can fail
+    assert len(result.host_canary_ms) == 9 and all(c > 0 for c in result.host_canary_ms)
+    again = ModelComparison.from_dict(json.loads(json.dumps(result.to_dict())))
+    assert again == result
+
+
+def test_a_missing_extra_skips_the_model_and_a_bad_schema_is_refused():
+    options = RunOptions(profile="test", telemetry_hz=0, count_flops=False, model_modules=MODULES)
+    from bench.options import import_model_modules
+
+    import_model_modules(MODULES)
+    result = interleaved.compare_model("tiny_needs_extra", [Variant.parse("infer-eager-fp32")], 1, None, options, 2, 0.01)
+    assert result.status == "skipped" and "pip install" in result.reason and result.ratios == []
+    with pytest.raises(InterleavedError, match="schema_version"):
+        ModelComparison.from_dict({**result.to_dict(), "schema_version": 99})
+
+
+def test_cli_isolates_each_model_a_crash_is_recorded_and_the_next_model_still_runs(tmp_path):
+    out = tmp_path / "ratios.json"
+    command = [sys.executable, "-m", "bench.interleaved", "--models", "tiny_convnet,resnet50",
+               "--model-modules", MODULES[0], "--variants", "infer-eager-fp32,train-eager-fp32",
+               "--batch-size", "2", "--image-size", "64x64", "--rounds", "2", "--block-s", "0.02", "--json", str(out)]
+    env = {"DETBENCH_TEST_FAULT": "tiny_convnet-train:segfault", "PATH": "/usr/bin:/bin"}
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300, env=env)
+    assert done.returncode == 1, done.stdout + done.stderr  # one model failed
+    crashed, measured = json.loads(out.read_text())["models"]
+    assert crashed["model"] == "tiny_convnet" and crashed["status"] == "error" and "SIGSEGV" in crashed["reason"]
+    assert measured["status"] == "ok" and measured["ratios"][0]["variant"] == "train-eager-fp32"
+    assert "died of SIGSEGV" in done.stdout and "train-eager-fp32" in done.stdout
+
+
+def test_cli_rejects_bad_input_in_one_line_naming_the_choices():
+    for args, expected in ((["--models", "nope"], "unknown model 'nope'; valid: "),
+                           (["--models", "resnet50", "--variants", "infer-fast-fp32"], "bad variant"),
+                           (["--models", "resnet50", "--rounds", "1"], "--rounds must be >= 2")):
+        done = subprocess.run([sys.executable, "-m", "bench.interleaved", *args], capture_output=True, text=True,
+                              timeout=120)
+        assert done.returncode == 2
+        assert expected in done.stderr.strip().splitlines()[-1]
