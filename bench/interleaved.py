@@ -20,6 +20,7 @@ import contextlib
 import dataclasses
 import json
 import os
+import signal
 import statistics
 import subprocess
 import sys
@@ -334,6 +335,9 @@ def compare_in_child(model: str, argv: list[str], timeout_s: float) -> ModelComp
         except subprocess.TimeoutExpired:
             kill_group(child)
             return {"model": model, "status": "timeout", "reason": f"killed after {timeout_s:g} s"}
+        except BaseException:  # interrupted (Ctrl-C, SIGTERM from `timeout`): the child must not outlive us
+            kill_group(child)
+            raise
         if code == 0 and out.exists():
             data = json.loads(out.read_text(encoding="utf-8"))
             return ModelComparison.from_dict(data["models"][0])
@@ -376,8 +380,13 @@ def print_table(models: list[dict[str, Any]]) -> None:
                   f"(spread {(max(canary) - min(canary)) / min(canary):.0%})")
 
 
+def _exit_on_sigterm(signum: int, frame: Any) -> None:
+    raise SystemExit(128 + signum)
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)  # so a child model process is killed with us
     parser = argparse.ArgumentParser(prog="python -m bench.interleaved", description=__doc__.splitlines()[0])
     parser.add_argument("--models", required=True, help="comma-separated registry names")
     parser.add_argument("--variants", default=",".join(DEFAULT_VARIANTS),

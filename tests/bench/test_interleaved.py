@@ -101,3 +101,40 @@ def test_cli_rejects_bad_input_in_one_line_naming_the_choices():
                               timeout=120)
         assert done.returncode == 2
         assert expected in done.stderr.strip().splitlines()[-1]
+
+
+def test_terminating_the_command_also_ends_the_model_process(tmp_path):
+    import os
+    import signal
+    import time
+
+    marker = tmp_path / "child-pid"
+    command = [sys.executable, "-c", (
+        "import os, sys, bench.interleaved as i\n"
+        "real = i.subprocess.Popen\n"
+        "def spy(*a, **k):\n"
+        "    p = real(*a, **k)\n"
+        f"    open({str(marker)!r}, 'w').write(str(p.pid))\n"
+        "    return p\n"
+        "i.subprocess.Popen = spy\n"
+        "sys.exit(i.main(['--models', 'tiny_convnet', '--model-modules', 'tests.bench.tiny_models', "
+        "'--variants', 'infer-eager-fp32,train-eager-fp32', '--rounds', '2']))\n")]
+    env = {**os.environ, "DETBENCH_TEST_FAULT": "tiny_convnet-train:hang"}
+    parent = subprocess.Popen(command, env=env)
+    deadline = time.monotonic() + 120
+    while not marker.exists() or not marker.read_text():
+        assert time.monotonic() < deadline and parent.poll() is None
+        time.sleep(0.1)
+    child_pid = int(marker.read_text())
+    time.sleep(1.0)
+    parent.send_signal(signal.SIGTERM)
+    assert parent.wait(timeout=30) == 128 + signal.SIGTERM
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            os.kill(child_pid, 0)
+        except ProcessLookupError:
+            break
+        time.sleep(0.1)
+    else:
+        pytest.fail("the model's child process outlived the command")
