@@ -94,6 +94,7 @@ class VariantRun:
     first_call_s: float | None = None
     compile_s: float | None = None
     graph_breaks: int | None = None
+    break_even_iterations: float | None = None  # compiled: vs the eager variant of the same mode and precision
     warmup_iterations: int | None = None
     warmup_s: float | None = None
     iterations_per_block: int | None = None
@@ -142,6 +143,7 @@ class ModelComparison:
     host_canary_ms: list[float]  # before every block, in visiting order
     status: str = "ok"  # "error" when the model's process died or timed out
     reason: str | None = None
+    environment: dict[str, Any] | None = None  # envcheck.fingerprint.collect(): GPU, UUIDs, driver, versions
     torch: str = torch.__version__
     schema: str = SCHEMA_NAME
     schema_version: int = SCHEMA_VERSION
@@ -247,7 +249,11 @@ def compare_model(model: str, variants: list[Variant], batch_size: int, image_si
     runs: list[VariantRun] = []
     ready: list[_Ready] = []
     for variant in variants:
+        began = time.perf_counter()
         run, prepared = _set_up(variant, model, batch_size, image_size, options, device)
+        print(f"{model} {run.variant}: {run.status} after {time.perf_counter() - began:.1f} s of set-up"
+              + (f" (first call {run.first_call_s:.1f} s)" if run.first_call_s is not None else "")
+              + (f": {run.reason}" if run.reason else ""), file=sys.stderr, flush=True)
         runs.append(run)
         if prepared is not None:
             ready.append(prepared)
@@ -269,6 +275,7 @@ def compare_model(model: str, variants: list[Variant], batch_size: int, image_si
             item.run.block_median_ms.append(statistics.median(times))
     for item in ready:
         _summarise(item, batch_size)
+    fill_break_even(runs)
     ok = [r for r in runs if r.status == "ok" and r.block_median_ms]
     baseline = runs[0] if runs and runs[0].status == "ok" and runs[0].block_median_ms else None
     ratios = [ratio for r in ok[1:] if baseline is not None
@@ -278,8 +285,10 @@ def compare_model(model: str, variants: list[Variant], batch_size: int, image_si
     if not ok:  # nothing measured: say why, from the variants
         status = "skipped" if all(r.status == "skipped" for r in runs) else "error"
         reason = "; ".join(f"{r.variant}: {r.status}: {r.reason}" for r in runs)
+    from envcheck.fingerprint import collect  # noqa: PLC0415
+
     return ModelComparison(model, batch_size, list(image_size) if image_size else None, rounds, block_s,
-                           _device_name(device), timer, runs, ratios, canary, status, reason)
+                           _device_name(device), timer, runs, ratios, canary, status, reason, collect())
 
 
 def _summarise(item: _Ready, batch_size: int) -> None:
@@ -292,6 +301,16 @@ def _summarise(item: _Ready, batch_size: int) -> None:
         with torch.no_grad():
             counts = counter(item.step())
         run.detections_per_image = sum(counts) / len(counts) if counts else None
+
+
+def fill_break_even(runs: list[VariantRun]) -> None:
+    """Iterations after which each compiled variant has paid for its compile, against its eager twin."""
+    medians = {r.variant: r.latency.median_ms for r in runs if r.status == "ok" and r.latency is not None}
+    for run in runs:
+        if run.compile_s is None or run.variant not in medians:
+            continue
+        twin = run.variant.replace("-compiled-", "-eager-")
+        run.break_even_iterations = timing.break_even_iterations(run.compile_s, medians.get(twin), medians[run.variant])
 
 
 def _graph_breaks() -> int:

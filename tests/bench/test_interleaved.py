@@ -47,6 +47,23 @@ def test_ratios_are_paired_by_round_so_a_slow_round_cancels():
     assert Ratio.paired(skewed, baseline).per_round[0] == pytest.approx(100 / 70)
 
 
+def test_break_even_is_filled_against_the_eager_twin_only():
+    from bench.schema import LatencyStats
+
+    def run(variant: str, median: float, compile_s: float | None = None) -> VariantRun:
+        latency = LatencyStats(4, median, median, median, median, median, median, 0.0, 0.0, 0.0)
+        return VariantRun(variant, "m", compile_s=compile_s, latency=latency)
+
+    runs = [run("infer-eager-fp32", 100.0), run("infer-compiled-fp32", 60.0, 20.0),
+            run("infer-compiled-bf16", 50.0, 20.0), run("infer-compiled-fp16", 150.0, 20.0),
+            run("infer-eager-fp16", 120.0)]
+    interleaved.fill_break_even(runs)
+    assert runs[1].break_even_iterations == pytest.approx(20.0 / 0.040)  # 20 s / 40 ms saved per iteration
+    assert runs[2].break_even_iterations is None  # no eager bf16 to compare with
+    assert runs[3].break_even_iterations is None  # slower than eager: never pays off
+    assert runs[0].break_even_iterations is None
+
+
 def test_compare_model_times_every_variant_in_rounds_and_writes_a_readable_result():
     variants = [Variant.parse(v) for v in ("infer-eager-fp32", "infer-eager-bf16", "train-eager-fp32")]
     options = RunOptions(profile="test", telemetry_hz=0, count_flops=False, model_modules=MODULES)
@@ -64,6 +81,7 @@ def test_compare_model_times_every_variant_in_rounds_and_writes_a_readable_resul
     train = result.ratios[1]
     assert train.median < 1.0  # forward + backward + step is slower than a forward: the ratio can fail
     assert len(result.host_canary_ms) == 9 and all(c > 0 for c in result.host_canary_ms)
+    assert result.environment["torch"] == result.torch and result.environment["python"]
     again = ModelComparison.from_dict(json.loads(json.dumps(result.to_dict())))
     assert again == result
 
