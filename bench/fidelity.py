@@ -33,7 +33,7 @@ from bench import matrix, memory, timing
 from bench.interleaved import host_canary_ms, rotation
 from bench.options import RunOptions
 from bench.postprocess import calibrate_postprocess
-from bench.runner import autocast_context, cell_device, make_step, prepare
+from bench.runner import autocast_context, cell_device, device_name, make_step, prepare
 from bench.schema import PRECISIONS, Cell
 from bench.telemetry import TelemetryTracker
 
@@ -159,7 +159,7 @@ def check(cell: Cell, options: RunOptions, rounds: int = DEFAULT_ROUNDS) -> Fide
     iterations = timing.planned_iterations(measure_policy, estimate)
     # the suite's region runs exactly `iterations` (as its event timer plans them); the bare loop matches it
     measure_policy = timing.MeasurePolicy(iterations, 0.0, iterations, max(measure_policy.max_s, 1.0))
-    report = FidelityReport(cell.id, _device_name(device), "cuda-events" if device.type == "cuda" else "perf-counter+sync",
+    report = FidelityReport(cell.id, device_name(device), "cuda-events" if device.type == "cuda" else "perf-counter+sync",
                             cell.batch_size, iterations, telemetry_hz=options.telemetry_hz)
     for round_index in range(rounds):
         for which in rotation(2, round_index):
@@ -171,10 +171,6 @@ def check(cell: Cell, options: RunOptions, rounds: int = DEFAULT_ROUNDS) -> Fide
             else:
                 report.bare_ms.append(bare_loop_ms(step, sync, iterations))
     return report
-
-
-def _device_name(device: torch.device) -> str:
-    return torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
 
 
 def main(argv: list[str] | None = None) -> int:

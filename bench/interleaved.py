@@ -38,8 +38,9 @@ from bench.models import MissingExtraError, get_model
 from bench.models.registry import UnknownModelError
 from bench.options import RunOptions, import_model_modules
 from bench.postprocess import calibrate_postprocess
-from bench.runner import autocast_context, cell_device, make_step, prepare
-from bench.schema import COMPILE_MODES, MODES, PRECISIONS, Cell, LatencyStats
+from bench.runner import (autocast_context, cell_device, device_name, graph_break_count, make_step, one_line, prepare,
+                          release_memory)
+from bench.schema import COMPILE_MODES, MODES, Cell, LatencyStats
 
 SCHEMA_NAME = "detbench.interleaved"
 SCHEMA_VERSION = 1
@@ -203,7 +204,7 @@ def _set_up(variant: Variant, model: str, batch_size: int, image_size: tuple[int
             with autocast_context(cell, device):
                 load = calibrate_postprocess(prepared.model, prepared.spec, prepared.inputs)
             run.postprocess = load.to_dict() if load is not None else None
-        breaks_before = _graph_breaks()
+        breaks_before = graph_break_count()
         if cell.compile == "compiled":
             prepared.runnable = torch.compile(prepared.model, mode=options.compile_mode)
         step = make_step(cell, prepared, device)
@@ -211,7 +212,7 @@ def _set_up(variant: Variant, model: str, batch_size: int, image_size: tuple[int
         warm = timing.warm_up(step, sync, warmup_policy)
         run.warmup_iterations, run.warmup_s = warm.iterations, warm.seconds
         if cell.compile == "compiled":
-            run.graph_breaks = _graph_breaks() - breaks_before
+            run.graph_breaks = graph_break_count() - breaks_before
             run.compile_s = timing.compile_seconds(run.first_call_s, warm.median_ms or 0.0)
         _, measure_policy = options.policies(device.type)
         run.iterations_per_block = timing.planned_iterations(measure_policy, warm.median_ms or 1.0)
@@ -220,10 +221,10 @@ def _set_up(variant: Variant, model: str, batch_size: int, image_size: tuple[int
         run.status, run.reason = "skipped", str(exc)
     except Exception as exc:  # recorded, the other variants go on
         run.status = "oom" if memory.is_oom(exc) else "error"
-        run.reason = f"{type(exc).__name__}: {' '.join(str(exc).split())[:500]}"
+        run.reason = f"{type(exc).__name__}: {one_line(exc)}"
         if run.status == "error":
             traceback.print_exc()
-        _release(device)
+        release_memory(device)
     return run, None
 
 
@@ -268,8 +269,8 @@ def compare_model(model: str, variants: list[Variant], batch_size: int, image_si
                 times = _time_block(item, device, block_s)
             except Exception as exc:  # e.g. OOM once another variant holds memory: recorded, the rest go on
                 item.run.status = "oom" if memory.is_oom(exc) else "error"
-                item.run.reason = f"{type(exc).__name__} in round {round_index}: {' '.join(str(exc).split())[:500]}"
-                _release(device)
+                item.run.reason = f"{type(exc).__name__} in round {round_index}: {one_line(exc)}"
+                release_memory(device)
                 continue
             item.run.times_ms.extend(times)
             item.run.block_median_ms.append(statistics.median(times))
@@ -288,7 +289,7 @@ def compare_model(model: str, variants: list[Variant], batch_size: int, image_si
     from envcheck.fingerprint import collect  # noqa: PLC0415
 
     return ModelComparison(model, batch_size, list(image_size) if image_size else None, rounds, block_s,
-                           _device_name(device), timer, runs, ratios, canary, status, reason, collect())
+                           device_name(device), timer, runs, ratios, canary, status, reason, collect())
 
 
 def _summarise(item: _Ready, batch_size: int) -> None:
@@ -311,26 +312,6 @@ def fill_break_even(runs: list[VariantRun]) -> None:
             continue
         twin = run.variant.replace("-compiled-", "-eager-")
         run.break_even_iterations = timing.break_even_iterations(run.compile_s, medians.get(twin), medians[run.variant])
-
-
-def _graph_breaks() -> int:
-    import torch._dynamo  # noqa: PLC0415
-
-    return int(sum(torch._dynamo.utils.counters["graph_break"].values()))
-
-
-def _device_name(device: torch.device) -> str:
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    return f"cpu ({os.cpu_count()} cores, {torch.get_num_threads()} threads)"
-
-
-def _release(device: torch.device) -> None:
-    import gc  # noqa: PLC0415
-
-    gc.collect()
-    if device.type == "cuda":
-        torch.cuda.empty_cache()
 
 
 # --- one model per child process ------------------------------------------------------------------------

@@ -130,13 +130,13 @@ def run_cell(cell: Cell, options: RunOptions) -> CellResult:
     except Exception as exc:  # recorded as the cell's result, with the traceback in config
         if memory.is_oom(exc):
             config["error_type"] = type(exc).__name__
-            result = CellResult(cell, status="oom", reason=_one_line(exc), config=config,
-                                memory_requested_bytes=memory.requested_bytes(str(exc)), device=_device_name(device))
+            result = CellResult(cell, status="oom", reason=one_line(exc), config=config,
+                                memory_requested_bytes=memory.requested_bytes(str(exc)), device=device_name(device))
         else:
             config["traceback_tail"] = traceback.format_exc()[-4000:]
-            result = CellResult(cell, status="error", reason=f"{type(exc).__name__}: {_one_line(exc)}",
-                                config=config, device=_device_name(device))
-        _release(device)
+            result = CellResult(cell, status="error", reason=f"{type(exc).__name__}: {one_line(exc)}",
+                                config=config, device=device_name(device))
+        release_memory(device)
         return result
 
 
@@ -177,7 +177,7 @@ def _measure(cell: Cell, options: RunOptions, device: torch.device, config: dict
     first_call_s, _ = timing.time_first_call(step, sync)
     warm = timing.warm_up(step, sync, warmup_policy)
     if cell.compile == "compiled":
-        graph_breaks = _graph_break_count()
+        graph_breaks = graph_break_count()
 
     tracker = _telemetry_tracker(options, device, config)
     with memory.PeakMemoryTracker(device) as mem, tracker or contextlib.nullcontext():
@@ -209,7 +209,7 @@ def _measure(cell: Cell, options: RunOptions, device: torch.device, config: dict
         warmup_converged=warm.converged,
         graph_breaks=graph_breaks,
         peak_memory_bytes=mem.peak_bytes,
-        device=_device_name(device),
+        device=device_name(device),
         telemetry=tracker.summary(images) if tracker is not None else None,
         config=config,
     )
@@ -236,7 +236,7 @@ def resolved_config(cell: Cell, options: RunOptions, device: torch.device) -> di
         "options": options.to_dict(),
         "profile": options.profile,
         "seed": options.seed,
-        "device": _device_name(device),
+        "device": device_name(device),
         "device_type": device.type,
         "torch": torch.__version__,
         "warmup_policy": timing.policy_dict(warmup_policy),
@@ -284,7 +284,7 @@ def _fill_flops(result: CellResult, flop_count: FlopCount, cell: Cell, device: t
         return
     from envcheck.tables import gpu_spec  # noqa: PLC0415
 
-    spec = gpu_spec(torch.cuda.get_device_name(device))
+    spec = gpu_spec(torch.cuda.getdevice_name(device))
     if spec is None:
         result.config["peak_basis"] = "GPU not in envcheck.tables.GPU_SPECS"
         return
@@ -314,26 +314,26 @@ def _reset_dynamo_counters() -> None:
     torch._dynamo.utils.counters.clear()
 
 
-def _graph_break_count() -> int:
+def graph_break_count() -> int:
     import torch._dynamo  # noqa: PLC0415
 
     return int(sum(torch._dynamo.utils.counters["graph_break"].values()))
 
 
-def _device_name(device: torch.device) -> str:
+def device_name(device: torch.device) -> str:
     if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
+        return torch.cuda.getdevice_name(device)
     import platform  # noqa: PLC0415
 
     return f"cpu ({platform.processor() or platform.machine()}, {os.cpu_count()} cores, {torch.get_num_threads()} threads)"
 
 
-def _one_line(exc: BaseException) -> str:
+def one_line(exc: BaseException) -> str:
     text = " ".join(str(exc).split())
     return text[:500] if text else type(exc).__name__
 
 
-def _release(device: torch.device) -> None:
+def release_memory(device: torch.device) -> None:
     """Give back cached blocks after a failed cell so the next inline cell starts clean."""
     import gc  # noqa: PLC0415
 
