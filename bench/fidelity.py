@@ -13,7 +13,7 @@ timer. Two checks, each must hold:
 2. repeatability: the suite's median latency in each odd round vs the even round before it, median
    over the pairs -> within 3%.
 The same figure for the first half of the rounds vs the second half (sequential, so it includes the
-host's drift) is reported too, with the host canary's range. Exit status 0 when both checks hold.
+host's drift) is reported too, with the host canary's range. Exit status 0 when both checks hold, 1 when one fails, 2 when the cell cannot run.
 """
 
 from __future__ import annotations
@@ -200,7 +200,13 @@ def main(argv: list[str] | None = None) -> int:
             raise ValueError(f"--rounds must be >= 2, got {args.rounds}")
     except ValueError as exc:
         parser.error(str(exc))
-    report = check(cell, options, args.rounds)
+    try:
+        report = check(cell, options, args.rounds)
+    except Exception as exc:  # OOM, a missing extra, a CUDA error: one line, exit 2
+        from bench.runner import one_line  # noqa: PLC0415
+
+        print(f"python -m bench.fidelity: {cell.id}: {type(exc).__name__}: {one_line(exc)}", file=sys.stderr)
+        return 2
     data = report.to_dict()
     if args.json:
         with open(args.json, "w", encoding="utf-8") as handle:
@@ -211,7 +217,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"throughput      suite {data['suite_throughput_ips']:.2f} img/s vs bare loop "
           f"{data['bare_loop_throughput_ips']:.2f}  paired gap {data['throughput_gap']:.1%} "
           f"(limit {THROUGHPUT_TOLERANCE:.0%}; mean-based {data['mean_throughput_gap']:.1%})")
-    print(f"repeatability   even vs odd rounds {data['repeat_gap']:.1%} (limit {REPEAT_TOLERANCE:.0%}); "
+    print(f"repeatability   odd vs even rounds, paired {data['repeat_gap']:.1%} (limit {REPEAT_TOLERANCE:.0%}); "
           f"first vs second half {data['sequential_repeat_gap']:.1%}; host canary "
           f"{min(canary):.2f}-{max(canary):.2f} ms")
     print("PASS" if report.passed else "FAIL")

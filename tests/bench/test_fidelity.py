@@ -62,3 +62,10 @@ def test_cli_exit_status_follows_the_verdict_and_bad_input_is_one_line(capsys):
         fidelity.main(["--model", "nope"])
     assert exit_info.value.code == 2
     assert "unknown model 'nope'; valid:" in capsys.readouterr().err
+
+
+def test_a_cell_that_cannot_run_is_one_line_and_exit_2(capsys):
+    status = fidelity.main(["--model", "tiny_needs_extra", "--model-modules", MODULES[0], "--rounds", "2"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert status == 2 and len(err) == 1
+    assert "MissingExtraError" in err[0] and "pip install 'detbench[fake]'" in err[0]
