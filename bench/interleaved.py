@@ -105,6 +105,7 @@ class VariantRun:
     throughput_ips: float | None = None  # at the median of all timed iterations
     detections_per_image: float | None = None
     postprocess: dict[str, Any] | None = None
+    model_runtime_notes: dict[str, Any] | None = None  # what the built model ran (e.g. deformable attention path)
 
 
 @dataclass
@@ -142,7 +143,7 @@ class ModelComparison:
     variants: list[VariantRun]
     ratios: list[Ratio]
     host_canary_ms: list[float]  # before every block, in visiting order
-    status: str = "ok"  # "error" when the model's process died or timed out
+    status: str = "ok"  # "partial" while variants are still being set up; "error" if nothing was measured
     reason: str | None = None
     environment: dict[str, Any] | None = None  # envcheck.fingerprint.collect(): GPU, UUIDs, driver, versions
     torch: str = torch.__version__
@@ -199,6 +200,7 @@ def _set_up(variant: Variant, model: str, batch_size: int, image_size: tuple[int
     sync = (lambda: torch.cuda.synchronize(device)) if device.type == "cuda" else (lambda: None)
     try:
         prepared = prepare(cell, options, device)
+        run.model_runtime_notes = dict(getattr(prepared.model, "runtime_notes", None) or {}) or None
         faults.maybe_trigger(cell.id)  # test-only, see bench/faults.py
         if prepared.spec.is_detector and cell.mode == "infer":
             with autocast_context(cell, device):
@@ -239,8 +241,12 @@ def _time_block(ready: _Ready, device: torch.device, block_s: float) -> list[flo
 
 
 def compare_model(model: str, variants: list[Variant], batch_size: int, image_size: tuple[int, int] | None,
-                  options: RunOptions, rounds: int, block_s: float) -> ModelComparison:
-    """Set every variant up, then time ``rounds`` rounds of one ``block_s`` block per variant, rotating."""
+                  options: RunOptions, rounds: int, block_s: float,
+                  on_progress: Callable[[ModelComparison], None] | None = None) -> ModelComparison:
+    """Set every variant up, then time ``rounds`` rounds of one ``block_s`` block per variant, rotating.
+
+    ``on_progress`` gets a ``partial`` comparison after every variant's set-up, so that compile times and
+    set-up failures survive a model that is killed before its timed rounds end."""
     device = cell_device()
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = options.cudnn_benchmark
@@ -258,6 +264,10 @@ def compare_model(model: str, variants: list[Variant], batch_size: int, image_si
         runs.append(run)
         if prepared is not None:
             ready.append(prepared)
+        if on_progress is not None:
+            on_progress(ModelComparison(model, batch_size, list(image_size) if image_size else None, rounds, block_s,
+                                        device_name(device), "", list(runs), [], [], "partial",
+                                        f"{len(runs)} of {len(variants)} variants set up, timed rounds not run"))
     canary: list[float] = []
     for round_index in range(rounds):
         for index in rotation(len(ready), round_index):
@@ -334,14 +344,25 @@ def compare_in_child(model: str, argv: list[str], timeout_s: float) -> ModelComp
             code = child.wait(timeout=timeout_s)
         except subprocess.TimeoutExpired:
             kill_group(child)
-            return {"model": model, "status": "timeout", "reason": f"killed after {timeout_s:g} s"}
+            return {"model": model, "status": "timeout", "reason": f"killed after {timeout_s:g} s",
+                    "variants": _set_up_so_far(out)}
         except BaseException:  # interrupted (Ctrl-C, SIGTERM from `timeout`): the child must not outlive us
             kill_group(child)
             raise
         if code == 0 and out.exists():
             data = json.loads(out.read_text(encoding="utf-8"))
             return ModelComparison.from_dict(data["models"][0])
-        return {"model": model, "status": "error", "reason": f"model process {describe_exit(code)}"}
+        return {"model": model, "status": "error", "reason": f"model process {describe_exit(code)}",
+                "variants": _set_up_so_far(out)}
+
+
+def _set_up_so_far(path: Path) -> list[dict[str, Any]]:
+    """The variants a killed or crashed model process had set up (its last ``partial`` write), else []."""
+    try:
+        models = json.loads(path.read_text(encoding="utf-8"))["models"]
+        return list(models[-1]["variants"]) if models and models[-1].get("status") == "partial" else []
+    except (OSError, ValueError, KeyError, TypeError, IndexError):
+        return []
 
 
 # --- command line ---------------------------------------------------------------------------------------
@@ -361,6 +382,9 @@ def print_table(models: list[dict[str, Any]]) -> None:
     for data in models:
         if data.get("status") != "ok":
             print(f"{data['model']:34s} {data.get('status')}: {data.get('reason')}")
+            for run in data.get("variants") or []:  # what a killed model had set up
+                compile_s = f", compile {run['compile_s']:.1f} s" if run.get("compile_s") is not None else ""
+                print(f"{'':34s} {run['variant']:22s} set up: {run['status']}{compile_s}")
             continue
         if data["ratios"] == [] and len(data["variants"]) > 1:
             print(f"{data['model']:34s} no ratios: the baseline {data['variants'][0]['variant']} was not measured")
@@ -422,9 +446,15 @@ def main(argv: list[str] | None = None) -> int:
     child_argv = [a for a in argv if a != "--inline"]
     child_argv = _without_option(_without_option(_without_option(child_argv, "--models"), "--json"), "--model-timeout-s")
     results: list[dict[str, Any]] = []
+
+    def progress(partial: ModelComparison) -> None:  # a killed model process leaves its set-up behind
+        if args.json:
+            _write_json(args.json, [*results, partial.to_dict()])
+
     for model in models:
         if args.inline:
-            result: Any = compare_model(model, variants, args.batch_size, image_size, options, args.rounds, args.block_s)
+            result: Any = compare_model(model, variants, args.batch_size, image_size, options, args.rounds,
+                                        args.block_s, progress)
         else:
             result = compare_in_child(model, child_argv, args.model_timeout_s)
         results.append(result.to_dict() if isinstance(result, ModelComparison) else result)

@@ -284,7 +284,7 @@ def _fill_flops(result: CellResult, flop_count: FlopCount, cell: Cell, device: t
         return
     from envcheck.tables import gpu_spec  # noqa: PLC0415
 
-    spec = gpu_spec(torch.cuda.getdevice_name(device))
+    spec = gpu_spec(torch.cuda.get_device_name(device))
     if spec is None:
         result.config["peak_basis"] = "GPU not in envcheck.tables.GPU_SPECS"
         return
@@ -322,7 +322,7 @@ def graph_break_count() -> int:
 
 def device_name(device: torch.device) -> str:
     if device.type == "cuda":
-        return torch.cuda.getdevice_name(device)
+        return torch.cuda.get_device_name(device)
     import platform  # noqa: PLC0415
 
     return f"cpu ({platform.processor() or platform.machine()}, {os.cpu_count()} cores, {torch.get_num_threads()} threads)"

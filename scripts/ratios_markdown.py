@@ -2,8 +2,8 @@
 
 Usage: python3 scripts/ratios_markdown.py docs/examples/h100-ratios-*.json
 One row per model: the baseline's images/s, then each variant's paired ratio (median, IQR) and, for compiled
-variants, compile time, graph breaks and break-even iterations (computed here for files written before the
-field existed).
+variants, compile time, graph breaks and whether compiling pays against the eager variant of the same precision
+(paired by round; break-even iterations computed here for files written before the field existed).
 """
 
 from __future__ import annotations
@@ -11,7 +11,19 @@ from __future__ import annotations
 import json
 import sys
 
+from bench import stats
 from bench.interleaved import ModelComparison, fill_break_even
+
+
+def twin_ratio(result: ModelComparison, variant: str) -> list[float] | None:
+    """Per-round throughput ratio of a compiled variant over its eager twin (same mode and precision)."""
+    twin = variant.replace("-compiled-", "-eager-")
+    ratios = {r.variant: r.per_round for r in result.ratios}
+    if twin == result.variants[0].variant:
+        return ratios.get(variant)
+    if variant not in ratios or twin not in ratios:
+        return None
+    return [v / t for v, t in zip(ratios[variant], ratios[twin]) if t > 0]
 
 
 def row_cells(result: ModelComparison) -> tuple[str, list[str]]:
@@ -25,13 +37,16 @@ def row_cells(result: ModelComparison) -> tuple[str, list[str]]:
             continue
         text = f"{ratio.median:.2f}× ({ratio.q1:.2f}–{ratio.q3:.2f})"
         if run.compile_s is not None:
-            if ratio.q1 <= 1.0 <= ratio.q3:
-                pays = ", not measurably faster"
+            # whether compiling pays is judged against the eager variant of the same precision
+            against = sorted(twin_ratio(result, run.variant) or [])
+            if against and stats.percentile(against, 25) <= 1.0 <= stats.percentile(against, 75):
+                pays = ", not measurably faster than eager"
             elif run.break_even_iterations:
                 pays = f", pays off after {run.break_even_iterations:,.0f} it."
             else:
                 pays = ", never pays off"
-            text += f"; compile {run.compile_s:.0f} s, {run.graph_breaks} breaks{pays}"
+            breaks = f"{run.graph_breaks} break" + ("" if run.graph_breaks == 1 else "s")
+            text += f"; compile {run.compile_s:.0f} s, {breaks}{pays}"
         cells.append(text)
     return f"{base.throughput_ips:.1f}", cells
 

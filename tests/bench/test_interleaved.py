@@ -107,8 +107,24 @@ def test_cli_isolates_each_model_a_crash_is_recorded_and_the_next_model_still_ru
     assert done.returncode == 1, done.stdout + done.stderr  # one model failed
     crashed, measured = json.loads(out.read_text())["models"]
     assert crashed["model"] == "tiny_convnet" and crashed["status"] == "error" and "SIGSEGV" in crashed["reason"]
+    assert [(v["variant"], v["status"]) for v in crashed["variants"]] == [("infer-eager-fp32", "ok")]  # kept
     assert measured["status"] == "ok" and measured["ratios"][0]["variant"] == "train-eager-fp32"
     assert "died of SIGSEGV" in done.stdout and "train-eager-fp32" in done.stdout
+
+
+def test_a_model_killed_at_its_timeout_keeps_the_variants_it_had_set_up(tmp_path):
+    out = tmp_path / "ratios.json"
+    command = [sys.executable, "-m", "bench.interleaved", "--models", "tiny_convnet", "--model-modules", MODULES[0],
+               "--variants", "infer-eager-fp32,train-eager-fp32", "--batch-size", "2", "--image-size", "64x64",
+               "--rounds", "2", "--block-s", "0.02", "--model-timeout-s", "30", "--json", str(out)]
+    env = {"DETBENCH_TEST_FAULT": "tiny_convnet-train:hang", "PATH": "/usr/bin:/bin"}
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300, env=env)
+    assert done.returncode == 1, done.stdout + done.stderr
+    (killed,) = json.loads(out.read_text())["models"]
+    assert killed["status"] == "timeout" and "killed after 30 s" in killed["reason"]
+    (infer,) = killed["variants"]
+    assert infer["variant"] == "infer-eager-fp32" and infer["status"] == "ok" and infer["first_call_s"] > 0
+    assert "infer-eager-fp32       set up: ok" in done.stdout
 
 
 def test_cli_rejects_bad_input_in_one_line_naming_the_choices():
@@ -156,3 +172,14 @@ def test_terminating_the_command_also_ends_the_model_process(tmp_path):
         time.sleep(0.1)
     else:
         pytest.fail("the model's child process outlived the command")
+
+
+def test_deformable_detr_records_which_deformable_attention_ran():
+    pytest.importorskip("transformers")
+    options = RunOptions(profile="test", telemetry_hz=0, count_flops=False)
+    result = interleaved.compare_model("deformable_detr_resnet50", [Variant.parse("infer-eager-fp32")], 1, (64, 64),
+                                       options, rounds=2, block_s=0.01)
+    assert result.status == "ok", result.reason
+    (run,) = result.variants
+    assert run.model_runtime_notes["deformable_attention"] == "pytorch-grid_sample"
+    assert run.postprocess["target_candidates_per_image"] == 100

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+import torch
 
 from bench.journal import Journal, read_journal
 from bench.options import RunOptions
@@ -76,3 +77,14 @@ def test_journal_is_durable_line_by_line_and_survives_a_torn_last_line(tmp_path)
     with open(path, "a", encoding="utf-8") as handle:
         handle.write('{"schema": "detbench.cell", "cell": {"mo')  # a crash mid-write
     assert [r.cell.id for r in read_journal(path)] == [r.cell.id for r in results]
+
+
+def test_device_name_asks_torch_cuda_for_a_gpu_and_describes_the_cpu(monkeypatch):
+    # a GPU path a CPU machine never takes on its own: a typo here broke every GPU cell once
+    from bench.runner import device_name
+
+    asked = []
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: asked.append(device) or "NVIDIA H100 80GB HBM3")
+    assert device_name(torch.device("cuda", 0)) == "NVIDIA H100 80GB HBM3" and asked == [torch.device("cuda", 0)]
+    cpu = device_name(torch.device("cpu"))
+    assert cpu.startswith("cpu (") and "cores" in cpu and "threads" in cpu
