@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import importlib.metadata
 import importlib.util
+import math
 import os
 from dataclasses import dataclass
 from functools import partial
@@ -49,6 +50,10 @@ class _Variant:
     backbone_out_features: tuple[str, ...] | None  # HF ResNet stages; None = the model's own default backbone
     native_size: tuple[int, int] = NATIVE_SIZE
     size_multiple: int = 1  # image sides must be multiples of this (RT-DETR's FPN concatenates strided maps)
+    # RT-DETR takes its decoder queries as the top-k of the encoder's tokens, so an image needs at least
+    # num_queries tokens over these strides; None = queries are learned embeddings (any size works).
+    query_token_strides: tuple[int, ...] | None = None
+    num_queries: int = 300  # the transformers configs' default for every family here
 
 
 VARIANTS = {
@@ -60,7 +65,8 @@ VARIANTS = {
                  "DeformableDetrForObjectDetection", "DeformableDetrImageProcessor", "sigmoid-topk", 100,
                  ("stage2", "stage3", "stage4")),
         _Variant("rtdetr_resnet50", "rt-detr", "RTDetrConfig", "RTDetrForObjectDetection",
-                 "RTDetrImageProcessor", "sigmoid-topk", None, None, native_size=(640, 640), size_multiple=32),
+                 "RTDetrImageProcessor", "sigmoid-topk", None, None, native_size=(640, 640), size_multiple=32,
+                 query_token_strides=(8, 16, 32)),
     )
 }
 
@@ -183,12 +189,33 @@ def build_detector(variant: _Variant, weights_path: str | None = None) -> HFDetr
     return HFDetrDetector(detector, processor, variant, DEFAULT_SCORE_THRESH)
 
 
-def check_image_size(variant: _Variant, model: nn.Module, image_size: tuple[int, int]) -> None:
-    """The DETR family runs any size as given; RT-DETR needs multiples of 32 (a clear error otherwise)."""
+def check_image_size(variant: _Variant, model: nn.Module | None, image_size: tuple[int, int]) -> None:
+    """The DETR family runs any size as given; RT-DETR needs multiples of 32 and at least ``num_queries``
+    encoder tokens (a clear one-line error otherwise, not an index error deep inside the model)."""
     if any(side % variant.size_multiple for side in image_size):
         raise ValueError(
             f"{variant.name} image sides must be multiples of {variant.size_multiple}, got {tuple(image_size)}"
         )
+    if variant.query_token_strides is None:
+        return
+    config = getattr(getattr(model, "detector", None), "config", None)  # the built model's, where there is one
+    strides = tuple(getattr(config, "feat_strides", variant.query_token_strides))
+    queries = int(getattr(config, "num_queries", variant.num_queries))
+    tokens = encoder_tokens(image_size, strides)
+    if tokens < queries:
+        side = variant.size_multiple
+        while encoder_tokens((side, side), strides) < queries:
+            side += variant.size_multiple
+        raise ValueError(
+            f"{variant.name} selects its {queries} queries from the encoder's tokens, and {image_size[0]}x{image_size[1]} "
+            f"gives only {tokens} (strides {'/'.join(map(str, strides))}); use at least {side}x{side}"
+        )
+
+
+def encoder_tokens(image_size: tuple[int, int], strides: tuple[int, ...]) -> int:
+    """Tokens of the flattened feature maps at these strides (ceil, as strided convolutions with padding)."""
+    height, width = image_size
+    return sum(math.ceil(height / s) * math.ceil(width / s) for s in strides)
 
 
 def make_detr_targets(

@@ -11,6 +11,7 @@ import pytest
 from bench import interleaved
 from bench.interleaved import InterleavedError, ModelComparison, Ratio, Variant, VariantRun, rotation
 from bench.options import RunOptions
+from tests.extras import require_extra
 
 MODULES = ("tests.bench.tiny_models",)
 
@@ -175,7 +176,7 @@ def test_terminating_the_command_also_ends_the_model_process(tmp_path):
 
 
 def test_deformable_detr_records_which_deformable_attention_ran():
-    pytest.importorskip("transformers")
+    require_extra("detr")
     options = RunOptions(profile="test", telemetry_hz=0, count_flops=False)
     result = interleaved.compare_model("deformable_detr_resnet50", [Variant.parse("infer-eager-fp32")], 1, (64, 64),
                                        options, rounds=2, block_s=0.01)

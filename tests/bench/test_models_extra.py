@@ -1,25 +1,32 @@
 """Optional-extra detectors (DETR family via transformers, YOLO via ultralytics): registry, adapters, extras.
 
-The smoke tests run where the extras are installed (``pip install 'detbench[detr,yolo]'``) and skip otherwise;
-the registry and missing-extra tests always run.
+The smoke tests run where the extras are installed (``pip install 'detbench[detr,yolo]'``) and skip otherwise
+(CI sets DETBENCH_REQUIRE_EXTRAS=1, so there a missing extra fails); the registry and missing-extra tests always run.
 """
 
 from __future__ import annotations
 
 import builtins
 import contextlib
+import json
+import math
+import os
 import socket
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
 
 from bench.models import MissingExtraError, get_model, list_models
 from bench.models.registry import configure_size
+from bench.schema import CellResult
+from tests.extras import require_extra
 
 DETR_MODELS = ["detr_resnet50", "deformable_detr_resnet50", "rtdetr_resnet50"]
 YOLO_MODELS = ["yolov8n", "yolov8s", "yolo11n"]
+ROOT = Path(__file__).resolve().parents[2]
 SIZE = (128, 160)  # small and not square, to catch H/W mix-ups; multiples of 32 for YOLO
 BATCH = 2
 
@@ -120,15 +127,14 @@ def _smoke(name: str, *, train: bool, target: int):
 
 @pytest.mark.parametrize(("name", "train"), [("deformable_detr_resnet50", True), ("detr_resnet50", False)])
 def test_detr_family_smoke(no_network, name, train):
-    pytest.importorskip("transformers", reason="extra 'detr' not installed")
-    pytest.importorskip("scipy", reason="extra 'detr' not installed")
+    require_extra("detr")
     model = _smoke(name, train=train, target=30)
     expected = "pytorch-grid_sample" if name.startswith("deformable") else "none"
     assert model.runtime_notes["deformable_attention"] == expected
 
 
 def test_yolo_smoke(no_network):
-    pytest.importorskip("ultralytics", reason="extra 'yolo' not installed")
+    require_extra("yolo")
     model = _smoke("yolov8n", train=True, target=200)
     with pytest.raises(ValueError, match="multiples of 32"):
         configure_size(model, get_model("yolov8n"), (100, 128))
@@ -150,6 +156,58 @@ def test_rtdetr_needs_multiples_of_32():
     with pytest.raises(ValueError, match="multiples of 32"):
         configure_size(None, spec, (800, 1333))
     assert configure_size(None, get_model("deformable_detr_resnet50"), (800, 1333)) == (800, 1333)
+
+
+def test_rtdetr_needs_as_many_encoder_tokens_as_queries():
+    spec = get_model("rtdetr_resnet50")  # 300 queries picked top-k from tokens at strides 8/16/32
+    with pytest.raises(ValueError, match=r"96x128 gives only 252 \(strides 8/16/32\); use at least 128x128"):
+        configure_size(None, spec, (96, 128))
+    assert configure_size(None, spec, (96, 160)) == (96, 160)  # 240 + 60 + 15 = 315 tokens
+    assert configure_size(None, get_model("deformable_detr_resnet50"), (64, 64)) == (64, 64)  # learned queries
+
+
+def test_rtdetr_token_check_matches_what_the_model_can_run(no_network):
+    require_extra("detr")
+    spec = get_model("rtdetr_resnet50")
+    torch.manual_seed(0)
+    model = spec.build(None).eval()
+    with torch.no_grad():
+        assert configure_size(model, spec, (96, 160)) == (96, 160)
+        assert len(model(torch.rand(1, 3, 96, 160))) == 1  # the smallest-token size the check allows runs
+        with pytest.raises(ValueError, match="gives only 252"):
+            configure_size(model, spec, (96, 128))
+        with pytest.raises(RuntimeError, match="out of range"):  # what users got before the check
+            model(torch.rand(1, 3, 96, 128))
+
+
+EXTRA_SMOKE_MODELS = ["detr_resnet50", "deformable_detr_resnet50", "rtdetr_resnet50", "yolov8n", "yolo11n"]
+
+
+def test_every_extra_detector_runs_in_the_smoke_profile(tmp_path):
+    """The real matrix (pytest bench/, smoke profile, CPU), inference and training step for each new detector."""
+    require_extra("detr")
+    require_extra("yolo")
+    out = tmp_path / "run.json"
+    command = [sys.executable, "-m", "pytest", "bench/", "-p", "no:cacheprovider", "-q", "--profile", "smoke",
+               "--models", ",".join(EXTRA_SMOKE_MODELS), "--modes", "infer,train", "--image-size", "128x128",
+               f"--benchmark-json={out}"]
+    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600,
+                          env={**os.environ, "HF_HUB_OFFLINE": "1", "YOLO_OFFLINE": "1"})
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    cells = {b["param"]: CellResult.from_dict(b["extra_info"]["detbench"]) for b in json.loads(out.read_text())["benchmarks"]}
+    assert sorted(cells) == sorted(f"{m}-{mode}-eager-fp32-bs1-gpu1-128x128" for m in EXTRA_SMOKE_MODELS
+                                   for mode in ("infer", "train"))
+    for cell_id, cell in cells.items():
+        assert cell.status == "ok" and cell.latency.n >= 5 and cell.flops_per_image > 0, cell_id
+        if cell.cell.mode == "infer":  # the stated post-processing load, reached: DETR top-100, YOLO 1000 into NMS
+            target = 1000 if cell.cell.model.startswith("yolo") else 100
+            assert cell.postprocess["target_candidates_per_image"] == target, cell_id
+            assert 90 <= cell.detections_per_image["mean"] <= 110, (cell_id, cell.detections_per_image)
+        else:
+            assert cell.config["flops"]["backward_counted"] and math.isfinite(cell.config["final_loss"]), cell_id
+        if "detr" in cell.cell.model:
+            expected = "none" if cell.cell.model == "detr_resnet50" else "pytorch-grid_sample"
+            assert cell.config["model_runtime_notes"]["deformable_attention"] == expected, cell_id
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
