@@ -171,6 +171,28 @@ def pytest_benchmark_update_json(config: pytest.Config, benchmarks: Any, output_
     }
 
 
+@pytest.hookimpl(trylast=True)
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """pytest-benchmark writes no ``--benchmark-json`` when no cell measured anything (every cell OOM, error or
+    skipped): write it here, through the same hooks, so the file still holds the run and its failed cells."""
+    config = session.config
+    state = getattr(config, STATE_KEY, None)
+    bench_session = getattr(config, "_benchmarksession", None)  # pytest-benchmark's, set at configure
+    run = state["run"] if state else None
+    if run is None or not run.results or any(r.status == "ok" for r in run.results.values()):
+        return  # pytest-benchmark wrote the file (or nothing ran, or --benchmark-disable kept measured cells out)
+    if bench_session is None or bench_session.benchmarks or not getattr(bench_session, "json", None):
+        return
+    hook = config.hook
+    commit_info = hook.pytest_benchmark_generate_commit_info(config=config)
+    hook.pytest_benchmark_update_commit_info(config=config, commit_info=commit_info)
+    output_json = hook.pytest_benchmark_generate_json(config=config, benchmarks=[], include_data=True,
+                                                      machine_info=bench_session.get_machine_info(),
+                                                      commit_info=commit_info)
+    hook.pytest_benchmark_update_json(config=config, benchmarks=[], output_json=output_json)
+    bench_session.save_json(output_json)
+
+
 def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
     state = getattr(config, STATE_KEY, None)
     if state is None or state["run"] is None or not state["run"].results:

@@ -100,3 +100,19 @@ def test_cell_ids_select_cells_with_k():
     assert proc.returncode == 0, proc.stderr
     assert "test_cell[retinanet_resnet50_fpn-infer-compiled-fp32-bs8-gpu1]" in proc.stdout
     assert "1/" in proc.stdout or "1 test collected" in proc.stdout or "1 selected" in proc.stdout
+
+
+def test_a_run_where_no_cell_measured_still_writes_its_benchmark_json(tmp_path):
+    # pytest-benchmark itself writes nothing without a measured benchmark; the failed cells must not vanish
+    from reports.load import load_run
+
+    out = tmp_path / "run.json"
+    proc = run_pytest("--profile", "smoke", "--models", "tiny_needs_extra,tiny_convnet", "--modes", "infer",
+                      "--image-size", "32x32", "--model-modules", "tests.bench.tiny_models", "--isolation", "process",
+                      f"--benchmark-json={out}", env={"DETBENCH_TEST_FAULT": "tiny_convnet-infer:segfault"})
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    data = json.loads(out.read_text())
+    assert data["benchmarks"] == [] and "detbench_environment" in data["machine_info"]
+    statuses = {r["cell_id"].split("-")[0]: r["status"] for r in data["detbench"]["not_measured"]}
+    assert statuses == {"tiny_needs_extra": "skipped", "tiny_convnet": "error"}
+    assert sorted(r.status for r in load_run(out).results) == ["error", "skipped"]
