@@ -314,13 +314,19 @@ def _summarise(item: _Ready, batch_size: int) -> None:
         run.detections_per_image = sum(counts) / len(counts) if counts else None
 
 
+def eager_twin_variant(variant: str) -> str:
+    """The eager variant with the same mode and precision as a compiled one (``infer-compiled-bf16`` ->
+    ``infer-eager-bf16``)."""
+    return variant.replace("-compiled-", "-eager-")
+
+
 def fill_break_even(runs: list[VariantRun]) -> None:
     """Iterations after which each compiled variant has paid for its compile, against its eager twin."""
     medians = {r.variant: r.latency.median_ms for r in runs if r.status == "ok" and r.latency is not None}
     for run in runs:
         if run.compile_s is None or run.variant not in medians:
             continue
-        twin = run.variant.replace("-compiled-", "-eager-")
+        twin = eager_twin_variant(run.variant)
         run.break_even_iterations = timing.break_even_iterations(run.compile_s, medians.get(twin), medians[run.variant])
 
 

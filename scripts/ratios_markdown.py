@@ -12,12 +12,12 @@ import json
 import sys
 
 from bench import stats
-from bench.interleaved import ModelComparison, fill_break_even
+from bench.interleaved import ModelComparison, eager_twin_variant, fill_break_even
 
 
 def twin_ratio(result: ModelComparison, variant: str) -> list[float] | None:
     """Per-round throughput ratio of a compiled variant over its eager twin (same mode and precision)."""
-    twin = variant.replace("-compiled-", "-eager-")
+    twin = eager_twin_variant(variant)
     ratios = {r.variant: r.per_round for r in result.ratios}
     if twin == result.variants[0].variant:
         return ratios.get(variant)
