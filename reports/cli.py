@@ -170,6 +170,8 @@ def gate_lines(comparisons: list) -> list[str]:
     """One terminal line per kind of row against the gate: its count and the first cells' ids."""
     lines = []
     for comp in comparisons:
+        if not comp.comparable:
+            continue  # every cell would be listed; the verdict says the runs share none
         for kind in (REGRESSION, ONLY_BASELINE):
             ids = list(comp.table.loc[comp.table["verdict"] == kind, "cell_id"])
             if ids:
