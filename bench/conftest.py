@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from bench import matrix
-from bench.journal import Journal, default_journal_path
+from bench.journal import Journal
 from bench.options import ISOLATIONS, RunOptions, import_model_modules
 from bench.schema import SCHEMA_NAME, SCHEMA_VERSION
 
@@ -84,10 +84,9 @@ def _build_state(config: pytest.Config) -> dict[str, Any]:
         isolation=opt.isolation or ("process" if capabilities.cuda_available else "inline"),
         cell_timeout_s=opt.cell_timeout, telemetry_hz=opt.telemetry_hz, compile_mode=opt.compile_mode,
         optimizer=opt.optimizer, model_modules=modules)
-    benchmark_json = getattr(opt, "benchmark_json", None)
-    journal_path = opt.detbench_journal or default_journal_path(str(benchmark_json) if benchmark_json else None)
+    journal = Journal.claim(getattr(opt, "benchmark_json", None), opt.detbench_journal)
     return {"cells": cells, "options": options, "capabilities": capabilities,
-            "journal": Journal(journal_path), "run": None, "filters": filters}
+            "journal": journal, "run": None, "filters": filters}
 
 
 def _parse_weights(items: list[str], known: list[str]) -> dict[str, str]:

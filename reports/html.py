@@ -13,7 +13,7 @@ import pandas as pd
 
 from reports import plots
 from reports.assets import CSS, JS
-from reports.compare import IMPROVEMENT, REGRESSION, Comparison
+from reports.compare import GATE_NONE, GATE_PASS, IMPROVEMENT, ONLY_BASELINE, REGRESSION, Comparison, gate
 from reports.load import Run
 
 MAX_TELEMETRY_CELLS = 300
@@ -299,8 +299,8 @@ def comparison_section(comparisons: list[Comparison], verdict: str) -> str:
         Col("gpus", "GPUs", _text, True),
     ]
     for i, comp in enumerate(comparisons):
-        order = {REGRESSION: 0, IMPROVEMENT: 1}
-        t = comp.table.assign(_o=comp.table["verdict"].map(order).fillna(2), _c=comp.table["change"].abs())
+        order = {REGRESSION: 0, ONLY_BASELINE: 1, IMPROVEMENT: 2}
+        t = comp.table.assign(_o=comp.table["verdict"].map(order).fillna(3), _c=comp.table["change"].abs())
         t = t.sort_values(["_o", "_c"], ascending=[True, False]).drop(columns=["_o", "_c"])
         summary = ", ".join(f"{n} {e(v)}" for v, n in comp.table["verdict"].value_counts().items())
         tid = f"compare-table-{i}"
@@ -314,7 +314,9 @@ def comparison_section(comparisons: list[Comparison], verdict: str) -> str:
         '<p class="small muted">Ratio = candidate / baseline throughput. A change is flagged only when it exceeds '
         f"both the threshold ({comparisons[0].threshold * 100:g}%) and the noise band of the two runs "
         "(root-sum-square of each run's per-iteration IQR / median, or CoV when IQR is missing). "
-        "A cell that was ok in the baseline and is not ok in the candidate is a regression.</p>"
+        "A cell that was ok in the baseline and is not ok in the candidate is a regression; a baseline cell the "
+        "candidate has no result for is listed as missing in candidate; both fail the gate. Two runs that share "
+        "no cell are nothing comparable.</p>"
     )
     return _section("compare", "Comparison", how + "".join(parts))
 
@@ -495,9 +497,8 @@ def telemetry_section(runs: list[Run]) -> str:
 
 def render(data: ReportData) -> str:
     """The whole page as one string."""
-    verdict_class = (
-        "none" if not data.comparisons else ("fail" if "VERDICT: no regressions" not in data.verdict else "pass")
-    )
+    state = gate(data.comparisons)
+    verdict_class = "none" if state == GATE_NONE else ("pass" if state == GATE_PASS else "fail")
     nav = "".join(
         f'<a href="#{a}">{t}</a>'
         for a, t in [

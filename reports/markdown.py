@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from reports.compare import REGRESSION, IMPROVEMENT
+from reports.compare import IMPROVEMENT, REGRESSION, Comparison
 from reports.html import ReportData, fmt_gib, fmt_num, fmt_ratio, fmt_signed_pct, fmt_pct
 
 MAX_ROWS = 20
@@ -28,8 +28,30 @@ def _table(headers: list[str], rows: list[list[str]]) -> list[str]:
     return lines
 
 
+def _missing(comp: Comparison) -> list[str]:
+    """Baseline cells the candidate has no result for: they fail the gate, so each is named."""
+    sel = comp.missing
+    if sel.empty:
+        return []
+    out = [f"### Missing in candidate: {md_cell(comp.candidate)} vs {md_cell(comp.baseline)} ({len(sel)})", ""]
+    out += _table(
+        ["cell", "baseline status", "baseline images/s"],
+        [[r["cell_id"], r["status_base"], fmt_num(r["throughput_base"])] for r in sel.head(MAX_ROWS).to_dict("records")],
+    )
+    if len(sel) > MAX_ROWS:
+        out.append(f"\n... and {len(sel) - MAX_ROWS} more (see the HTML report or comparison.csv)")
+    return out + [""]
+
+
 def render(data: ReportData, html_name: str | None = None) -> str:
     out = [f"## {md_cell(data.title)}", "", f"**{md_cell(data.verdict)}**", ""]
+    for comp in data.comparisons:
+        if comp.environment_changes:
+            out += [
+                f"> Environment differs ({md_cell(comp.candidate)} vs {md_cell(comp.baseline)}): "
+                f"{md_cell(', '.join(comp.environment_changes))}. A change may come from the machine, not the code.",
+                "",
+            ]
     rows = []
     for run in data.runs:
         counts = pd.Series([r.status for r in run.results]).value_counts()
@@ -68,6 +90,7 @@ def render(data: ReportData, html_name: str | None = None) -> str:
             if len(sel) > MAX_ROWS:
                 out.append(f"\n... and {len(sel) - MAX_ROWS} more (see the HTML report)")
             out.append("")
+        out += _missing(comp)
     rec = data.recommendations
     if not rec.empty:
         out.append("### What should I use?")

@@ -72,7 +72,7 @@ def test_journal_is_durable_line_by_line_and_survives_a_torn_last_line(tmp_path)
     results = [CellResult(Cell("resnet50", batch_size=b), status="skipped", reason="x") for b in (1, 2)]
     with Journal(path) as journal:
         journal.append(results[0])
-        assert len(path.read_text().splitlines()) == 1  # on disk before the next cell runs
+        assert len(path.read_text().splitlines()) == 2  # run header + the cell: on disk before the next cell runs
         journal.append(results[1])
     with open(path, "a", encoding="utf-8") as handle:
         handle.write('{"schema": "detbench.cell", "cell": {"mo')  # a crash mid-write
