@@ -40,7 +40,8 @@ def test_everything_from_a_result_file_is_escaped(tmp_path):
     page = (tmp_path / "out" / "report.html").read_text(encoding="utf-8")
     assert EVIL_MODEL not in page and "alert(1)</script>" not in page
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page
-    assert EVIL_HOST not in page and "&quot;&gt;&lt;img src=x onerror=alert(2)&gt;" in page
+    # quotes are escaped too (as &#34;), so a value cannot leave an attribute either
+    assert EVIL_HOST not in page and "&#34;&gt;&lt;img src=x onerror=alert(2)&gt;" in page
     assert EVIL_DEVICE not in page and "alert(3)" in page  # only as \u003c-escaped JSON
     assert "<b>bold</b>" not in page and "<i>t</i>" not in page
     # the only script elements are ours: the telemetry JSON and the page script
