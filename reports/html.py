@@ -170,12 +170,15 @@ def _env_value(v: Any) -> str:
 
 def recommend_view(rec: pd.DataFrame) -> dict[str, Any]:
     if rec.empty:
-        return {"table": None, "paired": False, "unpaired": False}
+        return {"table": None, "any_pick": False, "paired": False, "unpaired": False}
+    picked = rec["cell_id"].notna()
     paired = rec["paired"].fillna(False).astype(bool) if "paired" in rec.columns else pd.Series(False, index=rec.index)
+    paired = paired & picked
     return {
         "table": table_view(rec, C.RECOMMEND, "recommend-table"),
+        "any_pick": bool(picked.any()),
         "paired": bool(paired.any()),
-        "unpaired": bool((~paired).any()),
+        "unpaired": bool((~paired & picked).any()),
     }
 
 

@@ -31,12 +31,18 @@ def load_comparisons(paths: Iterable[str | Path]) -> list[ModelComparison]:
     results = []
     for path in paths:
         try:
-            models = json.loads(Path(path).read_text(encoding="utf-8"))["models"]
-            for data in models:
-                if data.get("status") == "ok":
-                    results.append(ModelComparison.from_dict(data))
-        except (OSError, ValueError, KeyError, TypeError) as exc:
-            raise RatiosError(f"{path}: not a bench.interleaved result ({exc})") from exc
+            data = json.loads(Path(path).read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise RatiosError(f"{path}: cannot read it as JSON ({exc})") from exc
+        models = data.get("models") if isinstance(data, dict) else None
+        if not isinstance(models, list):
+            raise RatiosError(f"{path}: not a bench.interleaved result (no 'models' list)")
+        for i, model in enumerate(models):
+            if isinstance(model, dict) and model.get("status") == "ok":
+                try:
+                    results.append(ModelComparison.from_dict(model))
+                except (ValueError, KeyError, TypeError) as exc:
+                    raise RatiosError(f"{path}: models[{i}] is not a bench.interleaved result ({exc})") from exc
     for result in results:
         fill_break_even(result.variants)
     return results
