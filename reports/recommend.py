@@ -118,7 +118,7 @@ def _runner_up(best: dict[str, Any], runner: tuple[dict[str, Any], bool] | None,
         return f"{row['variant']}: {fmt_num(row['throughput_ips'])} images/s"
     text = f"{row['variant']}: {fmt_ratio_spread(row['_ratio'], row['_q1'], row['_q3'])}"
     if row["_q3"] is not None and best["_q1"] is not None and row["_q3"] >= best["_q1"]:
-        text += " (ranges overlap: as good within the noise)"
+        text += " (ranges overlap: a tie within the noise)"
     return text
 
 
@@ -155,9 +155,8 @@ def _against_baseline(best: dict[str, Any], at_batch: pd.DataFrame, paired: bool
 
 
 def _nothing_ok(run: str, model: str, mode: str, gpus: int, group: pd.DataFrame) -> dict[str, Any]:
-    failed = ", ".join(
-        f"{r['variant']} bs{r['batch_size']} ({r['status']})" for r in group.sort_values("batch_size").to_dict("records")
-    )
+    cells = group.sort_values("batch_size").to_dict("records")
+    failed = ", ".join(f"{r['variant']} bs{r['batch_size']} ({r['status']})" for r in cells)
     row: dict[str, Any] = {c: None for c in COLUMNS}
     row.update(run=run, model=model, mode=mode, gpus=gpus, variant="", paired=False, runner_up="", not_tried=failed)
     row["note"] = "no variant ran ok"

@@ -67,7 +67,8 @@ def test_rank_spread_is_empty_without_per_rank_figures(run_file):
 
 def test_scaling_section_shows_the_rank_table_only_when_cells_carry_ranks(run_file):
     frame = _frame(run_file, gpu_counts=(1, 2))
-    runs = load_runs([(None, run_file("b.json", models=["retinanet_resnet50_fpn"], modes=("train",), batch_sizes=(8,)))])
+    path = run_file("b.json", models=["retinanet_resnet50_fpn"], modes=("train",), batch_sizes=(8,))
+    runs = load_runs([(None, path)])
 
     def page(f):
         return render(ReportData("t", runs, f, recommend(f), [], "v", 0.05))
@@ -76,3 +77,4 @@ def test_scaling_section_shows_the_rank_table_only_when_cells_carry_ranks(run_fi
     assert 'id="scaling"' in plain and 'id="scaling-table"' in plain and 'id="rank-table"' not in plain
     ranked = page(frame.assign(rank_step_ms=[[10.0, 11.0] if g == 2 else None for g in frame["gpus"]]))
     assert 'id="rank-table"' in ranked and "Per-rank step time" in ranked
+    assert "all-reduce wait" not in ranked  # no cell measured it

@@ -99,3 +99,12 @@ def test_a_group_where_nothing_ran_ok_gets_a_row_saying_so(run_file):
     rec = recommend(frame)
     assert len(rec) == 1 and rec.iloc[0]["note"] == "no variant ran ok"
     assert "eager/fp32 bs64 (oom)" in rec.iloc[0]["not_tried"]
+
+
+def test_ratios_without_an_ok_baseline_fall_back_to_throughput_and_say_so(run_file):
+    # at batch 64 eager FP32 OOMs, so the engine has no baseline to pair the other variants with
+    frame = _with_ratios(_frame(run_file, models=["retinanet_resnet50_fpn"], modes=("infer",), batch_sizes=(64,)), "x")
+    row = recommend(frame).iloc[0]
+    assert not row["paired"] and row["ratio"] is None
+    assert "eager fp32 at this batch size: oom" in row["note"] and "(not paired: cells timed apart)" in row["note"]
+    assert row["not_tried"] == "compiled/fp32 (oom), eager/fp32 (oom)"
