@@ -16,7 +16,7 @@ from typing import Any, Sequence
 
 import jinja2
 import pandas as pd
-from markupsafe import Markup, escape
+from markupsafe import Markup
 
 from reports import columns as C
 from reports import plots
@@ -71,11 +71,6 @@ class ReportData:
     verdict: str
     threshold: float
     generated: str = field(default_factory=lambda: _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"))
-
-
-def e(value: Any) -> str:
-    """Escape anything for HTML text and attribute values (for callers outside the templates)."""
-    return str(escape("" if value is None else str(value)))
 
 
 def script_json(data: Any) -> str:
