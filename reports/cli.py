@@ -39,7 +39,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "runs", nargs="*", metavar="RUN", help="result files (.json from --benchmark-json, or .jsonl journals)"
     )
-    parser.add_argument("--out", required=True, type=Path, help="output directory (created if missing)")
+    parser.add_argument("--out", type=Path, help="output directory (created if missing; required unless --ratios-markdown)")
+    parser.add_argument(
+        "--ratios-markdown",
+        action="store_true",
+        help="the RUN files are bench.interleaved results: print their paired-ratio tables as Markdown "
+        "(the tables of docs/results-h100.md) and exit",
+    )
     parser.add_argument(
         "--baseline", metavar="FILE", help="compare every RUN against this file (default: the first RUN)"
     )
@@ -116,6 +122,10 @@ def _sources(
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.ratios_markdown:
+        return _ratios_markdown(args.runs, parser)
+    if args.out is None:
+        parser.error("--out is required")
     if not 0 <= args.threshold < 1:
         parser.error(f"--threshold must be a fraction in [0, 1) (0.05 = 5%), got {args.threshold}")
     sources, baseline_index = _sources(args, parser)
@@ -163,6 +173,19 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_NOTHING_COMPARABLE
     if args.fail_on_regression and state == GATE_FAIL:
         return EXIT_REGRESSION
+    return EXIT_OK
+
+
+def _ratios_markdown(paths: list[str], parser: argparse.ArgumentParser) -> int:
+    from reports.ratios import RatiosError, ratio_markdown  # noqa: PLC0415  (imports torch via bench)
+
+    if not paths:
+        parser.error("--ratios-markdown needs bench.interleaved result files (docs/examples/h100-ratios-*.json)")
+    try:
+        print(ratio_markdown(paths), end="")
+    except RatiosError as exc:
+        print(f"detbench-report: error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
     return EXIT_OK
 
 
