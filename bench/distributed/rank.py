@@ -166,7 +166,9 @@ def run_cell(cell: Cell, request: GroupRequest, ctx: RankContext, status: Status
     options, dist_options = request.options, request.distributed
     status.set("set_up", cell.id)
     clock = CudaClock() if ctx.device.type == "cuda" else HostClock()
-    timer = AllReduceTimer(clock) if cell.mode == "train" and dist_options.time_allreduce else None
+    # eager only: CUDA-event marks inside a torch.compile'd DDP (DDPOptimizer) would break its graphs
+    timed = cell.mode == "train" and dist_options.time_allreduce and cell.compile == "eager"
+    timer = AllReduceTimer(clock) if timed else None
     session = _prepare_step(cell, options, ctx.device, model_wrapper(cell, ctx, dist_options, timer))
     session.set_up()
 
@@ -212,8 +214,9 @@ def _group_result(cell: Cell, session: Any, ranks: list[Any], request: GroupRequ
                 f"(rendezvous {os.environ.get('MASTER_ADDR', '?')}:{os.environ.get('MASTER_PORT', '?')})")
     ddp = None
     if cell.mode == "train":
+        timed = request.distributed.time_allreduce and cell.compile == "eager"
         ddp = {**request.distributed.to_dict(), "comm_hook": "allreduce_hook (DDP default) with timing marks"
-               if request.distributed.time_allreduce else "DDP default (untimed)"}
+               if timed else "DDP default (untimed: compiled cell or time_allreduce off)"}
     stats = aggregate.summarise(cell, ranks, nnodes=ctx.nnodes, backend=ctx.backend, device_type=ctx.device.type,
                                 launcher=launcher, ddp=ddp, telemetry_gpus=ctx.local_world_size if tracker else 0,
                                 notes=notes)

@@ -30,6 +30,7 @@ class RunnerSession:
         self._step: Callable[[], Any] | None = None
         self._postprocess: dict[str, Any] | None = None
         self._first_call_s: float | None = None
+        self._spec: Any = None
         self.last_output: Any = None
         self.timer: str | None = None
 
