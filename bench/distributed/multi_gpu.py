@@ -8,8 +8,8 @@
 
 Steps run in that order while the time budget lasts; one that would not fit is recorded as skipped (run
 the rest with --models/--modes).
-Writes DIR/nccl_sweep.json, DIR/cells.json, DIR/plain_ddp.json (rewritten after every step, so nothing
-measured is lost) and prints a short table last.
+Writes DIR/environment.json, DIR/nccl_sweep.json, DIR/cells.json, DIR/plain_ddp.json (rewritten after
+every step, so nothing measured is lost) and prints a short table last.
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ from bench.matrix import probe_capabilities
 from bench.options import RunOptions
 from bench.schema import Cell, CellResult
 from bench.timing import MeasurePolicy, WarmupPolicy
+from envcheck import fingerprint
 from envcheck.checks.nccl import MULTICAST_OFF
 
 MODELS = ("retinanet_resnet50_fpn", "fasterrcnn_resnet50_fpn")
@@ -105,6 +106,7 @@ def run(out: Path, budget_s: float, models: tuple[str, ...], modes: tuple[str, .
     os.environ.update(MULTICAST_OFF)  # every process this starts inherits it, 1-GPU cells included
     budget = Budget(budget_s)
     caps = probe_capabilities()
+    write_json(out / "environment.json", fingerprint.collect())
     counts = [n for n in (1, 2, 4) if n <= max(caps.gpu_count, 1)]
     sweeps = nccl_sweeps(sorted({n for n in (caps.gpu_count, 2) if 2 <= n <= caps.gpu_count}, reverse=True), budget)
     write_json(out / "nccl_sweep.json", sweeps)
