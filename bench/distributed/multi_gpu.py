@@ -22,7 +22,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from bench.distributed.launch import child_env, run_group
 from bench.launch import launch
