@@ -186,3 +186,98 @@ def torch_device_uuids() -> list[str]:
         props = torch.cuda.get_device_properties(index)
         uuids.append(str(getattr(props, "uuid", "") or ""))
     return uuids
+
+
+# --- links and topology (the NCCL check judges bandwidth against these) ------------------------------------
+
+NVLINK_REMOTE_TYPES = {0: "gpu", 1: "ibmnpu", 2: "switch"}  # nvmlIntNvLinkDeviceType_t
+TOPOLOGY_LEVELS = {  # nvmlGpuTopologyLevel_t -> nvidia-smi topo's word for it
+    0: "internal (same board)",
+    10: "PIX (one PCIe switch)",
+    20: "PXB (several PCIe switches)",
+    30: "PHB (a PCIe host bridge)",
+    40: "NODE (host bridges within a NUMA node)",
+    50: "SYS (across the CPU interconnect between NUMA nodes)",
+}
+P2P_STATUSES = {
+    0: "ok",
+    1: "chipset not supported",
+    2: "GPU not supported",
+    3: "IOH topology not supported",
+    4: "disabled by regkey",
+    5: "not supported",
+}
+
+
+@dataclass(frozen=True)
+class NvLink:
+    """One active NVLink of a GPU: its NVML version enum and what is at the other end."""
+
+    link: int
+    version: int | None
+    remote_bus_id: str | None
+    remote_type: str | None  # "gpu" | "switch" | "ibmnpu"; None when NVML does not say
+
+
+def normalise_bus_id(bus_id: Any) -> str:
+    """'00000000:18:00.0', '0000:18:00.0' and '18:00.0' compare equal (domain as 4 hex digits, lower case)."""
+    text = (bus_id.decode() if isinstance(bus_id, bytes) else str(bus_id)).strip().lower()
+    parts = text.split(":")
+    if len(parts) == 2:
+        parts = ["0", *parts]
+    try:
+        return f"{int(parts[0], 16):04x}:{parts[1]}:{parts[2]}" if len(parts) == 3 else text
+    except ValueError:
+        return text
+
+
+def pci_bus_id(handle: Any) -> str | None:
+    nv = load()
+    info = query(nv.nvmlDeviceGetPciInfo, handle) if nv else None
+    bus_id = getattr(info, "busId", None)
+    return normalise_bus_id(bus_id) if bus_id else None
+
+
+def active_nvlinks(handle: Any) -> list[NvLink]:
+    """The GPU's active NVLinks; [] on a PCIe-only GPU or where NVML cannot say."""
+    nv = load()
+    if not nv:
+        return []
+    links = []
+    for link in range(int(getattr(nv, "NVML_NVLINK_MAX_LINKS", 18))):
+        if query(nv.nvmlDeviceGetNvLinkState, handle, link) != 1:  # 1 = NVML_FEATURE_ENABLED (link up)
+            continue
+        remote = query(nv.nvmlDeviceGetNvLinkRemotePciInfo_v2, handle, link) if hasattr(
+            nv, "nvmlDeviceGetNvLinkRemotePciInfo_v2") else query(nv.nvmlDeviceGetNvLinkRemotePciInfo, handle, link)
+        remote_type = (query(nv.nvmlDeviceGetNvLinkRemoteDeviceType, handle, link)
+                       if hasattr(nv, "nvmlDeviceGetNvLinkRemoteDeviceType") else None)
+        bus_id = getattr(remote, "busId", None)
+        links.append(NvLink(link, query(nv.nvmlDeviceGetNvLinkVersion, handle, link),
+                            normalise_bus_id(bus_id) if bus_id else None,
+                            NVLINK_REMOTE_TYPES.get(remote_type) if remote_type is not None else None))
+    return links
+
+
+def topology_level(first: Any, second: Any) -> str | None:
+    """How PCIe joins two GPUs, in nvidia-smi topo's words (PIX ... SYS); None when NVML cannot say."""
+    nv = load()
+    level = query(nv.nvmlDeviceGetTopologyCommonAncestor, first, second) if nv else None
+    return TOPOLOGY_LEVELS.get(level, f"level {level}") if level is not None else None
+
+
+def p2p_read_status(first: Any, second: Any) -> str | None:
+    """Whether the driver allows peer-to-peer reads between two GPUs ('ok' or why not); None when unknown."""
+    nv = load()
+    if not nv or not hasattr(nv, "nvmlDeviceGetP2PStatus"):
+        return None
+    # 0 = NVML_P2P_CAPS_INDEX_READ (pynvml spells that constant as the tuple `(0,)`, which ctypes refuses)
+    status = query(nv.nvmlDeviceGetP2PStatus, first, second, 0)
+    return P2P_STATUSES.get(status, f"status {status}") if status is not None else None
+
+
+def pcie_max_link(handle: Any) -> tuple[int | None, int | None]:
+    """(generation, lanes) the GPU and its slot support; the current link downshifts when idle."""
+    nv = load()
+    if not nv:
+        return None, None
+    return (query(nv.nvmlDeviceGetMaxPcieLinkGeneration, handle), query(nv.nvmlDeviceGetMaxPcieLinkWidth, handle))

@@ -124,3 +124,39 @@ def gpu_spec(device_name: str) -> GpuSpec | None:
         if all((m in tokens) if len(m) <= 3 else (m in lowered) for m in spec.match):
             return spec
     return None
+
+
+# --- inter-GPU links: what a link allows per direction (the NCCL check judges busbw against it) ------------
+# NVML's nvmlDeviceGetNvLinkVersion answers an nvmlNvlinkVersion_t enum, not the generation (an A100 answers
+# 4 or 5 for NVLink 3.x). Per link and direction: NVLink 1.0 20 GB/s; 2.x to 4.0 25 GB/s (V100 6 links = 150,
+# A100 12 = 300, H100 SXM 18 = 450 GB/s per direction); 5.0 50 GB/s (B200 18 links = 900). NVIDIA datasheets.
+NVLINK_VERSIONS: dict[int, tuple[str, float]] = {
+    1: ("NVLink 1.0", 20.0),
+    2: ("NVLink 2.0", 25.0),
+    3: ("NVLink 2.2", 25.0),
+    4: ("NVLink 3.0", 25.0),
+    5: ("NVLink 3.1", 25.0),
+    6: ("NVLink 4.0", 25.0),
+    7: ("NVLink 5.0", 50.0),
+}
+
+# PCIe generation -> GB/s per lane per direction after line encoding (8b/10b up to 2.0, 128b/130b from 3.0,
+# FLIT from 6.0): x16 Gen4 = 31.5 GB/s, x16 Gen5 = 63 GB/s per direction. PCI-SIG base specifications.
+PCIE_GBS_PER_LANE: dict[int, float] = {1: 0.25, 2: 0.5, 3: 0.985, 4: 1.969, 5: 3.938, 6: 7.563}
+
+
+def nvlink_gbs(version: int | None, links: int) -> float | None:
+    """Per-direction GB/s of ``links`` NVLinks of an NVML version enum; None for an unknown version."""
+    entry = NVLINK_VERSIONS.get(version) if version is not None else None
+    return entry[1] * links if entry and links > 0 else None
+
+
+def nvlink_name(version: int | None) -> str:
+    entry = NVLINK_VERSIONS.get(version) if version is not None else None
+    return entry[0] if entry else f"NVLink (NVML version enum {version})"
+
+
+def pcie_gbs(generation: int | None, width: int | None) -> float | None:
+    """Per-direction GB/s of a PCIe link of this generation and lane count; None when either is unknown."""
+    per_lane = PCIE_GBS_PER_LANE.get(generation) if generation is not None else None
+    return per_lane * width if per_lane and width else None

@@ -1,78 +1,158 @@
-"""NCCL: a real all-reduce across every visible GPU, one process per GPU, verified and timed (nccl-tests busbw)."""
+"""NCCL: an all-reduce sweep over message sizes across every visible GPU (nccl-tests' algbw/busbw), each size
+verified, the large-message bus bandwidth judged against what the GPUs' link (NVLink or PCIe) allows."""
 
 from __future__ import annotations
 
 import json
 import os
-import socket
+from typing import Any
 
-from envcheck import isolate
+from envcheck import isolate, links
+from envcheck.nccl_worker import DEFAULT_SIZES, parse_sizes
 from envcheck.registry import register_check
-from envcheck.result import Outcome, failed, passed
+from envcheck.result import Outcome, failed, passed, warned
 
-MESSAGE_BYTES = 256 * 1024**2  # large enough to be bandwidth-bound on NVLink
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+LARGE_MESSAGE_BYTES = 256 * 1024**2  # from here on an all-reduce is bandwidth-bound on NVLink
+JUDGE_FRACTION = 0.5  # busbw below this share of the link's per-direction rate warns
+# NVLink multicast (NVLS / symmetric memory) must stay off on the lent multi-GPU machines; a user's own
+# explicit setting is kept (envcheck checks the job's configuration). bench.distributed forces these.
+MULTICAST_OFF = {"NCCL_NVLS_ENABLE": "0", "TORCH_SYMM_MEM_DISABLE_MULTICAST": "1", "NVSHMEM_DISABLE_NVLS": "1"}
+# Variables that change which transport NCCL picks: quoted in a low-bandwidth warning.
+TRANSPORT_VARIABLES = ("NCCL_P2P_DISABLE", "NCCL_P2P_LEVEL", "NCCL_SHM_DISABLE", "NCCL_ALGO", "NCCL_PROTO",
+                       "CUDA_VISIBLE_DEVICES")
 
 
 def bus_bandwidth_gbs(message_bytes: int, time_s: float, world_size: int) -> tuple[float, float]:
-    """(algbw, busbw) in GB/s as nccl-tests computes them for all-reduce."""
+    """(algbw, busbw) in GB/s as nccl-tests computes them for all-reduce: busbw = algbw * 2(n-1)/n."""
     algbw = message_bytes / time_s / 1e9
     return algbw, algbw * 2 * (world_size - 1) / world_size
 
 
 def nccl_env() -> dict[str, str]:
-    # NVLink SHARP (NVLS) multicast must stay off on the lent multi-GPU machines; keep a user's explicit choice.
-    return isolate.child_env({"NCCL_NVLS_ENABLE": os.environ.get("NCCL_NVLS_ENABLE", "0")})
+    return isolate.child_env({name: os.environ.get(name, value) for name, value in MULTICAST_OFF.items()})
 
 
-def worker_commands(world_size: int, port: int, message_bytes: int, timeout_s: float) -> list[list[str]]:
-    return [
-        isolate.python_module("envcheck.nccl_worker", "--rank", str(rank), "--world-size", str(world_size),
-                              "--port", str(port), "--bytes", str(message_bytes), "--timeout", str(timeout_s))
-        for rank in range(world_size)
-    ]
+def worker_command(world_size: int, timeout_s: float, sizes: str = DEFAULT_SIZES, backend: str = "nccl") -> list[str]:
+    return isolate.python_module("envcheck.nccl_worker", "--world-size", str(world_size), "--sizes", sizes,
+                                 "--backend", backend, "--timeout", str(timeout_s))
 
 
-def run_allreduce(world_size: int, timeout_s: float, message_bytes: int = MESSAGE_BYTES,
-                  commands: list[list[str]] | None = None) -> Outcome:
-    """Start the ranks, wait up to `timeout_s`; a hang, a crash or a wrong sum is a failed check."""
-    commands = commands or worker_commands(world_size, free_port(), message_bytes, timeout_s)
-    children = isolate.run_children(commands, timeout_s, nccl_env())
-    measured = {"world_size": world_size, "message_bytes": message_bytes, "nccl_nvls_enable": nccl_env()["NCCL_NVLS_ENABLE"]}
-    hung = [rank for rank, c in enumerate(children) if c.timed_out]
-    if hung:
-        return failed(f"all-reduce across {world_size} GPU(s) did not finish within {timeout_s:g} s (ranks {hung} hung)",
-                      "run with NCCL_DEBUG=INFO to see where it stops; common causes: NCCL_P2P_DISABLE needed on "
-                      "broken P2P/IOMMU setups, NVLS on (set NCCL_NVLS_ENABLE=0), a too-small /dev/shm", **measured)
-    crashed = [(rank, c) for rank, c in enumerate(children) if c.returncode != 0]
-    if crashed:
-        rank, child = crashed[0]
-        return failed(f"rank {rank} failed: {child.last_error_line()}",
+def size_rows(report: dict[str, Any]) -> list[dict[str, Any]]:
+    """The worker's per-size rows with algbw/busbw (GB/s) and the time in microseconds added."""
+    rows = []
+    for row in report["sizes"]:
+        out = {"bytes": row["bytes"], "correct": not row["wrong_ranks"], "wrong_ranks": row["wrong_ranks"]}
+        if row["time_s"]:
+            algbw, busbw = bus_bandwidth_gbs(row["bytes"], row["time_s"], report["world_size"])
+            out.update(time_us=_figures(row["time_s"] * 1e6), algbw_gbs=_figures(algbw), busbw_gbs=_figures(busbw))
+        rows.append(out)
+    return rows
+
+
+def large_message_busbw(rows: list[dict[str, Any]]) -> tuple[float | None, int | None]:
+    """(best busbw, its size) over messages >= 256 MiB, or of the largest message when none is that big."""
+    timed = [r for r in rows if r.get("busbw_gbs") is not None]
+    large = [r for r in timed if r["bytes"] >= LARGE_MESSAGE_BYTES] or timed[-1:]
+    if not large:
+        return None, None
+    best = max(large, key=lambda r: r["busbw_gbs"])
+    return best["busbw_gbs"], best["bytes"]
+
+
+def judge_bandwidth(busbw_gbs: float, budget: links.LinkBudget) -> tuple[bool, str, str | None]:
+    """(ok, detail, remedy): busbw below JUDGE_FRACTION of the link's per-direction rate is not ok."""
+    if budget.per_direction_gbs is None:
+        return True, f"link bandwidth not judged ({budget.link_type}: {budget.detail})", None
+    share = busbw_gbs / budget.per_direction_gbs
+    detail = f"{share:.0%} of the {budget.detail}"
+    if share >= JUDGE_FRACTION:
+        return True, detail, None
+    setting = ", ".join(f"{n}={os.environ[n]}" for n in TRANSPORT_VARIABLES if n in os.environ) or "none set"
+    p2p_off = sorted({p["p2p_read"] for p in budget.pairs if p.get("p2p_read") not in (None, "ok")})
+    if budget.link_type == "nvlink":
+        remedy = ("the GPUs have NVLink but the all-reduce runs far below it: NCCL is probably not using it. "
+                  f"Check NCCL_P2P_DISABLE / NCCL_P2P_LEVEL (here: {setting}); in a container run with --ipc=host "
+                  "(or a large --shm-size) and every GPU of the job visible; on NVSwitch systems the fabric "
+                  "manager must be running (`nvidia-smi -q | grep -i fabric`); NCCL_DEBUG=INFO shows the transport "
+                  "(P2P/NVL vs SHM/NET)")
+    else:
+        remedy = ("the all-reduce runs far below what PCIe allows. Check NCCL_P2P_DISABLE / NCCL_SHM_DISABLE "
+                  f"(here: {setting}); PCIe ACS and the IOMMU force peer traffic through the root complex "
+                  "(disable ACS, boot with iommu=pt); GPUs that cross sockets (SYS in `nvidia-smi topo -m`) "
+                  "are slower - pick GPUs under one switch; in a container use --ipc=host; "
+                  "NCCL_DEBUG=INFO shows the transport")
+    if p2p_off:
+        remedy = f"peer-to-peer is off between some GPUs ({', '.join(p2p_off)}); " + remedy
+    return False, detail, remedy
+
+
+def run_sweep(world_size: int, timeout_s: float, *, sizes: str = DEFAULT_SIZES, backend: str = "nccl",
+              budget: links.LinkBudget | None = None, command: list[str] | None = None) -> Outcome:
+    """Run the sweep in a child (killed with its ranks at ``timeout_s``) and judge it; never raises for a rank."""
+    parse_sizes(sizes)
+    env = nccl_env()
+    (child,) = isolate.run_children([command or worker_command(world_size, timeout_s, sizes, backend)], timeout_s, env)
+    measured: dict[str, Any] = {"world_size": world_size, "backend": backend,
+                                **{name.lower(): env[name] for name in MULTICAST_OFF}}
+    if child.timed_out:
+        return failed(f"all-reduce sweep across {world_size} rank(s) did not finish within {timeout_s:g} s "
+                      "(a rank hung; every rank was killed)",
+                      "run with NCCL_DEBUG=INFO to see where it stops; common causes: broken P2P under an IOMMU "
+                      "(try NCCL_P2P_DISABLE=1 to confirm), NVLS on (NCCL_NVLS_ENABLE=0), a too-small /dev/shm",
+                      **measured)
+    report = _last_json(child.stdout)
+    if child.returncode != 0 or report is None or "failed_rank" in report:
+        where = f"rank {report['failed_rank']}" if report and "failed_rank" in report else "a rank"
+        error = report.get("error") if report else child.last_error_line()
+        return failed(f"{where} failed: {error}",
                       "run with NCCL_DEBUG=INFO; check the driver check and that every GPU is visible", **measured)
-    try:
-        reports = [json.loads(c.stdout.strip().splitlines()[-1]) for c in children]
-    except (IndexError, json.JSONDecodeError):
-        return failed("a rank printed no result", "run `python -m envcheck.nccl_worker` by hand with NCCL_DEBUG=INFO",
-                      **measured)
-    wrong = [r["rank"] for r in reports if not r["correct"]]
-    time_s = max(r["time_s"] for r in reports)
-    algbw, busbw = bus_bandwidth_gbs(message_bytes, time_s, world_size)
-    measured.update(nccl=reports[0]["nccl"], time_s=time_s, algbw_gbs=round(algbw, 1), busbw_gbs=round(busbw, 1),
-                    busbw_factor=2 * (world_size - 1) / world_size)
+    rows = size_rows(report)
+    measured.update(nccl=report["nccl"], warmup_iterations=report["warmup_iterations"],
+                    iterations=report["iterations"], busbw_factor=2 * (world_size - 1) / world_size, sizes=rows)
+    wrong = [r for r in rows if not r["correct"]]
     if wrong:
-        return failed(f"all-reduce returned a wrong sum on ranks {wrong} (expected {reports[0]['expected']:g})",
-                      "a corrupting interconnect or GPU: run nccl-tests and `nvidia-smi -q -d ECC`; try NCCL_P2P_DISABLE=1",
-                      **measured)
+        return failed(f"all-reduce returned a wrong sum at {_size(wrong[0]['bytes'])} on ranks {wrong[0]['wrong_ranks']}",
+                      "a corrupting interconnect or GPU: run nccl-tests and `nvidia-smi -q -d ECC`; try "
+                      "NCCL_P2P_DISABLE=1", **measured)
+    label = f"NCCL {report['nccl']}" if report["nccl"] else backend
+    span = f"{_size(rows[0]['bytes'])}-{_size(rows[-1]['bytes'])}"
     if world_size == 1:  # a 1-rank group moves no data between GPUs: bandwidth says nothing
-        return passed(f"NCCL {measured['nccl']}: 1-rank all-reduce of {message_bytes // 2**20} MiB correct "
-                      "(one GPU: no inter-GPU traffic, busbw factor 0)", **measured)
-    return passed(f"NCCL {measured['nccl']}: {world_size}-rank all-reduce of {message_bytes // 2**20} MiB correct; "
-                  f"algbw {algbw:.1f} GB/s, busbw {busbw:.1f} GB/s", **measured)
+        return passed(f"{label}: 1-rank all-reduce correct at {len(rows)} sizes ({span}); one GPU: no inter-GPU "
+                      "traffic, bandwidth not measured", **measured)
+    busbw, at = large_message_busbw(rows)
+    measured.update(large_message_busbw_gbs=busbw, large_message_bytes=at)
+    head = (f"{label}: {world_size}-rank all-reduce correct at {len(rows)} sizes ({span}); "
+            f"busbw {busbw:.1f} GB/s at {_size(at)}")
+    if budget is None:
+        return passed(head, **measured)
+    measured["link"] = budget.to_dict()
+    ok, detail, remedy = judge_bandwidth(busbw, budget)
+    if ok:
+        return passed(f"{head} ({detail})", **measured)
+    return warned(f"{head}: only {detail} ({budget.link_type})", remedy, **measured)
+
+
+def _last_json(stdout: str) -> dict[str, Any] | None:
+    for line in reversed(stdout.strip().splitlines()):
+        try:
+            value = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(value, dict):
+            return value
+    return None
+
+
+def _figures(value: float, digits: int = 4) -> float:
+    """``value`` to ``digits`` significant figures (GB/s spans 0.001 on gloo to 500 on NVLink)."""
+    return float(f"{value:.{digits}g}")
+
+
+def _size(size: int) -> str:
+    for unit, scale in (("GiB", 1024**3), ("MiB", 1024**2), ("KiB", 1024)):
+        if size >= scale and size % scale == 0:
+            return f"{size // scale} {unit}"
+    return f"{size} B"
 
 
 @register_check("nccl", "NCCL all-reduce", needs_gpu=True, slow=True)
@@ -81,5 +161,8 @@ def check_nccl(ctx) -> Outcome:
 
     if not torch.distributed.is_available() or not torch.distributed.is_nccl_available():
         return failed("this torch build has no NCCL backend", "install a Linux CUDA wheel of torch (it bundles NCCL)")
+    count = ctx.device_count
+    uuids = [d.get("uuid", "") for d in ctx.gpu_facts().get("devices", [])][:count]
+    budget = links.describe_links(uuids) if count > 1 else None
     # leave the runner a margin so our own deadline, not the runner's, reports a hang
-    return run_allreduce(ctx.device_count, max(1.0, ctx.options.timeout_s * 0.9))
+    return run_sweep(count, max(1.0, ctx.options.timeout_s * 0.9), budget=budget)

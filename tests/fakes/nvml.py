@@ -36,6 +36,16 @@ class NVMLError_LibraryNotFound(NVMLError):  # noqa: N801
         super().__init__(12, "NVML Shared Library Not Found")
 
 
+@dataclass(frozen=True)
+class FakeNvLink:
+    """One NVLink of a FakeGpu: up or down, its NVML version enum (6 = NVLink 4.0), what it reaches."""
+
+    remote_bus_id: str
+    version: int = 6
+    remote_type: int = 0  # 0 GPU, 2 NVSwitch
+    active: bool = True
+
+
 @dataclass
 class FakeGpu:
     name: str = "NVIDIA H100 80GB HBM3"
@@ -70,6 +80,7 @@ class FakeGpu:
     remapped_rows_failed: Any = 0
     mig_mode: Any = 0
     processes: list[tuple[int, int]] = field(default_factory=list)  # (pid, used bytes)
+    nvlinks: Any = NOT_SUPPORTED  # a list of FakeNvLink; NOT_SUPPORTED = a PCIe-only GPU
     gone: bool = False
 
 
@@ -92,8 +103,14 @@ def make_fake_nvml(
     driver: str = "580.159.04",
     cuda_driver: int = 13000,
     init_error: Exception | None = None,
+    topology: int | dict[tuple[int, int], int] = 10,
+    p2p_status: int = 0,
 ) -> types.SimpleNamespace:
-    """A module-like object with the pynvml functions detbench calls."""
+    """A module-like object with the pynvml functions detbench calls.
+
+    ``topology``: nvmlGpuTopologyLevel_t of every GPU pair (10 = PIX), or per (i, j) pair; ``p2p_status``:
+    what nvmlDeviceGetP2PStatus answers (0 ok, 4 disabled by regkey).
+    """
     gpus = list(gpus if gpus is not None else [FakeGpu()])
     nv = types.SimpleNamespace(gpus=gpus, init_calls=0, query_calls=0)
 
@@ -148,6 +165,22 @@ def make_fake_nvml(
     def processes(handle: Any) -> list[Any]:
         return [types.SimpleNamespace(pid=pid, usedGpuMemory=used) for pid, used in gpu(handle).processes]
 
+    def nvlink(handle: Any, link: int) -> FakeNvLink:
+        links = value(gpu(handle).nvlinks)
+        if not 0 <= link < len(links):
+            raise NVMLError(2, "Invalid Argument")
+        return links[link]
+
+    def topology_level(first: Any, second: Any) -> int:
+        gpu(first), gpu(second)
+        if isinstance(topology, dict):
+            return topology.get((first, second), topology.get((second, first), 50))
+        return topology
+
+    def p2p(first: Any, second: Any, index: int) -> int:
+        gpu(first), gpu(second)
+        return p2p_status
+
     nv.NVMLError = NVMLError
     nv.NVMLError_NotSupported = NVMLError_NotSupported
     nv.NVMLError_GpuIsLost = NVMLError_GpuIsLost
@@ -157,6 +190,7 @@ def make_fake_nvml(
     nv.NVML_PCIE_UTIL_TX_BYTES, nv.NVML_PCIE_UTIL_RX_BYTES = 0, 1
     nv.NVML_MEMORY_ERROR_TYPE_UNCORRECTED = 1
     nv.NVML_VOLATILE_ECC, nv.NVML_AGGREGATE_ECC = 0, 1
+    nv.NVML_NVLINK_MAX_LINKS = 18
     nv.NVML_PAGE_RETIREMENT_CAUSE_MULTIPLE_SINGLE_BIT_ECC_ERRORS = 0
     nv.NVML_PAGE_RETIREMENT_CAUSE_DOUBLE_BIT_ECC_ERROR = 1
     for name, bit in THROTTLE_BITS.items():
@@ -198,4 +232,10 @@ def make_fake_nvml(
     nv.nvmlDeviceGetRemappedRows = remapped
     nv.nvmlDeviceGetMigMode = lambda h: (value(gpu(h).mig_mode), value(gpu(h).mig_mode))
     nv.nvmlDeviceGetComputeRunningProcesses = processes
+    nv.nvmlDeviceGetNvLinkState = lambda h, link: int(nvlink(h, link).active)
+    nv.nvmlDeviceGetNvLinkVersion = lambda h, link: nvlink(h, link).version
+    nv.nvmlDeviceGetNvLinkRemotePciInfo_v2 = lambda h, link: types.SimpleNamespace(busId=nvlink(h, link).remote_bus_id)
+    nv.nvmlDeviceGetNvLinkRemoteDeviceType = lambda h, link: nvlink(h, link).remote_type
+    nv.nvmlDeviceGetTopologyCommonAncestor = topology_level
+    nv.nvmlDeviceGetP2PStatus = p2p
     return nv
