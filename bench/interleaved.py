@@ -182,6 +182,23 @@ class ModelComparison:
         return out
 
 
+def killed_model_results(data: dict[str, Any]) -> list[CellResult]:
+    """A version-1 record of a model whose process was killed or crashed (no ratios, only the variants it
+    had set up): each variant becomes a cell with the model's status and reason."""
+    import re  # noqa: PLC0415
+
+    out = []
+    for run in data.get("variants") or []:
+        match = re.search(r"-bs(\d+)-gpu1(?:-(\d+)x(\d+))?$", str(run.get("cell_id", "")))
+        batch = int(match.group(1)) if match else 1
+        size = (int(match.group(2)), int(match.group(3))) if match and match.group(2) else None
+        cell = Variant.parse(run["variant"]).cell(str(data["model"]), batch, size)
+        out.append(CellResult(cell, status=data.get("status", "error"), first_call_s=run.get("first_call_s"),
+                              compile_s=run.get("compile_s"),
+                              reason=f"{data.get('reason')} (variant set up: {run.get('status')}, not timed)"))
+    return out
+
+
 # --- measuring: the matrix's engine on the named variants -------------------------------------------------
 
 

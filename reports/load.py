@@ -119,7 +119,7 @@ def _load_benchmark_json(path: Path, data: Any) -> Run:
 
 
 def _load_interleaved(path: Path, data: dict[str, Any]) -> Run:
-    from bench.interleaved import InterleavedError, ModelComparison  # noqa: PLC0415
+    from bench.interleaved import InterleavedError, ModelComparison, killed_model_results  # noqa: PLC0415
 
     results: list[CellResult] = []
     models = data.get("models")
@@ -129,6 +129,9 @@ def _load_interleaved(path: Path, data: dict[str, Any]) -> Run:
         if not isinstance(model, dict) or model.get("status") not in ("ok", "error", "timeout", "skipped"):
             continue  # a partial write of a killed run
         try:
+            if "ratios" not in model:  # a killed model's record: the variants it had set up
+                results.extend(killed_model_results(model))
+                continue
             comparison = ModelComparison.from_dict({"schema": data["schema"],
                                                     "schema_version": data.get("schema_version"), **model})
             results.extend(comparison.cell_results())
