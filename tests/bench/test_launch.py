@@ -74,10 +74,10 @@ def test_an_oom_in_one_batch_size_does_not_end_the_group(monkeypatch):
 def test_a_hang_is_killed_as_a_timeout_and_the_rest_is_measured(monkeypatch):
     monkeypatch.setenv("DETBENCH_TEST_FAULT", f"{BS2.id}:hang")
     began = time.monotonic()
-    results = by_id(run_group(GROUP, RunOptions(**{**OPTIONS, "cell_timeout_s": 6.0})))
-    assert results[BS2.id].status == "timeout" and "6 s without progress" in results[BS2.id].reason
+    results = by_id(run_group(GROUP, RunOptions(**{**OPTIONS, "cell_timeout_s": 20.0})))
+    assert results[BS2.id].status == "timeout" and "20 s without progress" in results[BS2.id].reason
     assert all(results[c.id].status == "ok" for c in (BS1, TRAIN))
-    assert time.monotonic() - began < 90
+    assert time.monotonic() - began < 150
 
 
 def test_cell_isolation_runs_one_worker_per_cell_and_inline_the_same_engine_here():
