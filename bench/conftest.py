@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from bench import matrix
-from bench.journal import Journal, default_journal_path
+from bench.journal import Journal
 from bench.options import ISOLATIONS, RoundsPolicy, RunOptions, import_model_modules
 from bench.schema import SCHEMA_NAME, SCHEMA_VERSION, Cell
 
@@ -116,9 +116,8 @@ def _build_state(config: pytest.Config) -> RunState:
         isolation=opt.isolation or ("model" if capabilities.cuda_available else "inline"),
         cell_timeout_s=opt.cell_timeout, telemetry_hz=opt.telemetry_hz, compile_mode=opt.compile_mode,
         optimizer=opt.optimizer, model_modules=modules, rounds=rounds)
-    benchmark_json = getattr(opt, "benchmark_json", None)
-    journal_path = opt.detbench_journal or default_journal_path(str(benchmark_json) if benchmark_json else None)
-    return RunState(cells, options, capabilities, Journal(journal_path), filters, added)
+    journal = Journal.claim(getattr(opt, "benchmark_json", None), opt.detbench_journal)
+    return RunState(cells, options, capabilities, journal, filters, added)
 
 
 def _parse_weights(items: list[str], known: list[str]) -> dict[str, str]:

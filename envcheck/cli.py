@@ -1,21 +1,23 @@
 """`envcheck` / `python -m envcheck`: the preflight's command line.
 
-Exit codes: 0 pass (warnings allowed), 1 a failed check or an unmet requirement, 2 usage error.
+Exit codes: 0 pass (warnings allowed), 1 a failed check or an unmet requirement, 2 usage error, or the
+--json-out file could not be written (the table and verdict are printed first).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
 from pathlib import Path
 
 from envcheck import fingerprint
 from envcheck.context import Context
-from envcheck.options import AMP_DTYPES, Options, parse_capability
+from envcheck.options import AMP_DTYPES, MAX_TIMEOUT_S, Options, check_timeout, parse_capability
 from envcheck.registry import check_ids
-from envcheck.report import Report, render_plain, render_table
+from envcheck.report import EXIT_USAGE, Report, render_plain, render_table
 from envcheck.requirements import evaluate
 from envcheck.runner import run_checks
 
@@ -34,13 +36,13 @@ def _positive_int(text: str) -> int:
     return int(text)
 
 
-def _positive_float(text: str) -> float:
+def _timeout(text: str) -> float:
     try:
         value = float(text)
     except ValueError:
-        value = -1.0
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be a number of seconds > 0, got {text!r}")
+        value = math.nan
+    if not check_timeout(value):
+        raise argparse.ArgumentTypeError(f"must be a number of seconds in (0, {MAX_TIMEOUT_S:g}], got {text!r}")
     return value
 
 
@@ -53,7 +55,8 @@ def build_parser() -> argparse.ArgumentParser:
                f"checks: {', '.join(ids)}",
     )
     parser.add_argument("--json", action="store_true", help="print the JSON report instead of the table")
-    parser.add_argument("--json-out", metavar="FILE", help="also write the JSON report to FILE")
+    parser.add_argument("--json-out", metavar="FILE",
+                        help="also write the JSON report to FILE (unwritable: exit 2 after the verdict)")
     need = parser.add_argument_group("what the job needs (unmet -> exit 1)")
     need.add_argument("--require-gpu", action="store_true", help="fail without a usable CUDA GPU")
     need.add_argument("--gpus", type=_positive_int, metavar="N", help="at least N visible GPUs")
@@ -65,9 +68,11 @@ def build_parser() -> argparse.ArgumentParser:
                      help=f"skip a check (repeatable); one of: {', '.join(ids)}")
     run.add_argument("--only", action="append", default=[], choices=ids, metavar="CHECK_ID",
                      help="run only these checks (repeatable)")
-    run.add_argument("--timeout", type=_positive_float, default=120.0, metavar="SECONDS", help="per-check limit (default 120)")
+    run.add_argument("--timeout", type=_timeout, default=120.0, metavar="SECONDS",
+                     help=f"per-check limit, up to {MAX_TIMEOUT_S:g} (default 120)")
     run.add_argument("--quick", action="store_true", help="skip the speed and NCCL checks")
-    run.add_argument("--results-dir", default=".", help="where results will be written (its free disk is checked)")
+    run.add_argument("--results-dir", default=".",
+                     help="where results will be written (checked: writable, free disk)")
     return parser
 
 
@@ -102,6 +107,16 @@ def options_from_args(args: argparse.Namespace) -> Options:
     )
 
 
+def write_json(path: Path, document: str) -> str | None:
+    """Write the JSON report (parent folders created); None, or one line saying what could not be written."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(document + "\n", encoding="utf-8")
+    except OSError as exc:
+        return f"cannot write the JSON report to {path} ({exc.strerror or exc})"
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)  # exits 2 with argparse's one-line error on bad options
@@ -118,9 +133,6 @@ def main(argv: list[str] | None = None) -> int:
     fp = _fingerprint(ctx)
     report = Report(results, evaluate(ctx, results), options, fp)
     document = json.dumps(report.to_dict(), indent=2, default=str)
-    if args.json_out:
-        Path(args.json_out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json_out).write_text(document + "\n", encoding="utf-8")
     if args.json:
         print(document)
     elif console is None:
@@ -128,6 +140,11 @@ def main(argv: list[str] | None = None) -> int:
     else:
         render_table(report, console)
     code = report.exit_code
+    if args.json_out:
+        problem = write_json(Path(args.json_out), document)
+        if problem:  # the verdict above stands; the file the caller asked for is missing, which 1 would hide
+            print(f"envcheck: error: {problem}", file=sys.stderr)
+            code = EXIT_USAGE
     if not all_finished:  # a hung check thread would keep the interpreter alive: leave now
         sys.stdout.flush(), sys.stderr.flush()
         os._exit(code)

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
 from typing import Any
 
 AMP_DTYPES = ("fp16", "bf16")
+MAX_TIMEOUT_S = 86400.0  # a day: beyond any preflight, and far inside what threading's join accepts
 
 
 @dataclass(frozen=True)
@@ -28,8 +30,8 @@ class Options:
             raise ValueError(f"--amp must be one of {', '.join(AMP_DTYPES)}, got {self.amp!r}")
         if self.min_compute_capability is not None:
             parse_capability(self.min_compute_capability)
-        if self.timeout_s <= 0:
-            raise ValueError(f"--timeout must be > 0 seconds, got {self.timeout_s}")
+        if not check_timeout(self.timeout_s):
+            raise ValueError(f"--timeout must be a number of seconds in (0, {MAX_TIMEOUT_S:g}], got {self.timeout_s}")
         if self.skip and self.only:
             overlap = set(self.skip) & set(self.only)
             if overlap:
@@ -43,6 +45,11 @@ class Options:
         """The requirement options as given (recorded in the JSON)."""
         data = asdict(self)
         return {k: data[k] for k in ("require_gpu", "gpus", "require_nccl", "min_compute_capability", "amp")}
+
+
+def check_timeout(seconds: float) -> bool:
+    """A per-check limit a thread join can wait for: finite, > 0 and at most a day (nan and inf are not)."""
+    return math.isfinite(seconds) and 0 < seconds <= MAX_TIMEOUT_S
 
 
 def parse_capability(text: str) -> tuple[int, int]:

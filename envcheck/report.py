@@ -14,21 +14,58 @@ from envcheck.result import CheckResult
 
 SCHEMA_NAME = "detbench.envcheck"
 SCHEMA_VERSION = 1
-SECRET_WORDS = ("TOKEN", "KEY", "SECRET", "PASSWORD", "PASSWD", "CREDENTIAL", "AUTH")
+# Only the variables that shape a benchmark are recorded (an allow-list: a deny-list of secret-looking names
+# misses DB_PASS, GH_PAT, CI_JOB_JWT, webhook URLs, DSNs, ...). Prefixes, then whole names.
+ENV_ALLOWED_PREFIXES = (
+    "CUDA_", "NCCL_", "NVSHMEM_", "TORCH_", "TORCHINDUCTOR_", "TORCHDYNAMO_", "PYTORCH_", "OMP_", "MKL_", "KMP_",
+    "NVIDIA_", "CUBLAS_", "CUBLASLT_", "CUDNN_", "TRITON_", "DETBENCH_",
+)
+ENV_ALLOWED_NAMES = frozenset({
+    "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "YOLO_OFFLINE", "PATH", "LD_LIBRARY_PATH", "PYTHONPATH",
+    "XDG_CACHE_HOME", "CONTAINER_IMAGE", "IMAGE_NAME",
+})
+# An allowed name that still reads as a secret (DETBENCH_API_TOKEN) is redacted whole.
+SECRET_WORDS = ("TOKEN", "KEY", "SECRET", "PASSWORD", "PASSWD", "PASS", "PWD", "CREDENTIAL", "AUTH", "JWT", "PAT")
 REDACTED = "***"
 EXIT_PASS, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
-_URL_USERINFO = re.compile(r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.-]*://)[^/@\s]+@")
+# scheme://userinfo@ : the password may hold "/" and "@", so userinfo runs to the last "@" before any space
+_URL_USERINFO = re.compile(r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.-]*://)[^\s@]*(?:@[^\s@]*)*@(?=[^\s@]*(?:\s|$))")
+# key=value credentials in a libpq DSN ("host=h password=x") or a URL query ("?password=x&...")
+_KEY_VALUE = re.compile(
+    r"(?i)(?P<key>\b(?:ssl)?password|\bpasswd|\bpwd|\bsecret|\b(?:access_|auth_|api_)?token|\bapi_?key|\bsig)"
+    r"(?P<eq>\s*=\s*)(?P<value>'(?:[^'\\]|\\.)*'|\"[^\"]*\"|[^\s&;]+)"
+)
+# webhook URLs whose path is the credential
+_WEBHOOK = re.compile(
+    r"(?P<base>https?://(?:hooks\.slack\.com|discord(?:app)?\.com/api/webhooks|[a-z0-9.-]*webhook\.office\.com)"
+    r")/[^\s]*"
+)
+
+
+def env_allowed(name: str) -> bool:
+    """Whether a benchmark's record keeps this variable (see ENV_ALLOWED_PREFIXES / ENV_ALLOWED_NAMES)."""
+    upper = name.upper()
+    return upper in ENV_ALLOWED_NAMES or upper.startswith(ENV_ALLOWED_PREFIXES)
+
+
+def redact_value(value: str) -> str:
+    """Credentials inside a value replaced by '***': URL userinfo, DSN/query passwords and tokens, webhook paths."""
+    value = _WEBHOOK.sub(lambda m: f"{m['base']}/{REDACTED}", value)
+    value = _URL_USERINFO.sub(lambda m: f"{m['scheme']}{REDACTED}@", value)
+    return _KEY_VALUE.sub(lambda m: f"{m['key']}{m['eq']}{REDACTED}", value)
 
 
 def redact_environment(environ: dict[str, str] | None = None) -> dict[str, str]:
-    """Environment variables, values of secret-looking names replaced by '***' (and user:pass@ in URLs)."""
+    """The allowed environment variables (see :func:`env_allowed`), credentials inside values redacted."""
     environ = dict(os.environ if environ is None else environ)
     out = {}
     for name in sorted(environ):
-        if any(word in name.upper() for word in SECRET_WORDS):
-            out[name] = REDACTED
-        else:
-            out[name] = _URL_USERINFO.sub(lambda m: f"{m['scheme']}{REDACTED}@", environ[name])
+        if not env_allowed(name):
+            continue
+        parts = set(re.split(r"[^A-Z0-9]+", name.upper()))
+        secret = any(word in parts for word in SECRET_WORDS) or any(
+            word in name.upper() for word in ("TOKEN", "SECRET", "PASSWORD", "PASSWD", "CREDENTIAL"))
+        out[name] = REDACTED if secret else redact_value(environ[name])
     return out
 
 

@@ -1,7 +1,9 @@
 """``detbench-report``: result files in, a self-contained HTML report, a Markdown summary and CSV out.
 
 Exit codes: 0 report written (no regression, or --fail-on-regression not given); 2 bad input (unreadable,
-malformed or foreign file, bad option); 3 --fail-on-regression and a regression beyond the threshold and noise.
+malformed or foreign file, the same file twice, bad option) or an output that cannot be written;
+3 --fail-on-regression and a regression beyond the threshold and noise, or a baseline cell without a candidate
+result; 4 --fail-on-regression and two runs that share no cell (nothing comparable).
 """
 
 from __future__ import annotations
@@ -9,18 +11,21 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import tempfile
 from pathlib import Path
 
 import pandas as pd
 
 from reports import html, markdown
-from reports.compare import compare_runs, has_regression, verdict_line
+from reports.compare import GATE_FAIL, GATE_INCOMPARABLE, ONLY_BASELINE, REGRESSION, compare_runs, gate, verdict_line
 from reports.load import LoadError, load_runs, tidy
 from reports.recommend import recommend, with_speedup
 
 EXIT_OK = 0
 EXIT_BAD_INPUT = 2
 EXIT_REGRESSION = 3
+EXIT_NOTHING_COMPARABLE = 4
+LISTED_CELLS = 10  # cells named per line on the terminal; summary.md and the HTML list them all
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -28,12 +33,19 @@ def build_parser() -> argparse.ArgumentParser:
         prog="detbench-report",
         description="Compare detbench result files (pytest-benchmark JSON or run journal JSONL) in one "
         "self-contained HTML report, a Markdown summary and CSV tables.",
-        epilog="Exit codes: 0 ok; 2 bad input; 3 regression found with --fail-on-regression.",
+        epilog="Exit codes: 0 ok; 2 bad input or an output that cannot be written; with --fail-on-regression: "
+        "3 a regression or a baseline cell missing in a candidate, 4 nothing comparable (the runs share no cell).",
     )
     parser.add_argument(
         "runs", nargs="*", metavar="RUN", help="result files (.json from --benchmark-json, or .jsonl journals)"
     )
-    parser.add_argument("--out", required=True, type=Path, help="output directory (created if missing)")
+    parser.add_argument("--out", type=Path, help="output directory (created if missing; required unless --ratios-markdown)")
+    parser.add_argument(
+        "--ratios-markdown",
+        action="store_true",
+        help="the RUN files are bench.interleaved results: print their paired-ratio tables as Markdown "
+        "(the tables of docs/results-h100.md) and exit",
+    )
     parser.add_argument(
         "--baseline", metavar="FILE", help="compare every RUN against this file (default: the first RUN)"
     )
@@ -46,7 +58,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--fail-on-regression",
         action="store_true",
-        help="exit 3 when a regression beyond the threshold and the measured noise is found",
+        help="exit 3 when a regression beyond the threshold and the measured noise is found, or a baseline cell "
+        "has no candidate result; exit 4 when two runs share no cell",
     )
     parser.add_argument("--title", default="detbench report", help="report title")
     parser.add_argument(
@@ -62,35 +75,57 @@ def build_parser() -> argparse.ArgumentParser:
 def _sources(
     args: argparse.Namespace, parser: argparse.ArgumentParser
 ) -> tuple[list[tuple[str | None, str]], int | None]:
-    """(label, path) pairs in order, and the index of the baseline among them (None: no comparison)."""
-    labels: dict[str, str] = {}
+    """(label, path) pairs in order, and the index of the baseline among them (None: no comparison).
+
+    A file is known by its real path: the same file under two names, or with two labels, is a usage error
+    (comparing a run with itself reads as a clean pass).
+    """
+    labels: dict[str, str] = {}  # real path -> label
+    label_paths: list[str] = []
     for item in args.label:
         name, sep, path = item.partition("=")
         if not sep or not name or not path:
             parser.error(f"--label expects NAME=FILE, got {item!r}")
-        labels[os.path.normpath(path)] = name
-    paths = list(args.runs)
-    for path in labels:
-        if path not in {os.path.normpath(p) for p in paths}:
+        key = os.path.realpath(path)
+        if labels.get(key, name) != name:
+            parser.error(f"two labels for {path}: {labels[key]!r} and {name!r}; give one --label per file")
+        if key not in labels:
+            label_paths.append(path)
+        labels[key] = name
+    paths: list[str] = []
+    seen: dict[str, str] = {}  # real path -> the name it was first given as
+    for path in args.runs:
+        key = os.path.realpath(path)
+        if key in seen:
+            parser.error(f"{path} given twice (also as {seen[key]}); a run compared with itself always passes")
+        seen[key] = path
+        paths.append(path)
+    # --baseline and --label naming a RUN select that run; a file named only there is added
+    for path in ([args.baseline] if args.baseline else []) + label_paths:
+        if os.path.realpath(path) not in seen:
+            seen[os.path.realpath(path)] = path
             paths.append(path)
     baseline = None
     if args.baseline:
-        norm = [os.path.normpath(p) for p in paths]
-        if os.path.normpath(args.baseline) in norm:
-            baseline = norm.index(os.path.normpath(args.baseline))
-        else:
-            paths.insert(0, args.baseline)
+        key = os.path.realpath(args.baseline)
+        baseline = next(i for i, p in enumerate(paths) if os.path.realpath(p) == key)
+        if baseline == len(args.runs):  # given only as --baseline: it leads, as before
+            paths.insert(0, paths.pop(baseline))
             baseline = 0
     elif len(paths) > 1:
         baseline = 0
     if not paths:
         parser.error("give at least one result file (RUN or --label NAME=FILE)")
-    return [(labels.get(os.path.normpath(p)), p) for p in paths], baseline
+    return [(labels.get(os.path.realpath(p)), p) for p in paths], baseline
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.ratios_markdown:
+        return _ratios_markdown(args.runs, parser)
+    if args.out is None:
+        parser.error("--out is required")
     if not 0 <= args.threshold < 1:
         parser.error(f"--threshold must be a fraction in [0, 1) (0.05 = 5%), got {args.threshold}")
     sources, baseline_index = _sources(args, parser)
@@ -103,8 +138,12 @@ def main(argv: list[str] | None = None) -> int:
     frame = with_speedup(tidy(runs))
     comparisons = []
     if baseline_index is not None:
-        base = runs[baseline_index].label
-        comparisons = [compare_runs(frame, base, r.label, args.threshold) for r in runs if r.label != base]
+        base = runs[baseline_index]
+        comparisons = [
+            compare_runs(frame, base.label, r.label, args.threshold, environments=(base.environment, r.environment))
+            for r in runs
+            if r.label != base.label
+        ]
     verdict = verdict_line(comparisons, args.threshold)
     data = html.ReportData(
         title=args.title,
@@ -115,39 +154,137 @@ def main(argv: list[str] | None = None) -> int:
         verdict=verdict,
         threshold=args.threshold,
     )
+    files = render_outputs(data)
     try:
-        written = write_outputs(data, args.out)
-    except OSError as exc:
-        print(f"detbench-report: error: cannot write to {args.out} ({exc.strerror or exc})", file=sys.stderr)
+        written, removed = write_outputs(files, args.out)
+    except OutputError as exc:
+        print(f"detbench-report: error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
     for path in written:
         print(f"wrote {path}")
+    for path in removed:
+        print(f"removed {path} (left by an earlier report; this one compares nothing)")
+    _append_step_summary(files["summary.md"])
+    for line in gate_lines(comparisons):
+        print(line)
     print(verdict)
-    if args.fail_on_regression and has_regression(comparisons):
+    state = gate(comparisons)
+    if args.fail_on_regression and state == GATE_INCOMPARABLE:
+        return EXIT_NOTHING_COMPARABLE
+    if args.fail_on_regression and state == GATE_FAIL:
         return EXIT_REGRESSION
     return EXIT_OK
 
 
-def write_outputs(data: html.ReportData, out: Path) -> list[Path]:
-    """report.html, summary.md, cells.csv, recommendations.csv and comparison.csv (when comparing)."""
-    out.mkdir(parents=True, exist_ok=True)
-    written = []
-    page = out / "report.html"
-    page.write_text(html.render(data), encoding="utf-8")
-    written.append(page)
-    summary = markdown.render(data, html_name=page.name)
-    (out / "summary.md").write_text(summary, encoding="utf-8")
-    written.append(out / "summary.md")
-    step_summary = os.environ.get("GITHUB_STEP_SUMMARY")
-    if step_summary:
-        with open(step_summary, "a", encoding="utf-8") as handle:
-            handle.write(summary)
-    data.frame.to_csv(out / "cells.csv", index=False)
-    written.append(out / "cells.csv")
-    data.recommendations.to_csv(out / "recommendations.csv", index=False)
-    written.append(out / "recommendations.csv")
+def _ratios_markdown(paths: list[str], parser: argparse.ArgumentParser) -> int:
+    from reports.ratios import RatiosError, ratio_markdown  # noqa: PLC0415  (imports torch via bench)
+
+    if not paths:
+        parser.error("--ratios-markdown needs bench.interleaved result files (docs/examples/h100-ratios-*.json)")
+    try:
+        print(ratio_markdown(paths), end="")
+    except RatiosError as exc:
+        print(f"detbench-report: error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    return EXIT_OK
+
+
+def gate_lines(comparisons: list) -> list[str]:
+    """One terminal line per kind of row against the gate: its count and the first cells' ids."""
+    lines = []
+    for comp in comparisons:
+        if not comp.comparable:
+            continue  # every cell would be listed; the verdict says the runs share none
+        for kind in (REGRESSION, ONLY_BASELINE):
+            ids = list(comp.table.loc[comp.table["verdict"] == kind, "cell_id"])
+            if ids:
+                more = f", ... (+{len(ids) - LISTED_CELLS}, see summary.md)" if len(ids) > LISTED_CELLS else ""
+                lines.append(
+                    f"{kind} ({comp.candidate} vs {comp.baseline}): {len(ids)} cell{'s' if len(ids) != 1 else ''}: "
+                    + ", ".join(ids[:LISTED_CELLS])
+                    + more
+                )
+    return lines
+
+
+class OutputError(Exception):
+    """An output file that could not be written, named in the message."""
+
+    def __init__(self, path: Path, exc: OSError | str) -> None:
+        reason = exc if isinstance(exc, str) else (exc.strerror or str(exc))
+        super().__init__(f"cannot write {path} ({reason})")
+
+
+def render_outputs(data: html.ReportData) -> dict[str, str]:
+    """File name -> content: report.html, summary.md, cells.csv, recommendations.csv, comparison.csv (when
+    comparing)."""
+    files = {
+        "report.html": html.render(data),
+        "summary.md": markdown.render(data, html_name="report.html"),
+        "cells.csv": data.frame.to_csv(index=False),
+        "recommendations.csv": data.recommendations.to_csv(index=False),
+    }
     if data.comparisons:
         table = pd.concat([c.table.assign(baseline=c.baseline, candidate=c.candidate) for c in data.comparisons])
-        table.to_csv(out / "comparison.csv", index=False)
-        written.append(out / "comparison.csv")
-    return written
+        files["comparison.csv"] = table.to_csv(index=False)
+    return files
+
+
+def write_outputs(files: dict[str, str], out: Path) -> tuple[list[Path], list[Path]]:
+    """Write every output (see :func:`render_outputs`) into a temporary folder inside ``out``, then move each into place, so a failure
+    leaves the earlier report whole rather than a mix of old and new files. Returns (written, removed): a
+    comparison.csv from an earlier report is removed when this one compares nothing."""
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OutputError(out, exc) from None
+    for name in files:
+        if (out / name).is_dir():
+            raise OutputError(out / name, "a directory is in the way")
+    try:
+        staging = Path(tempfile.mkdtemp(prefix=".detbench-report-", dir=out))
+    except OSError as exc:
+        raise OutputError(out, exc) from None
+    written = []
+    try:
+        for name, text in files.items():
+            try:
+                (staging / name).write_text(text, encoding="utf-8")
+            except OSError as exc:
+                raise OutputError(out / name, exc) from None
+        for name in files:
+            try:
+                os.replace(staging / name, out / name)  # replaces a read-only file too: the folder is what counts
+            except OSError as exc:
+                raise OutputError(out / name, exc) from None
+            written.append(out / name)
+    finally:
+        for leftover in staging.iterdir():
+            leftover.unlink()
+        staging.rmdir()
+    removed = []
+    stale = out / "comparison.csv"
+    if "comparison.csv" not in files and stale.is_file():
+        try:
+            stale.unlink()
+        except OSError as exc:
+            raise OutputError(stale, exc) from None
+        removed.append(stale)
+    return written, removed
+
+
+def _append_step_summary(summary: str) -> None:
+    """Append summary.md to $GITHUB_STEP_SUMMARY; a failure there is a warning naming that file, the report
+    itself is already written."""
+    step_summary = os.environ.get("GITHUB_STEP_SUMMARY")
+    if not step_summary:
+        return
+    try:
+        with open(step_summary, "a", encoding="utf-8") as handle:
+            handle.write(summary)
+    except OSError as exc:
+        print(
+            f"detbench-report: warning: cannot append to GITHUB_STEP_SUMMARY={step_summary} "
+            f"({exc.strerror or exc}); the job summary is missing this report",
+            file=sys.stderr,
+        )

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import base64
 import io
+import math
+import statistics
 from dataclasses import dataclass
 
 import matplotlib
@@ -155,47 +157,159 @@ def latency_spread(frame: pd.DataFrame) -> Figure | None:
     return Figure("Latency spread", to_data_uri(fig), _cap_note(total, len(picked), "bars"))
 
 
-def scaling_efficiency(frame: pd.DataFrame) -> Figure | None:
-    """Throughput at N GPUs / (N x throughput at 1 GPU), same detector, mode, variant and per-GPU batch."""
-    eff = scaling_table(frame)
-    if eff.empty:
-        return None
-    keys = ["run", "model", "mode", "variant", "batch_size"]
-    groups = list(eff.groupby(keys, sort=True))
-    # one line per (run, model, mode, variant): its largest batch, so the plot stays readable
-    best: dict[tuple, pd.DataFrame] = {}
-    for key, group in groups:
-        best[key[:4]] = group
-    lines = list(best.items())[:MAX_LINES_PER_FACET]
-    fig, ax = plt.subplots(figsize=(8, 4.5))
-    for (run, model, mode, variant), group in lines:
-        group = group.sort_values("gpus")
-        label = f"{model} {mode} {variant} bs{int(group['batch_size'].iloc[0])}/GPU"
-        if eff["run"].nunique() > 1:
-            label += f" [{run}]"
-        ax.plot([1, *group["gpus"]], [1.0, *group["scaling_efficiency"]], marker="o", label=label)
-    ax.axhline(1.0, color="grey", linewidth=0.8)
-    ax.set_xlabel("GPUs", fontsize=8)
-    ax.set_ylabel("scaling efficiency", fontsize=8)
-    ax.set_ylim(bottom=0)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=6, loc="lower left")
-    ax.set_title("Scaling efficiency vs GPU count", fontsize=10)
-    fig.tight_layout()
-    return Figure("Scaling efficiency", to_data_uri(fig), _cap_note(len(best), len(lines), "lines"))
+SCALING_KEYS = ["run", "model", "mode", "compile", "precision", "variant", "batch_size", "image_size"]
+SCALING_COLUMNS = [
+    *SCALING_KEYS,
+    "gpus", "throughput_ips", "throughput_1gpu", "scaling_efficiency", "efficiency_source",
+]
 
 
 def scaling_table(frame: pd.DataFrame) -> pd.DataFrame:
-    """Rows for cells with gpus > 1 and an ok 1-GPU twin: ``scaling_efficiency`` = T_N / (N * T_1)."""
+    """One row per ok cell on more than one GPU with a scaling efficiency, T_N / (N * T_1).
+
+    The efficiency the run recorded (column ``scaling_efficiency``) wins; otherwise it is computed from the ok
+    1-GPU cell of the same run and configuration (same per-GPU batch). Cells with neither are left out.
+    """
     ok = frame[(frame["status"] == "ok") & frame["throughput_ips"].notna()]
-    keys = ["run", "model", "mode", "compile", "precision", "variant", "batch_size", "image_size"]
-    single = ok[ok["gpus"] == 1][keys + ["throughput_ips"]].rename(columns={"throughput_ips": "throughput_1gpu"})
+    single = ok[ok["gpus"] == 1][[*SCALING_KEYS, "throughput_ips"]]
+    single = single.rename(columns={"throughput_ips": "throughput_1gpu"})
     multi = ok[ok["gpus"] > 1]
-    if multi.empty or single.empty:
-        return pd.DataFrame(columns=keys + ["gpus", "throughput_ips", "throughput_1gpu", "scaling_efficiency"])
-    merged = multi.merge(single, on=keys, how="inner")
-    merged["scaling_efficiency"] = merged["throughput_ips"] / (merged["gpus"] * merged["throughput_1gpu"])
-    return merged[keys + ["gpus", "throughput_ips", "throughput_1gpu", "scaling_efficiency"]]
+    if multi.empty:
+        return pd.DataFrame(columns=SCALING_COLUMNS)
+    merged = multi.merge(single.drop_duplicates(SCALING_KEYS), on=SCALING_KEYS, how="left")
+    computed = merged["throughput_ips"] / (merged["gpus"] * merged["throughput_1gpu"])
+    recorded = (
+        pd.to_numeric(merged["scaling_efficiency"], errors="coerce")
+        if "scaling_efficiency" in merged.columns
+        else pd.Series(float("nan"), index=merged.index)
+    )
+    merged["scaling_efficiency"] = recorded.fillna(computed)
+    merged["efficiency_source"] = [
+        "recorded by the run" if pd.notna(r) else ("1-GPU cell of this run" if pd.notna(c) else "")
+        for r, c in zip(recorded, computed)
+    ]
+    merged = merged[merged["scaling_efficiency"].notna()]
+    return merged[SCALING_COLUMNS].sort_values(["run", "model", "mode", "variant", "batch_size", "gpus"]).reset_index(
+        drop=True
+    )
+
+
+def scaling(frame: pd.DataFrame) -> Figure | None:
+    """Throughput (left) and scaling efficiency (right) against GPU count, one line per detector and mode: its
+    fastest configuration (variant, per-GPU batch) at the largest GPU count it ran ok on. Every configuration's
+    figures are in the scaling table."""
+    ok = frame[(frame["status"] == "ok") & frame["throughput_ips"].notna()]
+    multi = ok[ok["gpus"] > 1]
+    if multi.empty:
+        return None
+    keys = ["run", "model", "mode", "variant", "batch_size"]
+    picks = []
+    for _, group in multi.groupby(["run", "model", "mode"], sort=True):
+        top = group[group["gpus"] == group["gpus"].max()]
+        picks.append(tuple(top.loc[top["throughput_ips"].idxmax(), keys]))
+    shown = picks[:MAX_LINES_PER_FACET]
+    eff = scaling_table(frame)
+    several_runs = frame["run"].nunique() > 1
+    legend_h = 0.22 * ((len(shown) + 1) // 2) + 0.3
+    height = 3.6 + legend_h
+    fig, (ax_t, ax_e) = plt.subplots(1, 2, figsize=(11, height))
+    fig.subplots_adjust(left=0.07, right=0.98, top=1 - 0.6 / height, bottom=(legend_h + 0.5) / height, wspace=0.25)
+    handles: dict[str, object] = {}
+    for i, key in enumerate(shown):
+        run, model, mode, variant, batch = key
+        color = plt.cm.tab10(i % 10)
+        style = _STYLES[(i // 10) % len(_STYLES)]
+        points = ok[(ok[keys] == pd.Series(key, index=keys)).all(axis=1)].sort_values("gpus")
+        label = f"{model} {mode} {variant} bs{int(batch)}/GPU" + (f" [{run}]" if several_runs else "")
+        (handles[label],) = ax_t.plot(points["gpus"], points["throughput_ips"], style, marker="o", color=color)
+        one = points[points["gpus"] == 1]
+        if not one.empty:
+            # ideal linear scaling from the 1-GPU cell, for the eye
+            top, ideal = points["gpus"].max(), float(one["throughput_ips"].iloc[0])
+            ax_t.plot([1, top], [ideal, ideal * top], ":", color=color, linewidth=0.8)
+        line = eff[(eff[keys] == pd.Series(key, index=keys)).all(axis=1)].sort_values("gpus")
+        if not line.empty:
+            xs = ([1] if not one.empty else []) + list(line["gpus"])
+            ys = ([1.0] if not one.empty else []) + list(line["scaling_efficiency"])
+            ax_e.plot(xs, ys, style, marker="o", color=color)
+    for ax, ylabel in ((ax_t, "images/s (all GPUs)"), (ax_e, "scaling efficiency")):
+        ax.set_xticks(sorted(int(g) for g in ok["gpus"].unique()))
+        ax.set_xlabel("GPUs", fontsize=8)
+        ax.set_ylabel(ylabel, fontsize=8)
+        ax.tick_params(labelsize=7)
+        ax.grid(alpha=0.3)
+    ax_t.set_title("Throughput vs GPU count (dotted: linear from 1 GPU)", fontsize=9)
+    ax_e.set_title("Scaling efficiency = T(N) / (N x T(1))", fontsize=9)
+    ax_e.axhline(1.0, color="grey", linewidth=0.8)
+    top_eff = float(eff["scaling_efficiency"].max()) if not eff.empty else 1.0
+    ax_e.set_ylim(0, max(1.1, top_eff * 1.05))  # superlinear scaling happens (caches); keep it in view
+    fig.legend(list(handles.values()), list(handles), loc="lower center", ncol=2, fontsize=7, frameon=False)
+    fig.suptitle("Scaling over GPUs: the fastest configuration per detector and mode", fontsize=11)
+    # the title is the <img alt>, which tests and users search for
+    return Figure("Scaling efficiency", to_data_uri(fig), _cap_note(len(picks), len(shown), "lines"))
+
+
+RANK_COLUMNS = [
+    "run",
+    "cell_id",
+    "ranks",
+    "fastest_ms",
+    "median_ms",
+    "slowest_ms",
+    "slowest_rank",
+    "spread",
+    "comm_wait_share",
+]
+# keys a per-rank record may use for its median step time, most specific first
+_RANK_MEDIAN_KEYS = ("step_ms_median", "median_step_ms", "median_ms", "step_ms", "p50_ms", "median")
+
+
+def rank_steps(value: object) -> list[tuple[int, float]]:
+    """(rank, median step ms) pairs from a cell's ``rank_step_ms``: a list of numbers (index = rank) or of
+    records with a ``rank`` and a median under one of a few names; anything else gives no pairs."""
+    if not isinstance(value, (list, tuple)):
+        return []
+    out = []
+    for i, item in enumerate(value):
+        rank, ms = i, item
+        if isinstance(item, dict):
+            rank = item.get("rank", i)
+            ms = next((item[k] for k in _RANK_MEDIAN_KEYS if k in item), None)
+        if isinstance(ms, bool) or not isinstance(ms, (int, float)) or not math.isfinite(ms) or ms <= 0:
+            continue
+        out.append((int(rank) if isinstance(rank, (int, float)) else i, float(ms)))
+    return out
+
+
+def rank_spread(frame: pd.DataFrame) -> pd.DataFrame:
+    """Per multi-rank cell: fastest, median and slowest rank's step time and the slowest rank; empty when no
+    cell carries per-rank figures (column ``rank_step_ms``)."""
+    if "rank_step_ms" not in frame.columns:
+        return pd.DataFrame(columns=RANK_COLUMNS)
+    rows = []
+    for row in frame.to_dict("records"):
+        steps = rank_steps(row.get("rank_step_ms"))
+        if len(steps) < 2:
+            continue
+        ordered = sorted(ms for _, ms in steps)
+        slowest_rank, slowest = max(steps, key=lambda p: p[1])
+        share = row.get("comm_wait_share")
+        rows.append(
+            {
+                "run": row["run"],
+                "cell_id": row["cell_id"],
+                "ranks": len(steps),
+                "fastest_ms": ordered[0],
+                "median_ms": statistics.median(ordered),
+                "slowest_ms": slowest,
+                "slowest_rank": slowest_rank,
+                "spread": slowest / ordered[0] - 1.0,
+                "comm_wait_share": share if isinstance(share, (int, float)) and not isinstance(share, bool) else None,
+            }
+        )
+    out = pd.DataFrame(rows, columns=RANK_COLUMNS)
+    # a column no cell measured would only say "not measured" on every row
+    return out.drop(columns="comm_wait_share") if out["comm_wait_share"].isna().all() else out
 
 
 def _cap_note(total: int, shown: int, what: str, dropped_lines: int = 0) -> str:

@@ -1,9 +1,11 @@
-"""Host: /dev/shm size (DataLoader workers in Docker), CPU cores, memory, free disk for results and caches."""
+"""Host: /dev/shm size (DataLoader workers in Docker), CPU cores, memory, free disk for results and caches,
+and whether the results folder can be written."""
 
 from __future__ import annotations
 
 import os
 import shutil
+import tempfile
 from pathlib import Path
 
 from envcheck.registry import register_check
@@ -27,6 +29,29 @@ def disk_free_bytes(path: str) -> int | None:
         return shutil.disk_usage(probe).free
     except OSError:
         return None
+
+
+def dir_writable(path: str) -> bool:
+    """True when a file can be created in ``path``, or ``path`` can be created (tried, then removed again)."""
+    target = Path(path).expanduser()
+    missing = []
+    while not target.exists() and target != target.parent:
+        missing.append(target)
+        target = target.parent
+    if not target.is_dir():
+        return False  # a file where a folder is needed
+    if missing:  # whether the folders can be made is found by making them: access() misses read-only mounts
+        try:
+            missing[-1].mkdir()
+        except OSError:
+            return False
+        missing[-1].rmdir()
+        return True
+    try:
+        with tempfile.TemporaryFile(dir=target):
+            return True
+    except OSError:
+        return False
 
 
 def shm_total_bytes() -> int | None:
@@ -66,10 +91,16 @@ def check_host(ctx) -> Outcome:
     memory = available_memory_bytes()
     results_dir = os.path.abspath(ctx.options.results_dir)
     disks = {"results_dir": (results_dir, disk_free_bytes(results_dir)), "cache_dir": (cache_dir(), disk_free_bytes(cache_dir()))}
+    writable = dir_writable(results_dir)
     measured = {
         "shm_bytes": shm, "cpu_count": cpus, "memory_available_bytes": memory,
         "disk_free_bytes": {k: {"path": p, "free_bytes": f} for k, (p, f) in disks.items()},
+        "results_dir_writable": writable,
     }
+    if not writable:
+        findings.append(failed(f"results_dir {results_dir} is not writable: results would be lost",
+                               f"fix the permissions of {results_dir} (or the read-only mount), or pass another "
+                               "--results-dir / --benchmark-json folder"))
     if shm is not None and shm < SHM_FAIL_BYTES:
         findings.append(failed(f"/dev/shm is {shm / 2**20:.0f} MiB: DataLoader workers crash (bus error)",
                                "docker run --shm-size=8g ... (or --ipc=host; on Kubernetes mount an emptyDir "
@@ -92,7 +123,8 @@ def check_host(ctx) -> Outcome:
     status = worst(findings)
     summary = (f"/dev/shm {shm / GIB:.1f} GiB, " if shm is not None else "no /dev/shm, ") + \
               f"{cpus} CPUs, {(memory or 0) / GIB:.0f} GiB memory available, " + \
-              ", ".join(f"{w} {(f or 0) / GIB:.0f} GiB free" for w, (_, f) in disks.items())
+              ", ".join(f"{w} {(f or 0) / GIB:.0f} GiB free" for w, (_, f) in disks.items()) + \
+              (", results_dir writable" if writable else ", results_dir NOT writable")
     if status in ("pass", "skip"):
         return passed(summary, **measured)
     bad = [f for f in findings if f.status == status]

@@ -40,17 +40,63 @@ def test_cpu_machine_passes_with_gpu_checks_skipped(cpu_report):
 
 def test_json_redacts_secrets(cpu_report):
     env = json.loads(cpu_report.stdout)["environment"]
-    assert env["HF_TOKEN"] == REDACTED and env["MY_API_KEY"] == REDACTED
-    assert env["DB_URL"] == f"postgres://{REDACTED}@db/x"
+    # not on the allow-list of what a benchmark needs: left out, whatever the name looks like
+    assert "HF_TOKEN" not in env and "MY_API_KEY" not in env and "DB_URL" not in env
+    assert env["CUDA_VISIBLE_DEVICES"] == ""
     assert "hf_secret_value" not in cpu_report.stdout and "k-123" not in cpu_report.stdout
+    assert "me:pw" not in cpu_report.stdout
 
 
-def test_redaction_rules():
-    env = redact_environment({"GITHUB_TOKEN": "x", "aws_secret_access_key": "y", "DB_PASSWD": "z", "NCCL_DEBUG": "INFO",
-                              "GOOGLE_APPLICATION_CREDENTIALS": "/k.json", "HTTP_AUTH": "b", "PATH": "/bin"})
-    assert env == {"GITHUB_TOKEN": REDACTED, "aws_secret_access_key": REDACTED, "DB_PASSWD": REDACTED,
-                   "NCCL_DEBUG": "INFO", "GOOGLE_APPLICATION_CREDENTIALS": REDACTED, "HTTP_AUTH": REDACTED,
-                   "PATH": "/bin"}
+SLACK = "https://hooks.slack.com/services/T0AAAAAAA/B0BBBBBBB/abcdefghijklmnopqrstuvwx"
+
+
+def test_only_the_variables_a_benchmark_needs_are_recorded():
+    env = redact_environment({
+        "DB_PASS": "hunter2", "GH_PAT": "ghp_abc", "CI_JOB_JWT": "eyJhbGciOi", "SLACK_WEBHOOK": SLACK,
+        "PG_DSN": "host=db user=u password=s3cret dbname=x", "HOME": "/root", "AWS_ACCESS_KEY_ID": "AKIA",
+        "NCCL_DEBUG": "INFO", "CUDA_VISIBLE_DEVICES": "0,1", "TORCH_HOME": "/cache/torch",
+        "PYTORCH_CUDA_ALLOC_CONF": "expandable_segments:True", "OMP_NUM_THREADS": "8", "MKL_NUM_THREADS": "8",
+        "NVIDIA_TF32_OVERRIDE": "0", "CUBLAS_WORKSPACE_CONFIG": ":4096:8", "CUDNN_LOGINFO_DBG": "1",
+        "HF_HUB_OFFLINE": "1", "YOLO_OFFLINE": "1", "DETBENCH_IMAGE": "detbench:cu128", "PATH": "/usr/bin",
+        "LD_LIBRARY_PATH": "/usr/local/cuda/lib64",
+    })
+    assert set(env) == {"NCCL_DEBUG", "CUDA_VISIBLE_DEVICES", "TORCH_HOME", "PYTORCH_CUDA_ALLOC_CONF",
+                        "OMP_NUM_THREADS", "MKL_NUM_THREADS", "NVIDIA_TF32_OVERRIDE", "CUBLAS_WORKSPACE_CONFIG",
+                        "CUDNN_LOGINFO_DBG", "HF_HUB_OFFLINE", "YOLO_OFFLINE", "DETBENCH_IMAGE", "PATH",
+                        "LD_LIBRARY_PATH"}
+    assert env["NCCL_DEBUG"] == "INFO" and env["PYTORCH_CUDA_ALLOC_CONF"] == "expandable_segments:True"
+
+
+@pytest.mark.parametrize("value, expected", [
+    ("postgres://u:pa/ss@h/db", f"postgres://{REDACTED}@h/db"),
+    ("postgres://u:p@ss@h/db", f"postgres://{REDACTED}@h/db"),
+    ("https://user:tok@example.com/x?y=1", f"https://{REDACTED}@example.com/x?y=1"),
+    ("host=db user=u password=s3cret dbname=x", f"host=db user=u password={REDACTED} dbname=x"),
+    ("host=db password='s 3cret' port=5432", f"host=db password={REDACTED} port=5432"),
+    ("https://h/db?user=u&password=s3cret&ssl=1", f"https://h/db?user=u&password={REDACTED}&ssl=1"),
+    (SLACK, f"https://hooks.slack.com/{REDACTED}"),
+    ("file:///data/x", "file:///data/x"),
+    ("expandable_segments:True", "expandable_segments:True"),
+])
+def test_credentials_inside_urls_and_dsns_are_redacted_even_for_allowed_names(value, expected):
+    assert redact_environment({"DETBENCH_DSN": value}) == {"DETBENCH_DSN": expected}
+
+
+def test_an_allowed_name_that_reads_as_a_secret_is_redacted():
+    env = redact_environment({"DETBENCH_API_TOKEN": "t", "NCCL_IB_PASSWORD": "p", "TORCH_DEBUG": "1"})
+    assert env == {"DETBENCH_API_TOKEN": REDACTED, "NCCL_IB_PASSWORD": REDACTED, "TORCH_DEBUG": "1"}
+
+
+def test_json_out_that_cannot_be_written_prints_the_verdict_then_one_line_and_exits_2(tmp_path):
+    proc = envcheck("--quick", "--only", "driver", "--json-out", str(tmp_path))
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert "verdict:" in proc.stdout and "Traceback" not in proc.stderr
+    errors = [line for line in proc.stderr.splitlines() if "error" in line]
+    assert len(errors) == 1 and str(tmp_path) in errors[0] and "JSON report" in errors[0]
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    proc = envcheck("--quick", "--only", "driver", "--json-out", str(blocker / "report.json"))
+    assert proc.returncode == 2 and "verdict:" in proc.stdout and "Traceback" not in proc.stderr
 
 
 def test_require_gpu_fails_on_cpu(tmp_path):
@@ -67,7 +113,10 @@ def test_require_gpu_fails_on_cpu(tmp_path):
     (["--only", "drivers"], "invalid choice: 'drivers' (choose from 'torch_pairing', 'driver'"),
     (["--skip", "gpu"], "invalid choice: 'gpu'"),
     (["--min-compute-capability", "eight"], "compute capability must look like 8.0"),
-    (["--timeout", "0"], "must be a number of seconds > 0"),
+    (["--timeout", "0"], "must be a number of seconds in (0, 86400]"),
+    (["--timeout", "nan"], "must be a number of seconds in (0, 86400], got 'nan'"),
+    (["--timeout", "inf"], "must be a number of seconds in (0, 86400], got 'inf'"),
+    (["--timeout", "1e10"], "must be a number of seconds in (0, 86400], got '1e10'"),
     (["--gpus", "0"], "must be a whole number >= 1"),
     (["--bogus"], "unrecognized arguments: --bogus"),
 ])

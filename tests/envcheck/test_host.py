@@ -47,3 +47,24 @@ def test_cache_dir_follows_torch_home(monkeypatch):
 
 def test_disk_free_of_missing_dir_uses_parent(tmp_path):
     assert host.disk_free_bytes(str(tmp_path / "not" / "yet")) > 0
+
+
+def test_results_dir_that_cannot_be_written_fails(make_ctx, monkeypatch, tmp_path):
+    monkeypatch.setattr(host, "shm_total_bytes", lambda: 16 * GIB)
+    monkeypatch.setattr(host, "disk_free_bytes", lambda path: 500 * GIB)
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    outcome = host.check_host(make_ctx(results_dir=str(blocker / "results")))
+    assert outcome.status == "fail"
+    assert "not writable" in outcome.detail and str(blocker / "results") in outcome.detail
+    assert outcome.measured["results_dir_writable"] is False
+
+
+def test_results_dir_writability_is_reported(make_ctx, monkeypatch, tmp_path):
+    monkeypatch.setattr(host, "shm_total_bytes", lambda: 16 * GIB)
+    monkeypatch.setattr(host, "disk_free_bytes", lambda path: 500 * GIB)
+    outcome = host.check_host(make_ctx(results_dir=str(tmp_path / "not" / "yet")))  # can be created
+    assert outcome.measured["results_dir_writable"] is True
+    assert "results_dir writable" in (outcome.measured.get("summary") or outcome.detail)
+    assert not (tmp_path / "not").exists()  # checking leaves nothing behind
+

@@ -7,7 +7,7 @@ import time
 import pandas as pd
 import pytest
 
-from reports.cli import EXIT_BAD_INPUT, EXIT_OK, EXIT_REGRESSION, main
+from reports.cli import EXIT_BAD_INPUT, EXIT_NOTHING_COMPARABLE, EXIT_OK, EXIT_REGRESSION, main
 from tests.reports.generate import make_results, write_benchmark_json, write_journal
 
 
@@ -136,6 +136,114 @@ def test_a_run_where_every_cell_failed_still_reports(tmp_path):
         if r.status != "ok"
     ]
     path = write_journal(tmp_path / "bad.jsonl", results)
-    assert main([str(path), str(path), "--out", str(tmp_path / "o"), "--fail-on-regression"]) == EXIT_OK
+    again = write_journal(tmp_path / "bad-again.jsonl", results)
+    assert main([str(path), str(again), "--out", str(tmp_path / "o"), "--fail-on-regression"]) == EXIT_OK
     page = (tmp_path / "o" / "report.html").read_text()
     assert "No cell ran ok" in page and page.count('class="status status-oom"') >= 2
+
+
+def _partial_copy(tmp_path, keep: int = 1):
+    from tests.reports.conftest import SMALL
+
+    base = make_results(seed=4, **SMALL)
+    kept = [r for r in base if r.status == "ok"][:keep]
+    return (write_benchmark_json(tmp_path / "base.json", base), write_benchmark_json(tmp_path / "partial.json", kept),
+            len(base) - keep)
+
+
+def test_a_candidate_that_lost_cells_fails_the_gate_and_lists_them(tmp_path, capsys):
+    base, partial, lost = _partial_copy(tmp_path)
+    out = tmp_path / "o"
+    assert main([str(base), str(partial), "--out", str(out), "--fail-on-regression"]) == EXIT_REGRESSION
+    stdout = capsys.readouterr().out
+    assert f"{lost} baseline cells missing in candidate" in stdout.splitlines()[-1]
+    assert "missing in candidate (partial vs base)" in stdout  # the terminal lists them too
+    summary = (out / "summary.md").read_text()
+    assert f"### Missing in candidate: partial vs base ({lost})" in summary
+    page = (out / "report.html").read_text()
+    assert 'class="verdict fail"' in page and "missing in candidate" in page
+    # without the flag the report is written and the exit is 0, the verdict still says it
+    assert main([str(base), str(partial), "--out", str(out)]) == EXIT_OK
+
+
+def test_runs_sharing_no_cell_are_nothing_comparable_with_their_own_exit_code(tmp_path, run_file, capsys):
+    cpu = run_file("cpu.json", models=["ssdlite320_mobilenet_v3_large"])
+    gpu = run_file("gpu.json", models=["fasterrcnn_resnet50_fpn"])
+    out = tmp_path / "o"
+    assert main([str(cpu), str(gpu), "--out", str(out), "--fail-on-regression"]) == EXIT_NOTHING_COMPARABLE
+    stdout = capsys.readouterr().out
+    assert stdout.splitlines()[-1].startswith("VERDICT: nothing comparable: gpu and cpu share no cell")
+    assert "missing in candidate (" not in stdout  # not every baseline cell listed as lost
+    assert "VERDICT: nothing comparable" in (out / "summary.md").read_text()
+    assert 'class="verdict fail"' in (out / "report.html").read_text()
+    assert main([str(cpu), str(gpu), "--out", str(out)]) == EXIT_OK
+
+
+def test_a_different_gpu_is_said_in_the_verdict_and_summary(tmp_path, run_file, capsys):
+    base = run_file("base.json", seed=1)
+    cand = run_file("cand.json", seed=1, environment={"gpu": "NVIDIA A100-SXM4-80GB", "driver": "570.1"})
+    out = tmp_path / "o"
+    assert main([str(base), str(cand), "--out", str(out)]) == EXIT_OK
+    verdict = capsys.readouterr().out.splitlines()[-1]
+    assert "environment differs (cand vs base): GPU NVIDIA H100 80GB HBM3 -> NVIDIA A100-SXM4-80GB" in verdict
+    assert "driver 580.65.06 -> 570.1" in verdict
+    summary = (out / "summary.md").read_text().replace("&gt;", ">")  # Markdown-escaped, shown as "->"
+    assert "> Environment differs (cand vs base): GPU NVIDIA H100 80GB HBM3 -> NVIDIA A100-SXM4-80GB" in summary
+
+
+def test_the_same_file_given_twice_is_refused_in_one_line(tmp_path, run_file, capsys):
+    path = run_file("a.json")
+    link = tmp_path / "link.json"
+    link.symlink_to(path)
+    for argv in ([str(path), str(path)], [str(path), str(link)]):
+        with pytest.raises(SystemExit) as info:
+            main([*argv, "--out", str(tmp_path / "o")])
+        assert info.value.code == EXIT_BAD_INPUT
+        err = capsys.readouterr().err.strip().splitlines()[-1]
+        assert "given twice" in err and "a.json" in err
+
+
+def test_a_second_label_for_the_same_file_is_refused(tmp_path, run_file, capsys):
+    path = run_file("a.json")
+    other = run_file("b.json")
+    with pytest.raises(SystemExit) as info:
+        main([str(path), str(other), "--out", str(tmp_path / "o"), "--label", f"x={path}", "--label", f"y={path}"])
+    assert info.value.code == EXIT_BAD_INPUT
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "two labels" in err and "'x'" in err and "'y'" in err
+
+
+def test_outputs_replace_read_only_files_and_leave_no_mixed_set(tmp_path, run_file):
+    a, b = run_file("a.json", seed=1), run_file("b.json", seed=1, speed=0.97)
+    out = tmp_path / "o"
+    assert main([str(a), str(b), "--out", str(out)]) == EXIT_OK
+    summary = out / "summary.md"
+    summary.chmod(0o444)  # a read-only file from an earlier report is replaced, not written through
+    assert main([str(a), "--out", str(out)]) == EXIT_OK
+    assert "VERDICT: nothing to compare" in summary.read_text()
+    assert not (out / "comparison.csv").exists()  # the earlier comparison would read as this report's
+    assert [p.name for p in out.iterdir() if p.name.startswith(".")] == []
+
+
+def test_an_output_that_cannot_be_written_is_named_and_nothing_is_half_replaced(tmp_path, run_file, capsys):
+    a = run_file("a.json", seed=1)
+    out = tmp_path / "o"
+    assert main([str(a), "--out", str(out)]) == EXIT_OK
+    before = (out / "report.html").read_bytes()
+    (out / "cells.csv").unlink()
+    (out / "cells.csv").mkdir()  # cannot be replaced by a file
+    capsys.readouterr()
+    assert main([str(a), "--out", str(out), "--title", "second"]) == EXIT_BAD_INPUT
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "cells.csv" in err[0]
+    assert (out / "report.html").read_bytes() == before
+
+
+def test_an_unwritable_step_summary_is_a_warning_naming_it(tmp_path, run_file, monkeypatch, capsys):
+    target = tmp_path / "no-such-dir" / "step.md"
+    monkeypatch.setenv("GITHUB_STEP_SUMMARY", str(target))
+    out = tmp_path / "o"
+    assert main([str(run_file("a.json")), "--out", str(out)]) == EXIT_OK
+    err = capsys.readouterr().err
+    assert "warning" in err and str(target) in err and str(out) not in err
+    assert (out / "summary.md").exists()

@@ -3,16 +3,24 @@ from __future__ import annotations
 import pytest
 
 from reports.compare import (
+    GATE_FAIL,
+    GATE_INCOMPARABLE,
+    GATE_NONE,
     IMPROVEMENT,
+    ONLY_BASELINE,
+    ONLY_CANDIDATE,
     REGRESSION,
     WITHIN_NOISE,
     WITHIN_THRESHOLD,
     compare_runs,
+    environment_changes,
+    gate,
     has_regression,
     relative_spread,
     verdict_line,
 )
 from reports.load import load_runs, tidy
+from tests.reports.generate import make_results
 
 
 def _compare(run_file, threshold=0.05, base_kwargs=None, cand_kwargs=None):
@@ -88,14 +96,70 @@ def test_a_cell_that_now_fails_is_a_regression(run_file, tmp_path):
     assert comp.count(REGRESSION) == 1
 
 
-def test_cells_in_only_one_run_are_reported_not_flagged(run_file):
+def test_a_baseline_cell_missing_in_the_candidate_counts_against_the_gate(run_file):
     runs = load_runs(
         [("base", run_file("b.json", batch_sizes=(1, 8))), ("cand", run_file("c.json", batch_sizes=(8, 16)))]
     )
     comp = compare_runs(tidy(runs), "base", "cand", 0.05)
     verdicts = set(comp.table["verdict"])
-    assert {"missing in candidate", "new in candidate"} <= verdicts
+    assert {ONLY_BASELINE, ONLY_CANDIDATE} <= verdicts
     assert comp.table["batch_size"].dtype.kind == "i"
+    missing = comp.count(ONLY_BASELINE)
+    assert missing and len(comp.against_gate) == missing + comp.count(REGRESSION)
+    assert has_regression([comp]) and gate([comp]) == GATE_FAIL
+    line = verdict_line([comp], 0.05)
+    assert f"{missing} baseline cells missing in candidate" in line and "no regressions" not in line
+
+
+def test_a_candidate_that_kept_one_of_many_cells_fails_the_gate(tmp_path):
+    from tests.reports.conftest import SMALL
+    from tests.reports.generate import write_benchmark_json
+
+    base = make_results(seed=7, **SMALL)
+    kept = [next(r for r in base if r.status == "ok")]
+    runs = load_runs(
+        [
+            ("base", write_benchmark_json(tmp_path / "b.json", base)),
+            ("part", write_benchmark_json(tmp_path / "p.json", kept)),
+        ]
+    )
+    comp = compare_runs(tidy(runs), "base", "part", 0.05)
+    assert comp.count(REGRESSION) == 0 and comp.count(ONLY_BASELINE) == len(base) - 1
+    assert gate([comp]) == GATE_FAIL
+    assert verdict_line([comp], 0.05).startswith(f"VERDICT: 0 regressions beyond 5% and the measured noise, "
+                                                 f"{len(base) - 1} baseline cells missing in candidate")
+
+
+def test_runs_that_share_no_cell_are_nothing_comparable(run_file):
+    runs = load_runs(
+        [("cpu", run_file("cpu.json", models=["ssdlite320_mobilenet_v3_large"])),
+         ("h100", run_file("h100.json", models=["fasterrcnn_resnet50_fpn"]))]
+    )
+    comp = compare_runs(tidy(runs), "cpu", "h100", 0.05)
+    assert not comp.comparable and gate([comp]) == GATE_INCOMPARABLE
+    line = verdict_line([comp], 0.05)
+    assert line.startswith("VERDICT: nothing comparable: h100 and cpu share no cell")
+    assert "0 cells compared" not in line
+
+
+def test_gate_states():
+    assert gate([]) == GATE_NONE
+
+
+def test_a_different_gpu_torch_cuda_or_driver_is_said_in_the_verdict(run_file):
+    runs = load_runs(
+        [("base", run_file("b.json", seed=7)),
+         ("cand", run_file("c.json", seed=7, environment={"gpu": "NVIDIA A100-SXM4-80GB", "torch": "2.99.0"}))]
+    )
+    base_env, cand_env = runs[0].environment, runs[1].environment
+    changes = environment_changes(base_env, cand_env)
+    assert changes == [f"GPU {base_env['gpu']} -> NVIDIA A100-SXM4-80GB", f"torch {base_env['torch']} -> 2.99.0"]
+    comp = compare_runs(tidy(runs), "base", "cand", 0.05, environments=(base_env, cand_env))
+    assert comp.environment_changes == changes
+    line = verdict_line([comp], 0.05)
+    assert "environment differs (cand vs base): GPU " in line and "torch " in line
+    same = compare_runs(tidy(runs), "base", "cand", 0.05, environments=(base_env, base_env))
+    assert "environment differs" not in verdict_line([same], 0.05)
 
 
 def test_threshold_must_be_a_fraction(run_file):

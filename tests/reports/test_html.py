@@ -1,10 +1,15 @@
 from __future__ import annotations
 
+import html
 import json
 import re
+from html.parser import HTMLParser
 
+from reports import columns
 from reports.cli import main
-from reports.html import script_json
+from reports.html import ReportData, render, script_json
+from reports.load import load_runs, tidy
+from reports.recommend import recommend, with_speedup
 from tests.reports.generate import make_results, write_benchmark_json
 
 EVIL_MODEL = "<script>alert(1)</script>"
@@ -40,7 +45,8 @@ def test_everything_from_a_result_file_is_escaped(tmp_path):
     page = (tmp_path / "out" / "report.html").read_text(encoding="utf-8")
     assert EVIL_MODEL not in page and "alert(1)</script>" not in page
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page
-    assert EVIL_HOST not in page and "&quot;&gt;&lt;img src=x onerror=alert(2)&gt;" in page
+    # quotes are escaped too (as &#34;), so a value cannot leave an attribute either
+    assert EVIL_HOST not in page and "&#34;&gt;&lt;img src=x onerror=alert(2)&gt;" in page
     assert EVIL_DEVICE not in page and "alert(3)" in page  # only as \u003c-escaped JSON
     assert "<b>bold</b>" not in page and "<i>t</i>" not in page
     # the only script elements are ours: the telemetry JSON and the page script
@@ -57,3 +63,62 @@ def test_report_is_self_contained(tmp_path, run_file):
     assert "<link" not in page and "@import" not in page
     images = re.findall(r'<img [^>]*src="([^"]+)"', page)
     assert len(images) >= 5 and all(src.startswith("data:image/png;base64,") for src in images)
+
+
+class _Tags(HTMLParser):
+    """Every start tag with its attributes, and the text inside each <script>."""
+
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.tags: list[tuple[str, dict[str, str | None]]] = []
+        self.scripts: list[str] = []
+        self._in_script = False
+
+    def handle_starttag(self, tag, attrs):
+        self.tags.append((tag, dict(attrs)))
+        if tag == "script":
+            self._in_script = True
+            self.scripts.append("")
+
+    def handle_endtag(self, tag):
+        if tag == "script":
+            self._in_script = False
+
+    def handle_data(self, data):
+        if self._in_script:
+            self.scripts[-1] += data
+
+
+def test_templates_autoescape_text_attributes_and_the_telemetry_json(tmp_path):
+    reason = 'boom <script>alert("r")</script> " onmouseover="alert(4)'
+    results = _evil_results()
+    for r in results:
+        if r.status != "ok":
+            r.reason = reason
+        r.environment = dict(r.environment or {}, image='img"><script>alert(5)</script>')
+    runs = load_runs([(None, write_benchmark_json(tmp_path / "evil.json", results))])
+    frame = with_speedup(tidy(runs))
+    page = render(ReportData("t", runs, frame, recommend(frame), [], "VERDICT: nothing to compare", 0.05))
+
+    parser = _Tags()
+    parser.feed(page)
+    # no element or attribute came from the data: only our two scripts, no event handlers anywhere
+    assert [t for t, _ in parser.tags].count("script") == 2
+    assert not [a for _, attrs in parser.tags for a in attrs if a.startswith("on")]
+    assert not [a for t, attrs in parser.tags if t == "img" for a in attrs if a not in ("alt", "src")]
+    # the values still read back intact as text and attribute values
+    assert reason in html.unescape(page) and 'img"><script>alert(5)</script>' in html.unescape(page)
+    assert any(attrs.get("value", "").startswith(EVIL_MODEL) for t, attrs in parser.tags if t == "option")
+    # "</script>" in a device name cannot close the telemetry <script>: its whole text is the JSON
+    payload = json.loads(parser.scripts[0])
+    assert {d["name"] for cell in payload.values() for d in cell["devices"]} == {EVIL_DEVICE}
+
+
+def test_html_table_and_markdown_table_come_from_one_column_spec(tmp_path, run_file):
+    runs = load_runs([(None, run_file("a.json"))])
+    frame = with_speedup(tidy(runs))
+    page = render(ReportData("t", runs, frame, recommend(frame), [], "v", 0.05))
+    heads = re.search(r'<table class="sortable" id="failures-table"><thead><tr>(.*?)</tr>', page).group(1)
+    assert re.findall(r'data-col="([^"]+)"', heads) == [c.key for c in columns.FAILURES]
+    md = columns.markdown_table(columns.FAILURES, frame[frame["status"] != "ok"].to_dict("records"))
+    assert md[0] == "| " + " | ".join(c.title for c in columns.FAILURES) + " |"

@@ -1,4 +1,4 @@
-"""The README's ratio table quotes the committed interleaved H100 results, figure for figure."""
+"""docs/results-h100.md's ratio table quotes the committed interleaved H100 results, figure for figure."""
 
 from __future__ import annotations
 
@@ -27,7 +27,7 @@ def committed_results() -> dict[tuple[str, str], ModelComparison]:
 
 def readme_rows() -> dict[str, list[str]]:
     rows: dict[str, list[str]] = {}
-    for line in (ROOT / "README.md").read_text(encoding="utf-8").splitlines():
+    for line in (ROOT / "docs" / "results-h100.md").read_text(encoding="utf-8").splitlines():
         match = re.match(r"\| ([a-z0-9_]+)(?: \(640\))? \| ([0-9.]+) \|", line)
         if match:
             rows.setdefault(match.group(1), []).append(line)
@@ -35,7 +35,7 @@ def readme_rows() -> dict[str, list[str]]:
 
 
 def quoting_row(result: ModelComparison, rows: list[str]) -> str | None:
-    """The README row that quotes this result's baseline images/s (rows of one model differ in it)."""
+    """The results-doc row that quotes this result's baseline images/s (rows of one model differ in it)."""
     return next((row for row in rows if f"| {result.variants[0].throughput_ips:.1f} |" in row), None)
 
 
@@ -44,10 +44,10 @@ def test_every_interleaved_result_is_quoted_with_its_own_figures():
     assert len(results) >= 15, f"expected the committed ratio runs under docs/examples, found {sorted(results)}"
     for (model, baseline), result in results.items():
         row = quoting_row(result, rows.get(model, []))
-        assert row is not None, f"{model} ({baseline}) has committed ratios but no README row with its img/s"
+        assert row is not None, f"{model} ({baseline}) has committed ratios but no results-doc row with its img/s"
         for ratio in result.ratios:
             quoted = f"{ratio.median:.2f}× ({ratio.q1:.2f}–{ratio.q3:.2f})"
-            assert quoted in row, f"{model} {ratio.variant}: README row lacks {quoted}: {row}"
+            assert quoted in row, f"{model} {ratio.variant}: results-doc row lacks {quoted}: {row}"
 
 
 def test_every_compiled_variant_of_the_extras_is_quoted_with_its_compile_time_and_breaks():

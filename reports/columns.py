@@ -1,0 +1,283 @@
+"""One column specification for every table the reports print: HTML (templates), Markdown and the terminal.
+
+A :class:`Column` says which value of a row it shows, its title, how the value is formatted and how it is
+aligned; the named column sets (:data:`MATRIX`, :data:`FAILURES`, :data:`RECOMMEND`, :data:`COMPARISON`, ...)
+are the tables themselves. Formatting lives here and only here.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Callable, Iterable, Literal, Mapping, Sequence
+
+import pandas as pd
+
+# ---------- value formatting (the only copy) ----------
+
+
+def is_missing(v: Any) -> bool:
+    """None, NaN and pandas' NA all mean "not measured"."""
+    if v is None or v is pd.NA:
+        return True
+    try:
+        return isinstance(v, (float, int)) and not isinstance(v, bool) and math.isnan(v)
+    except TypeError:
+        return False
+
+
+def fmt_text(v: Any) -> str:
+    return "" if is_missing(v) else str(v)
+
+
+def fmt_num(v: Any, digits: int = 3) -> str:
+    """About ``digits`` significant figures; thousands separated, never scientific notation above 1."""
+    if is_missing(v):
+        return ""
+    v = float(v)
+    if v == 0:
+        return "0"
+    if abs(v) >= 1000:
+        return f"{v:,.0f}"
+    return f"{v:.{digits}g}" if abs(v) < 1 else f"{v:,.{max(digits - len(str(int(abs(v)))), 0)}f}"
+
+
+def fmt_int(v: Any) -> str:
+    return "" if is_missing(v) else f"{int(v)}"
+
+
+def fmt_gib(v: Any) -> str:
+    return "" if is_missing(v) else f"{float(v) / 2**30:.2f} GiB"
+
+
+def fmt_pct(v: Any) -> str:
+    return "" if is_missing(v) else f"{float(v) * 100:.1f}%"
+
+
+def fmt_signed_pct(v: Any) -> str:
+    return "" if is_missing(v) else f"{float(v) * 100:+.1f}%"
+
+
+def fmt_ratio(v: Any) -> str:
+    return "" if is_missing(v) else f"{float(v):.2f}x"
+
+
+def fmt_yes_no(v: Any) -> str:
+    return "" if is_missing(v) else ("yes" if v else "no")
+
+
+def fmt_ratio_spread(median: Any, q1: Any, q3: Any) -> str:
+    """``1.59× (1.58–1.60)``: a paired ratio's median with its interquartile range (the results-doc style)."""
+    if is_missing(median):
+        return ""
+    text = f"{float(median):.2f}×"
+    if not is_missing(q1) and not is_missing(q3):
+        text += f" ({float(q1):.2f}–{float(q3):.2f})"
+    return text
+
+
+# ---------- the column specification ----------
+
+Kind = Literal["text", "num", "status", "reason", "verdict"]
+
+
+@dataclass(frozen=True)
+class Column:
+    """One table column.
+
+    ``key`` names the row's value (the HTML ``data-col``, and what numeric cells sort by); ``display``
+    writes the cell from the whole row when one value is not enough (a ratio with its spread, a figure or
+    else a note). ``kind`` tells renderers how to style the cell:
+    ``num`` cells align right and sort by their raw value, ``status``/``verdict`` cells get a class,
+    ``reason`` cells wrap.
+    """
+
+    key: str
+    title: str
+    fmt: Callable[[Any], str] = fmt_text
+    kind: Kind = "text"
+    display: Callable[[Mapping[str, Any]], str] | None = None
+
+    @property
+    def align(self) -> Literal["left", "right"]:
+        return "right" if self.kind == "num" else "left"
+
+    @property
+    def numeric(self) -> bool:
+        return self.kind == "num"
+
+    def raw(self, row: Mapping[str, Any]) -> Any:
+        return row.get(self.key)
+
+    def text(self, row: Mapping[str, Any]) -> str:
+        return self.display(row) if self.display else self.fmt(self.raw(row))
+
+    def sort_key(self, row: Mapping[str, Any]) -> str:
+        """The raw number for sorting a numeric cell (``""`` when missing); text cells sort by their text."""
+        v = self.raw(row)
+        if not self.numeric or is_missing(v):
+            return ""
+        try:
+            return repr(float(v))
+        except (TypeError, ValueError):
+            return ""
+
+
+def _ratio_with_spread(row: Mapping[str, Any]) -> str:
+    return fmt_ratio_spread(row.get("ratio"), row.get("ratio_q1"), row.get("ratio_q3"))
+
+
+def _gain_or_note(row: Mapping[str, Any]) -> str:
+    # a paired pick shows its ratio with the spread; otherwise the quotient of two cells timed apart
+    if row.get("paired"):
+        return _ratio_with_spread(row)
+    return fmt_ratio(row.get("gain_over_eager_fp32")) or fmt_text(row.get("note"))
+
+
+def _status_with_reason(row: Mapping[str, Any]) -> str:
+    status, reason = fmt_text(row.get("status_cand")), fmt_text(row.get("reason_cand"))
+    return f"{status} ({reason})" if reason else status
+
+
+MATRIX: list[Column] = [
+    Column("run", "run"),
+    Column("model", "detector"),
+    Column("mode", "mode"),
+    Column("variant", "variant"),
+    Column("batch_size", "batch", fmt_int, "num"),
+    Column("gpus", "GPUs", fmt_int, "num"),
+    Column("image_size", "image"),
+    Column("status", "status", kind="status"),
+    Column("throughput_ips", "images/s", fmt_num, "num"),
+    Column("speedup_vs_eager_fp32", "vs eager fp32", fmt_ratio, "num"),
+    Column("ratio", "paired ratio", kind="num", display=_ratio_with_spread),
+    Column("latency_median_ms", "p50 ms", fmt_num, "num"),
+    Column("latency_p90_ms", "p90 ms", fmt_num, "num"),
+    Column("latency_p99_ms", "p99 ms", fmt_num, "num"),
+    Column("latency_cov", "CoV", fmt_pct, "num"),
+    Column("peak_memory_bytes", "peak memory", fmt_gib, "num"),
+    Column("achieved_tflops", "TFLOP/s", fmt_num, "num"),
+    Column("mfu", "MFU", fmt_pct, "num"),
+    Column("detections_mean", "dets/img", fmt_num, "num"),
+    Column("first_call_s", "first call s", fmt_num, "num"),
+    Column("graph_breaks", "graph breaks", fmt_num, "num"),
+    Column("break_even_iterations", "break-even iters", fmt_num, "num"),
+    Column("energy_per_image_j", "J/image", fmt_num, "num"),
+    Column("mean_power_w", "power W", fmt_num, "num"),
+    Column("gpu_util_pct_mean", "util %", fmt_num, "num"),
+    Column("throttled", "throttled", fmt_yes_no),
+    Column("reason", "reason", kind="reason"),
+]
+
+FAILURES: list[Column] = [
+    Column("run", "run"),
+    Column("cell_id", "cell"),
+    Column("status", "status", kind="status"),
+    Column("reason", "reason", kind="reason"),
+]
+
+RECOMMEND: list[Column] = [
+    Column("run", "run"),
+    Column("model", "detector"),
+    Column("mode", "mode"),
+    Column("gpus", "GPUs", fmt_int, "num"),
+    Column("variant", "use"),
+    Column("batch_size", "batch", fmt_int, "num"),
+    Column("throughput_ips", "images/s", fmt_num, "num"),
+    Column("gain_over_eager_fp32", "vs eager fp32", kind="num", display=_gain_or_note),
+    Column("runner_up", "runner-up", kind="reason"),
+    Column("peak_memory_bytes", "peak memory", fmt_gib, "num"),
+    Column("break_even_iterations", "break-even iters", fmt_num, "num"),
+    Column("not_tried", "not tried / not ok", kind="reason"),
+    Column("note", "note", kind="reason"),
+]
+
+COMPARISON: list[Column] = [
+    Column("cell_id", "cell"),
+    Column("verdict", "verdict", kind="verdict"),
+    Column("change", "change", fmt_signed_pct, "num"),
+    Column("noise_band", "noise band", fmt_pct, "num"),
+    Column("ratio", "ratio", fmt_ratio, "num"),
+    Column("throughput_base", "baseline images/s", fmt_num, "num"),
+    Column("throughput_cand", "candidate images/s", fmt_num, "num"),
+    Column("status_base", "baseline status"),
+    Column("status_cand", "candidate status"),
+    Column("reason_cand", "candidate reason", kind="reason"),
+    Column("model", "detector"),
+    Column("mode", "mode"),
+    Column("variant", "variant"),
+    Column("batch_size", "batch", fmt_int, "num"),
+    Column("gpus", "GPUs", fmt_int, "num"),
+]
+
+# The short comparison for a CI job summary: one column folds status and reason together.
+COMPARISON_SUMMARY: list[Column] = [
+    Column("cell_id", "cell"),
+    Column("throughput_base", "baseline images/s", fmt_num, "num"),
+    Column("throughput_cand", "candidate images/s", fmt_num, "num"),
+    Column("change", "change", fmt_signed_pct, "num"),
+    Column("noise_band", "noise band", fmt_pct, "num"),
+    Column("status_cand", "candidate status", display=_status_with_reason),
+]
+
+SCALING: list[Column] = [
+    Column("run", "run"),
+    Column("model", "detector"),
+    Column("mode", "mode"),
+    Column("variant", "variant"),
+    Column("batch_size", "batch / GPU", fmt_int, "num"),
+    Column("gpus", "GPUs", fmt_int, "num"),
+    Column("throughput_ips", "images/s", fmt_num, "num"),
+    Column("throughput_1gpu", "1-GPU images/s", fmt_num, "num"),
+    Column("scaling_efficiency", "scaling efficiency", fmt_pct, "num"),
+    Column("efficiency_source", "efficiency from"),
+]
+
+RANK_SPREAD: list[Column] = [
+    Column("run", "run"),
+    Column("cell_id", "cell"),
+    Column("ranks", "ranks", fmt_int, "num"),
+    Column("fastest_ms", "fastest rank ms", fmt_num, "num"),
+    Column("median_ms", "median rank ms", fmt_num, "num"),
+    Column("slowest_ms", "slowest rank ms", fmt_num, "num"),
+    Column("slowest_rank", "slowest rank", fmt_int, "num"),
+    Column("spread", "slowest / fastest - 1", fmt_pct, "num"),
+    Column("comm_wait_share", "all-reduce wait", fmt_pct, "num"),
+]
+
+
+# ---------- renderers other than HTML (the HTML one is templates/table.html.j2) ----------
+
+
+def md_cell(value: object) -> str:
+    """Table-safe Markdown text: no pipes, newlines or HTML that GitHub would render."""
+    text = "" if value is None else str(value)
+    for raw, safe in (("&", "&amp;"), ("<", "&lt;"), (">", "&gt;"), ("|", "\\|"), ("\n", " "), ("\r", " ")):
+        text = text.replace(raw, safe)
+    return text
+
+
+def markdown_table(columns: Sequence[Column], rows: Iterable[Mapping[str, Any]]) -> list[str]:
+    """A GitHub Markdown table (one string per line); numeric columns are right-aligned."""
+    lines = ["| " + " | ".join(md_cell(c.title) for c in columns) + " |"]
+    lines.append("|" + "".join("---:|" if c.numeric else "---|" for c in columns))
+    lines += ["| " + " | ".join(md_cell(c.text(row)) for c in columns) + " |" for row in rows]
+    return lines
+
+
+def rich_table(columns: Sequence[Column], rows: Iterable[Mapping[str, Any]], title: str | None = None) -> Any:
+    """A :class:`rich.table.Table` of the same columns, for the terminal (text is not markup-parsed)."""
+    from rich.table import Table  # noqa: PLC0415  (rich is only needed by terminal callers)
+    from rich.text import Text  # noqa: PLC0415
+
+    table = Table(title=title)
+    for c in columns:
+        table.add_column(c.title, justify=c.align, overflow="fold" if c.kind == "reason" else "ellipsis")
+    for row in rows:
+        table.add_row(*(Text(c.text(row)) for c in columns))
+    return table
+
+
+def records(frame: pd.DataFrame) -> list[dict[str, Any]]:
+    """Rows of a frame as dicts, the form every renderer takes."""
+    return frame.to_dict("records")
