@@ -1,24 +1,42 @@
 """The pytest face: ``pytest bench/ --benchmark-json=results.json [--profile quick ...]``.
 
 Options are validated before any GPU work (a bad one is a one-line usage error naming the valid
-choices); the matrix's cells parametrise ``test_cell`` with ids = ``Cell.id``; results enter
-pytest-benchmark's JSON through its hooks (see bench/pytest_bridge.py and docs/bench.md).
+choices); the matrix's cells parametrise ``test_cell`` with ids = ``Cell.id``; after collection (and
+``-k``/deselection) the selected cells form the run's groups, so the first cell of a group measures the
+group and later ones return stored results. Results enter pytest-benchmark's JSON through its hooks (see
+bench/pytest_bridge.py and docs/bench.md). Run state lives in ``config.stash``.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
 
 from bench import matrix
 from bench.journal import Journal
-from bench.options import ISOLATIONS, RunOptions, import_model_modules
-from bench.schema import SCHEMA_NAME, SCHEMA_VERSION
+from bench.options import ISOLATIONS, RoundsPolicy, RunOptions, import_model_modules
+from bench.schema import SCHEMA_NAME, SCHEMA_VERSION, Cell
 
-STATE_KEY = "_detbench_run"
+
+@dataclass
+class RunState:
+    """Everything one pytest session of the matrix needs, kept in ``config.stash[STATE]``."""
+
+    cells: list[Cell]
+    options: RunOptions
+    capabilities: matrix.Capabilities
+    journal: Journal
+    filters: matrix.MatrixFilters
+    added: dict[str, str] = field(default_factory=dict)  # cell id -> why the run added it
+    selected: list[Cell] | None = None  # after -k / deselection
+    run: Any = None  # bench.suite.BenchRun, made on the first cell
+
+
+STATE = pytest.StashKey[RunState]()
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -33,10 +51,15 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--image-size", default=None, help="HEIGHTxWIDTH for every cell, e.g. 480x640")
     group.addoption("--weights", action="append", default=[], metavar="NAME=PATH",
                     help="local state dict for a model (repeatable); default random init, never downloads")
-    group.addoption("--isolation", default=None, help="process (one child per cell; default on GPU) or inline "
-                    "(default on CPU)")
-    group.addoption("--cell-timeout", type=float, default=600.0, help="seconds before a cell process is killed "
-                    "(recorded as timeout); default 600")
+    group.addoption("--gpus", default=None, help="comma-separated GPU counts, e.g. 1,2,4 (default 1; the quick "
+                    "profile adds every visible count on a multi-GPU machine)")
+    group.addoption("--isolation", default=None, help="model (a worker per model group, variants interleaved; "
+                    "default on GPU), cell (a process per cell) or inline (this process; default on CPU)")
+    group.addoption("--rounds", type=int, default=None, help="interleaved rounds per group (default 4 on GPU, 3 on CPU)")
+    group.addoption("--block-s", type=float, default=None, help="seconds per timed block (default 0.5 on GPU, "
+                    "0.1 on CPU)")
+    group.addoption("--cell-timeout", type=float, default=600.0, help="seconds a worker may go without progress "
+                    "before it is killed (the cell is recorded as timeout); default 600")
     group.addoption("--telemetry-hz", type=float, default=50.0, help="NVML sampling rate; 0 disables (default 50)")
     group.addoption("--compile-mode", default="default", help="torch.compile mode (default 'default')")
     group.addoption("--optimizer", default="sgd", help="training optimizer: sgd (momentum 0.9) or adamw")
@@ -50,16 +73,16 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    if not hasattr(config.option, "profile") or getattr(config, STATE_KEY, None) is not None:
+    if not hasattr(config.option, "profile") or STATE in config.stash:
         return
     try:
         state = _build_state(config)
     except (ValueError, ImportError) as exc:  # MatrixError, unknown model/option: one line, valid choices
         raise pytest.UsageError(str(exc)) from None
-    setattr(config, STATE_KEY, state)
+    config.stash[STATE] = state
 
 
-def _build_state(config: pytest.Config) -> dict[str, Any]:
+def _build_state(config: pytest.Config) -> RunState:
     from bench.models import list_models  # noqa: PLC0415
 
     opt = config.option
@@ -68,25 +91,33 @@ def _build_state(config: pytest.Config) -> dict[str, Any]:
     if opt.list_models:
         print("\n".join(list_models()))
         pytest.exit("listed models", returncode=0)
+    if opt.models is not None and matrix.parse_csv(opt.models) is None:
+        raise matrix.MatrixError("--models is empty; name at least one model, e.g. --models retinanet_resnet50_fpn "
+                                 "(--list-models lists them)")
     filters = matrix.MatrixFilters(
         models=matrix.parse_csv(opt.models), modes=matrix.parse_csv(opt.modes),
         precisions=matrix.parse_csv(opt.precisions), compile=opt.compile,
-        batch_sizes=matrix.parse_batch_sizes(opt.batch_sizes), image_size=matrix.parse_image_size(opt.image_size))
-    if opt.isolation is not None and opt.isolation not in ISOLATIONS:
+        batch_sizes=matrix.parse_batch_sizes(opt.batch_sizes), image_size=matrix.parse_image_size(opt.image_size),
+        gpus=matrix.parse_gpus(opt.gpus))
+    if opt.isolation is not None and opt.isolation not in ISOLATIONS and opt.isolation != "process":
         raise matrix.MatrixError(f"unknown isolation {opt.isolation!r}; valid: {', '.join(ISOLATIONS)}")
+    rounds = None
+    if opt.rounds is not None or opt.block_s is not None:
+        default = RoundsPolicy()
+        rounds = RoundsPolicy(rounds=opt.rounds if opt.rounds is not None else default.rounds,
+                              block_s=opt.block_s if opt.block_s is not None else default.block_s)
     weights = _parse_weights(opt.weights, list_models())
     matrix.resolve_profile(opt.profile, cuda_available=False)  # validate the name before touching CUDA
     capabilities = matrix.probe_capabilities()
     profile = matrix.resolve_profile(opt.profile, capabilities.cuda_available)
-    cells = matrix.expand(profile, filters, list_models())
+    cells, added = matrix.add_gpu_twins(matrix.expand(profile, filters, list_models(), capabilities.gpu_count))
     options = RunOptions(
         profile=profile, seed=opt.seed, weights=weights,
-        isolation=opt.isolation or ("process" if capabilities.cuda_available else "inline"),
+        isolation=opt.isolation or ("model" if capabilities.cuda_available else "inline"),
         cell_timeout_s=opt.cell_timeout, telemetry_hz=opt.telemetry_hz, compile_mode=opt.compile_mode,
-        optimizer=opt.optimizer, model_modules=modules)
+        optimizer=opt.optimizer, model_modules=modules, rounds=rounds)
     journal = Journal.claim(getattr(opt, "benchmark_json", None), opt.detbench_journal)
-    return {"cells": cells, "options": options, "capabilities": capabilities,
-            "journal": journal, "run": None, "filters": filters}
+    return RunState(cells, options, capabilities, journal, filters, added)
 
 
 def _parse_weights(items: list[str], known: list[str]) -> dict[str, str]:
@@ -102,13 +133,22 @@ def _parse_weights(items: list[str], known: list[str]) -> dict[str, str]:
     return weights
 
 
-def _state(config: pytest.Config) -> dict[str, Any]:
-    return getattr(config, STATE_KEY)
+def _state(config: pytest.Config) -> RunState:
+    return config.stash[STATE]
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """The cells pytest will run (after -k and deselection): the groups are formed from these only."""
+    state = session.config.stash.get(STATE, None)
+    if state is None:
+        return
+    state.selected = [item.callspec.params["detbench_cell"] for item in session.items
+                      if hasattr(item, "callspec") and "detbench_cell" in item.callspec.params]
 
 
 def _bench_run(config: pytest.Config) -> Any:
     state = _state(config)
-    if state["run"] is None:
+    if state.run is None:
         from envcheck.fingerprint import collect  # noqa: PLC0415
 
         from bench.progress import render  # noqa: PLC0415
@@ -124,14 +164,14 @@ def _bench_run(config: pytest.Config) -> Any:
             with capture.global_and_fixture_disabled() if capture else contextlib.nullcontext():
                 reporter.write_line(render(text, color=reporter.hasmarkup, width=_width(reporter)))
 
-        state["run"] = BenchRun(state["options"], state["capabilities"], state["cells"], state["journal"],
-                                display, collect())
-    return state["run"]
+        cells = state.selected if state.selected is not None else state.cells
+        state.run = BenchRun(state.options, state.capabilities, cells, state.journal, display, collect(), state.added)
+    return state.run
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if "detbench_cell" in metafunc.fixturenames:
-        cells = _state(metafunc.config)["cells"]
+        cells = _state(metafunc.config).cells
         metafunc.parametrize("detbench_cell", cells, ids=[c.id for c in cells])
 
 
@@ -154,18 +194,19 @@ def pytest_benchmark_update_machine_info(config: pytest.Config, machine_info: di
 def pytest_benchmark_update_json(config: pytest.Config, benchmarks: Any, output_json: dict[str, Any]) -> None:
     """Cells that measured nothing (skipped/oom/error/timeout) have no stats, so pytest-benchmark leaves
     them out of ``benchmarks``; they are kept here, beside it, with the run's configuration."""
-    state = getattr(config, STATE_KEY, None)
+    state = config.stash.get(STATE, None)
     if state is None:
         return
-    run = state["run"]
+    run = state.run
     results = list(run.results.values()) if run else []
     output_json["detbench"] = {
         "schema": SCHEMA_NAME,
         "schema_version": SCHEMA_VERSION,
-        "profile": state["options"].profile,
-        "options": state["options"].to_dict(),
-        "journal": str(state["journal"].path),
-        "cell_ids": [c.id for c in state["cells"]],
+        "profile": state.options.profile,
+        "options": state.options.to_dict(),
+        "journal": str(state.journal.path),
+        "cell_ids": [c.id for c in state.cells],
+        "added_cells": state.added,
         "not_measured": [r.to_dict() for r in results if r.status != "ok"],
     }
 
@@ -175,9 +216,9 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
     """pytest-benchmark writes no ``--benchmark-json`` when no cell measured anything (every cell OOM, error or
     skipped): write it here, through the same hooks, so the file still holds the run and its failed cells."""
     config = session.config
-    state = getattr(config, STATE_KEY, None)
+    state = config.stash.get(STATE, None)
     bench_session = getattr(config, "_benchmarksession", None)  # pytest-benchmark's, set at configure
-    run = state["run"] if state else None
+    run = state.run if state else None
     if run is None or not run.results or any(r.status == "ok" for r in run.results.values()):
         return  # pytest-benchmark wrote the file (or nothing ran, or --benchmark-disable kept measured cells out)
     if bench_session is None or bench_session.benchmarks or not getattr(bench_session, "json", None):
@@ -193,21 +234,23 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
 
 
 def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
-    state = getattr(config, STATE_KEY, None)
-    if state is None or state["run"] is None or not state["run"].results:
+    state = config.stash.get(STATE, None)
+    if state is None or state.run is None or not state.run.results:
         return
-    from bench.progress import render, summary_table  # noqa: PLC0415
+    from bench.progress import overhead_line, render, summary_table  # noqa: PLC0415
 
+    results = list(state.run.results.values())
     terminalreporter.write_sep("=", "detbench summary")
-    terminalreporter.write_line(render(summary_table(state["run"].results.values()),
-                                          color=terminalreporter.hasmarkup, width=_width(terminalreporter)))
-    terminalreporter.write_line(f"journal: {state['journal'].path}")
+    terminalreporter.write_line(render(summary_table(results), color=terminalreporter.hasmarkup,
+                                       width=_width(terminalreporter)))
+    terminalreporter.write_line(overhead_line(results))
+    terminalreporter.write_line(f"journal: {state.journal.path}")
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
-    state = getattr(config, STATE_KEY, None)
+    state = config.stash.get(STATE, None)
     if state is not None:
-        state["journal"].close()
+        state.journal.close()
 
 
 def _width(reporter: Any) -> int:

@@ -9,17 +9,19 @@ import time
 import torch
 
 KINDS = ("segfault", "exit", "hang", "oom", "raise")
-FAULT_ENV = "DETBENCH_TEST_FAULT"  # test-only: "<cell-id substring>:<kind>"
+FAULT_ENV = "DETBENCH_TEST_FAULT"  # test-only: "<cell-id substring>:<kind>[@<phase>]"
 
 
-def maybe_trigger(cell_id: str) -> None:
-    """Fire the fault ``DETBENCH_TEST_FAULT=<cell-id substring>:<kind>`` names when it matches ``cell_id``,
+def maybe_trigger(cell_id: str, phase: str = "set-up") -> None:
+    """Fire the fault ``DETBENCH_TEST_FAULT=<cell-id substring>:<kind>[@<phase>]`` names when it matches
+    ``cell_id`` and ``phase`` (``set-up``, the default, or ``round<N>``: before the cell's block in round N),
     so crash handling is tested with real crashes. Unset in normal runs: a no-op."""
     spec = os.environ.get(FAULT_ENV)
     if not spec:
         return
-    target, _, kind = spec.rpartition(":")
-    if target and target in cell_id:
+    target, _, rest = spec.rpartition(":")
+    kind, _, when = rest.partition("@")
+    if target and target in cell_id and (when or "set-up") == phase:
         trigger(kind)
 
 

@@ -1,10 +1,13 @@
 """Does the suite measure what a plain loop measures? ``python -m bench.fidelity --model X [...]``
 
-The cell is set up once (build, size, inputs, post-processing calibration, compile, warm-up), then
-timed in rounds that alternate, in rotating order, between
-- the suite's timed region, exactly as a cell runs it (CUDA events around every iteration, one
-  synchronize at the end, the peak-memory and telemetry trackers running), and
-- the plainest loop: synchronize, perf_counter, the same number of iterations, synchronize.
+The cell is set up once by the matrix's own :class:`~bench.session.CellSession` (build, size, inputs,
+post-processing calibration, FLOPs, compile, warm-up), then timed in rounds that alternate, in rotating
+order, between
+- the matrix's timed block, exactly as the engine runs it (:meth:`CellSession.time_block`: host canary,
+  CUDA events around every iteration, one synchronize at the end, the peak-memory and telemetry
+  trackers running), and
+- the plainest loop over the same session's step: synchronize, perf_counter, the same number of
+  iterations, synchronize.
 Interleaving matters on hosts whose speed moves (the lent H100 VM switches between two speeds for tens
 of seconds at a time; docs/NOTES.md): two timings taken a minute apart measure the host as much as the
 timer. Two checks, each must hold:
@@ -19,7 +22,6 @@ host's drift) is reported too, with the host canary's range. Exit status 0 when 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import statistics
 import sys
@@ -27,15 +29,11 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-import torch
-
-from bench import matrix, memory, timing
-from bench.interleaved import host_canary_ms, rotation
-from bench.options import RunOptions
-from bench.postprocess import calibrate_postprocess
-from bench.runner import autocast_context, cell_device, device_name, make_step, prepare
-from bench.schema import PRECISIONS, Cell
-from bench.telemetry import TelemetryTracker
+from bench import matrix
+from bench.engine import rotation
+from bench.options import RoundsPolicy, RunOptions
+from bench.schema import PRECISIONS, Cell, CellResult
+from bench.session import CellSession, cell_device, device_name, host_canary_ms
 
 THROUGHPUT_TOLERANCE = 0.05
 REPEAT_TOLERANCE = 0.03
@@ -56,6 +54,7 @@ class FidelityReport:
     bare_ms: list[float] = field(default_factory=list)  # per round: bare loop wall time / iterations
     host_canary_ms: list[float] = field(default_factory=list)
     telemetry_hz: float = 0.0
+    cell_result: CellResult | None = None  # the suite's blocks as the matrix reports the cell
 
     def _ips(self, ms: float) -> float:
         return self.batch_size * 1000.0 / ms
@@ -105,6 +104,7 @@ class FidelityReport:
             "repeat_gap": self.repeat_gap, "repeat_tolerance": REPEAT_TOLERANCE,
             "sequential_repeat_gap": self.sequential_repeat_gap,
             "host_canary_ms": self.host_canary_ms, "passed": self.passed,
+            "cell": self.cell_result.to_dict() if self.cell_result is not None else None,
         }
 
 
@@ -123,53 +123,31 @@ def bare_loop_ms(step: Callable[[], Any], sync: Callable[[], None], iterations: 
     return (time.perf_counter() - start) * 1000.0 / iterations
 
 
-def suite_region(step: Callable[[], Any], policy: timing.MeasurePolicy, estimate_ms: float,
-                 device: torch.device, telemetry_hz: float) -> list[float]:
-    """The cell's timed region as :func:`bench.runner.run_cell` runs it: trackers on, events per iteration."""
-    tracker = TelemetryTracker([device.index or 0], telemetry_hz) if telemetry_hz and device.type == "cuda" else None
-    with memory.PeakMemoryTracker(device), tracker or contextlib.nullcontext():
-        if device.type == "cuda":
-            return timing.measure_cuda_events(step, policy, estimate_ms, device).times_ms
-        return timing.measure_perf_counter(step, lambda: None, policy).times_ms
-
-
 def check(cell: Cell, options: RunOptions, rounds: int = DEFAULT_ROUNDS) -> FidelityReport:
-    """Set the cell up once, then alternate the suite's timed region and the bare loop for ``rounds``."""
+    """Set the cell up once (CellSession), then alternate its timed block and the bare loop for ``rounds``."""
     if rounds < 2:
         raise ValueError(f"rounds must be >= 2 (repeatability compares halves), got {rounds}")
     device = cell_device()
-    if device.type == "cuda":
-        torch.backends.cudnn.benchmark = options.cudnn_benchmark
-    warmup_policy, measure_policy = options.policies(device.type)
-    prepared = prepare(cell, options, device)
-    if prepared.spec.is_detector and cell.mode == "infer":
-        with autocast_context(cell, device):
-            calibrate_postprocess(prepared.model, prepared.spec, prepared.inputs)
-    if cell.compile == "compiled":
-        prepared.runnable = torch.compile(prepared.model, mode=options.compile_mode)
-    step = make_step(cell, prepared, device)  # the same work per iteration for both timings
-
-    def sync() -> None:
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-
-    timing.time_first_call(step, sync)
-    warm = timing.warm_up(step, sync, warmup_policy)
-    estimate = warm.median_ms or 1.0
-    iterations = timing.planned_iterations(measure_policy, estimate)
-    # the suite's region runs exactly `iterations` (as its event timer plans them); the bare loop matches it
-    measure_policy = timing.MeasurePolicy(iterations, 0.0, iterations, max(measure_policy.max_s, 1.0))
+    session = CellSession(cell, options, device)
+    session.set_up()
+    policy = options.rounds_policy(device.type)
+    iterations = session.iterations_for(policy.block_s, policy.min_block_iterations)
+    assert session.step is not None
+    step, sync = session.step, session._sync  # the same work per iteration for both timings
     report = FidelityReport(cell.id, device_name(device), "cuda-events" if device.type == "cuda" else "perf-counter+sync",
                             cell.batch_size, iterations, telemetry_hz=options.telemetry_hz)
     for round_index in range(rounds):
         for which in rotation(2, round_index):
-            report.host_canary_ms.append(host_canary_ms())
-            if which == 0:
-                times = suite_region(step, measure_policy, estimate, device, options.telemetry_hz)
+            if which == 0:  # the matrix's block: it times its own host canary first
+                times = session.time_block(iterations, round_index=round_index, telemetry=True)
+                report.host_canary_ms.append(session.blocks[-1].host_canary_ms or 0.0)
                 report.suite_median_ms.append(statistics.median(times))
                 report.suite_mean_ms.append(statistics.fmean(times))
             else:
+                report.host_canary_ms.append(host_canary_ms())
                 report.bare_ms.append(bare_loop_ms(step, sync, iterations))
+    report.cell_result = session.result()
+    session.close()
     return report
 
 
@@ -182,6 +160,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch-size", type=int, default=1)
     parser.add_argument("--image-size", default=None, help="HEIGHTxWIDTH (default: the model's native size)")
     parser.add_argument("--rounds", type=int, default=DEFAULT_ROUNDS, help=f"default {DEFAULT_ROUNDS}")
+    parser.add_argument("--block-s", type=float, default=None, help="seconds per timed block (default: the matrix's)")
     parser.add_argument("--telemetry-hz", type=float, default=50.0, help="sampler during the suite's region (0: off)")
     parser.add_argument("--model-modules", default="", help="extra modules that register models")
     parser.add_argument("--json", default=None, help="also write the report to this JSON file")
@@ -189,8 +168,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         cell = Cell(args.model, args.mode, args.compile, args.precision, args.batch_size, 1,
                     matrix.parse_image_size(args.image_size))
-        options = RunOptions(profile="fidelity", telemetry_hz=args.telemetry_hz, count_flops=False,
-                             model_modules=tuple(m for m in args.model_modules.split(",") if m))
+        options = RunOptions(profile="fidelity", telemetry_hz=args.telemetry_hz,
+                             model_modules=tuple(m for m in args.model_modules.split(",") if m),
+                             rounds=RoundsPolicy(rounds=args.rounds, block_s=args.block_s) if args.block_s else None)
         from bench.options import import_model_modules  # noqa: PLC0415
         from bench.models import get_model  # noqa: PLC0415
 
@@ -203,7 +183,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         report = check(cell, options, args.rounds)
     except Exception as exc:  # OOM, a missing extra, a CUDA error: one line, exit 2
-        from bench.runner import one_line  # noqa: PLC0415
+        from bench.session import one_line  # noqa: PLC0415
 
         print(f"python -m bench.fidelity: {cell.id}: {type(exc).__name__}: {one_line(exc)}", file=sys.stderr)
         return 2

@@ -1,16 +1,15 @@
-"""Ratios between variants of one model, timed in interleaved rounds in one process.
+"""Ratios between variants of one model, timed in interleaved rounds: a study over the matrix's engine.
 
 ``python -m bench.interleaved --models retinanet_resnet50_fpn --variants infer-eager-fp32,infer-eager-bf16,infer-compiled-fp32``
 
 Host-bound detector cells move with the host: on the lent H100 VM the same loop switches between two
 speeds (RetinaNet bf16 bs8: ~62 and ~85 ms per iteration) for tens of seconds at a time
 (``docs/examples/h100-host-noise.json``). Cells timed one after another can land in different states,
-so a ratio of two matrix cells is partly the host's. Here every variant is built, calibrated, compiled and
-warmed up first; then rounds of short timed blocks visit the variants in rotating order, and each
-ratio is the median over rounds of the per-round ratio (paired), with its interquartile range. A host
-canary (a fixed pure-Python loop, timed before every block) records how the host's speed moved.
-
-The matrix stays the place for absolute numbers, memory, FLOPs and telemetry; this is for ratios.
+so a ratio of two cells timed minutes apart is partly the host's. The matrix therefore measures each
+model's variants in one worker, interleaved (bench.engine); this command runs exactly that engine on the
+variants you name (each becomes a cell; one worker per model, as the matrix's ``--isolation model``),
+and reports each variant's ratio to the *first* variant, paired by round, with its interquartile range.
+The full cell results (the matrix's format) are kept in the JSON beside the ratio summary.
 """
 
 from __future__ import annotations
@@ -22,32 +21,23 @@ import json
 import os
 import signal
 import statistics
-import subprocess
 import sys
-import tempfile
-import time
-import traceback
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
-import torch
-
-from bench import faults, matrix, memory, stats, timing
-from bench.models import MissingExtraError, get_model
+from bench import matrix, stats, timing
+from bench.engine import paired_ratio
+from bench.models import get_model
 from bench.models.registry import UnknownModelError
-from bench.options import RunOptions, import_model_modules
-from bench.postprocess import calibrate_postprocess
-from bench.runner import (autocast_context, cell_device, device_name, graph_break_count, make_step, one_line, prepare,
-                          release_memory)
-from bench.schema import COMPILE_MODES, MODES, Cell, LatencyStats
+from bench.options import RoundsPolicy, RunOptions, import_model_modules
+from bench.schema import (COMPILE_MODES, MODES, BlockRecord, Cell, CellResult, LatencyStats, Measurement,
+                          PairedRatio)
 
 SCHEMA_NAME = "detbench.interleaved"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: each model also carries its variants' full cell results ("cells")
 DEFAULT_VARIANTS = ("infer-eager-fp32", "infer-eager-bf16", "infer-compiled-fp32")
 PRECISION_ALIASES = {"fp32": "fp32", "fp16": "amp-fp16", "bf16": "amp-bf16",
                      "amp-fp16": "amp-fp16", "amp-bf16": "amp-bf16"}
-CANARY_LOOPS = 20_000
 
 
 class InterleavedError(ValueError):
@@ -146,7 +136,8 @@ class ModelComparison:
     status: str = "ok"  # "partial" while variants are still being set up; "error" if nothing was measured
     reason: str | None = None
     environment: dict[str, Any] | None = None  # envcheck.fingerprint.collect(): GPU, UUIDs, driver, versions
-    torch: str = torch.__version__
+    torch: str = ""
+    cells: list[dict[str, Any]] = field(default_factory=list)  # v2: every variant's CellResult.to_dict()
     schema: str = SCHEMA_NAME
     schema_version: int = SCHEMA_VERSION
 
@@ -157,161 +148,107 @@ class ModelComparison:
     def from_dict(cls, data: dict[str, Any]) -> "ModelComparison":
         if not isinstance(data, dict) or data.get("schema") != SCHEMA_NAME:
             raise InterleavedError(f"not a {SCHEMA_NAME} result")
-        if data.get("schema_version") != SCHEMA_VERSION:
+        if data.get("schema_version") not in (1, SCHEMA_VERSION):
             raise InterleavedError(f"{SCHEMA_NAME} schema_version {data.get('schema_version')!r} is not "
-                                   f"supported (this detbench reads {SCHEMA_VERSION})")
+                                   f"supported (this detbench reads 1..{SCHEMA_VERSION})")
         variants = [VariantRun(**{**v, "latency": LatencyStats(**v["latency"]) if v.get("latency") else None})
                     for v in data["variants"]]
         ratios = [Ratio(**r) for r in data["ratios"]]
         return cls(**{**data, "variants": variants, "ratios": ratios})
 
-
-# --- measuring ------------------------------------------------------------------------------------------
-
-
-def host_canary_ms(loops: int = CANARY_LOOPS) -> float:
-    """Milliseconds of a fixed pure-Python loop: the host's single-thread speed right now."""
-    began = time.perf_counter()
-    total = 0
-    for i in range(loops):
-        total += i * i
-    return (time.perf_counter() - began) * 1000.0 if total >= 0 else 0.0
-
-
-def rotation(count: int, round_index: int) -> list[int]:
-    """Visiting order for a round: 0..count-1 rotated by the round, so each variant takes every position."""
-    start = round_index % count if count else 0
-    return [(start + i) % count for i in range(count)]
-
-
-@dataclass
-class _Ready:
-    run: VariantRun
-    step: Callable[[], Any]
-    keep: Any  # the prepared model/inputs, alive while the variant is timed
-
-
-def _set_up(variant: Variant, model: str, batch_size: int, image_size: tuple[int, int] | None,
-            options: RunOptions, device: torch.device) -> tuple[VariantRun, _Ready | None]:
-    """Build, calibrate, compile and warm up one variant; failures come back as a non-ok VariantRun."""
-    cell = variant.cell(model, batch_size, image_size)
-    run = VariantRun(variant.label, cell.id)
-    warmup_policy, _ = options.policies(device.type)
-    sync = (lambda: torch.cuda.synchronize(device)) if device.type == "cuda" else (lambda: None)
-    try:
-        prepared = prepare(cell, options, device)
-        run.model_runtime_notes = dict(getattr(prepared.model, "runtime_notes", None) or {}) or None
-        faults.maybe_trigger(cell.id)  # test-only, see bench/faults.py
-        if prepared.spec.is_detector and cell.mode == "infer":
-            with autocast_context(cell, device):
-                load = calibrate_postprocess(prepared.model, prepared.spec, prepared.inputs)
-            run.postprocess = load.to_dict() if load is not None else None
-        breaks_before = graph_break_count()
-        if cell.compile == "compiled":
-            prepared.runnable = torch.compile(prepared.model, mode=options.compile_mode)
-        step = make_step(cell, prepared, device)
-        run.first_call_s, _ = timing.time_first_call(step, sync)
-        warm = timing.warm_up(step, sync, warmup_policy)
-        run.warmup_iterations, run.warmup_s = warm.iterations, warm.seconds
-        if cell.compile == "compiled":
-            run.graph_breaks = graph_break_count() - breaks_before
-            run.compile_s = timing.compile_seconds(run.first_call_s, warm.median_ms or 0.0)
-        _, measure_policy = options.policies(device.type)
-        run.iterations_per_block = timing.planned_iterations(measure_policy, warm.median_ms or 1.0)
-        return run, _Ready(run, step, prepared)
-    except MissingExtraError as exc:
-        run.status, run.reason = "skipped", str(exc)
-    except Exception as exc:  # recorded, the other variants go on
-        run.status = "oom" if memory.is_oom(exc) else "error"
-        run.reason = f"{type(exc).__name__}: {one_line(exc)}"
-        if run.status == "error":
-            traceback.print_exc()
-        release_memory(device)
-    return run, None
+    def cell_results(self) -> list[CellResult]:
+        """The variants as the matrix's cell results: kept as such since version 2, rebuilt for version 1."""
+        if self.cells:
+            return [CellResult.from_dict(c, source=f"{self.model} cells[{i}]") for i, c in enumerate(self.cells)]
+        size = (int(self.image_size[0]), int(self.image_size[1])) if self.image_size else None
+        ratios = {r.variant: r for r in self.ratios}
+        out = []
+        for run in self.variants:
+            cell = Variant.parse(run.variant).cell(self.model, self.batch_size, size)
+            blocks = [BlockRecord(round=i, median_ms=ms, iterations=run.iterations_per_block or 0, host_canary_ms=None,
+                                  start_offset_s=0.0) for i, ms in enumerate(run.block_median_ms)]
+            measured = Measurement(timer=self.timer, iterations=len(run.times_ms), isolation="model", rounds=len(blocks),
+                                   timed_s=sum(run.times_ms) / 1000.0, block_s=self.block_s, blocks=blocks)
+            ratio = ratios.get(run.variant)
+            first = Variant.parse(self.variants[0].variant).cell(self.model, self.batch_size, size)
+            out.append(CellResult(
+                cell, status=run.status, reason=run.reason, times_ms=list(run.times_ms), latency=run.latency,
+                throughput_ips=run.throughput_ips, timer=self.timer or None, first_call_s=run.first_call_s,
+                compile_s=run.compile_s, warmup_iterations=run.warmup_iterations, warmup_s=run.warmup_s,
+                graph_breaks=run.graph_breaks, break_even_iterations=run.break_even_iterations,
+                postprocess=run.postprocess, model_runtime_notes=run.model_runtime_notes or {}, device=self.device,
+                measurement=measured if blocks else None, environment=self.environment,
+                ratio=PairedRatio(first.id, ratio.median, ratio.q1, ratio.q3, list(ratio.per_round)) if ratio else None))
+        return out
 
 
-def _time_block(ready: _Ready, device: torch.device, block_s: float) -> list[float]:
-    """Per-iteration milliseconds of one block: CUDA events on a GPU, perf_counter + sync on the CPU."""
-    if device.type == "cuda":
-        policy = timing.MeasurePolicy(min_iterations=ready.run.iterations_per_block,
-                                      min_s=0.0, max_iterations=ready.run.iterations_per_block, max_s=block_s * 10)
-        return timing.measure_cuda_events(ready.step, policy, 1.0, device).times_ms
-    policy = timing.MeasurePolicy(min_iterations=2, min_s=block_s, max_iterations=10_000, max_s=block_s * 10)
-    return timing.measure_perf_counter(ready.step, lambda: None, policy).times_ms
+def killed_model_results(data: dict[str, Any]) -> list[CellResult]:
+    """A version-1 record of a model whose process was killed or crashed (no ratios, only the variants it
+    had set up): each variant becomes a cell with the model's status and reason."""
+    import re  # noqa: PLC0415
+
+    out = []
+    for run in data.get("variants") or []:
+        match = re.search(r"-bs(\d+)-gpu1(?:-(\d+)x(\d+))?$", str(run.get("cell_id", "")))
+        batch = int(match.group(1)) if match else 1
+        size = (int(match.group(2)), int(match.group(3))) if match and match.group(2) else None
+        cell = Variant.parse(run["variant"]).cell(str(data["model"]), batch, size)
+        out.append(CellResult(cell, status=data.get("status", "error"), first_call_s=run.get("first_call_s"),
+                              compile_s=run.get("compile_s"),
+                              reason=f"{data.get('reason')} (variant set up: {run.get('status')}, not timed)"))
+    return out
+
+
+# --- measuring: the matrix's engine on the named variants -------------------------------------------------
 
 
 def compare_model(model: str, variants: list[Variant], batch_size: int, image_size: tuple[int, int] | None,
-                  options: RunOptions, rounds: int, block_s: float,
-                  on_progress: Callable[[ModelComparison], None] | None = None) -> ModelComparison:
-    """Set every variant up, then time ``rounds`` rounds of one ``block_s`` block per variant, rotating.
+                  options: RunOptions, rounds: int, block_s: float) -> ModelComparison:
+    """Measure the variants as one group (bench.launch.run_group, ``options.isolation`` says where) in
+    ``rounds`` interleaved rounds of ``block_s`` blocks, then summarise with ratios to the first variant."""
+    from envcheck.fingerprint import collect  # noqa: PLC0415
+    from bench.launch import run_group  # noqa: PLC0415
 
-    ``on_progress`` gets a ``partial`` comparison after every variant's set-up, so that compile times and
-    set-up failures survive a model that is killed before its timed rounds end."""
-    device = cell_device()
-    if device.type == "cuda":
-        torch.backends.cudnn.benchmark = options.cudnn_benchmark
-    # a block of ~block_s seconds per variant: the measure policy's min_s sets the iterations per block
-    options = dataclasses.replace(options, measure=timing.MeasurePolicy(
-        min_iterations=3, min_s=block_s, max_iterations=100_000, max_s=max(block_s, 1.0) * 10))
-    runs: list[VariantRun] = []
-    ready: list[_Ready] = []
-    for variant in variants:
-        began = time.perf_counter()
-        run, prepared = _set_up(variant, model, batch_size, image_size, options, device)
-        print(f"{model} {run.variant}: {run.status} after {time.perf_counter() - began:.1f} s of set-up"
-              + (f" (first call {run.first_call_s:.1f} s)" if run.first_call_s is not None else "")
-              + (f": {run.reason}" if run.reason else ""), file=sys.stderr, flush=True)
-        runs.append(run)
-        if prepared is not None:
-            ready.append(prepared)
-        if on_progress is not None:
-            on_progress(ModelComparison(model, batch_size, list(image_size) if image_size else None, rounds, block_s,
-                                        device_name(device), "", list(runs), [], [], "partial",
-                                        f"{len(runs)} of {len(variants)} variants set up, timed rounds not run"))
-    canary: list[float] = []
-    for round_index in range(rounds):
-        for index in rotation(len(ready), round_index):
-            item = ready[index]
-            if item.run.status != "ok":
-                continue
-            canary.append(host_canary_ms())
-            try:
-                times = _time_block(item, device, block_s)
-            except Exception as exc:  # e.g. OOM once another variant holds memory: recorded, the rest go on
-                item.run.status = "oom" if memory.is_oom(exc) else "error"
-                item.run.reason = f"{type(exc).__name__} in round {round_index}: {one_line(exc)}"
-                release_memory(device)
-                continue
-            item.run.times_ms.extend(times)
-            item.run.block_median_ms.append(statistics.median(times))
-    for item in ready:
-        _summarise(item, batch_size)
-    fill_break_even(runs)
-    ok = [r for r in runs if r.status == "ok" and r.block_median_ms]
-    baseline = runs[0] if runs and runs[0].status == "ok" and runs[0].block_median_ms else None
-    ratios = [ratio for r in ok[1:] if baseline is not None
-              for ratio in [Ratio.paired(r, baseline)] if ratio is not None]
-    timer = "cuda-events" if device.type == "cuda" else "perf-counter+sync"
+    options = dataclasses.replace(options, rounds=RoundsPolicy(rounds=rounds, block_s=block_s, min_block_iterations=3))
+    cells = [v.cell(model, batch_size, image_size) for v in variants]
+    results = run_group(cells, options)
+    return summarise(model, variants, batch_size, image_size, rounds, block_s, results, collect())
+
+
+def summarise(model: str, variants: list[Variant], batch_size: int, image_size: tuple[int, int] | None, rounds: int,
+              block_s: float, results: list[CellResult], environment: dict[str, Any] | None) -> ModelComparison:
+    """A ModelComparison (ratios to the first variant, host canary in visiting order) from cell results."""
+    import torch  # noqa: PLC0415
+
+    runs = [_variant_run(v, r) for v, r in zip(variants, results)]
+    ok = [(run, r) for run, r in zip(runs, results) if r.status == "ok" and r.measurement is not None]
+    base = results[0] if ok and ok[0][1] is results[0] else None
+    ratios = []
+    for run, result in ok[1:] if base is not None else []:
+        pair = paired_ratio(result, base)
+        if pair is not None:
+            ratios.append(Ratio(run.variant, runs[0].variant, pair.per_round, pair.median, pair.q1, pair.q3))
+    blocks = sorted((b.start_offset_s, b.host_canary_ms) for _, r in ok for b in r.measurement.blocks)
     status, reason = "ok", None
     if not ok:  # nothing measured: say why, from the variants
-        status = "skipped" if all(r.status == "skipped" for r in runs) else "error"
-        reason = "; ".join(f"{r.variant}: {r.status}: {r.reason}" for r in runs)
-    from envcheck.fingerprint import collect  # noqa: PLC0415
+        status = "skipped" if all(r.status == "skipped" for r in results) else "error"
+        reason = "; ".join(f"{run.variant}: {run.status}: {run.reason}" for run in runs)
+    device = next((r.device for r in results if r.device), "") or ""
+    timer = next((r.timer for _, r in ok if r.timer), "")
+    return ModelComparison(model, batch_size, list(image_size) if image_size else None, rounds, block_s, device, timer,
+                           runs, ratios, [c for _, c in blocks if c is not None], status, reason, environment,
+                           torch.__version__, [r.to_dict() for r in results])
 
-    return ModelComparison(model, batch_size, list(image_size) if image_size else None, rounds, block_s,
-                           device_name(device), timer, runs, ratios, canary, status, reason, collect())
 
-
-def _summarise(item: _Ready, batch_size: int) -> None:
-    run = item.run
-    if run.times_ms:
-        run.latency = stats.latency_stats(run.times_ms)
-        run.throughput_ips = stats.throughput(run.times_ms, batch_size).median_ips
-    counter = getattr(item.keep.spec, "count_detections", None)
-    if run.status == "ok" and counter is not None and item.keep.targets is None:
-        with torch.no_grad():
-            counts = counter(item.step())
-        run.detections_per_image = sum(counts) / len(counts) if counts else None
+def _variant_run(variant: Variant, result: CellResult) -> VariantRun:
+    blocks = result.measurement.blocks if result.measurement else []
+    detections = result.detections_per_image or {}
+    return VariantRun(
+        variant.label, result.cell.id, result.status, result.reason, result.first_call_s, result.compile_s,
+        result.graph_breaks, result.break_even_iterations, result.warmup_iterations, result.warmup_s,
+        blocks[0].iterations if blocks else None, [b.median_ms for b in blocks], list(result.times_ms),
+        result.latency, result.throughput_ips, detections.get("mean"), result.postprocess,
+        result.model_runtime_notes or None)
 
 
 def eager_twin_variant(variant: str) -> str:
@@ -321,54 +258,14 @@ def eager_twin_variant(variant: str) -> str:
 
 
 def fill_break_even(runs: list[VariantRun]) -> None:
-    """Iterations after which each compiled variant has paid for its compile, against its eager twin."""
+    """Break-even of each compiled variant against its eager twin, for version-1 files written before the
+    field existed (new results get it from bench.engine.finish_group, the same formula)."""
     medians = {r.variant: r.latency.median_ms for r in runs if r.status == "ok" and r.latency is not None}
     for run in runs:
         if run.compile_s is None or run.variant not in medians:
             continue
         twin = eager_twin_variant(run.variant)
         run.break_even_iterations = timing.break_even_iterations(run.compile_s, medians.get(twin), medians[run.variant])
-
-
-# --- one model per child process ------------------------------------------------------------------------
-
-
-def compare_in_child(model: str, argv: list[str], timeout_s: float) -> ModelComparison | dict[str, Any]:
-    """Run one model's comparison as ``python -m bench.interleaved --inline`` in a new session.
-
-    A crash or a hang ends only that model: the result is a dict with status ``error`` and the reason."""
-    from bench.launch import REPO_ROOT, describe_exit, kill_group  # noqa: PLC0415
-
-    with tempfile.TemporaryDirectory(prefix="detbench-interleaved-") as tmp:
-        out = Path(tmp, "result.json")
-        env = dict(os.environ)
-        env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO_ROOT), env.get("PYTHONPATH")) if p)
-        command = [sys.executable, "-m", "bench.interleaved", *argv, "--models", model, "--inline", "--no-table",
-                   "--json", str(out)]
-        child = subprocess.Popen(command, start_new_session=True, env=env)
-        try:
-            code = child.wait(timeout=timeout_s)
-        except subprocess.TimeoutExpired:
-            kill_group(child)
-            return {"model": model, "status": "timeout", "reason": f"killed after {timeout_s:g} s",
-                    "variants": _set_up_so_far(out)}
-        except BaseException:  # interrupted (Ctrl-C, SIGTERM from `timeout`): the child must not outlive us
-            kill_group(child)
-            raise
-        if code == 0 and out.exists():
-            data = json.loads(out.read_text(encoding="utf-8"))
-            return ModelComparison.from_dict(data["models"][0])
-        return {"model": model, "status": "error", "reason": f"model process {describe_exit(code)}",
-                "variants": _set_up_so_far(out)}
-
-
-def _set_up_so_far(path: Path) -> list[dict[str, Any]]:
-    """The variants a killed or crashed model process had set up (its last ``partial`` write), else []."""
-    try:
-        models = json.loads(path.read_text(encoding="utf-8"))["models"]
-        return list(models[-1]["variants"]) if models and models[-1].get("status") == "partial" else []
-    except (OSError, ValueError, KeyError, TypeError, IndexError):
-        return []
 
 
 # --- command line ---------------------------------------------------------------------------------------
@@ -388,9 +285,6 @@ def print_table(models: list[dict[str, Any]]) -> None:
     for data in models:
         if data.get("status") != "ok":
             print(f"{data['model']:34s} {data.get('status')}: {data.get('reason')}")
-            for run in data.get("variants") or []:  # what a killed model had set up
-                compile_s = f", compile {run['compile_s']:.1f} s" if run.get("compile_s") is not None else ""
-                print(f"{'':34s} {run['variant']:22s} set up: {run['status']}{compile_s}")
             continue
         if data["ratios"] == [] and len(data["variants"]) > 1:
             print(f"{data['model']:34s} no ratios: the baseline {data['variants'][0]['variant']} was not measured")
@@ -401,6 +295,8 @@ def print_table(models: list[dict[str, Any]]) -> None:
             shown = f"{ratio['median']:.3f}" if ratio else ("1 (base)" if base else "-")
             iqr = f"{ratio['q1']:.3f}-{ratio['q3']:.3f}" if ratio else ""
             ips = f"{run['throughput_ips']:.1f}" if run.get("throughput_ips") else str(run["status"])
+            if run["status"] not in ("ok", "skipped"):
+                ips = f"{run['status']}: {str(run.get('reason'))[:60]}"
             compile_s = f"{run['compile_s']:.1f}" if run.get("compile_s") is not None else ""
             breaks = str(run["graph_breaks"]) if run.get("graph_breaks") is not None else ""
             print(f"{data['model']:34s} {run['variant']:22s} {ips:>8s} {shown:>7s} {iqr:>15s} {compile_s:>9s} {breaks:>6s}")
@@ -426,9 +322,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--image-size", default=None, help="HEIGHTxWIDTH (default: each model's native size)")
     parser.add_argument("--rounds", type=int, default=8, help="rounds of one block per variant (default 8)")
     parser.add_argument("--block-s", type=float, default=1.0, help="seconds per timed block (default 1)")
-    parser.add_argument("--model-timeout-s", type=float, default=900.0, help="per model, in its own process")
-    parser.add_argument("--inline", action="store_true", help="run in this process (no per-model child)")
-    parser.add_argument("--no-table", action="store_true", help=argparse.SUPPRESS)  # a child of this command
+    parser.add_argument("--model-timeout-s", type=float, default=900.0,
+                        help="a model's worker is killed after this long without progress (default 900)")
+    parser.add_argument("--inline", action="store_true", help="run in this process (no per-model worker)")
     parser.add_argument("--model-modules", default="", help="extra modules that register models")
     parser.add_argument("--json", default=None, help="write the results here (after every model)")
     args = parser.parse_args(argv)
@@ -448,41 +344,17 @@ def main(argv: list[str] | None = None) -> int:
         image_size = matrix.parse_image_size(args.image_size)
     except (InterleavedError, matrix.MatrixError, UnknownModelError, ValueError) as exc:
         parser.error(str(exc))
-    options = RunOptions(profile="interleaved", telemetry_hz=0, count_flops=False, model_modules=modules)
-    child_argv = [a for a in argv if a != "--inline"]
-    child_argv = _without_option(_without_option(_without_option(child_argv, "--models"), "--json"), "--model-timeout-s")
+    options = RunOptions(profile="interleaved", telemetry_hz=0, count_flops=False, model_modules=modules,
+                         isolation="inline" if args.inline else "model", cell_timeout_s=args.model_timeout_s)
     results: list[dict[str, Any]] = []
-
-    def progress(partial: ModelComparison) -> None:  # a killed model process leaves its set-up behind
-        if args.json:
-            _write_json(args.json, [*results, partial.to_dict()])
-
     for model in models:
-        if args.inline:
-            result: Any = compare_model(model, variants, args.batch_size, image_size, options, args.rounds,
-                                        args.block_s, progress)
-        else:
-            result = compare_in_child(model, child_argv, args.model_timeout_s)
-        results.append(result.to_dict() if isinstance(result, ModelComparison) else result)
+        result = compare_model(model, variants, args.batch_size, image_size, options, args.rounds, args.block_s)
+        results.append(result.to_dict())
         if args.json:
             _write_json(args.json, results)
-    if not args.no_table:
-        print_table(results)
-    return 0 if all(r.get("status") in ("ok", "skipped") for r in results) else 1
-
-
-def _without_option(argv: list[str], name: str) -> list[str]:
-    """argv without ``name VALUE`` / ``name=VALUE``."""
-    out: list[str] = []
-    skip = False
-    for arg in argv:
-        if skip:
-            skip = False
-        elif arg == name:
-            skip = True
-        elif not arg.startswith(name + "="):
-            out.append(arg)
-    return out
+    print_table(results)
+    failed = [v for r in results for v in r["variants"] if v["status"] not in ("ok", "skipped")]
+    return 1 if failed or any(r.get("status") not in ("ok", "skipped") for r in results) else 0
 
 
 def _write_json(path: str, models: list[dict[str, Any]]) -> None:

@@ -9,10 +9,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Iterable
 
-from bench.schema import COMPILE_MODES, MODES, PRECISIONS, Cell
+from bench.schema import COMPILE_MODES, MAX_IMAGE_SIDE, MODES, PRECISIONS, Cell
 
 PROFILES = ("auto", "smoke", "quick", "full")
 COMPILE_CHOICES = ("eager", "compiled", "both")
+VISIBLE = -1  # in Block.gpus: every visible GPU count 1..N that is a power of two, and N
 
 
 class MatrixError(ValueError):
@@ -29,6 +30,7 @@ class Block:
     precisions: tuple[str, ...] = ("fp32",)
     batch_sizes: tuple[int, ...] = (1,)
     image_size: tuple[int, int] | None = None
+    gpus: tuple[int, ...] = (1,)  # VISIBLE expands to the machine's counts (only counts > 1 of it here)
 
 
 # --- the profiles, as data -------------------------------------------------------------------------------
@@ -56,15 +58,20 @@ PROFILE_BLOCKS: dict[str, tuple[Block, ...]] = {
         Block(("fasterrcnn_mobilenet_v3_large_fpn",), ("infer",), batch_sizes=(1,), image_size=(224, 224)),
         Block(("resnet50",), ("infer", "train"), batch_sizes=(2,), image_size=(64, 64)),
     ),
-    # One H100 in one 10-minute run, compile included (measured: a cell costs ~15-20 s of process start,
-    # build, post-processing calibration, warm-up and timing; an eager training cell's first call ~30 s of
-    # cuDNN autotuning; compiling RetinaNet ~55 s). Every detector eager fp32 at bs8; bf16 and compiled on
-    # two representative models; one training cell.
+    # One H100 in one 10-minute run (estimate in docs/bench.md: 56 cells in 12 worker groups; set-up ~3 s an
+    # eager variant in a warm worker, ~55 s a compiled one, 4 rounds x 0.5 s blocks): every detector eager
+    # fp32 and bf16 at batch 1 and 8 (ratios paired inside each model's worker), compiled fp32 for three,
+    # a batch sweep for two detectors (throughput-vs-batch lines), one training-step pair; on a multi-GPU
+    # machine, the same two detectors' bf16 training step and inference on every visible GPU count.
     "quick": (
-        Block(TORCHVISION_DETECTORS, ("infer",), ("eager",), ("fp32",), (8,)),
-        Block(("fasterrcnn_resnet50_fpn", "retinanet_resnet50_fpn"), ("infer",), ("eager",), ("amp-bf16",), (8,)),
-        Block(("retinanet_resnet50_fpn",), ("infer",), ("compiled",), ("fp32",), (8,)),
-        Block(("fasterrcnn_resnet50_fpn",), ("train",), ("eager",), ("amp-bf16",), (4,)),
+        Block(TORCHVISION_DETECTORS, ("infer",), ("eager",), ("fp32", "amp-bf16"), (1, 8)),
+        Block(("retinanet_resnet50_fpn", "fcos_resnet50_fpn", "fasterrcnn_resnet50_fpn"), ("infer",), ("compiled",),
+              ("fp32",), (8,)),
+        Block(("retinanet_resnet50_fpn", "fasterrcnn_resnet50_fpn"), ("infer",), ("eager",), ("fp32",),
+              (1, 2, 4, 8, 16)),
+        Block(("fasterrcnn_resnet50_fpn",), ("train",), ("eager",), ("fp32", "amp-bf16"), (4,)),
+        Block(("retinanet_resnet50_fpn", "fasterrcnn_resnet50_fpn"), ("infer", "train"), ("eager",), ("amp-bf16",),
+              (8,), gpus=(VISIBLE,)),
     ),
     # Everything, where memory allows (cells that do not fit are recorded as `oom`).
     "full": (
@@ -86,6 +93,7 @@ class MatrixFilters:
     compile: str | None = None  # eager | compiled | both; None = the profile's choice
     batch_sizes: tuple[int, ...] | None = None
     image_size: tuple[int, int] | None = None
+    gpus: tuple[int, ...] | None = None  # --gpus: replaces every block's GPU counts
 
     def __post_init__(self) -> None:
         _check_all("mode", self.modes, MODES)
@@ -95,6 +103,9 @@ class MatrixFilters:
         for size in self.batch_sizes or ():
             if not isinstance(size, int) or isinstance(size, bool) or size < 1:
                 raise MatrixError(f"bad batch size {size!r}; batch sizes are positive integers, e.g. 1,2,4,8")
+        for count in self.gpus or ():
+            if not isinstance(count, int) or isinstance(count, bool) or count < 1:
+                raise MatrixError(f"bad GPU count {count!r}; GPU counts are positive integers, e.g. 1,2,4")
 
 
 def resolve_profile(profile: str, cuda_available: bool) -> str:
@@ -106,12 +117,20 @@ def resolve_profile(profile: str, cuda_available: bool) -> str:
     return profile
 
 
-def expand(profile: str, filters: MatrixFilters, known_models: Iterable[str], gpus: int = 1) -> list[Cell]:
+def visible_counts(gpu_count: int) -> tuple[int, ...]:
+    """GPU counts worth a cell on a machine with ``gpu_count`` GPUs: powers of two up to it, and itself."""
+    counts = {n for n in (1, 2, 4, 8, 16, 32, 64) if n <= gpu_count} | ({gpu_count} if gpu_count >= 1 else set())
+    return tuple(sorted(counts)) or (1,)
+
+
+def expand(profile: str, filters: MatrixFilters, known_models: Iterable[str], gpu_count: int = 1) -> list[Cell]:
     """The cells of a (resolved) profile after filters, without duplicates, eager before compiled.
 
     ``--modes/--precisions/--compile/--batch-sizes/--image-size`` replace that axis in every block of the
     profile; ``--models`` keeps only the named models, and names models explicitly: a model the profile does not list still runs, with the
     profile's mode/precision/batch choices of its first block (so ``--models X`` always yields cells).
+    ``--gpus`` replaces every block's GPU counts; without it a block's ``VISIBLE`` counts are those of
+    :func:`visible_counts` above one (the 1-GPU cells come from the other blocks and :func:`add_gpu_twins`).
     """
     known = tuple(known_models)
     if profile not in PROFILE_BLOCKS:
@@ -139,12 +158,38 @@ def expand(profile: str, filters: MatrixFilters, known_models: Iterable[str], gp
                     for precision in _pick(block.precisions, filters.precisions):
                         for batch in filters.batch_sizes or block.batch_sizes:
                             size = filters.image_size or block.image_size
-                            cell = Cell(model, mode, compile_mode, precision, batch, gpus, size)
-                            cells.setdefault(cell.id, cell)
+                            for gpus in _gpu_counts(block.gpus, filters.gpus, gpu_count):
+                                cell = Cell(model, mode, compile_mode, precision, batch, gpus, size)
+                                cells.setdefault(cell.id, cell)
     # Eager before compiled for the same configuration, so break-even can use the eager median.
     order = {cid: i for i, cid in enumerate(cells)}
-    return sorted(cells.values(), key=lambda c: (c.model, c.mode, c.precision, c.batch_size,
+    return sorted(cells.values(), key=lambda c: (c.model, c.gpus, c.mode, c.precision, c.batch_size,
                                                    COMPILE_MODES.index(c.compile), order[c.id]))
+
+
+def _gpu_counts(block: tuple[int, ...], wanted: tuple[int, ...] | None, gpu_count: int) -> tuple[int, ...]:
+    if wanted is not None:
+        return wanted
+    if VISIBLE in block:
+        return tuple(n for n in visible_counts(gpu_count) if n > 1)
+    return block
+
+
+def add_gpu_twins(cells: list[Cell]) -> tuple[list[Cell], dict[str, str]]:
+    """Every multi-GPU cell's 1-GPU twin (scaling efficiency is judged against it), added where missing;
+    returns the cells and ``{added cell id: why}``."""
+    have = {c.id for c in cells}
+    added: dict[str, str] = {}
+    out = list(cells)
+    for cell in cells:
+        if cell.gpus == 1:
+            continue
+        twin = Cell(cell.model, cell.mode, cell.compile, cell.precision, cell.batch_size, 1, cell.image_size)
+        if twin.id not in have:
+            have.add(twin.id)
+            out.append(twin)
+            added[twin.id] = f"added: the 1-GPU twin of {cell.id} (scaling efficiency is measured against it)"
+    return out, added
 
 
 def _pick(values: tuple[str, ...], wanted: tuple[str, ...] | None) -> tuple[str, ...]:
@@ -152,11 +197,6 @@ def _pick(values: tuple[str, ...], wanted: tuple[str, ...] | None) -> tuple[str,
     if wanted is None:
         return values
     return tuple(wanted)
-
-
-def eager_twin(cell: Cell) -> Cell:
-    """The eager cell with the same configuration as a compiled one."""
-    return Cell(cell.model, cell.mode, "eager", cell.precision, cell.batch_size, cell.gpus, cell.image_size)
 
 
 # --- what this machine can run ----------------------------------------------------------------------------
@@ -195,10 +235,7 @@ def skip_reason(cell: Cell, caps: Capabilities) -> str | None:
     visible = caps.gpu_count if caps.cuda_available else 0
     if caps.cuda_available and cell.gpus > visible:
         return f"needs {cell.gpus} GPUs, {visible} visible"
-    if not caps.cuda_available and cell.gpus > 1:
-        return f"needs {cell.gpus} GPUs, none visible (CPU run)"
-    if cell.gpus > 1:
-        return "multi-GPU cells are not implemented yet (gpus > 1)"
+    # gpus > 1 without CUDA: bench.distributed runs the ranks on the CPU over gloo (or says why it cannot)
     if cell.precision != "fp32" and not caps.cuda_available:
         return f"{cell.precision} autocast is GPU-only in this suite (CPU runs fp32)"
     if cell.precision == "amp-bf16" and not caps.bf16_supported:
@@ -228,13 +265,27 @@ def parse_batch_sizes(text: str | None) -> tuple[int, ...] | None:
     return tuple(sizes)
 
 
+def parse_gpus(text: str | None) -> tuple[int, ...] | None:
+    """``"1,2,4"`` -> (1, 2, 4), with a one-line error for anything else; None or empty -> None."""
+    parts = parse_csv(text)
+    if parts is None:
+        return None
+    counts = []
+    for part in parts:
+        if not part.isdigit() or not 1 <= int(part) <= 1024:
+            raise MatrixError(f"bad GPU count {part!r}; GPU counts are positive integers, e.g. --gpus 1,2,4")
+        counts.append(int(part))
+    return tuple(dict.fromkeys(counts))
+
+
 def parse_image_size(text: str | None) -> tuple[int, int] | None:
-    """``"480x640"`` (height x width) -> (480, 640)."""
+    """``"480x640"`` (height x width) -> (480, 640); sides within 32..MAX_IMAGE_SIDE."""
     if not text:
         return None
     parts = text.lower().split("x")
-    if len(parts) != 2 or not all(p.isdigit() and int(p) >= 32 for p in parts):
-        raise MatrixError(f"bad image size {text!r}; use HEIGHTxWIDTH with both >= 32, e.g. 480x640")
+    if len(parts) != 2 or not all(p.isdigit() and 32 <= int(p) <= MAX_IMAGE_SIDE for p in parts):
+        raise MatrixError(f"bad image size {text!r}; use HEIGHTxWIDTH with both within 32..{MAX_IMAGE_SIDE} "
+                          "(larger exceeds any GPU's memory), e.g. 480x640")
     return int(parts[0]), int(parts[1])
 
 

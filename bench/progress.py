@@ -7,6 +7,7 @@ colour) that the pytest face writes through its terminal reporter.
 from __future__ import annotations
 
 import io
+import statistics
 from typing import Iterable
 
 from rich.console import Console
@@ -27,8 +28,20 @@ def render(renderable: object, color: bool, width: int = 160) -> str:
     return buffer.getvalue().rstrip("\n")
 
 
-def start_line(cell_id: str, index: int, total: int, isolation: str) -> Text:
-    return Text.assemble(("▶ ", "cyan"), (f"[{index}/{total}] ", "dim"), (cell_id, "bold"), (f"  ({isolation})", "dim"))
+def group_line(label: str, cells: int, done: int, total: int, isolation: str) -> Text:
+    """A group starts: its model, image size and GPU count, how many cells it measures, interleaved."""
+    return Text.assemble(("▶ ", "cyan"), (f"[{done + 1}-{done + cells}/{total}] ", "dim"), (label, "bold"),
+                         (f"  {cells} cell(s), interleaved rounds ({isolation})", "dim"))
+
+
+def overhead_line(results: Iterable[CellResult]) -> str:
+    """The median per-cell overhead (cell wall time minus its timed region), eager and compiled apart."""
+    parts = []
+    for kind in ("eager", "compiled"):
+        values = [r.overhead_s for r in results if r.cell.compile == kind and r.overhead_s is not None]
+        if values:
+            parts.append(f"{kind} {statistics.median(values):.1f} s over {len(values)} cell(s)")
+    return "median per-cell overhead (wall minus timed region): " + ("; ".join(parts) if parts else "no measured cell")
 
 
 def result_line(result: CellResult, index: int, total: int) -> Text:
@@ -40,6 +53,8 @@ def result_line(result: CellResult, index: int, total: int) -> Text:
                     f"  p90 {result.latency.p90_ms:.2f} ms  n={result.latency.n}")
         if result.peak_memory_bytes is not None:
             text.append(f"  peak {result.peak_memory_bytes / 2**30:.2f} GiB")
+        if result.ratio is not None and result.ratio.baseline_cell_id != result.cell.id:
+            text.append(f"  ×{result.ratio.median:.2f} ({result.ratio.q1:.2f}-{result.ratio.q3:.2f}) vs eager fp32")
         if result.compile_s is not None:
             text.append(f"  compile {result.compile_s:.1f} s")
         if result.warmup_converged is False:
@@ -50,10 +65,10 @@ def result_line(result: CellResult, index: int, total: int) -> Text:
 
 
 def summary_table(results: Iterable[CellResult]) -> Table:
-    """One row per cell: status, throughput, latency, memory, compile, MFU."""
+    """One row per cell: status, throughput, paired ratio to eager fp32, latency, memory, compile, MFU."""
     table = Table(title="detbench cells", show_lines=False, header_style="bold")
     table.add_column("cell", no_wrap=True)
-    for name, justify in (("status", "left"), ("img/s", "right"), ("median ms", "right"),
+    for name, justify in (("status", "left"), ("img/s", "right"), ("ratio", "right"), ("median ms", "right"),
                           ("p90 ms", "right"), ("CoV", "right"), ("peak GiB", "right"), ("compile s", "right"),
                           ("MFU", "right"), ("det/img", "right"), ("note", "left")):
         table.add_column(name, justify=justify, no_wrap=True)
@@ -63,6 +78,7 @@ def summary_table(results: Iterable[CellResult]) -> Table:
             r.cell.id,
             Text(r.status, style=STATUS_STYLE[r.status]),
             _num(r.throughput_ips, ".1f"),
+            _num(r.ratio.median if r.ratio else None, ".2f", "×"),
             _num(lat.median_ms if lat else None, ".2f"),
             _num(lat.p90_ms if lat else None, ".2f"),
             _num(lat.cov if lat else None, ".3f"),

@@ -1,14 +1,17 @@
 """Result files -> runs -> one tidy pandas table (one row per cell per run).
 
-Reads pytest-benchmark JSON (``benchmarks[i].extra_info.detbench``) and the run journal (``*.jsonl``,
-one cell result per line, so an interrupted run can still be reported). Every cell goes through
-:meth:`bench.schema.CellResult.from_dict`; anything else raises :class:`LoadError` with a one-line reason.
+Reads pytest-benchmark JSON (``benchmarks[i].extra_info.detbench``), the run journal (``*.jsonl``, one
+cell result per line, so an interrupted run can still be reported) and ``python -m bench.interleaved``
+results (their variants are cells too). Every cell goes through :meth:`bench.schema.CellResult.from_dict`,
+which validates it (schema versions 1 and 2); anything else raises :class:`LoadError` with a one-line
+reason naming the file and the field.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
@@ -28,7 +31,7 @@ class Run:
 
     label: str
     path: Path
-    kind: str  # "pytest-benchmark" or "journal"
+    kind: str  # "pytest-benchmark", "journal" or "interleaved"
     results: list[CellResult]
     environment: dict[str, Any] = field(default_factory=dict)
     datetime: str | None = None
@@ -70,6 +73,8 @@ def load_run(path: str | Path, label: str | None = None) -> Run:
 def _load_benchmark_json(path: Path, data: Any) -> Run:
     if not isinstance(data, dict):
         raise LoadError(f"{path}: expected a pytest-benchmark JSON object, got a {type(data).__name__}")
+    if data.get("schema") == "detbench.interleaved":
+        return _load_interleaved(path, data)
     if "benchmarks" not in data or not isinstance(data["benchmarks"], list):
         keys = ", ".join(sorted(map(str, data))[:6]) or "none"
         raise LoadError(f"{path}: not a pytest-benchmark result (no 'benchmarks' list; top-level keys: {keys})")
@@ -113,6 +118,34 @@ def _load_benchmark_json(path: Path, data: Any) -> Run:
     return run
 
 
+def _load_interleaved(path: Path, data: dict[str, Any]) -> Run:
+    from bench.interleaved import InterleavedError, ModelComparison, killed_model_results  # noqa: PLC0415
+
+    results: list[CellResult] = []
+    models = data.get("models")
+    if not isinstance(models, list):
+        raise LoadError(f"{path}: detbench.interleaved file without a 'models' list")
+    for i, model in enumerate(models):
+        if not isinstance(model, dict) or model.get("status") not in ("ok", "error", "timeout", "skipped"):
+            continue  # a partial write of a killed run
+        try:
+            if "ratios" not in model:  # a killed model's record: the variants it had set up
+                results.extend(killed_model_results(model))
+                continue
+            comparison = ModelComparison.from_dict({"schema": data["schema"],
+                                                    "schema_version": data.get("schema_version"), **model})
+            results.extend(comparison.cell_results())
+        except SchemaError as exc:
+            raise LoadError(f"{path}: models[{i}]: {exc}") from exc
+        except (InterleavedError, KeyError, TypeError, ValueError) as exc:
+            raise LoadError(f"{path}: models[{i}]: malformed interleaved result ({exc})") from exc
+    if not results:
+        raise LoadError(f"{path}: interleaved file holds no measured model")
+    run = Run(label="", path=path, kind="interleaved", results=_dedupe(results))
+    run.environment = _run_environment(run.results, {})
+    return run
+
+
 def _load_journal(path: Path, text: str) -> Run:
     lines = text.splitlines()
     results: list[CellResult] = []
@@ -140,21 +173,12 @@ def _load_journal(path: Path, text: str) -> Run:
     return run
 
 
-_OBJECT_FIELDS = ("telemetry", "environment", "detections_per_image", "postprocess", "config")
-
-
 def _parse_cell(path: Path, data: Any, where: str) -> CellResult:
+    """One validated cell; a SchemaError (which names the field) becomes the one-line LoadError."""
     try:
-        result = CellResult.from_dict(data, source=where)
+        return CellResult.from_dict(data, source=where)
     except SchemaError as exc:
         raise LoadError(f"{path}: {exc}") from exc
-    for name in _OBJECT_FIELDS:
-        value = getattr(result, name)
-        if value is not None and not isinstance(value, dict):
-            raise LoadError(f"{path}: {where}: {name} must be an object, got {type(value).__name__}")
-    if not isinstance(result.times_ms, list):
-        raise LoadError(f"{path}: {where}: times_ms must be a list, got {type(result.times_ms).__name__}")
-    return result
 
 
 def _dedupe(results: list[CellResult]) -> list[CellResult]:
@@ -229,6 +253,14 @@ COLUMNS = [
     "compile_s",
     "graph_breaks",
     "break_even_iterations",
+    "ratio_median",
+    "ratio_q1",
+    "ratio_q3",
+    "ratio_baseline",
+    "blocks",
+    "block_spread",
+    "cell_wall_s",
+    "overhead_s",
     "energy_per_image_j",
     "images_per_s_per_w",
     "mean_power_w",
@@ -259,10 +291,9 @@ def _row(run: Run, r: CellResult) -> dict[str, Any]:
     cell = r.cell
     lat = r.latency
     det = r.detections_per_image if isinstance(r.detections_per_image, dict) else {}
-    tel = r.telemetry if isinstance(r.telemetry, dict) else {}
-    devices = [d for d in tel.get("devices") or [] if isinstance(d, dict)]
-    util = [_num(_dig(d, "metrics", "gpu_util_pct", "mean")) for d in devices]
-    util = [u for u in util if u is not None]
+    tel = r.telemetry_summary
+    measured = r.measurement
+    block_ms = sorted(b.median_ms for b in measured.blocks) if measured else []
     env = r.environment or run.environment
     return {
         "run": run.label,
@@ -297,25 +328,34 @@ def _row(run: Run, r: CellResult) -> dict[str, Any]:
         "compile_s": _num(r.compile_s),
         "graph_breaks": _num(r.graph_breaks),
         "break_even_iterations": _num(r.break_even_iterations),
-        "energy_per_image_j": _num(tel.get("energy_per_image_j")),
-        "images_per_s_per_w": _num(tel.get("images_per_s_per_w")),
-        "mean_power_w": _num(tel.get("mean_power_w")),
-        "gpu_util_pct_mean": sum(util) / len(util) if util else None,
-        "throttled": bool(tel.get("throttled")) if tel.get("available") else None,
-        "telemetry_available": bool(tel.get("available")),
-        "has_series": any(isinstance(d.get("series"), dict) and d["series"].get("t_s") for d in devices),
+        "ratio_median": r.ratio.median if r.ratio else None,
+        "ratio_q1": r.ratio.q1 if r.ratio else None,
+        "ratio_q3": r.ratio.q3 if r.ratio else None,
+        "ratio_baseline": r.ratio.baseline_cell_id if r.ratio else "",
+        "blocks": len(block_ms) if measured else None,
+        "block_spread": _block_spread(block_ms),
+        "cell_wall_s": measured.cell_wall_s if measured else None,
+        "overhead_s": measured.overhead_s if measured else None,
+        "energy_per_image_j": tel.energy_per_image_j if tel else None,
+        "images_per_s_per_w": tel.images_per_s_per_w if tel else None,
+        "mean_power_w": tel.mean_power_w if tel else None,
+        "gpu_util_pct_mean": tel.gpu_util_pct_mean if tel else None,
+        "throttled": tel.throttled if tel and tel.available else None,
+        "telemetry_available": bool(tel and tel.available),
+        "has_series": bool(tel and any(d.has_series for d in tel.devices)),
         "device": r.device or "",
         "gpu": str(env.get("gpu") or ""),
     }
 
 
-def _dig(data: Any, *keys: str) -> Any:
-    """``data[k1][k2]...`` or None where any level is missing or not a dict."""
-    for key in keys:
-        if not isinstance(data, dict):
-            return None
-        data = data.get(key)
-    return data
+def _block_spread(block_ms: list[float]) -> float | None:
+    """Between-block spread: interquartile range of the block medians over their median (None below 2)."""
+    if len(block_ms) < 2:
+        return None
+    from bench.stats import percentile  # noqa: PLC0415
+
+    median = statistics.median(block_ms)
+    return (percentile(block_ms, 75) - percentile(block_ms, 25)) / median if median > 0 else None
 
 
 def _num(value: Any) -> float | None:

@@ -1,4 +1,5 @@
-"""bench.interleaved: variant parsing, rotation, paired ratios, and real runs of a tiny model on the CPU."""
+"""bench.interleaved, a study over the matrix's engine: variant parsing, rotation, paired ratios, and real runs
+of a tiny model on the CPU through the same launcher and CellSession as the matrix."""
 
 from __future__ import annotations
 
@@ -9,7 +10,8 @@ import sys
 import pytest
 
 from bench import interleaved
-from bench.interleaved import InterleavedError, ModelComparison, Ratio, Variant, VariantRun, rotation
+from bench.engine import rotation
+from bench.interleaved import InterleavedError, ModelComparison, Ratio, Variant, VariantRun
 from bench.options import RunOptions
 from tests.extras import require_extra
 
@@ -83,8 +85,12 @@ def test_compare_model_times_every_variant_in_rounds_and_writes_a_readable_resul
     assert train.median < 1.0  # forward + backward + step is slower than a forward: the ratio can fail
     assert len(result.host_canary_ms) == 9 and all(c > 0 for c in result.host_canary_ms)
     assert result.environment["torch"] == result.torch and result.environment["python"]
-    again = ModelComparison.from_dict(json.loads(json.dumps(result.to_dict())))
-    assert again == result
+    written = json.loads(json.dumps(result.to_dict()))
+    again = ModelComparison.from_dict(written)
+    assert again.to_dict() == written and again.variants == result.variants and again.ratios == result.ratios
+    cells = again.cell_results()  # the matrix's own result format, from the same engine
+    assert [c.cell.id for c in cells] == [r.cell_id for r in result.variants]
+    assert all(c.measurement.rounds == 3 and len(c.measurement.blocks) == 3 for c in cells)
 
 
 def test_a_missing_extra_skips_the_model_and_a_bad_schema_is_refused():
@@ -98,34 +104,36 @@ def test_a_missing_extra_skips_the_model_and_a_bad_schema_is_refused():
         ModelComparison.from_dict({**result.to_dict(), "schema_version": 99})
 
 
-def test_cli_isolates_each_model_a_crash_is_recorded_and_the_next_model_still_runs(tmp_path):
+def test_cli_gives_each_model_a_worker_a_crash_is_recorded_and_the_rest_still_runs(tmp_path):
     out = tmp_path / "ratios.json"
     command = [sys.executable, "-m", "bench.interleaved", "--models", "tiny_convnet,resnet50",
                "--model-modules", MODULES[0], "--variants", "infer-eager-fp32,train-eager-fp32",
                "--batch-size", "2", "--image-size", "64x64", "--rounds", "2", "--block-s", "0.02", "--json", str(out)]
     env = {"DETBENCH_TEST_FAULT": "tiny_convnet-train:segfault", "PATH": "/usr/bin:/bin"}
     done = subprocess.run(command, capture_output=True, text=True, timeout=300, env=env)
-    assert done.returncode == 1, done.stdout + done.stderr  # one model failed
+    assert done.returncode == 1, done.stdout + done.stderr  # one variant failed
     crashed, measured = json.loads(out.read_text())["models"]
-    assert crashed["model"] == "tiny_convnet" and crashed["status"] == "error" and "SIGSEGV" in crashed["reason"]
-    assert [(v["variant"], v["status"]) for v in crashed["variants"]] == [("infer-eager-fp32", "ok")]  # kept
+    variants = {v["variant"]: v for v in crashed["variants"]}
+    assert variants["train-eager-fp32"]["status"] == "error" and "SIGSEGV" in variants["train-eager-fp32"]["reason"]
+    assert variants["infer-eager-fp32"]["status"] == "ok"  # measured by the fresh worker
+    cells = ModelComparison.from_dict({"schema": "detbench.interleaved", "schema_version": 2, **crashed}).cell_results()
+    assert [c.status for c in cells] == ["ok", "error"] and cells[0].measurement.worker_attempt == 2
     assert measured["status"] == "ok" and measured["ratios"][0]["variant"] == "train-eager-fp32"
     assert "died of SIGSEGV" in done.stdout and "train-eager-fp32" in done.stdout
 
 
-def test_a_model_killed_at_its_timeout_keeps_the_variants_it_had_set_up(tmp_path):
+def test_a_hanging_variant_is_a_timeout_and_the_other_variants_are_still_measured(tmp_path):
     out = tmp_path / "ratios.json"
     command = [sys.executable, "-m", "bench.interleaved", "--models", "tiny_convnet", "--model-modules", MODULES[0],
                "--variants", "infer-eager-fp32,train-eager-fp32", "--batch-size", "2", "--image-size", "64x64",
-               "--rounds", "2", "--block-s", "0.02", "--model-timeout-s", "30", "--json", str(out)]
+               "--rounds", "2", "--block-s", "0.02", "--model-timeout-s", "20", "--json", str(out)]
     env = {"DETBENCH_TEST_FAULT": "tiny_convnet-train:hang", "PATH": "/usr/bin:/bin"}
     done = subprocess.run(command, capture_output=True, text=True, timeout=300, env=env)
     assert done.returncode == 1, done.stdout + done.stderr
-    (killed,) = json.loads(out.read_text())["models"]
-    assert killed["status"] == "timeout" and "killed after 30 s" in killed["reason"]
-    (infer,) = killed["variants"]
-    assert infer["variant"] == "infer-eager-fp32" and infer["status"] == "ok" and infer["first_call_s"] > 0
-    assert "infer-eager-fp32       set up: ok" in done.stdout
+    (model,) = json.loads(out.read_text())["models"]
+    infer, train = model["variants"]
+    assert train["status"] == "timeout" and "20 s without progress" in train["reason"]
+    assert infer["status"] == "ok" and infer["first_call_s"] > 0 and infer["throughput_ips"] > 0
 
 
 def test_cli_rejects_bad_input_in_one_line_naming_the_choices():
@@ -145,13 +153,13 @@ def test_terminating_the_command_also_ends_the_model_process(tmp_path):
 
     marker = tmp_path / "child-pid"
     command = [sys.executable, "-c", (
-        "import os, sys, bench.interleaved as i\n"
-        "real = i.subprocess.Popen\n"
+        "import os, sys, bench.interleaved as i, bench.launch as launch\n"
+        "real = launch.subprocess.Popen\n"
         "def spy(*a, **k):\n"
         "    p = real(*a, **k)\n"
         f"    open({str(marker)!r}, 'w').write(str(p.pid))\n"
         "    return p\n"
-        "i.subprocess.Popen = spy\n"
+        "launch.subprocess.Popen = spy\n"
         "sys.exit(i.main(['--models', 'tiny_convnet', '--model-modules', 'tests.bench.tiny_models', "
         "'--variants', 'infer-eager-fp32,train-eager-fp32', '--rounds', '2']))\n")]
     env = {**os.environ, "DETBENCH_TEST_FAULT": "tiny_convnet-train:hang"}

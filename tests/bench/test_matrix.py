@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from bench import matrix
+from bench.engine import eager_twin
 from bench.matrix import Capabilities, MatrixError, MatrixFilters
 from bench.models import list_models
 from bench.schema import Cell
@@ -27,14 +28,30 @@ def test_smoke_profile_is_small_fp32_eager_and_has_both_modes():
     assert all(matrix.skip_reason(c, CPU) is None for c in cells)
 
 
-def test_quick_profile_covers_every_torchvision_detector_and_both_axes():
+def test_quick_profile_covers_every_detector_at_two_batch_sizes_and_precisions_with_a_sweep():
     cells = matrix.expand("quick", MatrixFilters(), MODELS)
-    assert set(matrix.TORCHVISION_DETECTORS) <= {c.model for c in cells}
-    assert {"eager", "compiled"} == {c.compile for c in cells}
-    assert {"fp32", "amp-bf16"} == {c.precision for c in cells}
-    assert {"infer", "train"} == {c.mode for c in cells}
-    assert len(ids(cells)) == len(set(ids(cells)))
-    assert len([c for c in cells if c.compile == "compiled"]) <= 2  # compile is what blows the 10-minute budget
+    assert len(cells) >= 45 and len(ids(cells)) == len(set(ids(cells)))
+    for model in matrix.TORCHVISION_DETECTORS:
+        for precision in ("fp32", "amp-bf16"):
+            for batch in (1, 8):
+                assert Cell(model, "infer", "eager", precision, batch).id in ids(cells)
+    compiled = {c.model for c in cells if c.compile == "compiled"}
+    assert compiled == {"retinanet_resnet50_fpn", "fcos_resnet50_fpn", "fasterrcnn_resnet50_fpn"}  # ~55 s each
+    sweeps = [m for m in {c.model for c in cells}
+              if {c.batch_size for c in cells if c.model == m and c.precision == "fp32"} == {1, 2, 4, 8, 16}]
+    assert len(sweeps) == 2
+    assert {"infer", "train"} == {c.mode for c in cells} and {c.gpus for c in cells} == {1}
+    assert len({c.group_key for c in cells}) == len(matrix.TORCHVISION_DETECTORS)  # one worker per detector
+
+
+def test_quick_profile_on_a_multi_gpu_machine_adds_every_visible_count_and_the_1_gpu_twins():
+    cells = matrix.expand("quick", MatrixFilters(), MODELS, gpu_count=4)
+    assert {c.gpus for c in cells} == {1, 2, 4}
+    assert matrix.visible_counts(6) == (1, 2, 4, 6) and matrix.visible_counts(1) == (1,)
+    wanted = matrix.expand("smoke", MatrixFilters(models=("resnet50",), gpus=(2,)), MODELS)
+    with_twins, added = matrix.add_gpu_twins(wanted)
+    assert {c.gpus for c in wanted} == {2} and {c.gpus for c in with_twins} == {1, 2}
+    assert all("1-GPU twin" in why for why in added.values()) and len(added) == len(wanted)
 
 
 def test_full_profile_is_the_whole_product():
@@ -47,7 +64,7 @@ def test_compiled_cells_come_after_their_eager_twin():
     position = {c.id: i for i, c in enumerate(cells)}
     for cell in cells:
         if cell.compile == "compiled":
-            assert position[matrix.eager_twin(cell).id] < position[cell.id]
+            assert position[eager_twin(cell).id] < position[cell.id]
 
 
 def test_filters_replace_axes_and_keep_only_named_models():
@@ -79,6 +96,8 @@ def test_cell_id_matches_the_documented_form():
         (lambda: matrix.parse_batch_sizes("1,0"), ["batch size '0'"]),
         (lambda: matrix.parse_batch_sizes("two"), ["batch size 'two'"]),
         (lambda: matrix.parse_image_size("640"), ["image size '640'", "HEIGHTxWIDTH"]),
+        (lambda: matrix.parse_image_size("9000x9000"), ["image size '9000x9000'", "32..8192"]),
+        (lambda: matrix.parse_gpus("1,0"), ["GPU count '0'", "--gpus 1,2,4"]),
         (lambda: matrix.expand("smoke", MatrixFilters(models=("yolo",)), MODELS), ["model 'yolo'", "resnet50"]),
     ],
 )
@@ -102,6 +121,7 @@ def test_auto_profile_follows_cuda():
         (Cell("resnet50", precision="amp-bf16"), CPU, "GPU-only"),
         (Cell("resnet50", precision="amp-fp16"), CPU, "GPU-only"),
         (Cell("resnet50", gpus=2), H100, "needs 2 GPUs, 1 visible"),
+        (Cell("resnet50", gpus=2), CPU, None),  # bench.distributed runs the ranks over gloo
         (Cell("resnet50", precision="amp-bf16"),
          Capabilities(cuda_available=True, gpu_count=1, bf16_supported=False, device_name="Tesla T4"),
          "bf16 is not supported on Tesla T4"),

@@ -204,10 +204,10 @@ def test_every_extra_detector_runs_in_the_smoke_profile(tmp_path):
             assert cell.postprocess["target_candidates_per_image"] == target, cell_id
             assert 90 <= cell.detections_per_image["mean"] <= 110, (cell_id, cell.detections_per_image)
         else:
-            assert cell.config["flops"]["backward_counted"] and math.isfinite(cell.config["final_loss"]), cell_id
+            assert cell.flops_info.backward_counted and math.isfinite(cell.measurement.final_loss), cell_id
         if "detr" in cell.cell.model:
             expected = "none" if cell.cell.model == "detr_resnet50" else "pytorch-grid_sample"
-            assert cell.config["model_runtime_notes"]["deformable_attention"] == expected, cell_id
+            assert cell.model_runtime_notes["deformable_attention"] == expected, cell_id
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])

@@ -1,4 +1,5 @@
-"""The pytest face end to end: real pytest + pytest-benchmark in a subprocess, writing --benchmark-json."""
+"""The pytest face end to end: real pytest + pytest-benchmark in a subprocess, writing --benchmark-json, with a
+worker per model group measuring only the cells pytest selected."""
 
 from __future__ import annotations
 
@@ -24,12 +25,12 @@ def run_pytest(*args: str, env: dict | None = None, timeout: float = 240) -> sub
 
 @pytest.fixture(scope="module")
 def smoke_run(tmp_path_factory):
-    """The smoke profile on a real torchvision model plus tiny test models, one of them crashing its process."""
+    """The smoke profile on a real torchvision model plus tiny test models, one of them crashing its worker."""
     out = tmp_path_factory.mktemp("smoke")
     proc = run_pytest(
         "--profile", "smoke", "--models", "resnet50,tiny_convnet,tiny_needs_extra", "--modes", "infer,train",
         "--image-size", "32x32", "-k", "not resnet50-train", "--model-modules", "tests.bench.tiny_models",
-        "--isolation", "process", f"--benchmark-json={out / 'results.json'}",
+        "--isolation", "model", f"--benchmark-json={out / 'results.json'}",
         env={"DETBENCH_TEST_FAULT": "tiny_convnet-train:segfault"},
     )
     return proc, out
@@ -41,6 +42,8 @@ def test_smoke_run_exits_zero_and_prints_the_summary(smoke_run):
     assert "detbench summary" in proc.stdout
     assert "2 passed, 2 skipped" in proc.stdout and "1 xfailed" in proc.stdout  # tiny_needs_extra x2 skipped
     assert "SIGSEGV" in proc.stdout
+    assert "median per-cell overhead (wall minus timed region): eager" in proc.stdout
+    assert "tiny_convnet @ 32x32 x1 GPU  2 cell(s), interleaved rounds (model)" in proc.stdout
 
 
 def test_benchmark_json_holds_device_timed_iterations_and_the_detbench_schema(smoke_run):
@@ -62,10 +65,16 @@ def test_benchmark_json_holds_device_timed_iterations_and_the_detbench_schema(sm
     assert data["detbench"]["schema"] == SCHEMA_NAME and len(data["detbench"]["cell_ids"]) == 6  # the matrix, before -k
 
 
-def test_journal_next_to_the_json_has_every_cell(smoke_run):
+def test_journal_next_to_the_json_has_every_selected_cell_and_the_groups_kept_their_results(smoke_run):
     _, out = smoke_run
-    results = read_journal(out / "results.journal.jsonl")
-    assert sorted(r.status for r in results) == ["error", "ok", "ok", "skipped", "skipped"]
+    results = {r.cell.id: r for r in read_journal(out / "results.journal.jsonl")}
+    assert sorted(r.status for r in results.values()) == ["error", "ok", "ok", "skipped", "skipped"]
+    assert "resnet50-train-eager-fp32-bs2-gpu1-32x32" not in results  # deselected by -k: not measured
+    infer = results["tiny_convnet-infer-eager-fp32-bs1-gpu1-32x32"]
+    crashed = results["tiny_convnet-train-eager-fp32-bs1-gpu1-32x32"]
+    assert crashed.failure.output_tail is not None and crashed.failure.returncode == -11
+    assert infer.measurement.worker_attempt == 2 and infer.measurement.isolation == "model"  # a fresh worker
+    assert infer.ratio.baseline_cell_id == infer.cell.id and infer.measurement.rounds == 3
 
 
 def test_pytest_benchmark_compare_reads_the_file(smoke_run):
@@ -84,7 +93,11 @@ def test_pytest_benchmark_compare_reads_the_file(smoke_run):
         (["--models", "yolo"], ["unknown model 'yolo'", "retinanet_resnet50_fpn"]),
         (["--precisions", "fp8"], ["unknown precision 'fp8'", "amp-bf16"]),
         (["--batch-sizes", "0"], ["bad batch size '0'"]),
-        (["--isolation", "docker"], ["unknown isolation 'docker'", "process, inline"]),
+        (["--isolation", "docker"], ["unknown isolation 'docker'", "model, cell, inline"]),
+        (["--models="], ["--models is empty"]),
+        (["--telemetry-hz", "inf"], ["telemetry rate must be within 0..1000 Hz"]),
+        (["--image-size", "9000x9000"], ["bad image size '9000x9000'", "32..8192"]),
+        (["--gpus", "0"], ["bad GPU count '0'"]),
     ],
 )
 def test_bad_options_are_one_line_usage_errors(args, words):

@@ -1,0 +1,474 @@
+"""The one set-up path of a benchmark cell, and the one failure classifier.
+
+:class:`CellSession` builds, sizes, calibrates post-processing, counts FLOPs, compiles (dynamo reset and
+counters cleared first), makes the first call, warms up until stable and reads graph breaks; then
+:meth:`CellSession.time_block` times blocks of iterations with the trackers (host canary, memory,
+telemetry) around them, and :meth:`CellSession.result` turns everything measured so far into a
+:class:`~bench.schema.CellResult`. The matrix (bench.engine), the interleaved ratios and the fidelity
+check all use it; :func:`classify_failure` is how every one of them turns an exception into a result.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gc
+import os
+import platform
+import statistics
+import time
+import traceback
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import torch
+
+from bench import faults, memory, stats, timing
+from bench.flops import FlopCount, count_flops
+from bench.models import MissingExtraError, ModelSpec, get_model
+from bench.models.registry import configure_size
+from bench.options import RunOptions, import_model_modules
+from bench.postprocess import calibrate_postprocess
+from bench.schema import (BlockRecord, Cell, CellResult, Failure, FlopsInfo, Measurement, SetupTimes)
+from bench.telemetry import TelemetryTracker
+
+AUTOCAST_DTYPES = {"amp-fp16": torch.float16, "amp-bf16": torch.bfloat16}
+CANARY_LOOPS = 20_000
+TAIL_CHARS = 4000
+# errors after which the CUDA context is unusable: the worker must end (a fresh one takes the rest)
+STICKY_CUDA_WORDS = ("illegal memory access", "device-side assert", "unspecified launch failure",
+                     "cuda error: misaligned address", "an illegal instruction", "uncorrectable ecc")
+
+ModelWrapper = Callable[[torch.nn.Module], torch.nn.Module]
+FlopCache = dict[tuple[str, int], tuple[FlopCount, str]]
+
+
+@dataclass
+class Prepared:
+    """A cell's model and data, ready to iterate."""
+
+    spec: ModelSpec
+    model: torch.nn.Module  # the eager module (weights live here)
+    runnable: Callable[..., Any]  # the module, its wrapper (DDP) or its torch.compile wrapper
+    inputs: Any
+    targets: Any
+    image_size: tuple[int, int]
+    optimizer: torch.optim.Optimizer | None
+    scaler: Any  # torch.amp.GradScaler for amp-fp16 training, else None
+
+
+# --- small shared helpers ---------------------------------------------------------------------------------
+
+
+def cell_device() -> torch.device:
+    """cuda:0 (the launcher narrows CUDA_VISIBLE_DEVICES when needed) or the CPU."""
+    return torch.device("cuda", 0) if torch.cuda.is_available() else torch.device("cpu")
+
+
+def device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"cpu ({platform.processor() or platform.machine()}, {os.cpu_count()} cores, {torch.get_num_threads()} threads)"
+
+
+def tf32_flags() -> dict[str, bool]:
+    """Whether fp32 matmuls / cuDNN convolutions may run in TF32 (decides which peak an fp32 cell uses)."""
+    return {"matmul_allow_tf32": bool(torch.backends.cuda.matmul.allow_tf32),
+            "cudnn_allow_tf32": bool(torch.backends.cudnn.allow_tf32)}
+
+
+def one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    return text[:500] if text else type(exc).__name__
+
+
+def release_memory(device: torch.device) -> None:
+    """Give back cached blocks after a failure so the next variant starts clean."""
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+
+
+def host_canary_ms(loops: int = CANARY_LOOPS) -> float:
+    """Milliseconds of a fixed pure-Python loop: the host's single-thread speed right now."""
+    began = time.perf_counter()
+    total = 0
+    for i in range(loops):
+        total += i * i
+    return (time.perf_counter() - began) * 1000.0 if total >= 0 else 0.0
+
+
+def graph_break_count() -> int:
+    import torch._dynamo  # noqa: PLC0415
+
+    return int(sum(torch._dynamo.utils.counters["graph_break"].values()))
+
+
+def configure_dynamo() -> None:
+    """One process compiles many variants of a model: raise the recompile limit (every instance and shape is
+    a cache entry) and keep shapes static, as a fresh process per cell would compile them."""
+    import torch._dynamo  # noqa: PLC0415
+
+    config = torch._dynamo.config
+    for name in ("recompile_limit", "cache_size_limit"):
+        if hasattr(config, name):
+            setattr(config, name, max(int(getattr(config, name)), 256))
+    config.automatic_dynamic_shapes = False
+
+
+def is_sticky_cuda_error(exc: BaseException) -> bool:
+    """An error that leaves the CUDA context unusable (the process must end)."""
+    accelerator = getattr(torch, "AcceleratorError", None)
+    if accelerator is not None and isinstance(exc, accelerator):
+        return True
+    text = str(exc).lower()
+    return any(word in text for word in STICKY_CUDA_WORDS)
+
+
+def classify_failure(cell: Cell, exc: BaseException, device: torch.device | str | None, *,
+                     phase: str = "set-up") -> CellResult:
+    """The one failure classifier: OOM -> ``oom``, a missing optional dependency -> ``skipped``, anything
+    else -> ``error`` with the traceback tail. (``timeout`` comes from the launcher, which kills hangs.)"""
+    name = device_name(device) if isinstance(device, torch.device) else device
+    if isinstance(exc, MissingExtraError):
+        return CellResult(cell, status="skipped", reason=str(exc), device=name)
+    failure = Failure(error_type=type(exc).__name__, phase=phase,
+                      traceback_tail="".join(traceback.format_exception(exc))[-TAIL_CHARS:])
+    if memory.is_oom(exc):
+        return CellResult(cell, status="oom", reason=one_line(exc), device=name, failure=failure,
+                          memory_requested_bytes=memory.requested_bytes(str(exc)))
+    return CellResult(cell, status="error", reason=f"{type(exc).__name__}: {one_line(exc)}", device=name,
+                      failure=failure)
+
+
+def resolved_config(cell: Cell, options: RunOptions, device: torch.device) -> dict[str, Any]:
+    """The fully resolved configuration this cell runs with (recorded in CellResult.config)."""
+    config: dict[str, Any] = {
+        "cell_id": cell.id, "options": options.to_dict(), "profile": options.profile, "seed": options.seed,
+        "device": device_name(device), "device_type": device.type, "torch": torch.__version__,
+        "warmup_policy": timing.policy_dict(options.warmup_policy(device.type)), "rounds_policy": options.rounds_policy(device.type).to_dict(),
+        "cudnn_benchmark": options.cudnn_benchmark if device.type == "cuda" else None,
+        "tf32": tf32_flags() if device.type == "cuda" else None,
+        "autocast_dtype": str(AUTOCAST_DTYPES[cell.precision]) if cell.precision in AUTOCAST_DTYPES else None,
+        "compile_mode": options.compile_mode if cell.compile == "compiled" else None,
+        "inference_context": "torch.no_grad()" if cell.mode == "infer" else None,
+        "weights": options.weights.get(cell.model, "random init"),
+        "isolation": options.isolation,
+    }
+    if cell.mode == "train":
+        config["optimizer"] = {"name": options.optimizer, "lr": options.learning_rate,
+                               "momentum": options.momentum if options.optimizer == "sgd" else None,
+                               "grad_scaler": cell.precision == "amp-fp16"}
+    return config
+
+
+# --- building blocks of the set-up ------------------------------------------------------------------------
+
+
+def prepare(cell: Cell, options: RunOptions, device: torch.device) -> Prepared:
+    """Build the seeded model at the cell's size, move it, set its mode, make inputs once on the device."""
+    spec = get_model(cell.model)
+    torch.manual_seed(options.seed)
+    model = spec.build(options.weights.get(cell.model))
+    size = configure_size(model, spec, cell.image_size)
+    model.to(device)
+    model.train(cell.mode == "train")
+    generator = torch.Generator(device=device).manual_seed(options.seed)
+    inputs = spec.make_inputs(cell.batch_size, size, device, generator)
+    targets = spec.make_targets(cell.batch_size, size, device, generator) if cell.mode == "train" else None
+    optimizer = scaler = None
+    if cell.mode == "train":
+        params = [p for p in model.parameters() if p.requires_grad]
+        if options.optimizer == "sgd":
+            optimizer = torch.optim.SGD(params, lr=options.learning_rate, momentum=options.momentum)
+        else:
+            optimizer = torch.optim.AdamW(params, lr=options.learning_rate)
+        if cell.precision == "amp-fp16":
+            scaler = torch.amp.GradScaler(device.type)
+    return Prepared(spec, model, model, inputs, targets, size, optimizer, scaler)
+
+
+def autocast_context(cell: Cell, device: torch.device) -> Any:
+    """``torch.autocast`` for amp cells, a null context for fp32."""
+    dtype = AUTOCAST_DTYPES.get(cell.precision)
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+def make_step(cell: Cell, prepared: Prepared, device: torch.device) -> Callable[[], Any]:
+    """One iteration: an inference forward, or forward + backward + optimizer step."""
+    if cell.mode == "infer":
+
+        def infer() -> Any:
+            with torch.no_grad(), autocast_context(cell, device):
+                return prepared.runnable(prepared.inputs)
+
+        return infer
+
+    optimizer, scaler = prepared.optimizer, prepared.scaler
+    assert optimizer is not None
+
+    def train() -> Any:
+        optimizer.zero_grad(set_to_none=True)
+        with autocast_context(cell, device):
+            loss = prepared.spec.training_loss(prepared.runnable, prepared.inputs, prepared.targets)
+        if scaler is not None:
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+        else:
+            loss.backward()
+            optimizer.step()
+        return loss
+
+    return train
+
+
+# --- the session ------------------------------------------------------------------------------------------
+
+
+class CellSession:
+    """One cell set up once, then timed in blocks; :meth:`result` at any time gives what was measured.
+
+    Args:
+        cell: the cell to run.
+        options: the run's options (policies, seed, compile mode, telemetry rate ...).
+        device: where to run (``cuda:N`` or the CPU).
+        wrap_model: applied to the built model before compile (e.g. DistributedDataParallel).
+        flop_cache: shared between the sessions of one group: FLOPs do not depend on precision or compile,
+            so a count is reused by every cell of the same mode and batch size.
+        reset_dynamo: ``torch._dynamo.reset()`` before compiling; a group passes False once an earlier
+            compiled variant is alive in the process (a reset would discard its compiled code).
+    """
+
+    def __init__(self, cell: Cell, options: RunOptions, device: torch.device, *,
+                 wrap_model: ModelWrapper | None = None, flop_cache: FlopCache | None = None,
+                 reset_dynamo: bool = True) -> None:
+        self.cell = cell
+        self.options = options
+        self.device = device
+        self.wrap_model = wrap_model
+        self.flop_cache = flop_cache if flop_cache is not None else {}
+        self.reset_dynamo = reset_dynamo
+        self.prepared: Prepared | None = None
+        self.step: Callable[[], Any] | None = None
+        self.setup = SetupTimes()
+        self.first_call_s: float | None = None
+        self.warm: timing.WarmupResult | None = None
+        self.graph_breaks: int | None = None
+        self.postprocess: dict[str, Any] | None = None
+        self.flop_count: FlopCount | None = None
+        self.flops_info = FlopsInfo()
+        self.runtime_notes: dict[str, Any] = {}
+        self.blocks: list[BlockRecord] = []
+        self.times_ms: list[float] = []
+        self.peak_bytes: int | None = None
+        self.telemetry: dict[str, Any] | None = None
+        self.telemetry_round: int | None = None
+        self.last_output: Any = None
+        self.origin_s: float | None = None  # perf_counter of the group's first block (start offsets)
+        self.resident_bytes = 0  # what this session keeps allocated on the device between blocks
+        self.config = resolved_config(cell, options, device)
+
+    # -- set-up --------------------------------------------------------------------------------------------
+    def set_up(self) -> None:
+        """Build -> size -> calibrate -> FLOPs -> compile -> first call -> warm-up -> graph breaks. Raises;
+        turn the exception into a result with :func:`classify_failure`."""
+        cell, device, options = self.cell, self.device, self.options
+        import_model_modules(options.model_modules)
+        began = time.perf_counter()
+        if device.type == "cuda":
+            torch.backends.cudnn.benchmark = options.cudnn_benchmark
+            torch.cuda.synchronize(device)
+        before = torch.cuda.memory_allocated(device) if device.type == "cuda" else 0
+        prepared = prepare(cell, options, device)
+        if self.wrap_model is not None:
+            prepared.runnable = self.wrap_model(prepared.model)
+        self.prepared = prepared
+        self.config["image_size"] = list(prepared.image_size)
+        self.config["model_notes"] = prepared.spec.notes
+        self.setup.build_s = time.perf_counter() - began
+        faults.maybe_trigger(cell.id)  # test-only, see bench/faults.py
+
+        if prepared.spec.is_detector and cell.mode == "infer":
+            mark = time.perf_counter()
+            with autocast_context(cell, device):
+                load = calibrate_postprocess(prepared.model, prepared.spec, prepared.inputs)
+            self.postprocess = load.to_dict() if load is not None else None
+            # these forwards come first, so cuDNN autotuning happens here rather than in the first call
+            self.setup.postprocess_calibration_s = time.perf_counter() - mark
+        self._count_flops()
+
+        sync = self._sync
+        if cell.compile == "compiled":
+            import torch._dynamo  # noqa: PLC0415
+
+            configure_dynamo()
+            if self.reset_dynamo:
+                torch._dynamo.reset()
+            torch._dynamo.utils.counters.clear()
+            prepared.runnable = torch.compile(prepared.runnable, mode=options.compile_mode)
+        # after calibration, so the adapter's notes carry the threshold it settled on
+        self.runtime_notes = dict(getattr(prepared.model, "runtime_notes", None) or {})
+        self.step = make_step(cell, prepared, device)
+        self.first_call_s, _ = timing.time_first_call(self.step, sync)
+        self.warm = timing.warm_up(self.step, sync, options.warmup_policy(device.type))
+        if cell.compile == "compiled":
+            self.graph_breaks = graph_break_count()
+        if device.type == "cuda":
+            self.resident_bytes = max(torch.cuda.memory_allocated(device) - before, 0)
+        self.setup.total_s = time.perf_counter() - began
+
+    def _count_flops(self) -> None:
+        assert self.prepared is not None
+        if not self.options.count_flops:
+            self.flops_info.disabled = True
+            return
+        key = (self.cell.mode, self.cell.batch_size)
+        mark = time.perf_counter()
+        if key in self.flop_cache:
+            self.flop_count, owner = self.flop_cache[key]
+            self.flops_info.reused_from = owner
+        else:
+            p = self.prepared
+            self.flop_count = count_flops(p.model, p.inputs, self.cell.mode, targets=p.targets,
+                                          loss_fn=p.spec.training_loss)
+            self.flop_cache[key] = (self.flop_count, self.cell.id)
+        self.setup.flop_count_s = time.perf_counter() - mark
+        self.flops_info.backward_counted = self.flop_count.backward_counted
+        self.flops_info.not_counted = self.flop_count.not_counted
+        self.flops_info.top_ops = dict(self.flop_count.top_ops)
+
+    def _sync(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+
+    @property
+    def estimate_ms(self) -> float:
+        """A steady iteration's milliseconds, from the warm-up's last iterations."""
+        return (self.warm.median_ms if self.warm else None) or 1.0
+
+    def iterations_for(self, block_s: float, min_iterations: int) -> int:
+        """Iterations that fill about ``block_s`` seconds (at least ``min_iterations``)."""
+        return max(min_iterations, round(block_s * 1000.0 / self.estimate_ms))
+
+    # -- timing --------------------------------------------------------------------------------------------
+    def time_block(self, iterations: int, *, round_index: int = 0, telemetry: bool = False) -> list[float]:
+        """Per-iteration milliseconds of one block (CUDA events on a GPU, perf_counter + sync on the CPU).
+
+        The host canary runs just before; peak memory is reset for the block and counts this session's own
+        allocations only (other sessions of the group stay resident); ``telemetry`` samples NVML around it."""
+        if self.step is None:
+            raise RuntimeError(f"{self.cell.id}: time_block before set_up")
+        faults.maybe_trigger(self.cell.id, f"round{round_index}")  # test-only, see bench/faults.py
+        canary = host_canary_ms()
+        device = self.device
+        tracker = None
+        if telemetry and device.type == "cuda" and self.options.telemetry_hz > 0:
+            tracker = TelemetryTracker([device.index or 0], self.options.telemetry_hz)
+        others = 0
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+            others = max(torch.cuda.memory_allocated(device) - self.resident_bytes, 0)
+        began = time.perf_counter()
+        if self.origin_s is None:
+            self.origin_s = began
+        with memory.PeakMemoryTracker(device) as mem, tracker or contextlib.nullcontext():
+            planned_s = iterations * self.estimate_ms / 1000.0
+            if device.type == "cuda":  # events need the count up front; no host sync inside the block
+                policy = timing.MeasurePolicy(iterations, 0.0, iterations, max(1.0, 20 * planned_s))
+                run = timing.measure_cuda_events(self.step, policy, self.estimate_ms, device)
+            else:  # a CPU shared with other work can slow down mid-run: the block may end at twice its plan
+                policy = timing.MeasurePolicy(min(iterations, 2), planned_s, iterations, 2 * planned_s)
+                run = timing.measure_perf_counter(self.step, self._sync, policy)
+        wall = time.perf_counter() - began
+        if mem.peak_bytes is not None:
+            own_peak = max(mem.peak_bytes - others, 0)
+            self.peak_bytes = max(self.peak_bytes or 0, own_peak)
+        if tracker is not None:
+            self.telemetry = tracker.summary(self.cell.batch_size * len(run.times_ms))
+            self.telemetry_round = round_index
+        self.last_output = run.last_output
+        self.times_ms.extend(run.times_ms)
+        self.blocks.append(BlockRecord(round=round_index, median_ms=statistics.median(run.times_ms),
+                                       iterations=len(run.times_ms), host_canary_ms=round(canary, 4),
+                                       start_offset_s=round(began - self.origin_s, 4), wall_s=round(wall, 5)))
+        return run.times_ms
+
+    # -- result --------------------------------------------------------------------------------------------
+    def result(self) -> CellResult:
+        """The cell's result from everything measured so far (status ok once a block was timed)."""
+        cell, device = self.cell, self.device
+        timer = "cuda-events" if device.type == "cuda" else "perf-counter+sync"
+        result = CellResult(cell, status="ok", device=device_name(device), timer=timer, config=self.config,
+                            first_call_s=self.first_call_s, graph_breaks=self.graph_breaks, setup=self.setup,
+                            postprocess=self.postprocess, model_runtime_notes=self.runtime_notes,
+                            flops_info=self.flops_info, telemetry=self.telemetry, peak_memory_bytes=self.peak_bytes)
+        if self.warm is not None:
+            result.warmup_iterations, result.warmup_s = self.warm.iterations, self.warm.seconds
+            result.warmup_converged = self.warm.converged
+        if not self.times_ms:
+            result.status, result.reason = "error", "set up but never timed"
+            return result
+        timed_s = sum(b.wall_s for b in self.blocks)
+        images = cell.batch_size * len(self.times_ms)
+        result.times_ms = list(self.times_ms)
+        result.latency = stats.latency_stats(self.times_ms)
+        spread = stats.throughput(self.times_ms, cell.batch_size)
+        result.throughput_ips = statistics.median(cell.batch_size * 1000.0 / b.median_ms for b in self.blocks)
+        result.throughput_ips_p10, result.throughput_ips_p90 = spread.p10_ips, spread.p90_ips
+        if cell.compile == "compiled" and self.first_call_s is not None:
+            result.compile_s = timing.compile_seconds(self.first_call_s, result.latency.median_ms)
+        result.measurement = Measurement(
+            timer=timer, iterations=len(self.times_ms), timed_s=round(timed_s, 5),
+            isolation=self.options.isolation, rounds=len({b.round for b in self.blocks}), blocks=list(self.blocks),
+            wall_throughput_ips=images / timed_s if timed_s > 0 else None,
+            memory_method=memory.PeakMemoryTracker.method + " minus other variants' resident memory"
+            if device.type == "cuda" else "not measured on CPU",
+            setup_wall_s=self.setup.total_s, telemetry_round=self.telemetry_round,
+            warmup_stop_reason=self.warm.stop_reason if self.warm else None)
+        if cell.mode == "train" and isinstance(self.last_output, torch.Tensor):
+            result.measurement.final_loss = float(self.last_output.detach().float().item())
+        if cell.mode == "infer" and self.prepared is not None and self.prepared.spec.count_detections is not None \
+                and self.last_output is not None:
+            counts = self.prepared.spec.count_detections(self.last_output)
+            if counts:
+                result.detections_per_image = {"mean": sum(counts) / len(counts), "min": float(min(counts)),
+                                               "max": float(max(counts))}
+        if self.options.telemetry_hz == 0:
+            result.config["telemetry"] = "disabled (--telemetry-hz 0)"
+        elif device.type != "cuda":
+            result.config["telemetry"] = "not sampled on CPU"
+        self._fill_flops(result)
+        return result
+
+    def _fill_flops(self, result: CellResult) -> None:
+        count = self.flop_count
+        if count is None:
+            return
+        result.flops_per_image = count.flops_per_image
+        result.flop_convention = count.convention
+        if not result.flops_per_image or not result.throughput_ips:
+            return
+        result.achieved_tflops = result.flops_per_image * result.throughput_ips / 1e12
+        if self.device.type != "cuda":
+            return
+        from envcheck.tables import gpu_spec  # noqa: PLC0415
+
+        spec = gpu_spec(torch.cuda.get_device_name(self.device))
+        if spec is None:
+            self.flops_info.peak_basis = "GPU not in envcheck.tables.GPU_SPECS"
+            return
+        basis = self.cell.precision
+        if basis == "fp32" and any(tf32_flags().values()):
+            basis = "tf32"  # fp32 matmuls/convolutions may run on tensor cores in TF32
+        result.peak_tflops = spec.peak_tflops(basis)
+        self.flops_info.peak_basis = f"{spec.name} dense {basis} datasheet peak"
+        if result.peak_tflops:
+            result.mfu = result.achieved_tflops / result.peak_tflops
+
+    def close(self) -> None:
+        """Drop the model, inputs and compiled code references so the memory can be given back."""
+        self.prepared = None
+        self.step = None
+        self.last_output = None

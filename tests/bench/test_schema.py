@@ -1,0 +1,115 @@
+"""Result schema version 2: typed records round-trip, version-1 files load, malformed input names its field."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from bench.interleaved import ModelComparison
+from bench.schema import (BlockRecord, Cell, CellResult, Failure, Measurement, PairedRatio, SchemaError, SetupTimes)
+from reports.cli import main as report_main
+from reports.load import LoadError, load_run
+
+ROOT = Path(__file__).resolve().parents[2]
+EXAMPLES = ROOT / "docs" / "examples"
+
+
+def full_result() -> CellResult:
+    cell = Cell("retinanet_resnet50_fpn", "infer", "compiled", "amp-bf16", 8, 1, (480, 640))
+    blocks = [BlockRecord(round=i, median_ms=50.0 + i, iterations=10, host_canary_ms=1.2, start_offset_s=i * 3.0,
+                          wall_s=0.5) for i in range(3)]
+    return CellResult(cell, times_ms=[50.0, 51.0, 52.0], throughput_ips=160.0, timer="cuda-events",
+                      setup=SetupTimes(build_s=1.0, postprocess_calibration_s=2.0, flop_count_s=0.0, total_s=55.0),
+                      measurement=Measurement(timer="cuda-events", iterations=30, timed_s=1.5, isolation="model",
+                                              rounds=3, blocks=blocks, cell_wall_s=58.0, overhead_s=56.5),
+                      ratio=PairedRatio(cell.id.replace("compiled-bf16", "eager-fp32"), 1.4, 1.3, 1.5, [1.3, 1.4, 1.5]),
+                      failure=None, model_runtime_notes={"score_thresh": 0.1},
+                      telemetry={"available": True, "devices": [{"name": "H100", "metrics": {"gpu_util_pct": {"mean": 80}},
+                                                                 "series": {"t_s": [0, 1]}}], "mean_power_w": 400.0})
+
+
+def test_a_version_2_result_round_trips_through_json():
+    result = full_result()
+    data = json.loads(json.dumps(result.to_dict()))
+    again = CellResult.from_dict(data)
+    assert again == result and again.schema_version == 2
+    assert again.measurement.blocks[2].start_offset_s == 6.0 and again.ratio.per_round == [1.3, 1.4, 1.5]
+    summary = again.telemetry_summary
+    assert summary.available and summary.gpu_util_pct_mean == 80 and summary.devices[0].has_series
+
+
+@pytest.mark.parametrize("path", sorted(EXAMPLES.glob("h100-*.json")) + sorted(EXAMPLES.glob("*.jsonl")),
+                         ids=lambda p: p.name)
+def test_every_committed_result_file_still_loads(path):
+    data = json.loads(path.read_text()) if path.suffix == ".json" else None
+    if isinstance(data, dict) and "benchmarks" not in data and data.get("schema") != "detbench.interleaved":
+        pytest.skip(f"{path.name} is not a run (probe or check output)")
+    run = load_run(path)
+    assert run.results
+    if path.suffix == ".jsonl" or "benchmarks" in (data or {}):  # version 1: config pieces lifted into records
+        measured = [r for r in run.results if r.status == "ok"]
+        assert all(r.measurement is not None and r.measurement.timed_s > 0 for r in measured)
+
+
+def test_version_1_interleaved_results_become_cells_with_their_ratios():
+    data = json.loads((EXAMPLES / "h100-ratios-1.json").read_text())["models"][0]
+    comparison = ModelComparison.from_dict({"schema": "detbench.interleaved", "schema_version": 1, **data})
+    cells = comparison.cell_results()
+    assert [c.cell.id.split("-bs")[0] for c in cells][0].endswith("infer-eager-fp32")
+    quoted = {r.variant: r.median for r in comparison.ratios}
+    assert [c.ratio.median for c in cells[1:] if c.ratio] == [quoted[v.variant] for v in comparison.variants[1:]
+                                                              if v.variant in quoted]
+
+
+def _ok() -> dict:
+    return full_result().to_dict()
+
+
+@pytest.mark.parametrize("change, field", [
+    (lambda d: d.update(cell=None), "cell"),
+    (lambda d: d["cell"].update(model=3), "model"),
+    (lambda d: d.update(throughput_ips=1e308), "throughput_ips"),
+    (lambda d: d.update(throughput_ips=float("nan")), "throughput_ips"),
+    (lambda d: d.update(peak_memory_bytes=int("9" * 400)), "peak_memory_bytes"),
+    (lambda d: d.update(telemetry={"available": True, "devices": -1}), "telemetry.devices"),
+    (lambda d: d.update(times_ms=[1.0, "fast"]), "times_ms[1]"),
+    (lambda d: d.update(reason=7), "reason"),
+    (lambda d: d["measurement"]["blocks"][0].update(median_ms=-5.0), "measurement.blocks[0].median_ms"),
+    (lambda d: d["measurement"].update(surprise=1), "surprise"),
+    (lambda d: d.update(config={"x": {"y": int("1" * 400)}}), "config.x.y"),
+    (lambda d: d.update(ratio="fast"), "ratio"),
+])
+def test_malformed_results_raise_a_schema_error_naming_the_field(change, field):
+    data = _ok()
+    change(data)
+    with pytest.raises(SchemaError) as info:
+        CellResult.from_dict(data, source="benchmarks[0]")
+    assert field in str(info.value) and "\n" not in str(info.value)
+
+
+def test_the_report_turns_a_malformed_file_into_one_line_and_exit_2(tmp_path, capsys):
+    data = _ok()
+    data["throughput_ips"] = 1e308
+    path = tmp_path / "bad.jsonl"
+    path.write_text(json.dumps(data) + "\n")
+    with pytest.raises(LoadError, match="bad.jsonl.*throughput_ips"):
+        load_run(path)
+    code = report_main([str(path), "--out", str(tmp_path / "out")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and "bad.jsonl" in err[0] and "throughput_ips" in err[0]
+
+
+def test_the_tidy_table_has_ratio_block_spread_and_overhead_columns(tmp_path):
+    from reports.load import tidy
+
+    path = tmp_path / "ok.jsonl"
+    path.write_text(json.dumps(_ok()) + "\n" + json.dumps(CellResult(Cell("m"), status="oom", reason="x",
+                                                                          failure=Failure(error_type="E")).to_dict()) + "\n")
+    frame = tidy([load_run(path)])
+    row = frame.iloc[0]
+    assert row["ratio_median"] == 1.4 and row["ratio_q1"] == 1.3 and row["ratio_q3"] == 1.5
+    assert row["blocks"] == 3 and row["block_spread"] == pytest.approx(1.0 / 51.0)
+    assert row["overhead_s"] == 56.5 and row["gpu_util_pct_mean"] == 80 and bool(row["has_series"])
+    assert frame.iloc[1]["status"] == "oom"

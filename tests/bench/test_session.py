@@ -1,0 +1,123 @@
+"""CellSession on the CPU with a tiny model: the one set-up path fills every field it can, consistently;
+classify_failure is the one failure classifier."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from bench.journal import Journal, read_journal
+from bench.options import RoundsPolicy, RunOptions
+from bench.schema import Cell, CellResult
+from bench.session import CellSession, classify_failure, device_name, is_sticky_cuda_error
+from bench.timing import WarmupPolicy
+
+MODULES = ("tests.bench.tiny_models",)
+FAST = dict(model_modules=MODULES, warmup=WarmupPolicy(window=2, tolerance=0.5, min_iterations=2, max_iterations=20,
+                                                        max_s=1.0),
+            rounds=RoundsPolicy(rounds=2, block_s=0.02, min_block_iterations=3))
+CPU = torch.device("cpu")
+
+
+def session_for(cell: Cell, **options) -> CellSession:
+    session = CellSession(cell, RunOptions(**{**FAST, **options}), CPU)
+    session.set_up()
+    return session
+
+
+def test_an_inference_session_times_blocks_and_fills_its_result():
+    session = session_for(Cell("tiny_convnet", "infer", batch_size=4, image_size=(32, 32)))
+    first = session.time_block(5, round_index=0)
+    second = session.time_block(5, round_index=1)
+    assert len(first) == len(second) == 5 and all(t > 0 for t in first + second)
+    result = session.result()
+    assert result.status == "ok", result.reason
+    assert result.timer == "perf-counter+sync" and result.latency.n == len(result.times_ms) == 10
+    blocks = result.measurement.blocks
+    assert [b.round for b in blocks] == [0, 1] and all(b.iterations == 5 for b in blocks)
+    assert all(b.host_canary_ms > 0 for b in blocks) and blocks[0].start_offset_s == 0.0 < blocks[1].start_offset_s
+    block_ips = sorted(4 * 1000.0 / b.median_ms for b in blocks)
+    assert result.throughput_ips == pytest.approx(sum(block_ips) / 2)  # median over blocks
+    assert result.throughput_ips_p10 <= result.throughput_ips_p90
+    assert result.warmup_iterations >= 2 and result.first_call_s > 0 and result.compile_s is None
+    assert result.graph_breaks is None and result.peak_memory_bytes is None
+    assert result.measurement.memory_method == "not measured on CPU"
+    assert result.setup.build_s > 0 and result.setup.total_s >= result.setup.build_s
+    assert result.flops_per_image > 0 and result.flops_info.backward_counted is False
+    assert result.achieved_tflops == pytest.approx(result.flops_per_image * result.throughput_ips / 1e12)
+    assert result.config["inference_context"] == "torch.no_grad()" and "optimizer" not in result.config
+    assert CellResult.from_dict(result.to_dict()).to_dict() == result.to_dict()
+
+
+def test_a_training_session_states_its_optimizer_and_loss():
+    session = session_for(Cell("tiny_convnet", "train", batch_size=2, image_size=(32, 32)), optimizer="adamw")
+    session.time_block(3)
+    result = session.result()
+    assert result.config["optimizer"] == {"name": "adamw", "lr": 1e-4, "momentum": None, "grad_scaler": False}
+    assert isinstance(result.measurement.final_loss, float) and result.flops_info.backward_counted is True
+
+
+def test_flop_counts_are_shared_within_a_group_by_mode_and_batch_size():
+    cache: dict = {}
+    options = RunOptions(**FAST)
+    first = CellSession(Cell("tiny_convnet", "infer", batch_size=2, image_size=(32, 32)), options, CPU, flop_cache=cache)
+    first.set_up()
+    again = CellSession(Cell("tiny_convnet", "infer", batch_size=2, image_size=(32, 32), compile="eager"), options, CPU,
+                        flop_cache=cache)
+    again.set_up()
+    assert again.flops_info.reused_from == first.cell.id and again.flop_count is first.flop_count
+
+
+def test_a_session_set_up_but_never_timed_says_so():
+    result = session_for(Cell("tiny_convnet", "infer", image_size=(32, 32))).result()
+    assert result.status == "error" and result.reason == "set up but never timed"
+
+
+@pytest.mark.parametrize("fault, status, words", [
+    ("oom", "oom", ["Tried to allocate 2.50 GiB"]),
+    ("raise", "error", ["RuntimeError: injected failure (bench.faults)"]),
+])
+def test_classify_failure_turns_set_up_exceptions_into_results(monkeypatch, fault, status, words):
+    monkeypatch.setenv("DETBENCH_TEST_FAULT", f"tiny_convnet-infer:{fault}")
+    cell = Cell("tiny_convnet", "infer", image_size=(32, 32))
+    with pytest.raises(Exception) as info:
+        session_for(cell)
+    result = classify_failure(cell, info.value, CPU)
+    assert result.status == status and all(w in result.reason for w in words)
+    assert result.failure.phase == "set-up" and "faults.py" in result.failure.traceback_tail
+    if status == "oom":
+        assert result.memory_requested_bytes == int(2.5 * 2**30)
+
+
+def test_a_missing_extra_is_skipped_with_the_install_command():
+    cell = Cell("tiny_needs_extra")
+    with pytest.raises(Exception) as info:
+        session_for(cell)
+    result = classify_failure(cell, info.value, CPU)
+    assert result.status == "skipped" and "pip install" in result.reason
+
+
+def test_sticky_cuda_errors_are_told_apart_from_ordinary_ones():
+    assert is_sticky_cuda_error(RuntimeError("CUDA error: an illegal memory access was encountered"))
+    assert not is_sticky_cuda_error(RuntimeError("shape mismatch"))
+
+
+def test_journal_is_durable_line_by_line_and_survives_a_torn_last_line(tmp_path):
+    path = tmp_path / "j" / "journal.jsonl"
+    results = [CellResult(Cell("resnet50", batch_size=b), status="skipped", reason="x") for b in (1, 2)]
+    with Journal(path) as journal:
+        journal.append(results[0])
+        assert len(path.read_text().splitlines()) == 1  # on disk before the next cell runs
+        journal.append(results[1])
+    with open(path, "a", encoding="utf-8") as handle:
+        handle.write('{"schema": "detbench.cell", "cell": {"mo')  # a crash mid-write
+    assert [r.cell.id for r in read_journal(path)] == [r.cell.id for r in results]
+
+
+def test_device_name_asks_torch_cuda_for_a_gpu_and_describes_the_cpu(monkeypatch):
+    # a GPU path a CPU machine never takes on its own: a typo here broke every GPU cell once
+    asked = []
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: asked.append(device) or "NVIDIA H100 80GB HBM3")
+    assert device_name(torch.device("cuda", 0)) == "NVIDIA H100 80GB HBM3" and asked == [torch.device("cuda", 0)]
+    cpu = device_name(CPU)
+    assert cpu.startswith("cpu (") and "cores" in cpu and "threads" in cpu
