@@ -26,23 +26,26 @@ from pathlib import Path
 from bench.engine import Progress, WorkerMustEnd, apply_overhead, finish_group, group_label, measure_group
 from bench.options import RunOptions, import_model_modules
 from bench.schema import Cell, CellResult, Failure, SchemaError
+from envcheck.checks.nccl import MULTICAST_OFF
 
 OUTPUT_TAIL_CHARS = 3000
 POLL_S = 0.1
 REPO_ROOT = Path(__file__).resolve().parents[1]
 # NVLink multicast stays off in every child on the lent multi-GPU machines
-CHILD_ENV = {"NCCL_NVLS_ENABLE": "0", "TORCH_SYMM_MEM_DISABLE_MULTICAST": "1", "NVSHMEM_DISABLE_NVLS": "1",
-             "PYTHONUNBUFFERED": "1"}
+CHILD_ENV = {**MULTICAST_OFF, "PYTHONUNBUFFERED": "1"}
 DISTRIBUTED_MISSING = "multi-GPU cells are not implemented yet (gpus > 1): bench.distributed is not installed"
 
 
-def run_group(cells: list[Cell], options: RunOptions) -> list[CellResult]:
-    """Measure one group as ``options.isolation`` says; one result per cell, never raises for a cell failure."""
+def run_group(cells: list[Cell], options: RunOptions, *,
+              baselines: dict[str, CellResult] | None = None) -> list[CellResult]:
+    """Measure one group as ``options.isolation`` says; one result per cell, never raises for a cell failure.
+
+    ``baselines`` (1-GPU cell id -> its result in this run) give multi-GPU cells their scaling efficiency."""
     cells = list({c.id: c for c in cells}.values())  # a cell listed twice is measured once
     if not cells:
         return []
     if cells[0].gpus > 1:
-        return _distributed(cells, options)
+        return _distributed(cells, options, baselines or {})
     if options.isolation == "inline":
         results = _inline(cells, options)
     elif options.isolation == "cell":
@@ -61,11 +64,11 @@ def child_env() -> dict[str, str]:
     return env
 
 
-def _distributed(cells: list[Cell], options: RunOptions) -> list[CellResult]:
+def _distributed(cells: list[Cell], options: RunOptions, baselines: dict[str, CellResult]) -> list[CellResult]:
     if importlib.util.find_spec("bench.distributed") is None:
         return [CellResult(c, status="skipped", reason=DISTRIBUTED_MISSING) for c in cells]
     module = importlib.import_module("bench.distributed")
-    return list(module.run_group(cells, options))
+    return list(module.run_group(cells, options, baselines=baselines))
 
 
 def _inline(cells: list[Cell], options: RunOptions) -> list[CellResult]:

@@ -14,6 +14,8 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Iterable
 
+from bench.distributed.stats import DistributedStats
+
 SCHEMA_VERSION = 2
 SCHEMA_NAME = "detbench.cell"
 
@@ -305,6 +307,7 @@ class CellResult:
     failure: Failure | None = None
     model_runtime_notes: dict[str, Any] = field(default_factory=dict)  # what the built model ran
     added_reason: str | None = None  # why the run added a cell the user did not ask for
+    distributed: DistributedStats | None = None  # multi-GPU cells: per-rank figures, aggregate, scaling
     # where and how
     device: str | None = None
     telemetry: dict[str, Any] | None = None  # the sampler's summary; typed view: telemetry_summary
@@ -401,6 +404,10 @@ def _parse(data: dict[str, Any], version: int) -> CellResult:
                          ("flops_info", FlopsInfo), ("failure", Failure)):
         if data.get(name) is not None:
             kwargs[name] = _record(record, data[name], name)
+    if data.get("distributed") is not None:
+        if not isinstance(data["distributed"], dict):
+            raise SchemaError(f"distributed must be an object, got {_kind(data['distributed'])}")
+        kwargs["distributed"] = DistributedStats.from_dict(data["distributed"])
     result = CellResult(**kwargs)
     if version == 1:
         _lift_v1_config(result)

@@ -239,17 +239,20 @@ class CellSession:
             so a count is reused by every cell of the same mode and batch size.
         reset_dynamo: ``torch._dynamo.reset()`` before compiling; a group passes False once an earlier
             compiled variant is alive in the process (a reset would discard its compiled code).
+        warm_up: warm up until stable at the end of :meth:`set_up`; DDP ranks pass False and warm up together
+            (:meth:`time_steps`), since ranks that stop after different step counts deadlock in all-reduce.
     """
 
     def __init__(self, cell: Cell, options: RunOptions, device: torch.device, *,
                  wrap_model: ModelWrapper | None = None, flop_cache: FlopCache | None = None,
-                 reset_dynamo: bool = True) -> None:
+                 reset_dynamo: bool = True, warm_up: bool = True) -> None:
         self.cell = cell
         self.options = options
         self.device = device
         self.wrap_model = wrap_model
         self.flop_cache = flop_cache if flop_cache is not None else {}
         self.reset_dynamo = reset_dynamo
+        self.warm_up = warm_up
         self.prepared: Prepared | None = None
         self.step: Callable[[], Any] | None = None
         self.setup = SetupTimes()
@@ -312,7 +315,8 @@ class CellSession:
         self.runtime_notes = dict(getattr(prepared.model, "runtime_notes", None) or {})
         self.step = make_step(cell, prepared, device)
         self.first_call_s, _ = timing.time_first_call(self.step, sync)
-        self.warm = timing.warm_up(self.step, sync, options.warmup_policy(device.type))
+        if self.warm_up:
+            self.warm = timing.warm_up(self.step, sync, options.warmup_policy(device.type))
         if cell.compile == "compiled":
             self.graph_breaks = graph_break_count()
         if device.type == "cuda":
@@ -353,6 +357,15 @@ class CellSession:
         return max(min_iterations, round(block_s * 1000.0 / self.estimate_ms))
 
     # -- timing --------------------------------------------------------------------------------------------
+    def time_steps(self, iterations: int) -> list[float]:
+        """Per-iteration milliseconds of ``iterations`` steps, not recorded as a block (a collective warm-up)."""
+        if self.step is None:
+            raise RuntimeError(f"{self.cell.id}: time_steps before set_up")
+        exact = timing.MeasurePolicy(iterations, 0.0, iterations, 1e9)
+        if self.device.type == "cuda":
+            return timing.measure_cuda_events(self.step, exact, self.estimate_ms, self.device).times_ms
+        return timing.measure_perf_counter(self.step, self._sync, exact).times_ms
+
     def time_block(self, iterations: int, *, round_index: int = 0, telemetry: bool = False) -> list[float]:
         """Per-iteration milliseconds of one block (CUDA events on a GPU, perf_counter + sync on the CPU).
 

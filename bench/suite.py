@@ -55,7 +55,9 @@ class BenchRun:
 
             self.display(group_line(group_label(runnable), len(runnable), len(self.results), len(self.cells),
                                     self.options.isolation))
-        measured = {r.cell.id: r for r in run_group(runnable, self.options)} if runnable else {}
+        # 1-GPU groups run first (the matrix orders by GPU count): their results are the scaling references
+        baselines = {cid: r for cid, r in self.results.items() if r.cell.gpus == 1}
+        measured = {r.cell.id: r for r in run_group(runnable, self.options, baselines=baselines)} if runnable else {}
         out = []
         for cell in group:
             result = measured.get(cell.id) or CellResult(

@@ -112,16 +112,15 @@ def apply_to_result(result: CellResult, stats: DistributedStats) -> CellResult:
     result.throughput_ips_p90 = total_throughput(result.cell.mode, ranks, stats.per_gpu_batch, q=10.0)
     peaks = [r.peak_memory_bytes for r in ranks if r.peak_memory_bytes is not None]
     result.peak_memory_bytes = max(peaks) if peaks else None
-    result.config["distributed"] = stats.to_dict()
+    result.distributed = stats
     return result
 
 
 def attach_scaling(result: CellResult, baseline: CellResult | None, source: str) -> CellResult:
     """Fill the scaling efficiency of a multi-GPU result from its 1-GPU twin's result (or say why not)."""
-    data = result.config.get("distributed")
-    if result.status != "ok" or not data:
+    stats = result.distributed
+    if result.status != "ok" or stats is None:
         return result
-    stats = DistributedStats.from_dict(data)
     if baseline is None:
         stats.scaling_note = "no 1-GPU cell of this configuration in the run: efficiency not computed"
     elif baseline.status != "ok" or not baseline.throughput_ips:
@@ -129,5 +128,4 @@ def attach_scaling(result: CellResult, baseline: CellResult | None, source: str)
     else:
         stats.scaling_efficiency = scaling_efficiency(stats.throughput_ips, stats.world_size, baseline.throughput_ips)
         stats.baseline = {"cell_id": baseline.cell.id, "throughput_ips": baseline.throughput_ips, "source": source}
-    result.config["distributed"] = stats.to_dict()
     return result

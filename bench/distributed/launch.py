@@ -27,11 +27,10 @@ from bench.distributed import aggregate
 from bench.distributed.options import DistributedOptions
 from bench.distributed.rank import PHASES
 from bench.distributed.request import GroupRequest
-from bench.launch import REPO_ROOT, describe_exit
+from bench.launch import child_env, describe_exit
 from bench.matrix import Capabilities, probe_capabilities, skip_reason
 from bench.options import RunOptions
-from bench.schema import Cell, CellResult, SchemaError
-from envcheck.checks.nccl import MULTICAST_OFF
+from bench.schema import Cell, CellResult, Failure, SchemaError
 
 POLL_S = 0.2
 TAIL_CHARS = 3000
@@ -39,7 +38,7 @@ _ROOT_CAUSE = re.compile(r"Root Cause.*?rank\s*:\s*(\d+).*?exitcode\s*:\s*(-?\d+
 
 
 @dataclass
-class Failure:
+class AttemptFailure:
     """Why a torchrun attempt ended early."""
 
     status: str  # "error" | "oom" | "timeout"
@@ -54,19 +53,9 @@ class Attempt:
 
     results: list[CellResult]
     running: str | None
-    failure: Failure | None
+    failure: AttemptFailure | None
     launcher: dict[str, Any]
     reached_cells: bool  # some rank got past start-up (process group, NCCL init) into a cell
-
-
-def child_env(extra: dict[str, str] | None = None) -> dict[str, str]:
-    """This environment with the repo importable and NVLink multicast off (the lent machines need it)."""
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO_ROOT), env.get("PYTHONPATH")) if p)
-    env.setdefault("PYTHONUNBUFFERED", "1")
-    env.update(MULTICAST_OFF)
-    env.update(extra or {})
-    return env
 
 
 def torchrun_command(nproc: int, request_path: Path, result_path: Path, log_dir: Path) -> list[str]:
@@ -86,7 +75,7 @@ def run_group(cells: list[Cell], options: RunOptions, distributed: DistributedOp
               baselines: dict[str, CellResult] | None = None, caps: Capabilities | None = None) -> list[CellResult]:
     """One CellResult per cell, in order; never raises for a cell failure.
 
-    ``baselines`` maps 1-GPU cell ids to their results in this run (see :func:`measure_baselines`): an ok
+    ``baselines`` maps 1-GPU cell ids to their results in this run (the run adds the 1-GPU twin of every multi-GPU cell): an ok
     multi-GPU cell gets its scaling efficiency against its 1-GPU twin.
     """
     distributed = distributed or DistributedOptions()
@@ -109,7 +98,7 @@ def run_group(cells: list[Cell], options: RunOptions, distributed: DistributedOp
         pending = [c for c in pending if c.id not in results]
         if not pending:
             break
-        failure = attempt.failure or Failure("error", "torchrun ended without a result for this cell")
+        failure = attempt.failure or AttemptFailure("error", "torchrun ended without a result for this cell")
         # the ranks run the cells in order, so the first without a result is the one that failed; a failure
         # before any rank reached a cell (process group, NCCL init) would end every retry the same way
         failed_cells = pending[:1] if attempt.reached_cells else pending
@@ -123,28 +112,11 @@ def run_group(cells: list[Cell], options: RunOptions, distributed: DistributedOp
     return [results[c.id] for c in cells]
 
 
-def measure_baselines(cells: list[Cell], options: RunOptions, have: dict[str, CellResult]) -> dict[str, CellResult]:
-    """Measure the 1-GPU twins of ``cells`` that ``have`` lacks (bench.launch, as any 1-GPU cell), marked as
-    measured for scaling; returns only the new results (keep them: they are measurements too)."""
-    from bench.launch import launch  # noqa: PLC0415
-
-    new: dict[str, CellResult] = {}
-    for cell in cells:
-        twin = aggregate.one_gpu_twin(cell)
-        if twin.id in have or twin.id in new:
-            continue
-        result = launch(twin, options)
-        result.config["measured_for_scaling"] = ("not requested: measured as the 1-GPU reference for the "
-                                                 "scaling efficiency of the multi-GPU cells")
-        new[twin.id] = result
-    return new
-
-
 def _baseline_source(baseline: CellResult | None) -> str:
     if baseline is None:
         return "missing"
-    if baseline.config.get("measured_for_scaling"):
-        return "measured for scaling (not requested)"
+    if baseline.added_reason:
+        return f"added by the run: {baseline.added_reason}"
     return "requested in this run"
 
 
@@ -245,26 +217,26 @@ def _rank_statuses(result_path: Path) -> dict[int, dict[str, Any]]:
     return statuses
 
 
-def _timeout_failure(timeout_s: float, statuses: dict[int, dict[str, Any]], running: str | None) -> Failure:
+def _timeout_failure(timeout_s: float, statuses: dict[int, dict[str, Any]], running: str | None) -> AttemptFailure:
     phases = {rank: statuses.get(rank, {}).get("phase", "starting") for rank in range(max(statuses, default=-1) + 1)}
     if not phases:
-        return Failure("timeout", f"killed after the cell timeout of {timeout_s:g} s; no rank reported (torchrun "
+        return AttemptFailure("timeout", f"killed after the cell timeout of {timeout_s:g} s; no rank reported (torchrun "
                                   "or the ranks' start hung)")
     order = {p: i for i, p in enumerate(PHASES)}
     behind = min(order.get(p, 0) for p in phases.values())
     stuck = [r for r, p in phases.items() if order.get(p, 0) == behind]
     where = ", ".join(f"{r} {p}" for r, p in sorted(phases.items()))
-    return Failure("timeout", f"killed after the cell timeout of {timeout_s:g} s: rank(s) {stuck} stopped in "
+    return AttemptFailure("timeout", f"killed after the cell timeout of {timeout_s:g} s: rank(s) {stuck} stopped in "
                               f"{PHASES[behind]} (phases: {where})", rank=stuck[0], details={"rank_phases": phases})
 
 
-def _rank_failure(output: str, log_dir: Path, statuses: dict[int, dict[str, Any]]) -> Failure:
+def _rank_failure(output: str, log_dir: Path, statuses: dict[int, dict[str, Any]]) -> AttemptFailure:
     """The first failed rank as torchrun reports it ("Root Cause"), with its error file's message or its exit."""
     match = _ROOT_CAUSE.search(output)
     errors = _error_files(log_dir)
     if match is None and not errors:
         lines = [line for line in output.strip().splitlines() if line.strip()]
-        return Failure("error", f"torchrun failed: {lines[-1] if lines else 'no output'}")
+        return AttemptFailure("error", f"torchrun failed: {lines[-1] if lines else 'no output'}")
     rank = int(match.group(1)) if match else min(errors)
     exitcode = int(match.group(2)) if match else None
     message = errors.get(rank)
@@ -275,7 +247,7 @@ def _rank_failure(output: str, log_dir: Path, statuses: dict[int, dict[str, Any]
         if stderr_tail:
             message += f"; last stderr line: {stderr_tail}"
     status = "oom" if re.search(r"out of memory|OutOfMemoryError", message, re.IGNORECASE) else "error"
-    return Failure(status, f"rank {rank}: {message}", rank=rank, details={"exitcode": exitcode})
+    return AttemptFailure(status, f"rank {rank}: {message}", rank=rank, details={"exitcode": exitcode})
 
 
 def _error_files(log_dir: Path) -> dict[int, str]:
@@ -301,10 +273,14 @@ def _rank_stderr_tail(log_dir: Path, local_rank: int) -> str:
     return ""
 
 
-def _failed_result(cell: Cell, failure: Failure, launcher: dict[str, Any], backend: str) -> CellResult:
-    config = {"isolation": "torchrun", "backend": backend, "launcher": launcher, "failed_rank": failure.rank,
-              **failure.details}
-    return CellResult(cell, status=failure.status, reason=failure.reason, config=config)
+def _failed_result(cell: Cell, failure: AttemptFailure, launcher: dict[str, Any], backend: str) -> CellResult:
+    details = dict(failure.details)
+    output_tail = details.pop("output_tail", None)
+    exitcode = details.pop("exitcode", None)
+    config = {"isolation": "torchrun", "backend": backend, "launcher": launcher, "failed_rank": failure.rank, **details}
+    return CellResult(cell, status=failure.status, reason=failure.reason, config=config,
+                      failure=Failure(phase="torchrun", output_tail=output_tail,
+                                      returncode=exitcode if isinstance(exitcode, int) else None))
 
 
 # --- leaving no process behind ----------------------------------------------------------------------------

@@ -16,6 +16,7 @@ kill a hung group can say which rank stopped where. An exception ends the rank; 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import os
 import socket
@@ -30,15 +31,14 @@ import torch
 import torch.distributed as dist
 from torch.distributed.elastic.multiprocessing.errors import record
 
-from bench import faults, memory, timing
+from bench import faults, timing
 from bench.distributed import aggregate
 from bench.distributed.ddp_comm import AllReduceTimer, CudaClock, HostClock
 from bench.distributed.options import DistributedOptions
 from bench.distributed.request import GroupRequest
-from bench.distributed.session import RunnerSession
 from bench.models import MissingExtraError
 from bench.options import RunOptions, import_model_modules
-from bench.runner import release_memory
+from bench.session import CellSession, release_memory
 from bench.schema import Cell, CellResult
 from bench.telemetry import TelemetryTracker
 
@@ -102,12 +102,15 @@ def append_event(path: Path, event: dict[str, Any]) -> None:
         os.fsync(handle.fileno())
 
 
-def _prepare_step(cell: Cell, options: RunOptions, device: torch.device, wrap_model: Callable[[torch.nn.Module], Any]):
-    """The one place a cell is set up on a rank. Returns an object with set_up(), time_block(n), result().
+def _prepare_step(cell: Cell, options: RunOptions, device: torch.device,
+                  wrap_model: Callable[[torch.nn.Module], Any]) -> CellSession:
+    """The engine's set-up path on a rank, without its own warm-up (the ranks warm up together).
 
-    When the engine's CellSession lands: ``return CellSession(cell, options, device, wrap_model=wrap_model)``.
-    """
-    return RunnerSession(cell, options, device, wrap_model)
+    Training cells count no FLOPs here: the counter's backward through the bare module would fire DDP's
+    gradient hooks outside a DDP forward; the 1-GPU cell of the same configuration has the count."""
+    if cell.mode == "train":
+        options = dataclasses.replace(options, count_flops=False)
+    return CellSession(cell, options, device, wrap_model=wrap_model, warm_up=False)
 
 
 def model_wrapper(cell: Cell, ctx: RankContext, dist_options: DistributedOptions,
@@ -149,7 +152,7 @@ def warm_up_together(session: Any, policy: timing.WarmupPolicy, ctx: RankContext
     times: list[float] = []
     began = time.perf_counter()
     while True:
-        times.extend(session.time_block(1))
+        times.extend(session.time_steps(1))
         elapsed = time.perf_counter() - began
         converged = len(times) >= policy.min_iterations and timing.window_converged(times, policy.window, policy.tolerance)
         capped_by = 1.0 if len(times) >= policy.max_iterations else 2.0 if elapsed >= policy.max_s else 0.0
@@ -173,32 +176,34 @@ def run_cell(cell: Cell, request: GroupRequest, ctx: RankContext, status: Status
     session.set_up()
 
     status.set("warm_up", cell.id)
-    warmup_policy, measure_policy = options.policies(ctx.device.type)
-    warm = warm_up_together(session, warmup_policy, ctx)
-    planned = timing.planned_iterations(measure_policy, warm.median_ms or 1.0)
-    (iterations,) = agree(ctx, [float(planned)])  # every rank runs the same number of steps
+    rounds = options.rounds_policy(ctx.device.type)
+    warm = warm_up_together(session, options.warmup_policy(ctx.device.type), ctx)
+    planned = max(rounds.min_block_iterations, round(rounds.block_s * 1000.0 / (warm.median_ms or 1.0)))
+    (iterations,) = agree(ctx, [float(planned)])  # every rank runs the same number of steps per block
 
     status.set("timed", cell.id)
     tracker = _telemetry(options, ctx)
     if timer is not None:
         timer.reset()
-    barrier(ctx)
-    with memory.PeakMemoryTracker(ctx.device) as mem, tracker or contextlib.nullcontext():
+    times: list[float] = []
+    with tracker or contextlib.nullcontext():
         region_start = time.time()
-        times = session.time_block(int(iterations))
+        for round_index in range(rounds.rounds):  # blocks, as for one GPU: their spread is the cell's noise
+            barrier(ctx)
+            times.extend(session.time_block(int(iterations), round_index=round_index))
         region_end = time.time()
 
     status.set("gather", cell.id)
     figures = aggregate.rank_figures(
         ctx.rank, times, cell.batch_size, local_rank=ctx.local_rank, node_rank=ctx.node_rank,
-        host=socket.gethostname(), device=str(ctx.device), peak_memory_bytes=mem.peak_bytes,
+        host=socket.gethostname(), device=str(ctx.device), peak_memory_bytes=session.peak_bytes,
         allreduce=timer.summary(times) if timer is not None else None, region_start_unix_s=region_start,
         region_end_unix_s=region_end, warmup_iterations=warm.iterations, warmup_converged=warm.converged)
     gathered: list[Any] = [None] * ctx.world_size
     dist.all_gather_object(gathered, figures)
     if ctx.rank != 0:
         return None
-    return _group_result(cell, session, gathered, request, ctx, tracker, warm, int(iterations))
+    return _group_result(cell, session, gathered, request, ctx, tracker, warm, int(iterations) * rounds.rounds)
 
 
 def _group_result(cell: Cell, session: Any, ranks: list[Any], request: GroupRequest, ctx: RankContext,
@@ -222,11 +227,12 @@ def _group_result(cell: Cell, session: Any, ranks: list[Any], request: GroupRequ
                                 notes=notes)
     aggregate.apply_to_result(result, stats)
     result.warmup_iterations, result.warmup_s, result.warmup_converged = warm.iterations, warm.seconds, warm.converged
-    result.config["warmup_stop_reason"] = warm.stop_reason
     result.config["isolation"] = "torchrun"
-    result.config["measurement"] = {"timer": result.timer, "iterations_per_rank": iterations,
-                                    "memory": "max over ranks of torch.cuda.max_memory_allocated"
-                                    if ctx.device.type == "cuda" else "not measured on CPU"}
+    if result.measurement is not None:
+        result.measurement.isolation = "torchrun"
+        result.measurement.warmup_stop_reason = warm.stop_reason
+        result.measurement.memory_method = ("max over ranks of torch.cuda.max_memory_allocated"
+                                            if ctx.device.type == "cuda" else "not measured on CPU")
     if cell.compile == "compiled" and result.first_call_s is not None:
         result.compile_s = timing.compile_seconds(result.first_call_s, result.latency.median_ms)
     if tracker is not None:

@@ -1,7 +1,7 @@
 """What a multi-GPU cell measured beyond a one-GPU cell: per-rank figures and the group's aggregate.
 
-Stored as ``CellResult.config["distributed"]`` (``DistributedStats.to_dict()``) until the typed schema v2
-takes it in; :meth:`DistributedStats.from_dict` reads it back.
+Part of the result schema (``CellResult.distributed``, schema v2); :meth:`DistributedStats.from_dict` reads it
+back. Pure dataclasses: bench.schema imports this module.
 """
 
 from __future__ import annotations

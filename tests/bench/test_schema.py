@@ -109,7 +109,7 @@ def test_the_tidy_table_has_ratio_block_spread_and_overhead_columns(tmp_path):
                                                                           failure=Failure(error_type="E")).to_dict()) + "\n")
     frame = tidy([load_run(path)])
     row = frame.iloc[0]
-    assert row["ratio_median"] == 1.4 and row["ratio_q1"] == 1.3 and row["ratio_q3"] == 1.5
+    assert row["ratio"] == 1.4 and row["ratio_q1"] == 1.3 and row["ratio_q3"] == 1.5
     assert row["blocks"] == 3 and row["block_spread"] == pytest.approx(1.0 / 51.0)
     assert row["overhead_s"] == 56.5 and row["gpu_util_pct_mean"] == 80 and bool(row["has_series"])
     assert frame.iloc[1]["status"] == "oom"

@@ -5,13 +5,13 @@ from __future__ import annotations
 import pytest
 
 from bench.distributed.launch import is_alive
-from bench.options import RunOptions
+from bench.options import RoundsPolicy, RunOptions
 from bench.schema import Cell
-from bench.timing import MeasurePolicy, WarmupPolicy
+from bench.timing import WarmupPolicy
 
 FAST = dict(model_modules=("tests.bench.tiny_models",), count_flops=False, telemetry_hz=0, cell_timeout_s=60.0,
             warmup=WarmupPolicy(window=2, tolerance=0.5, min_iterations=2, max_iterations=10, max_s=0.5),
-            measure=MeasurePolicy(min_iterations=5, min_s=0.01, max_iterations=20, max_s=0.5))
+            rounds=RoundsPolicy(rounds=2, block_s=0.05, min_block_iterations=3))
 
 
 def fast_options(**changes: object) -> RunOptions:

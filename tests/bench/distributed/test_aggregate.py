@@ -66,7 +66,7 @@ def test_the_group_result_takes_the_slowest_rank_and_round_trips():
     assert result.throughput_ips == pytest.approx(128.0)
     assert result.throughput_ips_p10 <= result.throughput_ips <= result.throughput_ips_p90
     again = CellResult.from_dict(result.to_dict())
-    back = DistributedStats.from_dict(again.config["distributed"])
+    back = again.distributed
     assert back == stats and back.parallelism == "ddp" and back.world_batch == 16
 
 
@@ -75,7 +75,7 @@ def test_scaling_is_attached_from_the_one_gpu_twin():
     result = aggregate.apply_to_result(CellResult(INFER), stats)
     baseline = CellResult(aggregate.one_gpu_twin(INFER), throughput_ips=100.0)
     aggregate.attach_scaling(result, baseline, source="requested in this run")
-    data = result.config["distributed"]
+    data = result.distributed.to_dict()
     assert data["scaling_efficiency"] == pytest.approx(160 / 200)
     assert data["baseline"] == {"cell_id": baseline.cell.id, "throughput_ips": 100.0, "source": "requested in this run"}
 
@@ -84,8 +84,8 @@ def test_a_missing_or_failed_baseline_says_why():
     stats = summarised(INFER, [rank(0, [100.0] * 3), rank(1, [100.0] * 3)])
     result = aggregate.apply_to_result(CellResult(INFER), stats)
     aggregate.attach_scaling(result, None, source="missing")
-    assert "no 1-GPU cell" in result.config["distributed"]["scaling_note"]
+    assert "no 1-GPU cell" in result.distributed.to_dict()["scaling_note"]
     failed = CellResult(aggregate.one_gpu_twin(INFER), status="oom", reason="CUDA out of memory")
     aggregate.attach_scaling(result, failed, source="requested")
-    assert "did not measure (oom: CUDA out of memory)" in result.config["distributed"]["scaling_note"]
-    assert result.config["distributed"]["scaling_efficiency"] is None
+    assert "did not measure (oom: CUDA out of memory)" in result.distributed.to_dict()["scaling_note"]
+    assert result.distributed.to_dict()["scaling_efficiency"] is None

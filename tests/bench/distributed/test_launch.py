@@ -9,7 +9,9 @@ import time
 import pytest
 
 from bench.distributed import launch
-from bench.distributed.launch import measure_baselines, run_group
+from bench.distributed.launch import run_group
+from bench.distributed.aggregate import one_gpu_twin
+from bench.launch import run_group as run_one_gpu_group
 from bench.matrix import Capabilities
 from tests.bench.distributed.conftest import assert_no_rank_left, fast_options, tiny
 
@@ -19,11 +21,14 @@ CPU = Capabilities(cuda_available=False)
 def test_a_ddp_training_and_an_inference_cell_run_over_gloo_with_scaling():
     cells = [tiny("train"), tiny("infer")]
     options = fast_options()
-    baselines = measure_baselines(cells, fast_options(isolation="inline"), {})
+    twins = [one_gpu_twin(c) for c in cells]
+    baselines = {r.cell.id: r for r in run_one_gpu_group(twins, fast_options(isolation="inline"))}
+    for result in baselines.values():
+        result.added_reason = "1-GPU twin of a multi-GPU cell"
     train, infer = run_group(cells, options, baselines=baselines, caps=CPU)
     assert train.status == "ok", (train.reason, train.config.get("output_tail"))
     assert infer.status == "ok", (infer.reason, infer.config.get("output_tail"))
-    ddp = train.config["distributed"]
+    ddp = train.distributed.to_dict()
     assert ddp["world_size"] == 2 and ddp["backend"] == "gloo" and ddp["parallelism"] == "ddp"
     assert "no CUDA: 2 processes on the CPU over gloo" in ddp["notes"][0]
     assert ddp["ddp"]["bucket_cap_mb"] == 25.0
@@ -31,9 +36,10 @@ def test_a_ddp_training_and_an_inference_cell_run_over_gloo_with_scaling():
     assert all(r["allreduce"]["buckets_per_step"] >= 1 for r in ddp["ranks"])
     assert 0 < ddp["allreduce_wait_share"] <= 1
     assert train.throughput_ips == pytest.approx(4 * 1000 / max(r["median_ms"] for r in ddp["ranks"]))
-    assert ddp["scaling_efficiency"] > 0 and ddp["baseline"]["source"] == "measured for scaling (not requested)"
-    assert baselines[ddp["baseline"]["cell_id"]].config["measured_for_scaling"]
-    dp = infer.config["distributed"]
+    assert ddp["scaling_efficiency"] > 0
+    assert ddp["baseline"]["source"] == "added by the run: 1-GPU twin of a multi-GPU cell"
+    assert ddp["baseline"]["cell_id"] in baselines
+    dp = infer.distributed.to_dict()
     assert dp["parallelism"] == "data-parallel" and dp["allreduce_wait_share"] is None
     assert infer.throughput_ips == pytest.approx(sum(r["throughput_ips"] for r in dp["ranks"]))
     assert infer.config["isolation"] == "torchrun" and train.warmup_iterations >= 2

@@ -42,7 +42,7 @@ def test_two_torchrun_agents_as_two_nodes_run_a_ddp_cell(tmp_path):
     assert [e["event"] for e in events] == ["start", "result"]
     cell = CellResult.from_dict(events[1]["result"])
     assert cell.status == "ok", cell.reason
-    stats = cell.config["distributed"]
+    stats = cell.distributed.to_dict()
     assert stats["nnodes"] == 2 and stats["world_size"] == 2 and stats["parallelism"] == "ddp"
     assert sorted(r["node_rank"] for r in stats["ranks"]) == [0, 1]
     assert all(r["local_rank"] == 0 for r in stats["ranks"])
