@@ -116,8 +116,17 @@ def _build_state(config: pytest.Config) -> RunState:
         isolation=opt.isolation or ("model" if capabilities.cuda_available else "inline"),
         cell_timeout_s=opt.cell_timeout, telemetry_hz=opt.telemetry_hz, compile_mode=opt.compile_mode,
         optimizer=opt.optimizer, model_modules=modules, rounds=rounds)
-    journal = Journal.claim(getattr(opt, "benchmark_json", None), opt.detbench_journal)
+    journal = Journal.claim(benchmark_json_path(config), opt.detbench_journal)
     return RunState(cells, options, capabilities, journal, filters, added)
+
+
+def benchmark_json_path(config: pytest.Config) -> str | None:
+    """The ``--benchmark-json`` path: pytest-benchmark < 5 parses it as an open file (argparse.FileType),
+    later releases as a path."""
+    value = getattr(config.option, "benchmark_json", None)
+    if value is None or isinstance(value, (str, os.PathLike)):
+        return os.fspath(value) if value is not None else None
+    return str(value.name)  # an open file: its path
 
 
 def _parse_weights(items: list[str], known: list[str]) -> dict[str, str]:

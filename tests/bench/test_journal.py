@@ -154,3 +154,16 @@ def test_the_pytest_face_keeps_the_previous_run_and_says_so(tmp_path):
     assert read_journal(kept) and read_journal(tmp_path / "run.journal.jsonl")
     assert len(list(tmp_path.glob("run.*.json"))) == 1  # the first run's JSON, kept
     assert not list(tmp_path.glob("*.lock"))
+
+
+def test_benchmark_json_given_as_an_open_file_by_older_pytest_benchmark_is_read_as_its_path(tmp_path):
+    from types import SimpleNamespace
+
+    from bench.conftest import benchmark_json_path
+
+    target = tmp_path / "run.json"
+    with open(target, "wb") as handle:  # pytest-benchmark < 5 hands argparse.FileType("wb") objects
+        assert benchmark_json_path(SimpleNamespace(option=SimpleNamespace(benchmark_json=handle))) == str(target)
+    assert benchmark_json_path(SimpleNamespace(option=SimpleNamespace(benchmark_json=str(target)))) == str(target)
+    assert benchmark_json_path(SimpleNamespace(option=SimpleNamespace(benchmark_json=target))) == str(target)
+    assert benchmark_json_path(SimpleNamespace(option=SimpleNamespace())) is None
