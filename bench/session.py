@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 import torch
+import torch._dynamo
 
 from bench import faults, memory, stats, timing
 from bench.flops import FlopCount, count_flops
@@ -98,16 +99,17 @@ def host_canary_ms(loops: int = CANARY_LOOPS) -> float:
 
 
 def graph_break_count() -> int:
-    import torch._dynamo  # noqa: PLC0415
-
     return int(sum(torch._dynamo.utils.counters["graph_break"].values()))
 
 
-def configure_dynamo() -> None:
-    """One process compiles many variants of a model: raise the recompile limit (every instance and shape is
-    a cache entry) and keep shapes static, as a fresh process per cell would compile them."""
-    import torch._dynamo  # noqa: PLC0415
-
+def configure_dynamo(*, reset: bool) -> None:
+    """Before a compile: ``reset`` dynamo (``torch._dynamo.reset()``) if asked, clear its counters (graph breaks
+    are then this compile's), and, since one process compiles many variants of a model, raise the recompile
+    limit (every instance and shape is a cache entry) and keep shapes static, as a fresh process per cell
+    would compile them."""
+    if reset:
+        torch._dynamo.reset()
+    torch._dynamo.utils.counters.clear()
     config = torch._dynamo.config
     for name in ("recompile_limit", "cache_size_limit"):
         if hasattr(config, name):
@@ -304,12 +306,7 @@ class CellSession:
 
         sync = self._sync
         if cell.compile == "compiled":
-            import torch._dynamo  # noqa: PLC0415
-
-            configure_dynamo()
-            if self.reset_dynamo:
-                torch._dynamo.reset()
-            torch._dynamo.utils.counters.clear()
+            configure_dynamo(reset=self.reset_dynamo)
             prepared.runnable = torch.compile(prepared.runnable, mode=options.compile_mode)
         # after calibration, so the adapter's notes carry the threshold it settled on
         self.runtime_notes = dict(getattr(prepared.model, "runtime_notes", None) or {})

@@ -4,7 +4,7 @@
 #                                      fidelity reference) on 2 and all GPUs
 #   scripts/multi_gpu_check.sh cells   the DDP training and data-parallel inference cells of RetinaNet and
 #                                      Faster R-CNN (bf16, 8 images per GPU) on 1, 2, 4 GPUs through pytest
-#                                      bench/, then the plain DDP loop again (same sitting, after the cells)
+#                                      bench/, then the plain DDP loop on all GPUs again (same sitting)
 # Results go to $OUT (default multi-gpu-results/): at most 8 files.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -34,10 +34,9 @@ nccl)
     ;;
 cells)
     python3 -m pytest bench/ -p no:cacheprovider -q --models retinanet_resnet50_fpn,fasterrcnn_resnet50_fpn \
-        --modes train,infer --precisions amp-bf16 --batch-sizes 8 --gpus "$counts" \
+        --modes train,infer --compile eager --precisions amp-bf16 --batch-sizes 8 --gpus "$counts" \
         --benchmark-json="$out/multi-gpu.json" --detbench-journal="$out/multi-gpu.journal.jsonl" 2>&1 | tail -40
-    plain_ddp 2 after
-    (( gpus > 2 )) && plain_ddp "$gpus" after
+    plain_ddp "$gpus" after
     ;;
 *)
     echo "usage: scripts/multi_gpu_check.sh nccl|cells" >&2
