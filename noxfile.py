@@ -7,6 +7,7 @@ and runs what the images run (``.ci/smoke-cells``: ``envcheck --quick``, the smo
     nox -l                      # the sessions
     nox -s torch-2.5.1          # one line
     nox -t compat               # every line (what .ci/run does)
+    nox -R -s torch-2.5.1 -- tests/bench   # again in the same venv, without installing; only these unit tests
 """
 
 from __future__ import annotations
@@ -75,7 +76,7 @@ def run_line(session: nox.Session, line: TorchLine) -> None:
     # CI's DETBENCH_REQUIRE_EXTRAS=1 is for the main test run, which installs them.
     session.run(
         "python", "-m", "pytest", "-q", "-p", "no:cacheprovider",
-        f"--junitxml={out / 'unit-tests.xml'}",
+        f"--junitxml={out / 'unit-tests.xml'}", *session.posargs,  # nox -s torch-2.5.1 -- tests/bench
         env={"DETBENCH_REQUIRE_EXTRAS": "0"},
     )
     if os.environ.get("DETBENCH_COMPAT_DROP_VENVS") == "1":  # CI: free ~5 GB before the next line installs
