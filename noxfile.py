@@ -70,6 +70,9 @@ def run_line(session: nox.Session, line: TorchLine) -> None:
     session.install("--no-compile", "--no-deps", "-e", ".")  # --no-deps: torch stays the pair above
     session.run("python", "-c", _VERSION_CHECK, line.torch, line.torchvision)
 
+    # This job checks what runs on each line, not how fast: one OpenMP thread per process keeps a CPU cell's
+    # time independent of what else the 2 cores run (2-thread cells ran 30-270x slower on oversubscribed cores).
+    session.env["OMP_NUM_THREADS"] = os.environ.get("OMP_NUM_THREADS", "1")
     out = RESULTS / line.torch
     session.run("bash", str(ROOT / ".ci" / "smoke-cells"), str(out), external=True)
     # The unit tests. No extra is installed here: a test that needs one skips, naming it (tests/extras.py);
