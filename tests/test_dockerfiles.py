@@ -5,6 +5,7 @@ No Docker engine is needed: the Dockerfiles are parsed, and the entrypoint scrip
 
 from __future__ import annotations
 
+import ast
 import importlib.metadata as metadata
 import os
 import re
@@ -183,6 +184,39 @@ def test_base_torch_is_supported_and_paired(dockerfile):
         assert tables.expected_torchvision(torch_version), f"{path.name}: no torchvision pairing for {torch_version}"
         major_minor = ".".join(torch_version.split(".")[:2])
         assert major_minor in tables.TORCH_TORCHVISION, f"{path.name}: torch {major_minor} not in the pairing table"
+
+
+def nox_torch_lines() -> dict[str, tuple[str, str]]:
+    """noxfile.py's compatibility sessions: {what ships the line: (torch, torchvision)}, read without nox."""
+    tree = ast.parse((ROOT / "noxfile.py").read_text())
+    (table,) = [
+        node.value for node in tree.body
+        if isinstance(node, ast.Assign) and [getattr(t, "id", None) for t in node.targets] == ["TORCH_LINE_TABLE"]
+    ]
+    return {shipped_by: (torch, torchvision) for torch, torchvision, shipped_by in ast.literal_eval(table)}
+
+
+def test_every_image_torch_line_has_a_compat_session(dockerfile):
+    """CI has no Docker engine: the nox session of the image's torch line is what tests that torch."""
+    path, instructions = dockerfile
+    (image,) = external_bases(instructions)
+    torch_version = pytorch_tag(image)["torch"]
+    lines = nox_torch_lines()
+    assert path.name in lines, f"{path.name}: no compatibility session in noxfile.py for torch {torch_version}"
+    session_torch, session_torchvision = lines[path.name]
+    assert session_torch == torch_version, f"{path.name} ships torch {torch_version}, its session tests {session_torch}"
+    paired = tables.expected_torchvision(torch_version)
+    assert session_torchvision.startswith(paired + "."), f"torchvision {session_torchvision} is not {paired}.x"
+
+
+def test_the_constraints_torch_line_has_a_compat_session_and_nothing_else_does():
+    pins = dict(
+        line.split("==") for line in (ROOT / "constraints.txt").read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    )
+    lines = nox_torch_lines()
+    assert lines.get("constraints.txt") == (pins["torch"], pins["torchvision"])
+    assert set(lines) == {p.name for p in DOCKERFILES} | {"constraints.txt"}, "a session for a line nothing ships"
 
 
 def test_file_name_matches_base_cuda_and_image_name(dockerfile):

@@ -5,7 +5,10 @@ Syntax and semantics are actionlint's and hadolint's job (.ci/lint); these tests
 
 from __future__ import annotations
 
+import ast
+import os
 import re
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -70,7 +73,7 @@ def test_lint_and_cpu_jobs_run_on_hosted_runners(images_workflow):
     jobs = images_workflow["jobs"]
     assert jobs["lint"]["runs-on"] == "ubuntu-latest" and ".ci/lint" in steps_text(jobs["lint"])
     assert jobs["cpu-tests"]["runs-on"] == "ubuntu-latest" and "pytest" in steps_text(jobs["cpu-tests"])
-    assert set(jobs["gpu-bench"]["needs"]) == {"lint", "cpu-tests"}
+    assert set(jobs["gpu-bench"]["needs"]) == {"lint", "cpu-tests", "compat"}
 
 
 def test_compose_runs_preflight_then_matrix_then_report():
@@ -89,3 +92,85 @@ def test_compose_runs_preflight_then_matrix_then_report():
     dockerfile = services["matrix"]["build"]["dockerfile"]
     default_tag = re.search(r"DETBENCH_CUDA:-(\w+)", dockerfile).group(1)
     assert default_tag in IMAGE_TAGS
+
+
+# ---- the torch lines: nox sessions here, the same smoke cells inside each image ------------------------------
+
+
+def nox_sessions() -> list[str]:
+    """noxfile.py's compatibility sessions, ``torch-<version>``, read without nox installed."""
+    tree = ast.parse((ROOT / "noxfile.py").read_text())
+    (table,) = [
+        node.value for node in tree.body
+        if isinstance(node, ast.Assign) and [getattr(t, "id", None) for t in node.targets] == ["TORCH_LINE_TABLE"]
+    ]
+    return [f"torch-{torch}" for torch, _, _ in ast.literal_eval(table)]
+
+
+def test_compat_job_runs_every_nox_session_on_hosted_runners(images_workflow):
+    job = images_workflow["jobs"]["compat"]
+    assert job["runs-on"] == "ubuntu-latest"
+    assert job["strategy"]["fail-fast"] is False
+    assert sorted(f"torch-{t}" for t in job["strategy"]["matrix"]["torch"]) == sorted(nox_sessions())
+    text = steps_text(job)
+    assert 'nox --session "torch-${{ matrix.torch }}"' in text and "nox==" in text
+
+
+def test_each_image_runs_the_smoke_cells_of_the_nox_sessions(images_workflow):
+    text = steps_text(images_workflow["jobs"]["gpu-bench"])
+    assert '-v "$PWD/.ci:/ci:ro"' in text and "bash /ci/smoke-cells" in text
+    assert '".ci" / "smoke-cells"' in (ROOT / "noxfile.py").read_text()
+
+
+def test_ci_runs_every_compat_session_after_the_main_tests():
+    lines = (ROOT / ".ci" / "run").read_text().splitlines()
+    main_tests = next(i for i, line in enumerate(lines) if line.rstrip().endswith("python -m pytest"))
+    compat = next(i for i, line in enumerate(lines) if "nox --tags compat" in line)
+    assert compat > main_tests
+    assert "compat_status == 0" in lines[-1]  # a failed torch line fails CI
+
+
+@pytest.fixture
+def fake_tools(tmp_path):
+    """A PATH whose envcheck, python and detbench-report log their arguments; python exits $FAKE_PYTEST_RC."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    log = tmp_path / "calls.log"
+    for name, rc in (("envcheck", "0"), ("python", "${FAKE_PYTEST_RC:-0}"), ("detbench-report", "0")):
+        tool = bin_dir / name
+        tool.write_text(f'#!/usr/bin/env bash\necho "{name} $*" >> "{log}"\nexit {rc}\n')
+        tool.chmod(0o755)
+    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}"}
+    return env, log
+
+
+def smoke_cells(out: Path, env: dict, cwd: Path = ROOT) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        ["bash", str(ROOT / ".ci" / "smoke-cells"), str(out)], cwd=cwd, env=env, capture_output=True, text=True
+    )
+
+
+def test_smoke_cells_run_preflight_strict_cells_then_the_report(fake_tools, tmp_path):
+    env, log = fake_tools
+    out = tmp_path / "out"
+    assert smoke_cells(out, env).returncode == 0
+    calls = log.read_text().splitlines()
+    assert calls[0] == f"envcheck --quick --json-out {out}/envcheck.json"
+    cells = [c for c in calls if c.startswith("python -m pytest bench/")]
+    assert len(cells) == 2 and all("--detbench-strict" in c for c in cells)  # an error cell fails the line
+    assert "--profile smoke" in cells[0] and f"--benchmark-json={out}/smoke.json" in cells[0]
+    assert "--compile compiled" in cells[1]
+    assert calls[-1] == f"detbench-report {out}/smoke.json --out {out}/report"
+
+
+def test_smoke_cells_stop_at_a_failed_cell(fake_tools, tmp_path):
+    env, log = fake_tools
+    result = smoke_cells(tmp_path / "out", {**env, "FAKE_PYTEST_RC": "1"})
+    assert result.returncode == 1
+    assert not any(c.startswith("detbench-report") for c in log.read_text().splitlines())
+
+
+def test_smoke_cells_refuse_to_run_outside_the_source_root(fake_tools, tmp_path):
+    env, _ = fake_tools
+    result = smoke_cells(tmp_path / "out", env, cwd=tmp_path)
+    assert result.returncode == 2 and "source root" in result.stderr

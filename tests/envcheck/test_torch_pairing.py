@@ -41,7 +41,7 @@ def test_real_op_failure_is_caught(make_ctx, monkeypatch):
 def test_version_mismatch_names_install_command(make_ctx, monkeypatch):
     import torchvision
 
-    monkeypatch.setattr(torchvision, "__version__", "0.20.1+cu121")
+    monkeypatch.setattr(torchvision, "__version__", "0.15.2+cu118")  # torch 2.0's: pairs with no supported torch
     outcome = torch_pairing.check_torch_pairing(make_ctx())
     expected = tables.expected_torchvision(torch.__version__)
     assert outcome.status == "fail"
