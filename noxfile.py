@@ -45,6 +45,7 @@ TORCH_LINE_TABLE = (
 )
 TORCH_LINES = tuple(TorchLine(*row) for row in TORCH_LINE_TABLE)
 
+UNIT_TESTS = ("tests/bench", "tests/envcheck", "tests/test_imports.py")  # what calls torch; reports are pandas
 FIDELITY_TIMING_TEST = (
     "tests/bench/test_fidelity.py::test_check_runs_the_suite_region_and_the_bare_loop_in_alternation_on_the_same_setup"
 )
@@ -79,17 +80,26 @@ def run_line(session: nox.Session, line: TorchLine) -> None:
     session.env["OMP_NUM_THREADS"] = os.environ.get("OMP_NUM_THREADS", "1")
     out = RESULTS / line.torch
     session.run("bash", str(ROOT / ".ci" / "smoke-cells"), str(out), external=True)
-    # The unit tests. No extra is installed here: a test that needs one skips, naming it (tests/extras.py);
-    # CI's DETBENCH_REQUIRE_EXTRAS=1 is for the main test run, which installs them.
+    # The unit tests of the packages that call torch (bench, envcheck). No extra is installed here: a test that
+    # needs one skips, naming it (tests/extras.py); CI's DETBENCH_REQUIRE_EXTRAS=1 is for the main test run, which
+    # installs them. The constraints' line is the main test run's own torch: its whole suite ran there already.
+    if line.shipped_by == "constraints.txt" and not session.posargs:
+        session.log(f"unit tests: the main test run covers torch {line.torch} (constraints.txt)")
+        _drop_venv(session)
+        return
     session.run(
         "python", "-m", "pytest", "-q", "-p", "no:cacheprovider",
         f"--junitxml={out / 'unit-tests.xml'}",
         # The timing self-check compares a tiny model's suite loop with a bare loop; it is about the host, not
         # the torch line, runs in the main test run, and failed here on 3 of 4 lines when the cores were busy.
         "--deselect", FIDELITY_TIMING_TEST,
-        *session.posargs,  # nox -s torch-2.5.1 -- tests/bench
+        *(session.posargs or UNIT_TESTS),  # nox -s torch-2.5.1 -- tests/bench
         env={"DETBENCH_REQUIRE_EXTRAS": "0"},
     )
+    _drop_venv(session)
+
+
+def _drop_venv(session: nox.Session) -> None:
     if os.environ.get("DETBENCH_COMPAT_DROP_VENVS") == "1":  # CI: free ~5 GB before the next line installs
         shutil.rmtree(session.virtualenv.location, ignore_errors=True)
 

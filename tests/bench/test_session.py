@@ -29,12 +29,13 @@ def test_an_inference_session_times_blocks_and_fills_its_result():
     session = session_for(Cell("tiny_convnet", "infer", batch_size=4, image_size=(32, 32)))
     first = session.time_block(5, round_index=0)
     second = session.time_block(5, round_index=1)
-    assert len(first) == len(second) == 5 and all(t > 0 for t in first + second)
+    # on the CPU a block may stop early (after 2) when a loaded machine makes it run past twice its plan
+    assert all(2 <= len(block) <= 5 for block in (first, second)) and all(t > 0 for t in first + second)
     result = session.result()
     assert result.status == "ok", result.reason
-    assert result.timer == "perf-counter+sync" and result.latency.n == len(result.times_ms) == 10
+    assert result.timer == "perf-counter+sync" and result.latency.n == len(result.times_ms) == len(first) + len(second)
     blocks = result.measurement.blocks
-    assert [b.round for b in blocks] == [0, 1] and all(b.iterations == 5 for b in blocks)
+    assert [b.round for b in blocks] == [0, 1] and [b.iterations for b in blocks] == [len(first), len(second)]
     assert all(b.host_canary_ms > 0 for b in blocks) and blocks[0].start_offset_s == 0.0 < blocks[1].start_offset_s
     block_ips = sorted(4 * 1000.0 / b.median_ms for b in blocks)
     assert result.throughput_ips == pytest.approx(sum(block_ips) / 2)  # median over blocks
@@ -107,7 +108,7 @@ def test_journal_is_durable_line_by_line_and_survives_a_torn_last_line(tmp_path)
     results = [CellResult(Cell("resnet50", batch_size=b), status="skipped", reason="x") for b in (1, 2)]
     with Journal(path) as journal:
         journal.append(results[0])
-        assert len(path.read_text().splitlines()) == 1  # on disk before the next cell runs
+        assert len(path.read_text().splitlines()) == 2  # the run header and the cell: on disk before the next cell runs
         journal.append(results[1])
     with open(path, "a", encoding="utf-8") as handle:
         handle.write('{"schema": "detbench.cell", "cell": {"mo')  # a crash mid-write
