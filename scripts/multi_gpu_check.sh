@@ -7,7 +7,7 @@
 #                                      bench/, then the plain DDP loop on all GPUs again (same sitting)
 # Results go to $OUT (default multi-gpu-results/): at most 8 files.
 set -uo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/.." || exit 2
 out=${OUT:-multi-gpu-results}
 mkdir -p "$out"
 # NVLink multicast stays off on shared machines (every process started from here inherits these)
