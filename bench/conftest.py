@@ -214,6 +214,7 @@ def pytest_benchmark_update_json(config: pytest.Config, benchmarks: Any, output_
         "profile": state.options.profile,
         "options": state.options.to_dict(),
         "journal": str(state.journal.path),
+        "run_id": state.journal.run_id,
         "cell_ids": [c.id for c in state.cells],
         "added_cells": state.added,
         "not_measured": [r.to_dict() for r in results if r.status != "ok"],
