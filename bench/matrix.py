@@ -58,8 +58,7 @@ PROFILE_BLOCKS: dict[str, tuple[Block, ...]] = {
         Block(("fasterrcnn_mobilenet_v3_large_fpn",), ("infer",), batch_sizes=(1,), image_size=(224, 224)),
         Block(("resnet50",), ("infer", "train"), batch_sizes=(2,), image_size=(64, 64)),
     ),
-    # One H100 in one 10-minute run (estimate in docs/bench.md: 56 cells in 12 worker groups; set-up ~3 s an
-    # eager variant in a warm worker, ~55 s a compiled one, 4 rounds x 0.5 s blocks): every detector eager
+    # About 16 minutes on one H100 (measured, docs/bench.md; sized for 10 from an estimate): every detector eager
     # fp32 and bf16 at batch 1 and 8 (ratios paired inside each model's worker), compiled fp32 for three,
     # a batch sweep for two detectors (throughput-vs-batch lines), one training-step pair; on a multi-GPU
     # machine, the same two detectors' bf16 training step and inference on every visible GPU count.

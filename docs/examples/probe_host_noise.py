@@ -24,7 +24,7 @@ import torch
 
 from bench.options import RunOptions
 from bench.postprocess import calibrate_postprocess
-from bench.runner import autocast_context, make_step, prepare
+from bench.session import autocast_context, make_step, prepare
 from bench.schema import Cell
 from bench.telemetry import TelemetryTracker
 
