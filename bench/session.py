@@ -363,8 +363,12 @@ class CellSession:
             return timing.measure_cuda_events(self.step, exact, self.estimate_ms, self.device).times_ms
         return timing.measure_perf_counter(self.step, self._sync, exact).times_ms
 
-    def time_block(self, iterations: int, *, round_index: int = 0, telemetry: bool = False) -> list[float]:
+    def time_block(self, iterations: int, *, round_index: int = 0, telemetry: bool = False,
+                   exact: bool = False) -> list[float]:
         """Per-iteration milliseconds of one block (CUDA events on a GPU, perf_counter + sync on the CPU).
+
+        On the CPU a block that runs past twice its plan ends early (after 2 iterations) unless ``exact``:
+        DDP ranks must all take the same number of steps, or the one with a step more waits in all-reduce forever.
 
         The host canary runs just before; peak memory is reset for the block and counts this session's own
         allocations only (other sessions of the group stay resident); ``telemetry`` samples NVML around it."""
@@ -389,7 +393,8 @@ class CellSession:
                 policy = timing.MeasurePolicy(iterations, 0.0, iterations, max(1.0, 20 * planned_s))
                 run = timing.measure_cuda_events(self.step, policy, self.estimate_ms, device)
             else:  # a CPU shared with other work can slow down mid-run: the block may end at twice its plan
-                policy = timing.MeasurePolicy(min(iterations, 2), planned_s, iterations, 2 * planned_s)
+                policy = (timing.MeasurePolicy(iterations, 0.0, iterations, 1e9) if exact else
+                          timing.MeasurePolicy(min(iterations, 2), planned_s, iterations, 2 * planned_s))
                 run = timing.measure_perf_counter(self.step, self._sync, policy)
         wall = time.perf_counter() - began
         if mem.peak_bytes is not None:

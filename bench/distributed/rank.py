@@ -190,7 +190,7 @@ def run_cell(cell: Cell, request: GroupRequest, ctx: RankContext, status: Status
         region_start = time.time()
         for round_index in range(rounds.rounds):  # blocks, as for one GPU: their spread is the cell's noise
             barrier(ctx)
-            times.extend(session.time_block(int(iterations), round_index=round_index))
+            times.extend(session.time_block(int(iterations), round_index=round_index, exact=True))
         region_end = time.time()
 
     status.set("gather", cell.id)

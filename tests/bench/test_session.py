@@ -122,3 +122,11 @@ def test_device_name_asks_torch_cuda_for_a_gpu_and_describes_the_cpu(monkeypatch
     assert device_name(torch.device("cuda", 0)) == "NVIDIA H100 80GB HBM3" and asked == [torch.device("cuda", 0)]
     cpu = device_name(CPU)
     assert cpu.startswith("cpu (") and "cores" in cpu and "threads" in cpu
+
+
+def test_an_exact_block_takes_every_iteration_even_when_the_cpu_runs_slow(monkeypatch):
+    # DDP ranks must step together: a rank whose block ended early would leave the others waiting in all-reduce
+    session = session_for(Cell("tiny_convnet", "infer", batch_size=2, image_size=(32, 32)))
+    monkeypatch.setattr(type(session), "estimate_ms", property(lambda self: 1e-6))  # every block "runs past its plan"
+    assert len(session.time_block(6, exact=True)) == 6
+    assert len(session.time_block(6)) == 2  # the non-exact block gives up after 2 as designed
