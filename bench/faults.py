@@ -1,15 +1,19 @@
-"""Real faults for testing the launcher (segfault, hard exit, hang, OOM); fired only via DETBENCH_TEST_FAULT."""
+"""Real faults for testing the launcher (segfault, hard exit, hang, OOM), fired only via DETBENCH_TEST_FAULT, and a
+planted slowdown for testing the regression gate, only via DETBENCH_TEST_SLOWDOWN."""
 
 from __future__ import annotations
 
 import ctypes
 import os
 import time
+from typing import Any, Callable
 
 import torch
 
 KINDS = ("segfault", "exit", "hang", "oom", "raise")
 FAULT_ENV = "DETBENCH_TEST_FAULT"  # test-only: "<cell-id substring>:<kind>[@<phase>]"
+SLOWDOWN_ENV = "DETBENCH_TEST_SLOWDOWN"  # test-only: "<cell-id substring>:<fraction>"
+MAX_SLOWDOWN = 10.0  # a planted change beyond 11x the step time is a typo, not a test
 
 
 def maybe_trigger(cell_id: str, phase: str = "set-up") -> None:
@@ -42,3 +46,44 @@ def trigger(kind: str) -> None:
         raise RuntimeError("injected failure (bench.faults)")
     else:
         raise ValueError(f"unknown fault {kind!r}; valid: {', '.join(KINDS)}")
+
+
+def slowdown_fraction(cell_id: str) -> float | None:
+    """The fraction ``DETBENCH_TEST_SLOWDOWN=<cell-id substring>:<fraction>`` plants in ``cell_id``, else None."""
+    spec = os.environ.get(SLOWDOWN_ENV)
+    if not spec:
+        return None
+    target, sep, value = spec.rpartition(":")
+    try:
+        fraction = float(value)
+    except ValueError:
+        fraction = float("nan")
+    if not sep or not target or not 0 < fraction <= MAX_SLOWDOWN:  # nan fails the range too
+        raise ValueError(f"bad {SLOWDOWN_ENV}={spec!r}; use <cell-id substring>:<fraction in (0, {MAX_SLOWDOWN:g}]>, "
+                         "e.g. retinanet:0.1 for 10% more time per step")
+    return fraction if target in cell_id else None
+
+
+def slow_step(cell_id: str, step: Callable[[], Any], sync: Callable[[], None]) -> Callable[[], Any]:
+    """``step``, or, when ``DETBENCH_TEST_SLOWDOWN`` names this cell, a step that takes ``1 + fraction`` times as long.
+
+    The wrapper synchronises after the real step and then busy-waits on the host for ``fraction`` x the step's
+    measured duration: the wait sits between the iteration's start and end CUDA events (and inside the
+    perf_counter region on CPU), so every timer sees it, and a busy-wait rather than a sleep keeps the
+    scheduler from stretching it. The extra sync makes the GPU idle during the wait: a planted change for
+    testing the gate, not a model of a real regression. Unset in normal runs: ``step`` itself is returned.
+    """
+    fraction = slowdown_fraction(cell_id)
+    if fraction is None:
+        return step
+
+    def slowed() -> Any:
+        began = time.perf_counter()
+        output = step()
+        sync()
+        until = time.perf_counter() + fraction * (time.perf_counter() - began)
+        while time.perf_counter() < until:
+            pass
+        return output
+
+    return slowed

@@ -310,7 +310,7 @@ class CellSession:
             prepared.runnable = torch.compile(prepared.runnable, mode=options.compile_mode)
         # after calibration, so the adapter's notes carry the threshold it settled on
         self.runtime_notes = dict(getattr(prepared.model, "runtime_notes", None) or {})
-        self.step = make_step(cell, prepared, device)
+        self.step = faults.slow_step(cell.id, make_step(cell, prepared, device), self._sync)  # test-only hook
         self.first_call_s, _ = timing.time_first_call(self.step, sync)
         if self.warm_up:
             self.warm = timing.warm_up(self.step, sync, options.warmup_policy(device.type))

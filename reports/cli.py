@@ -140,7 +140,7 @@ def main(argv: list[str] | None = None) -> int:
     if baseline_index is not None:
         base = runs[baseline_index]
         comparisons = [
-            compare_runs(frame, base.label, r.label, args.threshold, environments=(base.environment, r.environment))
+            compare_runs(frame, base.label, r.label, args.threshold, runs=(base, r))
             for r in runs
             if r.label != base.label
         ]

@@ -192,17 +192,48 @@ RECOMMEND: list[Column] = [
     Column("note", "note", kind="reason"),
 ]
 
+def _verdict_text(row: Mapping[str, Any]) -> str:
+    """The verdict, with "(host differs)" when the host check made it inconclusive and "(weak)" on a block flag."""
+    verdict = fmt_text(row.get("verdict"))
+    if row.get("host_differs") is True:
+        return f"{verdict} (host differs)"
+    if row.get("weak") is True and verdict in ("regression", "improvement"):
+        return f"{verdict} (weak)"
+    return verdict
+
+
+def _interval(row: Mapping[str, Any]) -> str:
+    low, high = row.get("ci_low"), row.get("ci_high")
+    return "" if is_missing(low) or is_missing(high) else f"{float(low):.3f}–{float(high):.3f}"
+
+
+def _host_bound(row: Mapping[str, Any]) -> str:
+    value = row.get("host_bound")
+    return "" if value is None or is_missing(value) else ("yes" if value else "no")
+
+
+def _blocks(row: Mapping[str, Any]) -> str:
+    base, cand = row.get("blocks_base"), row.get("blocks_cand")
+    return "" if is_missing(base) or is_missing(cand) else f"{int(base)} / {int(cand)}"
+
+
 COMPARISON: list[Column] = [
     Column("cell_id", "cell"),
-    Column("verdict", "verdict", kind="verdict"),
+    Column("verdict", "verdict", kind="verdict", display=_verdict_text),
     Column("change", "change", fmt_signed_pct, "num"),
-    Column("noise_band", "noise band", fmt_pct, "num"),
     Column("ratio", "ratio", fmt_ratio, "num"),
+    Column("ci_low", "95% interval of ratio", kind="num", display=_interval),
+    Column("p_value", "p", fmt_num, "num"),
+    Column("noise_band", "noise band", fmt_pct, "num"),
+    Column("basis", "judged on"),
+    Column("blocks_base", "blocks base / cand", kind="num", display=_blocks),
+    Column("host_bound", "host-bound", display=_host_bound),
     Column("throughput_base", "baseline images/s", fmt_num, "num"),
     Column("throughput_cand", "candidate images/s", fmt_num, "num"),
     Column("status_base", "baseline status"),
     Column("status_cand", "candidate status"),
     Column("reason_cand", "candidate reason", kind="reason"),
+    Column("why", "why", kind="reason"),
     Column("model", "detector"),
     Column("mode", "mode"),
     Column("variant", "variant"),
@@ -213,11 +244,24 @@ COMPARISON: list[Column] = [
 # The short comparison for a CI job summary: one column folds status and reason together.
 COMPARISON_SUMMARY: list[Column] = [
     Column("cell_id", "cell"),
+    Column("verdict", "verdict", display=_verdict_text),
     Column("throughput_base", "baseline images/s", fmt_num, "num"),
     Column("throughput_cand", "candidate images/s", fmt_num, "num"),
     Column("change", "change", fmt_signed_pct, "num"),
-    Column("noise_band", "noise band", fmt_pct, "num"),
+    Column("ci_low", "95% interval of ratio", kind="num", display=_interval),
+    Column("basis", "judged on"),
+    Column("host_bound", "host-bound", display=_host_bound),
     Column("status_cand", "candidate status", display=_status_with_reason),
+]
+
+# Inconclusive cells in the summary: why each could not be judged.
+COMPARISON_INCONCLUSIVE: list[Column] = [
+    Column("cell_id", "cell"),
+    Column("change", "change", fmt_signed_pct, "num"),
+    Column("ci_low", "95% interval of ratio", kind="num", display=_interval),
+    Column("blocks_base", "blocks base / cand", kind="num", display=_blocks),
+    Column("host_bound", "host-bound", display=_host_bound),
+    Column("why", "why", kind="reason"),
 ]
 
 SCALING: list[Column] = [

@@ -1,30 +1,59 @@
-"""Per-cell comparison of a candidate run against a baseline, with a noise band, and the CI verdict.
+"""Per-cell comparison of a candidate run against a baseline, and the CI verdict.
 
-A throughput change counts as a regression (or improvement) only when it is larger than both the user's
-threshold and the noise band of the two runs: ``hypot(spread_baseline, spread_candidate)``, where a run's
-spread for a cell is the IQR of its per-iteration times relative to their median (CoV when IQR is missing).
+A cell ok on both sides is judged one of two ways (the table's ``basis`` column says which):
+
+- **Blocks** (schema v2 results): each side's timed blocks give one throughput each, and
+  :func:`reports.significance.judge_unpaired` flags a change only when it exceeds the threshold *and* the
+  bootstrap interval of the ratio of medians excludes 1. Fewer than ``MIN_BLOCKS`` blocks on a side, or an
+  interval too wide to decide, is ``inconclusive``. The verdict is *weak*: one run per side, so the blocks
+  share their run's host state and the noise between runs (another lease, another neighbour) is unmeasured;
+  ``detbench-ab`` (paired rounds on one machine) is the strong form.
+- **Noise band** (v1 results, or a side without blocks): the change must exceed the threshold and
+  ``hypot(spread_baseline, spread_candidate)``, a run's spread being the IQR of its per-iteration times over
+  their median (CoV when IQR is missing). Labelled as such: iteration spread misses between-run noise.
+
+The hosts are checked too: a run's host canary (the median of its blocks' fixed pure-Python loop) differing
+by more than ``CANARY_TOLERANCE``, or another CPU, CPU count, GPU, torch, CUDA or driver, is said at the top.
+When the canaries differ, a regression or improvement of a host-bound cell (GPU utilisation below
+``HOST_BOUND_UTIL_PCT`` on either side, or not measured) becomes ``inconclusive`` ("host differs"): the host,
+not the code, may have moved it.
+
 A cell that was ok in the baseline and failed (oom, error, timeout, skipped) in the candidate is a regression.
-
 The gate (:func:`gate`) fails on a regression and on a baseline cell the candidate has no result for: a run that
-lost cells must not pass for having fewer cells to judge. Two runs that share no cell cannot be judged at all:
-that is its own state, never a pass.
+lost cells must not pass for having fewer cells to judge. Inconclusive cells neither pass nor fail it: they are
+counted in the verdict and listed. Two runs that share no cell cannot be judged at all: that is its own state,
+never a pass.
 """
 
 from __future__ import annotations
 
 import math
+import statistics
 from dataclasses import dataclass, field
 from typing import Any
 
 import pandas as pd
 
-REGRESSION = "regression"
-IMPROVEMENT = "improvement"
-WITHIN_NOISE = "within noise"
-WITHIN_THRESHOLD = "within threshold"
+from reports import significance
+from reports.load import Run
+
+REGRESSION = significance.REGRESSION  # "regression": the names CI and the tests grep stay fixed
+IMPROVEMENT = significance.IMPROVEMENT  # "improvement"
+UNCHANGED = significance.UNCHANGED  # "unchanged": judged on blocks, no change beyond the threshold
+INCONCLUSIVE = significance.INCONCLUSIVE  # "inconclusive": too noisy, too few blocks, or the host differs
+WITHIN_NOISE = "within noise"  # noise band rule: beyond the threshold, inside the band
+WITHIN_THRESHOLD = "within threshold"  # noise band rule
 BOTH_FAILED = "both not ok"
 ONLY_BASELINE = "missing in candidate"
 ONLY_CANDIDATE = "new in candidate"
+
+BASIS_BLOCKS = "blocks (weak: one run per side)"
+BASIS_BAND = "noise band: per-iteration IQR, v1 result"
+HOST_DIFFERS = "host differs"
+
+MIN_BLOCKS = significance.MIN_UNITS
+CANARY_TOLERANCE = 0.25  # the canary moves a few % between quiet leases; beyond this the host is another one
+HOST_BOUND_UTIL_PCT = 80.0  # below this mean GPU utilisation the host sets the pace
 
 GATE_NONE = "nothing to compare"  # a single run
 GATE_PASS = "pass"
@@ -32,10 +61,112 @@ GATE_FAIL = "fail"  # a regression, or a baseline cell without a candidate resul
 GATE_INCOMPARABLE = "nothing comparable"  # the two runs share no cell
 
 # The environment facts that change what a throughput means; a difference is said in the verdict.
-GATE_ENV_KEYS = (("gpu", "GPU"), ("torch", "torch"), ("cuda", "CUDA"), ("driver", "driver"))
+GATE_ENV_KEYS = (
+    ("gpu", "GPU"),
+    ("torch", "torch"),
+    ("cuda", "CUDA"),
+    ("driver", "driver"),
+    ("cpu", "CPU"),
+    ("cpu_count", "CPU count"),
+)
 
 _KEY = ["cell_id"]
 _CARRY = ["model", "mode", "compile", "precision", "batch_size", "gpus", "variant"]
+TABLE_COLUMNS = [
+    "cell_id",
+    *_CARRY,
+    "status_base",
+    "status_cand",
+    "reason_cand",
+    "throughput_base",
+    "throughput_cand",
+    "ratio",
+    "change",
+    "ci_low",
+    "ci_high",
+    "p_value",
+    "blocks_base",
+    "blocks_cand",
+    "spread_base",
+    "spread_cand",
+    "noise_band",
+    "band",
+    "gpu_util_base",
+    "gpu_util_cand",
+    "host_bound",
+    "basis",
+    "weak",
+    "host_differs",
+    "verdict",
+    "why",
+]
+_NUMERIC = [
+    "throughput_base",
+    "throughput_cand",
+    "ratio",
+    "change",
+    "ci_low",
+    "ci_high",
+    "p_value",
+    "blocks_base",
+    "blocks_cand",
+    "spread_base",
+    "spread_cand",
+    "noise_band",
+    "band",
+    "gpu_util_base",
+    "gpu_util_cand",
+]
+
+
+@dataclass(frozen=True)
+class RunEvidence:
+    """What one run says about its own noise and host: per-cell block throughputs and its host canary."""
+
+    block_ips: dict[str, list[float]]  # cell id -> images/s of each timed block (ok cells with blocks only)
+    canary_ms: float | None  # median host canary over every block of the run; None when none was timed
+
+    @classmethod
+    def of(cls, run: Run) -> "RunEvidence":
+        blocks: dict[str, list[float]] = {}
+        canaries: list[float] = []
+        for result in run.results:
+            measured = result.measurement
+            if measured is None:
+                continue
+            canaries += [b.host_canary_ms for b in measured.blocks if _ok(b.host_canary_ms) and b.host_canary_ms > 0]
+            if result.status == "ok" and measured.blocks:
+                # per-GPU images/s for multi-GPU cells too: the ratio of medians does not depend on the scale
+                blocks[result.cell.id] = [
+                    result.cell.batch_size * 1000.0 / b.median_ms for b in measured.blocks if b.median_ms > 0
+                ]
+        return cls(blocks, statistics.median(canaries) if canaries else None)
+
+
+@dataclass(frozen=True)
+class HostCheck:
+    """The two runs' host canaries (ms; lower is a faster host)."""
+
+    canary_base_ms: float | None = None
+    canary_cand_ms: float | None = None
+
+    @property
+    def shift(self) -> float | None:
+        """Candidate canary over baseline canary, minus 1 (+0.5: the candidate's host ran the loop 50% slower)."""
+        if self.canary_base_ms and self.canary_cand_ms:
+            return self.canary_cand_ms / self.canary_base_ms - 1.0
+        return None
+
+    @property
+    def differs(self) -> bool:
+        # symmetric: 1.0 -> 1.3 ms and 1.3 -> 1.0 ms are the same difference of hosts, in either file order
+        if not (self.canary_base_ms and self.canary_cand_ms):
+            return False
+        high, low = max(self.canary_base_ms, self.canary_cand_ms), min(self.canary_base_ms, self.canary_cand_ms)
+        return high / low - 1.0 > CANARY_TOLERANCE
+
+    def describe(self) -> str:
+        return f"host canary {self.canary_base_ms:.3g} -> {self.canary_cand_ms:.3g} ms ({self.shift:+.0%})"
 
 
 @dataclass
@@ -47,6 +178,7 @@ class Comparison:
     threshold: float
     table: pd.DataFrame
     environment_changes: list[str] = field(default_factory=list)  # "GPU A -> B", see environment_changes
+    host: HostCheck = field(default_factory=HostCheck)
 
     def count(self, verdict: str) -> int:
         return int((self.table["verdict"] == verdict).sum())
@@ -58,6 +190,11 @@ class Comparison:
     @property
     def improvements(self) -> pd.DataFrame:
         return self.table[self.table["verdict"] == IMPROVEMENT]
+
+    @property
+    def inconclusive(self) -> pd.DataFrame:
+        """Cells too noisy, too thinly measured or on too different hosts to judge: listed, never passed or failed."""
+        return self.table[self.table["verdict"] == INCONCLUSIVE]
 
     @property
     def missing(self) -> pd.DataFrame:
@@ -78,6 +215,22 @@ class Comparison:
     def comparable(self) -> bool:
         return self.shared > 0
 
+    @property
+    def weak(self) -> int:
+        """Cells judged on the blocks of one run per side (weak evidence: between-run noise unmeasured)."""
+        return int((self.table["basis"] == BASIS_BLOCKS).sum())
+
+    @property
+    def banded(self) -> int:
+        """Cells judged on the per-iteration noise band (a side without blocks: a v1 result)."""
+        return int((self.table["basis"] == BASIS_BAND).sum())
+
+    @property
+    def host_notes(self) -> list[str]:
+        """What differs between the two hosts: the canary (when beyond the tolerance), then the environment."""
+        notes = [f"{self.host.describe()}, beyond ±{CANARY_TOLERANCE:.0%}"] if self.host.differs else []
+        return notes + self.environment_changes
+
 
 def relative_spread(iqr_ms: float | None, median_ms: float | None, cov: float | None) -> float | None:
     """IQR / median of the per-iteration times, else their CoV, else None (not measured)."""
@@ -89,7 +242,7 @@ def relative_spread(iqr_ms: float | None, median_ms: float | None, cov: float | 
 
 
 def environment_changes(base: dict[str, Any], cand: dict[str, Any]) -> list[str]:
-    """``["GPU A -> B", "torch x -> y"]`` for the GPU, torch, CUDA and driver facts that differ."""
+    """``["GPU A -> B", "torch x -> y"]`` for the GPU, torch, CUDA, driver, CPU and CPU-count facts that differ."""
     changes = []
     for key, name in GATE_ENV_KEYS:
         old, new = _env_text(base.get(key)), _env_text(cand.get(key))
@@ -108,58 +261,41 @@ def compare_runs(
     candidate: str,
     threshold: float,
     environments: tuple[dict[str, Any], dict[str, Any]] | None = None,
+    runs: tuple[Run, Run] | None = None,
 ) -> Comparison:
     """Compare two runs of the tidy table (see :func:`reports.load.tidy`) cell by cell.
 
-    ``environments``: the (baseline, candidate) fingerprints, whose GPU/torch/CUDA/driver differences the
-    verdict states.
+    ``runs``: the (baseline, candidate) :class:`Run` objects; their blocks and host canaries give the block
+    verdicts and the host check, and their environments the fingerprint check. Without them every cell is
+    judged on the noise band. ``environments``: the fingerprints, when ``runs`` is not given.
     """
     if not 0 <= threshold < 1:
         raise ValueError(f"threshold must be a fraction in [0, 1), got {threshold!r}")
-    cols = _KEY + _CARRY + ["status", "reason", "throughput_ips", "latency_iqr_ms", "latency_median_ms", "latency_cov"]
+    evidence = (RunEvidence.of(runs[0]), RunEvidence.of(runs[1])) if runs else None
+    if environments is None and runs:
+        environments = (runs[0].environment, runs[1].environment)
+    host = HostCheck(evidence[0].canary_ms, evidence[1].canary_ms) if evidence else HostCheck()
+    cols = _KEY + _CARRY + [
+        "status", "reason", "throughput_ips", "latency_iqr_ms", "latency_median_ms", "latency_cov", "gpu_util_pct_mean",
+    ]
     base = frame.loc[frame["run"] == baseline, cols]
     cand = frame.loc[frame["run"] == candidate, cols]
     merged = base.merge(cand, on=_KEY, how="outer", suffixes=("_base", "_cand"), indicator=True)
-    rows = [_compare_row(row, threshold) for row in merged.to_dict("records")]
-    table = pd.DataFrame(
-        rows,
-        columns=[
-            "cell_id",
-            *_CARRY,
-            "status_base",
-            "status_cand",
-            "reason_cand",
-            "throughput_base",
-            "throughput_cand",
-            "ratio",
-            "change",
-            "spread_base",
-            "spread_cand",
-            "noise_band",
-            "band",
-            "verdict",
-        ],
-    )
-    numeric = [
-        "throughput_base",
-        "throughput_cand",
-        "ratio",
-        "change",
-        "spread_base",
-        "spread_cand",
-        "noise_band",
-        "band",
-    ]
-    table[numeric] = table[numeric].astype(float)  # all-None columns would otherwise stay object dtype
+    rows = [_compare_row(row, threshold, evidence, host) for row in merged.to_dict("records")]
+    table = pd.DataFrame(rows, columns=TABLE_COLUMNS)
+    table[_NUMERIC] = table[_NUMERIC].astype(float)  # all-None columns would otherwise stay object dtype
     changes = environment_changes(*environments) if environments else []
     return Comparison(
-        baseline=baseline, candidate=candidate, threshold=threshold, table=table, environment_changes=changes
+        baseline=baseline, candidate=candidate, threshold=threshold, table=table, environment_changes=changes,
+        host=host,
     )
 
 
-def _compare_row(row: dict, threshold: float) -> dict:
+def _compare_row(row: dict, threshold: float, evidence: tuple[RunEvidence, RunEvidence] | None,
+                 host: HostCheck) -> dict:
     side = "_base" if row["_merge"] != "right_only" else "_cand"
-    out = {"cell_id": row["cell_id"], **{c: row[c + side] for c in _CARRY}}
+    out: dict[str, Any] = dict.fromkeys(TABLE_COLUMNS)
+    out.update({"cell_id": row["cell_id"], **{c: row[c + side] for c in _CARRY}})
     out["batch_size"], out["gpus"] = int(out["batch_size"]), int(out["gpus"])
     out.update(
         status_base=_str(row["status_base"]),
@@ -167,13 +303,14 @@ def _compare_row(row: dict, threshold: float) -> dict:
         reason_cand=_str(row["reason_cand"]),
         throughput_base=_val(row["throughput_ips_base"]),
         throughput_cand=_val(row["throughput_ips_cand"]),
-        ratio=None,
-        change=None,
-        spread_base=None,
-        spread_cand=None,
-        noise_band=None,
-        band=None,
+        gpu_util_base=_val(row["gpu_util_pct_mean_base"]),
+        gpu_util_cand=_val(row["gpu_util_pct_mean_cand"]),
+        basis="",
+        weak=False,
+        host_differs=False,
+        why="",
     )
+    out["host_bound"] = _host_bound(out["gpu_util_base"], out["gpu_util_cand"])
     if row["_merge"] == "left_only":
         out["verdict"] = ONLY_BASELINE
         return out
@@ -184,13 +321,59 @@ def _compare_row(row: dict, threshold: float) -> dict:
     cand_ok = out["status_cand"] == "ok" and _ok(out["throughput_cand"])
     if base_ok and not cand_ok:
         out["verdict"] = REGRESSION
+        out["why"] = f"ok in the baseline, {out['status_cand'] or 'no throughput'} in the candidate"
         return out
     if cand_ok and not base_ok:
         out["verdict"] = IMPROVEMENT
+        out["why"] = f"{out['status_base'] or 'no throughput'} in the baseline, ok in the candidate"
         return out
     if not base_ok:
         out["verdict"] = BOTH_FAILED
         return out
+    blocks = (evidence[0].block_ips.get(out["cell_id"]), evidence[1].block_ips.get(out["cell_id"])) if evidence else None
+    if blocks and blocks[0] and blocks[1]:
+        _judge_blocks(out, blocks[0], blocks[1], threshold)
+    else:
+        _judge_band(out, row, threshold)
+    if host.differs and out["verdict"] in (REGRESSION, IMPROVEMENT) and out["host_bound"] is not False:
+        util = (
+            f"GPU utilisation {_pct_text(out['gpu_util_base'])} / {_pct_text(out['gpu_util_cand'])}"
+            if out["host_bound"] else "GPU utilisation not measured"
+        )
+        out["why"] = (
+            f"{HOST_DIFFERS}: {host.describe()} and the cell may be host-bound ({util}); "
+            f"would be a {out['verdict']} ({out['why']})"
+        )
+        out["verdict"], out["host_differs"] = INCONCLUSIVE, True
+    return out
+
+
+def _judge_blocks(out: dict[str, Any], base: list[float], cand: list[float], threshold: float) -> None:
+    """The block verdict: bootstrap interval of the ratio of block-throughput medians, Mann-Whitney p-value."""
+    estimate = significance.judge_unpaired(base, cand, threshold, unit="block", weak=True)
+    spread_b, spread_c = significance.relative_spread(base), significance.relative_spread(cand)
+    noise = math.hypot(spread_b or 0.0, spread_c or 0.0)
+    out.update(
+        ratio=estimate.ratio,
+        change=None if estimate.ratio is None else estimate.ratio - 1.0,
+        ci_low=estimate.low,
+        ci_high=estimate.high,
+        p_value=estimate.p_value,
+        blocks_base=estimate.units_baseline,
+        blocks_cand=estimate.units_candidate,
+        spread_base=spread_b,
+        spread_cand=spread_c,
+        noise_band=noise,
+        band=max(threshold, noise),
+        basis=BASIS_BLOCKS,
+        weak=True,
+        verdict=estimate.verdict,
+        why=estimate.reason,
+    )
+
+
+def _judge_band(out: dict[str, Any], row: dict, threshold: float) -> None:
+    """The v1 rule: beyond the threshold and the root-sum-square of the two runs' per-iteration spreads."""
     spread_b = relative_spread(
         _val(row["latency_iqr_ms_base"]), _val(row["latency_median_ms_base"]), _val(row["latency_cov_base"])
     )
@@ -203,10 +386,11 @@ def _compare_row(row: dict, threshold: float) -> dict:
     change = ratio - 1.0
     if abs(change) > band:
         verdict = REGRESSION if change < 0 else IMPROVEMENT
+        why = f"{change:+.1%} beyond the band ±{band:.1%}"
     elif abs(change) > threshold:
-        verdict = WITHIN_NOISE
+        verdict, why = WITHIN_NOISE, f"{change:+.1%} inside the noise band ±{noise:.1%}"
     else:
-        verdict = WITHIN_THRESHOLD
+        verdict, why = WITHIN_THRESHOLD, f"{change:+.1%} within ±{threshold:.0%}"
     out.update(
         ratio=ratio,
         change=change,
@@ -214,15 +398,29 @@ def _compare_row(row: dict, threshold: float) -> dict:
         spread_cand=spread_c,
         noise_band=noise,
         band=band,
+        basis=BASIS_BAND,
         verdict=verdict,
+        why=why,
     )
-    return out
+
+
+def _host_bound(util_base: float | None, util_cand: float | None) -> bool | None:
+    """True when either side's mean GPU utilisation is below the mark, False when both are above, else None."""
+    known = [u for u in (util_base, util_cand) if u is not None]
+    if any(u < HOST_BOUND_UTIL_PCT for u in known):
+        return True
+    return False if len(known) == 2 else None
+
+
+def _pct_text(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.0f}%"
 
 
 def gate(comparisons: list[Comparison]) -> str:
     """GATE_NONE (single run), GATE_INCOMPARABLE (a pair shares no cell), GATE_FAIL or GATE_PASS.
 
     Nothing comparable wins over a failure: the inputs are wrong, and no other figure can be trusted.
+    Inconclusive cells do not fail the gate; the verdict line counts them.
     """
     if not comparisons:
         return GATE_NONE
@@ -247,7 +445,10 @@ def verdict_line(comparisons: list[Comparison], threshold: float) -> str:
     regressions = sum(c.count(REGRESSION) for c in comparisons)
     missing = sum(c.count(ONLY_BASELINE) for c in comparisons)
     improvements = sum(c.count(IMPROVEMENT) for c in comparisons)
+    inconclusive = sum(c.count(INCONCLUSIVE) for c in comparisons)
+    host_inconclusive = sum(int(c.table["host_differs"].sum()) for c in comparisons)
     compared = sum(int(c.table["ratio"].notna().sum()) for c in comparisons)
+    weak = sum(c.weak for c in comparisons)
     pairs = "; ".join(f"{c.candidate} vs {c.baseline}" for c in comparisons)
     if regressions or missing:
         head = f"{_n(regressions, 'regression')} beyond {pct} and the measured noise"
@@ -255,9 +456,12 @@ def verdict_line(comparisons: list[Comparison], threshold: float) -> str:
             head += f", {_n(missing, 'baseline cell')} missing in candidate"
     else:
         head = f"no regressions beyond {pct} and the measured noise"
+    undecided = f"{inconclusive} inconclusive" + (f" ({host_inconclusive} because the host differs)"
+                                                  if host_inconclusive else "")
+    weak_note = f"; weak: {weak} of them judged on one run per side" if weak else ""
     return (
-        f"VERDICT: {head}, {_n(improvements, 'improvement')}, {compared} cells compared ({pairs})"
-        + _env_note(comparisons)
+        f"VERDICT: {head}, {_n(improvements, 'improvement')}, {undecided}, {compared} cells compared ({pairs})"
+        + weak_note + _env_note(comparisons)
     )
 
 
@@ -266,11 +470,13 @@ def _n(count: int, noun: str) -> str:
 
 
 def _env_note(comparisons: list[Comparison]) -> str:
-    notes = [
-        f"environment differs ({c.candidate} vs {c.baseline}): {', '.join(c.environment_changes)}"
-        for c in comparisons
-        if c.environment_changes
-    ]
+    notes = []
+    for c in comparisons:
+        if c.host.differs:
+            notes.append(f"host differs ({c.candidate} vs {c.baseline}): {c.host.describe()}, beyond "
+                         f"±{CANARY_TOLERANCE:.0%}: host-bound cells' changes are inconclusive")
+        if c.environment_changes:
+            notes.append(f"environment differs ({c.candidate} vs {c.baseline}): {', '.join(c.environment_changes)}")
     return "; " + "; ".join(notes) if notes else ""
 
 

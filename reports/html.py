@@ -21,7 +21,17 @@ from markupsafe import Markup
 from reports import columns as C
 from reports import plots
 from reports.assets import CSS, JS
-from reports.compare import GATE_NONE, GATE_PASS, IMPROVEMENT, ONLY_BASELINE, REGRESSION, Comparison, gate
+from reports.compare import (
+    CANARY_TOLERANCE,
+    GATE_NONE,
+    GATE_PASS,
+    IMPROVEMENT,
+    INCONCLUSIVE,
+    ONLY_BASELINE,
+    REGRESSION,
+    Comparison,
+    gate,
+)
 from reports.load import Run
 
 # Formatters used to live here; markdown.py (and others) still import them from this module.
@@ -179,9 +189,9 @@ def recommend_view(rec: pd.DataFrame) -> dict[str, Any]:
 
 def comparisons_view(comparisons: list[Comparison]) -> list[dict[str, Any]]:
     out = []
-    order = {REGRESSION: 0, ONLY_BASELINE: 1, IMPROVEMENT: 2}
+    order = {REGRESSION: 0, ONLY_BASELINE: 1, INCONCLUSIVE: 2, IMPROVEMENT: 3}
     for i, comp in enumerate(comparisons):
-        t = comp.table.assign(_o=comp.table["verdict"].map(order).fillna(3), _c=comp.table["change"].abs())
+        t = comp.table.assign(_o=comp.table["verdict"].map(order).fillna(4), _c=comp.table["change"].abs())
         t = t.sort_values(["_o", "_c"], ascending=[True, False]).drop(columns=["_o", "_c"])
         tid = f"compare-table-{i}"
         out.append(
@@ -189,11 +199,27 @@ def comparisons_view(comparisons: list[Comparison]) -> list[dict[str, Any]]:
                 "candidate": comp.candidate,
                 "baseline": comp.baseline,
                 "summary": _status_summary(comp.table["verdict"]),
+                "weak": comp.weak,
+                "banded": comp.banded,
                 "selects": {"verdict": sorted(comp.table["verdict"].unique())},
                 "table": table_view(t, C.COMPARISON, tid, row_attrs=("verdict",)),
             }
         )
     return out
+
+
+def host_banners(comparisons: list[Comparison]) -> list[str]:
+    """One line per pair whose hosts differ (canary beyond the tolerance, or the environment fingerprint)."""
+    banners = []
+    for comp in comparisons:
+        pair = f"{comp.candidate} vs {comp.baseline}"
+        if comp.host.differs:
+            banners.append(f"Host differs ({pair}): {comp.host.describe()}, beyond ±{CANARY_TOLERANCE:.0%}. "
+                           "Regressions and improvements of host-bound cells are reported as inconclusive.")
+        if comp.environment_changes:
+            banners.append(f"Environment differs ({pair}): {', '.join(comp.environment_changes)}. "
+                           "A change may come from the machine, not the code.")
+    return banners
 
 
 def failures_view(frame: pd.DataFrame) -> dict[str, Any] | None:
@@ -356,6 +382,7 @@ def render(data: ReportData) -> str:
             generated=data.generated,
             verdict=data.verdict,
             verdict_class=verdict_class,
+            host_banners=host_banners(data.comparisons),
             nav=NAV,
             css=Markup(CSS),
             js=Markup(JS),

@@ -4,8 +4,16 @@ from __future__ import annotations
 
 import pandas as pd
 
-from reports.columns import COMPARISON_SUMMARY, FAILURES, RECOMMEND, fmt_num, markdown_table, md_cell
-from reports.compare import IMPROVEMENT, REGRESSION, Comparison
+from reports.columns import (
+    COMPARISON_INCONCLUSIVE,
+    COMPARISON_SUMMARY,
+    FAILURES,
+    RECOMMEND,
+    fmt_num,
+    markdown_table,
+    md_cell,
+)
+from reports.compare import CANARY_TOLERANCE, IMPROVEMENT, MIN_BLOCKS, REGRESSION, Comparison, RunEvidence
 from reports.html import ReportData
 
 MAX_ROWS = 20
@@ -36,15 +44,50 @@ def _missing(comp: Comparison) -> list[str]:
     return out + [""]
 
 
+def _host_notes(comp: Comparison) -> list[str]:
+    """The hosts' differences first: every figure below depends on them."""
+    out = []
+    pair = f"({md_cell(comp.candidate)} vs {md_cell(comp.baseline)})"
+    if comp.host.differs:
+        out += [f"> **Host differs** {pair}: {md_cell(comp.host.describe())}, beyond ±{CANARY_TOLERANCE:.0%}. "
+                "Regressions and improvements of host-bound cells (GPU utilisation below 80% or not measured) are "
+                "reported as inconclusive.", ""]
+    if comp.environment_changes:
+        out += [f"> Environment differs {pair}: {md_cell(', '.join(comp.environment_changes))}. "
+                "A change may come from the machine, not the code.", ""]
+    return out
+
+
+def _evidence_notes(comp: Comparison) -> list[str]:
+    """How strong the verdicts are: weak block verdicts, and cells only the v1 noise band could judge."""
+    out = []
+    if comp.weak:
+        out.append(f"{comp.weak} cells ({md_cell(comp.candidate)} vs {md_cell(comp.baseline)}) were judged on their "
+                   f"timed blocks (at least {MIN_BLOCKS} per side): **weak** evidence, as one run per side cannot "
+                   "measure the noise between runs; `detbench-ab` (paired rounds on one machine) is the strong test.")
+    if comp.banded:
+        out.append(f"{comp.banded} cells had no blocks on a side (v1 result) and were judged on the per-iteration "
+                   "noise band, which misses the noise between runs.")
+    return [" ".join(out), ""] if out else []
+
+
+def _inconclusive(comp: Comparison) -> list[str]:
+    """Cells the gate could not judge: neither passed nor failed, so each is named with why."""
+    sel = comp.inconclusive
+    if sel.empty:
+        return []
+    out = [f"### Inconclusive: {md_cell(comp.candidate)} vs {md_cell(comp.baseline)} ({len(sel)})", "",
+           "Not judged either way (they do not fail the gate): too few blocks, too noisy, or the host differs.", ""]
+    out += markdown_table(COMPARISON_INCONCLUSIVE, sel.head(MAX_ROWS).to_dict("records"))
+    if len(sel) > MAX_ROWS:
+        out.append(f"\n... and {len(sel) - MAX_ROWS} more (see the HTML report or comparison.csv)")
+    return out + [""]
+
+
 def render(data: ReportData, html_name: str | None = None) -> str:
     out = [f"## {md_cell(data.title)}", "", f"**{md_cell(data.verdict)}**", ""]
     for comp in data.comparisons:
-        if comp.environment_changes:
-            out += [
-                f"> Environment differs ({md_cell(comp.candidate)} vs {md_cell(comp.baseline)}): "
-                f"{md_cell(', '.join(comp.environment_changes))}. A change may come from the machine, not the code.",
-                "",
-            ]
+        out += _host_notes(comp)
     rows = []
     for run in data.runs:
         counts = pd.Series([r.status for r in run.results]).value_counts()
@@ -52,12 +95,13 @@ def render(data: ReportData, html_name: str | None = None) -> str:
         rows.append(
             [
                 run.label,
-                *(_env(env.get(k)) for k in ("gpu", "torch", "cuda", "driver")),
+                *(_env(env.get(k)) for k in ("gpu", "torch", "cuda", "driver", "cpu", "cpu_count")),
+                fmt_num(RunEvidence.of(run).canary_ms) or "n/a",
                 str(len(run.results)),
                 ", ".join(f"{n} {s}" for s, n in counts.items()),
             ]
         )
-    out += _table(["run", "GPU", "torch", "CUDA", "driver", "cells", "status"], rows) + [""]
+    out += _table(["run", "GPU", "torch", "CUDA", "driver", "CPU", "CPUs", "host canary ms", "cells", "status"], rows) + [""]
     for comp in data.comparisons:
         for label, kind in (("Regressions", REGRESSION), ("Improvements", IMPROVEMENT)):
             sel = comp.table[comp.table["verdict"] == kind]
@@ -70,7 +114,9 @@ def render(data: ReportData, html_name: str | None = None) -> str:
             if len(sel) > MAX_ROWS:
                 out.append(f"\n... and {len(sel) - MAX_ROWS} more (see the HTML report)")
             out.append("")
+        out += _inconclusive(comp)
         out += _missing(comp)
+        out += _evidence_notes(comp)
     rec = data.recommendations
     if not rec.empty:
         out.append("### What should I use?")
