@@ -35,6 +35,7 @@ from bench.schema import Cell, CellResult, Failure, SchemaError
 POLL_S = 0.2
 TAIL_CHARS = 3000
 _ROOT_CAUSE = re.compile(r"Root Cause.*?rank\s*:\s*(\d+).*?exitcode\s*:\s*(-?\d+)", re.DOTALL)
+_FAILURE = re.compile(r"rank\s*:\s*(\d+)[^\n]*\n(?:[^\n]*\n)*?\s*exitcode\s*:\s*(-?\d+)")
 
 
 @dataclass
@@ -239,6 +240,12 @@ def _rank_failure(output: str, log_dir: Path, statuses: dict[int, dict[str, Any]
         return AttemptFailure("error", f"torchrun failed: {lines[-1] if lines else 'no output'}")
     rank = int(match.group(1)) if match else min(errors)
     exitcode = int(match.group(2)) if match else None
+    # A rank that died with no Python exception (segfault, os._exit, OOM killer) is the cause; ranks that then
+    # raised (gloo "connection reset", an NCCL error) are its victims, even when torchrun saw them fail first.
+    # SIGTERM (-15) is torchrun stopping the survivors, not a crash.
+    crashed = sorted((int(r), int(c)) for r, c in _FAILURE.findall(output) if int(r) not in errors and int(c) != -15)
+    if crashed and rank in errors:
+        rank, exitcode = crashed[0]
     message = errors.get(rank)
     if message is None:
         stderr_tail = _rank_stderr_tail(log_dir, rank)

@@ -1,5 +1,8 @@
-"""detbench-ab end to end on the CPU: two sides that differ only by a planted 50% slowdown (bench.faults), real
-pytest rounds of a tiny model, and the paired verdict must call it a regression with exit code 3.
+"""detbench-ab end to end on the CPU: two sides that differ only by a planted slowdown (bench.faults: each step
+takes 3x as long), real pytest rounds of a tiny model, and the paired verdict must call it a regression with
+exit code 3. The slowdown is that large because a ~1 ms CPU step on a busy 2-core machine swings 2x between
+rounds (a planted 50 % came out inconclusive once in a full test run); the gate's resolution on a GPU is the
+device proof's business, not this test's.
 
 Five rounds, not three: on a 2-core machine shared with other jobs one side-round in a few runs 2x slower than
 its partner (seen here: baseline 1.4 ms vs candidate 1.1 ms in one round, 0.65 vs 1.0 ms in the next, with the
@@ -38,19 +41,19 @@ def ab_run(tmp_path_factory):
     patch.setenv("OMP_NUM_THREADS", "1")
     patch.delenv(SLOWDOWN_ENV, raising=False)
     try:
-        code = ab.main(["--candidate-env", f"{SLOWDOWN_ENV}=tiny_convnet:0.5", "--rounds", "5", "--round-timeout",
+        code = ab.main(["--candidate-env", f"{SLOWDOWN_ENV}=tiny_convnet:2.0", "--rounds", "5", "--round-timeout",
                         "120", "--out", str(out), "--", *BENCH_ARGS])
     finally:
         patch.undo()
     return code, out
 
 
-def test_a_planted_fifty_percent_slowdown_is_a_paired_regression_and_exit_3(ab_run, capsys):
+def test_a_planted_threefold_slowdown_is_a_paired_regression_and_exit_3(ab_run, capsys):
     code, out = ab_run
     payload = json.loads((out / "ab.json").read_text())
     logs = "\n".join(p.read_text()[-1500:] for p in sorted(out.glob("*.log")))
     assert code == ab.EXIT_REGRESSION, payload["verdict_line"] + "\n" + logs
     verdict = payload["verdicts"][CELL]
     assert verdict["verdict"] == "regression" and len(verdict["ratios"]) == 5
-    assert verdict["ratio"] < 0.8 and verdict["high"] < 0.95  # 1 / 1.5 = 0.67 planted
+    assert verdict["ratio"] < 0.6 and verdict["high"] < 0.95  # 1 / 3 = 0.33 planted
     assert payload["verdict_line"].startswith("VERDICT: 1 regression(s)")

@@ -135,3 +135,33 @@ def test_a_timeout_names_the_rank_furthest_behind():
     assert failure.status == "timeout" and failure.rank == 1
     assert "rank(s) [1] stopped in set_up (phases: 0 timed, 1 set_up, 2 timed)" in failure.reason
     assert "no rank reported" in launch._timeout_failure(30.0, {}, None).reason
+
+
+TORCHRUN_VICTIM_FIRST = """
+torch.distributed.elastic.multiprocessing.errors.ChildFailedError:
+Failures:
+[1]:
+  time      : 2026-11-27_18:09:02
+  host      : localhost
+  rank      : 1 (local_rank: 1)
+  exitcode  : 3 (pid: 8250)
+  error_file: <N/A>
+Root Cause (first observed failure):
+[0]:
+  time      : 2026-11-27_18:09:01
+  host      : localhost
+  rank      : 0 (local_rank: 0)
+  exitcode  : 1 (pid: 8249)
+  error_file: /tmp/x/attempt_0/0/error.json
+"""
+
+
+def test_a_rank_that_died_without_an_exception_is_named_over_the_rank_it_took_down(tmp_path):
+    # seen under load: rank 1 os._exit()ed, rank 0 raised gloo's "Connection reset by peer" and torchrun saw that first
+    error_dir = tmp_path / "run" / "attempt_0" / "0"
+    error_dir.mkdir(parents=True)
+    reset = "RuntimeError: [gloo/transport/tcp/pair.cc:545] Read error [127.0.0.1]:15244: Connection reset by peer"
+    (error_dir / "error.json").write_text(json.dumps({"message": {"message": reset, "extraInfo": {}}}))
+    failure = launch._rank_failure(TORCHRUN_VICTIM_FIRST, tmp_path, {})
+    assert failure.rank == 1
+    assert failure.reason.startswith("rank 1: process exited with code 3"), failure.reason
