@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import importlib
 import os
 import platform
 import statistics
@@ -21,7 +22,6 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 import torch
-import torch._dynamo
 
 from bench import faults, memory, stats, timing
 from bench.flops import FlopCount, count_flops
@@ -98,8 +98,14 @@ def host_canary_ms(loops: int = CANARY_LOOPS) -> float:
     return (time.perf_counter() - began) * 1000.0 if total >= 0 else 0.0
 
 
+def _dynamo() -> Any:
+    """torch._dynamo, imported on first use: eager-only workers skip its ~1 s import. (``import torch._dynamo``
+    inside a function would make ``torch`` local to it: tests/test_imports.py.)"""
+    return importlib.import_module("torch._dynamo")
+
+
 def graph_break_count() -> int:
-    return int(sum(torch._dynamo.utils.counters["graph_break"].values()))
+    return int(sum(_dynamo().utils.counters["graph_break"].values()))
 
 
 def configure_dynamo(*, reset: bool) -> None:
@@ -107,10 +113,11 @@ def configure_dynamo(*, reset: bool) -> None:
     are then this compile's), and, since one process compiles many variants of a model, raise the recompile
     limit (every instance and shape is a cache entry) and keep shapes static, as a fresh process per cell
     would compile them."""
+    dynamo = _dynamo()
     if reset:
-        torch._dynamo.reset()
-    torch._dynamo.utils.counters.clear()
-    config = torch._dynamo.config
+        dynamo.reset()
+    dynamo.utils.counters.clear()
+    config = dynamo.config
     for name in ("recompile_limit", "cache_size_limit"):
         if hasattr(config, name):
             setattr(config, name, max(int(getattr(config, name)), 256))
