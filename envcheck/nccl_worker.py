@@ -63,8 +63,11 @@ def _timer(device: Any) -> tuple[Any, Any]:
     return time.perf_counter, lambda start, end: end - start
 
 
-def sweep_size(size: int, rank: int, world_size: int, device: Any, warmup: int, iterations: int) -> dict[str, Any]:
-    """Check the sum at one message size, then time it (world size 1: correctness only)."""
+def sweep_size(size: int, rank: int, world_size: int, device: Any, warmup: int, iterations: int,
+               keep: list[Any]) -> dict[str, Any]:
+    """Check the sum at one message size, then time it (world size 1: correctness only).
+
+    Every tensor that went through a collective is appended to ``keep`` (see ``rank_main``)."""
     import torch  # noqa: PLC0415
     import torch.distributed as dist  # noqa: PLC0415
 
@@ -73,6 +76,7 @@ def sweep_size(size: int, rank: int, world_size: int, device: Any, warmup: int, 
     expected = world_size * (world_size + 1) / 2
     correct = torch.tensor([float(bool(torch.all(tensor == expected)))], device=device)
     flags = [torch.zeros_like(correct) for _ in range(world_size)]
+    keep.extend([tensor, correct, *flags])
     dist.all_gather(flags, correct)
     row: dict[str, Any] = {"bytes": size, "wrong_ranks": [r for r, f in enumerate(flags) if f.item() != 1.0],
                            "time_s": None}
@@ -87,6 +91,7 @@ def sweep_size(size: int, rank: int, world_size: int, device: Any, warmup: int, 
         dist.all_reduce(tensor)  # the values grow by a factor n per call; only the time matters now
     elapsed = torch.tensor([between(start, mark()) / iterations], device=device)
     dist.all_reduce(elapsed, op=dist.ReduceOp.MAX)
+    keep.append(elapsed)
     row["time_s"] = float(elapsed.item())
     return row
 
@@ -104,11 +109,15 @@ def rank_main(local_rank: int, args: argparse.Namespace, port: int) -> None:
     else:
         device = torch.device("cpu")
     dist.init_process_group(args.backend, init_method="env://", timeout=timedelta(seconds=args.timeout))
+    # The tensors stay referenced until the group is gone: otherwise gloo's worker thread may free the last
+    # reference to one while destroy_process_group joins it holding the GIL, a deadlock seen on torch 2.5/2.7.
+    keep: list[Any] = []
     try:
-        rows = [sweep_size(size, local_rank, args.world_size, device, args.warmup, args.iterations)
+        rows = [sweep_size(size, local_rank, args.world_size, device, args.warmup, args.iterations, keep)
                 for size in parse_sizes(args.sizes)]
     finally:
         dist.destroy_process_group()
+    del keep
     if local_rank == 0:
         version = torch.cuda.nccl.version() if args.backend == "nccl" else None
         print(json.dumps({"world_size": args.world_size, "backend": args.backend,

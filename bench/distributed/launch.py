@@ -34,6 +34,7 @@ from bench.schema import Cell, CellResult, Failure, SchemaError
 
 POLL_S = 0.2
 TAIL_CHARS = 3000
+KILL_WAIT_S = 15.0  # how long a SIGKILLed rank may take to tear down before the launcher moves on
 _ROOT_CAUSE = re.compile(r"Root Cause.*?rank\s*:\s*(\d+).*?exitcode\s*:\s*(-?\d+)", re.DOTALL)
 _FAILURE = re.compile(r"rank\s*:\s*(\d+)[^\n]*\n(?:[^\n]*\n)*?\s*exitcode\s*:\s*(-?\d+)")
 
@@ -330,7 +331,16 @@ def _kill_group(proc: subprocess.Popen, rank_pids: list[int]) -> list[int]:
         except (ProcessLookupError, PermissionError):
             continue
     proc.wait()
+    _await_exit(alive, KILL_WAIT_S)
     return [p for p in alive if p != proc.pid]
+
+
+def _await_exit(pids: list[int], within_s: float) -> None:
+    """Wait until SIGKILLed processes are gone: a process holding GBs of CUDA or CPU memory takes a while to
+    tear down, and the next cell must not start beside it (nor a caller find it still running)."""
+    deadline = time.monotonic() + within_s
+    while any(is_alive(p) for p in pids) and time.monotonic() < deadline:
+        time.sleep(0.05)
 
 
 def _is_rank_process(pid: int) -> bool:
