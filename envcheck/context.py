@@ -6,8 +6,9 @@ import json
 import os
 import sys
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 from envcheck import isolate
 from envcheck.options import Options

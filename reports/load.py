@@ -12,9 +12,10 @@ from __future__ import annotations
 import json
 import math
 import statistics
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import pandas as pd
 
@@ -62,10 +63,7 @@ def load_run(path: str | Path, label: str | None = None) -> Run:
                 looks_like_journal = True
             else:
                 raise LoadError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno})") from exc
-    if looks_like_journal:
-        run = _load_journal(path, text)
-    else:
-        run = _load_benchmark_json(path, data)
+    run = _load_journal(path, text) if looks_like_journal else _load_benchmark_json(path, data)
     run.label = label or path.stem
     return run
 

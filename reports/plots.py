@@ -14,11 +14,11 @@ from dataclasses import dataclass
 
 import matplotlib
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402  (the backend must be chosen first)
-import matplotlib.lines  # noqa: E402
-import matplotlib.ticker  # noqa: E402
-import pandas as pd  # noqa: E402
+matplotlib.use("Agg")  # before pyplot is imported: reports render on machines without a display
+import matplotlib.lines
+import matplotlib.pyplot as plt
+import matplotlib.ticker
+import pandas as pd
 
 MAX_FACETS = 12
 MAX_LINES_PER_FACET = 24

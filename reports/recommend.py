@@ -168,7 +168,7 @@ def with_speedup(frame: pd.DataFrame) -> pd.DataFrame:
     batch size, GPU count and image size (NaN where either side is not ok)."""
     keys = ["run", "model", "mode", "batch_size", "gpus", "image_size"]
     base = frame[(frame["compile"] == "eager") & (frame["precision"] == "fp32") & (frame["status"] == "ok")]
-    base = base[keys + ["throughput_ips"]].rename(columns={"throughput_ips": "_eager_fp32_ips"})
+    base = base[[*keys, "throughput_ips"]].rename(columns={"throughput_ips": "_eager_fp32_ips"})
     merged = frame.merge(base.drop_duplicates(keys), on=keys, how="left")
     ok = merged["status"] == "ok"
     merged["speedup_vs_eager_fp32"] = (merged["throughput_ips"] / merged["_eager_fp32_ips"]).where(ok)

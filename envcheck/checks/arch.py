@@ -32,7 +32,9 @@ def check_arch(ctx) -> Outcome:
         capability = tuple(torch.cuda.get_device_capability(index))
         support = arch_support(capability, arch_list)
         name = torch.cuda.get_device_name(index)
-        devices.append({"index": index, "name": name, "capability": f"{capability[0]}.{capability[1]}", "kernel": support})
+        devices.append(
+            {"index": index, "name": name, "capability": f"{capability[0]}.{capability[1]}", "kernel": support}
+        )
         if support is None:
             missing.append(f"cuda:{index} {name} (sm_{capability[0]}{capability[1]})")
     measured = {"arch_list": arch_list, "devices": devices}

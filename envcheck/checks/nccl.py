@@ -111,7 +111,8 @@ def run_sweep(world_size: int, timeout_s: float, *, sizes: str = DEFAULT_SIZES, 
                     iterations=report["iterations"], busbw_factor=2 * (world_size - 1) / world_size, sizes=rows)
     wrong = [r for r in rows if not r["correct"]]
     if wrong:
-        return failed(f"all-reduce returned a wrong sum at {_size(wrong[0]['bytes'])} on ranks {wrong[0]['wrong_ranks']}",
+        first = wrong[0]
+        return failed(f"all-reduce returned a wrong sum at {_size(first['bytes'])} on ranks {first['wrong_ranks']}",
                       "a corrupting interconnect or GPU: run nccl-tests and `nvidia-smi -q -d ECC`; try "
                       "NCCL_P2P_DISABLE=1", **measured)
     label = f"NCCL {report['nccl']}" if report["nccl"] else backend
