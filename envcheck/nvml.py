@@ -152,6 +152,9 @@ def map_cuda_to_nvml(cuda_uuids: list[str]) -> list[NvmlDevice]:
     UUIDs are authoritative. Where a UUID is missing, fall back to CUDA_VISIBLE_DEVICES entries
     (ordinals or UUID prefixes); never assume the two indexings agree.
     """
+    nv = load()
+    if nv is None:  # no NVML: nothing to map to
+        return []
     by_uuid = nvml_devices_by_uuid()
     visible = visible_devices_env()
     mapped: list[NvmlDevice] = []
@@ -172,7 +175,7 @@ def map_cuda_to_nvml(cuda_uuids: list[str]) -> list[NvmlDevice]:
             match = (cuda_index, handle) if handle is not None else None
         if match is not None:
             nvml_index, handle = match
-            uuid = key or normalise_uuid(query(load().nvmlDeviceGetUUID, handle) or "")
+            uuid = key or normalise_uuid(query(nv.nvmlDeviceGetUUID, handle) or "")
             mapped.append(NvmlDevice(cuda_index, nvml_index, uuid, handle))
     return mapped
 

@@ -47,7 +47,7 @@ def evaluate(ctx: Context, results: list[CheckResult]) -> list[RequirementResult
         low = min(caps) if caps else None
         out.append(RequirementResult(
             "--min-compute-capability", opts.min_compute_capability,
-            f"{low[0]}.{low[1]}" if low else None, bool(low) and low >= wanted,
+            f"{low[0]}.{low[1]}" if low else None, low is not None and low >= wanted,
             f"lowest visible compute capability {low[0]}.{low[1]}" if low else (reason or "no CUDA GPU"),
         ))
     if opts.require_nccl:

@@ -109,7 +109,8 @@ def _load_benchmark_json(path: Path, data: Any) -> Run:
         if missing:
             shown = ", ".join(missing[:5]) + (", ..." if len(missing) > 5 else "")
             notes.append(f"{len(missing)} planned cell(s) have no result (interrupted run?): {shown}")
-    machine = data.get("machine_info") if isinstance(data.get("machine_info"), dict) else {}
+    machine_info = data.get("machine_info")
+    machine = machine_info if isinstance(machine_info, dict) else {}
     run = Run(label="", path=path, kind="pytest-benchmark", results=results, notes=notes)
     run.environment = _run_environment(run.results, machine)
     run.datetime = data.get("datetime") if isinstance(data.get("datetime"), str) else None

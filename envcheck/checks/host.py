@@ -134,4 +134,5 @@ def check_host(ctx) -> Outcome:
         return passed(summary, **measured)
     bad = [f for f in findings if f.status == status]
     return (failed if status == "fail" else warned)(
-        "; ".join(f.detail for f in bad), " | ".join(dict.fromkeys(f.remedy for f in bad)), summary=summary, **measured)
+        "; ".join(f.detail for f in bad), " | ".join(dict.fromkeys(f.remedy for f in bad if f.remedy)),
+        summary=summary, **measured)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from typing import Any
 
 from envcheck import fingerprint, nvml
 from envcheck.registry import register_check
@@ -30,7 +31,7 @@ def check_visibility(ctx) -> Outcome:
     facts = ctx.gpu_facts()
     nvml_count = nvml.device_count()
     handles = [nvml.handle_by_index(i) for i in range(nvml_count or 0)]
-    measured = {
+    measured: dict[str, Any] = {
         "torch_cuda_available": bool(facts.get("cuda_available")),
         "torch_device_count": int(facts.get("device_count") or 0),
         "nvml_device_count": nvml_count,
