@@ -14,20 +14,20 @@ import json
 import os
 import statistics
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import torch
 
 from bench import stats, timing
 from bench.options import RunOptions
 from bench.schema import Cell, CellResult, PairedRatio
-from bench.session import (CellSession, GroupShared, ModelWrapper, classify_failure, is_sticky_cuda_error,
-                           release_memory)
+from bench.session import CellSession, GroupShared, ModelWrapper, classify_failure, is_sticky_cuda_error, release_memory
 
 
-class WorkerMustEnd(RuntimeError):
+class WorkerMustEnd(RuntimeError):  # noqa: N818 - names what the worker must do; bench/worker.py imports it
     """A failure that leaves this process unusable (sticky CUDA error): the rest goes to a fresh worker."""
 
 
@@ -100,7 +100,7 @@ def measure_group(cells: list[Cell], options: RunOptions, device: torch.device, 
                               reset_dynamo=not compiled_alive)
         try:
             session.set_up()
-        except Exception as exc:  # recorded as the cell's result; the group goes on
+        except Exception as exc:  # noqa: BLE001 - recorded as the cell's result; the group goes on
             _fail(session, exc, "set-up", results, progress)
             continue
         compiled_alive = compiled_alive or cell.compile == "compiled"
@@ -119,7 +119,7 @@ def measure_group(cells: list[Cell], options: RunOptions, device: torch.device, 
             try:
                 session.time_block(iterations[index], round_index=round_index,
                                    telemetry=round_index == policy.rounds - 1)
-            except Exception as exc:  # e.g. OOM once another variant holds memory: the rest go on
+            except Exception as exc:  # noqa: BLE001 - e.g. OOM once another variant holds memory: the rest go on
                 alive[index] = False
                 progress.finished.pop(session.cell.id, None)
                 _fail(session, exc, "timing", results, progress)

@@ -16,7 +16,8 @@ timer. Two checks, each must hold:
 2. repeatability: the suite's median latency in each odd round vs the even round before it, median
    over the pairs -> within 3%.
 The same figure for the first half of the rounds vs the second half (sequential, so it includes the
-host's drift) is reported too, with the host canary's range. Exit status 0 when both checks hold, 1 when one fails, 2 when the cell cannot run.
+host's drift) is reported too, with the host canary's range. Exit status 0 when both checks hold, 1 when one
+fails, 2 when the cell cannot run.
 """
 
 from __future__ import annotations
@@ -26,8 +27,9 @@ import json
 import statistics
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 from bench import matrix
 from bench.engine import rotation
@@ -134,8 +136,9 @@ def check(cell: Cell, options: RunOptions, rounds: int = DEFAULT_ROUNDS) -> Fide
     iterations = session.iterations_for(policy.block_s, policy.min_block_iterations)
     assert session.step is not None
     step, sync = session.step, session._sync  # the same work per iteration for both timings
-    report = FidelityReport(cell.id, device_name(device), "cuda-events" if device.type == "cuda" else "perf-counter+sync",
-                            cell.batch_size, iterations, telemetry_hz=options.telemetry_hz)
+    timer = "cuda-events" if device.type == "cuda" else "perf-counter+sync"
+    report = FidelityReport(cell.id, device_name(device), timer, cell.batch_size, iterations,
+                            telemetry_hz=options.telemetry_hz)
     for round_index in range(rounds):
         for which in rotation(2, round_index):
             if which == 0:  # the matrix's block: it times its own host canary first
@@ -171,8 +174,8 @@ def main(argv: list[str] | None = None) -> int:
         options = RunOptions(profile="fidelity", telemetry_hz=args.telemetry_hz,
                              model_modules=tuple(m for m in args.model_modules.split(",") if m),
                              rounds=RoundsPolicy(rounds=args.rounds, block_s=args.block_s) if args.block_s else None)
-        from bench.options import import_model_modules  # noqa: PLC0415
         from bench.models import get_model  # noqa: PLC0415
+        from bench.options import import_model_modules  # noqa: PLC0415
 
         import_model_modules(options.model_modules)
         get_model(args.model)
@@ -182,7 +185,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(str(exc))
     try:
         report = check(cell, options, args.rounds)
-    except Exception as exc:  # OOM, a missing extra, a CUDA error: one line, exit 2
+    except Exception as exc:  # noqa: BLE001 - OOM, a missing extra, a CUDA error: one line, exit 2
         from bench.session import one_line  # noqa: PLC0415
 
         print(f"python -m bench.fidelity: {cell.id}: {type(exc).__name__}: {one_line(exc)}", file=sys.stderr)

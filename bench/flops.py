@@ -6,8 +6,9 @@ Called once per cell outside the timed region, on the device the inputs are on.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import torch
 from torch import nn
@@ -120,6 +121,7 @@ def count_flops(
         else:
             model.train()
             without_grad = [p for p in model.parameters() if p.grad is None]
+            assert loss_fn is not None  # checked above: mode is "train" here
             with counter:
                 loss_fn(model, inputs, targets).backward()
             for param in without_grad:

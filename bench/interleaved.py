@@ -1,6 +1,7 @@
 """Ratios between variants of one model, timed in interleaved rounds: a study over the matrix's engine.
 
-``python -m bench.interleaved --models retinanet_resnet50_fpn --variants infer-eager-fp32,infer-eager-bf16,infer-compiled-fp32``
+``python -m bench.interleaved --models retinanet_resnet50_fpn \
+--variants infer-eager-fp32,infer-eager-bf16,infer-compiled-fp32``
 
 Host-bound detector cells move with the host: on the lent H100 VM the same loop switches between two
 speeds (RetinaNet bf16 bs8: ~62 and ~85 ms per iteration) for tens of seconds at a time
@@ -30,8 +31,7 @@ from bench.engine import paired_ratio
 from bench.models import get_model
 from bench.models.registry import UnknownModelError
 from bench.options import RoundsPolicy, RunOptions, import_model_modules
-from bench.schema import (COMPILE_MODES, MODES, BlockRecord, Cell, CellResult, LatencyStats, Measurement,
-                          PairedRatio)
+from bench.schema import COMPILE_MODES, MODES, BlockRecord, Cell, CellResult, LatencyStats, Measurement, PairedRatio
 
 SCHEMA_NAME = "detbench.interleaved"
 SCHEMA_VERSION = 2  # 2: each model also carries its variants' full cell results ("cells")
@@ -53,7 +53,7 @@ class Variant:
     precision: str
 
     @classmethod
-    def parse(cls, text: str) -> "Variant":
+    def parse(cls, text: str) -> Variant:
         parts = text.strip().split("-", 2)
         if len(parts) != 3:
             raise InterleavedError(f"bad variant {text!r}; write MODE-COMPILE-PRECISION, e.g. infer-compiled-bf16 "
@@ -110,7 +110,7 @@ class Ratio:
     q3: float
 
     @classmethod
-    def paired(cls, variant: VariantRun, baseline: VariantRun) -> "Ratio | None":
+    def paired(cls, variant: VariantRun, baseline: VariantRun) -> Ratio | None:
         pairs = [b / v for b, v in zip(baseline.block_median_ms, variant.block_median_ms) if v > 0]
         if not pairs:
             return None
@@ -145,7 +145,7 @@ class ModelComparison:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "ModelComparison":
+    def from_dict(cls, data: dict[str, Any]) -> ModelComparison:
         if not isinstance(data, dict) or data.get("schema") != SCHEMA_NAME:
             raise InterleavedError(f"not a {SCHEMA_NAME} result")
         if data.get("schema_version") not in (1, SCHEMA_VERSION):
@@ -167,8 +167,9 @@ class ModelComparison:
             cell = Variant.parse(run.variant).cell(self.model, self.batch_size, size)
             blocks = [BlockRecord(round=i, median_ms=ms, iterations=run.iterations_per_block or 0, host_canary_ms=None,
                                   start_offset_s=0.0) for i, ms in enumerate(run.block_median_ms)]
-            measured = Measurement(timer=self.timer, iterations=len(run.times_ms), isolation="model", rounds=len(blocks),
-                                   timed_s=sum(run.times_ms) / 1000.0, block_s=self.block_s, blocks=blocks)
+            measured = Measurement(timer=self.timer, iterations=len(run.times_ms), isolation="model",
+                                   rounds=len(blocks), timed_s=sum(run.times_ms) / 1000.0, block_s=self.block_s,
+                                   blocks=blocks)
             ratio = ratios.get(run.variant)
             first = Variant.parse(self.variants[0].variant).cell(self.model, self.batch_size, size)
             out.append(CellResult(
@@ -178,7 +179,8 @@ class ModelComparison:
                 graph_breaks=run.graph_breaks, break_even_iterations=run.break_even_iterations,
                 postprocess=run.postprocess, model_runtime_notes=run.model_runtime_notes or {}, device=self.device,
                 measurement=measured if blocks else None, environment=self.environment,
-                ratio=PairedRatio(first.id, ratio.median, ratio.q1, ratio.q3, list(ratio.per_round)) if ratio else None))
+                ratio=(PairedRatio(first.id, ratio.median, ratio.q1, ratio.q3, list(ratio.per_round))
+                       if ratio else None)))
         return out
 
 
@@ -206,8 +208,8 @@ def compare_model(model: str, variants: list[Variant], batch_size: int, image_si
                   options: RunOptions, rounds: int, block_s: float) -> ModelComparison:
     """Measure the variants as one group (bench.launch.run_group, ``options.isolation`` says where) in
     ``rounds`` interleaved rounds of ``block_s`` blocks, then summarise with ratios to the first variant."""
-    from envcheck.fingerprint import collect  # noqa: PLC0415
     from bench.launch import run_group  # noqa: PLC0415
+    from envcheck.fingerprint import collect  # noqa: PLC0415
 
     options = dataclasses.replace(options, rounds=RoundsPolicy(rounds=rounds, block_s=block_s, min_block_iterations=3))
     cells = [v.cell(model, batch_size, image_size) for v in variants]
@@ -224,11 +226,14 @@ def summarise(model: str, variants: list[Variant], batch_size: int, image_size: 
     ok = [(run, r) for run, r in zip(runs, results) if r.status == "ok" and r.measurement is not None]
     base = results[0] if ok and ok[0][1] is results[0] else None
     ratios = []
-    for run, result in ok[1:] if base is not None else []:
-        pair = paired_ratio(result, base)
-        if pair is not None:
-            ratios.append(Ratio(run.variant, runs[0].variant, pair.per_round, pair.median, pair.q1, pair.q3))
-    blocks = sorted((b.start_offset_s, b.host_canary_ms) for _, r in ok for b in r.measurement.blocks)
+    if base is not None:
+        for run, result in ok[1:]:
+            pair = paired_ratio(result, base)
+            if pair is not None:
+                ratios.append(Ratio(run.variant, runs[0].variant, pair.per_round, pair.median, pair.q1, pair.q3))
+    # every r in ok has a measurement; the test says so to the type checker
+    blocks = sorted((b.start_offset_s, b.host_canary_ms) for _, r in ok if r.measurement is not None
+                    for b in r.measurement.blocks)
     status, reason = "ok", None
     if not ok:  # nothing measured: say why, from the variants
         status = "skipped" if all(r.status == "skipped" for r in results) else "error"
@@ -299,7 +304,8 @@ def print_table(models: list[dict[str, Any]]) -> None:
                 ips = f"{run['status']}: {str(run.get('reason'))[:60]}"
             compile_s = f"{run['compile_s']:.1f}" if run.get("compile_s") is not None else ""
             breaks = str(run["graph_breaks"]) if run.get("graph_breaks") is not None else ""
-            print(f"{data['model']:34s} {run['variant']:22s} {ips:>8s} {shown:>7s} {iqr:>15s} {compile_s:>9s} {breaks:>6s}")
+            print(f"{data['model']:34s} {run['variant']:22s} {ips:>8s} {shown:>7s} {iqr:>15s} {compile_s:>9s} "
+                  f"{breaks:>6s}")
         canary = data["host_canary_ms"]
         if canary:
             print(f"{'':34s} host canary {min(canary):.2f}-{max(canary):.2f} ms "

@@ -12,6 +12,7 @@ Groups with more than one GPU go to ``bench.distributed.run_group`` when that mo
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import importlib.util
 import json
@@ -83,8 +84,9 @@ def _inline(cells: list[Cell], options: RunOptions) -> list[CellResult]:
         except WorkerMustEnd as exc:  # in this process nothing fresh can take over: say so per cell
             results, _, _ = Progress.read(progress)
             done = {r.cell.id for r in results}
-            results += [CellResult(c, status="error", reason=f"not run: the CUDA context became unusable ({exc}); "
-                                   "--isolation model gives the rest a fresh worker") for c in cells if c.id not in done]
+            reason = (f"not run: the CUDA context became unusable ({exc}); "
+                      "--isolation model gives the rest a fresh worker")
+            results += [CellResult(c, status="error", reason=reason) for c in cells if c.id not in done]
     apply_overhead(results, time.perf_counter() - began, "inline", 1, group_label(cells))
     return results
 
@@ -161,10 +163,8 @@ def _wait(child: subprocess.Popen, progress: Path, timeout_s: float) -> tuple[in
         code = child.poll()
         if code is not None:
             return code, False
-        try:
+        with contextlib.suppress(FileNotFoundError):
             last = max(last, progress.stat().st_mtime)
-        except FileNotFoundError:
-            pass
         if time.time() - last > timeout_s:
             kill_group(child)
             return child.returncode if child.returncode is not None else -signal.SIGKILL, True
@@ -189,10 +189,8 @@ def describe_exit(returncode: int) -> str:
 
 def kill_group(child: subprocess.Popen) -> None:
     """Kill the child and anything it started (it leads its own session); reap it."""
-    try:
+    with contextlib.suppress(ProcessLookupError):  # it ended between the check and the kill
         os.killpg(child.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass  # it ended between the check and the kill
     child.wait()
 
 

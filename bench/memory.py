@@ -24,7 +24,7 @@ class PeakMemoryTracker:
         self.device = device
         self.peak_bytes: int | None = None
 
-    def __enter__(self) -> "PeakMemoryTracker":
+    def __enter__(self) -> PeakMemoryTracker:
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
             torch.cuda.reset_peak_memory_stats(self.device)

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import dataclasses
 import sys
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Iterator
+from typing import Any
 
 import torch
 from torch import nn
@@ -39,7 +40,7 @@ class CountStats:
     max: int
 
     @classmethod
-    def of(cls, counts: list[int]) -> "CountStats":
+    def of(cls, counts: list[int]) -> CountStats:
         if not counts:
             raise ValueError("no counts to summarise")
         return cls(mean=sum(counts) / len(counts), min=min(counts), max=max(counts))
@@ -76,13 +77,17 @@ class PostprocessLoad:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "PostprocessLoad":
+    def from_dict(cls, data: dict[str, Any]) -> PostprocessLoad:
         stats = {f.name for f in dataclasses.fields(cls) if f.type in ("CountStats", CountStats)}
-        return cls(**{k: CountStats(**v) if k in stats else v for k, v in data.items()})
+        kwargs: dict[str, Any] = {k: CountStats(**v) if k in stats else v for k, v in data.items()}
+        return cls(**kwargs)
 
 
-def thresholds_owner(model: nn.Module) -> tuple[nn.Module, str] | None:
-    """The module holding score_thresh / nms_thresh / detections_per_img, and its name; None if unknown."""
+def thresholds_owner(model: nn.Module) -> tuple[Any, str] | None:
+    """The module holding score_thresh / nms_thresh / detections_per_img, and its name; None if unknown.
+
+    Typed Any: those are plain attributes of torchvision's heads, which nn.Module's typing reads as Tensor | Module.
+    """
     if isinstance(model, GeneralizedRCNN):
         return model.roi_heads, "roi_heads"
     if isinstance(model, (RetinaNet, FCOS, SSD)):

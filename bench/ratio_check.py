@@ -37,7 +37,8 @@ def pairs(matrix: dict[str, CellResult], interleaved: dict[str, Any]) -> list[di
             cell = matrix.get(ids[ratio.variant])
             if cell is None or cell.ratio is None:
                 continue
-            out.append({"cell_id": cell.cell.id, "matrix": cell.ratio.median, "matrix_iqr": [cell.ratio.q1, cell.ratio.q3],
+            out.append({"cell_id": cell.cell.id, "matrix": cell.ratio.median,
+                        "matrix_iqr": [cell.ratio.q1, cell.ratio.q3],
                         "interleaved": ratio.median, "interleaved_iqr": [ratio.q1, ratio.q3],
                         "difference": cell.ratio.median / ratio.median - 1.0})
     return out

@@ -16,8 +16,9 @@ import math
 import threading
 import time
 from array import array
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 from bench import telemetry_stats as stats
 from envcheck import nvml
@@ -40,7 +41,7 @@ SUMMARY_METRICS = (
     "mem_clock_mhz",
 )
 PCIE_METRICS = ("pcie_tx_bytes_s", "pcie_rx_bytes_s")
-RAW_METRICS = SUMMARY_METRICS + ("energy_mj", "throttle_mask")
+RAW_METRICS = (*SUMMARY_METRICS, "energy_mj", "throttle_mask")
 SERIES_DIGITS = {"gpu_util_pct": 0, "power_w": 1, "sm_clock_mhz": 0, "temperature_c": 0, "memory_used_bytes": 0}
 
 
@@ -137,7 +138,8 @@ def build_readers(nv: Any, series: DeviceSeries, rate_hz: float = 50.0, pcie: bo
     h = series.device.handle
     v = series.values
     fast = [
-        Reader("utilization", nv.nvmlDeviceGetUtilizationRates, (h,), _utilisation(v["gpu_util_pct"], v["mem_util_pct"])),
+        Reader("utilization", nv.nvmlDeviceGetUtilizationRates, (h,),
+               _utilisation(v["gpu_util_pct"], v["mem_util_pct"])),
         Reader("memory_info", nv.nvmlDeviceGetMemoryInfo, (h,), _attribute(v["memory_used_bytes"], "used")),
         Reader("power_usage", nv.nvmlDeviceGetPowerUsage, (h,), _scalar(v["power_w"], 0.001)),
         Reader("total_energy", nv.nvmlDeviceGetTotalEnergyConsumption, (h,), _scalar(v["energy_mj"]), energy_every),
@@ -152,8 +154,10 @@ def build_readers(nv: Any, series: DeviceSeries, rate_hz: float = 50.0, pcie: bo
         series.unsupported.append("clock_event_reasons")
     p = series.pcie
     pcie_readers = [
-        Reader("pcie_tx", nv.nvmlDeviceGetPcieThroughput, (h, nv.NVML_PCIE_UTIL_TX_BYTES), _scalar(p["pcie_tx_bytes_s"], PCIE_KB)),
-        Reader("pcie_rx", nv.nvmlDeviceGetPcieThroughput, (h, nv.NVML_PCIE_UTIL_RX_BYTES), _scalar(p["pcie_rx_bytes_s"], PCIE_KB)),
+        Reader("pcie_tx", nv.nvmlDeviceGetPcieThroughput, (h, nv.NVML_PCIE_UTIL_TX_BYTES),
+               _scalar(p["pcie_tx_bytes_s"], PCIE_KB)),
+        Reader("pcie_rx", nv.nvmlDeviceGetPcieThroughput, (h, nv.NVML_PCIE_UTIL_RX_BYTES),
+               _scalar(p["pcie_rx_bytes_s"], PCIE_KB)),
     ] if pcie else []
     for reader, keep in [(r, series.readers) for r in fast] + [(r, series.pcie_readers) for r in pcie_readers]:
         if nvml.query(reader.fn, *reader.args) is None:
@@ -169,7 +173,8 @@ class Lane:
     schedule never drifts. ``pcie`` selects which of each device's readers and series this lane owns.
     """
 
-    def __init__(self, name: str, series: list[DeviceSeries], rate_hz: float, t0: float, nv_error: type, pcie: bool) -> None:
+    def __init__(self, name: str, series: list[DeviceSeries], rate_hz: float, t0: float, nv_error: type[BaseException],
+                 pcie: bool) -> None:
         self.name = name
         self.series = series
         self.period_s = 1.0 / rate_hz
@@ -215,7 +220,7 @@ class Lane:
                             break
                         value = None
                     reader.store(value)
-            except Exception as exc:  # a broken sampler must not kill the cell: recorded in the summary
+            except Exception as exc:  # noqa: BLE001 - a broken sampler must not kill the cell: recorded in the summary
                 s.truncate(times, values)
                 self.error = f"{type(exc).__name__}: {exc}"
                 self.stop.set()
@@ -272,7 +277,8 @@ class TelemetryTracker:
         pcie: bool = True,
     ) -> None:
         if not isinstance(rate_hz, (int, float)) or not 0 <= rate_hz <= MAX_RATE_HZ:
-            raise ValueError(f"rate_hz must be a number from 0 to {MAX_RATE_HZ:g} (0 disables telemetry), got {rate_hz!r}")
+            raise ValueError(
+                f"rate_hz must be a number from 0 to {MAX_RATE_HZ:g} (0 disables telemetry), got {rate_hz!r}")
         if keep_series_points < 2:
             raise ValueError(f"keep_series_points must be >= 2, got {keep_series_points!r}")
         if any(not isinstance(i, int) or i < 0 for i in cuda_indices):
@@ -290,7 +296,7 @@ class TelemetryTracker:
         self._t0 = 0.0
 
     # -- lifecycle -----------------------------------------------------------------------------
-    def __enter__(self) -> "TelemetryTracker":
+    def __enter__(self) -> TelemetryTracker:
         if self.rate_hz == 0:
             return self
         nv = nvml.load()
@@ -351,7 +357,8 @@ class TelemetryTracker:
         """The most recent finite reading of every metric per GPU (for live exporters), else None."""
         out = []
         for s in self.series:
-            row: dict[str, Any] = {"cuda_index": s.device.cuda_index, "uuid": s.device.uuid, "name": s.name, "lost": s.lost_at_s is not None}
+            row: dict[str, Any] = {"cuda_index": s.device.cuda_index, "uuid": s.device.uuid, "name": s.name,
+                                   "lost": s.lost_at_s is not None}
             for name, values in list(s.values.items()) + list(s.pcie.items()):
                 row[name] = next((v for v in reversed(values[-1000:]) if not math.isnan(v)), None)
             out.append(row)
@@ -363,7 +370,8 @@ class TelemetryTracker:
         if self.rate_hz == 0:
             return None
         fast = self._fast
-        duration_s = (fast.last_s - fast.first_s) if fast and fast.first_s is not None and fast.last_s is not None else 0.0
+        duration_s = (fast.last_s - fast.first_s
+                      if fast and fast.first_s is not None and fast.last_s is not None else 0.0)
         out: dict[str, Any] = {
             "available": fast is not None,
             "reason": self.reason,

@@ -15,9 +15,10 @@ import math
 import statistics
 import sys
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
-from bench.telemetry import TelemetryTracker, build_readers, DeviceSeries
+from bench.telemetry import DeviceSeries, TelemetryTracker, build_readers
 from envcheck import nvml
 
 WORKLOADS = ("matmul", "resnet50", "retinanet")
@@ -143,7 +144,8 @@ def verdict(paired_pct: list[float], limit_pct: float = 1.0) -> str:
     return "inconclusive (noise wider than the limit: add --rounds)"
 
 
-def measure(name: str, rounds: int, block_s: float, rate_hz: float, cuda_index: int, pcie: bool = True) -> dict[str, Any]:
+def measure(name: str, rounds: int, block_s: float, rate_hz: float, cuda_index: int,
+            pcie: bool = True) -> dict[str, Any]:
     import torch  # noqa: PLC0415
 
     device = torch.device("cuda", cuda_index)
@@ -173,6 +175,7 @@ def measure(name: str, rounds: int, block_s: float, rate_hz: float, cuda_index: 
         values = [s[key] for s in summaries if s.get(key) is not None]
         return round(statistics.median(values), 4) if values else None
 
+    devices = [d for s in summaries for d in s.get("devices", [])]
     return {
         "workload": name,
         "iterations_per_block": iterations,
@@ -198,8 +201,8 @@ def measure(name: str, rounds: int, block_s: float, rate_hz: float, cuda_index: 
         "sampler_cpu_fraction_median": med("sampler_cpu_fraction"),
         "mean_power_w_median": med("mean_power_w"),
         "energy_per_iteration_j_median": round(statistics.median(energy), 4) if energy else None,
-        "energy_source": sorted({d["energy_source"] for s in summaries for d in s.get("devices", []) if d.get("energy_source")}),
-        "throttle_reasons_seen": sorted({r for s in summaries for d in s.get("devices", []) for r in d.get("throttle_reasons", [])}),
+        "energy_source": sorted({d["energy_source"] for d in devices if d.get("energy_source")}),
+        "throttle_reasons_seen": sorted({r for d in devices for r in d.get("throttle_reasons", [])}),
         "last_summary": summaries[-1] if summaries else None,
     }
 
@@ -244,16 +247,20 @@ def main(argv: list[str] | None = None) -> int:
         "pcie_lane": not args.no_pcie,
         "block_s": args.block_s,
         "nvml_query_latency_us_median": query_latencies_us(args.cuda_index),
-        "workloads": [measure(w, args.rounds, args.block_s, args.rate_hz, args.cuda_index, pcie=not args.no_pcie) for w in args.workload or WORKLOADS],
+        "workloads": [measure(w, args.rounds, args.block_s, args.rate_hz, args.cuda_index, pcie=not args.no_pcie)
+                      for w in args.workload or WORKLOADS],
     }
     text = json.dumps(report, indent=2, allow_nan=False)
     if args.out:
         with open(args.out, "w", encoding="utf-8") as fh:
             fh.write(text + "\n")
     env = report["environment"]
-    print(f"\n{env['gpu']}  torch {env['torch']}  CUDA {env['cuda']}  driver {env['driver']}  sampler {args.rate_hz} Hz")
-    print("NVML query latency (us, median): " + ", ".join(f"{k}={v}" for k, v in report["nvml_query_latency_us_median"].items()))
-    print(f"{'workload':<10} {'off it/s':>10} {'on it/s':>10} {'change %':>9} {'paired %':>9} {'spread %':>9} {'rate Hz':>8} {'busy':>8} {'power W':>8} {'J/iter':>8}  verdict")
+    print(f"\n{env['gpu']}  torch {env['torch']}  CUDA {env['cuda']}  driver {env['driver']}  "
+          f"sampler {args.rate_hz} Hz")
+    latencies = report["nvml_query_latency_us_median"]
+    print("NVML query latency (us, median): " + ", ".join(f"{k}={v}" for k, v in latencies.items()))
+    print(f"{'workload':<10} {'off it/s':>10} {'on it/s':>10} {'change %':>9} {'paired %':>9} {'spread %':>9} "
+          f"{'rate Hz':>8} {'busy':>8} {'power W':>8} {'J/iter':>8}  verdict")
     for w in report["workloads"]:
         print(
             f"{w['workload']:<10} {w['median_iterations_per_s_off']:>10.3f} {w['median_iterations_per_s_on']:>10.3f} "

@@ -40,14 +40,16 @@ def _label(value: Any) -> str:
 
 def render(latest: list[dict[str, Any]] | None) -> str:
     """Prometheus text exposition of one set of latest readings (None: no cell running)."""
-    lines = ["# HELP detbench_telemetry_up 1 while a benchmark cell is being sampled.", "# TYPE detbench_telemetry_up gauge"]
+    lines = ["# HELP detbench_telemetry_up 1 while a benchmark cell is being sampled.",
+             "# TYPE detbench_telemetry_up gauge"]
     lines.append(f"detbench_telemetry_up {1 if latest else 0}")
     rows = latest or []
     labels = [f'gpu="{r["cuda_index"]}",uuid="{_label(r["uuid"])}",name="{_label(r["name"])}"' for r in rows]
     for key, metric, scale, help_text in GAUGES:
         lines += [f"# HELP {metric} {help_text}", f"# TYPE {metric} gauge"]
         lines += [f"{metric}{{{lab}}} {r[key] * scale:.6g}" for r, lab in zip(rows, labels) if r.get(key) is not None]
-    lines += ["# HELP detbench_gpu_throttled 1 when a clock-event reason other than idle is active.", "# TYPE detbench_gpu_throttled gauge"]
+    lines += ["# HELP detbench_gpu_throttled 1 when a clock-event reason other than idle is active.",
+              "# TYPE detbench_gpu_throttled gauge"]
     lines += [
         f"detbench_gpu_throttled{{{lab}}} {1 if int(r['throttle_mask']) & ~IDLE_REASON_BIT else 0}"
         for r, lab in zip(rows, labels)
@@ -68,7 +70,7 @@ class PrometheusExporter:
         exporter = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+            def do_GET(self) -> None:
                 if self.path.split("?")[0] not in ("/metrics", "/"):
                     self.send_error(404, "only /metrics is served")
                     return
@@ -97,8 +99,9 @@ class PrometheusExporter:
     def detach(self) -> None:
         self._tracker = None
 
-    def start(self) -> "PrometheusExporter":
-        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.1}, name="detbench-telemetry-prometheus", daemon=True)
+    def start(self) -> PrometheusExporter:
+        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.1},
+                                        name="detbench-telemetry-prometheus", daemon=True)
         self._thread.start()
         return self
 
@@ -109,7 +112,7 @@ class PrometheusExporter:
             self._thread = None
         self._server.server_close()
 
-    def __enter__(self) -> "PrometheusExporter":
+    def __enter__(self) -> PrometheusExporter:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:

@@ -6,8 +6,9 @@ Missing readings are NaN in the input series and ``None`` in the output (JSON ha
 
 from __future__ import annotations
 
+import itertools
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 # NVML clock-event ("throttle") reason bits: stable ABI values from nvml.h, named in snake_case.
 THROTTLE_REASON_BITS: dict[int, str] = {
@@ -68,7 +69,7 @@ def integrate_power_j(t_s: Sequence[float], power_w: Sequence[float]) -> float |
     points = [(t, p) for t, p in zip(t_s, power_w) if not math.isnan(p)]
     if len(points) < 2:
         return None
-    return sum(0.5 * (p0 + p1) * (t1 - t0) for (t0, p0), (t1, p1) in zip(points, points[1:]))
+    return sum(0.5 * (p0 + p1) * (t1 - t0) for (t0, p0), (t1, p1) in itertools.pairwise(points))
 
 
 def counter_energy_j(energy_mj: Sequence[float]) -> tuple[float | None, str | None]:
@@ -80,7 +81,7 @@ def counter_energy_j(energy_mj: Sequence[float]) -> tuple[float | None, str | No
     good = finite(energy_mj)
     if len(good) < 2:
         return None, "energy counter not supported" if not good else "energy counter read fewer than twice"
-    if any(b < a for a, b in zip(good, good[1:])):
+    if any(b < a for a, b in itertools.pairwise(good)):
         return None, "energy counter went backwards (wrap or reset)"
     return (good[-1] - good[0]) / 1000.0, None
 
@@ -100,5 +101,5 @@ def rounded(values: Sequence[float], indices: Sequence[int], digits: int) -> lis
     out: list[float | None] = []
     for i in indices:
         v = values[i]
-        out.append(None if math.isnan(v) else round(v, digits) if digits else int(round(v)))
+        out.append(None if math.isnan(v) else round(v, digits) if digits else round(v))
     return out

@@ -9,8 +9,9 @@ from __future__ import annotations
 import math
 import statistics
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 Step = Callable[[], Any]
 Sync = Callable[[], None]
@@ -82,7 +83,8 @@ def time_first_call(step: Step, sync: Sync, clock: Callable[[], float] = time.pe
     return clock() - start, output
 
 
-def warm_up(step: Step, sync: Sync, policy: WarmupPolicy, clock: Callable[[], float] = time.perf_counter) -> WarmupResult:
+def warm_up(step: Step, sync: Sync, policy: WarmupPolicy,
+            clock: Callable[[], float] = time.perf_counter) -> WarmupResult:
     """Iterate until the per-iteration median is stable (synchronising after each iteration)."""
     times_ms: list[float] = []
     began = clock()

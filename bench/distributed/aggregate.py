@@ -12,16 +12,17 @@ Total images/s differs by what the ranks do:
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import replace
 from statistics import mean
-from typing import Sequence
+from typing import Any
 
 from bench import stats as bench_stats
 from bench.distributed.stats import DistributedStats, RankFigures
 from bench.schema import Cell, CellResult
 
 
-def rank_figures(rank: int, times_ms: Sequence[float], batch_size: int, **facts: object) -> RankFigures:
+def rank_figures(rank: int, times_ms: Sequence[float], batch_size: int, **facts: Any) -> RankFigures:
     """One rank's figures from its timed iterations (median, IQR, its own images/s)."""
     latency = bench_stats.latency_stats(times_ms)
     return RankFigures(rank=rank, times_ms=list(times_ms), median_ms=latency.median_ms, iqr_ms=latency.iqr_ms,
@@ -56,8 +57,9 @@ def median_spread(ranks: Sequence[RankFigures]) -> float:
 
 def region_overlap(ranks: Sequence[RankFigures]) -> float | None:
     """Share of the union of the timed regions during which every rank was inside its region."""
-    spans = [(r.region_start_unix_s, r.region_end_unix_s) for r in ranks]
-    if any(s is None or e is None for s, e in spans):
+    spans = [(s, e) for s, e in ((r.region_start_unix_s, r.region_end_unix_s) for r in ranks)
+             if s is not None and e is not None]
+    if len(spans) < len(ranks):  # a rank without a timed region
         return None
     union = max(e for _, e in spans) - min(s for s, _ in spans)
     common = min(e for _, e in spans) - max(s for s, _ in spans)
@@ -75,7 +77,8 @@ def allreduce_shares(ranks: Sequence[RankFigures]) -> tuple[float | None, float 
 def scaling_efficiency(throughput_n: float, gpus: int, throughput_1: float) -> float:
     """throughput(N) / (N * throughput(1)): 1.0 is perfect weak scaling."""
     if gpus < 1 or throughput_1 <= 0:
-        raise ValueError(f"scaling efficiency needs gpus >= 1 and a positive 1-GPU throughput, got {gpus}, {throughput_1}")
+        raise ValueError(
+            f"scaling efficiency needs gpus >= 1 and a positive 1-GPU throughput, got {gpus}, {throughput_1}")
     return throughput_n / (gpus * throughput_1)
 
 

@@ -12,8 +12,9 @@ pre-hook on the DDP module starts a new step, so the marks group by step whoever
 import statistics
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any, cast
 
 import torch
 import torch.distributed as dist
@@ -92,7 +93,8 @@ class AllReduceTimer:
 def timed_allreduce_hook(state: AllReduceTimer, bucket: dist.GradBucket) -> torch.futures.Future[torch.Tensor]:
     """DDP's default all-reduce hook (divide by world size, all-reduce), with a mark on each side."""
     start = state.clock.mark()
-    future = default_hooks.allreduce_hook(state.process_group, bucket)
+    # torch's hook takes None as the default group at run time (its annotation says ProcessGroup)
+    future = default_hooks.allreduce_hook(cast(dist.ProcessGroup, state.process_group), bucket)
 
     def finished(fut: torch.futures.Future[torch.Tensor]) -> torch.Tensor:
         state.record(start, state.clock.mark())

@@ -21,7 +21,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from bench.distributed import aggregate
 from bench.distributed.options import DistributedOptions
@@ -77,8 +77,8 @@ def run_group(cells: list[Cell], options: RunOptions, distributed: DistributedOp
               baselines: dict[str, CellResult] | None = None, caps: Capabilities | None = None) -> list[CellResult]:
     """One CellResult per cell, in order; never raises for a cell failure.
 
-    ``baselines`` maps 1-GPU cell ids to their results in this run (the run adds the 1-GPU twin of every multi-GPU cell): an ok
-    multi-GPU cell gets its scaling efficiency against its 1-GPU twin.
+    ``baselines`` maps 1-GPU cell ids to their results in this run (the run adds the 1-GPU twin of every multi-GPU
+    cell): an ok multi-GPU cell gets its scaling efficiency against its 1-GPU twin.
     """
     distributed = distributed or DistributedOptions()
     _check_group(cells)
@@ -110,7 +110,8 @@ def run_group(cells: list[Cell], options: RunOptions, distributed: DistributedOp
     for cell in cells:
         twin = aggregate.one_gpu_twin(cell).id
         if baselines is not None and results[cell.id].status == "ok":
-            aggregate.attach_scaling(results[cell.id], baselines.get(twin), source=_baseline_source(baselines.get(twin)))
+            baseline = baselines.get(twin)
+            aggregate.attach_scaling(results[cell.id], baseline, source=_baseline_source(baseline))
     return [results[c.id] for c in cells]
 
 
@@ -127,7 +128,8 @@ def _check_group(cells: list[Cell]) -> None:
         raise ValueError("run_group needs at least one cell")
     counts, models = sorted({c.gpus for c in cells}), sorted({c.model for c in cells})
     if len(counts) != 1 or counts[0] < 2:
-        raise ValueError(f"run_group takes cells with one GPU count > 1, got {counts}; run 1-GPU cells with bench.launch")
+        raise ValueError(
+            f"run_group takes cells with one GPU count > 1, got {counts}; run 1-GPU cells with bench.launch")
     if len(models) != 1:
         raise ValueError(f"run_group takes cells of one model, got {', '.join(models)}")
 
@@ -202,7 +204,8 @@ def _results(events: list[dict[str, Any]], cells: list[Cell]) -> tuple[list[Cell
             try:
                 result = CellResult.from_dict(event["result"], source="torchrun group")
             except SchemaError as exc:
-                result = CellResult(by_id[running], status="error", reason=f"unreadable result from rank 0: {exc}")
+                cell = by_id[cast(str, running)]  # rank 0 writes each cell's "start" event before its "result"
+                result = CellResult(cell, status="error", reason=f"unreadable result from rank 0: {exc}")
             results.append(result)
             running = None
     return results, running
@@ -222,8 +225,8 @@ def _rank_statuses(result_path: Path) -> dict[int, dict[str, Any]]:
 def _timeout_failure(timeout_s: float, statuses: dict[int, dict[str, Any]], running: str | None) -> AttemptFailure:
     phases = {rank: statuses.get(rank, {}).get("phase", "starting") for rank in range(max(statuses, default=-1) + 1)}
     if not phases:
-        return AttemptFailure("timeout", f"killed after the cell timeout of {timeout_s:g} s; no rank reported (torchrun "
-                                  "or the ranks' start hung)")
+        return AttemptFailure("timeout", f"killed after the cell timeout of {timeout_s:g} s; no rank reported "
+                                  "(torchrun or the ranks' start hung)")
     order = {p: i for i, p in enumerate(PHASES)}
     behind = min(order.get(p, 0) for p in phases.values())
     stuck = [r for r, p in phases.items() if order.get(p, 0) == behind]
@@ -251,7 +254,8 @@ def _rank_failure(output: str, log_dir: Path, statuses: dict[int, dict[str, Any]
     if message is None:
         stderr_tail = _rank_stderr_tail(log_dir, rank)
         message = (f"process {describe_exit(exitcode).replace(' without writing a result', '')}"
-                   if exitcode is not None else "ended") + " with no Python exception (a crash, os._exit or the OOM killer)"
+                   if exitcode is not None else "ended")
+        message += " with no Python exception (a crash, os._exit or the OOM killer)"
         if stderr_tail:
             message += f"; last stderr line: {stderr_tail}"
     status = "oom" if re.search(r"out of memory|OutOfMemoryError", message, re.IGNORECASE) else "error"

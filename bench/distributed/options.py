@@ -36,6 +36,6 @@ class DistributedOptions:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "DistributedOptions":
+    def from_dict(cls, data: dict[str, Any]) -> DistributedOptions:
         known = {f.name for f in dataclasses.fields(cls)}
         return cls(**{k: v for k, v in data.items() if k in known})

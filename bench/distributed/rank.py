@@ -22,10 +22,11 @@ import os
 import socket
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -38,12 +39,13 @@ from bench.distributed.options import DistributedOptions
 from bench.distributed.request import GroupRequest
 from bench.models import MissingExtraError
 from bench.options import RunOptions, import_model_modules
-from bench.session import CellSession, release_memory
 from bench.schema import Cell, CellResult
+from bench.session import CellSession, release_memory
 from bench.telemetry import TelemetryTracker
 
 FAULT_RANK_ENV = "DETBENCH_TEST_FAULT_RANK"  # test-only: fire DETBENCH_TEST_FAULT on this rank alone
-PHASES = ("starting", "init", "set_up", "warm_up", "timed", "gather", "done", "failed")  # in the order a rank passes them
+# in the order a rank passes them
+PHASES = ("starting", "init", "set_up", "warm_up", "timed", "gather", "done", "failed")
 PROCESS_GROUP_GRACE_S = 60.0  # collectives time out after the launcher's own deadline, never before it
 
 
@@ -60,7 +62,7 @@ class RankContext:
     device: torch.device
 
     @classmethod
-    def from_env(cls, backend: str) -> "RankContext":
+    def from_env(cls, backend: str) -> RankContext:
         env = os.environ
         local_rank = int(env.get("LOCAL_RANK", 0))
         if backend == "nccl":
@@ -132,7 +134,8 @@ def model_wrapper(cell: Cell, ctx: RankContext, dist_options: DistributedOptions
     return wrap
 
 
-def agree(ctx: RankContext, values: list[float], op: dist.ReduceOp = dist.ReduceOp.MAX) -> list[float]:
+def agree(ctx: RankContext, values: list[float],
+          op: dist.ReduceOp | dist.ReduceOp.RedOpType = dist.ReduceOp.MAX) -> list[float]:
     """The element-wise ``op`` of ``values`` over all ranks (every rank gets the same answer)."""
     tensor = torch.tensor(values, dtype=torch.float64, device=ctx.collective_device())
     dist.all_reduce(tensor, op=op)
@@ -154,7 +157,8 @@ def warm_up_together(session: Any, policy: timing.WarmupPolicy, ctx: RankContext
     while True:
         times.extend(session.time_steps(1))
         elapsed = time.perf_counter() - began
-        converged = len(times) >= policy.min_iterations and timing.window_converged(times, policy.window, policy.tolerance)
+        converged = (len(times) >= policy.min_iterations
+                     and timing.window_converged(times, policy.window, policy.tolerance))
         capped_by = 1.0 if len(times) >= policy.max_iterations else 2.0 if elapsed >= policy.max_s else 0.0
         not_converged, capped = agree(ctx, [0.0 if converged else 1.0, capped_by])
         if not not_converged:
@@ -271,7 +275,8 @@ def main(argv: list[str]) -> int:
     ctx = RankContext.from_env(request.distributed.resolve_backend(torch.cuda.is_available()))
     if ctx.world_size != request.world_size:
         raise ValueError(f"the request is for {request.world_size} ranks but torchrun started {ctx.world_size}")
-    dist.init_process_group(ctx.backend, timeout=timedelta(seconds=request.options.cell_timeout_s + PROCESS_GROUP_GRACE_S),
+    dist.init_process_group(ctx.backend,
+                            timeout=timedelta(seconds=request.options.cell_timeout_s + PROCESS_GROUP_GRACE_S),
                             device_id=ctx.device if ctx.backend == "nccl" else None)
     for cell in request.cells:
         if ctx.rank == 0:

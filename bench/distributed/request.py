@@ -45,7 +45,7 @@ class GroupRequest:
                 "distributed": self.distributed.to_dict()}
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "GroupRequest":
+    def from_dict(cls, data: dict[str, Any]) -> GroupRequest:
         return cls([Cell.from_dict(c) for c in data["cells"]], RunOptions.from_dict(data["options"]),
                    DistributedOptions.from_dict(data.get("distributed", {})))
 
@@ -53,7 +53,7 @@ class GroupRequest:
         Path(path).write_text(json.dumps(self.to_dict(), indent=1), encoding="utf-8")
 
     @classmethod
-    def read(cls, path: str | Path) -> "GroupRequest":
+    def read(cls, path: str | Path) -> GroupRequest:
         return cls.from_dict(json.loads(Path(path).read_text(encoding="utf-8")))
 
 

@@ -50,7 +50,7 @@ class RankFigures:
     warmup_converged: bool | None = None
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "RankFigures":
+    def from_dict(cls, data: dict[str, Any]) -> RankFigures:
         known = {f.name for f in dataclasses.fields(cls)}
         kwargs = {k: v for k, v in data.items() if k in known}
         if kwargs.get("allreduce"):
@@ -89,7 +89,7 @@ class DistributedStats:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "DistributedStats":
+    def from_dict(cls, data: dict[str, Any]) -> DistributedStats:
         known = {f.name for f in dataclasses.fields(cls)}
         kwargs = {k: v for k, v in data.items() if k in known}
         kwargs["ranks"] = [RankFigures.from_dict(r) for r in kwargs.get("ranks", [])]

@@ -1,6 +1,10 @@
 """Imports every module that registers models (each one's @register_model runs on import)."""
 
-from bench.models import torchvision_classification  # noqa: F401
-from bench.models import torchvision_detection  # noqa: F401
-from bench.models import hf_detr  # noqa: F401  (optional extra 'detr': transformers imported in build)
-from bench.models import yolo  # noqa: F401  (optional extra 'yolo': ultralytics imported in build)
+# imported for registration; the order here is list_models()' order, so it is not sorted (I001).
+# hf_detr and yolo need the optional extras 'detr' / 'yolo' only in build (transformers / ultralytics).
+from bench.models import (  # noqa: F401, I001
+    torchvision_classification,
+    torchvision_detection,
+    hf_detr,
+    yolo,
+)

@@ -13,6 +13,7 @@ import importlib.metadata
 import importlib.util
 import math
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import partial
 from typing import Any
@@ -20,9 +21,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from bench.models.registry import MissingExtraError, ModelSpec, register_model
 from bench.models.batchnorm import recalibrate_batchnorm
 from bench.models.extra_common import counts_above, make_pixel_batch, quantile_threshold, target_reached
+from bench.models.registry import MissingExtraError, ModelSpec, register_model
 from bench.models.torchvision_detection import count_detections, load_local_weights, make_detection_targets
 
 EXTRA = "detr"
@@ -125,6 +126,9 @@ class HFDetrDetector(nn.Module):
     ImageNet normalisation happens here, as transformers' image processor would do it.
     """
 
+    pixel_mean: torch.Tensor  # buffers, registered in __init__
+    pixel_std: torch.Tensor
+
     def __init__(self, detector: nn.Module, processor: Any, variant: _Variant, score_thresh: float) -> None:
         super().__init__()
         self.detector = detector
@@ -146,7 +150,8 @@ class HFDetrDetector(nn.Module):
             return self.detector(pixel_values=pixel_values, labels=targets).loss
         return self.postprocess(self.detector(pixel_values=pixel_values), pixel_values.shape[-2:])
 
-    def postprocess(self, outputs: Any, image_size: tuple[int, int]) -> list[dict[str, torch.Tensor]]:
+    def postprocess(self, outputs: Any, image_size: Sequence[int]) -> list[dict[str, torch.Tensor]]:
+        """(H, W) ``image_size``: the pixel size every image's boxes are scaled to."""
         batch_size = outputs.logits.shape[0]
         sizes = torch.tensor([list(image_size)], device=outputs.logits.device).expand(batch_size, 2)
         kwargs = {} if self.variant.top_k is None else {"top_k": self.variant.top_k}
@@ -207,8 +212,9 @@ def check_image_size(variant: _Variant, model: nn.Module | None, image_size: tup
         while encoder_tokens((side, side), strides) < queries:
             side += variant.size_multiple
         raise ValueError(
-            f"{variant.name} selects its {queries} queries from the encoder's tokens, and {image_size[0]}x{image_size[1]} "
-            f"gives only {tokens} (strides {'/'.join(map(str, strides))}); use at least {side}x{side}"
+            f"{variant.name} selects its {queries} queries from the encoder's tokens, and "
+            f"{image_size[0]}x{image_size[1]} gives only {tokens} (strides {'/'.join(map(str, strides))}); "
+            f"use at least {side}x{side}"
         )
 
 

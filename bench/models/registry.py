@@ -5,8 +5,9 @@ Adding a model is one decorated function returning a :class:`ModelSpec`; see tor
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Protocol
 
 import torch
 from torch import nn
@@ -18,6 +19,13 @@ class UnknownModelError(ValueError):
 
 class MissingExtraError(RuntimeError):
     """A model whose optional dependency is not installed; the message says how to install it."""
+
+
+class Calibrate(Protocol):
+    """A ModelSpec's ``calibrate``: sets and measures a detector's post-processing load (see ModelSpec)."""
+
+    def __call__(self, model: nn.Module, inputs: Any, target_candidates_per_image: int | None, /, *,
+                 recalibrate_bn: bool = ...) -> Any: ...
 
 
 @dataclass(frozen=True)
@@ -34,9 +42,10 @@ class ModelSpec:
         ``build`` already applies ``native_size``; use :func:`configure_size` for another size.
     count_detections(outputs) -> detections per image of one eval forward; None for non-detectors.
     notes: plain facts about the configuration (transform, thresholds, norm layers), recorded with results.
-    calibrate(model, inputs, target_candidates_per_image | None) -> bench.postprocess.PostprocessLoad: sets and
-        measures the post-processing load of a detector whose post-processing bench.postprocess does not know
-        (DETR family, YOLO); None = bench.postprocess.calibrate_postprocess handles it.
+    calibrate(model, inputs, target_candidates_per_image | None, *, recalibrate_bn) ->
+        bench.postprocess.PostprocessLoad: sets and measures the post-processing load of a detector whose
+        post-processing bench.postprocess does not know (DETR family, YOLO); None =
+        bench.postprocess.calibrate_postprocess handles it.
     """
 
     name: str
@@ -51,7 +60,7 @@ class ModelSpec:
     notes: dict[str, Any] = field(default_factory=dict)
     set_image_size: Callable[[nn.Module, tuple[int, int]], None] | None = None
     count_detections: Callable[[Any], list[int]] | None = None
-    calibrate: Callable[[nn.Module, Any, int | None], Any] | None = None
+    calibrate: Calibrate | None = None
 
     @property
     def is_detector(self) -> bool:

@@ -5,12 +5,12 @@ They anchor the matrix to well-known numbers: ResNet-50 at 224x224 is ~4.1 GMACs
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import torch
 import torchvision
 from torch import nn
-from torch.nn import functional as F
 from torchvision import models as tvm
 
 from bench.models.registry import ModelSpec, register_model
@@ -38,7 +38,7 @@ def make_class_targets(
 
 def classification_loss(model: nn.Module, inputs: Any, targets: Any) -> torch.Tensor:
     """Cross entropy of one forward."""
-    return F.cross_entropy(model(inputs), targets)
+    return nn.functional.cross_entropy(model(inputs), targets)
 
 
 def _classifier_spec(

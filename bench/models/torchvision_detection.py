@@ -8,8 +8,9 @@ pins that transform so an (H, W) input is processed at (H, W) (see ``ModelSpec.n
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from functools import partial
-from typing import Any, Callable
+from typing import Any, cast
 
 import torch
 import torchvision
@@ -49,7 +50,7 @@ def set_transform_size(model: nn.Module, image_size: tuple[int, int]) -> None:
     defaults to min_size=(640, ..., 800), picked at random per image).
     """
     height, width = image_size
-    transform = model.transform
+    transform: Any = model.transform  # a GeneralizedRCNNTransform, which nn.Module's typing reads as Tensor | Module
     transform.min_size = (min(height, width),)
     transform.max_size = max(height, width)
     if isinstance(model, SSD):
@@ -119,7 +120,7 @@ def detection_training_loss(model: nn.Module, inputs: Any, targets: Any) -> torc
     losses = model(inputs, targets)
     if not isinstance(losses, dict):
         raise TypeError("detector returned no loss dict: call model.train() before training_loss")
-    return sum(losses.values())
+    return cast(torch.Tensor, sum(losses.values()))  # a sum of tensors (typed int | Tensor for sum's start 0)
 
 
 def count_detections(outputs: Any) -> list[int]:

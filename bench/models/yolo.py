@@ -18,8 +18,8 @@ import torch
 from torch import nn
 
 from bench.models.batchnorm import recalibrate_batchnorm
-from bench.models.registry import MissingExtraError, ModelSpec, register_model
 from bench.models.extra_common import counts_above, make_pixel_batch, quantile_threshold, target_reached
+from bench.models.registry import MissingExtraError, ModelSpec, register_model
 from bench.models.torchvision_detection import count_detections, load_local_weights, make_detection_targets
 
 EXTRA = "yolo"
@@ -85,7 +85,8 @@ class YoloDetector(nn.Module):
 
     def __init__(self, detector: nn.Module, name: str) -> None:
         super().__init__()
-        self.detector = detector
+        # an ultralytics DetectionModel: its loss, stride and args are attributes nn.Module's typing does not know
+        self.detector: Any = detector
         self.name = name
         self.score_thresh = DEFAULT_CONF
         self.nms_thresh = NMS_IOU
@@ -144,7 +145,7 @@ def build_detector(variant: _Variant, weights_path: str | None = None) -> YoloDe
     from ultralytics.cfg import get_cfg  # noqa: PLC0415
     from ultralytics.nn.tasks import DetectionModel  # noqa: PLC0415
 
-    detector = DetectionModel(variant.config_yaml, ch=3, nc=NUM_CLASSES, verbose=False)
+    detector: Any = DetectionModel(variant.config_yaml, ch=3, nc=NUM_CLASSES, verbose=False)  # .args: see below
     detector.args = get_cfg()  # box/cls/dfl gains that v8DetectionLoss reads (7.5 / 0.5 / 1.5)
     load_local_weights(detector, weights_path, variant.name)
     return YoloDetector(detector, variant.name)

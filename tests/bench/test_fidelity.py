@@ -44,7 +44,8 @@ def test_check_alternates_the_matrix_block_and_the_bare_loop_on_one_cell_session
     import_model_modules(MODULES)
     calls: list[str] = []
     real_block, real_bare = CellSession.time_block, fidelity.bare_loop_ms
-    monkeypatch.setattr(CellSession, "time_block", lambda self, *a, **k: calls.append("suite") or real_block(self, *a, **k))
+    monkeypatch.setattr(CellSession, "time_block",
+                        lambda self, *a, **k: calls.append("suite") or real_block(self, *a, **k))
     monkeypatch.setattr(fidelity, "bare_loop_ms", lambda *a, **k: calls.append("bare") or real_bare(*a, **k))
     cell = Cell("tiny_convnet", "infer", "eager", "fp32", 2, 1, None)
     result = fidelity.check(cell, RunOptions(profile="fidelity", telemetry_hz=0), rounds=4)
@@ -52,7 +53,8 @@ def test_check_alternates_the_matrix_block_and_the_bare_loop_on_one_cell_session
     data = result.to_dict()
     assert data["rounds"] == 4 and len(data["suite_median_ms_per_round"]) == 4 and len(data["host_canary_ms"]) == 8
     assert data["suite_throughput_ips"] > 0 and data["bare_loop_throughput_ips"] > 0
-    assert data["throughput_gap"] >= 0 and data["repeat_gap"] >= 0  # their size is the shared CPU's; see the unit tests above
+    # their size is the shared CPU's; see the unit tests above
+    assert data["throughput_gap"] >= 0 and data["repeat_gap"] >= 0
     cell_result = result.cell_result  # the matrix's own result for those blocks: FLOPs counted, 4 rounds
     assert cell_result.status == "ok" and cell_result.measurement.rounds == 4 and cell_result.flops_per_image > 0
 

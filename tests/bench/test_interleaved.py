@@ -98,7 +98,8 @@ def test_a_missing_extra_skips_the_model_and_a_bad_schema_is_refused():
     from bench.options import import_model_modules
 
     import_model_modules(MODULES)
-    result = interleaved.compare_model("tiny_needs_extra", [Variant.parse("infer-eager-fp32")], 1, None, options, 2, 0.01)
+    variants = [Variant.parse("infer-eager-fp32")]
+    result = interleaved.compare_model("tiny_needs_extra", variants, 1, None, options, 2, 0.01)
     assert result.status == "skipped" and "pip install" in result.reason and result.ratios == []
     with pytest.raises(InterleavedError, match="schema_version"):
         ModelComparison.from_dict({**result.to_dict(), "schema_version": 99})

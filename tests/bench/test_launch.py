@@ -92,6 +92,7 @@ def test_multi_gpu_groups_go_to_bench_distributed_or_are_skipped_naming_why(monk
     import importlib.util
 
     real = importlib.util.find_spec
-    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "bench.distributed" else real(name, *a))
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == "bench.distributed" else real(name, *a))
     (result,) = run_group([Cell("tiny_convnet", gpus=2)], RunOptions(**OPTIONS))
     assert result.status == "skipped" and "bench.distributed" in result.reason

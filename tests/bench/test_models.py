@@ -45,7 +45,7 @@ def test_registry_lists_every_model() -> None:
 
 
 def test_unknown_model_names_the_valid_choices() -> None:
-    with pytest.raises(UnknownModelError, match="valid: .*fasterrcnn_resnet50_fpn.*resnet50"):
+    with pytest.raises(UnknownModelError, match=r"valid: .*fasterrcnn_resnet50_fpn.*resnet50"):
         get_model("fasterrcnn_resnet51")
 
 
@@ -117,7 +117,7 @@ def test_detection_inputs_are_seeded_noise_in_unit_range() -> None:
     again = spec.make_inputs(2, (64, 96), CPU, gen(1))
     other = spec.make_inputs(2, (64, 96), CPU, gen(2))
     assert len(first) == 2 and first[0].shape == (3, 64, 96) and first[0].dtype == torch.float32
-    assert all(0 <= float(t.min()) and float(t.max()) <= 1 and float(t.std()) > 0.1 for t in first)
+    assert all(float(t.min()) >= 0 and float(t.max()) <= 1 and float(t.std()) > 0.1 for t in first)
     assert all(torch.equal(a, b) for a, b in zip(first, again))
     assert not torch.equal(first[0], other[0])
 

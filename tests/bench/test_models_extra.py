@@ -194,7 +194,8 @@ def test_every_extra_detector_runs_in_the_smoke_profile(tmp_path):
     done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600,
                           env={**os.environ, "HF_HUB_OFFLINE": "1", "YOLO_OFFLINE": "1"})
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    cells = {b["param"]: CellResult.from_dict(b["extra_info"]["detbench"]) for b in json.loads(out.read_text())["benchmarks"]}
+    benchmarks = json.loads(out.read_text())["benchmarks"]
+    cells = {b["param"]: CellResult.from_dict(b["extra_info"]["detbench"]) for b in benchmarks}
     assert sorted(cells) == sorted(f"{m}-{mode}-eager-fp32-bs1-gpu1-128x128" for m in EXTRA_SMOKE_MODELS
                                    for mode in ("infer", "train"))
     for cell_id, cell in cells.items():

@@ -12,8 +12,8 @@ from bench.postprocess import (
     DEFAULT_TARGET_DENSE,
     DEFAULT_TARGET_RCNN,
     PostprocessLoad,
-    quantile_threshold,
     calibrate_postprocess,
+    quantile_threshold,
 )
 
 SIZE = (128, 128)

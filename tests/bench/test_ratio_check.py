@@ -13,7 +13,8 @@ def test_pairs_match_cells_by_id_and_state_the_difference():
     interleaved = {"schema": "detbench.interleaved", "schema_version": 2, "models": [{
         "model": "m", "batch_size": 8, "image_size": None, "rounds": 4, "block_s": 0.5, "device": "d",
         "timer": "cuda-events", "host_canary_ms": [], "status": "ok",
-        "variants": [{"variant": "infer-eager-fp32", "cell_id": base.id}, {"variant": "infer-eager-bf16", "cell_id": bf16.id}],
+        "variants": [{"variant": "infer-eager-fp32", "cell_id": base.id},
+                     {"variant": "infer-eager-bf16", "cell_id": bf16.id}],
         "ratios": [{"variant": "infer-eager-bf16", "baseline": "infer-eager-fp32", "per_round": [1.4, 1.6],
                     "median": 1.6, "q1": 1.5, "q3": 1.7}]}]}
     (row,) = ratio_check.pairs(matrix, interleaved)

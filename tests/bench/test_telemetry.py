@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import threading
 import time
-from typing import Callable
+from collections.abc import Callable
 
 import pytest
 
@@ -31,8 +32,10 @@ def gpu(i: int = 0, **fields: object) -> FakeGpu:
     return FakeGpu(uuid=f"GPU-aaaaaaaa-0000-0000-0000-00000000000{i}", **fields)
 
 
-def track(gpus: list[FakeGpu], samples: int = 15, indices: list[int] | None = None, **kwargs: object) -> TelemetryTracker:
-    tracker = TelemetryTracker(indices if indices is not None else list(range(len(gpus))), cuda_uuids=[g.uuid for g in gpus], **kwargs)
+def track(gpus: list[FakeGpu], samples: int = 15, indices: list[int] | None = None,
+          **kwargs: object) -> TelemetryTracker:
+    tracker = TelemetryTracker(indices if indices is not None else list(range(len(gpus))),
+                               cuda_uuids=[g.uuid for g in gpus], **kwargs)
     with tracker:
         wait_for(lambda: tracker.samples_taken >= samples)
     return tracker
@@ -100,14 +103,16 @@ def test_gpu_lost_mid_run_keeps_samples_and_goes_on(fake_nvml):
     assert lost["lost"] and 0 < lost["lost_at_s"] <= summary["duration_s"]
     assert 5 <= lost["samples"] < alive["samples"]
     # one counter read before the loss: the power readings carry the energy instead
-    assert lost["energy_source"] == "integrated-power" and lost["energy_j"] == pytest.approx(70.0 * lost["energy_window_s"], rel=1e-3)
+    assert lost["energy_source"] == "integrated-power"
+    assert lost["energy_j"] == pytest.approx(70.0 * lost["energy_window_s"], rel=1e-3)
     assert len(lost["series"]["t_s"]) == len(lost["series"]["power_w"]) == lost["samples"]
     json.dumps(summary, allow_nan=False)
 
 
 def test_throttle_flags_ignore_idle(fake_nvml):
     bits = {"idle": 0x1, "sw_power_cap": 0x4, "hw_thermal": 0x40}
-    idle, hot = gpu(0, throttle_reasons=bits["idle"]), gpu(1, throttle_reasons=bits["idle"] | bits["hw_thermal"] | bits["sw_power_cap"])
+    idle = gpu(0, throttle_reasons=bits["idle"])
+    hot = gpu(1, throttle_reasons=bits["idle"] | bits["hw_thermal"] | bits["sw_power_cap"])
     fake_nvml([idle, hot])
     summary = track([idle, hot], samples=3).summary(images=1)
     assert summary["devices"][0]["throttle_reasons"] == [] and not summary["devices"][0]["throttled"]
@@ -162,7 +167,7 @@ def test_slow_queries_skip_deadlines_instead_of_drifting(fake_nvml):
     t_s = tracker.series[0].t_s
     # each tick lands on a multiple of the period (on or after its deadline), every other one skipped
     period_counts = [(t - t_s[0]) / 0.01 for t in t_s[1:-1]]
-    assert all(b - a >= 1.5 for a, b in zip(period_counts, period_counts[1:]))
+    assert all(b - a >= 1.5 for a, b in itertools.pairwise(period_counts))
     assert 20.0 <= tracker.summary(images=1)["rate_hz_achieved"] <= 70.0
 
 
@@ -253,7 +258,12 @@ def test_exception_in_region_still_stops_sampler(fake_nvml):
 
 @pytest.mark.parametrize(
     ("kwargs", "message"),
-    [({"rate_hz": -1.0}, "rate_hz must be"), ({"rate_hz": float("inf")}, "from 0 to 1000"), ({"keep_series_points": 1}, "keep_series_points"), ({"cuda_indices": [-1]}, "CUDA ordinals")],
+    [
+        ({"rate_hz": -1.0}, "rate_hz must be"),
+        ({"rate_hz": float("inf")}, "from 0 to 1000"),
+        ({"keep_series_points": 1}, "keep_series_points"),
+        ({"cuda_indices": [-1]}, "CUDA ordinals"),
+    ],
 )
 def test_bad_arguments_are_clear(kwargs, message):
     args = {"cuda_indices": [0], **kwargs}

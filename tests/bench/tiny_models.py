@@ -8,14 +8,14 @@ from __future__ import annotations
 
 import torch
 from torch import nn
-from torch.nn import functional as F
 
 from bench.models import ModelSpec, register_model
 from bench.models.registry import MissingExtraError
 
 
 def _build(weights_path: str | None = None) -> nn.Module:
-    return nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 10))
+    return nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                         nn.Linear(8, 10))
 
 
 def _inputs(batch: int, size: tuple[int, int], device: torch.device, generator: torch.Generator) -> torch.Tensor:
@@ -27,7 +27,7 @@ def _targets(batch: int, size: tuple[int, int], device: torch.device, generator:
 
 
 def _loss(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    return F.cross_entropy(model(inputs), targets)
+    return nn.functional.cross_entropy(model(inputs), targets)
 
 
 @register_model("tiny_convnet")

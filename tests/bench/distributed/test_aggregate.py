@@ -3,7 +3,7 @@
 import pytest
 
 from bench.distributed import aggregate
-from bench.distributed.stats import AllReduceStats, DistributedStats
+from bench.distributed.stats import AllReduceStats
 from bench.schema import Cell, CellResult
 
 TRAIN = Cell("tiny_convnet", "train", batch_size=8, gpus=2)

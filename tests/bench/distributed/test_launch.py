@@ -9,8 +9,8 @@ import time
 import pytest
 
 from bench.distributed import launch
-from bench.distributed.launch import run_group
 from bench.distributed.aggregate import one_gpu_twin
+from bench.distributed.launch import run_group
 from bench.launch import run_group as run_one_gpu_group
 from bench.matrix import Capabilities
 from tests.bench.distributed.conftest import assert_no_rank_left, fast_options, tiny
@@ -100,7 +100,8 @@ def test_groups_take_one_gpu_count_above_one_and_one_model():
 def test_every_child_has_nvlink_multicast_off(monkeypatch):
     monkeypatch.setenv("NCCL_NVLS_ENABLE", "1")
     env = launch.child_env()
-    assert (env["NCCL_NVLS_ENABLE"], env["TORCH_SYMM_MEM_DISABLE_MULTICAST"], env["NVSHMEM_DISABLE_NVLS"]) == ("0", "1", "1")
+    names = ("NCCL_NVLS_ENABLE", "TORCH_SYMM_MEM_DISABLE_MULTICAST", "NVSHMEM_DISABLE_NVLS")
+    assert tuple(env[name] for name in names) == ("0", "1", "1")
 
 
 TORCHRUN_ROOT_CAUSE = """
