@@ -1,0 +1,297 @@
+"""The advisor: per detector, mode and GPU count, the fastest configuration measured, what it gains over eager
+FP32 at the same batch (with the paired-ratio spread when both ran in one worker), what it costs (memory,
+compile time, break-even), its MFU, the configurations that failed and why, and the axis values not tried.
+
+Works on typed :class:`~bench.schema.CellResult` objects, so the run's closing summary (bench/conftest.py)
+and ``detbench-report`` give the same advice. Renderers (terminal, Markdown, HTML) sit at the bottom.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable, Sequence
+
+from bench.schema import COMPILE_MODES, PRECISIONS, Cell, CellResult
+
+REASON_CHARS = 240
+INTERLEAVED = "interleaved"  # both cells timed in rounds by one worker: a paired ratio with its spread
+NOT_INTERLEAVED = "not interleaved"  # timed by different workers: a plain throughput ratio, host drift included
+BASELINE = "is the baseline"
+
+
+@dataclass(frozen=True)
+class Axis:
+    """A configuration axis the advisor checks for values the run did not try."""
+
+    name: str
+    values: tuple[str, ...]
+    of: Callable[[Cell], str]
+
+
+AXES: tuple[Axis, ...] = (
+    Axis("compile", COMPILE_MODES, lambda c: c.compile),
+    Axis("precision", PRECISIONS, lambda c: c.precision),
+)
+
+
+@dataclass
+class Gain:
+    """Throughput over eager FP32 at the same batch, image size and GPU count; ``basis`` says how it was got."""
+
+    value: float | None
+    q1: float | None = None
+    q3: float | None = None
+    basis: str = ""  # INTERLEAVED | NOT_INTERLEAVED | BASELINE | why there is none
+
+
+@dataclass
+class Candidate:
+    """One configuration that ran ok, with what the advice quotes."""
+
+    cell_id: str
+    configuration: str  # e.g. "compiled/amp-bf16"
+    batch_size: int
+    throughput_ips: float
+    gain: Gain
+    peak_memory_bytes: int | None = None
+    compile_s: float | None = None
+    break_even_iterations: float | None = None
+    break_even_basis: str | None = None
+    graph_breaks: int | None = None
+    mfu: float | None = None
+    gpu_util_pct: float | None = None
+
+
+@dataclass
+class FailedConfiguration:
+    """A configuration that did not run ok, and the recorded reason."""
+
+    cell_id: str
+    configuration: str
+    batch_size: int
+    status: str
+    reason: str
+
+
+@dataclass
+class Advice:
+    """The advice for one (run, detector, mode, GPU count)."""
+
+    run: str
+    model: str
+    mode: str
+    gpus: int
+    ranked: list[Candidate] = field(default_factory=list)  # ok configurations, fastest first
+    failures: list[FailedConfiguration] = field(default_factory=list)
+    not_tried: list[str] = field(default_factory=list)  # "compile: max-autotune", ...
+    tie: bool = False  # the runner-up's paired range overlaps the pick's: a tie within the noise
+
+    @property
+    def best(self) -> Candidate | None:
+        return self.ranked[0] if self.ranked else None
+
+    @property
+    def runner_up(self) -> Candidate | None:
+        return self.ranked[1] if len(self.ranked) > 1 else None
+
+
+def configuration(cell: Cell) -> str:
+    """The configuration a cell ran, without the batch: ``compile/precision``."""
+    return f"{cell.compile}/{cell.precision}"
+
+
+def measured_batch(result: CellResult) -> int:
+    """The batch size the cell's timed blocks ran at."""
+    return int(result.cell.batch_size)
+
+
+def same_worker(a: CellResult, b: CellResult) -> bool:
+    """Whether two cells were timed by one worker in interleaved rounds (only then is their ratio paired)."""
+    ma, mb = a.measurement, b.measurement
+    if ma is None or mb is None or not ma.blocks or not mb.blocks:
+        return False
+    return (ma.isolation != "cell" and ma.isolation == mb.isolation and ma.group == mb.group
+            and ma.worker_attempt == mb.worker_attempt)
+
+
+def _baseline_cell(cell: Cell, batch: int) -> Cell:
+    return Cell(cell.model, cell.mode, "eager", "fp32", batch, cell.gpus, cell.image_size)
+
+
+def gain_over_eager_fp32(result: CellResult, by_id: dict[str, CellResult]) -> Gain:
+    """The gain of ``result`` over eager FP32 at the same batch: the paired ratio (median, IQR) when both ran in
+    one worker, else a plain throughput ratio marked ``not interleaved``, else why there is none."""
+    batch = measured_batch(result)
+    base_id = _baseline_cell(result.cell, batch).id
+    if result.cell.id == base_id:
+        return Gain(1.0, 1.0, 1.0, BASELINE)
+    base = by_id.get(base_id)
+    if base is None or base.status != "ok" or not base.throughput_ips:
+        why = "not measured" if base is None else base.status
+        return Gain(None, basis=f"eager fp32 at batch {batch}: {why}")
+    ratio = result.ratio
+    if ratio is not None and ratio.baseline_cell_id == base_id and same_worker(result, base):
+        return Gain(ratio.median, ratio.q1, ratio.q3, INTERLEAVED)
+    assert result.throughput_ips is not None
+    return Gain(result.throughput_ips / base.throughput_ips, basis=NOT_INTERLEAVED)
+
+
+def _candidate(result: CellResult, by_id: dict[str, CellResult]) -> Candidate:
+    assert result.throughput_ips is not None
+    telemetry = result.telemetry_summary if isinstance(result.telemetry, dict) else None
+    return Candidate(
+        cell_id=result.cell.id, configuration=configuration(result.cell), batch_size=measured_batch(result),
+        throughput_ips=float(result.throughput_ips), gain=gain_over_eager_fp32(result, by_id),
+        peak_memory_bytes=result.peak_memory_bytes, compile_s=result.compile_s,
+        break_even_iterations=result.break_even_iterations, break_even_basis=result.break_even_basis,
+        graph_breaks=result.graph_breaks, mfu=result.mfu,
+        gpu_util_pct=telemetry.gpu_util_pct_mean if telemetry is not None else None)
+
+
+def _overlaps(best: Candidate, runner: Candidate) -> bool:
+    """Paired ranges against the same baseline that overlap: the order of the two is within the noise."""
+    a, b = best.gain, runner.gain
+    if a.basis not in (INTERLEAVED, BASELINE) or b.basis not in (INTERLEAVED, BASELINE):
+        return False
+    if best.batch_size != runner.batch_size or None in (a.q1, b.q3):
+        return False
+    return b.q3 >= a.q1  # type: ignore[operator]
+
+
+def _not_tried(results: Sequence[CellResult], axes: Sequence[Axis]) -> list[str]:
+    out = []
+    for axis in axes:
+        seen = {axis.of(r.cell) for r in results}
+        missing = [v for v in axis.values if v not in seen]
+        if missing:
+            out.append(f"{axis.name}: {', '.join(missing)}")
+    return out
+
+
+def advise(results: Iterable[CellResult], run: str = "", axes: Sequence[Axis] = AXES) -> list[Advice]:
+    """One :class:`Advice` per (detector, mode, GPU count) of ``results``, in model, mode, GPU-count order.
+
+    Ranking is by throughput (images/s, median over the cell's blocks): the question is which configuration
+    processes the most images, and batch sizes differ. A runner-up whose paired range (same batch, same worker)
+    overlaps the pick's is flagged as a tie within the noise."""
+    results = list(results)
+    by_id = {r.cell.id: r for r in results}
+    groups: dict[tuple[str, str, int], list[CellResult]] = {}
+    for result in results:
+        groups.setdefault((result.cell.model, result.cell.mode, result.cell.gpus), []).append(result)
+    advice = []
+    for (model, mode, gpus), members in sorted(groups.items()):
+        ok = [r for r in members if r.status == "ok" and r.throughput_ips]
+        ranked = sorted((_candidate(r, by_id) for r in ok), key=lambda c: c.throughput_ips, reverse=True)
+        failures = [FailedConfiguration(r.cell.id, configuration(r.cell), measured_batch(r), r.status,
+                                        _one_line(r.reason or "no reason recorded"))
+                    for r in members if r.status != "ok"]
+        item = Advice(run, model, mode, gpus, ranked, failures, _not_tried(members, axes))
+        item.tie = len(ranked) > 1 and _overlaps(ranked[0], ranked[1])
+        advice.append(item)
+    return advice
+
+
+def advise_runs(runs: Iterable[Any]) -> list[Advice]:
+    """Advice for every run (objects with ``label`` and ``results``, e.g. reports.load.Run)."""
+    return [a for run in runs for a in advise(run.results, run.label)]
+
+
+def _one_line(text: str) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= REASON_CHARS else text[: REASON_CHARS - 1] + "…"
+
+
+# --- rendering -------------------------------------------------------------------------------------------
+
+
+def fmt_gain(gain: Gain) -> str:
+    """``×1.42 (1.38–1.45)`` for a paired gain, ``×1.42 (not interleaved)``, or why there is none."""
+    if gain.value is None:
+        return gain.basis
+    if gain.basis == INTERLEAVED and gain.q1 is not None and gain.q3 is not None:
+        return f"×{gain.value:.2f} ({gain.q1:.2f}–{gain.q3:.2f})"
+    if gain.basis == BASELINE:
+        return "×1.00 (baseline)"
+    return f"×{gain.value:.2f} ({gain.basis})"
+
+
+def _num(value: float | None, fmt: str, suffix: str = "") -> str:
+    return "-" if value is None else f"{value:{fmt}}{suffix}"
+
+
+def row(item: Advice) -> dict[str, str]:
+    """The advice as display strings (one column spec for the terminal, Markdown and HTML)."""
+    best = item.best
+    base = {"run": item.run, "model": item.model, "mode": item.mode, "gpus": str(item.gpus),
+            "not_tried": "; ".join(item.not_tried) or "-",
+            "failed": "; ".join(f"{f.configuration} bs{f.batch_size} {f.status}: {f.reason}" for f in item.failures)
+            or "-"}
+    if best is None:
+        return {**base, "best": "nothing ran ok", "batch": "-", "img/s": "-", "gain": "-", "peak GiB": "-",
+                "compile s": "-", "break-even": "-", "MFU": "-", "runner-up": "-"}
+    runner = item.runner_up
+    runner_text = "-" if runner is None else (
+        f"{runner.configuration} bs{runner.batch_size} {runner.throughput_ips:.1f} img/s"
+        + (" (tie within the noise)" if item.tie else ""))
+    return {**base, "best": best.configuration, "batch": str(best.batch_size),
+            "img/s": f"{best.throughput_ips:.1f}", "gain": fmt_gain(best.gain),
+            "peak GiB": _num(best.peak_memory_bytes / 2**30 if best.peak_memory_bytes is not None else None, ".2f"),
+            "compile s": _num(best.compile_s, ".1f"),
+            "break-even": _break_even(best),
+            "MFU": _num(best.mfu * 100 if best.mfu is not None else None, ".1f", "%"), "runner-up": runner_text}
+
+
+def _break_even(best: Candidate) -> str:
+    if best.compile_s is None:
+        return "-"
+    if best.break_even_iterations is not None:
+        return f"{best.break_even_iterations:.0f} it"
+    basis = best.break_even_basis or ""
+    return "never (not faster than eager)" if "never pays off" in basis else (basis or "-")
+
+
+COLUMNS = ("model", "mode", "gpus", "best", "batch", "img/s", "gain", "peak GiB", "compile s", "break-even", "MFU",
+           "runner-up", "not_tried", "failed")
+HEADINGS = {"gain": "gain vs eager fp32", "not_tried": "not tried", "failed": "failed (reason)"}
+
+
+def terminal_table(advice: Sequence[Advice]) -> Any:
+    """A rich Table for the run's closing summary."""
+    from rich.table import Table  # noqa: PLC0415
+
+    table = Table(title="detbench advisor: the fastest configuration measured", header_style="bold")
+    for key in COLUMNS:
+        table.add_column(HEADINGS.get(key, key), overflow="fold",
+                         justify="right" if key in ("gpus", "batch", "img/s", "peak GiB", "compile s", "MFU") else "left")
+    for item in advice:
+        values = row(item)
+        table.add_row(*(values[k] for k in COLUMNS))
+    return table
+
+
+def markdown_lines(advice: Sequence[Advice], with_run: bool = False) -> list[str]:
+    """The advice as a Markdown table (cells escaped for pipes and line breaks)."""
+    if not advice:
+        return []
+    keys = (("run",) if with_run else ()) + COLUMNS
+    lines = ["| " + " | ".join(HEADINGS.get(k, k) for k in keys) + " |", "|" + "---|" * len(keys)]
+    for item in advice:
+        values = row(item)
+        lines.append("| " + " | ".join(_md(values[k]) for k in keys) + " |")
+    return lines
+
+
+def _md(text: str) -> str:
+    return " ".join(text.split()).replace("|", "\\|")
+
+
+def html_section(advice: Sequence[Advice], with_run: bool = False) -> str:
+    """The advisor section for the HTML report, from ``templates/advisor.html.j2`` (autoescaped)."""
+    from reports.html import environment  # noqa: PLC0415 (pulls in pandas and plots; the terminal path does not)
+
+    keys = (("run",) if with_run else ()) + COLUMNS
+    return environment().get_template("advisor.html.j2").render(
+        headings=[HEADINGS.get(k, k) for k in keys], keys=keys, rows=[row(a) for a in advice],
+        interleaved=any(a.best and a.best.gain.basis == INTERLEAVED for a in advice),
+        not_interleaved=any(a.best and a.best.gain.basis == NOT_INTERLEAVED for a in advice))
