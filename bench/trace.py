@@ -147,9 +147,19 @@ def table(summary: TraceSummary) -> str:
     return "\n".join(lines)
 
 
+def one_line(data: dict[str, Any]) -> str:
+    """One line from a summary's JSON: wall vs GPU kernel time per step and the GPU's busy share."""
+    busy = data["gpu_busy_share"]
+    if busy is None:
+        return f"trace {data['cell_id']}: {data['wall_ms_per_step']:.1f} ms/step wall; no CUDA kernels recorded"
+    return (f"trace {data['cell_id']}: {data['wall_ms_per_step']:.1f} ms/step wall, GPU kernels "
+            f"{data['cuda_kernel_ms_per_step']:.1f} ms/step (GPU busy {busy:.0%}, idle {1 - busy:.0%}), host op time "
+            f"{data['cpu_ms_per_step']:.1f} ms/step")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.trace", description=__doc__.splitlines()[0])
-    parser.add_argument("--model", required=True)
+    parser.add_argument("--model", default=None, help="the cell's model (required unless --summary)")
     parser.add_argument("--mode", default="infer", choices=MODES)
     parser.add_argument("--compile", default="eager", choices=COMPILE_MODES)
     parser.add_argument("--compile-mode", default="default", help="torch.compile mode for --compile compiled")
@@ -160,7 +170,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model-modules", default="", help="extra modules that register models")
     parser.add_argument("--json", default=None, help="write the summary to this JSON file")
     parser.add_argument("--chrome-trace", default=None, help="also export the raw trace (large) to this file")
+    parser.add_argument("--summary", default=None, metavar="JSON", help="print the one-line account of a trace "
+                        "written by --json and exit")
     args = parser.parse_args(argv)
+    if args.summary:
+        try:
+            with open(args.summary, encoding="utf-8") as handle:
+                print(one_line(json.load(handle)))
+        except (OSError, ValueError, KeyError) as exc:
+            parser.error(f"cannot read the trace summary {args.summary} ({exc})")
+        return 0
+    if args.model is None:
+        parser.error("--model is required (or --summary JSON)")
     if args.steps < 1:
         parser.error(f"--steps must be a positive integer, got {args.steps}")
     try:

@@ -229,7 +229,7 @@ def row(item: Advice) -> dict[str, str]:
             or "-"}
     if best is None:
         return {**base, "best": "nothing ran ok", "batch": "-", "img/s": "-", "gain": "-", "peak GiB": "-",
-                "compile s": "-", "break-even": "-", "MFU": "-", "runner-up": "-"}
+                "compile s": "-", "break-even": "-", "MFU": "-", "GPU util": "-", "runner-up": "-"}
     runner = item.runner_up
     runner_text = "-" if runner is None else (
         f"{runner.configuration} bs{runner.batch_size} {runner.throughput_ips:.1f} img/s"
@@ -239,7 +239,8 @@ def row(item: Advice) -> dict[str, str]:
             "peak GiB": _num(best.peak_memory_bytes / 2**30 if best.peak_memory_bytes is not None else None, ".2f"),
             "compile s": _num(best.compile_s, ".1f"),
             "break-even": _break_even(best),
-            "MFU": _num(best.mfu * 100 if best.mfu is not None else None, ".1f", "%"), "runner-up": runner_text}
+            "MFU": _num(best.mfu * 100 if best.mfu is not None else None, ".1f", "%"),
+            "GPU util": _num(best.gpu_util_pct, ".0f", "%"), "runner-up": runner_text}
 
 
 def _break_even(best: Candidate) -> str:
@@ -251,22 +252,24 @@ def _break_even(best: Candidate) -> str:
     return "never (not faster than eager)" if "never pays off" in basis else (basis or "-")
 
 
+SHORT = ("model", "mode", "gpus", "best", "batch", "img/s", "gain", "MFU", "GPU util")
 COLUMNS = ("model", "mode", "gpus", "best", "batch", "img/s", "gain", "peak GiB", "compile s", "break-even", "MFU",
-           "runner-up", "not_tried", "failed")
+           "GPU util", "runner-up", "not_tried", "failed")
 HEADINGS = {"gain": "gain vs eager fp32", "not_tried": "not tried", "failed": "failed (reason)"}
 
 
-def terminal_table(advice: Sequence[Advice]) -> Any:
+def terminal_table(advice: Sequence[Advice], columns: Sequence[str] = COLUMNS) -> Any:
     """A rich Table for the run's closing summary."""
     from rich.table import Table  # noqa: PLC0415
 
     table = Table(title="detbench advisor: the fastest configuration measured", header_style="bold")
-    for key in COLUMNS:
+    for key in columns:
         table.add_column(HEADINGS.get(key, key), overflow="fold",
-                         justify="right" if key in ("gpus", "batch", "img/s", "peak GiB", "compile s", "MFU") else "left")
+                         justify="right" if key in ("gpus", "batch", "img/s", "peak GiB", "compile s", "MFU", "GPU util")
+                         else "left")
     for item in advice:
         values = row(item)
-        table.add_row(*(values[k] for k in COLUMNS))
+        table.add_row(*(values[k] for k in columns))
     return table
 
 
@@ -295,3 +298,87 @@ def html_section(advice: Sequence[Advice], with_run: bool = False) -> str:
         headings=[HEADINGS.get(k, k) for k in keys], keys=keys, rows=[row(a) for a in advice],
         interleaved=any(a.best and a.best.gain.basis == INTERLEAVED for a in advice),
         not_interleaved=any(a.best and a.best.gain.basis == NOT_INTERLEAVED for a in advice))
+
+
+# --- command line ------------------------------------------------------------------------------------------
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m reports.advisor RESULT...``: the advice table over result files (JSON or journal JSONL);
+    ``--json`` also writes it; ``--trace-args MODEL`` prints the best configuration of MODEL's inference as
+    ``python -m bench.trace`` arguments (the GPU script profiles it). Exit 2 on an unreadable file."""
+    import argparse  # noqa: PLC0415
+    import json  # noqa: PLC0415
+    import sys  # noqa: PLC0415
+    from dataclasses import asdict  # noqa: PLC0415
+
+    from bench.progress import render  # noqa: PLC0415
+    from reports.load import LoadError, load_runs  # noqa: PLC0415
+
+    parser = argparse.ArgumentParser(prog="python -m reports.advisor", description=main.__doc__.splitlines()[0])
+    parser.add_argument("runs", nargs="+", metavar="RESULT")
+    parser.add_argument("--json", default=None, help="write the advice (one object per detector, mode, GPU count)")
+    parser.add_argument("--short", action="store_true", help="only model, configuration, images/s, gain, MFU, GPU util")
+    parser.add_argument("--goal", action="append", default=[], metavar="MODEL=IMG_PER_S",
+                        help="say how close MODEL's best 1-GPU inference came to a throughput goal (repeatable)")
+    parser.add_argument("--trace-args", default=None, metavar="MODEL", help="print bench.trace arguments for the "
+                        "best 1-GPU inference configuration of MODEL and exit")
+    args = parser.parse_args(argv)
+    goals = {}
+    for item in args.goal:
+        name, _, value = item.partition("=")
+        try:
+            goals[name] = float(value)
+        except ValueError:
+            parser.error(f"bad --goal {item!r}; use MODEL=IMAGES_PER_S, e.g. retinanet_resnet50_fpn=310")
+    try:
+        runs = load_runs([(None, p) for p in args.runs])
+    except LoadError as exc:
+        print(f"reports.advisor: error: {exc}", file=sys.stderr)
+        return 2
+    advice = advise_runs(runs)
+    if args.trace_args:
+        by_id = {r.cell.id: r for run in runs for r in run.results}
+        picks = [a.best for a in advice if a.model == args.trace_args and a.mode == "infer" and a.gpus == 1 and a.best]
+        if not picks:
+            print(f"reports.advisor: error: no ok 1-GPU inference cell of {args.trace_args} in these files",
+                  file=sys.stderr)
+            return 2
+        best = max(picks, key=lambda c: c.throughput_ips)
+        print(" ".join(trace_arguments(by_id[best.cell_id])))
+        return 0
+    if args.json:
+        with open(args.json, "w", encoding="utf-8") as handle:
+            json.dump([{**asdict(a), "display": row(a)} for a in advice], handle, indent=1)
+    print(render(terminal_table(advice, SHORT if args.short else COLUMNS), color=False, width=220))
+    for line in goal_lines(advice, goals):
+        print(line)
+    return 0
+
+
+def goal_lines(advice: Sequence[Advice], goals: dict[str, float]) -> list[str]:
+    """``MODEL: best X img/s (config, batch) = N% of the goal G img/s`` per goal, or why there is no figure."""
+    lines = []
+    for model, goal in goals.items():
+        picks = [a.best for a in advice if a.model == model and a.mode == "infer" and a.gpus == 1 and a.best]
+        if not picks:
+            lines.append(f"{model}: no ok 1-GPU inference cell, goal {goal:g} img/s not assessed")
+            continue
+        best = max(picks, key=lambda c: c.throughput_ips)
+        lines.append(f"{model}: best {best.throughput_ips:.1f} img/s ({best.configuration}, batch {best.batch_size}) "
+                     f"= {best.throughput_ips / goal:.0%} of the goal {goal:g} img/s")
+    return lines
+
+
+def trace_arguments(result: CellResult) -> list[str]:
+    """``python -m bench.trace`` arguments that set up the same configuration as ``result``'s cell."""
+    cell = result.cell
+    args = ["--model", cell.model, "--mode", cell.mode, "--compile", cell.compile, "--precision", cell.precision,
+            "--batch-size", str(measured_batch(result))]
+    if cell.image_size:
+        args += ["--image-size", f"{cell.image_size[0]}x{cell.image_size[1]}"]
+    return args
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -32,3 +32,12 @@ def test_bad_steps_is_a_usage_error():
     with pytest.raises(SystemExit) as exc:
         main(["--model", "tiny_convnet", "--steps", "0"])
     assert exc.value.code == 2
+
+
+def test_the_summary_line_reads_a_written_trace(tmp_path, capsys):
+    path = tmp_path / "t.json"
+    path.write_text(json.dumps({"cell_id": "c", "wall_ms_per_step": 40.0, "cuda_kernel_ms_per_step": 10.0,
+                                "gpu_busy_share": 0.25, "cpu_ms_per_step": 30.0}))
+    assert main(["--summary", str(path)]) == 0
+    assert capsys.readouterr().out.strip() == ("trace c: 40.0 ms/step wall, GPU kernels 10.0 ms/step (GPU busy 25%, "
+                                               "idle 75%), host op time 30.0 ms/step")

@@ -107,3 +107,32 @@ def test_renderers_escape_what_comes_from_result_files():
     assert "\\| pipe" in md and md.count("\n") == 2 and "run-a" in md
     text = render(terminal_table(advice), color=False, width=240)
     assert "eager/fp32" in text and "100.0" in text
+
+
+def test_the_command_line_prints_the_table_writes_json_and_names_the_config_to_trace(tmp_path, capsys):
+    import json
+
+    from reports.advisor import main
+    from tests.reports.generate import write_journal
+
+    path = write_journal(tmp_path / "tune.journal.jsonl", [
+        measured(cell(), 100.0, ratio=(1, 1, 1)),
+        measured(cell("compiled", "amp-bf16"), 180.0, ratio=(1.8, 1.7, 1.9))])
+    assert main([str(path), "--json", str(tmp_path / "advice.json")]) == 0
+    assert "compiled/amp-bf16" in capsys.readouterr().out
+    [advice] = json.loads((tmp_path / "advice.json").read_text())
+    assert advice["ranked"][0]["gain"]["basis"] == INTERLEAVED and advice["display"]["gain"] == "×1.80 (1.70–1.90)"
+    assert main([str(path), "--trace-args", MODEL]) == 0
+    assert capsys.readouterr().out.split() == ["--model", MODEL, "--mode", "infer", "--compile", "compiled",
+                                               "--precision", "amp-bf16", "--batch-size", "8"]
+    assert main([str(path), "--trace-args", "ssd300_vgg16"]) == 2
+    assert main([str(tmp_path / "missing.json")]) == 2
+
+
+def test_the_goal_line_says_how_close_the_best_inference_came():
+    from reports.advisor import goal_lines
+
+    advice = advise([measured(cell(), 100.0), measured(cell("compiled", "amp-bf16"), 186.0)])
+    assert goal_lines(advice, {MODEL: 310.0}) == [
+        f"{MODEL}: best 186.0 img/s (compiled/amp-bf16, batch 8) = 60% of the goal 310 img/s"]
+    assert "not assessed" in goal_lines(advice, {"fcos_resnet50_fpn": 310.0})[0]
