@@ -11,8 +11,8 @@ result is the throughput at the boundary, an ordinary cell result.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 from bench.options import RoundsPolicy, RunOptions
 from bench.schema import Cell, CellResult

@@ -14,8 +14,9 @@ import argparse
 import json
 import sys
 import time
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
-from typing import Any, Iterable
+from typing import Any
 
 from bench import matrix
 from bench.options import RunOptions, import_model_modules
@@ -116,7 +117,7 @@ def trace(cell: Cell, options: RunOptions, steps: int = DEFAULT_STEPS, chrome_tr
     activities = [torch.profiler.ProfilerActivity.CPU]
     if device.type == "cuda":
         activities.append(torch.profiler.ProfilerActivity.CUDA)
-    sync = session._sync  # noqa: SLF001 (the session's own synchronisation, as its blocks use)
+    sync = session._sync
     with torch.profiler.profile(activities=activities) as prof:
         sync()
         began = time.perf_counter()
@@ -133,11 +134,11 @@ def trace(cell: Cell, options: RunOptions, steps: int = DEFAULT_STEPS, chrome_tr
 
 def table(summary: TraceSummary) -> str:
     """A short plain-text account (the GPU script prints it)."""
-    share = "n/a" if summary.gpu_busy_share is None else f"{summary.gpu_busy_share:.0%} busy, {summary.gpu_idle_share:.0%} idle"
+    busy, kernels = summary.gpu_busy_share, summary.cuda_kernel_ms_per_step
+    share = "n/a" if busy is None else f"{busy:.0%} busy, {1 - busy:.0%} idle"
     lines = [f"{summary.cell_id} on {summary.device}: {summary.wall_ms_per_step:.2f} ms/step wall, "
              f"host op time {summary.cpu_ms_per_step:.2f} ms/step, GPU kernels "
-             f"{'n/a' if summary.cuda_kernel_ms_per_step is None else f'{summary.cuda_kernel_ms_per_step:.2f}'} ms/step "
-             f"({share})", "top self CPU ms/step:"]
+             f"{'n/a' if kernels is None else f'{kernels:.2f}'} ms/step ({share})", "top self CPU ms/step:"]
     lines += [f"  {o.self_cpu_ms_per_step:8.3f}  {o.name}" for o in summary.top_cpu[:8]]
     if summary.top_cuda:
         lines.append("top self CUDA ms/step:")

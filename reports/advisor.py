@@ -8,8 +8,9 @@ and ``detbench-report`` give the same advice. Renderers (terminal, Markdown, HTM
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any
 
 from bench.schema import COMPILE_MODES, PRECISIONS, Cell, CellResult
 
@@ -264,9 +265,8 @@ def terminal_table(advice: Sequence[Advice], columns: Sequence[str] = COLUMNS) -
 
     table = Table(title="detbench advisor: the fastest configuration measured", header_style="bold")
     for key in columns:
-        table.add_column(HEADINGS.get(key, key), overflow="fold",
-                         justify="right" if key in ("gpus", "batch", "img/s", "peak GiB", "compile s", "MFU", "GPU util")
-                         else "left")
+        numeric = key in ("gpus", "batch", "img/s", "peak GiB", "compile s", "MFU", "GPU util")
+        table.add_column(HEADINGS.get(key, key), overflow="fold", justify="right" if numeric else "left")
     for item in advice:
         values = row(item)
         table.add_row(*(values[k] for k in columns))
@@ -315,7 +315,7 @@ def main(argv: list[str] | None = None) -> int:
     from bench.progress import render  # noqa: PLC0415
     from reports.load import LoadError, load_runs  # noqa: PLC0415
 
-    parser = argparse.ArgumentParser(prog="python -m reports.advisor", description=main.__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m reports.advisor", description="The advice table over result files.")
     parser.add_argument("runs", nargs="+", metavar="RESULT")
     parser.add_argument("--json", default=None, help="write the advice (one object per detector, mode, GPU count)")
     parser.add_argument("--short", action="store_true", help="only model, configuration, images/s, gain, MFU, GPU util")

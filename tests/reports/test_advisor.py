@@ -5,8 +5,16 @@ from __future__ import annotations
 
 from bench.progress import render
 from bench.schema import BlockRecord, Cell, CellResult, Measurement, PairedRatio
-from reports.advisor import (INTERLEAVED, NOT_INTERLEAVED, advise, fmt_gain, html_section, markdown_lines, row,
-                             terminal_table)
+from reports.advisor import (
+    INTERLEAVED,
+    NOT_INTERLEAVED,
+    advise,
+    fmt_gain,
+    html_section,
+    markdown_lines,
+    row,
+    terminal_table,
+)
 
 MODEL = "retinanet_resnet50_fpn"
 
