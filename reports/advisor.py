@@ -315,7 +315,8 @@ def main(argv: list[str] | None = None) -> int:
     from bench.progress import render  # noqa: PLC0415
     from reports.load import LoadError, load_runs  # noqa: PLC0415
 
-    parser = argparse.ArgumentParser(prog="python -m reports.advisor", description="The advice table over result files.")
+    parser = argparse.ArgumentParser(prog="python -m reports.advisor",
+                                     description="The advice table over result files.")
     parser.add_argument("runs", nargs="+", metavar="RESULT")
     parser.add_argument("--json", default=None, help="write the advice (one object per detector, mode, GPU count)")
     parser.add_argument("--short", action="store_true", help="only model, configuration, images/s, gain, MFU, GPU util")
