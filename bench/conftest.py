@@ -3,7 +3,8 @@
 Options are validated before any GPU work (a bad one is a one-line usage error naming the valid
 choices); the matrix's cells parametrise ``test_cell`` with ids = ``Cell.id``; after collection (and
 ``-k``/deselection) the selected cells form the run's groups, so the first cell of a group measures the
-group and later ones return stored results. Results enter pytest-benchmark's JSON through its hooks (see
+group and later ones return stored results (with ``--repeats N`` the first cell measures every group N
+times, see bench/suite.py). Results enter pytest-benchmark's JSON through its hooks (see
 bench/pytest_bridge.py and docs/bench.md). Run state lives in ``config.stash``.
 """
 
@@ -17,9 +18,9 @@ from typing import Any
 import pytest
 
 from bench import matrix
-from bench.journal import Journal
+from bench.journal import Journal, JournalError, read_journal
 from bench.options import ISOLATIONS, RoundsPolicy, RunOptions, import_model_modules
-from bench.schema import SCHEMA_NAME, SCHEMA_VERSION, Cell
+from bench.schema import SCHEMA_NAME, SCHEMA_VERSION, Cell, CellResult
 
 
 @dataclass
@@ -33,6 +34,7 @@ class RunState:
     filters: matrix.MatrixFilters
     added: dict[str, str] = field(default_factory=dict)  # cell id -> why the run added it
     selected: list[Cell] | None = None  # after -k / deselection
+    resumed: list[CellResult] = field(default_factory=list)  # --detbench-resume: results taken, not measured
     run: Any = None  # bench.suite.BenchRun, made on the first cell
 
 
@@ -58,6 +60,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--rounds", type=int, default=None, help="interleaved rounds per group (default 4 on GPU, 3 on CPU)")
     group.addoption("--block-s", type=float, default=None, help="seconds per timed block (default 0.5 on GPU, "
                     "0.1 on CPU)")
+    group.addoption("--repeats", type=int, default=1, help="measure every cell N separate times at different "
+                    "moments of the run (the whole matrix again per repeat, order rotated); the comparison then "
+                    "judges by between-repeat spread (default 1)")
     group.addoption("--cell-timeout", type=float, default=600.0, help="seconds a worker may go without progress "
                     "before it is killed (the cell is recorded as timeout); default 600")
     group.addoption("--telemetry-hz", type=float, default=50.0, help="NVML sampling rate; 0 disables (default 50)")
@@ -66,6 +71,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--seed", type=int, default=0, help="seed for weights and synthetic inputs")
     group.addoption("--detbench-journal", default=None, help="JSONL journal of finished cells (default: next to "
                     "--benchmark-json, else .detbench/journal-<time>.jsonl)")
+    group.addoption("--detbench-resume", default=None, metavar="JOURNAL",
+                    help="journal of an interrupted run with the same options: its finished cells and repeats are "
+                    "taken as they are (copied into this run's journal), the rest is measured")
     group.addoption("--detbench-strict", action="store_true", help="fail (not xfail) oom/error/timeout cells")
     group.addoption("--model-modules", default=os.environ.get("DETBENCH_MODEL_MODULES"),
                     help="comma-separated modules to import that register extra models")
@@ -115,9 +123,21 @@ def _build_state(config: pytest.Config) -> RunState:
         profile=profile, seed=opt.seed, weights=weights,
         isolation=opt.isolation or ("model" if capabilities.cuda_available else "inline"),
         cell_timeout_s=opt.cell_timeout, telemetry_hz=opt.telemetry_hz, compile_mode=opt.compile_mode,
-        optimizer=opt.optimizer, model_modules=modules, rounds=rounds)
+        optimizer=opt.optimizer, model_modules=modules, rounds=rounds, repeats=opt.repeats)
+    resumed = _read_resume(opt.detbench_resume)  # before the claim, which renames a journal at the same path aside
     journal = Journal.claim(benchmark_json_path(config), opt.detbench_journal)
-    return RunState(cells, options, capabilities, journal, filters, added)
+    return RunState(cells, options, capabilities, journal, filters, added, resumed=resumed)
+
+
+def _read_resume(path: str | None) -> list[CellResult]:
+    if path is None:
+        return []
+    try:
+        return read_journal(path)
+    except OSError as exc:
+        raise JournalError(f"cannot read --detbench-resume {path}: {exc.strerror or exc}") from None
+    except ValueError as exc:  # SchemaError or a torn line in the middle
+        raise JournalError(f"--detbench-resume {path} is not a detbench journal ({exc})") from None
 
 
 def benchmark_json_path(config: pytest.Config) -> str | None:
@@ -174,7 +194,8 @@ def _bench_run(config: pytest.Config) -> Any:
                 reporter.write_line(render(text, color=reporter.hasmarkup, width=_width(reporter)))
 
         cells = state.selected if state.selected is not None else state.cells
-        state.run = BenchRun(state.options, state.capabilities, cells, state.journal, display, collect(), state.added)
+        state.run = BenchRun(state.options, state.capabilities, cells, state.journal, display, collect(), state.added,
+                             resumed=state.resumed)
     return state.run
 
 

@@ -12,6 +12,7 @@ from bench.timing import WarmupPolicy
 ISOLATIONS = ("model", "cell", "inline")  # a worker per model group, a process per cell, this process
 ISOLATION_ALIASES = {"process": "cell"}  # the name version 1 used for one process per cell
 MAX_TELEMETRY_HZ = 1000.0
+MAX_REPEATS = 100  # each repeat re-runs the whole matrix; more is a typo, not a plan
 OPTIMIZERS = ("sgd", "adamw")
 COMPILE_TORCH_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 
@@ -75,7 +76,7 @@ class RunOptions:
     warmup: WarmupPolicy | None = None  # None = the device kind's default
     model_modules: tuple[str, ...] = ()  # extra modules to import that register models (plugins, tests)
     rounds: RoundsPolicy | None = None  # None = the device kind's default
-
+    repeats: int = 1  # separate measurements of every cell at different moments of the run (bench.suite)
 
     def __post_init__(self) -> None:
         self.isolation = ISOLATION_ALIASES.get(self.isolation, self.isolation)
@@ -90,6 +91,8 @@ class RunOptions:
         if not (math.isfinite(self.telemetry_hz) and 0 <= self.telemetry_hz <= MAX_TELEMETRY_HZ):
             raise ValueError(f"telemetry rate must be within 0..{MAX_TELEMETRY_HZ:g} Hz (0 disables), "
                              f"got {self.telemetry_hz!r}")
+        if not _is_int(self.repeats) or not 1 <= self.repeats <= MAX_REPEATS:
+            raise ValueError(f"repeats must be an integer within 1..{MAX_REPEATS}, got {self.repeats!r}")
         if isinstance(self.warmup, dict):
             self.warmup = WarmupPolicy(**self.warmup)
         if isinstance(self.rounds, dict):

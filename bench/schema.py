@@ -5,6 +5,8 @@ which validates (types, finiteness, plausible ranges) and raises :class:`SchemaE
 Version 2 replaced the free-form pieces of ``config`` (set-up times, measurement, FLOP details,
 failure tails, runtime notes) with the typed records below and added per-block records and the paired
 ratio to the group's baseline; version-1 files still load (their ``config`` pieces are lifted).
+``--repeats`` added optional fields within version 2 (a block's ``repeat``, ``Measurement.repeats`` and
+``repeat_setup_wall_s``, ``CellResult.repeat`` and ``repeat_failures``); files without them read as one repeat.
 """
 
 from __future__ import annotations
@@ -122,6 +124,7 @@ class BlockRecord:
     host_canary_ms: float | None  # the fixed pure-Python loop timed just before the block
     start_offset_s: float  # seconds since the group's first timed block began
     wall_s: float = 0.0  # host wall time of the block, synchronisation included
+    repeat: int = 0  # which of the run's --repeats measured the block (files before repeats: 0)
 
 
 @dataclass
@@ -157,6 +160,8 @@ class Measurement:
     telemetry_round: int | None = None  # the round whose block the telemetry sampler covered
     warmup_stop_reason: str | None = None
     final_loss: float | None = None  # training cells: the last step's loss
+    repeats: int = 1  # repeats whose blocks are merged here (--repeats; a failed repeat is not counted)
+    repeat_setup_wall_s: list[float] = field(default_factory=list)  # set-up wall of each merged repeat, in order
 
 
 @dataclass
@@ -191,6 +196,20 @@ class Failure:
     traceback_tail: str | None = None
     output_tail: str | None = None
     returncode: int | None = None
+
+
+@dataclass
+class RepeatFailure:
+    """One repeat of a ``--repeats`` run that failed while another repeat of the cell measured it: the cell
+    stays ``ok`` (its figures come from the repeats that finished) and lists these in ``repeat_failures``."""
+
+    repeat: int
+    status: str  # oom | error | timeout | skipped
+    reason: str | None = None
+    failure: Failure | None = None
+
+    def __post_init__(self) -> None:
+        _choice("repeat status", self.status, STATUSES)
 
 
 @dataclass
@@ -308,6 +327,10 @@ class CellResult:
     model_runtime_notes: dict[str, Any] = field(default_factory=dict)  # what the built model ran
     added_reason: str | None = None  # why the run added a cell the user did not ask for
     distributed: DistributedStats | None = None  # multi-GPU cells: per-rank figures, aggregate, scaling
+    # --repeats: a journal line of one repeat carries its index; the merged cell (and every cell of a run
+    # without repeats) has None. Failed repeats of an ok cell are listed, not dropped.
+    repeat: int | None = None
+    repeat_failures: list[RepeatFailure] = field(default_factory=list)
     # where and how
     device: str | None = None
     telemetry: dict[str, Any] | None = None  # the sampler's summary; typed view: telemetry_summary
@@ -362,7 +385,7 @@ _NUMBERS: dict[str, tuple[float, float, bool]] = {
     "warmup_s": (0, 1e6, False), "graph_breaks": (0, 1e6, True), "break_even_iterations": (0, 1e15, False),
     "peak_memory_bytes": (0, 1e15, True), "memory_requested_bytes": (0, 1e15, True),
     "flops_per_image": (0, 1e16, False), "achieved_tflops": (0, 1e6, False), "peak_tflops": (0, 1e6, False),
-    "mfu": (0, 100, False),
+    "mfu": (0, 100, False), "repeat": (0, 1e6, True),
 }
 _STRINGS = ("reason", "timer", "flop_convention", "device", "break_even_basis", "added_reason")
 _OBJECTS = ("telemetry", "environment", "detections_per_image", "postprocess", "config", "model_runtime_notes")
@@ -404,6 +427,10 @@ def _parse(data: dict[str, Any], version: int) -> CellResult:
                          ("flops_info", FlopsInfo), ("failure", Failure)):
         if data.get(name) is not None:
             kwargs[name] = _record(record, data[name], name)
+    failures = data.get("repeat_failures") or []
+    if not isinstance(failures, list):
+        raise SchemaError(f"repeat_failures must be a list, got {_kind(failures)}")
+    kwargs["repeat_failures"] = [_record(RepeatFailure, f, f"repeat_failures[{i}]") for i, f in enumerate(failures)]
     if data.get("distributed") is not None:
         if not isinstance(data["distributed"], dict):
             raise SchemaError(f"distributed must be an object, got {_kind(data['distributed'])}")
@@ -429,10 +456,13 @@ def _record(cls: type, data: Any, where: str) -> Any:
             if not isinstance(value, list):
                 raise SchemaError(f"{path} must be a list, got {_kind(value)}")
             values[key] = [_record(BlockRecord, b, f"{path}[{i}]") for i, b in enumerate(value)]
+        elif cls is RepeatFailure and key == "failure" and value is not None:
+            values[key] = _record(Failure, value, path)
         elif isinstance(value, bool) or value is None or isinstance(value, (str, dict)):
             values[key] = value
         elif isinstance(value, (int, float)):
-            low, high = (-1e6, 1e6) if key == "round" else (0, 1e15) if key.endswith(("_s", "_ms", "iterations", "n", "rounds")) else (-ABSURD, ABSURD)
+            low, high = (-1e6, 1e6) if key == "round" else (0, 1e15) if key.endswith(
+                ("_s", "_ms", "iterations", "n", "rounds", "repeat", "repeats")) else (-ABSURD, ABSURD)
             if cls is LatencyStats:
                 low, high = _LATENCY_MS if key.endswith("_ms") else (0, 1e12)
             values[key] = _num(value, path, low, high)
