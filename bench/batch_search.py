@@ -12,51 +12,24 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from bench.options import RoundsPolicy, RunOptions
-from bench.schema import Cell, CellResult
+from bench.schema import BatchProbe, BatchSearch, Cell, CellResult
+from bench.timing import WarmupPolicy
 
 Probe = Callable[[Cell], CellResult]
 
 DEFAULT_START = 8
-DEFAULT_LIMIT = 1024  # a CPU never runs out of memory: the doubling must end somewhere
+DEFAULT_LIMIT = 512  # a CPU never runs out of memory: the doubling must end somewhere
 # Bisection stops once the gap between the last fit and the first OOM is at most this fraction of the last
-# fit: 64..128 resolves to within 8 images in 3 probes rather than 6, and each probe costs a fresh process.
-DEFAULT_TOLERANCE = 0.125
-# One short block per probe: enough to prove the timed region fits and to give the boundary a throughput.
-PROBE_ROUNDS = RoundsPolicy(rounds=2, block_s=0.5, min_block_iterations=3)
-
-
-@dataclass
-class BatchProbe:
-    """One probe of the search: a batch size, how its isolated set-up and block ended."""
-
-    batch_size: int
-    status: str  # a CellResult status: ok | oom | error | timeout | skipped
-    peak_memory_bytes: int | None = None  # over the probe's timed block (None on CPU or when it failed)
-    memory_requested_bytes: int | None = None  # for an OOM, the allocation that failed
-    throughput_ips: float | None = None
-    reason: str | None = None
-
-
-@dataclass
-class BatchSearch:
-    """Where the OOM boundary lies for one cell configuration, and how it was found."""
-
-    start: int
-    limit: int
-    tolerance: float
-    largest_fit: int | None = None  # None: not even the smallest batch tried fit
-    smallest_oom: int | None = None  # None: no OOM up to ``limit``
-    stop_reason: str = ""
-    probes: list[BatchProbe] = field(default_factory=list)
-
-    @property
-    def resolved(self) -> bool:
-        """The boundary is pinned: a fit and an OOM within the tolerance of each other."""
-        return (self.largest_fit is not None and self.smallest_oom is not None
-                and self.smallest_oom - self.largest_fit <= _gap_allowed(self.largest_fit, self.tolerance))
+# fit: 128..256 resolves to 160..192 in 2 probes rather than 7, and each probe costs a fresh process (~20 s
+# for a detector on an H100: start, build, calibration, warm-up at a large batch).
+DEFAULT_TOLERANCE = 0.25
+# Two short blocks per probe: enough to prove the timed region fits and to give the boundary a throughput.
+PROBE_ROUNDS = RoundsPolicy(rounds=2, block_s=0.5, min_block_iterations=2)
+# A short warm-up: the peak memory of a step is reached in its first iterations, and a probe must stay cheap.
+PROBE_WARMUP = WarmupPolicy(window=2, tolerance=0.1, min_iterations=3, max_iterations=10, max_s=5.0)
 
 
 @dataclass
@@ -69,7 +42,7 @@ class SearchOutcome:
     failed: CellResult | None = None
 
 
-def _gap_allowed(last_fit: int, tolerance: float) -> int:
+def _gap_allowed(last_fit: int, tolerance: float) -> int:  # the same rule as BatchSearch.resolved
     return max(1, int(last_fit * tolerance))
 
 
@@ -140,10 +113,16 @@ def _stop_reason(record: BatchSearch) -> str:
             "of memory")
 
 
-def isolated_probe(options: RunOptions, rounds: RoundsPolicy = PROBE_ROUNDS) -> Probe:
+def isolated_probe(options: RunOptions, rounds: RoundsPolicy | None = None) -> Probe:
     """A probe that runs one cell in a fresh worker process through the suite's launcher (bench.launch,
-    ``isolation="cell"``): the real set-up path and one short timed block per round."""
-    probe_options = dataclasses.replace(options, isolation="cell", rounds=rounds)
+    ``isolation="cell"``): the real set-up path and one short timed block per round. ``rounds`` defaults to
+    :data:`PROBE_ROUNDS`, or to at most two of the run's own rounds when the run sets them; the warm-up to
+    :data:`PROBE_WARMUP` unless the run sets one."""
+    if rounds is None:
+        given = options.rounds
+        rounds = PROBE_ROUNDS if given is None else dataclasses.replace(given, rounds=min(given.rounds, 2))
+    probe_options = dataclasses.replace(options, isolation="cell", rounds=rounds,
+                                        warmup=options.warmup or PROBE_WARMUP)
 
     def probe(cell: Cell) -> CellResult:
         from bench.launch import run_group  # noqa: PLC0415 (imports torch; the search itself does not need it)
@@ -151,3 +130,24 @@ def isolated_probe(options: RunOptions, rounds: RoundsPolicy = PROBE_ROUNDS) -> 
         return run_group([cell], probe_options)[0]
 
     return probe
+
+
+def search_cell(cell: Cell, options: RunOptions, probe: Probe | None = None, *, start: int = DEFAULT_START,
+                limit: int = DEFAULT_LIMIT, tolerance: float = DEFAULT_TOLERANCE) -> CellResult:
+    """The result of a ``bsmax`` cell: the largest-fit probe's result (an ordinary cell result: throughput,
+    latency, memory, FLOPs at that batch) under the ``bsmax`` cell, with the search in ``batch_search``. When
+    nothing fits, the cell is ``oom``; when a non-OOM failure ended the search before any fit, that failure."""
+    if not cell.searches_batch:
+        raise ValueError(f"{cell.id}: not a batch-search cell (batch size {cell.batch_size!r})")
+    outcome = search(cell, probe or isolated_probe(options), start=start, limit=limit, tolerance=tolerance)
+    record = outcome.search
+    if outcome.boundary is not None:
+        result = dataclasses.replace(outcome.boundary, cell=cell, batch_search=record, ratio=None)
+        if outcome.failed is not None:  # the search was cut short: the figures stand, the boundary is a lower bound
+            result.reason = f"batch search cut short: {record.stop_reason}"
+        return result
+    if outcome.failed is not None:
+        return dataclasses.replace(outcome.failed, cell=cell, batch_search=record)
+    last = record.probes[-1]
+    return CellResult(cell, status="oom", reason=f"batch search: {record.stop_reason}", batch_search=record,
+                      memory_requested_bytes=last.memory_requested_bytes)

@@ -48,8 +48,13 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--models", default=None, help="comma-separated model names (only these; see --list-models)")
     group.addoption("--modes", default=None, help="comma-separated: infer,train (replaces the profile's modes)")
     group.addoption("--precisions", default=None, help="comma-separated: fp32,amp-fp16,amp-bf16")
-    group.addoption("--compile", default=None, help="eager, compiled or both (default: the profile's choice)")
-    group.addoption("--batch-sizes", default=None, help="comma-separated positive integers, e.g. 1,2,4,8")
+    group.addoption("--compile", default=None, help=f"comma-separated compile modes: {', '.join(matrix.COMPILE_CHOICES)} "
+                    "(compiled = --compile-mode's mode, both = eager,compiled; default: the profile's choice)")
+    group.addoption("--memory-format", default=None, help="comma-separated: contiguous,channels_last (channels_last: "
+                    "convolutional models only; default: the profile's choice)")
+    group.addoption("--cudnn-benchmark", default="on", help="torch.backends.cudnn.benchmark: on (default) or off")
+    group.addoption("--batch-sizes", default=None, help="comma-separated positive integers or max (the largest batch "
+                    "that fits, searched), e.g. 1,8,max")
     group.addoption("--image-size", default=None, help="HEIGHTxWIDTH for every cell, e.g. 480x640")
     group.addoption("--weights", action="append", default=[], metavar="NAME=PATH",
                     help="local state dict for a model (repeatable); default random init, never downloads")
@@ -66,7 +71,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--cell-timeout", type=float, default=600.0, help="seconds a worker may go without progress "
                     "before it is killed (the cell is recorded as timeout); default 600")
     group.addoption("--telemetry-hz", type=float, default=50.0, help="NVML sampling rate; 0 disables (default 50)")
-    group.addoption("--compile-mode", default="default", help="torch.compile mode (default 'default')")
+    group.addoption("--compile-mode", default="default", help="the torch.compile mode --compile compiled stands for "
+                    "(default 'default'; --compile can name modes directly)")
     group.addoption("--optimizer", default="sgd", help="training optimizer: sgd (momentum 0.9) or adamw")
     group.addoption("--seed", type=int, default=0, help="seed for weights and synthetic inputs")
     group.addoption("--detbench-journal", default=None, help="JSONL journal of finished cells (default: next to "
@@ -104,9 +110,11 @@ def _build_state(config: pytest.Config) -> RunState:
                                  "(--list-models lists them)")
     filters = matrix.MatrixFilters(
         models=matrix.parse_csv(opt.models), modes=matrix.parse_csv(opt.modes),
-        precisions=matrix.parse_csv(opt.precisions), compile=opt.compile,
+        precisions=matrix.parse_csv(opt.precisions), compile=matrix.parse_compile(opt.compile, opt.compile_mode),
         batch_sizes=matrix.parse_batch_sizes(opt.batch_sizes), image_size=matrix.parse_image_size(opt.image_size),
-        gpus=matrix.parse_gpus(opt.gpus))
+        gpus=matrix.parse_gpus(opt.gpus), memory_formats=matrix.parse_memory_formats(opt.memory_format))
+    if opt.cudnn_benchmark not in ("on", "off"):
+        raise matrix.MatrixError(f"bad --cudnn-benchmark {opt.cudnn_benchmark!r}; valid: on, off")
     if opt.isolation is not None and opt.isolation not in ISOLATIONS and opt.isolation != "process":
         raise matrix.MatrixError(f"unknown isolation {opt.isolation!r}; valid: {', '.join(ISOLATIONS)}")
     rounds = None
@@ -122,7 +130,7 @@ def _build_state(config: pytest.Config) -> RunState:
     options = RunOptions(
         profile=profile, seed=opt.seed, weights=weights,
         isolation=opt.isolation or ("model" if capabilities.cuda_available else "inline"),
-        cell_timeout_s=opt.cell_timeout, telemetry_hz=opt.telemetry_hz, compile_mode=opt.compile_mode,
+        cell_timeout_s=opt.cell_timeout, telemetry_hz=opt.telemetry_hz, cudnn_benchmark=opt.cudnn_benchmark == "on",
         optimizer=opt.optimizer, model_modules=modules, rounds=rounds, repeats=opt.repeats)
     resumed = _read_resume(opt.detbench_resume)  # before the claim, which renames a journal at the same path aside
     journal = Journal.claim(benchmark_json_path(config), opt.detbench_journal)
@@ -275,6 +283,10 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
     terminalreporter.write_line(render(summary_table(results), color=terminalreporter.hasmarkup,
                                        width=_width(terminalreporter)))
     terminalreporter.write_line(overhead_line(results))
+    from reports.advisor import advise, terminal_table  # noqa: PLC0415
+
+    terminalreporter.write_line(render(terminal_table(advise(results)), color=terminalreporter.hasmarkup,
+                                       width=_width(terminalreporter)))
     terminalreporter.write_line(f"journal: {state.journal.path}")
 
 

@@ -20,7 +20,7 @@ from typing import Any
 
 from bench import matrix
 from bench.options import RunOptions, import_model_modules
-from bench.schema import COMPILE_MODES, MODES, PRECISIONS, Cell
+from bench.schema import COMPILE_ALIASES, COMPILE_MODES, MEMORY_FORMATS, MODES, PRECISIONS, Cell
 
 DEFAULT_STEPS = 10
 TOP = 12
@@ -162,8 +162,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.trace", description=__doc__.splitlines()[0])
     parser.add_argument("--model", default=None, help="the cell's model (required unless --summary)")
     parser.add_argument("--mode", default="infer", choices=MODES)
-    parser.add_argument("--compile", default="eager", choices=COMPILE_MODES)
-    parser.add_argument("--compile-mode", default="default", help="torch.compile mode for --compile compiled")
+    parser.add_argument("--compile", default="eager", choices=(*COMPILE_MODES, *COMPILE_ALIASES),
+                        help="eager or a torch.compile mode (compiled = default)")
+    parser.add_argument("--memory-format", default="contiguous", choices=MEMORY_FORMATS)
     parser.add_argument("--precision", default="fp32", choices=PRECISIONS)
     parser.add_argument("--batch-size", type=int, default=1)
     parser.add_argument("--image-size", default=None, help="HEIGHTxWIDTH (default: the model's native size)")
@@ -189,9 +190,8 @@ def main(argv: list[str] | None = None) -> int:
         modules = matrix.parse_csv(args.model_modules) or ()
         import_model_modules(modules)
         cell = Cell(args.model, args.mode, args.compile, args.precision, args.batch_size,
-                    image_size=matrix.parse_image_size(args.image_size))
-        options = RunOptions(profile="trace", compile_mode=args.compile_mode, telemetry_hz=0.0, count_flops=False,
-                             model_modules=modules)
+                    image_size=matrix.parse_image_size(args.image_size), memory_format=args.memory_format)
+        options = RunOptions(profile="trace", telemetry_hz=0.0, count_flops=False, model_modules=modules)
     except ValueError as exc:
         parser.error(str(exc))
     summary = trace(cell, options, args.steps, args.chrome_trace)

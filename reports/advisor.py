@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from bench.schema import COMPILE_MODES, PRECISIONS, Cell, CellResult
+from bench.schema import BATCH_MAX, COMPILE_MODES, MEMORY_FORMATS, PRECISIONS, Cell, CellResult
 
 REASON_CHARS = 240
 INTERLEAVED = "interleaved"  # both cells timed in rounds by one worker: a paired ratio with its spread
@@ -32,6 +32,8 @@ class Axis:
 AXES: tuple[Axis, ...] = (
     Axis("compile", COMPILE_MODES, lambda c: c.compile),
     Axis("precision", PRECISIONS, lambda c: c.precision),
+    Axis("memory format", MEMORY_FORMATS, lambda c: c.memory_format),
+    Axis("batch", (BATCH_MAX,), lambda c: BATCH_MAX if c.searches_batch else "given"),
 )
 
 
@@ -50,7 +52,7 @@ class Candidate:
     """One configuration that ran ok, with what the advice quotes."""
 
     cell_id: str
-    configuration: str  # e.g. "compiled/amp-bf16"
+    configuration: str  # Cell.configuration, e.g. "compiled/amp-bf16/channels_last"
     batch_size: int
     throughput_ips: float
     gain: Gain
@@ -85,6 +87,7 @@ class Advice:
     ranked: list[Candidate] = field(default_factory=list)  # ok configurations, fastest first
     failures: list[FailedConfiguration] = field(default_factory=list)
     not_tried: list[str] = field(default_factory=list)  # "compile: max-autotune", ...
+    notes: list[str] = field(default_factory=list)  # CUDA-graph fallbacks, recompilations, batch-search boundaries
     tie: bool = False  # the runner-up's paired range overlaps the pick's: a tie within the noise
 
     @property
@@ -97,13 +100,13 @@ class Advice:
 
 
 def configuration(cell: Cell) -> str:
-    """The configuration a cell ran, without the batch: ``compile/precision``."""
-    return f"{cell.compile}/{cell.precision}"
+    """The configuration a cell ran, without the batch (:attr:`bench.schema.Cell.configuration`)."""
+    return cell.configuration
 
 
 def measured_batch(result: CellResult) -> int:
-    """The batch size the cell's timed blocks ran at."""
-    return int(result.cell.batch_size)
+    """The batch size the cell's timed blocks ran at (for a ``bsmax`` cell the largest that fit; 0: none)."""
+    return result.measured_batch_size or 0
 
 
 def same_worker(a: CellResult, b: CellResult) -> bool:
@@ -187,10 +190,30 @@ def advise(results: Iterable[CellResult], run: str = "", axes: Sequence[Axis] = 
         failures = [FailedConfiguration(r.cell.id, configuration(r.cell), measured_batch(r), r.status,
                                         _one_line(r.reason or "no reason recorded"))
                     for r in members if r.status != "ok"]
-        item = Advice(run, model, mode, gpus, ranked, failures, _not_tried(members, axes))
+        item = Advice(run, model, mode, gpus, ranked, failures, _not_tried(members, axes), _notes(members))
         item.tie = len(ranked) > 1 and _overlaps(ranked[0], ranked[1])
         advice.append(item)
     return advice
+
+
+def _notes(results: Sequence[CellResult]) -> list[str]:
+    """What a user should know besides the ranking: CUDA graphs that fell back, recompilations in steady state,
+    and where each batch search found the OOM boundary."""
+    notes = []
+    for r in results:
+        where = f"{r.cell.configuration} bs{r.cell.batch_size}"
+        details = r.compile_details
+        if details is not None and details.cudagraph_skips:
+            notes.append(f"{where}: CUDA graphs skipped for {details.cudagraph_skips} graph(s)"
+                         + (f" ({details.cudagraph_skip_reasons})" if details.cudagraph_skip_reasons else ""))
+        if details is not None and details.recompilations:
+            notes.append(f"{where}: {details.recompilations} recompilation(s) after the first call")
+        search = r.batch_search
+        if search is not None:
+            oom = f", {search.smallest_oom} runs out of memory" if search.smallest_oom else ""
+            notes.append(f"{where}: {search.largest_fit or 'no batch'} fits{oom} ({len(search.probes)} probes; "
+                         f"{search.stop_reason})")
+    return [_one_line(n) for n in notes]
 
 
 def advise_runs(runs: Iterable[Any]) -> list[Advice]:
@@ -227,7 +250,7 @@ def row(item: Advice) -> dict[str, str]:
     base = {"run": item.run, "model": item.model, "mode": item.mode, "gpus": str(item.gpus),
             "not_tried": "; ".join(item.not_tried) or "-",
             "failed": "; ".join(f"{f.configuration} bs{f.batch_size} {f.status}: {f.reason}" for f in item.failures)
-            or "-"}
+            or "-", "notes": "; ".join(item.notes) or "-"}
     if best is None:
         return {**base, "best": "nothing ran ok", "batch": "-", "img/s": "-", "gain": "-", "peak GiB": "-",
                 "compile s": "-", "break-even": "-", "MFU": "-", "GPU util": "-", "runner-up": "-"}
@@ -255,7 +278,7 @@ def _break_even(best: Candidate) -> str:
 
 SHORT = ("model", "mode", "gpus", "best", "batch", "img/s", "gain", "MFU", "GPU util")
 COLUMNS = ("model", "mode", "gpus", "best", "batch", "img/s", "gain", "peak GiB", "compile s", "break-even", "MFU",
-           "GPU util", "runner-up", "not_tried", "failed")
+           "GPU util", "runner-up", "not_tried", "failed", "notes")
 HEADINGS = {"gain": "gain vs eager fp32", "not_tried": "not tried", "failed": "failed (reason)"}
 
 
@@ -375,7 +398,7 @@ def trace_arguments(result: CellResult) -> list[str]:
     """``python -m bench.trace`` arguments that set up the same configuration as ``result``'s cell."""
     cell = result.cell
     args = ["--model", cell.model, "--mode", cell.mode, "--compile", cell.compile, "--precision", cell.precision,
-            "--batch-size", str(measured_batch(result))]
+            "--batch-size", str(measured_batch(result)), "--memory-format", cell.memory_format]
     if cell.image_size:
         args += ["--image-size", f"{cell.image_size[0]}x{cell.image_size[1]}"]
     return args

@@ -25,11 +25,12 @@ def cell(compile_mode="eager", precision="fp32", batch=8, mode="infer", gpus=1):
 
 def measured(c, ips, *, ratio=None, group="g", isolation="model", attempt=1, **extra):
     """An ok result with two blocks; ``ratio`` = (median, q1, q3) against eager fp32 at the same batch."""
-    blocks = [BlockRecord(round=i, median_ms=c.batch_size * 1000 / ips, iterations=5, host_canary_ms=1.0,
+    batch = extra["batch_search"].largest_fit if c.searches_batch else c.batch_size
+    blocks = [BlockRecord(round=i, median_ms=batch * 1000 / ips, iterations=5, host_canary_ms=1.0,
                           start_offset_s=float(i)) for i in range(2)]
     m = Measurement(timer="cuda-events", iterations=10, timed_s=1.0, isolation=isolation, blocks=blocks,
                     group=group, worker_attempt=attempt)
-    base = Cell(c.model, c.mode, "eager", "fp32", c.batch_size, c.gpus)
+    base = Cell(c.model, c.mode, "eager", "fp32", batch, c.gpus)
     paired = PairedRatio(base.id, *ratio) if ratio else None
     return CellResult(c, status="ok", throughput_ips=ips, measurement=m, ratio=paired, **extra)
 
@@ -84,7 +85,11 @@ def test_failed_configurations_are_listed_with_their_reason_and_never_picked():
 
 def test_axis_values_the_run_did_not_try_are_named():
     item = advise([measured(cell(), 100.0), measured(cell("eager", "amp-bf16"), 140.0)])[0]
-    assert item.not_tried == ["compile: compiled", "precision: amp-fp16"]
+    assert item.not_tried == ["compile: default, max-autotune, reduce-overhead, max-autotune-no-cudagraphs",
+                              "precision: amp-fp16", "memory format: channels_last", "batch: max"]
+    tried = advise([measured(cell(), 100.0), measured(Cell(MODEL, "infer", "eager", "fp32", 8,
+                                                          memory_format="channels_last"), 110.0)])[0]
+    assert "memory format: channels_last" not in tried.not_tried
 
 
 def test_overlapping_paired_ranges_make_the_runner_up_a_tie_and_separate_ones_do_not():
@@ -131,8 +136,9 @@ def test_the_command_line_prints_the_table_writes_json_and_names_the_config_to_t
     [advice] = json.loads((tmp_path / "advice.json").read_text())
     assert advice["ranked"][0]["gain"]["basis"] == INTERLEAVED and advice["display"]["gain"] == "×1.80 (1.70–1.90)"
     assert main([str(path), "--trace-args", MODEL]) == 0
-    assert capsys.readouterr().out.split() == ["--model", MODEL, "--mode", "infer", "--compile", "compiled",
-                                               "--precision", "amp-bf16", "--batch-size", "8"]
+    assert capsys.readouterr().out.split() == ["--model", MODEL, "--mode", "infer", "--compile", "default",
+                                               "--precision", "amp-bf16", "--batch-size", "8",
+                                               "--memory-format", "contiguous"]
     assert main([str(path), "--trace-args", "ssd300_vgg16"]) == 2
     assert main([str(tmp_path / "missing.json")]) == 2
 
@@ -144,3 +150,24 @@ def test_the_goal_line_says_how_close_the_best_inference_came():
     assert goal_lines(advice, {MODEL: 310.0}) == [
         f"{MODEL}: best 186.0 img/s (compiled/amp-bf16, batch 8) = 60% of the goal 310 img/s"]
     assert "not assessed" in goal_lines(advice, {"fcos_resnet50_fpn": 310.0})[0]
+
+
+def test_cuda_graph_fallbacks_recompilations_and_the_batch_boundary_are_noted():
+    from bench.schema import BatchProbe, BatchSearch, CompileDetails
+
+    graphs = measured(Cell(MODEL, "infer", "reduce-overhead", "amp-bf16", 8, memory_format="channels_last"), 150.0,
+                      compile_s=80.0, compile_details=CompileDetails("reduce-overhead", 1, 2,
+                                                                     "skipping cudagraphs due to data dependent ops"))
+    search = BatchSearch(8, 512, 0.25, largest_fit=96, smallest_oom=112, stop_reason="boundary within 25%",
+                         probes=[BatchProbe(b, "ok" if b <= 96 else "oom") for b in (8, 16, 32, 64, 128, 96, 112)])
+    biggest = measured(Cell(MODEL, "infer", "eager", "amp-bf16", "max", memory_format="channels_last"), 170.0,
+                       batch_search=search)
+    item = advise([measured(cell(), 100.0, ratio=(1, 1, 1)), graphs, biggest])[0]
+    assert item.best.cell_id == biggest.cell.id and item.best.batch_size == 96
+    assert item.best.gain.value is None and item.best.gain.basis == "eager fp32 at batch 96: not measured"
+    assert item.notes == [
+        "compiled-reduce-overhead/amp-bf16/channels_last bs8: CUDA graphs skipped for 2 graph(s) (skipping cudagraphs "
+        "due to data dependent ops)",
+        "compiled-reduce-overhead/amp-bf16/channels_last bs8: 1 recompilation(s) after the first call",
+        "eager/amp-bf16/channels_last bsmax: 96 fits, 112 runs out of memory (7 probes; boundary within 25%)"]
+    assert "batch: max" not in item.not_tried and "CUDA graphs skipped" in row(item)["notes"]
