@@ -35,6 +35,9 @@ class Block:
     image_size: tuple[int, int] | None = None
     gpus: tuple[int, ...] = (1,)  # VISIBLE expands to the machine's counts (only counts > 1 of it here)
     memory_formats: tuple[str, ...] = ("contiguous",)
+    # a model named by --models that the profile does not list gets the axes of the blocks marked so (none marked:
+    # of the first block)
+    for_unlisted: bool = False
 
 
 # --- the profiles, as data -------------------------------------------------------------------------------
@@ -71,11 +74,13 @@ PROFILE_BLOCKS: dict[str, tuple[Block, ...]] = {
     # eager bf16 channels_last. max-autotune modes are left out: several minutes of autotuning per model each.
     "tune": (
         Block(TUNE_MODELS, ("infer",), ("eager",), ("fp32", "amp-bf16"), (8,),
-              memory_formats=("contiguous", "channels_last")),
+              memory_formats=("contiguous", "channels_last"), for_unlisted=True),
         Block(TUNE_MODELS, ("infer",), ("default",), ("amp-bf16",), (8,),
-              memory_formats=("contiguous", "channels_last")),
-        Block(TUNE_MODELS, ("infer",), ("reduce-overhead",), ("amp-bf16",), (8,), memory_formats=("channels_last",)),
-        Block(TUNE_MODELS, ("infer",), ("eager",), ("amp-bf16",), (BATCH_MAX,), memory_formats=("channels_last",)),
+              memory_formats=("contiguous", "channels_last"), for_unlisted=True),
+        Block(TUNE_MODELS, ("infer",), ("reduce-overhead",), ("amp-bf16",), (8,), memory_formats=("channels_last",),
+              for_unlisted=True),
+        Block(TUNE_MODELS, ("infer",), ("eager",), ("amp-bf16",), (BATCH_MAX,), memory_formats=("channels_last",),
+              for_unlisted=True),
     ),
     # About 16 minutes on one H100 (measured, docs/bench.md; sized for 10 from an estimate): every detector eager
     # fp32 and bf16 at batch 1 and 8 (ratios paired inside each model's worker), compiled fp32 for three,
@@ -150,8 +155,8 @@ def expand(profile: str, filters: MatrixFilters, known_models: Iterable[str], gp
 
     ``--modes/--precisions/--compile/--batch-sizes/--image-size`` replace that axis in every block of the
     profile; ``--models`` keeps only the named models, and names models explicitly: a model the profile does not
-    list still runs, with the axes of the blocks that list the same models as the first block (so ``--models X``
-    always yields cells).
+    list still runs, with the axes of the blocks marked ``for_unlisted`` (tune: all of them), else of the first
+    block (so ``--models X`` always yields cells).
     ``--gpus`` replaces every block's GPU counts; without it a block's ``VISIBLE`` counts are those of
     :func:`visible_counts` above one (the 1-GPU cells come from the other blocks and :func:`add_gpu_twins`).
     """
@@ -165,8 +170,9 @@ def expand(profile: str, filters: MatrixFilters, known_models: Iterable[str], gp
     if filters.models:
         listed = {m for b in blocks for m in (known if b.models == ("*",) else b.models)}
         extra = tuple(m for m in filters.models if m not in listed)
-        if extra:  # the blocks of the profile's first model list (tune: all of them; quick: its first block)
-            blocks = blocks + tuple(dataclasses.replace(b, models=extra) for b in blocks if b.models == blocks[0].models)
+        if extra:
+            templates = [b for b in blocks if b.for_unlisted] or [blocks[0]]
+            blocks = blocks + tuple(dataclasses.replace(b, models=extra) for b in templates)
     cells: dict[str, Cell] = {}
     for block in blocks:
         models = known if block.models == ("*",) else block.models

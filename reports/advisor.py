@@ -298,18 +298,16 @@ def terminal_table(advice: Sequence[Advice], columns: Sequence[str] = COLUMNS) -
 
 def markdown_lines(advice: Sequence[Advice], with_run: bool = False) -> list[str]:
     """The advice as a Markdown table (cells escaped for pipes and line breaks)."""
+    from reports.columns import md_cell  # noqa: PLC0415 (pandas; the terminal path does not need it)
+
     if not advice:
         return []
     keys = (("run",) if with_run else ()) + COLUMNS
     lines = ["| " + " | ".join(HEADINGS.get(k, k) for k in keys) + " |", "|" + "---|" * len(keys)]
     for item in advice:
         values = row(item)
-        lines.append("| " + " | ".join(_md(values[k]) for k in keys) + " |")
+        lines.append("| " + " | ".join(md_cell(" ".join(values[k].split())) for k in keys) + " |")
     return lines
-
-
-def _md(text: str) -> str:
-    return " ".join(text.split()).replace("|", "\\|")
 
 
 def html_section(advice: Sequence[Advice], with_run: bool = False) -> str:

@@ -44,6 +44,7 @@ def test_smoke_run_exits_zero_and_prints_the_summary(smoke_run):
     assert "SIGSEGV" in proc.stdout
     assert "median per-cell overhead (wall minus timed region): eager" in proc.stdout
     assert "tiny_convnet @ 32x32 x1 GPU  2 cell(s), interleaved rounds (model)" in proc.stdout
+    assert "detbench advisor: the fastest configuration measured" in proc.stdout  # the closing summary's advice
 
 
 def test_benchmark_json_holds_device_timed_iterations_and_the_detbench_schema(smoke_run):
@@ -98,6 +99,10 @@ def test_pytest_benchmark_compare_reads_the_file(smoke_run):
         (["--telemetry-hz", "inf"], ["telemetry rate must be within 0..1000 Hz"]),
         (["--image-size", "9000x9000"], ["bad image size '9000x9000'", "32..8192"]),
         (["--gpus", "0"], ["bad GPU count '0'"]),
+        (["--compile", "eager,jit"], ["unknown compile mode 'jit'", "reduce-overhead, max-autotune-no-cudagraphs"]),
+        (["--memory-format", "nhwc"], ["unknown memory format 'nhwc'", "contiguous, channels_last"]),
+        (["--cudnn-benchmark", "yes"], ["bad --cudnn-benchmark 'yes'", "on, off"]),
+        (["--batch-sizes", "1,maximum"], ["bad batch size 'maximum'", "e.g. 1,8,max"]),
     ],
 )
 def test_bad_options_are_one_line_usage_errors(args, words):
@@ -113,6 +118,17 @@ def test_cell_ids_select_cells_with_k():
     assert proc.returncode == 0, proc.stderr
     assert "test_cell[retinanet_resnet50_fpn-infer-compiled-fp32-bs8-gpu1]" in proc.stdout
     assert "1/" in proc.stdout or "1 test collected" in proc.stdout or "1 selected" in proc.stdout
+
+
+def test_the_tune_profile_collects_eight_cells_per_model_with_the_new_axes_in_their_ids():
+    proc = run_pytest("--collect-only", "--profile", "tune", "--models", "retinanet_resnet50_fpn", timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    for cell_id in ("retinanet_resnet50_fpn-infer-eager-fp32-bs8-gpu1",
+                    "retinanet_resnet50_fpn-infer-compiled-bf16-channels_last-bs8-gpu1",
+                    "retinanet_resnet50_fpn-infer-compiled-reduce-overhead-bf16-channels_last-bs8-gpu1",
+                    "retinanet_resnet50_fpn-infer-eager-bf16-channels_last-bsmax-gpu1"):
+        assert f"test_cell[{cell_id}]" in proc.stdout
+    assert proc.stdout.count("test_cell[") == 8
 
 
 def test_a_run_where_no_cell_measured_still_writes_its_benchmark_json(tmp_path):

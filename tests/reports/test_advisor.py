@@ -171,3 +171,19 @@ def test_cuda_graph_fallbacks_recompilations_and_the_batch_boundary_are_noted():
         "compiled-reduce-overhead/amp-bf16/channels_last bs8: 1 recompilation(s) after the first call",
         "eager/amp-bf16/channels_last bsmax: 96 fits, 112 runs out of memory (7 probes; boundary within 25%)"]
     assert "batch: max" not in item.not_tried and "CUDA graphs skipped" in row(item)["notes"]
+
+
+def test_detbench_report_shows_the_advisor_in_html_and_markdown(tmp_path):
+    from reports.cli import main
+    from tests.reports.generate import write_journal
+
+    bad = CellResult(cell("reduce-overhead", "amp-bf16"), status="error", reason="CUDA graphs: <nonzero> in NMS")
+    path = write_journal(tmp_path / "run.jsonl", [measured(cell(), 100.0, ratio=(1, 1, 1)),
+                                                  measured(cell("compiled", "amp-bf16"), 180.0, ratio=(1.8, 1.7, 1.9)),
+                                                  bad])
+    assert main([str(path), "--out", str(tmp_path / "out")]) == 0
+    page = (tmp_path / "out" / "report.html").read_text()
+    assert 'href="#advisor"' in page and 'id="advisor-table"' in page and "×1.80 (1.70–1.90)" in page
+    assert "CUDA graphs: &lt;nonzero&gt; in NMS" in page and "<nonzero>" not in page
+    summary = (tmp_path / "out" / "summary.md").read_text()
+    assert "### Advisor: the fastest configuration measured" in summary and "| compiled/amp-bf16 |" in summary
