@@ -10,7 +10,8 @@
 #   bash scripts/tune_h100.sh OUTDIR trace                       # profiler trace of RetinaNet's best (~2-3 min)
 #   bash scripts/tune_h100.sh OUTDIR table                       # only the table over what OUTDIR holds
 # With no word after OUTDIR it does all of the above in order (longer than one 10-minute command).
-# A model whose OUTDIR/tune-MODEL.json exists is not run again, so parts of a run add up across calls.
+# A model whose OUTDIR/tune-MODEL.json exists is not run again; one whose call was cut short resumes from its journal
+# (--detbench-resume), so parts of a run add up across calls.
 # Writes: OUTDIR/gpu.txt, tune-MODEL.{json,journal.jsonl,log}, trace-retinanet.{json,txt}, combined.journal.jsonl,
 # advice.json, report/ (detbench-report over the combined journal).
 set -uo pipefail
@@ -39,11 +40,14 @@ for word in "${words[@]}"; do
       fi ;;
     *)
       json="$out/tune-$word.json"
+      journal="$out/tune-$word.journal.jsonl"
       if [ -s "$json" ]; then echo "$word: $json exists, not run again"; continue; fi
+      resume=()  # a call cut short left a journal: its finished cells are taken, the rest measured
+      [ -s "$journal" ] && resume=(--detbench-resume "$journal")
       echo "== tune $word (budget ${budget}s) =="
       timeout --kill-after=20 "$budget" python3 -m pytest bench/ -p no:cacheprovider -q --profile tune --models "$word" \
-          --benchmark-json="$json" --detbench-journal="$out/tune-$word.journal.jsonl" > "$out/tune-$word.log" 2>&1
-      echo "exit $? ($(grep -c '' "$out/tune-$word.journal.jsonl" 2>/dev/null || echo 0) journal lines)"
+          "${resume[@]}" --benchmark-json="$json" --detbench-journal="$journal" > "$out/tune-$word.log" 2>&1
+      echo "exit $? ($(grep -c '' "$journal" 2>/dev/null || echo 0) journal lines)"
       grep -E "^(■|▶)" "$out/tune-$word.log" | tail -20 ;;
   esac
 done
