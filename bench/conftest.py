@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
+import threading
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -94,6 +96,14 @@ def pytest_configure(config: pytest.Config) -> None:
     except (ValueError, ImportError) as exc:  # MatrixError, unknown model/option: one line, valid choices
         raise pytest.UsageError(str(exc)) from None
     config.stash[STATE] = state
+    if threading.current_thread() is threading.main_thread():
+        # `timeout` and job schedulers stop a run with SIGTERM: end it as Ctrl-C does, so the launcher kills the
+        # worker (its own session, which the signal does not reach) and pytest still writes what was measured
+        signal.signal(signal.SIGTERM, _interrupt_on_sigterm)
+
+
+def _interrupt_on_sigterm(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt(f"stopped by signal {signum} (SIGTERM)")
 
 
 def _build_state(config: pytest.Config) -> RunState:

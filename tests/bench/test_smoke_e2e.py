@@ -145,3 +145,29 @@ def test_a_run_where_no_cell_measured_still_writes_its_benchmark_json(tmp_path):
     statuses = {r["cell_id"].split("-")[0]: r["status"] for r in data["detbench"]["not_measured"]}
     assert statuses == {"tiny_needs_extra": "skipped", "tiny_convnet": "error"}
     assert sorted(r.status for r in load_run(out).results) == ["error", "skipped"]
+
+
+def test_sigterm_ends_the_run_and_its_worker_like_ctrl_c(tmp_path):
+    import signal
+    import time
+
+    log = tmp_path / "out.txt"
+    command = [sys.executable, "-m", "pytest", "bench/", "-p", "no:cacheprovider", "-q", "--profile", "smoke",
+               "--models", "tiny_convnet", "--modes", "infer", "--image-size", "32x32", "--model-modules",
+               "tests.bench.tiny_models", "--isolation", "model", f"--benchmark-json={tmp_path / 'r.json'}"]
+    with open(log, "w") as sink:
+        proc = subprocess.Popen(command, cwd=ROOT, stdout=sink, stderr=subprocess.STDOUT,
+                                env={**os.environ, "DETBENCH_TEST_FAULT": "tiny_convnet:hang"})
+        worker = None
+        deadline = time.time() + 120
+        while worker is None and time.time() < deadline and proc.poll() is None:
+            children = Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text().split()
+            worker = next((int(c) for c in children if "bench.worker" in
+                           Path(f"/proc/{c}/cmdline").read_bytes().decode(errors="replace")), None)
+            time.sleep(0.2)
+        assert worker is not None, log.read_text()[-2000:]
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=60)
+    assert proc.returncode != 0 and "SIGTERM" in log.read_text()
+    with pytest.raises(ProcessLookupError):
+        os.kill(worker, 0)  # killed with its process group and reaped, not left running
