@@ -10,8 +10,17 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Iterable
 
-from bench.schema import (BATCH_MAX, COMPILE_ALIASES, COMPILE_MODES, CUDA_GRAPH_MODES, MAX_IMAGE_SIDE,
-                          MEMORY_FORMATS, MODES, PRECISIONS, Cell)
+from bench.schema import (
+    BATCH_MAX,
+    COMPILE_ALIASES,
+    COMPILE_MODES,
+    CUDA_GRAPH_MODES,
+    MAX_IMAGE_SIDE,
+    MEMORY_FORMATS,
+    MODES,
+    PRECISIONS,
+    Cell,
+)
 
 PROFILES = ("auto", "smoke", "quick", "full", "tune")
 # --compile: the modes, plus version 1's words: compiled (= --compile-mode, default "default") and both

@@ -86,7 +86,7 @@ class GroupShared:
         return self.infer_models.get("contiguous") or next(iter(self.infer_models.values()), None)
 
 
-class NotApplicable(RuntimeError):
+class NotApplicableError(RuntimeError):
     """A cell whose configuration does not apply to its model (channels_last without convolutions): skipped."""
 
 
@@ -235,7 +235,7 @@ def classify_failure(cell: Cell, exc: BaseException, device: torch.device | str 
     """The one failure classifier: OOM -> ``oom``, a missing optional dependency -> ``skipped``, anything
     else -> ``error`` with the traceback tail. (``timeout`` comes from the launcher, which kills hangs.)"""
     name = device_name(device) if isinstance(device, torch.device) else device
-    if isinstance(exc, (MissingExtraError, NotApplicable)):
+    if isinstance(exc, (MissingExtraError, NotApplicableError)):
         return CellResult(cell, status="skipped", reason=str(exc), device=name)
     failure = Failure(error_type=type(exc).__name__, phase=phase,
                       traceback_tail="".join(traceback.format_exception(exc))[-TAIL_CHARS:])
@@ -277,7 +277,7 @@ def to_memory_format(model: torch.nn.Module, memory_format: str, model_name: str
     if memory_format == "contiguous":
         return
     if not any(isinstance(m, torch.nn.Conv2d) for m in model.modules()):
-        raise NotApplicable(f"{memory_format} applies to convolutional models; {model_name} has no Conv2d layer")
+        raise NotApplicableError(f"{memory_format} applies to convolutional models; {model_name} has no Conv2d layer")
     model.to(memory_format=torch.channels_last)
 
 

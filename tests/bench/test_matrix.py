@@ -166,7 +166,8 @@ def test_the_tune_profile_searches_each_model_in_one_group_with_the_batch_search
     cells = matrix.expand("tune", MatrixFilters(), MODELS)
     assert {c.model for c in cells} == set(matrix.TUNE_MODELS) and len(cells) == 8 * len(matrix.TUNE_MODELS)
     retina = [c for c in cells if c.model == "retinanet_resnet50_fpn"]
-    assert {c.group_key for c in retina} == {("retinanet_resnet50_fpn", None, 1)} and {c.mode for c in retina} == {"infer"}
+    assert {c.group_key for c in retina} == {("retinanet_resnet50_fpn", None, 1)}
+    assert {c.mode for c in retina} == {"infer"}
     assert sorted(c.configuration for c in retina if c.batch_size == 8) == [
         "compiled-reduce-overhead/amp-bf16/channels_last", "compiled/amp-bf16", "compiled/amp-bf16/channels_last",
         "eager/amp-bf16", "eager/amp-bf16/channels_last", "eager/fp32", "eager/fp32/channels_last"]

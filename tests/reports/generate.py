@@ -108,9 +108,8 @@ def _result(cell, rng, env, ips1, gflops, mem0, mem_per, speed, series_points, n
         )
     batch_eff = cell.batch_size / (1.0 + 0.35 * (cell.batch_size - 1) ** 0.85)
     scale_eff = cell.gpus * (0.92 ** (cell.gpus - 1))
-    ips = (
-        ips1 * speed * mode_factor * PRECISION_GAIN[cell.precision] * COMPILE_GAIN["compiled" if cell.compiled else "eager"] * batch_eff * scale_eff
-    )
+    compile_gain = COMPILE_GAIN["compiled" if cell.compiled else "eager"]
+    ips = ips1 * speed * mode_factor * PRECISION_GAIN[cell.precision] * compile_gain * batch_eff * scale_eff
     iter_ms = 1000.0 * cell.batch_size / ips
     times = sorted(rng.gauss(iter_ms, iter_ms * noise) for _ in range(iterations))
     times = [round(max(t, iter_ms * 0.5), 3) for t in times]
@@ -135,7 +134,7 @@ def _result(cell, rng, env, ips1, gflops, mem0, mem_per, speed, series_points, n
     peak = 989.0 if cell.precision != "fp32" else 67.0
     first_call = (45.0 + rng.random() * 20) if cell.compiled else 1.5 + rng.random()
     compile_s = first_call - median / 1000.0
-    eager_ms = iter_ms * COMPILE_GAIN["compiled" if cell.compiled else "eager"]
+    eager_ms = iter_ms * compile_gain
     break_even = compile_s / ((eager_ms - iter_ms) / 1000.0) if cell.compiled else None
     power = 350.0 + 250.0 * min(1.0, cell.batch_size / 8)
     telemetry = _telemetry(rng, power, ips * 1.0, mem_gib, series_points, cell.gpus)
