@@ -22,7 +22,7 @@ import pytest
 from bench import matrix
 from bench.journal import Journal, JournalError, read_journal
 from bench.options import ISOLATIONS, RoundsPolicy, RunOptions, import_model_modules
-from bench.schema import SCHEMA_NAME, SCHEMA_VERSION, Cell, CellResult
+from bench.schema import BATCH_MAX, SCHEMA_NAME, SCHEMA_VERSION, Cell, CellResult
 
 
 @dataclass
@@ -137,6 +137,9 @@ def _build_state(config: pytest.Config) -> RunState:
     capabilities = matrix.probe_capabilities()
     profile = matrix.resolve_profile(opt.profile, capabilities.cuda_available)
     cells, added = matrix.add_gpu_twins(matrix.expand(profile, filters, list_models(), capabilities.gpu_count))
+    if opt.repeats > 1 and any(c.searches_batch for c in cells):
+        raise matrix.MatrixError(f"batch size {BATCH_MAX} is not repeated (each repeat may find another boundary); "
+                                 "run the search without --repeats, then repeat the batch size it found")
     options = RunOptions(
         profile=profile, seed=opt.seed, weights=weights,
         isolation=opt.isolation or ("model" if capabilities.cuda_available else "inline"),

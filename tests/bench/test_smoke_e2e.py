@@ -103,6 +103,7 @@ def test_pytest_benchmark_compare_reads_the_file(smoke_run):
         (["--memory-format", "nhwc"], ["unknown memory format 'nhwc'", "contiguous, channels_last"]),
         (["--cudnn-benchmark", "yes"], ["bad --cudnn-benchmark 'yes'", "on, off"]),
         (["--batch-sizes", "1,maximum"], ["bad batch size 'maximum'", "e.g. 1,8,max"]),
+        (["--profile", "tune", "--repeats", "2"], ["batch size max is not repeated"]),
     ],
 )
 def test_bad_options_are_one_line_usage_errors(args, words):
