@@ -10,10 +10,10 @@
 #   bash scripts/tune_h100.sh OUTDIR trace                       # profiler trace of RetinaNet's best (~2-3 min)
 #   bash scripts/tune_h100.sh OUTDIR table                       # only the table over what OUTDIR holds
 # With no word after OUTDIR it does all of the above in order (longer than one 10-minute command).
-# A model whose OUTDIR/tune-MODEL.json exists is not run again; one whose call was cut short resumes from its journal
-# (--detbench-resume), so parts of a run add up across calls.
+# A model that finished (OUTDIR/tune-MODEL.done) is not run again; one whose call was cut short resumes from its
+# journal (--detbench-resume: finished cells are kept), so parts of a run add up across calls.
 # Writes: OUTDIR/gpu.txt, tune-MODEL.{json,journal.jsonl,log}, trace-retinanet.{json,txt}, combined.journal.jsonl,
-# advice.json, report/ (detbench-report over the combined journal).
+# advice.json, report/ (detbench-report, as python -m reports, over the combined journal).
 set -uo pipefail
 out=${1:?usage: bash scripts/tune_h100.sh OUTDIR [MODEL... | trace | table]}
 shift
@@ -41,13 +41,15 @@ for word in "${words[@]}"; do
     *)
       json="$out/tune-$word.json"
       journal="$out/tune-$word.journal.jsonl"
-      if [ -s "$json" ]; then echo "$word: $json exists, not run again"; continue; fi
+      if [ -e "$out/tune-$word.done" ]; then echo "$word: done in an earlier call, not run again"; continue; fi
       resume=()  # a call cut short left a journal: its finished cells are taken, the rest measured
       [ -s "$journal" ] && resume=(--detbench-resume "$journal")
       echo "== tune $word (budget ${budget}s) =="
       timeout --kill-after=20 "$budget" python3 -m pytest bench/ -p no:cacheprovider -q --profile tune --models "$word" \
           "${resume[@]}" --benchmark-json="$json" --detbench-journal="$journal" > "$out/tune-$word.log" 2>&1
-      echo "exit $? ($(grep -c '' "$journal" 2>/dev/null || echo 0) journal lines)"
+      rc=$?
+      [ "$rc" -eq 0 ] && touch "$out/tune-$word.done"  # a cut run (timeout: exit 2 or 124) resumes next call
+      echo "exit $rc ($(grep -c '' "$journal" 2>/dev/null || echo 0) journal lines)"
       grep -E "^(■|▶)" "$out/tune-$word.log" | tail -20 ;;
   esac
 done
@@ -57,8 +59,8 @@ done
 mapfile -t journals < <(ls "$out"/tune-*.journal.jsonl 2>/dev/null)
 if [ ${#journals[@]} -gt 0 ]; then
   cat "${journals[@]}" > "$out/combined.journal.jsonl"
-  detbench-report "$out/combined.journal.jsonl" --out "$out/report" --title "detbench tune (issue 18)" > "$out/report.log" 2>&1 \
-      || echo "detbench-report failed: $(tail -1 "$out/report.log")"
+  python3 -m reports "$out/combined.journal.jsonl" --out "$out/report" --title "detbench tune (issue 18)" > "$out/report.log" 2>&1 \
+      || echo "python -m reports failed: $(tail -1 "$out/report.log")"
   if [ -s "$out/trace-retinanet.json" ]; then
     python3 -m bench.trace --summary "$out/trace-retinanet.json"
   fi
