@@ -3,7 +3,8 @@
 Options are validated before any GPU work (a bad one is a one-line usage error naming the valid
 choices); the matrix's cells parametrise ``test_cell`` with ids = ``Cell.id``; after collection (and
 ``-k``/deselection) the selected cells form the run's groups, so the first cell of a group measures the
-group and later ones return stored results. Results enter pytest-benchmark's JSON through its hooks (see
+group and later ones return stored results (with ``--repeats N`` the first cell measures every group N
+times, see bench/suite.py). Results enter pytest-benchmark's JSON through its hooks (see
 bench/pytest_bridge.py and docs/bench.md). Run state lives in ``config.stash``.
 """
 
@@ -11,15 +12,17 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
+import threading
 from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
 
 from bench import matrix
-from bench.journal import Journal
+from bench.journal import Journal, JournalError, read_journal
 from bench.options import ISOLATIONS, RoundsPolicy, RunOptions, import_model_modules
-from bench.schema import SCHEMA_NAME, SCHEMA_VERSION, Cell
+from bench.schema import BATCH_MAX, SCHEMA_NAME, SCHEMA_VERSION, Cell, CellResult
 
 
 @dataclass
@@ -33,6 +36,7 @@ class RunState:
     filters: matrix.MatrixFilters
     added: dict[str, str] = field(default_factory=dict)  # cell id -> why the run added it
     selected: list[Cell] | None = None  # after -k / deselection
+    resumed: list[CellResult] = field(default_factory=list)  # --detbench-resume: results taken, not measured
     run: Any = None  # bench.suite.BenchRun, made on the first cell
 
 
@@ -46,8 +50,13 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--models", default=None, help="comma-separated model names (only these; see --list-models)")
     group.addoption("--modes", default=None, help="comma-separated: infer,train (replaces the profile's modes)")
     group.addoption("--precisions", default=None, help="comma-separated: fp32,amp-fp16,amp-bf16")
-    group.addoption("--compile", default=None, help="eager, compiled or both (default: the profile's choice)")
-    group.addoption("--batch-sizes", default=None, help="comma-separated positive integers, e.g. 1,2,4,8")
+    group.addoption("--compile", default=None, help=f"comma-separated compile modes: {', '.join(matrix.COMPILE_CHOICES)} "
+                    "(compiled = --compile-mode's mode, both = eager,compiled; default: the profile's choice)")
+    group.addoption("--memory-format", default=None, help="comma-separated: contiguous,channels_last (channels_last: "
+                    "convolutional models only; default: the profile's choice)")
+    group.addoption("--cudnn-benchmark", default="on", help="torch.backends.cudnn.benchmark: on (default) or off")
+    group.addoption("--batch-sizes", default=None, help="comma-separated positive integers or max (the largest batch "
+                    "that fits, searched), e.g. 1,8,max")
     group.addoption("--image-size", default=None, help="HEIGHTxWIDTH for every cell, e.g. 480x640")
     group.addoption("--weights", action="append", default=[], metavar="NAME=PATH",
                     help="local state dict for a model (repeatable); default random init, never downloads")
@@ -58,14 +67,21 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--rounds", type=int, default=None, help="interleaved rounds per group (default 4 on GPU, 3 on CPU)")
     group.addoption("--block-s", type=float, default=None, help="seconds per timed block (default 0.5 on GPU, "
                     "0.1 on CPU)")
+    group.addoption("--repeats", type=int, default=1, help="measure every cell N separate times at different "
+                    "moments of the run (the whole matrix again per repeat, order rotated); the comparison then "
+                    "judges by between-repeat spread (default 1)")
     group.addoption("--cell-timeout", type=float, default=600.0, help="seconds a worker may go without progress "
                     "before it is killed (the cell is recorded as timeout); default 600")
     group.addoption("--telemetry-hz", type=float, default=50.0, help="NVML sampling rate; 0 disables (default 50)")
-    group.addoption("--compile-mode", default="default", help="torch.compile mode (default 'default')")
+    group.addoption("--compile-mode", default="default", help="the torch.compile mode --compile compiled stands for "
+                    "(default 'default'; --compile can name modes directly)")
     group.addoption("--optimizer", default="sgd", help="training optimizer: sgd (momentum 0.9) or adamw")
     group.addoption("--seed", type=int, default=0, help="seed for weights and synthetic inputs")
     group.addoption("--detbench-journal", default=None, help="JSONL journal of finished cells (default: next to "
                     "--benchmark-json, else .detbench/journal-<time>.jsonl)")
+    group.addoption("--detbench-resume", default=None, metavar="JOURNAL",
+                    help="journal of an interrupted run with the same options: its finished cells and repeats are "
+                    "taken as they are (copied into this run's journal), the rest is measured")
     group.addoption("--detbench-strict", action="store_true", help="fail (not xfail) oom/error/timeout cells")
     group.addoption("--model-modules", default=os.environ.get("DETBENCH_MODEL_MODULES"),
                     help="comma-separated modules to import that register extra models")
@@ -80,6 +96,14 @@ def pytest_configure(config: pytest.Config) -> None:
     except (ValueError, ImportError) as exc:  # MatrixError, unknown model/option: one line, valid choices
         raise pytest.UsageError(str(exc)) from None
     config.stash[STATE] = state
+    if threading.current_thread() is threading.main_thread():
+        # `timeout` and job schedulers stop a run with SIGTERM: end it as Ctrl-C does, so the launcher kills the
+        # worker (its own session, which the signal does not reach) and pytest still writes what was measured
+        signal.signal(signal.SIGTERM, _interrupt_on_sigterm)
+
+
+def _interrupt_on_sigterm(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt(f"stopped by signal {signum} (SIGTERM)")
 
 
 def _build_state(config: pytest.Config) -> RunState:
@@ -96,9 +120,11 @@ def _build_state(config: pytest.Config) -> RunState:
                                  "(--list-models lists them)")
     filters = matrix.MatrixFilters(
         models=matrix.parse_csv(opt.models), modes=matrix.parse_csv(opt.modes),
-        precisions=matrix.parse_csv(opt.precisions), compile=opt.compile,
+        precisions=matrix.parse_csv(opt.precisions), compile=matrix.parse_compile(opt.compile, opt.compile_mode),
         batch_sizes=matrix.parse_batch_sizes(opt.batch_sizes), image_size=matrix.parse_image_size(opt.image_size),
-        gpus=matrix.parse_gpus(opt.gpus))
+        gpus=matrix.parse_gpus(opt.gpus), memory_formats=matrix.parse_memory_formats(opt.memory_format))
+    if opt.cudnn_benchmark not in ("on", "off"):
+        raise matrix.MatrixError(f"bad --cudnn-benchmark {opt.cudnn_benchmark!r}; valid: on, off")
     if opt.isolation is not None and opt.isolation not in ISOLATIONS and opt.isolation != "process":
         raise matrix.MatrixError(f"unknown isolation {opt.isolation!r}; valid: {', '.join(ISOLATIONS)}")
     rounds = None
@@ -111,13 +137,28 @@ def _build_state(config: pytest.Config) -> RunState:
     capabilities = matrix.probe_capabilities()
     profile = matrix.resolve_profile(opt.profile, capabilities.cuda_available)
     cells, added = matrix.add_gpu_twins(matrix.expand(profile, filters, list_models(), capabilities.gpu_count))
+    if opt.repeats > 1 and any(c.searches_batch for c in cells):
+        raise matrix.MatrixError(f"batch size {BATCH_MAX} is not repeated (each repeat may find another boundary); "
+                                 "run the search without --repeats, then repeat the batch size it found")
     options = RunOptions(
         profile=profile, seed=opt.seed, weights=weights,
         isolation=opt.isolation or ("model" if capabilities.cuda_available else "inline"),
-        cell_timeout_s=opt.cell_timeout, telemetry_hz=opt.telemetry_hz, compile_mode=opt.compile_mode,
-        optimizer=opt.optimizer, model_modules=modules, rounds=rounds)
+        cell_timeout_s=opt.cell_timeout, telemetry_hz=opt.telemetry_hz, cudnn_benchmark=opt.cudnn_benchmark == "on",
+        optimizer=opt.optimizer, model_modules=modules, rounds=rounds, repeats=opt.repeats)
+    resumed = _read_resume(opt.detbench_resume)  # before the claim, which renames a journal at the same path aside
     journal = Journal.claim(benchmark_json_path(config), opt.detbench_journal)
-    return RunState(cells, options, capabilities, journal, filters, added)
+    return RunState(cells, options, capabilities, journal, filters, added, resumed=resumed)
+
+
+def _read_resume(path: str | None) -> list[CellResult]:
+    if path is None:
+        return []
+    try:
+        return read_journal(path)
+    except OSError as exc:
+        raise JournalError(f"cannot read --detbench-resume {path}: {exc.strerror or exc}") from None
+    except ValueError as exc:  # SchemaError or a torn line in the middle
+        raise JournalError(f"--detbench-resume {path} is not a detbench journal ({exc})") from None
 
 
 def benchmark_json_path(config: pytest.Config) -> str | None:
@@ -174,7 +215,8 @@ def _bench_run(config: pytest.Config) -> Any:
                 reporter.write_line(render(text, color=reporter.hasmarkup, width=_width(reporter)))
 
         cells = state.selected if state.selected is not None else state.cells
-        state.run = BenchRun(state.options, state.capabilities, cells, state.journal, display, collect(), state.added)
+        state.run = BenchRun(state.options, state.capabilities, cells, state.journal, display, collect(), state.added,
+                             resumed=state.resumed)
     return state.run
 
 
@@ -254,6 +296,10 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
     terminalreporter.write_line(render(summary_table(results), color=terminalreporter.hasmarkup,
                                        width=_width(terminalreporter)))
     terminalreporter.write_line(overhead_line(results))
+    from reports.advisor import advise, terminal_table  # noqa: PLC0415
+
+    terminalreporter.write_line(render(terminal_table(advise(results)), color=terminalreporter.hasmarkup,
+                                       width=_width(terminalreporter)))
     terminalreporter.write_line(f"journal: {state.journal.path}")
 
 

@@ -10,6 +10,7 @@ loses nothing it measured (bench.launch reads it back).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import statistics
@@ -103,7 +104,7 @@ def measure_group(cells: list[Cell], options: RunOptions, device: torch.device, 
         except Exception as exc:  # noqa: BLE001 - recorded as the cell's result; the group goes on
             _fail(session, exc, "set-up", results, progress)
             continue
-        compiled_alive = compiled_alive or cell.compile == "compiled"
+        compiled_alive = compiled_alive or cell.compiled
         ready.append(session)
     iterations = [s.iterations_for(policy.block_s, policy.min_block_iterations) for s in ready]
     origin = time.perf_counter()
@@ -158,8 +159,8 @@ def baseline_of(cell: Cell) -> Cell:
 
 
 def eager_twin(cell: Cell) -> Cell:
-    """The eager cell with the same configuration as a compiled one."""
-    return Cell(cell.model, cell.mode, "eager", cell.precision, cell.batch_size, cell.gpus, cell.image_size)
+    """The eager cell with the same configuration (precision, memory format, batch ...) as a compiled one."""
+    return dataclasses.replace(cell, compile="eager")
 
 
 def paired_ratio(cell: CellResult, baseline: CellResult) -> PairedRatio | None:
@@ -181,7 +182,7 @@ def finish_group(results: list[CellResult]) -> None:
     for result in by_id.values():
         base = by_id.get(baseline_of(result.cell).id)
         result.ratio = paired_ratio(result, base) if base is not None else None
-        if result.cell.compile != "compiled" or result.latency is None:
+        if not result.cell.compiled or result.latency is None:
             continue
         twin = by_id.get(eager_twin(result.cell).id)
         if twin is None or twin.latency is None:

@@ -31,11 +31,13 @@ from bench.engine import paired_ratio
 from bench.models import get_model
 from bench.models.registry import UnknownModelError
 from bench.options import RoundsPolicy, RunOptions, import_model_modules
-from bench.schema import COMPILE_MODES, MODES, BlockRecord, Cell, CellResult, LatencyStats, Measurement, PairedRatio
+from bench.schema import MODES, BlockRecord, Cell, CellResult, LatencyStats, Measurement, PairedRatio
 
 SCHEMA_NAME = "detbench.interleaved"
 SCHEMA_VERSION = 2  # 2: each model also carries its variants' full cell results ("cells")
 DEFAULT_VARIANTS = ("infer-eager-fp32", "infer-eager-bf16", "infer-compiled-fp32")
+# a variant's compile word: eager or compiled (torch.compile's default mode; the matrix's --compile has the others)
+COMPILE_MODES = ("eager", "compiled")
 PRECISION_ALIASES = {"fp32": "fp32", "fp16": "amp-fp16", "bf16": "amp-bf16",
                      "amp-fp16": "amp-fp16", "amp-bf16": "amp-bf16"}
 

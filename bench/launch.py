@@ -47,13 +47,22 @@ def run_group(cells: list[Cell], options: RunOptions, *,
         return []
     if cells[0].gpus > 1:
         return _distributed(cells, options, baselines or {})
-    if options.isolation == "inline":
-        results = _inline(cells, options)
+    # bsmax cells: the largest batch that fits, each probe in a fresh worker (bench.batch_search)
+    searched = [c for c in cells if c.searches_batch]
+    fixed = [c for c in cells if not c.searches_batch]
+    if not fixed:
+        results = []
+    elif options.isolation == "inline":
+        results = _inline(fixed, options)
     elif options.isolation == "cell":
-        results = [r for cell in cells for r in _in_workers([cell], options)]
+        results = [r for cell in fixed for r in _in_workers([cell], options)]
     else:
-        results = _in_workers(cells, options)
-    finish_group(results)
+        results = _in_workers(fixed, options)
+    finish_group(results)  # paired ratios and break-even: among the cells timed together, never the searches
+    if searched:
+        from bench.batch_search import search_cell  # noqa: PLC0415
+
+        results += [search_cell(cell, options) for cell in searched]
     order = {c.id: i for i, c in enumerate(cells)}
     return sorted(results, key=lambda r: order.get(r.cell.id, len(order)))
 

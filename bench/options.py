@@ -12,8 +12,8 @@ from bench.timing import WarmupPolicy
 ISOLATIONS = ("model", "cell", "inline")  # a worker per model group, a process per cell, this process
 ISOLATION_ALIASES = {"process": "cell"}  # the name version 1 used for one process per cell
 MAX_TELEMETRY_HZ = 1000.0
+MAX_REPEATS = 100  # each repeat re-runs the whole matrix; more is a typo, not a plan
 OPTIMIZERS = ("sgd", "adamw")
-COMPILE_TORCH_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 
 # Warm-up policies per device kind; CPU ones are short so CI stays fast.
 GPU_WARMUP = WarmupPolicy(window=5, tolerance=0.02, min_iterations=10, max_iterations=300, max_s=15.0)
@@ -66,16 +66,15 @@ class RunOptions:
     isolation: str = "inline"
     cell_timeout_s: float = 900.0  # a worker that makes no progress (no set-up step, no block) this long is killed
     telemetry_hz: float = 50.0
-    compile_mode: str = "default"
     optimizer: str = "sgd"
     learning_rate: float = 1e-4  # small: random-init detectors on synthetic targets, many iterations
     momentum: float = 0.9
-    cudnn_benchmark: bool = True
+    cudnn_benchmark: bool = True  # torch.backends.cudnn.benchmark for every cell (--cudnn-benchmark on|off)
     count_flops: bool = True
     warmup: WarmupPolicy | None = None  # None = the device kind's default
     model_modules: tuple[str, ...] = ()  # extra modules to import that register models (plugins, tests)
     rounds: RoundsPolicy | None = None  # None = the device kind's default
-
+    repeats: int = 1  # separate measurements of every cell at different moments of the run (bench.suite)
 
     def __post_init__(self) -> None:
         self.isolation = ISOLATION_ALIASES.get(self.isolation, self.isolation)
@@ -83,13 +82,15 @@ class RunOptions:
             raise ValueError(f"unknown isolation {self.isolation!r}; valid: {', '.join(ISOLATIONS)}")
         if self.optimizer not in OPTIMIZERS:
             raise ValueError(f"unknown optimizer {self.optimizer!r}; valid: {', '.join(OPTIMIZERS)}")
-        if self.compile_mode not in COMPILE_TORCH_MODES:
-            raise ValueError(f"unknown compile mode {self.compile_mode!r}; valid: {', '.join(COMPILE_TORCH_MODES)}")
         if not (math.isfinite(self.cell_timeout_s) and self.cell_timeout_s > 0):
             raise ValueError(f"cell timeout must be a finite number of seconds > 0, got {self.cell_timeout_s!r}")
         if not (math.isfinite(self.telemetry_hz) and 0 <= self.telemetry_hz <= MAX_TELEMETRY_HZ):
             raise ValueError(f"telemetry rate must be within 0..{MAX_TELEMETRY_HZ:g} Hz (0 disables), "
                              f"got {self.telemetry_hz!r}")
+        if not isinstance(self.cudnn_benchmark, bool):
+            raise ValueError(f"cudnn_benchmark must be true or false, got {self.cudnn_benchmark!r}")
+        if not _is_int(self.repeats) or not 1 <= self.repeats <= MAX_REPEATS:
+            raise ValueError(f"repeats must be an integer within 1..{MAX_REPEATS}, got {self.repeats!r}")
         if isinstance(self.warmup, dict):
             self.warmup = WarmupPolicy(**self.warmup)
         if isinstance(self.rounds, dict):

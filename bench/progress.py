@@ -38,7 +38,7 @@ def overhead_line(results: Iterable[CellResult]) -> str:
     """The median per-cell overhead (cell wall time minus its timed region), eager and compiled apart."""
     parts = []
     for kind in ("eager", "compiled"):
-        values = [r.overhead_s for r in results if r.cell.compile == kind and r.overhead_s is not None]
+        values = [r.overhead_s for r in results if r.cell.compiled == (kind == "compiled") and r.overhead_s is not None]
         if values:
             parts.append(f"{kind} {statistics.median(values):.1f} s over {len(values)} cell(s)")
     return "median per-cell overhead (wall minus timed region): " + ("; ".join(parts) if parts else "no measured cell")

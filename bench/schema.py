@@ -5,6 +5,10 @@ which validates (types, finiteness, plausible ranges) and raises :class:`SchemaE
 Version 2 replaced the free-form pieces of ``config`` (set-up times, measurement, FLOP details,
 failure tails, runtime notes) with the typed records below and added per-block records and the paired
 ratio to the group's baseline; version-1 files still load (their ``config`` pieces are lifted).
+``--repeats`` added optional fields within version 2 (a block's ``repeat``, ``Measurement.repeats`` and
+``repeat_setup_wall_s``, ``CellResult.repeat`` and ``repeat_failures``); files without them read as one repeat.
+Issue 18 added, also optional within version 2: the compile modes (``compiled`` reads as ``default``), the
+memory format, ``bsmax`` cells with their ``batch_search`` and ``compile_details``.
 """
 
 from __future__ import annotations
@@ -20,12 +24,22 @@ SCHEMA_VERSION = 2
 SCHEMA_NAME = "detbench.cell"
 
 MODES = ("infer", "train")
-COMPILE_MODES = ("eager", "compiled")
+# eager, or torch.compile with this mode. Before issue 18 the axis had one compiled value, "compiled" (the default
+# mode): it still loads and is still accepted, as "default", and "default" cells keep the "compiled" id token.
+COMPILE_MODES = ("eager", "default", "max-autotune", "reduce-overhead", "max-autotune-no-cudagraphs")
+COMPILE_ALIASES = {"compiled": "default"}
+CUDA_GRAPH_MODES = ("reduce-overhead", "max-autotune")  # torch.compile modes that capture CUDA graphs
 PRECISIONS = ("fp32", "amp-fp16", "amp-bf16")
+MEMORY_FORMATS = ("contiguous", "channels_last")
+BATCH_MAX = "max"  # Cell.batch_size: the largest batch that fits, searched (bench.batch_search)
 STATUSES = ("ok", "oom", "error", "skipped", "timeout")
 MAX_IMAGE_SIDE = 8192  # beyond any GPU's memory for a detector batch
 
 _PRECISION_SHORT = {"fp32": "fp32", "amp-fp16": "fp16", "amp-bf16": "bf16"}
+# id tokens: "default" keeps version 1's "compiled", so ids of eager and compiled-default cells never changed
+_COMPILE_TOKEN = {"eager": "eager", "default": "compiled", "max-autotune": "compiled-max-autotune",
+                  "reduce-overhead": "compiled-reduce-overhead",
+                  "max-autotune-no-cudagraphs": "compiled-max-autotune-no-cudagraphs"}
 # No number in a result is larger than this; a bigger one is corruption, not a measurement.
 ABSURD = 1e18
 
@@ -36,24 +50,29 @@ class SchemaError(ValueError):
 
 @dataclass(frozen=True)
 class Cell:
-    """One point of the matrix: (detector, mode, compile, precision, batch size, GPU count, image size)."""
+    """One point of the matrix: (detector, mode, compile, precision, batch size, GPU count, image size, memory
+    format). ``compile`` is ``eager`` or a torch.compile mode; ``batch_size`` is an integer or :data:`BATCH_MAX`
+    (the largest batch that fits, found by bench.batch_search)."""
 
     model: str
     mode: str = "infer"
     compile: str = "eager"
     precision: str = "fp32"
-    batch_size: int = 1
+    batch_size: int | str = 1
     gpus: int = 1
     image_size: tuple[int, int] | None = None  # (height, width); None = the model's native size
+    memory_format: str = "contiguous"  # channels_last: model (and 4-D inputs) in NHWC, convolutional models only
 
     def __post_init__(self) -> None:
         if not isinstance(self.model, str) or not self.model:
             raise ValueError(f"model must be a non-empty string, got {self.model!r}")
         _choice("mode", self.mode, MODES)
+        object.__setattr__(self, "compile", COMPILE_ALIASES.get(self.compile, self.compile))
         _choice("compile", self.compile, COMPILE_MODES)
         _choice("precision", self.precision, PRECISIONS)
-        if not _is_int(self.batch_size) or not 1 <= self.batch_size <= 1_000_000:
-            raise ValueError(f"batch_size must be a positive integer, got {self.batch_size!r}")
+        _choice("memory format", self.memory_format, MEMORY_FORMATS)
+        if self.batch_size != BATCH_MAX and (not _is_int(self.batch_size) or not 1 <= self.batch_size <= 1_000_000):
+            raise ValueError(f"batch_size must be a positive integer or {BATCH_MAX!r}, got {self.batch_size!r}")
         if not _is_int(self.gpus) or not 1 <= self.gpus <= 100_000:
             raise ValueError(f"gpus must be a positive integer, got {self.gpus!r}")
         if self.image_size is not None:
@@ -67,10 +86,28 @@ class Cell:
     def id(self) -> str:
         """Readable test id, e.g. ``retinanet_resnet50_fpn-infer-compiled-bf16-bs8-gpu1``."""
         size = f"-{self.image_size[0]}x{self.image_size[1]}" if self.image_size else ""
+        layout = "" if self.memory_format == "contiguous" else f"-{self.memory_format}"
         return (
-            f"{self.model}-{self.mode}-{self.compile}-{_PRECISION_SHORT[self.precision]}"
+            f"{self.model}-{self.mode}-{_COMPILE_TOKEN[self.compile]}-{_PRECISION_SHORT[self.precision]}{layout}"
             f"-bs{self.batch_size}-gpu{self.gpus}{size}"
         )
+
+    @property
+    def compiled(self) -> bool:
+        """Whether the cell runs under torch.compile (any mode)."""
+        return self.compile != "eager"
+
+    @property
+    def searches_batch(self) -> bool:
+        """Whether the batch size is to be searched (the largest that fits) rather than given."""
+        return self.batch_size == BATCH_MAX
+
+    @property
+    def configuration(self) -> str:
+        """The configuration without model, mode, batch and GPUs, in the id's words: ``eager/fp32``,
+        ``compiled/amp-bf16/channels_last``, ``compiled-reduce-overhead/amp-bf16`` (the reports' variant)."""
+        layout = "" if self.memory_format == "contiguous" else f"/{self.memory_format}"
+        return f"{_COMPILE_TOKEN[self.compile]}/{self.precision}{layout}"
 
     @property
     def group_key(self) -> tuple[str, tuple[int, int] | None, int]:
@@ -122,6 +159,7 @@ class BlockRecord:
     host_canary_ms: float | None  # the fixed pure-Python loop timed just before the block
     start_offset_s: float  # seconds since the group's first timed block began
     wall_s: float = 0.0  # host wall time of the block, synchronisation included
+    repeat: int = 0  # which of the run's --repeats measured the block (files before repeats: 0)
 
 
 @dataclass
@@ -157,6 +195,8 @@ class Measurement:
     telemetry_round: int | None = None  # the round whose block the telemetry sampler covered
     warmup_stop_reason: str | None = None
     final_loss: float | None = None  # training cells: the last step's loss
+    repeats: int = 1  # repeats whose blocks are merged here (--repeats; a failed repeat is not counted)
+    repeat_setup_wall_s: list[float] = field(default_factory=list)  # set-up wall of each merged repeat, in order
 
 
 @dataclass
@@ -191,6 +231,61 @@ class Failure:
     traceback_tail: str | None = None
     output_tail: str | None = None
     returncode: int | None = None
+
+
+@dataclass
+class CompileDetails:
+    """What torch.compile did for a compiled cell, beyond its compile time and graph breaks (top-level fields)."""
+
+    mode: str  # the torch.compile mode
+    recompilations: int = 0  # dynamo compiles after the first call (cache misses): warm-up and timed blocks
+    cudagraph_skips: int | None = None  # CUDA-graph modes: graphs inductor ran without CUDA graphs
+    cudagraph_skip_reasons: str | None = None  # inductor's "skipping cudagraphs due to ..." messages, "; "-joined
+
+
+@dataclass
+class BatchProbe:
+    """One probe of a batch-size search: a batch size and how its isolated set-up and timed block ended."""
+
+    batch_size: int
+    status: str  # a CellResult status: ok | oom | error | timeout | skipped
+    peak_memory_bytes: int | None = None  # over the probe's timed blocks (None on CPU or when it failed)
+    memory_requested_bytes: int | None = None  # for an OOM, the allocation that failed
+    throughput_ips: float | None = None
+    reason: str | None = None
+
+
+@dataclass
+class BatchSearch:
+    """Where the OOM boundary lies for a ``bsmax`` cell, and how it was found (bench.batch_search)."""
+
+    start: int
+    limit: int
+    tolerance: float  # bisection stops once (smallest OOM - largest fit) <= tolerance x largest fit
+    largest_fit: int | None = None  # None: not even batch 1 fit
+    smallest_oom: int | None = None  # None: no OOM up to ``limit``
+    stop_reason: str = ""
+    probes: list[BatchProbe] = field(default_factory=list)
+
+    @property
+    def resolved(self) -> bool:
+        """The boundary is pinned: a fit and an OOM within the tolerance of each other."""
+        return (self.largest_fit is not None and self.smallest_oom is not None
+                and self.smallest_oom - self.largest_fit <= max(1, int(self.largest_fit * self.tolerance)))
+
+
+@dataclass
+class RepeatFailure:
+    """One repeat of a ``--repeats`` run that failed while another repeat of the cell measured it: the cell
+    stays ``ok`` (its figures come from the repeats that finished) and lists these in ``repeat_failures``."""
+
+    repeat: int
+    status: str  # oom | error | timeout | skipped
+    reason: str | None = None
+    failure: Failure | None = None
+
+    def __post_init__(self) -> None:
+        _choice("repeat status", self.status, STATUSES)
 
 
 @dataclass
@@ -308,6 +403,12 @@ class CellResult:
     model_runtime_notes: dict[str, Any] = field(default_factory=dict)  # what the built model ran
     added_reason: str | None = None  # why the run added a cell the user did not ask for
     distributed: DistributedStats | None = None  # multi-GPU cells: per-rank figures, aggregate, scaling
+    # --repeats: a journal line of one repeat carries its index; the merged cell (and every cell of a run
+    # without repeats) has None. Failed repeats of an ok cell are listed, not dropped.
+    repeat: int | None = None
+    repeat_failures: list[RepeatFailure] = field(default_factory=list)
+    compile_details: CompileDetails | None = None  # compiled cells: recompilations, CUDA-graph skips and reasons
+    batch_search: BatchSearch | None = None  # bsmax cells: the boundary; the figures are those at largest_fit
     # where and how
     device: str | None = None
     telemetry: dict[str, Any] | None = None  # the sampler's summary; typed view: telemetry_summary
@@ -322,6 +423,13 @@ class CellResult:
     @property
     def telemetry_summary(self) -> TelemetrySummary | None:
         return TelemetrySummary.from_dict(self.telemetry) if isinstance(self.telemetry, dict) else None
+
+    @property
+    def measured_batch_size(self) -> int | None:
+        """The batch size the timed blocks ran at: the cell's, or for a ``bsmax`` cell the largest that fit."""
+        if not self.cell.searches_batch:
+            return int(self.cell.batch_size)
+        return self.batch_search.largest_fit if self.batch_search is not None else None
 
     @property
     def overhead_s(self) -> float | None:
@@ -362,7 +470,7 @@ _NUMBERS: dict[str, tuple[float, float, bool]] = {
     "warmup_s": (0, 1e6, False), "graph_breaks": (0, 1e6, True), "break_even_iterations": (0, 1e15, False),
     "peak_memory_bytes": (0, 1e15, True), "memory_requested_bytes": (0, 1e15, True),
     "flops_per_image": (0, 1e16, False), "achieved_tflops": (0, 1e6, False), "peak_tflops": (0, 1e6, False),
-    "mfu": (0, 100, False),
+    "mfu": (0, 100, False), "repeat": (0, 1e6, True),
 }
 _STRINGS = ("reason", "timer", "flop_convention", "device", "break_even_basis", "added_reason")
 _OBJECTS = ("telemetry", "environment", "detections_per_image", "postprocess", "config", "model_runtime_notes")
@@ -401,9 +509,14 @@ def _parse(data: dict[str, Any], version: int) -> CellResult:
     if data.get("latency") is not None:
         kwargs["latency"] = _record(LatencyStats, data["latency"], "latency")
     for name, record in (("setup", SetupTimes), ("measurement", Measurement), ("ratio", PairedRatio),
-                         ("flops_info", FlopsInfo), ("failure", Failure)):
+                         ("flops_info", FlopsInfo), ("failure", Failure), ("compile_details", CompileDetails),
+                         ("batch_search", BatchSearch)):
         if data.get(name) is not None:
             kwargs[name] = _record(record, data[name], name)
+    failures = data.get("repeat_failures") or []
+    if not isinstance(failures, list):
+        raise SchemaError(f"repeat_failures must be a list, got {_kind(failures)}")
+    kwargs["repeat_failures"] = [_record(RepeatFailure, f, f"repeat_failures[{i}]") for i, f in enumerate(failures)]
     if data.get("distributed") is not None:
         if not isinstance(data["distributed"], dict):
             raise SchemaError(f"distributed must be an object, got {_kind(data['distributed'])}")
@@ -412,6 +525,10 @@ def _parse(data: dict[str, Any], version: int) -> CellResult:
     if version == 1:
         _lift_v1_config(result)
     return result
+
+
+# lists of records inside a record
+_NESTED: dict[tuple[type, str], type] = {(Measurement, "blocks"): BlockRecord, (BatchSearch, "probes"): BatchProbe}
 
 
 def _record(cls: type, data: Any, where: str) -> Any:
@@ -425,14 +542,17 @@ def _record(cls: type, data: Any, where: str) -> Any:
     values: dict[str, Any] = {}
     for key, value in data.items():
         path = f"{where}.{key}"
-        if cls is Measurement and key == "blocks":
+        if (cls, key) in _NESTED:
             if not isinstance(value, list):
                 raise SchemaError(f"{path} must be a list, got {_kind(value)}")
-            values[key] = [_record(BlockRecord, b, f"{path}[{i}]") for i, b in enumerate(value)]
+            values[key] = [_record(_NESTED[cls, key], b, f"{path}[{i}]") for i, b in enumerate(value)]
+        elif cls is RepeatFailure and key == "failure" and value is not None:
+            values[key] = _record(Failure, value, path)
         elif isinstance(value, bool) or value is None or isinstance(value, (str, dict)):
             values[key] = value
         elif isinstance(value, (int, float)):
-            low, high = (-1e6, 1e6) if key == "round" else (0, 1e15) if key.endswith(("_s", "_ms", "iterations", "n", "rounds")) else (-ABSURD, ABSURD)
+            low, high = (-1e6, 1e6) if key == "round" else (0, 1e15) if key.endswith(
+                ("_s", "_ms", "iterations", "n", "rounds", "repeat", "repeats")) else (-ABSURD, ABSURD)
             if cls is LatencyStats:
                 low, high = _LATENCY_MS if key.endswith("_ms") else (0, 1e12)
             values[key] = _num(value, path, low, high)

@@ -11,16 +11,18 @@ check all use it; :func:`classify_failure` is how every one of them turns an exc
 from __future__ import annotations
 
 import contextlib
+import copy
 import dataclasses
 import gc
 import importlib
+import logging
 import os
 import platform
 import statistics
 import time
 import traceback
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import torch
 
@@ -31,7 +33,8 @@ from bench.models.batchnorm import recalibrate_batchnorm
 from bench.models.registry import configure_size
 from bench.options import RunOptions, import_model_modules
 from bench.postprocess import PostprocessLoad, apply_score_thresh, calibrate_postprocess, restate_postprocess
-from bench.schema import (BlockRecord, Cell, CellResult, Failure, FlopsInfo, Measurement, SetupTimes)
+from bench.schema import (CUDA_GRAPH_MODES, BlockRecord, Cell, CellResult, CompileDetails, Failure, FlopsInfo,
+                          Measurement, SetupTimes)
 from bench.telemetry import TelemetryTracker
 
 AUTOCAST_DTYPES = {"amp-fp16": torch.float16, "amp-bf16": torch.bfloat16}
@@ -41,6 +44,8 @@ CANARY_LOOPS = 20_000
 CALIBRATION_IMAGES = 8
 TAIL_CHARS = 4000
 # errors after which the CUDA context is unusable: the worker must end (a fresh one takes the rest)
+# inductor's artifact loggers that say why a graph runs without CUDA graphs ("skipping cudagraphs due to ...")
+CUDAGRAPH_LOGGERS = ("torch._inductor.cudagraph_utils.__cudagraphs", "torch._inductor.scheduler.__cudagraphs")
 STICKY_CUDA_WORDS = ("illegal memory access", "device-side assert", "unspecified launch failure",
                      "cuda error: misaligned address", "an illegal instruction", "uncorrectable ecc")
 
@@ -71,7 +76,18 @@ class GroupShared:
     or batch size: one count per mode, made at batch 1."""
 
     flops: dict[str, tuple[FlopCount, str]] = field(default_factory=dict)  # mode -> (count, owner cell id)
-    infer_model: SharedModel | None = None
+    # memory format -> the inference model in that layout; a second layout is a copy of the first (same weights,
+    # BatchNorm statistics and calibrations), so contiguous and channels_last variants do the same work
+    infer_models: dict[str, SharedModel] = field(default_factory=dict)
+
+    @property
+    def infer_model(self) -> SharedModel | None:
+        """The first shared inference model (contiguous when the group has one)."""
+        return self.infer_models.get("contiguous") or next(iter(self.infer_models.values()), None)
+
+
+class NotApplicableError(RuntimeError):
+    """A cell whose configuration does not apply to its model (channels_last without convolutions): skipped."""
 
 
 @dataclass
@@ -121,6 +137,13 @@ def _device_bytes(model: torch.nn.Module, device: torch.device) -> int:
     return sum(t.numel() * t.element_size() for t in tensors if t.is_cuda)
 
 
+def _clone_tensors(tree: Any) -> Any:
+    """``tree`` with every tensor cloned (lists, tuples and dicts of tensors, as detectors return)."""
+    from torch.utils import _pytree  # noqa: PLC0415
+
+    return _pytree.tree_map(lambda t: t.clone() if isinstance(t, torch.Tensor) else t, tree)
+
+
 def release_memory(device: torch.device) -> None:
     """Give back cached blocks after a failure so the next variant starts clean."""
     gc.collect()
@@ -145,6 +168,41 @@ def _dynamo() -> Any:
 
 def graph_break_count() -> int:
     return int(sum(_dynamo().utils.counters["graph_break"].values()))
+
+
+def dynamo_frames_compiled() -> int:
+    """Frames dynamo has converted since its counters were cleared: every cache miss (compile or recompile)."""
+    return int(_dynamo().utils.counters["frames"]["total"])
+
+
+def cudagraph_skip_count() -> int:
+    return int(_dynamo().utils.counters["inductor"]["cudagraph_skips"])
+
+
+class _Collect(logging.Handler):
+    def __init__(self, into: list[str]) -> None:
+        super().__init__(logging.DEBUG)
+        self.into = into
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.into.append(record.getMessage())
+
+
+@contextlib.contextmanager
+def cudagraph_skip_messages() -> Iterator[list[str]]:
+    """Collect inductor's "skipping cudagraphs due to ..." messages while the block runs: reduce-overhead and
+    max-autotune fall back to plain kernels for graphs CUDA graphs cannot take (e.g. data-dependent shapes),
+    and the reason is what a user needs to see."""
+    messages: list[str] = []
+    handler = _Collect(messages)
+    loggers = [logging.getLogger(name) for name in CUDAGRAPH_LOGGERS]
+    for log in loggers:
+        log.addHandler(handler)
+    try:
+        yield messages
+    finally:
+        for log in loggers:
+            log.removeHandler(handler)
 
 
 def configure_dynamo(*, reset: bool) -> None:
@@ -177,7 +235,7 @@ def classify_failure(cell: Cell, exc: BaseException, device: torch.device | str 
     """The one failure classifier: OOM -> ``oom``, a missing optional dependency -> ``skipped``, anything
     else -> ``error`` with the traceback tail. (``timeout`` comes from the launcher, which kills hangs.)"""
     name = device_name(device) if isinstance(device, torch.device) else device
-    if isinstance(exc, MissingExtraError):
+    if isinstance(exc, (MissingExtraError, NotApplicableError)):
         return CellResult(cell, status="skipped", reason=str(exc), device=name)
     failure = Failure(error_type=type(exc).__name__, phase=phase,
                       traceback_tail="".join(traceback.format_exception(exc))[-TAIL_CHARS:])
@@ -195,9 +253,10 @@ def resolved_config(cell: Cell, options: RunOptions, device: torch.device) -> di
         "device": device_name(device), "device_type": device.type, "torch": torch.__version__,
         "warmup_policy": timing.policy_dict(options.warmup_policy(device.type)), "rounds_policy": options.rounds_policy(device.type).to_dict(),
         "cudnn_benchmark": options.cudnn_benchmark if device.type == "cuda" else None,
+        "memory_format": cell.memory_format,
         "tf32": tf32_flags() if device.type == "cuda" else None,
         "autocast_dtype": str(AUTOCAST_DTYPES[cell.precision]) if cell.precision in AUTOCAST_DTYPES else None,
-        "compile_mode": options.compile_mode if cell.compile == "compiled" else None,
+        "compile_mode": cell.compile if cell.compiled else None,
         "inference_context": "torch.no_grad()" if cell.mode == "infer" else None,
         "weights": options.weights.get(cell.model, "random init"),
         "isolation": options.isolation,
@@ -212,6 +271,23 @@ def resolved_config(cell: Cell, options: RunOptions, device: torch.device) -> di
 # --- building blocks of the set-up ------------------------------------------------------------------------
 
 
+def to_memory_format(model: torch.nn.Module, memory_format: str, model_name: str) -> None:
+    """Put a convolutional model's weights in ``memory_format`` (channels_last: NHWC). Convolutions follow their
+    weights' layout, so a detector fed a list of [3, H, W] images that its transform batches runs NHWC too."""
+    if memory_format == "contiguous":
+        return
+    if not any(isinstance(m, torch.nn.Conv2d) for m in model.modules()):
+        raise NotApplicableError(f"{memory_format} applies to convolutional models; {model_name} has no Conv2d layer")
+    model.to(memory_format=torch.channels_last)
+
+
+def inputs_in_format(inputs: Any, memory_format: str) -> Any:
+    """Batched 4-D image inputs in ``memory_format``; lists of 3-D images (detectors batch them inside) as given."""
+    if memory_format == "channels_last" and isinstance(inputs, torch.Tensor) and inputs.dim() == 4:
+        return inputs.contiguous(memory_format=torch.channels_last)
+    return inputs
+
+
 def prepare(cell: Cell, options: RunOptions, device: torch.device, shared: SharedModel | None = None) -> Prepared:
     """Build the seeded model at the cell's size (or take the group's ``shared`` one), move it, set its mode,
     make inputs once on the device."""
@@ -223,10 +299,14 @@ def prepare(cell: Cell, options: RunOptions, device: torch.device, shared: Share
         model = spec.build(options.weights.get(cell.model))
         size = configure_size(model, spec, cell.image_size)
         model.to(device)
+        to_memory_format(model, cell.memory_format, cell.model)
     model.train(cell.mode == "train")
+    batch = cell.batch_size
+    if not isinstance(batch, int):  # a bsmax cell is searched by bench.batch_search, one concrete batch per probe
+        raise ValueError(f"{cell.id}: batch size {batch!r} must be resolved before set-up (bench.batch_search)")
     generator = torch.Generator(device=device).manual_seed(options.seed)
-    inputs = spec.make_inputs(cell.batch_size, size, device, generator)
-    targets = spec.make_targets(cell.batch_size, size, device, generator) if cell.mode == "train" else None
+    inputs = inputs_in_format(spec.make_inputs(batch, size, device, generator), cell.memory_format)
+    targets = spec.make_targets(batch, size, device, generator) if cell.mode == "train" else None
     optimizer = scaler = None
     if cell.mode == "train":
         params = [p for p in model.parameters() if p.requires_grad]
@@ -249,9 +329,14 @@ def autocast_context(cell: Cell, device: torch.device) -> Any:
 
 def make_step(cell: Cell, prepared: Prepared, device: torch.device) -> Callable[[], Any]:
     """One iteration: an inference forward, or forward + backward + optimizer step."""
+    # CUDA-graph modes: each iteration is a new step for cudagraph trees, so replays never wait on outputs of an
+    # earlier iteration that nobody reads (torch.compiler.cudagraph_mark_step_begin's documented use)
+    mark_step = torch.compiler.cudagraph_mark_step_begin if cell.compile in CUDA_GRAPH_MODES else None
     if cell.mode == "infer":
 
         def infer() -> Any:
+            if mark_step is not None:
+                mark_step()
             with torch.no_grad(), autocast_context(cell, device):
                 return prepared.runnable(prepared.inputs)
 
@@ -261,6 +346,8 @@ def make_step(cell: Cell, prepared: Prepared, device: torch.device) -> Callable[
     assert optimizer is not None
 
     def train() -> Any:
+        if mark_step is not None:
+            mark_step()
         optimizer.zero_grad(set_to_none=True)
         with autocast_context(cell, device):
             loss = prepared.spec.training_loss(prepared.runnable, prepared.inputs, prepared.targets)
@@ -311,6 +398,7 @@ class CellSession:
         self.first_call_s: float | None = None
         self.warm: timing.WarmupResult | None = None
         self.graph_breaks: int | None = None
+        self.compile_details: CompileDetails | None = None
         self.postprocess: dict[str, Any] | None = None
         self.threshold: PostprocessLoad | None = None  # set on a shared model before each use (_set_threshold)
         self.flop_count: FlopCount | None = None
@@ -339,7 +427,10 @@ class CellSession:
         before = torch.cuda.memory_allocated(device) if device.type == "cuda" else 0
         # detectors with their own calibration (DETR family, YOLO) keep their threshold elsewhere: a model each
         shares_model = cell.mode == "infer" and self.wrap_model is None and get_model(cell.model).calibrate is None
-        reused = self.shared.infer_model if shares_model else None
+        reused = self.shared.infer_models.get(cell.memory_format) if shares_model else None
+        copied = shares_model and reused is None and bool(self.shared.infer_models)
+        if copied:  # the group's model in this cell's layout: a copy, allocated (and counted) by this cell
+            reused = self._copy_in_layout(cell.memory_format)
         prepared = prepare(cell, options, device, reused)
         if self.wrap_model is not None:
             prepared.runnable = self.wrap_model(prepared.model)
@@ -347,12 +438,15 @@ class CellSession:
         self.config["image_size"] = list(prepared.image_size)
         self.config["model_notes"] = prepared.spec.notes
         self.config["model_built_by"] = reused.owner if reused is not None else cell.id
+        if cell.memory_format != "contiguous":
+            self.config["memory_format_applied"] = ("model weights; 4-D inputs" if prepared.spec.task != "detection"
+                                                    else "model weights (the detector batches its own input)")
         self.setup.build_s = time.perf_counter() - began
         faults.maybe_trigger(cell.id)  # test-only, see bench/faults.py
 
         if shares_model and reused is None:
-            self.shared.infer_model = SharedModel(prepared.model, prepared.image_size, cell.id,
-                                                  _device_bytes(prepared.model, device))
+            self.shared.infer_models[cell.memory_format] = SharedModel(prepared.model, prepared.image_size, cell.id,
+                                                                       _device_bytes(prepared.model, device))
         if prepared.spec.is_detector and cell.mode == "infer":
             mark = time.perf_counter()
             load = self._postprocess_load(reused)
@@ -362,31 +456,49 @@ class CellSession:
         self._count_flops()
 
         sync = self._sync
-        if cell.compile == "compiled":
+        if cell.compiled:
             configure_dynamo(reset=self.reset_dynamo)
-            prepared.runnable = torch.compile(prepared.runnable, mode=options.compile_mode)
+            prepared.runnable = torch.compile(prepared.runnable, mode=cell.compile)
         # after calibration, so the adapter's notes carry the threshold it settled on
         self.runtime_notes = dict(getattr(prepared.model, "runtime_notes", None) or {})
         self.step = faults.slow_step(cell.id, make_step(cell, prepared, device), self._sync)  # test-only hook
         self._set_threshold()
-        self.first_call_s, _ = timing.time_first_call(self.step, sync)
-        if self.warm_up:
-            self.warm = timing.warm_up(self.step, sync, options.warmup_policy(device.type))
-        if cell.compile == "compiled":
+        with cudagraph_skip_messages() if cell.compiled else contextlib.nullcontext([]) as skips:
+            self.first_call_s, _ = timing.time_first_call(self.step, sync)
+            frames = dynamo_frames_compiled() if cell.compiled else 0
+            if self.warm_up:
+                self.warm = timing.warm_up(self.step, sync, options.warmup_policy(device.type))
+        if cell.compiled:
             self.graph_breaks = graph_break_count()
+            self.compile_details = CompileDetails(
+                mode=cell.compile, recompilations=dynamo_frames_compiled() - frames,
+                cudagraph_skips=cudagraph_skip_count() if cell.compile in CUDA_GRAPH_MODES else None,
+                cudagraph_skip_reasons="; ".join(dict.fromkeys(skips)) or None)
         if device.type == "cuda":
             # a shared model's weights were allocated by the session that built it; every session counts them
             # as its own, so each cell's peak memory includes the weights it runs
             self.resident_bytes = max(torch.cuda.memory_allocated(device) - before, 0) + (
-                reused.device_bytes if reused is not None else 0)
+                reused.device_bytes if reused is not None and not copied else 0)
         self.setup.total_s = time.perf_counter() - began
+
+    def _copy_in_layout(self, memory_format: str) -> SharedModel:
+        """The group's shared inference model copied into ``memory_format``: the same weights, BatchNorm
+        statistics and per-batch calibrations (the same dict), so the layouts' ratios compare the same work."""
+        source = self.shared.infer_model
+        assert source is not None
+        model = copy.deepcopy(source.model)
+        to_memory_format(model, memory_format, self.cell.model)
+        shared = SharedModel(model, source.image_size, f"{self.cell.id} (copy of {source.owner}'s model)",
+                             _device_bytes(model, self.device), source.batchnorm_layers, source.calibrations)
+        self.shared.infer_models[memory_format] = shared
+        return shared
 
     def _postprocess_load(self, reused: SharedModel | None) -> PostprocessLoad | None:
         """Calibrate the post-processing threshold for this cell's batch size, or take the group's calibration
         of that batch size and restate the load on this cell's precision (see :class:`GroupShared`)."""
         p, cell, device = self.prepared, self.cell, self.device
         assert p is not None
-        shared = reused or self.shared.infer_model
+        shared = reused or self.shared.infer_models.get(cell.memory_format)
         if shared is None or shared.model is not p.model:  # a model of its own: calibrated on its batch, as it runs
             with autocast_context(cell, device):
                 return calibrate_postprocess(p.model, p.spec, p.inputs)
@@ -395,12 +507,13 @@ class CellSession:
             images = p.spec.make_inputs(CALIBRATION_IMAGES, p.image_size, device, generator)
             shared.batchnorm_layers = recalibrate_batchnorm(p.model, images)
             del images
-        known = shared.calibrations.get(cell.batch_size)
+        batch = int(cell.batch_size)
+        known = shared.calibrations.get(batch)
         if known is None:  # FP32 whatever the cell: the threshold must not depend on which variant came first
             load = calibrate_postprocess(p.model, p.spec, p.inputs, recalibrate_bn=False)
             if load is None:
                 return None
-            known = shared.calibrations[cell.batch_size] = dataclasses.replace(
+            known = shared.calibrations[batch] = dataclasses.replace(
                 load, batchnorm_layers_recalibrated=shared.batchnorm_layers, calibrated_by=cell.id)
             self.threshold = known
             if cell.precision == "fp32":
@@ -484,6 +597,7 @@ class CellSession:
         if device.type == "cuda":
             torch.cuda.synchronize(device)
             others = max(torch.cuda.memory_allocated(device) - self.resident_bytes, 0)
+        frames = dynamo_frames_compiled() if self.compile_details is not None else 0
         began = time.perf_counter()
         if self.origin_s is None:
             self.origin_s = began
@@ -501,9 +615,12 @@ class CellSession:
             own_peak = max(mem.peak_bytes - others, 0)
             self.peak_bytes = max(self.peak_bytes or 0, own_peak)
         if tracker is not None:
-            self.telemetry = tracker.summary(self.cell.batch_size * len(run.times_ms))
+            self.telemetry = tracker.summary(int(self.cell.batch_size) * len(run.times_ms))
             self.telemetry_round = round_index
-        self.last_output = run.last_output
+        if self.compile_details is not None:  # a guard that failed inside the block compiled again: count it
+            self.compile_details.recompilations += dynamo_frames_compiled() - frames
+        # CUDA-graph outputs live in a pool the next replay overwrites: keep a copy (outside the timed region)
+        self.last_output = _clone_tensors(run.last_output) if self.cell.compile in CUDA_GRAPH_MODES else run.last_output
         self.times_ms.extend(run.times_ms)
         self.blocks.append(BlockRecord(round=round_index, median_ms=statistics.median(run.times_ms),
                                        iterations=len(run.times_ms), host_canary_ms=round(canary, 4),
@@ -526,13 +643,15 @@ class CellSession:
             result.status, result.reason = "error", "set up but never timed"
             return result
         timed_s = sum(b.wall_s for b in self.blocks)
-        images = cell.batch_size * len(self.times_ms)
+        batch = int(cell.batch_size)
+        images = batch * len(self.times_ms)
         result.times_ms = list(self.times_ms)
         result.latency = stats.latency_stats(self.times_ms)
-        spread = stats.throughput(self.times_ms, cell.batch_size)
-        result.throughput_ips = statistics.median(cell.batch_size * 1000.0 / b.median_ms for b in self.blocks)
+        spread = stats.throughput(self.times_ms, batch)
+        result.throughput_ips = statistics.median(batch * 1000.0 / b.median_ms for b in self.blocks)
         result.throughput_ips_p10, result.throughput_ips_p90 = spread.p10_ips, spread.p90_ips
-        if cell.compile == "compiled" and self.first_call_s is not None:
+        result.compile_details = self.compile_details
+        if cell.compiled and self.first_call_s is not None:
             result.compile_s = timing.compile_seconds(self.first_call_s, result.latency.median_ms)
         result.measurement = Measurement(
             timer=timer, iterations=len(self.times_ms), timed_s=round(timed_s, 5),

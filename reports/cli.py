@@ -17,6 +17,7 @@ from pathlib import Path
 import pandas as pd
 
 from reports import html, markdown
+from reports.advisor import advise_runs
 from reports.compare import GATE_FAIL, GATE_INCOMPARABLE, ONLY_BASELINE, REGRESSION, compare_runs, gate, verdict_line
 from reports.load import LoadError, load_runs, tidy
 from reports.recommend import recommend, with_speedup
@@ -155,6 +156,7 @@ def main(argv: list[str] | None = None) -> int:
         comparisons=comparisons,
         verdict=verdict,
         threshold=args.threshold,
+        advice=advise_runs(runs),
     )
     files = render_outputs(data)
     try:

@@ -21,6 +21,7 @@ from markupsafe import Markup
 
 from reports import columns as C  # noqa: N812 - `columns` is a parameter name throughout this module
 from reports import plots
+from reports.advisor import html_section
 from reports.assets import CSS, JS
 
 # Formatters used to live here; markdown.py (and others) still import them from this module.
@@ -61,6 +62,7 @@ NAV = [
     ("runs", "Runs"),
     ("environment", "Environment"),
     ("recommend", "What should I use?"),
+    ("advisor", "Advisor"),
     ("compare", "Comparison"),
     ("failures", "Not ok"),
     ("plots", "Plots"),
@@ -81,6 +83,7 @@ class ReportData:
     comparisons: list[Comparison]
     verdict: str
     threshold: float
+    advice: list[Any] = field(default_factory=list)  # reports.advisor.Advice, one per run, detector, mode, GPUs
     generated: str = field(default_factory=lambda: _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"))
 
 
@@ -390,6 +393,8 @@ def render(data: ReportData) -> str:
             runs=runs_view(data.runs),
             env=environment_view(data.runs),
             recommend=recommend_view(data.recommendations),
+            # html_section renders reports/templates/advisor.html.j2 with autoescaping: every value is escaped there
+            advisor=Markup(html_section(data.advice, with_run=len(data.runs) > 1)),
             comparisons=comparisons_view(data.comparisons),
             threshold_pct=f"{threshold * 100:g}",
             failures=failures_view(data.frame),

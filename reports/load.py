@@ -275,11 +275,6 @@ COLUMNS = [
 ]
 
 
-def variant_of(compile_mode: str, precision: str) -> str:
-    """Short label for a (compile, precision) variant, e.g. ``compiled/amp-bf16``."""
-    return f"{compile_mode}/{precision}"
-
-
 def tidy(runs: list[Run]) -> pd.DataFrame:
     """One row per cell per run, columns as in :data:`COLUMNS`."""
     rows = [_row(run, result) for run in runs for result in run.results]
@@ -304,10 +299,10 @@ def _row(run: Run, r: CellResult) -> dict[str, Any]:
         "mode": cell.mode,
         "compile": cell.compile,
         "precision": cell.precision,
-        "batch_size": cell.batch_size,
+        "batch_size": r.measured_batch_size or 0,  # bsmax: the largest that fit (0: nothing fit)
         "gpus": cell.gpus,
         "image_size": f"{cell.image_size[0]}x{cell.image_size[1]}" if cell.image_size else "native",
-        "variant": variant_of(cell.compile, cell.precision),
+        "variant": cell.configuration,
         "status": r.status,
         "reason": r.reason or "",
         "throughput_ips": _num(r.throughput_ips),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pandas as pd
 
+from reports.advisor import markdown_lines
 from reports.columns import (
     COMPARISON_INCONCLUSIVE,
     COMPARISON_SUMMARY,
@@ -125,6 +126,9 @@ def render(data: ReportData, html_name: str | None = None) -> str:
         out.append("")
         out += markdown_table(RECOMMEND, rec.head(MAX_ROWS * 2).to_dict("records"))
         out.append("")
+    if data.advice:
+        out += ["### Advisor: the fastest configuration measured", ""]
+        out += [*markdown_lines(data.advice[: MAX_ROWS * 2], with_run=len(data.runs) > 1), ""]
     bad = data.frame[data.frame["status"] != "ok"]
     if not bad.empty:
         out.append(f"### Cells that did not run ok ({len(bad)})")

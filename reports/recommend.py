@@ -82,7 +82,7 @@ def recommend(frame: pd.DataFrame) -> pd.DataFrame:
                 "ratio_q1": best.get("_q1") if paired else None,
                 "ratio_q3": best.get("_q3") if paired else None,
                 "peak_memory_bytes": best["peak_memory_bytes"],
-                "break_even_iterations": best["break_even_iterations"] if best["compile"] == "compiled" else None,
+                "break_even_iterations": best["break_even_iterations"] if best["compile"] != "eager" else None,
                 "runner_up": _runner_up(best, runner, paired),
                 "not_tried": _not_tried(at_batch, universe.get(mode, [])),
                 **_against_baseline(best, at_batch, paired),

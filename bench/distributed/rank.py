@@ -237,7 +237,7 @@ def _group_result(cell: Cell, session: Any, ranks: list[Any], request: GroupRequ
         result.measurement.warmup_stop_reason = warm.stop_reason
         result.measurement.memory_method = ("max over ranks of torch.cuda.max_memory_allocated"
                                             if ctx.device.type == "cuda" else "not measured on CPU")
-    if cell.compile == "compiled" and result.first_call_s is not None:
+    if cell.compiled and result.first_call_s is not None:
         result.compile_s = timing.compile_seconds(result.first_call_s, result.latency.median_ms)
     if tracker is not None:
         # every rank of this node ran the same number of steps inside rank 0's region

@@ -96,3 +96,18 @@ def test_multi_gpu_groups_go_to_bench_distributed_or_are_skipped_naming_why(monk
                         lambda name, *a: None if name == "bench.distributed" else real(name, *a))
     (result,) = run_group([Cell("tiny_convnet", gpus=2)], RunOptions(**OPTIONS))
     assert result.status == "skipped" and "bench.distributed" in result.reason
+
+
+def test_a_batch_search_cell_is_searched_after_the_group_and_keeps_its_id(monkeypatch):
+    import bench.batch_search
+    from tests.fakes.batch_probe import FakeProbe
+
+    probe = FakeProbe(fits_up_to=40)
+    monkeypatch.setattr(bench.batch_search, "isolated_probe", lambda options: probe)
+    search = Cell("tiny_convnet", "infer", batch_size="max", image_size=(32, 32))
+    results = run_group([BS1, search], RunOptions(**{**OPTIONS, "isolation": "inline"}))
+    assert [r.cell.id for r in results] == [BS1.id, "tiny_convnet-infer-eager-fp32-bsmax-gpu1-32x32"]
+    found = results[1]
+    assert found.status == "ok" and found.batch_search.largest_fit == 40 and found.batch_search.smallest_oom == 48
+    assert probe.calls == [8, 16, 32, 64, 48, 40] and found.ratio is None  # never paired with the group
+    assert results[0].ratio.baseline_cell_id == BS1.id

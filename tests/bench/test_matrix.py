@@ -35,7 +35,7 @@ def test_quick_profile_covers_every_detector_at_two_batch_sizes_and_precisions_w
         for precision in ("fp32", "amp-bf16"):
             for batch in (1, 8):
                 assert Cell(model, "infer", "eager", precision, batch).id in ids(cells)
-    compiled = {c.model for c in cells if c.compile == "compiled"}
+    compiled = {c.model for c in cells if c.compiled}
     assert compiled == {"retinanet_resnet50_fpn", "fcos_resnet50_fpn", "fasterrcnn_resnet50_fpn"}  # ~55 s each
     sweeps = [m for m in {c.model for c in cells}
               if {c.batch_size for c in cells if c.model == m and c.precision == "fp32"} == {1, 2, 4, 8, 16}]
@@ -63,7 +63,7 @@ def test_compiled_cells_come_after_their_eager_twin():
     cells = matrix.expand("full", MatrixFilters(models=("ssd300_vgg16",)), MODELS)
     position = {c.id: i for i, c in enumerate(cells)}
     for cell in cells:
-        if cell.compile == "compiled":
+        if cell.compiled:
             assert position[eager_twin(cell).id] < position[cell.id]
 
 
@@ -89,10 +89,15 @@ def test_cell_id_matches_the_documented_form():
 @pytest.mark.parametrize(
     "make, words",
     [
-        (lambda: matrix.resolve_profile("huge", True), ["profile 'huge'", "auto, smoke, quick, full"]),
+        (lambda: matrix.resolve_profile("huge", True), ["profile 'huge'", "auto, smoke, quick, full, tune"]),
         (lambda: MatrixFilters(modes=("eval",)), ["mode 'eval'", "infer, train"]),
         (lambda: MatrixFilters(precisions=("fp8",)), ["precision 'fp8'", "fp32, amp-fp16, amp-bf16"]),
-        (lambda: MatrixFilters(compile="jit"), ["compile 'jit'", "eager, compiled, both"]),
+        (lambda: MatrixFilters(compile="jit"), ["compile mode 'jit'", "eager, default, max-autotune, reduce-overhead, "
+                                                "max-autotune-no-cudagraphs, compiled, both"]),
+        (lambda: matrix.parse_compile("eager,cudagraphs"), ["compile mode 'cudagraphs'", "reduce-overhead"]),
+        (lambda: matrix.parse_compile("compiled", compiled_as="jit"), ["compile mode 'jit'", "max-autotune"]),
+        (lambda: matrix.parse_memory_formats("nhwc"), ["memory format 'nhwc'", "contiguous, channels_last"]),
+        (lambda: matrix.parse_batch_sizes("8,maximum"), ["batch size 'maximum'", "max (the largest that fits)"]),
         (lambda: matrix.parse_batch_sizes("1,0"), ["batch size '0'"]),
         (lambda: matrix.parse_batch_sizes("two"), ["batch size 'two'"]),
         (lambda: matrix.parse_image_size("640"), ["image size '640'", "HEIGHTxWIDTH"]),
@@ -136,3 +141,49 @@ def test_skip_reasons(cell, caps, expected):
         assert reason is None
     else:
         assert expected in reason
+
+
+def test_compile_modes_parse_with_version_1_words_kept():
+    assert matrix.parse_compile("eager,default,reduce-overhead") == ("eager", "default", "reduce-overhead")
+    assert matrix.parse_compile("both") == ("eager", "default") and matrix.parse_compile("compiled") == ("default",)
+    assert matrix.parse_compile("compiled,eager", compiled_as="max-autotune") == ("max-autotune", "eager")
+    assert MatrixFilters(compile="both").compile == ("eager", "default")
+    assert matrix.parse_batch_sizes("1,8,max,8") == (1, 8, "max")
+
+
+def test_the_memory_format_axis_adds_channels_last_cells_and_keeps_contiguous_ids():
+    filters = MatrixFilters(models=("retinanet_resnet50_fpn",), precisions=("amp-bf16",), batch_sizes=(8,),
+                            compile=("eager", "default"), memory_formats=("contiguous", "channels_last"))
+    assert ids(matrix.expand("quick", filters, MODELS)) == [
+        "retinanet_resnet50_fpn-infer-eager-bf16-bs8-gpu1",
+        "retinanet_resnet50_fpn-infer-compiled-bf16-bs8-gpu1",
+        "retinanet_resnet50_fpn-infer-eager-bf16-channels_last-bs8-gpu1",
+        "retinanet_resnet50_fpn-infer-compiled-bf16-channels_last-bs8-gpu1",
+    ]
+
+
+def test_the_tune_profile_searches_each_model_in_one_group_with_the_batch_search_last():
+    cells = matrix.expand("tune", MatrixFilters(), MODELS)
+    assert {c.model for c in cells} == set(matrix.TUNE_MODELS) and len(cells) == 8 * len(matrix.TUNE_MODELS)
+    retina = [c for c in cells if c.model == "retinanet_resnet50_fpn"]
+    assert {c.group_key for c in retina} == {("retinanet_resnet50_fpn", None, 1)}
+    assert {c.mode for c in retina} == {"infer"}
+    assert sorted(c.configuration for c in retina if c.batch_size == 8) == [
+        "compiled-reduce-overhead/amp-bf16/channels_last", "compiled/amp-bf16", "compiled/amp-bf16/channels_last",
+        "eager/amp-bf16", "eager/amp-bf16/channels_last", "eager/fp32", "eager/fp32/channels_last"]
+    assert retina[-1].searches_batch and retina[-1].configuration == "eager/amp-bf16/channels_last"
+    # three compiles per model: the ~9-minute budget of docs/bench.md
+    assert sum(c.compiled for c in retina) == 3 and not any(c.compile.startswith("max-autotune") for c in cells)
+    # a model tune does not list gets every block of it
+    yolo = matrix.expand("tune", MatrixFilters(models=("yolov8s",)), MODELS)
+    assert sorted(c.configuration for c in yolo) == sorted(c.configuration for c in retina)
+
+
+@pytest.mark.parametrize("cell, expected", [
+    (Cell("resnet50", compile="reduce-overhead"), "captures CUDA graphs: GPU-only"),
+    (Cell("resnet50", compile="max-autotune-no-cudagraphs"), None),
+    (Cell("resnet50", batch_size="max", gpus=2), "batch search (max) runs on 1 GPU"),
+])
+def test_skip_reasons_for_the_new_axes(cell, expected):
+    reason = matrix.skip_reason(cell, CPU)
+    assert reason == expected if expected is None else expected in reason

@@ -113,3 +113,35 @@ def test_the_tidy_table_has_ratio_block_spread_and_overhead_columns(tmp_path):
     assert row["blocks"] == 3 and row["block_spread"] == pytest.approx(1.0 / 51.0)
     assert row["overhead_s"] == 56.5 and row["gpu_util_pct_mean"] == 80 and bool(row["has_series"])
     assert frame.iloc[1]["status"] == "oom"
+
+
+def test_old_compiled_cells_load_as_the_default_mode_with_unchanged_ids():
+    old = Cell("retinanet_resnet50_fpn", "infer", "compiled", "amp-bf16", 8)
+    new = Cell("retinanet_resnet50_fpn", "infer", "default", "amp-bf16", 8)
+    assert old == new and old.compile == "default" and old.compiled
+    assert new.id == "retinanet_resnet50_fpn-infer-compiled-bf16-bs8-gpu1"
+    assert Cell.from_dict({"model": "m", "compile": "compiled", "batch_size": 8}).id == "m-infer-compiled-fp32-bs8-gpu1"
+    assert Cell("m", compile="reduce-overhead").id == "m-infer-compiled-reduce-overhead-fp32-bs1-gpu1"
+    assert Cell("m", memory_format="channels_last", batch_size="max").id == "m-infer-eager-fp32-channels_last-bsmax-gpu1"
+    assert Cell("m").id == "m-infer-eager-fp32-bs1-gpu1"  # contiguous adds nothing to the id
+    for bad, word in ((dict(compile="jit"), "valid: eager, default"), (dict(memory_format="nhwc"), "channels_last"),
+                      (dict(batch_size="all"), "positive integer or 'max'")):
+        with pytest.raises(ValueError, match=word):
+            Cell("m", **bad)
+
+
+def test_compile_details_and_a_batch_search_round_trip_and_are_validated():
+    from bench.schema import BatchProbe, BatchSearch, CompileDetails, SchemaError
+
+    cell = Cell("retinanet_resnet50_fpn", "infer", "eager", "amp-bf16", "max", memory_format="channels_last")
+    search = BatchSearch(start=8, limit=512, tolerance=0.25, largest_fit=96, smallest_oom=112, stop_reason="x",
+                         probes=[BatchProbe(96, "ok", 40 * 2**30, None, 180.0), BatchProbe(112, "oom", None, 2**31)])
+    result = CellResult(cell, throughput_ips=180.0, batch_search=search,
+                        compile_details=CompileDetails("reduce-overhead", 2, 3, "skipping cudagraphs due to nonzero"))
+    again = CellResult.from_dict(result.to_dict())
+    assert again == result and again.measured_batch_size == 96 and again.batch_search.resolved
+    assert CellResult(Cell("m", batch_size=4)).measured_batch_size == 4
+    data = result.to_dict()
+    data["batch_search"]["probes"][0]["peak_gib"] = 40
+    with pytest.raises(SchemaError, match=r"batch_search.probes\[0\]: unknown field\(s\) peak_gib"):
+        CellResult.from_dict(data)

@@ -167,3 +167,64 @@ def test_an_exact_block_takes_every_iteration_even_when_the_cpu_runs_slow(monkey
     monkeypatch.setattr(type(session), "estimate_ms", property(lambda self: 1e-6))  # every block "runs past its plan"
     assert len(session.time_block(6, exact=True)) == 6
     assert len(session.time_block(6)) == 2  # the non-exact block gives up after 2 as designed
+
+
+def test_channels_last_puts_weights_and_4d_inputs_in_nhwc_and_copies_the_groups_shared_model():
+    shared = GroupShared()
+    options = RunOptions(**FAST)
+    sessions = []
+    for layout in ("contiguous", "channels_last"):
+        session = CellSession(Cell("tiny_convnet", "infer", batch_size=2, image_size=(32, 32), memory_format=layout),
+                              options, CPU, shared=shared)
+        session.set_up()
+        session.time_block(3)
+        sessions.append(session)
+    plain, nhwc = sessions
+    conv = lambda s: s.prepared.model[0].weight  # noqa: E731
+    assert conv(nhwc).is_contiguous(memory_format=torch.channels_last) and not conv(plain).is_contiguous(
+        memory_format=torch.channels_last)
+    assert nhwc.prepared.inputs.is_contiguous(memory_format=torch.channels_last)
+    assert torch.equal(conv(nhwc), conv(plain)) and nhwc.prepared.model is not plain.prepared.model
+    assert shared.infer_models["channels_last"].owner == f"{nhwc.cell.id} (copy of {plain.cell.id}'s model)"
+    result = nhwc.result()
+    assert result.status == "ok" and result.cell.id == "tiny_convnet-infer-eager-fp32-channels_last-bs2-gpu1-32x32"
+    assert result.config["memory_format"] == "channels_last" and plain.result().cell.id.endswith("fp32-bs2-gpu1-32x32")
+
+
+def test_channels_last_on_a_model_without_convolutions_is_skipped_with_the_reason():
+    cell = Cell("tiny_mlp", "infer", batch_size=2, image_size=(32, 32), memory_format="channels_last")
+    session = CellSession(cell, RunOptions(**FAST), CPU)
+    with pytest.raises(Exception) as info:
+        session.set_up()
+    result = classify_failure(cell, info.value, CPU)
+    assert result.status == "skipped" and result.reason == ("channels_last applies to convolutional models; tiny_mlp "
+                                                            "has no Conv2d layer")
+
+
+def test_a_batch_search_cell_is_never_set_up_directly():
+    with pytest.raises(ValueError, match="must be resolved before set-up"):
+        session_for(Cell("tiny_convnet", "infer", batch_size="max", image_size=(32, 32)))
+
+
+def test_recompilations_are_dynamo_cache_misses_after_the_first_call():
+    from bench.session import configure_dynamo, dynamo_frames_compiled
+
+    configure_dynamo(reset=True)
+    double = torch.compile(lambda x: x * 2, backend="eager")
+    double(torch.ones(2))
+    first = dynamo_frames_compiled()
+    double(torch.ones(2))  # cache hit
+    assert dynamo_frames_compiled() == first
+    double(torch.ones(2, 3))  # a new rank: the guard fails, dynamo compiles again
+    assert dynamo_frames_compiled() == first + 1
+
+
+def test_cudagraph_skip_reasons_are_collected_from_inductors_log_not_hidden():
+    from torch._inductor.cudagraph_utils import log_cudagraph_skip_and_bump_counter
+
+    from bench.session import cudagraph_skip_messages
+
+    with cudagraph_skip_messages() as messages:
+        log_cudagraph_skip_and_bump_counter("skipping cudagraphs due to data dependent ops: nonzero")
+    log_cudagraph_skip_and_bump_counter("after the block: not collected")
+    assert messages == ["skipping cudagraphs due to data dependent ops: nonzero"]

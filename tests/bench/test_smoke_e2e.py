@@ -44,6 +44,7 @@ def test_smoke_run_exits_zero_and_prints_the_summary(smoke_run):
     assert "SIGSEGV" in proc.stdout
     assert "median per-cell overhead (wall minus timed region): eager" in proc.stdout
     assert "tiny_convnet @ 32x32 x1 GPU  2 cell(s), interleaved rounds (model)" in proc.stdout
+    assert "detbench advisor: the fastest configuration measured" in proc.stdout  # the closing summary's advice
 
 
 def test_benchmark_json_holds_device_timed_iterations_and_the_detbench_schema(smoke_run):
@@ -98,6 +99,11 @@ def test_pytest_benchmark_compare_reads_the_file(smoke_run):
         (["--telemetry-hz", "inf"], ["telemetry rate must be within 0..1000 Hz"]),
         (["--image-size", "9000x9000"], ["bad image size '9000x9000'", "32..8192"]),
         (["--gpus", "0"], ["bad GPU count '0'"]),
+        (["--compile", "eager,jit"], ["unknown compile mode 'jit'", "reduce-overhead, max-autotune-no-cudagraphs"]),
+        (["--memory-format", "nhwc"], ["unknown memory format 'nhwc'", "contiguous, channels_last"]),
+        (["--cudnn-benchmark", "yes"], ["bad --cudnn-benchmark 'yes'", "on, off"]),
+        (["--batch-sizes", "1,maximum"], ["bad batch size 'maximum'", "e.g. 1,8,max"]),
+        (["--profile", "tune", "--repeats", "2"], ["batch size max is not repeated"]),
     ],
 )
 def test_bad_options_are_one_line_usage_errors(args, words):
@@ -115,6 +121,17 @@ def test_cell_ids_select_cells_with_k():
     assert "1/" in proc.stdout or "1 test collected" in proc.stdout or "1 selected" in proc.stdout
 
 
+def test_the_tune_profile_collects_eight_cells_per_model_with_the_new_axes_in_their_ids():
+    proc = run_pytest("--collect-only", "--profile", "tune", "--models", "retinanet_resnet50_fpn", timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    for cell_id in ("retinanet_resnet50_fpn-infer-eager-fp32-bs8-gpu1",
+                    "retinanet_resnet50_fpn-infer-compiled-bf16-channels_last-bs8-gpu1",
+                    "retinanet_resnet50_fpn-infer-compiled-reduce-overhead-bf16-channels_last-bs8-gpu1",
+                    "retinanet_resnet50_fpn-infer-eager-bf16-channels_last-bsmax-gpu1"):
+        assert f"test_cell[{cell_id}]" in proc.stdout
+    assert proc.stdout.count("test_cell[") == 8
+
+
 def test_a_run_where_no_cell_measured_still_writes_its_benchmark_json(tmp_path):
     # pytest-benchmark itself writes nothing without a measured benchmark; the failed cells must not vanish
     from reports.load import load_run
@@ -129,3 +146,29 @@ def test_a_run_where_no_cell_measured_still_writes_its_benchmark_json(tmp_path):
     statuses = {r["cell_id"].split("-")[0]: r["status"] for r in data["detbench"]["not_measured"]}
     assert statuses == {"tiny_needs_extra": "skipped", "tiny_convnet": "error"}
     assert sorted(r.status for r in load_run(out).results) == ["error", "skipped"]
+
+
+def test_sigterm_ends_the_run_and_its_worker_like_ctrl_c(tmp_path):
+    import signal
+    import time
+
+    log = tmp_path / "out.txt"
+    command = [sys.executable, "-m", "pytest", "bench/", "-p", "no:cacheprovider", "-q", "--profile", "smoke",
+               "--models", "tiny_convnet", "--modes", "infer", "--image-size", "32x32", "--model-modules",
+               "tests.bench.tiny_models", "--isolation", "model", f"--benchmark-json={tmp_path / 'r.json'}"]
+    with open(log, "w") as sink:
+        proc = subprocess.Popen(command, cwd=ROOT, stdout=sink, stderr=subprocess.STDOUT,
+                                env={**os.environ, "DETBENCH_TEST_FAULT": "tiny_convnet:hang"})
+        worker = None
+        deadline = time.time() + 120
+        while worker is None and time.time() < deadline and proc.poll() is None:
+            children = Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text().split()
+            worker = next((int(c) for c in children if "bench.worker" in
+                           Path(f"/proc/{c}/cmdline").read_bytes().decode(errors="replace")), None)
+            time.sleep(0.2)
+        assert worker is not None, log.read_text()[-2000:]
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=60)
+    assert proc.returncode != 0 and "SIGTERM" in log.read_text()
+    with pytest.raises(ProcessLookupError):
+        os.kill(worker, 0)  # killed with its process group and reaped, not left running

@@ -42,3 +42,13 @@ def tiny_needs_extra() -> ModelSpec:
 
     return ModelSpec("tiny_needs_extra", "test", "classification", (32, 32), build, _inputs, _targets, _loss,
                      extra="fake")
+
+
+@register_model("tiny_mlp")
+def tiny_mlp() -> ModelSpec:
+    """No convolution at all: channels_last does not apply to it."""
+
+    def build(weights_path: str | None = None) -> nn.Module:
+        return nn.Sequential(nn.Flatten(), nn.Linear(3 * 32 * 32, 10))
+
+    return ModelSpec("tiny_mlp", "test", "classification", (32, 32), build, _inputs, _targets, _loss)

@@ -88,14 +88,14 @@ def _result(cell, rng, env, ips1, gflops, mem0, mem_per, speed, series_points, n
             environment=env,
             device="cuda:0",
         )
-    if cell.mode == "train" and cell.precision == "amp-fp16" and cell.compile == "compiled":
+    if cell.mode == "train" and cell.precision == "amp-fp16" and cell.compiled:
         return CellResult(
             cell, status="skipped", reason="fp16 training needs a GradScaler; not in this profile", environment=env
         )
     if (
         cell.batch_size == 2
         and cell.precision == "amp-bf16"
-        and cell.compile == "compiled"
+        and cell.compiled
         and cell.gpus == 1
         and cell.model.startswith("fcos")
     ):
@@ -108,9 +108,8 @@ def _result(cell, rng, env, ips1, gflops, mem0, mem_per, speed, series_points, n
         )
     batch_eff = cell.batch_size / (1.0 + 0.35 * (cell.batch_size - 1) ** 0.85)
     scale_eff = cell.gpus * (0.92 ** (cell.gpus - 1))
-    ips = (
-        ips1 * speed * mode_factor * PRECISION_GAIN[cell.precision] * COMPILE_GAIN[cell.compile] * batch_eff * scale_eff
-    )
+    compile_gain = COMPILE_GAIN["compiled" if cell.compiled else "eager"]
+    ips = ips1 * speed * mode_factor * PRECISION_GAIN[cell.precision] * compile_gain * batch_eff * scale_eff
     iter_ms = 1000.0 * cell.batch_size / ips
     times = sorted(rng.gauss(iter_ms, iter_ms * noise) for _ in range(iterations))
     times = [round(max(t, iter_ms * 0.5), 3) for t in times]
@@ -133,10 +132,10 @@ def _result(cell, rng, env, ips1, gflops, mem0, mem_per, speed, series_points, n
     flops = gflops * 1e9 * (3.0 if cell.mode == "train" else 1.0)
     achieved = flops * 1000.0 * cell.batch_size / median / 1e12
     peak = 989.0 if cell.precision != "fp32" else 67.0
-    first_call = (45.0 + rng.random() * 20) if cell.compile == "compiled" else 1.5 + rng.random()
+    first_call = (45.0 + rng.random() * 20) if cell.compiled else 1.5 + rng.random()
     compile_s = first_call - median / 1000.0
-    eager_ms = iter_ms * COMPILE_GAIN[cell.compile]
-    break_even = compile_s / ((eager_ms - iter_ms) / 1000.0) if cell.compile == "compiled" else None
+    eager_ms = iter_ms * compile_gain
+    break_even = compile_s / ((eager_ms - iter_ms) / 1000.0) if cell.compiled else None
     power = 350.0 + 250.0 * min(1.0, cell.batch_size / 8)
     telemetry = _telemetry(rng, power, ips * 1.0, mem_gib, series_points, cell.gpus)
     return CellResult(
@@ -153,7 +152,7 @@ def _result(cell, rng, env, ips1, gflops, mem0, mem_per, speed, series_points, n
         warmup_iterations=rng.randint(5, 30),
         warmup_s=rng.random() * 5,
         warmup_converged=True,
-        graph_breaks=(2 if cell.model.startswith(("faster", "retina")) else 0) if cell.compile == "compiled" else None,
+        graph_breaks=(2 if cell.model.startswith(("faster", "retina")) else 0) if cell.compiled else None,
         break_even_iterations=break_even,
         peak_memory_bytes=int(mem_gib * 2**30),
         flops_per_image=flops,
