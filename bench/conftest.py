@@ -50,7 +50,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--models", default=None, help="comma-separated model names (only these; see --list-models)")
     group.addoption("--modes", default=None, help="comma-separated: infer,train (replaces the profile's modes)")
     group.addoption("--precisions", default=None, help="comma-separated: fp32,amp-fp16,amp-bf16")
-    group.addoption("--compile", default=None, help=f"comma-separated compile modes: {', '.join(matrix.COMPILE_CHOICES)} "
+    group.addoption("--compile", default=None,
+                    help=f"comma-separated compile modes: {', '.join(matrix.COMPILE_CHOICES)} "
                     "(compiled = --compile-mode's mode, both = eager,compiled; default: the profile's choice)")
     group.addoption("--memory-format", default=None, help="comma-separated: contiguous,channels_last (channels_last: "
                     "convolutional models only; default: the profile's choice)")
@@ -64,7 +65,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     "profile adds every visible count on a multi-GPU machine)")
     group.addoption("--isolation", default=None, help="model (a worker per model group, variants interleaved; "
                     "default on GPU), cell (a process per cell) or inline (this process; default on CPU)")
-    group.addoption("--rounds", type=int, default=None, help="interleaved rounds per group (default 4 on GPU, 3 on CPU)")
+    group.addoption("--rounds", type=int, default=None,
+                    help="interleaved rounds per group (default 4 on GPU, 3 on CPU)")
     group.addoption("--block-s", type=float, default=None, help="seconds per timed block (default 0.5 on GPU, "
                     "0.1 on CPU)")
     group.addoption("--repeats", type=int, default=1, help="measure every cell N separate times at different "
@@ -199,10 +201,9 @@ def pytest_collection_finish(session: pytest.Session) -> None:
 def _bench_run(config: pytest.Config) -> Any:
     state = _state(config)
     if state.run is None:
-        from envcheck.fingerprint import collect  # noqa: PLC0415
-
         from bench.progress import render  # noqa: PLC0415
         from bench.suite import BenchRun  # noqa: PLC0415
+        from envcheck.fingerprint import collect  # noqa: PLC0415
 
         reporter = config.pluginmanager.getplugin("terminalreporter")
         capture = config.pluginmanager.getplugin("capturemanager")

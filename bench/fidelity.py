@@ -137,7 +137,7 @@ def check(cell: Cell, options: RunOptions, rounds: int = DEFAULT_ROUNDS) -> Fide
     assert session.step is not None
     step, sync = session.step, session._sync  # the same work per iteration for both timings
     timer = "cuda-events" if device.type == "cuda" else "perf-counter+sync"
-    report = FidelityReport(cell.id, device_name(device), timer, cell.batch_size, iterations,
+    report = FidelityReport(cell.id, device_name(device), timer, cell.batch, iterations,
                             telemetry_hz=options.telemetry_hz)
     for round_index in range(rounds):
         for which in rotation(2, round_index):

@@ -7,8 +7,9 @@ batch sizes). Options filter the expansion; nothing here touches the GPU except 
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any, Iterable
+from typing import Any
 
 from bench.schema import (
     BATCH_MAX,

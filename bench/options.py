@@ -41,10 +41,6 @@ class RoundsPolicy:
         if not _is_int(self.min_block_iterations) or self.min_block_iterations < 1:
             raise ValueError(f"min_block_iterations must be a positive integer, got {self.min_block_iterations!r}")
 
-    def rounds_policy(self, device_type: str) -> RoundsPolicy:
-        """The interleaved-rounds policy in effect on this device kind."""
-        return self.rounds or (GPU_ROUNDS if device_type == "cuda" else CPU_ROUNDS)
-
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
@@ -109,7 +105,7 @@ class RunOptions:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "RunOptions":
+    def from_dict(cls, data: dict[str, Any]) -> RunOptions:
         known = {f.name for f in dataclasses.fields(cls)}
         return cls(**{k: v for k, v in data.items() if k in known})
 

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import io
 import statistics
-from typing import Iterable
+from collections.abc import Iterable
+from typing import Literal
 
 from rich.console import Console
 from rich.table import Table
@@ -68,9 +69,11 @@ def summary_table(results: Iterable[CellResult]) -> Table:
     """One row per cell: status, throughput, paired ratio to eager fp32, latency, memory, compile, MFU."""
     table = Table(title="detbench cells", show_lines=False, header_style="bold")
     table.add_column("cell", no_wrap=True)
-    for name, justify in (("status", "left"), ("img/s", "right"), ("ratio", "right"), ("median ms", "right"),
-                          ("p90 ms", "right"), ("CoV", "right"), ("peak GiB", "right"), ("compile s", "right"),
-                          ("MFU", "right"), ("det/img", "right"), ("note", "left")):
+    columns: tuple[tuple[str, Literal["left", "right"]], ...] = (
+        ("status", "left"), ("img/s", "right"), ("ratio", "right"), ("median ms", "right"), ("p90 ms", "right"),
+        ("CoV", "right"), ("peak GiB", "right"), ("compile s", "right"), ("MFU", "right"), ("det/img", "right"),
+        ("note", "left"))
+    for name, justify in columns:
         table.add_column(name, justify=justify, no_wrap=True)
     for r in results:
         lat = r.latency

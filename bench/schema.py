@@ -15,8 +15,9 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any, Iterable
+from typing import Any
 
 from bench.distributed.stats import DistributedStats
 
@@ -71,7 +72,8 @@ class Cell:
         _choice("compile", self.compile, COMPILE_MODES)
         _choice("precision", self.precision, PRECISIONS)
         _choice("memory format", self.memory_format, MEMORY_FORMATS)
-        if self.batch_size != BATCH_MAX and (not _is_int(self.batch_size) or not 1 <= self.batch_size <= 1_000_000):
+        if self.batch_size != BATCH_MAX and not (isinstance(self.batch_size, int) and _is_int(self.batch_size)
+                                                 and 1 <= self.batch_size <= 1_000_000):
             raise ValueError(f"batch_size must be a positive integer or {BATCH_MAX!r}, got {self.batch_size!r}")
         if not _is_int(self.gpus) or not 1 <= self.gpus <= 100_000:
             raise ValueError(f"gpus must be a positive integer, got {self.gpus!r}")
@@ -98,6 +100,13 @@ class Cell:
         return self.compile != "eager"
 
     @property
+    def batch(self) -> int:
+        """The concrete batch size; a :data:`BATCH_MAX` cell has none until bench.batch_search resolves it."""
+        if isinstance(self.batch_size, str):
+            raise ValueError(f"{self.id}: batch size {self.batch_size!r} must be resolved first (bench.batch_search)")
+        return self.batch_size
+
+    @property
     def searches_batch(self) -> bool:
         """Whether the batch size is to be searched (the largest that fits) rather than given."""
         return self.batch_size == BATCH_MAX
@@ -120,7 +129,7 @@ class Cell:
         return data
 
     @classmethod
-    def from_dict(cls, data: Any) -> "Cell":
+    def from_dict(cls, data: Any) -> Cell:
         if not isinstance(data, dict):
             raise SchemaError(f"cell must be an object, got {_kind(data)}")
         known = {f.name for f in dataclasses.fields(cls)}
@@ -315,7 +324,7 @@ class TelemetrySummary:
     devices: list[DeviceTelemetry]
 
     @classmethod
-    def from_dict(cls, data: Any, where: str = "telemetry") -> "TelemetrySummary":
+    def from_dict(cls, data: Any, where: str = "telemetry") -> TelemetrySummary:
         if not isinstance(data, dict):
             raise SchemaError(f"{where} must be an object, got {_kind(data)}")
         devices = data.get("devices", [])
@@ -327,8 +336,10 @@ class TelemetrySummary:
         for i, dev in enumerate(devices):
             if not isinstance(dev, dict):
                 raise SchemaError(f"{where}.devices[{i}] must be an object, got {_kind(dev)}")
-            metrics = dev.get("metrics") if isinstance(dev.get("metrics"), dict) else {}
-            util = metrics.get("gpu_util_pct") if isinstance(metrics.get("gpu_util_pct"), dict) else {}
+            metrics = dev.get("metrics")
+            metrics = metrics if isinstance(metrics, dict) else {}
+            util = metrics.get("gpu_util_pct")
+            util = util if isinstance(util, dict) else {}
             series = dev.get("series")
             parsed.append(DeviceTelemetry(
                 name=_opt_str(dev.get("name"), f"{where}.devices[{i}].name"),
@@ -442,14 +453,14 @@ class CellResult:
         return data
 
     @classmethod
-    def from_dict(cls, data: Any, source: str = "result") -> "CellResult":
+    def from_dict(cls, data: Any, source: str = "result") -> CellResult:
         """Parse and validate a dict written by :meth:`to_dict` (v1 or v2); SchemaError names the field."""
         if not isinstance(data, dict):
             raise SchemaError(f"{source}: expected an object, got {_kind(data)}")
         if data.get("schema") != SCHEMA_NAME:
             raise SchemaError(f"{source}: not a detbench cell (schema={data.get('schema')!r})")
         version = data.get("schema_version")
-        if not _is_int(version) or version > SCHEMA_VERSION or version < 1:
+        if not isinstance(version, int) or not _is_int(version) or version > SCHEMA_VERSION or version < 1:
             raise SchemaError(
                 f"{source}: schema_version {version!r} is not supported (this detbench reads 1..{SCHEMA_VERSION})"
             )
@@ -560,8 +571,8 @@ def _record(cls: type, data: Any, where: str) -> Any:
             values[key] = [_num(v, f"{path}[{i}]", -ABSURD, ABSURD) for i, v in enumerate(value)]
         else:
             raise SchemaError(f"{path} has an unexpected {_kind(value)}")
-    missing = [f.name for f in names.values()
-               if f.name not in values and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
+    missing = [f.name for f in names.values() if f.name not in values
+               and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
     if missing:
         raise SchemaError(f"{where}: missing field(s) {', '.join(missing)}")
     return cls(**values)

@@ -21,8 +21,9 @@ import platform
 import statistics
 import time
 import traceback
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator
+from typing import Any, cast
 
 import torch
 
@@ -33,8 +34,17 @@ from bench.models.batchnorm import recalibrate_batchnorm
 from bench.models.registry import configure_size
 from bench.options import RunOptions, import_model_modules
 from bench.postprocess import PostprocessLoad, apply_score_thresh, calibrate_postprocess, restate_postprocess
-from bench.schema import (CUDA_GRAPH_MODES, BlockRecord, Cell, CellResult, CompileDetails, Failure, FlopsInfo,
-                          Measurement, SetupTimes)
+from bench.schema import (
+    CUDA_GRAPH_MODES,
+    BlockRecord,
+    Cell,
+    CellResult,
+    CompileDetails,
+    Failure,
+    FlopsInfo,
+    Measurement,
+    SetupTimes,
+)
 from bench.telemetry import TelemetryTracker
 
 AUTOCAST_DTYPES = {"amp-fp16": torch.float16, "amp-bf16": torch.bfloat16}
@@ -96,7 +106,7 @@ class Prepared:
 
     spec: ModelSpec
     model: torch.nn.Module  # the eager module (weights live here)
-    runnable: Callable[..., Any]  # the module, its wrapper (DDP) or its torch.compile wrapper
+    runnable: torch.nn.Module  # the module, its wrapper (DDP) or its torch.compile wrapper
     inputs: Any
     targets: Any
     image_size: tuple[int, int]
@@ -115,7 +125,8 @@ def cell_device() -> torch.device:
 def device_name(device: torch.device) -> str:
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
-    return f"cpu ({platform.processor() or platform.machine()}, {os.cpu_count()} cores, {torch.get_num_threads()} threads)"
+    cpu = platform.processor() or platform.machine()
+    return f"cpu ({cpu}, {os.cpu_count()} cores, {torch.get_num_threads()} threads)"
 
 
 def tf32_flags() -> dict[str, bool]:
@@ -251,7 +262,8 @@ def resolved_config(cell: Cell, options: RunOptions, device: torch.device) -> di
     config: dict[str, Any] = {
         "cell_id": cell.id, "options": options.to_dict(), "profile": options.profile, "seed": options.seed,
         "device": device_name(device), "device_type": device.type, "torch": torch.__version__,
-        "warmup_policy": timing.policy_dict(options.warmup_policy(device.type)), "rounds_policy": options.rounds_policy(device.type).to_dict(),
+        "warmup_policy": timing.policy_dict(options.warmup_policy(device.type)),
+        "rounds_policy": options.rounds_policy(device.type).to_dict(),
         "cudnn_benchmark": options.cudnn_benchmark if device.type == "cuda" else None,
         "memory_format": cell.memory_format,
         "tf32": tf32_flags() if device.type == "cuda" else None,
@@ -307,7 +319,8 @@ def prepare(cell: Cell, options: RunOptions, device: torch.device, shared: Share
     generator = torch.Generator(device=device).manual_seed(options.seed)
     inputs = inputs_in_format(spec.make_inputs(batch, size, device, generator), cell.memory_format)
     targets = spec.make_targets(batch, size, device, generator) if cell.mode == "train" else None
-    optimizer = scaler = None
+    optimizer: torch.optim.Optimizer | None = None
+    scaler = None
     if cell.mode == "train":
         params = [p for p in model.parameters() if p.requires_grad]
         if options.optimizer == "sgd":
@@ -458,12 +471,15 @@ class CellSession:
         sync = self._sync
         if cell.compiled:
             configure_dynamo(reset=self.reset_dynamo)
-            prepared.runnable = torch.compile(prepared.runnable, mode=cell.compile)
+            # compiling a Module gives a Module (OptimizedModule); torch.compile's signature says Callable
+            prepared.runnable = cast(torch.nn.Module, torch.compile(prepared.runnable, mode=cell.compile))
         # after calibration, so the adapter's notes carry the threshold it settled on
         self.runtime_notes = dict(getattr(prepared.model, "runtime_notes", None) or {})
         self.step = faults.slow_step(cell.id, make_step(cell, prepared, device), self._sync)  # test-only hook
         self._set_threshold()
-        with cudagraph_skip_messages() if cell.compiled else contextlib.nullcontext([]) as skips:
+        collecting: contextlib.AbstractContextManager[list[str]] = (
+            cudagraph_skip_messages() if cell.compiled else contextlib.nullcontext([]))
+        with collecting as skips:
             self.first_call_s, _ = timing.time_first_call(self.step, sync)
             frames = dynamo_frames_compiled() if cell.compiled else 0
             if self.warm_up:

@@ -95,8 +95,8 @@ def summarise(cell: Cell, ranks: Sequence[RankFigures], *, nnodes: int, backend:
     return DistributedStats(
         world_size=len(ranks), nnodes=nnodes, backend=backend, device_type=device_type, launcher=launcher,
         parallelism="ddp" if cell.mode == "train" else "data-parallel",
-        per_gpu_batch=cell.batch_size, world_batch=cell.batch_size * len(ranks),
-        throughput_ips=total_throughput(cell.mode, ranks, cell.batch_size),
+        per_gpu_batch=cell.batch, world_batch=cell.batch * len(ranks),
+        throughput_ips=total_throughput(cell.mode, ranks, cell.batch),
         throughput_basis=throughput_basis(cell.mode), slowest_rank=slowest_rank(ranks),
         rank_median_spread=median_spread(ranks), region_overlap=region_overlap(ranks), ranks=list(ranks),
         ddp=ddp, allreduce_wait_share=wait, allreduce_busy_share=busy, telemetry_gpus=telemetry_gpus,

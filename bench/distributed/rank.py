@@ -199,7 +199,7 @@ def run_cell(cell: Cell, request: GroupRequest, ctx: RankContext, status: Status
 
     status.set("gather", cell.id)
     figures = aggregate.rank_figures(
-        ctx.rank, times, cell.batch_size, local_rank=ctx.local_rank, node_rank=ctx.node_rank,
+        ctx.rank, times, cell.batch, local_rank=ctx.local_rank, node_rank=ctx.node_rank,
         host=socket.gethostname(), device=str(ctx.device), peak_memory_bytes=session.peak_bytes,
         allreduce=timer.summary(times) if timer is not None else None, region_start_unix_s=region_start,
         region_end_unix_s=region_end, warmup_iterations=warm.iterations, warmup_converged=warm.converged)
@@ -241,7 +241,7 @@ def _group_result(cell: Cell, session: Any, ranks: list[Any], request: GroupRequ
         result.compile_s = timing.compile_seconds(result.first_call_s, result.latency.median_ms)
     if tracker is not None:
         # every rank of this node ran the same number of steps inside rank 0's region
-        result.telemetry = tracker.summary(images=iterations * cell.batch_size * ctx.local_world_size)
+        result.telemetry = tracker.summary(images=iterations * cell.batch * ctx.local_world_size)
     elif request.options.telemetry_hz == 0:
         result.config["telemetry"] = "disabled (--telemetry-hz 0)"
     else:

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from bench.interleaved import ModelComparison
-from bench.schema import (BlockRecord, Cell, CellResult, Failure, Measurement, PairedRatio, SchemaError, SetupTimes)
+from bench.schema import BlockRecord, Cell, CellResult, Failure, Measurement, PairedRatio, SchemaError, SetupTimes
 from reports.cli import main as report_main
 from reports.load import LoadError, load_run
 
@@ -26,8 +26,9 @@ def full_result() -> CellResult:
                                               rounds=3, blocks=blocks, cell_wall_s=58.0, overhead_s=56.5),
                       ratio=PairedRatio(cell.id.replace("compiled-bf16", "eager-fp32"), 1.4, 1.3, 1.5, [1.3, 1.4, 1.5]),
                       failure=None, model_runtime_notes={"score_thresh": 0.1},
-                      telemetry={"available": True, "devices": [{"name": "H100", "metrics": {"gpu_util_pct": {"mean": 80}},
-                                                                 "series": {"t_s": [0, 1]}}], "mean_power_w": 400.0})
+                      telemetry={"available": True, "mean_power_w": 400.0,
+                                 "devices": [{"name": "H100", "metrics": {"gpu_util_pct": {"mean": 80}},
+                                              "series": {"t_s": [0, 1]}}]})
 
 
 def test_a_version_2_result_round_trips_through_json():
@@ -57,7 +58,7 @@ def test_version_1_interleaved_results_become_cells_with_their_ratios():
     data = json.loads((EXAMPLES / "h100-ratios-1.json").read_text())["models"][0]
     comparison = ModelComparison.from_dict({"schema": "detbench.interleaved", "schema_version": 1, **data})
     cells = comparison.cell_results()
-    assert [c.cell.id.split("-bs")[0] for c in cells][0].endswith("infer-eager-fp32")
+    assert cells[0].cell.id.split("-bs")[0].endswith("infer-eager-fp32")
     quoted = {r.variant: r.median for r in comparison.ratios}
     assert [c.ratio.median for c in cells[1:] if c.ratio] == [quoted[v.variant] for v in comparison.variants[1:]
                                                               if v.variant in quoted]
@@ -94,7 +95,7 @@ def test_the_report_turns_a_malformed_file_into_one_line_and_exit_2(tmp_path, ca
     data["throughput_ips"] = 1e308
     path = tmp_path / "bad.jsonl"
     path.write_text(json.dumps(data) + "\n")
-    with pytest.raises(LoadError, match="bad.jsonl.*throughput_ips"):
+    with pytest.raises(LoadError, match=r"bad\.jsonl.*throughput_ips"):
         load_run(path)
     code = report_main([str(path), "--out", str(tmp_path / "out")])
     err = capsys.readouterr().err.strip().splitlines()
@@ -105,8 +106,8 @@ def test_the_tidy_table_has_ratio_block_spread_and_overhead_columns(tmp_path):
     from reports.load import tidy
 
     path = tmp_path / "ok.jsonl"
-    path.write_text(json.dumps(_ok()) + "\n" + json.dumps(CellResult(Cell("m"), status="oom", reason="x",
-                                                                          failure=Failure(error_type="E")).to_dict()) + "\n")
+    oom = CellResult(Cell("m"), status="oom", reason="x", failure=Failure(error_type="E"))
+    path.write_text(json.dumps(_ok()) + "\n" + json.dumps(oom.to_dict()) + "\n")
     frame = tidy([load_run(path)])
     row = frame.iloc[0]
     assert row["ratio"] == 1.4 and row["ratio_q1"] == 1.3 and row["ratio_q3"] == 1.5
@@ -122,7 +123,8 @@ def test_old_compiled_cells_load_as_the_default_mode_with_unchanged_ids():
     assert new.id == "retinanet_resnet50_fpn-infer-compiled-bf16-bs8-gpu1"
     assert Cell.from_dict({"model": "m", "compile": "compiled", "batch_size": 8}).id == "m-infer-compiled-fp32-bs8-gpu1"
     assert Cell("m", compile="reduce-overhead").id == "m-infer-compiled-reduce-overhead-fp32-bs1-gpu1"
-    assert Cell("m", memory_format="channels_last", batch_size="max").id == "m-infer-eager-fp32-channels_last-bsmax-gpu1"
+    channels_last = Cell("m", memory_format="channels_last", batch_size="max")
+    assert channels_last.id == "m-infer-eager-fp32-channels_last-bsmax-gpu1"
     assert Cell("m").id == "m-infer-eager-fp32-bs1-gpu1"  # contiguous adds nothing to the id
     for bad, word in ((dict(compile="jit"), "valid: eager, default"), (dict(memory_format="nhwc"), "channels_last"),
                       (dict(batch_size="all"), "positive integer or 'max'")):

@@ -85,8 +85,8 @@ def test_a_group_counts_flops_once_per_mode_at_batch_1_and_shares_one_inference_
 def test_inference_variants_share_a_model_calibrated_once_per_batch_size_in_fp32():
     shared = GroupShared()
     options = RunOptions(model_modules=(), count_flops=False, warmup=FAST["warmup"], rounds=FAST["rounds"])
-    cells = [Cell("ssdlite320_mobilenet_v3_large", "infer", precision=precision, batch_size=batch, image_size=(320, 320))
-             for precision, batch in (("amp-bf16", 1), ("fp32", 2), ("fp32", 1))]
+    cells = [Cell("ssdlite320_mobilenet_v3_large", "infer", precision=precision, batch_size=batch,
+                  image_size=(320, 320)) for precision, batch in (("amp-bf16", 1), ("fp32", 2), ("fp32", 1))]
     sessions = [CellSession(cell, options, CPU, shared=shared) for cell in cells]
     for session in sessions:
         session.set_up()
@@ -97,7 +97,8 @@ def test_inference_variants_share_a_model_calibrated_once_per_batch_size_in_fp32
     assert fp32_2["calibrated_by"] == cells[1].id and fp32_2["score_thresh"] != fp32_1["score_thresh"]
     assert fp32_2["target_reached"] and fp32_2["candidates_per_image"]["mean"] == 1000  # its own two images
     assert abs(bf16_1["candidates_per_image"]["mean"] - 1000) <= 100  # restated under bf16 autocast
-    assert {s["batchnorm_layers_recalibrated"] for s in (bf16_1, fp32_2, fp32_1)} == {shared.infer_model.batchnorm_layers}
+    layers = {s["batchnorm_layers_recalibrated"] for s in (bf16_1, fp32_2, fp32_1)}
+    assert layers == {shared.infer_model.batchnorm_layers}
     assert shared.infer_model.batchnorm_layers > 0 and sessions[2].prepared.model is sessions[0].prepared.model
     head = thresholds_owner(sessions[0].prepared.model)[0]
     for session, load in ((sessions[1], fp32_2), (sessions[2], fp32_1), (sessions[1], fp32_2)):
@@ -155,7 +156,8 @@ def test_journal_is_durable_line_by_line_and_survives_a_torn_last_line(tmp_path)
 def test_device_name_asks_torch_cuda_for_a_gpu_and_describes_the_cpu(monkeypatch):
     # a GPU path a CPU machine never takes on its own: a typo here broke every GPU cell once
     asked = []
-    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: asked.append(device) or "NVIDIA H100 80GB HBM3")
+    monkeypatch.setattr(torch.cuda, "get_device_name",
+                        lambda device=None: asked.append(device) or "NVIDIA H100 80GB HBM3")
     assert device_name(torch.device("cuda", 0)) == "NVIDIA H100 80GB HBM3" and asked == [torch.device("cuda", 0)]
     cpu = device_name(CPU)
     assert cpu.startswith("cpu (") and "cores" in cpu and "threads" in cpu

@@ -114,8 +114,8 @@ def test_bad_options_are_one_line_usage_errors(args, words):
 
 
 def test_cell_ids_select_cells_with_k():
-    proc = run_pytest("--collect-only", "--profile", "quick", "-k", "retinanet_resnet50_fpn-infer-compiled-fp32-bs8-gpu1",
-                      timeout=120)
+    proc = run_pytest("--collect-only", "--profile", "quick", "-k",
+                      "retinanet_resnet50_fpn-infer-compiled-fp32-bs8-gpu1", timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert "test_cell[retinanet_resnet50_fpn-infer-compiled-fp32-bs8-gpu1]" in proc.stdout
     assert "1/" in proc.stdout or "1 test collected" in proc.stdout or "1 selected" in proc.stdout
