@@ -104,7 +104,7 @@ def repaired_ratios(results: dict[str, CellResult]) -> None:
     from bench.engine import baseline_of  # noqa: PLC0415 (imports torch; reports merge journals without it)
 
     for result in results.values():
-        if result.status != "ok" or result.measurement is None or result.ratio is None:
+        if result.status != "ok" or result.measurement is None:
             continue
         base = results.get(baseline_of(result.cell).id)
         if base is None or base.status != "ok" or base.measurement is None:

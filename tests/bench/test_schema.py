@@ -113,3 +113,31 @@ def test_the_tidy_table_has_ratio_block_spread_and_overhead_columns(tmp_path):
     assert row["blocks"] == 3 and row["block_spread"] == pytest.approx(1.0 / 51.0)
     assert row["overhead_s"] == 56.5 and row["gpu_util_pct_mean"] == 80 and bool(row["has_series"])
     assert frame.iloc[1]["status"] == "oom"
+
+
+def test_blocks_written_before_repeats_read_as_repeat_0_and_repeat_failures_round_trip():
+    from bench.schema import RepeatFailure  # noqa: PLC0415
+
+    data = full_result().to_dict()
+    for block in data["measurement"]["blocks"]:
+        del block["repeat"]
+    del data["repeat"], data["repeat_failures"], data["measurement"]["repeats"]
+    old = CellResult.from_dict(data)
+    assert {b.repeat for b in old.measurement.blocks} == {0} and old.measurement.repeats == 1 and old.repeat is None
+    result = full_result()
+    result.repeat_failures = [RepeatFailure(1, "oom", "CUDA out of memory", Failure(error_type="OutOfMemoryError"))]
+    again = CellResult.from_dict(json.loads(json.dumps(result.to_dict())))
+    assert again == result and again.repeat_failures[0].failure.error_type == "OutOfMemoryError"
+
+
+@pytest.mark.parametrize("change, words", [
+    (lambda d: d.update(repeat_failures=[{"repeat": 1, "status": "lost"}]), "unknown repeat status 'lost'"),
+    (lambda d: d.update(repeat_failures={"repeat": 1}), "repeat_failures must be a list"),
+    (lambda d: d["measurement"]["blocks"][0].update(repeat=-1), r"blocks\[0\]\.repeat"),
+    (lambda d: d.update(repeat=1.5), "repeat must be an integer"),
+])
+def test_malformed_repeat_fields_name_the_field(change, words):
+    data = full_result().to_dict()
+    change(data)
+    with pytest.raises(SchemaError, match=words):
+        CellResult.from_dict(data)
