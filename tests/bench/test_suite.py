@@ -118,3 +118,33 @@ def test_without_repeats_resuming_takes_finished_cells_and_measures_the_rest(mon
     assert run.run(CELLS[2]) is done and launcher.calls == []
     run.run(CELLS[3])
     assert launcher.calls == [[CELLS[3].id]]
+
+
+def test_a_journal_cut_short_between_repeats_loads_with_its_finished_repeats_merged(monkeypatch, tmp_path):
+    from reports.load import load_run  # noqa: PLC0415
+
+    run, journal = make_run(monkeypatch, FakeLauncher(), 3, tmp_path)
+    run._measure_repeat(CELLS[:2], 0, 0, 12)
+    run._measure_repeat(CELLS[:2], 1, 2, 12)
+    run._measure_repeat(CELLS[2:3], 0, 4, 12)  # the run dies here
+    journal.close()
+    loaded = {r.cell.id: r for r in load_run(journal.path).results}
+    assert loaded[CELLS[0].id].measurement.repeats == 2 and loaded[CELLS[0].id].repeat is None
+    assert loaded[CELLS[2].id].measurement.repeats == 1 and len(loaded) == 3
+
+
+def test_pytest_face_repeats_real_cells_and_writes_merged_results_and_per_repeat_journal_lines(tmp_path):
+    import json  # noqa: PLC0415
+
+    from tests.bench.test_smoke_e2e import run_pytest  # noqa: PLC0415
+
+    proc = run_pytest("--profile", "smoke", "--models", "tiny_convnet", "--modes", "infer", "--image-size", "32x32",
+                      "--model-modules", "tests.bench.tiny_models", "--repeats", "2",
+                      f"--benchmark-json={tmp_path / 'r.json'}")
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "repeat 2/2" in proc.stdout
+    bench = json.loads((tmp_path / "r.json").read_text())["benchmarks"][0]
+    cell = CellResult.from_dict(bench["extra_info"]["detbench"])
+    assert cell.measurement.repeats == 2 and {b.repeat for b in cell.measurement.blocks} == {0, 1}
+    assert len(bench["stats"]["data"]) == len(cell.times_ms) == cell.measurement.iterations
+    assert [r.repeat for r in read_journal(tmp_path / "r.journal.jsonl")] == [0, 1, None]
