@@ -19,7 +19,7 @@
 # regression verdict, 4 nothing comparable), 2 on bad usage.
 set -uo pipefail
 if (( $# < 1 )); then
-    sed -n '2,20p' "$0" >&2
+    sed -n '2,19p' "$0" >&2
     exit 2
 fi
 OUT=$1
