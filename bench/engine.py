@@ -23,7 +23,8 @@ import torch
 from bench import stats, timing
 from bench.options import RunOptions
 from bench.schema import Cell, CellResult, PairedRatio
-from bench.session import (CellSession, ModelWrapper, classify_failure, is_sticky_cuda_error, release_memory)
+from bench.session import (CellSession, GroupShared, ModelWrapper, classify_failure, is_sticky_cuda_error,
+                           release_memory)
 
 
 class WorkerMustEnd(RuntimeError):
@@ -91,11 +92,11 @@ def measure_group(cells: list[Cell], options: RunOptions, device: torch.device, 
     policy = options.rounds_policy(device.type)
     results: dict[str, CellResult] = {}
     ready: list[CellSession] = []
-    flop_cache: dict = {}
+    shared = GroupShared()
     compiled_alive = False
     for cell in cells:
         progress.step(cell.id, "set-up")
-        session = CellSession(cell, options, device, wrap_model=wrap_model, flop_cache=flop_cache,
+        session = CellSession(cell, options, device, wrap_model=wrap_model, shared=shared,
                               reset_dynamo=not compiled_alive)
         try:
             session.set_up()

@@ -64,6 +64,9 @@ class PostprocessLoad:
     target_reached: bool  # measured mean within TARGET_TOLERANCE of the target
     calibration_batch_size: int
     batchnorm_layers_recalibrated: int  # see bench.models.batchnorm; 0 = left as built
+    # Set when a group's variants share one calibrated model: the cell that calibrated it (the candidates and
+    # detections above are then re-measured at this cell's batch and precision, the threshold is that cell's).
+    calibrated_by: str | None = None
 
     def __post_init__(self) -> None:
         if self.target_candidates_per_image < 1:
@@ -164,6 +167,37 @@ def calibrate_postprocess(
         target_reached=abs(sum(len(s) for s in measured) / batch_size - target) <= TARGET_TOLERANCE * target,
         calibration_batch_size=batch_size,
         batchnorm_layers_recalibrated=bn_layers,
+    )
+
+
+def restate_postprocess(model: nn.Module, spec: ModelSpec, inputs: Any, calibrated: PostprocessLoad,
+                        calibrated_by: str) -> PostprocessLoad:
+    """The load of an already calibrated ``model`` on other ``inputs`` (another batch size or autocast).
+
+    One eval forward at the calibrated threshold measures what enters NMS and what comes out; the threshold
+    and BatchNorm statistics stay as calibrated, so every variant of a group runs the same post-processing
+    setting. Detectors with their own ``spec.calibrate`` (DETR family, YOLO) keep the calibrated figures."""
+    found = thresholds_owner(model)
+    if spec.calibrate is not None or found is None or spec.count_detections is None:
+        return dataclasses.replace(calibrated, calibrated_by=calibrated_by)
+    owner, _ = found
+    head_module = type(owner).postprocess_detections.__module__
+    batch_size = len(inputs)
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad(), _capture_head_nms(head_module, run_nms=True) as measured:
+            outputs = model(inputs)
+    finally:
+        model.train(was_training)
+    _check_calls(measured, batch_size, spec.name)
+    target = calibrated.target_candidates_per_image
+    return dataclasses.replace(
+        calibrated,
+        candidates_per_image=CountStats.of([int(s.numel()) for s in measured]),
+        detections_per_image=CountStats.of(spec.count_detections(outputs)),
+        target_reached=abs(sum(len(s) for s in measured) / batch_size - target) <= TARGET_TOLERANCE * target,
+        calibrated_by=calibrated_by,
     )
 
 

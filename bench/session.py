@@ -11,6 +11,7 @@ check all use it; :func:`classify_failure` is how every one of them turns an exc
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import gc
 import importlib
 import os
@@ -18,7 +19,7 @@ import platform
 import statistics
 import time
 import traceback
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import torch
@@ -26,21 +27,51 @@ import torch
 from bench import faults, memory, stats, timing
 from bench.flops import FlopCount, count_flops
 from bench.models import MissingExtraError, ModelSpec, get_model
+from bench.models.batchnorm import recalibrate_batchnorm
 from bench.models.registry import configure_size
 from bench.options import RunOptions, import_model_modules
-from bench.postprocess import calibrate_postprocess
+from bench.postprocess import PostprocessLoad, apply_score_thresh, calibrate_postprocess, restate_postprocess
 from bench.schema import (BlockRecord, Cell, CellResult, Failure, FlopsInfo, Measurement, SetupTimes)
 from bench.telemetry import TelemetryTracker
 
 AUTOCAST_DTYPES = {"amp-fp16": torch.float16, "amp-bf16": torch.bfloat16}
 CANARY_LOOPS = 20_000
+# Images a group's BatchNorm statistics are set from, whatever the cells' batch sizes: statistics from a single
+# image fit that image (SSDlite at batch 1: 1000 candidates on it, 4600 on the next image).
+CALIBRATION_IMAGES = 8
 TAIL_CHARS = 4000
 # errors after which the CUDA context is unusable: the worker must end (a fresh one takes the rest)
 STICKY_CUDA_WORDS = ("illegal memory access", "device-side assert", "unspecified launch failure",
                      "cuda error: misaligned address", "an illegal instruction", "uncorrectable ecc")
 
 ModelWrapper = Callable[[torch.nn.Module], torch.nn.Module]
-FlopCache = dict[tuple[str, int], tuple[FlopCount, str]]
+
+
+@dataclass
+class SharedModel:
+    """An inference model built, sized and calibrated once, then run by every inference variant of a group."""
+
+    model: torch.nn.Module
+    image_size: tuple[int, int]
+    owner: str  # id of the cell that built it
+    device_bytes: int  # its parameters and buffers on the device
+    batchnorm_layers: int = 0  # BatchNorm layers whose statistics were set once, on CALIBRATION_IMAGES images
+    calibrations: dict[int, PostprocessLoad] = field(default_factory=dict)  # batch size -> FP32 calibration
+
+
+@dataclass
+class GroupShared:
+    """What the sessions of one group (one worker process) set up once and share.
+
+    Inference variants (precisions, batch sizes, compiled or not) run the same weights, so they share one
+    model: one build and one BatchNorm recalibration for the group. Its score threshold is calibrated in FP32
+    once per batch size (the candidates per image depend on the images), so the precisions and compile modes
+    of one batch size run the same post-processing setting and their ratios compare the same work. Training
+    variants update their weights and keep a model each. FLOPs per image do not depend on precision, compile
+    or batch size: one count per mode, made at batch 1."""
+
+    flops: dict[str, tuple[FlopCount, str]] = field(default_factory=dict)  # mode -> (count, owner cell id)
+    infer_model: SharedModel | None = None
 
 
 @dataclass
@@ -80,6 +111,14 @@ def tf32_flags() -> dict[str, bool]:
 def one_line(exc: BaseException) -> str:
     text = " ".join(str(exc).split())
     return text[:500] if text else type(exc).__name__
+
+
+def _device_bytes(model: torch.nn.Module, device: torch.device) -> int:
+    """Bytes of ``model``'s parameters and buffers on ``device`` (0 off the GPU)."""
+    if device.type != "cuda":
+        return 0
+    tensors = [*model.parameters(), *model.buffers()]
+    return sum(t.numel() * t.element_size() for t in tensors if t.is_cuda)
 
 
 def release_memory(device: torch.device) -> None:
@@ -173,13 +212,17 @@ def resolved_config(cell: Cell, options: RunOptions, device: torch.device) -> di
 # --- building blocks of the set-up ------------------------------------------------------------------------
 
 
-def prepare(cell: Cell, options: RunOptions, device: torch.device) -> Prepared:
-    """Build the seeded model at the cell's size, move it, set its mode, make inputs once on the device."""
+def prepare(cell: Cell, options: RunOptions, device: torch.device, shared: SharedModel | None = None) -> Prepared:
+    """Build the seeded model at the cell's size (or take the group's ``shared`` one), move it, set its mode,
+    make inputs once on the device."""
     spec = get_model(cell.model)
-    torch.manual_seed(options.seed)
-    model = spec.build(options.weights.get(cell.model))
-    size = configure_size(model, spec, cell.image_size)
-    model.to(device)
+    if shared is not None:
+        model, size = shared.model, shared.image_size
+    else:
+        torch.manual_seed(options.seed)
+        model = spec.build(options.weights.get(cell.model))
+        size = configure_size(model, spec, cell.image_size)
+        model.to(device)
     model.train(cell.mode == "train")
     generator = torch.Generator(device=device).manual_seed(options.seed)
     inputs = spec.make_inputs(cell.batch_size, size, device, generator)
@@ -244,8 +287,8 @@ class CellSession:
         options: the run's options (policies, seed, compile mode, telemetry rate ...).
         device: where to run (``cuda:N`` or the CPU).
         wrap_model: applied to the built model before compile (e.g. DistributedDataParallel).
-        flop_cache: shared between the sessions of one group: FLOPs do not depend on precision or compile,
-            so a count is reused by every cell of the same mode and batch size.
+        shared: what the sessions of one group share (:class:`GroupShared`: one calibrated inference model,
+            one FLOP count per mode); None sets everything up for this cell alone.
         reset_dynamo: ``torch._dynamo.reset()`` before compiling; a group passes False once an earlier
             compiled variant is alive in the process (a reset would discard its compiled code).
         warm_up: warm up until stable at the end of :meth:`set_up`; DDP ranks pass False and warm up together
@@ -253,13 +296,13 @@ class CellSession:
     """
 
     def __init__(self, cell: Cell, options: RunOptions, device: torch.device, *,
-                 wrap_model: ModelWrapper | None = None, flop_cache: FlopCache | None = None,
+                 wrap_model: ModelWrapper | None = None, shared: GroupShared | None = None,
                  reset_dynamo: bool = True, warm_up: bool = True) -> None:
         self.cell = cell
         self.options = options
         self.device = device
         self.wrap_model = wrap_model
-        self.flop_cache = flop_cache if flop_cache is not None else {}
+        self.shared = shared if shared is not None else GroupShared()
         self.reset_dynamo = reset_dynamo
         self.warm_up = warm_up
         self.prepared: Prepared | None = None
@@ -269,6 +312,7 @@ class CellSession:
         self.warm: timing.WarmupResult | None = None
         self.graph_breaks: int | None = None
         self.postprocess: dict[str, Any] | None = None
+        self.threshold: PostprocessLoad | None = None  # set on a shared model before each use (_set_threshold)
         self.flop_count: FlopCount | None = None
         self.flops_info = FlopsInfo()
         self.runtime_notes: dict[str, Any] = {}
@@ -293,19 +337,25 @@ class CellSession:
             torch.backends.cudnn.benchmark = options.cudnn_benchmark
             torch.cuda.synchronize(device)
         before = torch.cuda.memory_allocated(device) if device.type == "cuda" else 0
-        prepared = prepare(cell, options, device)
+        # detectors with their own calibration (DETR family, YOLO) keep their threshold elsewhere: a model each
+        shares_model = cell.mode == "infer" and self.wrap_model is None and get_model(cell.model).calibrate is None
+        reused = self.shared.infer_model if shares_model else None
+        prepared = prepare(cell, options, device, reused)
         if self.wrap_model is not None:
             prepared.runnable = self.wrap_model(prepared.model)
         self.prepared = prepared
         self.config["image_size"] = list(prepared.image_size)
         self.config["model_notes"] = prepared.spec.notes
+        self.config["model_built_by"] = reused.owner if reused is not None else cell.id
         self.setup.build_s = time.perf_counter() - began
         faults.maybe_trigger(cell.id)  # test-only, see bench/faults.py
 
+        if shares_model and reused is None:
+            self.shared.infer_model = SharedModel(prepared.model, prepared.image_size, cell.id,
+                                                  _device_bytes(prepared.model, device))
         if prepared.spec.is_detector and cell.mode == "infer":
             mark = time.perf_counter()
-            with autocast_context(cell, device):
-                load = calibrate_postprocess(prepared.model, prepared.spec, prepared.inputs)
+            load = self._postprocess_load(reused)
             self.postprocess = load.to_dict() if load is not None else None
             # these forwards come first, so cuDNN autotuning happens here rather than in the first call
             self.setup.postprocess_calibration_s = time.perf_counter() - mark
@@ -318,30 +368,71 @@ class CellSession:
         # after calibration, so the adapter's notes carry the threshold it settled on
         self.runtime_notes = dict(getattr(prepared.model, "runtime_notes", None) or {})
         self.step = faults.slow_step(cell.id, make_step(cell, prepared, device), self._sync)  # test-only hook
+        self._set_threshold()
         self.first_call_s, _ = timing.time_first_call(self.step, sync)
         if self.warm_up:
             self.warm = timing.warm_up(self.step, sync, options.warmup_policy(device.type))
         if cell.compile == "compiled":
             self.graph_breaks = graph_break_count()
         if device.type == "cuda":
-            self.resident_bytes = max(torch.cuda.memory_allocated(device) - before, 0)
+            # a shared model's weights were allocated by the session that built it; every session counts them
+            # as its own, so each cell's peak memory includes the weights it runs
+            self.resident_bytes = max(torch.cuda.memory_allocated(device) - before, 0) + (
+                reused.device_bytes if reused is not None else 0)
         self.setup.total_s = time.perf_counter() - began
+
+    def _postprocess_load(self, reused: SharedModel | None) -> PostprocessLoad | None:
+        """Calibrate the post-processing threshold for this cell's batch size, or take the group's calibration
+        of that batch size and restate the load on this cell's precision (see :class:`GroupShared`)."""
+        p, cell, device = self.prepared, self.cell, self.device
+        assert p is not None
+        shared = reused or self.shared.infer_model
+        if shared is None or shared.model is not p.model:  # a model of its own: calibrated on its batch, as it runs
+            with autocast_context(cell, device):
+                return calibrate_postprocess(p.model, p.spec, p.inputs)
+        if reused is None:  # the builder: BatchNorm statistics once, from a fixed batch (see CALIBRATION_IMAGES)
+            generator = torch.Generator(device=device).manual_seed(self.options.seed)
+            images = p.spec.make_inputs(CALIBRATION_IMAGES, p.image_size, device, generator)
+            shared.batchnorm_layers = recalibrate_batchnorm(p.model, images)
+            del images
+        known = shared.calibrations.get(cell.batch_size)
+        if known is None:  # FP32 whatever the cell: the threshold must not depend on which variant came first
+            load = calibrate_postprocess(p.model, p.spec, p.inputs, recalibrate_bn=False)
+            if load is None:
+                return None
+            known = shared.calibrations[cell.batch_size] = dataclasses.replace(
+                load, batchnorm_layers_recalibrated=shared.batchnorm_layers, calibrated_by=cell.id)
+            self.threshold = known
+            if cell.precision == "fp32":
+                return known
+        self.threshold = known
+        self._set_threshold()
+        with autocast_context(cell, device):
+            return restate_postprocess(p.model, p.spec, p.inputs, known, known.calibrated_by or cell.id)
+
+    def _set_threshold(self) -> None:
+        """Put this cell's score threshold on a shared model: the group's batch sizes each have their own, and
+        the variants take turns on one model (a compiled variant's guard sees the value it was compiled with)."""
+        if self.threshold is not None and self.prepared is not None:
+            apply_score_thresh(self.prepared.model, self.threshold)
 
     def _count_flops(self) -> None:
         assert self.prepared is not None
         if not self.options.count_flops:
             self.flops_info.disabled = True
             return
-        key = (self.cell.mode, self.cell.batch_size)
+        mode = self.cell.mode
         mark = time.perf_counter()
-        if key in self.flop_cache:
-            self.flop_count, owner = self.flop_cache[key]
+        if mode in self.shared.flops:
+            self.flop_count, owner = self.shared.flops[mode]
             self.flops_info.reused_from = owner
-        else:
+        else:  # per image, at batch 1: the count runs every op through Python, its cost grows with the batch
             p = self.prepared
-            self.flop_count = count_flops(p.model, p.inputs, self.cell.mode, targets=p.targets,
-                                          loss_fn=p.spec.training_loss)
-            self.flop_cache[key] = (self.flop_count, self.cell.id)
+            generator = torch.Generator(device=self.device).manual_seed(self.options.seed)
+            inputs = p.spec.make_inputs(1, p.image_size, self.device, generator)
+            targets = p.spec.make_targets(1, p.image_size, self.device, generator) if mode == "train" else None
+            self.flop_count = count_flops(p.model, inputs, mode, targets=targets, loss_fn=p.spec.training_loss)
+            self.shared.flops[mode] = (self.flop_count, self.cell.id)
         self.setup.flop_count_s = time.perf_counter() - mark
         self.flops_info.backward_counted = self.flop_count.backward_counted
         self.flops_info.not_counted = self.flop_count.not_counted
@@ -365,6 +456,7 @@ class CellSession:
         """Per-iteration milliseconds of ``iterations`` steps, not recorded as a block (a collective warm-up)."""
         if self.step is None:
             raise RuntimeError(f"{self.cell.id}: time_steps before set_up")
+        self._set_threshold()
         exact = timing.MeasurePolicy(iterations, 0.0, iterations, 1e9)
         if self.device.type == "cuda":
             return timing.measure_cuda_events(self.step, exact, self.estimate_ms, self.device).times_ms
@@ -382,6 +474,7 @@ class CellSession:
         if self.step is None:
             raise RuntimeError(f"{self.cell.id}: time_block before set_up")
         faults.maybe_trigger(self.cell.id, f"round{round_index}")  # test-only, see bench/faults.py
+        self._set_threshold()
         canary = host_canary_ms()
         device = self.device
         tracker = None

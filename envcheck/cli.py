@@ -60,7 +60,8 @@ def build_parser() -> argparse.ArgumentParser:
     need = parser.add_argument_group("what the job needs (unmet -> exit 1)")
     need.add_argument("--require-gpu", action="store_true", help="fail without a usable CUDA GPU")
     need.add_argument("--gpus", type=_positive_int, metavar="N", help="at least N visible GPUs")
-    need.add_argument("--require-nccl", action="store_true", help="a working NCCL all-reduce (runs it even with --quick)")
+    need.add_argument("--require-nccl", action="store_true",
+                      help="a working NCCL all-reduce (runs it even with --quick)")
     need.add_argument("--min-compute-capability", type=_capability, metavar="X.Y", help="e.g. 8.0 for Ampere")
     need.add_argument("--amp", choices=AMP_DTYPES, help="the autocast dtype the job uses")
     run = parser.add_argument_group("how to run")

@@ -6,8 +6,9 @@ import json
 import os
 import sys
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 from envcheck import isolate
 from envcheck.options import Options
@@ -24,7 +25,7 @@ def no_cuda_facts() -> dict[str, Any] | None:
                 "bf16_supported": False, "mps_available": False, "timed_out": False,
                 "error": f"torch does not import ({exc})"}
     mps = bool(getattr(torch.backends, "mps", None) and torch.backends.mps.is_available())
-    base = {"torch_cuda": torch.version.cuda, "cuda_available": False, "device_count": 0, "devices": [],
+    base: dict[str, Any] = {"torch_cuda": torch.version.cuda, "cuda_available": False, "device_count": 0, "devices": [],
             "arch_list": [], "bf16_supported": False, "mps_available": mps, "error": None, "timed_out": False}
     if torch.version.cuda is None:
         return base  # CPU-only (or ROCm/MPS) build

@@ -30,7 +30,7 @@ def _torch_facts() -> dict[str, Any]:
         import torchvision  # noqa: PLC0415
 
         facts["torchvision"] = torchvision.__version__
-    except Exception as exc:  # a broken torchvision is itself a fact worth recording
+    except Exception as exc:  # noqa: BLE001 - a broken torchvision is itself a fact worth recording
         facts["torchvision"] = f"unavailable: {type(exc).__name__}"
     if torch.backends.cudnn.is_available():
         facts["cudnn"] = torch.backends.cudnn.version()
@@ -38,7 +38,7 @@ def _torch_facts() -> dict[str, Any]:
         try:
             version = torch.cuda.nccl.version()
             facts["nccl"] = ".".join(map(str, version)) if isinstance(version, tuple) else str(version)
-        except Exception:  # builds without NCCL
+        except Exception:  # noqa: BLE001 - builds without NCCL
             facts["nccl"] = None
         for index in range(torch.cuda.device_count()):
             props = torch.cuda.get_device_properties(index)

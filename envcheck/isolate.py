@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -53,29 +54,31 @@ def run_children(commands: list[list[str]], timeout_s: float, env: dict[str, str
     """Start every command at once, wait until all exit or the deadline passes; kill stragglers."""
     start = time.monotonic()
     deadline = start + timeout_s
-    procs = []
-    for command in commands:
-        out, err = tempfile.TemporaryFile("w+"), tempfile.TemporaryFile("w+")
-        proc = subprocess.Popen(command, stdout=out, stderr=err, env=env or child_env(), start_new_session=True)
-        procs.append((proc, out, err))
     results = []
-    for proc, out, err in procs:
-        timed_out = False
-        try:
-            proc.wait(timeout=max(0.0, deadline - time.monotonic()))
-        except subprocess.TimeoutExpired:
-            timed_out = True
-            _kill_group(proc)
-            proc.wait()
-        out.seek(0), err.seek(0)
-        results.append(
-            ChildResult(
-                returncode=None if timed_out else proc.returncode,
-                stdout=out.read(),
-                stderr=err.read(),
-                timed_out=timed_out,
-                duration_s=time.monotonic() - start,
+    # the output files stay open until every child has been read, and close even if a wait raises
+    with contextlib.ExitStack() as files:
+        procs = []
+        for command in commands:
+            out = files.enter_context(tempfile.TemporaryFile("w+"))
+            err = files.enter_context(tempfile.TemporaryFile("w+"))
+            proc = subprocess.Popen(command, stdout=out, stderr=err, env=env or child_env(), start_new_session=True)
+            procs.append((proc, out, err))
+        for proc, out, err in procs:
+            timed_out = False
+            try:
+                proc.wait(timeout=max(0.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                timed_out = True
+                _kill_group(proc)
+                proc.wait()
+            out.seek(0), err.seek(0)
+            results.append(
+                ChildResult(
+                    returncode=None if timed_out else proc.returncode,
+                    stdout=out.read(),
+                    stderr=err.read(),
+                    timed_out=timed_out,
+                    duration_s=time.monotonic() - start,
+                )
             )
-        )
-        out.close(), err.close()
     return results

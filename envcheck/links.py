@@ -74,7 +74,8 @@ def _nvlink_budget(rows: list[dict[str, Any]], pairs: list[dict[str, Any]]) -> L
     # A ring all-reduce moves every byte through each GPU's links once per direction: the GPU with the
     # fewest (or slowest) links into the set bounds the bus bandwidth.
     rates = [tables.nvlink_gbs(r["nvlink_version"], r["nvlinks_to_set"]) for r in rows]
-    slowest = min(range(len(rows)), key=lambda i: rates[i] if rates[i] is not None else -1.0)
+    ranked = [rate if rate is not None else -1.0 for rate in rates]  # an unknown rate sorts first
+    slowest = min(range(len(rows)), key=ranked.__getitem__)
     row = rows[slowest]
     via = "via NVSwitch" if all(p["via_nvswitch"] for p in pairs) else "direct"
     name = tables.nvlink_name(row["nvlink_version"])
@@ -89,9 +90,10 @@ def _pcie_budget(rows: list[dict[str, Any]], pairs: list[dict[str, Any]]) -> Lin
     rates = [tables.pcie_gbs(r["pcie_max_generation"], r["pcie_max_width"]) for r in rows]
     topologies = sorted({p["pcie_topology"] for p in pairs if p["pcie_topology"]})
     where = f"; paths: {', '.join(topologies)}" if topologies else ""
-    if any(rate is None for rate in rates):
+    known = [rate for rate in rates if rate is not None]
+    if len(known) < len(rates):
         return LinkBudget("pcie", None, f"PCIe (generation/width not reported by NVML){where}", rows, pairs)
-    slowest = min(range(len(rows)), key=rates.__getitem__)
+    slowest = min(range(len(rows)), key=known.__getitem__)
     row = rows[slowest]
     return LinkBudget("pcie", rates[slowest],
                       f"PCIe {row['pcie_max_generation']}.0 x{row['pcie_max_width']} (GPU {row['cuda_index']}): "

@@ -143,7 +143,8 @@ def main(argv: list[str] | None = None) -> int:
         mp.start_processes(rank_main, args=(args, free_port()), nprocs=args.world_size, start_method="spawn")
     except mp.ProcessRaisedException as exc:  # the rank's traceback; its last line is the error (NCCL's text)
         lines = [line for line in str(exc).strip().splitlines() if line.strip()]
-        print(json.dumps({"failed_rank": exc.error_index, "error": lines[-1] if lines else "unknown error"}), flush=True)
+        error = lines[-1] if lines else "unknown error"
+        print(json.dumps({"failed_rank": exc.error_index, "error": error}), flush=True)
         return 1
     except mp.ProcessExitedException as exc:  # killed by a signal or os._exit: no traceback to quote
         print(json.dumps({"failed_rank": exc.error_index, "error": str(exc)}), flush=True)

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import os
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 _lock = threading.Lock()
 _state: dict[str, Any] = {"module": None, "reason": None, "tried": False}
@@ -35,8 +36,9 @@ def load(importer: Callable[[], Any] | None = None) -> Any | None:
             return None
         try:
             module.nvmlInit()
-        except Exception as exc:  # NVMLError_LibraryNotFound, _DriverNotLoaded, ...
-            _state["reason"] = f"NVML could not start: {describe_error(exc)} (no NVIDIA driver, or not exposed to this container)"
+        except Exception as exc:  # noqa: BLE001 - NVMLError_LibraryNotFound, _DriverNotLoaded, ...
+            _state["reason"] = (f"NVML could not start: {describe_error(exc)} "
+                                "(no NVIDIA driver, or not exposed to this container)")
             return None
         _state["module"] = module
         _state["reason"] = None
@@ -64,7 +66,7 @@ def query(fn: Callable[..., Any], *args: Any) -> Any | None:
     """Call an NVML function; return None when it is unsupported or fails."""
     try:
         value = fn(*args)
-    except Exception:  # NVMLError_NotSupported, _GpuIsLost, _NoPermission: "not available" is a value
+    except Exception:  # noqa: BLE001 - NVMLError_NotSupported, _GpuIsLost, _NoPermission: "not available" is a value
         return None
     return value.decode() if isinstance(value, bytes) else value
 
@@ -150,6 +152,9 @@ def map_cuda_to_nvml(cuda_uuids: list[str]) -> list[NvmlDevice]:
     UUIDs are authoritative. Where a UUID is missing, fall back to CUDA_VISIBLE_DEVICES entries
     (ordinals or UUID prefixes); never assume the two indexings agree.
     """
+    nv = load()
+    if nv is None:  # no NVML: nothing to map to
+        return []
     by_uuid = nvml_devices_by_uuid()
     visible = visible_devices_env()
     mapped: list[NvmlDevice] = []
@@ -170,7 +175,7 @@ def map_cuda_to_nvml(cuda_uuids: list[str]) -> list[NvmlDevice]:
             match = (cuda_index, handle) if handle is not None else None
         if match is not None:
             nvml_index, handle = match
-            uuid = key or normalise_uuid(query(load().nvmlDeviceGetUUID, handle) or "")
+            uuid = key or normalise_uuid(query(nv.nvmlDeviceGetUUID, handle) or "")
             mapped.append(NvmlDevice(cuda_index, nvml_index, uuid, handle))
     return mapped
 

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING
 
 from envcheck.result import SEVERITIES, Outcome
 
@@ -36,14 +37,14 @@ class UnknownCheckError(ValueError):
 
 
 def register_check(
-    id: str, title: str, severity: str = "critical", *, needs_gpu: bool = False, slow: bool = False
+    check_id: str, title: str, severity: str = "critical", *, needs_gpu: bool = False, slow: bool = False
 ) -> Callable[[CheckFn], CheckFn]:
-    """Decorator: register ``fn(ctx) -> Outcome`` under ``id`` (registration order = run order)."""
+    """Decorator: register ``fn(ctx) -> Outcome`` under ``check_id`` (registration order = run order)."""
 
     def decorate(fn: CheckFn) -> CheckFn:
-        if id in _CHECKS:
-            raise ValueError(f"check {id!r} is already registered")
-        _CHECKS[id] = Check(id, title, severity, fn, needs_gpu=needs_gpu, slow=slow)
+        if check_id in _CHECKS:
+            raise ValueError(f"check {check_id!r} is already registered")
+        _CHECKS[check_id] = Check(check_id, title, severity, fn, needs_gpu=needs_gpu, slow=slow)
         return fn
 
     return decorate
@@ -62,8 +63,8 @@ def check_ids() -> list[str]:
     return [c.id for c in list_checks()]
 
 
-def get_check(id: str) -> Check:
+def get_check(check_id: str) -> Check:
     _load_builtin()
-    if id not in _CHECKS:
-        raise UnknownCheckError(id)
-    return _CHECKS[id]
+    if check_id not in _CHECKS:
+        raise UnknownCheckError(check_id)
+    return _CHECKS[check_id]

@@ -94,7 +94,10 @@ class Report:
             "created_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self.created_unix_s)),
             "verdict": self.verdict,
             "exit_code": self.exit_code,
-            "requirements": {"options": self.options.requirements(), "results": [r.to_dict() for r in self.requirements]},
+            "requirements": {
+                "options": self.options.requirements(),
+                "results": [r.to_dict() for r in self.requirements],
+            },
             "run_options": {"skip": list(self.options.skip), "only": list(self.options.only),
                             "timeout_s": self.options.timeout_s, "quick": self.options.quick,
                             "results_dir": self.options.results_dir},
@@ -138,5 +141,5 @@ def render_table(report: Report, console: Any) -> None:
                       r.detail, "" if r.met else "this machine does not meet the job's stated needs", "")
     console.print(table)
     verdict = report.verdict
-    console.print(f"verdict: [{STATUS_STYLE[verdict] if verdict in STATUS_STYLE else 'bold'}]{verdict.upper()}[/] "
+    console.print(f"verdict: [{STATUS_STYLE.get(verdict, 'bold')}]{verdict.upper()}[/] "
                   f"(exit {report.exit_code})")

@@ -47,7 +47,7 @@ def evaluate(ctx: Context, results: list[CheckResult]) -> list[RequirementResult
         low = min(caps) if caps else None
         out.append(RequirementResult(
             "--min-compute-capability", opts.min_compute_capability,
-            f"{low[0]}.{low[1]}" if low else None, bool(low) and low >= wanted,
+            f"{low[0]}.{low[1]}" if low else None, low is not None and low >= wanted,
             f"lowest visible compute capability {low[0]}.{low[1]}" if low else (reason or "no CUDA GPU"),
         ))
     if opts.require_nccl:
@@ -61,7 +61,8 @@ def evaluate(ctx: Context, results: list[CheckResult]) -> list[RequirementResult
         supported = count >= 1 and (opts.amp == "fp16" or bool(ctx.gpu_facts().get("bf16_supported")))
         ok = supported and (opts.amp in verified or cudnn is None or cudnn.status == "skip")
         detail = (f"{opts.amp} autocast verified by the cudnn check" if opts.amp in verified
-                  else f"{opts.amp} supported by the GPU (not verified: cudnn check {cudnn.status if cudnn else 'absent'})"
+                  else f"{opts.amp} supported by the GPU "
+                       f"(not verified: cudnn check {cudnn.status if cudnn else 'absent'})"
                   if ok else reason or f"{opts.amp} not supported or failed on this GPU")
         out.append(RequirementResult("--amp", opts.amp, verified, ok, detail))
     return out

@@ -74,5 +74,5 @@ class CheckResult:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "CheckResult":
+    def from_dict(cls, data: dict[str, Any]) -> CheckResult:
         return cls(**{k: data[k] for k in cls.__dataclass_fields__ if k in data})

@@ -31,7 +31,7 @@ def _call_with_timeout(check: Check, ctx: Context, timeout_s: float) -> tuple[Ou
     def target() -> None:
         try:
             box["outcome"] = check.fn(ctx)
-        except Exception as exc:  # a crashing check is a failed check, reported with its cause
+        except Exception as exc:  # noqa: BLE001 - a crashing check is a failed check, reported with its cause
             where = traceback.extract_tb(exc.__traceback__)[-1]
             box["outcome"] = failed(
                 f"check crashed: {type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"

@@ -11,7 +11,8 @@ h1 { font-size: 22px; margin: 0 0 4px; } h2 { font-size: 18px; margin: 28px 0 8p
 padding-bottom: 4px; } h3 { font-size: 15px; margin: 18px 0 6px; }
 .muted { color: var(--muted); } .small { font-size: 12px; }
 nav a { margin-right: 14px; color: #1f5fae; text-decoration: none; font-size: 13px; }
-.verdict { padding: 10px 14px; border-radius: 6px; font-weight: 600; margin: 12px 0; font-family: ui-monospace, monospace; }
+.verdict { padding: 10px 14px; border-radius: 6px; font-weight: 600; margin: 12px 0;
+           font-family: ui-monospace, monospace; }
 .verdict.pass { background: #e7f5ec; color: var(--ok); border: 1px solid #b5dfc3; }
 .verdict.fail { background: #fdecea; color: var(--bad); border: 1px solid #f3c1bb; }
 .verdict.none { background: var(--head); color: var(--muted); border: 1px solid var(--line); }
@@ -29,7 +30,8 @@ tbody tr:nth-child(even) { background: #fafbfc; }
 tbody tr:hover { background: #eef4fb; }
 tr.differs td { background: #fff6e0; }
 .status { font-weight: 600; padding: 1px 6px; border-radius: 4px; font-size: 11.5px; }
-.status-ok { color: var(--ok); background: #e7f5ec; } .status-oom, .status-error, .status-timeout { color: var(--bad); background: #fdecea; }
+.status-ok { color: var(--ok); background: #e7f5ec; }
+.status-oom, .status-error, .status-timeout { color: var(--bad); background: #fdecea; }
 .status-skipped { color: var(--skip); background: #eceff3; }
 .v-regression { color: var(--bad); font-weight: 600; } .v-improvement { color: var(--ok); font-weight: 600; }
 .filters { display: flex; gap: 10px; align-items: center; margin: 6px 0; flex-wrap: wrap; }
@@ -146,10 +148,12 @@ JS = r"""
     }
     el("polyline", {points: pts.join(" "), fill: "none", stroke: "#2f6db5", "stroke-width": 1.5}, svg);
     [[hi, T + 8], [lo, H - B]].forEach(function (p) {
-      el("text", {x: L - 4, y: p[1], "text-anchor": "end", "font-size": 10, fill: "#5b6675"}, svg).textContent = fmt(p[0]);
+      el("text", {x: L - 4, y: p[1], "text-anchor": "end", "font-size": 10, fill: "#5b6675"}, svg)
+        .textContent = fmt(p[0]);
     });
     el("text", {x: L, y: H - 6, "font-size": 10, fill: "#5b6675"}, svg).textContent = fmt(t0) + " s";
-    el("text", {x: W - R, y: H - 6, "text-anchor": "end", "font-size": 10, fill: "#5b6675"}, svg).textContent = fmt(t1) + " s";
+    el("text", {x: W - R, y: H - 6, "text-anchor": "end", "font-size": 10, fill: "#5b6675"}, svg)
+      .textContent = fmt(t1) + " s";
     container.appendChild(box);
   }
   function wireTelemetry() {
@@ -180,7 +184,8 @@ JS = r"""
     // #selftest: exercise sort and filter on the matrix and leave the outcome in data-selftest
     var table = document.getElementById("matrix-table");
     if (!table) { body.setAttribute("data-selftest", "no matrix"); return; }
-    var heads = Array.prototype.map.call(table.tHead.rows[0].cells, function (th) { return th.getAttribute("data-col"); });
+    var heads = Array.prototype.map.call(table.tHead.rows[0].cells,
+                                         function (th) { return th.getAttribute("data-col"); });
     var col = heads.indexOf("throughput_ips");
     sortTable(table, col, 1);
     var vals = Array.prototype.map.call(table.tBodies[0].rows, function (r) { return key(r.cells[col]); })

@@ -42,7 +42,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "runs", nargs="*", metavar="RUN", help="result files (.json from --benchmark-json, or .jsonl journals)"
     )
-    parser.add_argument("--out", type=Path, help="output directory (created if missing; required unless --ratios-markdown)")
+    parser.add_argument(
+        "--out", type=Path, help="output directory (created if missing; required unless --ratios-markdown)"
+    )
     parser.add_argument(
         "--ratios-markdown",
         action="store_true",
@@ -253,9 +255,9 @@ def comparison_summary(comparisons: list, verdict: str) -> dict:
 
 
 def write_outputs(files: dict[str, str], out: Path) -> tuple[list[Path], list[Path]]:
-    """Write every output (see :func:`render_outputs`) into a temporary folder inside ``out``, then move each into place, so a failure
-    leaves the earlier report whole rather than a mix of old and new files. Returns (written, removed): a
-    comparison.csv from an earlier report is removed when this one compares nothing."""
+    """Write every output (see :func:`render_outputs`) into a temporary folder inside ``out``, then move each into
+    place, so a failure leaves the earlier report whole rather than a mix of old and new files.
+    Returns (written, removed): a comparison.csv from an earlier report is removed when this one compares nothing."""
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:

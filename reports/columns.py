@@ -8,8 +8,9 @@ are the tables themselves. Formatting lives here and only here.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable, Literal, Mapping, Sequence
+from typing import Any, Literal
 
 import pandas as pd
 
@@ -204,7 +205,9 @@ def _verdict_text(row: Mapping[str, Any]) -> str:
 
 def _interval(row: Mapping[str, Any]) -> str:
     low, high = row.get("ci_low"), row.get("ci_high")
-    return "" if is_missing(low) or is_missing(high) else f"{float(low):.3f}–{float(high):.3f}"
+    if low is None or high is None or is_missing(low) or is_missing(high):
+        return ""
+    return f"{float(low):.3f}–{float(high):.3f}"
 
 
 def _host_bound(row: Mapping[str, Any]) -> str:
@@ -214,7 +217,9 @@ def _host_bound(row: Mapping[str, Any]) -> str:
 
 def _blocks(row: Mapping[str, Any]) -> str:
     base, cand = row.get("blocks_base"), row.get("blocks_cand")
-    return "" if is_missing(base) or is_missing(cand) else f"{int(base)} / {int(cand)}"
+    if base is None or cand is None or is_missing(base) or is_missing(cand):
+        return ""
+    return f"{int(base)} / {int(cand)}"
 
 
 COMPARISON: list[Column] = [

@@ -10,17 +10,21 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
-from typing import Any, Sequence
+from typing import Any
 
 import jinja2
 import pandas as pd
 from markupsafe import Markup
 
-from reports import columns as C
+from reports import columns as C  # noqa: N812 - `columns` is a parameter name throughout this module
 from reports import plots
 from reports.assets import CSS, JS
+
+# Formatters used to live here; markdown.py (and others) still import them from this module.
+from reports.columns import fmt_gib, fmt_num, fmt_pct, fmt_ratio, fmt_signed_pct  # noqa: F401
 from reports.compare import (
     CANARY_TOLERANCE,
     GATE_NONE,
@@ -33,9 +37,6 @@ from reports.compare import (
     gate,
 )
 from reports.load import Run
-
-# Formatters used to live here; markdown.py (and others) still import them from this module.
-from reports.columns import fmt_gib, fmt_num, fmt_pct, fmt_ratio, fmt_signed_pct  # noqa: F401
 
 MAX_TELEMETRY_CELLS = 300
 MAX_SERIES_POINTS = 200

@@ -12,9 +12,10 @@ from __future__ import annotations
 import json
 import math
 import statistics
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import pandas as pd
 
@@ -63,10 +64,7 @@ def load_run(path: str | Path, label: str | None = None) -> Run:
                 looks_like_journal = True
             else:
                 raise LoadError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno})") from exc
-    if looks_like_journal:
-        run = _load_journal(path, text)
-    else:
-        run = _load_benchmark_json(path, data)
+    run = _load_journal(path, text) if looks_like_journal else _load_benchmark_json(path, data)
     run.label = label or path.stem
     return run
 
@@ -112,7 +110,8 @@ def _load_benchmark_json(path: Path, data: Any) -> Run:
         if missing:
             shown = ", ".join(missing[:5]) + (", ..." if len(missing) > 5 else "")
             notes.append(f"{len(missing)} planned cell(s) have no result (interrupted run?): {shown}")
-    machine = data.get("machine_info") if isinstance(data.get("machine_info"), dict) else {}
+    machine_info = data.get("machine_info")
+    machine = machine_info if isinstance(machine_info, dict) else {}
     run = Run(label="", path=path, kind="pytest-benchmark", results=results, notes=notes)
     run.environment = _run_environment(run.results, machine)
     run.datetime = data.get("datetime") if isinstance(data.get("datetime"), str) else None

@@ -37,11 +37,12 @@ def _missing(comp: Comparison) -> list[str]:
     out = [f"### Missing in candidate: {md_cell(comp.candidate)} vs {md_cell(comp.baseline)} ({len(sel)})", ""]
     out += _table(
         ["cell", "baseline status", "baseline images/s"],
-        [[r["cell_id"], r["status_base"], fmt_num(r["throughput_base"])] for r in sel.head(MAX_ROWS).to_dict("records")],
+        [[r["cell_id"], r["status_base"], fmt_num(r["throughput_base"])]
+         for r in sel.head(MAX_ROWS).to_dict("records")],
     )
     if len(sel) > MAX_ROWS:
         out.append(f"\n... and {len(sel) - MAX_ROWS} more (see the HTML report or comparison.csv)")
-    return out + [""]
+    return [*out, ""]
 
 
 def _host_notes(comp: Comparison) -> list[str]:
@@ -82,7 +83,7 @@ def _inconclusive(comp: Comparison) -> list[str]:
     out += markdown_table(COMPARISON_INCONCLUSIVE, sel.head(MAX_ROWS).to_dict("records"))
     if len(sel) > MAX_ROWS:
         out.append(f"\n... and {len(sel) - MAX_ROWS} more (see the HTML report or comparison.csv)")
-    return out + [""]
+    return [*out, ""]
 
 
 def render(data: ReportData, html_name: str | None = None) -> str:
@@ -103,7 +104,8 @@ def render(data: ReportData, html_name: str | None = None) -> str:
                 ", ".join(f"{n} {s}" for s, n in counts.items()),
             ]
         )
-    out += _table(["run", "GPU", "torch", "CUDA", "driver", "CPU", "CPUs", "host canary ms", "cells", "status"], rows) + [""]
+    header = ["run", "GPU", "torch", "CUDA", "driver", "CPU", "CPUs", "host canary ms", "cells", "status"]
+    out += [*_table(header, rows), ""]
     for comp in data.comparisons:
         for label, kind in (("Regressions", REGRESSION), ("Improvements", IMPROVEMENT)):
             sel = comp.table[comp.table["verdict"] == kind]

@@ -11,20 +11,25 @@ import io
 import math
 import statistics
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import matplotlib
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402  (the backend must be chosen first)
-import matplotlib.lines  # noqa: E402
-import matplotlib.ticker  # noqa: E402
-import pandas as pd  # noqa: E402
+matplotlib.use("Agg")  # before pyplot is imported: reports render on machines without a display
+import matplotlib.lines
+import matplotlib.pyplot as plt
+import matplotlib.ticker
+import pandas as pd
+
+if TYPE_CHECKING:  # matplotlib.typing is 3.8+; the package accepts 3.6
+    from matplotlib.artist import Artist
+    from matplotlib.typing import LineStyleType
 
 MAX_FACETS = 12
 MAX_LINES_PER_FACET = 24
 MAX_BARS = 40
 DPI = 80
-_STYLES = ["-", "--", ":", "-."]
+_STYLES: list[LineStyleType] = ["-", "--", ":", "-."]
 _MARKERS = ["o", "s", "^", "D"]
 
 
@@ -72,7 +77,7 @@ def metric_vs_batch(
         wspace=0.28,
     )
     dropped_lines = 0
-    handles: dict[str, object] = {}
+    handles: dict[str, Artist] = {}
     for ax, (model, mode) in zip(axes.flat, shown):
         panel = data[(data["model"] == model) & (data["mode"] == mode)]
         lines = list(panel.groupby(["run", "variant"], sort=False))
@@ -214,7 +219,7 @@ def scaling(frame: pd.DataFrame) -> Figure | None:
     height = 3.6 + legend_h
     fig, (ax_t, ax_e) = plt.subplots(1, 2, figsize=(11, height))
     fig.subplots_adjust(left=0.07, right=0.98, top=1 - 0.6 / height, bottom=(legend_h + 0.5) / height, wspace=0.25)
-    handles: dict[str, object] = {}
+    handles: dict[str, Artist] = {}
     for i, key in enumerate(shown):
         run, model, mode, variant, batch = key
         color = plt.cm.tab10(i % 10)

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
 
 from bench import stats
 from bench.interleaved import ModelComparison, eager_twin_variant, fill_break_even

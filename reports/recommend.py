@@ -99,7 +99,7 @@ def _ranked(ok: pd.DataFrame, paired_frame: bool) -> list[tuple[dict[str, Any], 
         if is_missing(ratio) and row["variant"] == BASELINE_VARIANT and paired_frame:
             ratio = 1.0  # the baseline is its own reference: ratio 1 with no spread
             row["ratio_q1"] = row["ratio_q3"] = 1.0
-        row["_ratio"] = None if is_missing(ratio) else float(ratio)
+        row["_ratio"] = None if ratio is None or is_missing(ratio) else float(ratio)
         row["_q1"] = None if is_missing(row.get("ratio_q1")) else float(row["ratio_q1"])
         row["_q3"] = None if is_missing(row.get("ratio_q3")) else float(row["ratio_q3"])
     # pairing only ranks when every candidate has a ratio; a mixture would compare ratios with throughputs
@@ -168,7 +168,7 @@ def with_speedup(frame: pd.DataFrame) -> pd.DataFrame:
     batch size, GPU count and image size (NaN where either side is not ok)."""
     keys = ["run", "model", "mode", "batch_size", "gpus", "image_size"]
     base = frame[(frame["compile"] == "eager") & (frame["precision"] == "fp32") & (frame["status"] == "ok")]
-    base = base[keys + ["throughput_ips"]].rename(columns={"throughput_ips": "_eager_fp32_ips"})
+    base = base[[*keys, "throughput_ips"]].rename(columns={"throughput_ips": "_eager_fp32_ips"})
     merged = frame.merge(base.drop_duplicates(keys), on=keys, how="left")
     ok = merged["status"] == "ok"
     merged["speedup_vs_eager_fp32"] = (merged["throughput_ips"] / merged["_eager_fp32_ips"]).where(ok)

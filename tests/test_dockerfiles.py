@@ -168,7 +168,9 @@ def test_base_cuda_is_in_the_driver_tables(dockerfile):
         cuda = pytorch_tag(image)["cuda"]
         assert cuda in tables.CUDA_MIN_DRIVER, f"{path.name}: CUDA {cuda} missing from CUDA_MIN_DRIVER"
         major = int(cuda.split(".")[0])
-        assert major in tables.CUDA_MINOR_COMPAT_DRIVER, f"{path.name}: CUDA {major} missing from CUDA_MINOR_COMPAT_DRIVER"
+        assert major in tables.CUDA_MINOR_COMPAT_DRIVER, (
+            f"{path.name}: CUDA {major} missing from CUDA_MINOR_COMPAT_DRIVER"
+        )
         full, compat = tables.min_driver_for_cuda(cuda)
         assert full and compat
         assert tables.parse_version(compat) <= tables.parse_version(full)
@@ -244,14 +246,16 @@ def test_every_stage_runs_envcheck_and_has_a_volume(dockerfile):
     path, instructions = dockerfile
     for stage in range(final_stage(instructions) + 1):
         checks = [effective(instructions, stage, k) for k in ("HEALTHCHECK", "ENTRYPOINT")]
-        assert any(c is not None and runs_envcheck(c) for c in checks), f"{path.name}: stage {stage} never runs envcheck"
+        assert any(c is not None and runs_envcheck(c) for c in checks), (
+            f"{path.name}: stage {stage} never runs envcheck"
+        )
         volume = effective(instructions, stage, "VOLUME")
         assert volume is not None and "/results" in volume.args, f"{path.name}: stage {stage} has no /results VOLUME"
 
 
 def test_default_target_is_the_benchmark_image(dockerfile):
     path, instructions = dockerfile
-    image, alias = stages(instructions)[final_stage(instructions)]
+    _image, alias = stages(instructions)[final_stage(instructions)]
     assert alias == "runtime", f"{path.name}: `docker build` without --target must give the benchmark image"
     entry = effective(instructions, final_stage(instructions), "ENTRYPOINT")
     assert "entrypoint.sh" in entry.args
@@ -356,7 +360,7 @@ def test_entrypoint_runs_preflight_then_the_command(fake_envcheck):
 
 
 def test_entrypoint_stops_on_a_failed_preflight(fake_envcheck):
-    proc, log = fake_envcheck("entrypoint.sh", "echo", "benchmark", FAKE_ENVCHECK_RC="1")
+    proc, _log = fake_envcheck("entrypoint.sh", "echo", "benchmark", FAKE_ENVCHECK_RC="1")
     assert proc.returncode == 1
     assert "benchmark" not in proc.stdout
     assert "preflight failed" in proc.stderr
@@ -396,7 +400,7 @@ def test_jupyter_generates_a_token_when_none_is_set(fake_envcheck, tmp_path):
     jupyter = tmp_path / "bin" / "jupyter"
     jupyter.write_text('#!/usr/bin/env bash\necho "jupyter token=${JUPYTER_TOKEN} $*"\n')
     jupyter.chmod(jupyter.stat().st_mode | stat.S_IEXEC)
-    proc, log = fake_envcheck("jupyter.sh")
+    proc, _log = fake_envcheck("jupyter.sh")
     assert proc.returncode == 0, proc.stderr
     generated = re.search(r"generated JUPYTER_TOKEN=(\S+)", proc.stderr)
     assert generated and len(generated.group(1)) >= 32

@@ -16,10 +16,10 @@ import traceback
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("YOLO_OFFLINE", "1")
 
-import torch  # noqa: E402
+import torch
 
-from bench.flops import count_flops  # noqa: E402
-from bench.models import get_model  # noqa: E402
+from bench.flops import count_flops
+from bench.models import get_model
 
 MODELS = ["yolov8n", "deformable_detr_resnet50", "detr_resnet50", "rtdetr_resnet50", "yolo11n", "yolov8s"]
 BATCH = 2
@@ -102,8 +102,8 @@ def main() -> None:
     budget_s = float(sys.argv[2]) if len(sys.argv) > 2 else 270.0
     deadline = time.monotonic() + budget_s
     device = torch.device("cuda")
-    import transformers  # noqa: PLC0415
-    import ultralytics  # noqa: PLC0415
+    import transformers
+    import ultralytics
 
     report = {"gpu": torch.cuda.get_device_name(0), "torch": torch.__version__, "cuda": torch.version.cuda,
               "transformers": transformers.__version__, "ultralytics": ultralytics.__version__, "rows": []}
@@ -115,7 +115,7 @@ def main() -> None:
         torch.cuda.reset_peak_memory_stats()
         try:
             row = run_one(name, mode, precision, compile_mode, device)
-        except Exception as exc:  # a probe row records the failure and the probe goes on
+        except Exception as exc:  # noqa: BLE001 - a probe row records the failure and the probe goes on
             row = {"model": name, "mode": mode, "precision": precision, "compile": compile_mode, "status": "error",
                    "reason": f"{type(exc).__name__}: {str(exc)[:300]}", "traceback": traceback.format_exc()[-2000:]}
         torch._dynamo.reset()

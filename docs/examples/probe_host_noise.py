@@ -24,8 +24,8 @@ import torch
 
 from bench.options import RunOptions
 from bench.postprocess import calibrate_postprocess
-from bench.session import autocast_context, make_step, prepare
 from bench.schema import Cell
+from bench.session import autocast_context, make_step, prepare
 from bench.telemetry import TelemetryTracker
 
 CELLS = [
@@ -118,8 +118,9 @@ def summarise(result: dict[str, Any]) -> list[str]:
         gc2 = sum(b["gc_s"][2] for b in rows) / sum(b["n"] for b in rows) * 1000
         gc_all = sum(sum(b["gc_s"]) for b in rows) / sum(b["n"] for b in rows) * 1000
         spread = (max(medians) - min(medians)) / statistics.median(medians)
+        skew = statistics.median(means) / statistics.median(medians)
         lines.append(f"{result['cell'][:40]:40s} {condition:20s} median-of-medians {statistics.median(medians):8.2f} ms"
-                     f"  block spread {spread:6.1%}  mean/median {statistics.median(means) / statistics.median(medians):5.3f}"
+                     f"  block spread {spread:6.1%}  mean/median {skew:5.3f}"
                      f"  gc {gc_all:6.3f} ms/it (gen2 {gc2:6.3f})")
     return lines
 

@@ -29,10 +29,13 @@ def check_arch(ctx) -> Outcome:
     arch_list = list(torch.cuda.get_arch_list())
     devices, missing = [], []
     for index in range(torch.cuda.device_count()):
-        capability = tuple(torch.cuda.get_device_capability(index))
+        major, minor = torch.cuda.get_device_capability(index)
+        capability = (major, minor)
         support = arch_support(capability, arch_list)
         name = torch.cuda.get_device_name(index)
-        devices.append({"index": index, "name": name, "capability": f"{capability[0]}.{capability[1]}", "kernel": support})
+        devices.append(
+            {"index": index, "name": name, "capability": f"{capability[0]}.{capability[1]}", "kernel": support}
+        )
         if support is None:
             missing.append(f"cuda:{index} {name} (sm_{capability[0]}{capability[1]})")
     measured = {"arch_list": arch_list, "devices": devices}

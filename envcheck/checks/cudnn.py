@@ -35,6 +35,7 @@ def conv_errors(device: str, dtype_name: str) -> dict[str, float]:
             with torch.autocast("cuda", dtype=autocast_dtype):
                 y = F.conv2d(xi, wi, padding=1)
         y.backward(grad_out.to(dev).to(y.dtype))
+        assert xi.grad is not None and wi.grad is not None  # backward() just filled them
         return y.detach().float().cpu(), xi.grad.float().cpu(), wi.grad.float().cpu()
 
     reference = forward_backward("cpu", None)

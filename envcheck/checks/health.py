@@ -51,14 +51,16 @@ def findings_for(nv: Any, handle: Any, label: str) -> tuple[list[Outcome], dict[
         found.append(warned(f"{label}: {m['ecc_uncorrected_aggregate']} uncorrected ECC errors in the GPU's lifetime",
                             "watch this GPU: `nvidia-smi -q -d ECC,ROW_REMAPPER`; " + RMA_REMEDY + " if it grows"))
 
-    pages = [q(nv.nvmlDeviceGetRetiredPages, handle, cause) for cause in (
-        nv.NVML_PAGE_RETIREMENT_CAUSE_MULTIPLE_SINGLE_BIT_ECC_ERRORS, nv.NVML_PAGE_RETIREMENT_CAUSE_DOUBLE_BIT_ECC_ERROR)]
+    causes = (nv.NVML_PAGE_RETIREMENT_CAUSE_MULTIPLE_SINGLE_BIT_ECC_ERRORS,
+              nv.NVML_PAGE_RETIREMENT_CAUSE_DOUBLE_BIT_ECC_ERROR)
+    pages = [q(nv.nvmlDeviceGetRetiredPages, handle, cause) for cause in causes]
     m["retired_pages"] = sum(len(p) for p in pages if p is not None) if any(p is not None for p in pages) else None
     m["retired_pages_pending"] = q(nv.nvmlDeviceGetRetiredPagesPendingStatus, handle)
     if m["retired_pages_pending"]:
         found.append(failed(f"{label}: page retirement pending", RESET_REMEDY + " so the retirement takes effect"))
     elif m["retired_pages"]:
-        found.append(warned(f"{label}: {m['retired_pages']} retired memory pages", "watch it; " + RMA_REMEDY + " near 60"))
+        found.append(warned(f"{label}: {m['retired_pages']} retired memory pages",
+                            "watch it; " + RMA_REMEDY + " near 60"))
 
     rows = q(nv.nvmlDeviceGetRemappedRows, handle)
     if rows is not None:
@@ -83,17 +85,20 @@ def findings_for(nv: Any, handle: Any, label: str) -> tuple[list[Outcome], dict[
     util = q(nv.nvmlDeviceGetUtilizationRates, handle)
     idle = bool(reasons and reasons & GPU_IDLE_BIT) or (util is not None and util.gpu == 0)
     m["idle"] = idle
-    for what, cur_fn, max_fn in (("generation", nv.nvmlDeviceGetCurrPcieLinkGeneration, nv.nvmlDeviceGetMaxPcieLinkGeneration),
-                                 ("width", nv.nvmlDeviceGetCurrPcieLinkWidth, nv.nvmlDeviceGetMaxPcieLinkWidth)):
+    links = (("generation", nv.nvmlDeviceGetCurrPcieLinkGeneration, nv.nvmlDeviceGetMaxPcieLinkGeneration),
+             ("width", nv.nvmlDeviceGetCurrPcieLinkWidth, nv.nvmlDeviceGetMaxPcieLinkWidth))
+    for what, cur_fn, max_fn in links:
         cur, top = q(cur_fn, handle), q(max_fn, handle)
         m[f"pcie_{what}"], m[f"pcie_max_{what}"] = cur, top
         if cur is not None and top is not None and cur < top:
             text = f"{label}: PCIe link {what} {cur} below its max {top}"
             if idle:
                 found.append(warned(text + " (GPU idle: links downshift to save power)",
-                                    "re-check under load (`nvidia-smi -q -d PCIE` while a job runs); if it stays low, reseat the card / check the slot"))
+                                    "re-check under load (`nvidia-smi -q -d PCIE` while a job runs); "
+                                    "if it stays low, reseat the card / check the slot"))
             else:
-                found.append(failed(text + " under load", "reseat the card or move it to a full-speed slot; check BIOS PCIe settings"))
+                found.append(failed(text + " under load",
+                                    "reseat the card or move it to a full-speed slot; check BIOS PCIe settings"))
 
     m["temperature_c"] = q(nv.nvmlDeviceGetTemperature, handle, nv.NVML_TEMPERATURE_GPU)
     if m["temperature_c"] is not None and m["temperature_c"] >= TEMPERATURE_WARN_C:
@@ -135,19 +140,24 @@ def check_health(ctx) -> Outcome:
     measured: dict[str, Any] = {}
     for label, handle in devices:
         if handle is None:
-            findings.append(failed(f"{label}: NVML cannot open the GPU", "check `nvidia-smi`; the GPU may have fallen off the bus"))
+            findings.append(failed(f"{label}: NVML cannot open the GPU",
+                                   "check `nvidia-smi`; the GPU may have fallen off the bus"))
             continue
         found, m = findings_for(nv, handle, label)
         findings += found
         measured[label] = m
         if all(m.get(k) is None for k in ("name", "temperature_c", "power_limit_w", "pcie_max_generation")):
-            findings.append(failed(f"{label}: every NVML query failed (GPU lost?)", "check `nvidia-smi`; reboot if the GPU is lost"))
+            findings.append(failed(f"{label}: every NVML query failed (GPU lost?)",
+                                   "check `nvidia-smi`; reboot if the GPU is lost"))
     status = worst(findings)
     if status in ("skip", "pass"):
-        summary = "; ".join(f"{label}: {m.get('temperature_c')} C, ECC ok, no throttling" for label, m in measured.items())
+        summary = "; ".join(f"{label}: {m.get('temperature_c')} C, ECC ok, no throttling"
+                            for label, m in measured.items())
         return passed(summary, devices=measured)
     bad = [f for f in findings if f.status == status]
     remedy = " | ".join(dict.fromkeys(f.remedy for f in bad if f.remedy))
-    detail = "; ".join(f.detail for f in bad) + (f" (+{len(findings) - len(bad)} milder)" if len(findings) > len(bad) else "")
-    return (failed if status == "fail" else warned)(detail, remedy, devices=measured,
-                                                     findings=[{"status": f.status, "detail": f.detail} for f in findings])
+    milder = len(findings) - len(bad)
+    detail = "; ".join(f.detail for f in bad) + (f" (+{milder} milder)" if milder else "")
+    return (failed if status == "fail" else warned)(
+        detail, remedy, devices=measured, findings=[{"status": f.status, "detail": f.detail} for f in findings]
+    )

@@ -90,7 +90,10 @@ def check_host(ctx) -> Outcome:
     cpus = usable_cpu_count()
     memory = available_memory_bytes()
     results_dir = os.path.abspath(ctx.options.results_dir)
-    disks = {"results_dir": (results_dir, disk_free_bytes(results_dir)), "cache_dir": (cache_dir(), disk_free_bytes(cache_dir()))}
+    disks = {
+        "results_dir": (results_dir, disk_free_bytes(results_dir)),
+        "cache_dir": (cache_dir(), disk_free_bytes(cache_dir())),
+    }
     writable = dir_writable(results_dir)
     measured = {
         "shm_bytes": shm, "cpu_count": cpus, "memory_available_bytes": memory,
@@ -112,14 +115,16 @@ def check_host(ctx) -> Outcome:
         findings.append(warned(f"{cpus} usable CPU cores: input pipelines will starve the GPU",
                                "give the container more CPUs (docker run --cpus / Kubernetes cpu request)"))
     if memory is not None and memory < MEMORY_WARN_BYTES:
-        findings.append(warned(f"{memory / GIB:.1f} GiB memory available", "free memory or raise the container's memory limit"))
+        findings.append(warned(f"{memory / GIB:.1f} GiB memory available",
+                               "free memory or raise the container's memory limit"))
     for what, (path, free) in disks.items():
         if free is None:
             continue
+        detail, remedy = f"{what} {path}: {free / GIB:.1f} GiB free", f"free space under {path}, or point it elsewhere"
         if free < DISK_FAIL_BYTES:
-            findings.append(failed(f"{what} {path}: {free / GIB:.1f} GiB free", f"free space under {path}, or point it elsewhere"))
+            findings.append(failed(detail, remedy))
         elif free < DISK_WARN_BYTES:
-            findings.append(warned(f"{what} {path}: {free / GIB:.1f} GiB free", f"free space under {path}, or point it elsewhere"))
+            findings.append(warned(detail, remedy))
     status = worst(findings)
     summary = (f"/dev/shm {shm / GIB:.1f} GiB, " if shm is not None else "no /dev/shm, ") + \
               f"{cpus} CPUs, {(memory or 0) / GIB:.0f} GiB memory available, " + \
@@ -129,4 +134,5 @@ def check_host(ctx) -> Outcome:
         return passed(summary, **measured)
     bad = [f for f in findings if f.status == status]
     return (failed if status == "fail" else warned)(
-        "; ".join(f.detail for f in bad), " | ".join(dict.fromkeys(f.remedy for f in bad)), summary=summary, **measured)
+        "; ".join(f.detail for f in bad), " | ".join(dict.fromkeys(f.remedy for f in bad if f.remedy)),
+        summary=summary, **measured)

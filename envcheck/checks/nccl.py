@@ -111,7 +111,8 @@ def run_sweep(world_size: int, timeout_s: float, *, sizes: str = DEFAULT_SIZES, 
                     iterations=report["iterations"], busbw_factor=2 * (world_size - 1) / world_size, sizes=rows)
     wrong = [r for r in rows if not r["correct"]]
     if wrong:
-        return failed(f"all-reduce returned a wrong sum at {_size(wrong[0]['bytes'])} on ranks {wrong[0]['wrong_ranks']}",
+        first = wrong[0]
+        return failed(f"all-reduce returned a wrong sum at {_size(first['bytes'])} on ranks {first['wrong_ranks']}",
                       "a corrupting interconnect or GPU: run nccl-tests and `nvidia-smi -q -d ECC`; try "
                       "NCCL_P2P_DISABLE=1", **measured)
     label = f"NCCL {report['nccl']}" if report["nccl"] else backend
@@ -121,13 +122,17 @@ def run_sweep(world_size: int, timeout_s: float, *, sizes: str = DEFAULT_SIZES, 
                       "traffic, bandwidth not measured", **measured)
     busbw, at = large_message_busbw(rows)
     measured.update(large_message_busbw_gbs=busbw, large_message_bytes=at)
+    if busbw is None or at is None:  # the worker timed no size at all (every time_s was 0)
+        return failed(f"{label}: {world_size}-rank all-reduce correct at {len(rows)} sizes ({span}) but no size "
+                      "was timed", "run the check again; the worker's timer returned zero for every size",
+                      **measured)
     head = (f"{label}: {world_size}-rank all-reduce correct at {len(rows)} sizes ({span}); "
             f"busbw {busbw:.1f} GB/s at {_size(at)}")
     if budget is None:
         return passed(head, **measured)
     measured["link"] = budget.to_dict()
     ok, detail, remedy = judge_bandwidth(busbw, budget)
-    if ok:
+    if ok or remedy is None:  # judge_bandwidth gives every shortfall its remedy
         return passed(f"{head} ({detail})", **measured)
     return warned(f"{head}: only {detail} ({budget.link_type})", remedy, **measured)
 

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import statistics
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from envcheck import tables
 from envcheck.probe import native_bf16_supported
@@ -96,7 +97,8 @@ def check_speed(ctx) -> Outcome:
         peak_gbs = spec.memory_bandwidth_gbs if spec else None
         status, fraction = judge(gbs, peak_gbs)
         figures["copy_gbs"], figures["memory_bandwidth_peak_gbs"] = round(gbs, 1), peak_gbs
-        rows.append((status, f"{device} copy {gbs:.0f} GB/s" + (f" = {fraction:.0%} of {peak_gbs:g}" if fraction is not None else "")))
+        of_peak = f" = {fraction:.0%} of {peak_gbs:g}" if fraction is not None else ""
+        rows.append((status, f"{device} copy {gbs:.0f} GB/s{of_peak}"))
         per_device[device] = figures
         torch.cuda.empty_cache()
     statuses = [s for s, _ in rows]

@@ -58,6 +58,7 @@ def check_torch_pairing(ctx) -> Outcome:
         message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         return failed(f"torchvision's compiled ops do not run: {message}",
                       f"reinstall a matching pair from the same index: pip install --force-reinstall "
-                      f'"torch=={torch_version.split("+")[0]}" "torchvision=={expected or tv_minor}.*"{_wheel_index(torch_version)}',
+                      f'"torch=={torch_version.split("+")[0]}" "torchvision=={expected or tv_minor}.*"'
+                      f"{_wheel_index(torch_version)}",
                       nms_error=message, **measured)
     return passed(f"torch {torch_version} + torchvision {tv_version}; torchvision::nms runs", **measured)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from typing import Any
 
 from envcheck import fingerprint, nvml
 from envcheck.registry import register_check
@@ -30,7 +31,7 @@ def check_visibility(ctx) -> Outcome:
     facts = ctx.gpu_facts()
     nvml_count = nvml.device_count()
     handles = [nvml.handle_by_index(i) for i in range(nvml_count or 0)]
-    measured = {
+    measured: dict[str, Any] = {
         "torch_cuda_available": bool(facts.get("cuda_available")),
         "torch_device_count": int(facts.get("device_count") or 0),
         "nvml_device_count": nvml_count,
@@ -68,10 +69,12 @@ def check_visibility(ctx) -> Outcome:
         where = "in a container without GPUs" if measured["container"] else "on this machine"
         detail = f"no NVIDIA GPU {where}" + (" (Apple MPS is available)" if measured["mps_available"] else "")
         if wanted:
-            remedy = CONTAINER_GPU_REMEDY if measured["container"] else "run the job on a machine with an NVIDIA GPU and driver"
+            remedy = (CONTAINER_GPU_REMEDY if measured["container"]
+                      else "run the job on a machine with an NVIDIA GPU and driver")
             return failed(detail + "; the job needs a GPU", remedy, **measured)
         return skipped(detail + "; GPU checks skip", **measured)
-    summary = f"{torch_count} CUDA GPU(s) visible to torch, {nvml_count if nvml_count is not None else 'no NVML'} to the driver"
+    driver_count = nvml_count if nvml_count is not None else "no NVML"
+    summary = f"{torch_count} CUDA GPU(s) visible to torch, {driver_count} to the driver"
     if ctx.options.gpus and torch_count < ctx.options.gpus:
         remedy = (f"CUDA_VISIBLE_DEVICES={cvd!r} hides some: list {ctx.options.gpus} GPUs there" if cvd
                   else f"run on a machine / container with >= {ctx.options.gpus} GPUs (`docker run --gpus all`)")

@@ -8,8 +8,9 @@ import torch
 
 from bench.journal import Journal, read_journal
 from bench.options import RoundsPolicy, RunOptions
+from bench.postprocess import thresholds_owner
 from bench.schema import Cell, CellResult
-from bench.session import CellSession, classify_failure, device_name, is_sticky_cuda_error
+from bench.session import CellSession, GroupShared, classify_failure, device_name, is_sticky_cuda_error
 from bench.timing import WarmupPolicy
 
 MODULES = ("tests.bench.tiny_models",)
@@ -58,15 +59,51 @@ def test_a_training_session_states_its_optimizer_and_loss():
     assert isinstance(result.measurement.final_loss, float) and result.flops_info.backward_counted is True
 
 
-def test_flop_counts_are_shared_within_a_group_by_mode_and_batch_size():
-    cache: dict = {}
+def test_a_group_counts_flops_once_per_mode_at_batch_1_and_shares_one_inference_model():
+    shared = GroupShared()
     options = RunOptions(**FAST)
-    first = CellSession(Cell("tiny_convnet", "infer", batch_size=2, image_size=(32, 32)), options, CPU, flop_cache=cache)
-    first.set_up()
-    again = CellSession(Cell("tiny_convnet", "infer", batch_size=2, image_size=(32, 32), compile="eager"), options, CPU,
-                        flop_cache=cache)
-    again.set_up()
-    assert again.flops_info.reused_from == first.cell.id and again.flop_count is first.flop_count
+
+    def set_up(mode: str, batch_size: int) -> CellSession:
+        session = CellSession(Cell("tiny_convnet", mode, batch_size=batch_size, image_size=(32, 32)), options, CPU,
+                              shared=shared)
+        session.set_up()
+        return session
+
+    first, other_batch, train, train_again = set_up("infer", 4), set_up("infer", 2), set_up("train", 2), \
+        set_up("train", 4)
+    assert first.flop_count.batch_size == 1 and first.flops_info.reused_from is None
+    assert other_batch.flop_count is first.flop_count and other_batch.flops_info.reused_from == first.cell.id
+    assert train.flop_count.backward_counted and train.flops_info.reused_from is None
+    assert train_again.flops_info.reused_from == train.cell.id
+    # one set of inference weights for every inference variant; training updates its own weights
+    assert other_batch.prepared.model is first.prepared.model
+    assert train.prepared.model is not first.prepared.model is not train_again.prepared.model
+    assert other_batch.config["model_built_by"] == first.cell.id == first.config["model_built_by"]
+    assert len(other_batch.prepared.inputs) == 2 and not first.prepared.model.training
+
+
+def test_inference_variants_share_a_model_calibrated_once_per_batch_size_in_fp32():
+    shared = GroupShared()
+    options = RunOptions(model_modules=(), count_flops=False, warmup=FAST["warmup"], rounds=FAST["rounds"])
+    cells = [Cell("ssdlite320_mobilenet_v3_large", "infer", precision=precision, batch_size=batch, image_size=(320, 320))
+             for precision, batch in (("amp-bf16", 1), ("fp32", 2), ("fp32", 1))]
+    sessions = [CellSession(cell, options, CPU, shared=shared) for cell in cells]
+    for session in sessions:
+        session.set_up()
+    bf16_1, fp32_2, fp32_1 = (s.postprocess for s in sessions)
+    # batch 1 was calibrated in FP32 by the bf16 cell (first in the group); the FP32 cell of batch 1 reuses it
+    assert bf16_1["calibrated_by"] == fp32_1["calibrated_by"] == cells[0].id
+    assert fp32_1["score_thresh"] == bf16_1["score_thresh"] and fp32_1["candidates_per_image"]["mean"] == 1000
+    assert fp32_2["calibrated_by"] == cells[1].id and fp32_2["score_thresh"] != fp32_1["score_thresh"]
+    assert fp32_2["target_reached"] and fp32_2["candidates_per_image"]["mean"] == 1000  # its own two images
+    assert abs(bf16_1["candidates_per_image"]["mean"] - 1000) <= 100  # restated under bf16 autocast
+    assert {s["batchnorm_layers_recalibrated"] for s in (bf16_1, fp32_2, fp32_1)} == {shared.infer_model.batchnorm_layers}
+    assert shared.infer_model.batchnorm_layers > 0 and sessions[2].prepared.model is sessions[0].prepared.model
+    head = thresholds_owner(sessions[0].prepared.model)[0]
+    for session, load in ((sessions[1], fp32_2), (sessions[2], fp32_1), (sessions[1], fp32_2)):
+        session.time_block(2)  # the variants take turns on one model, each with its batch size's threshold
+        assert head.score_thresh == load["score_thresh"]
+    assert sessions[2].result().postprocess["calibrated_by"] == cells[0].id
 
 
 def test_a_session_set_up_but_never_timed_says_so():

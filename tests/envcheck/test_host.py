@@ -18,7 +18,9 @@ def test_small_shm_fails(make_ctx, monkeypatch):
 
 def test_shm_read_through_disk_usage(monkeypatch):
     real = host.shutil.disk_usage
-    monkeypatch.setattr(host.shutil, "disk_usage", lambda p: Usage(64 * 2**20, 0, 64 * 2**20) if p == "/dev/shm" else real(p))
+    monkeypatch.setattr(
+        host.shutil, "disk_usage", lambda p: Usage(64 * 2**20, 0, 64 * 2**20) if p == "/dev/shm" else real(p)
+    )
     assert host.shm_total_bytes() == 64 * 2**20
 
 

@@ -97,7 +97,11 @@ def test_bus_bandwidth_matches_nccl_tests():
 
 
 def test_large_message_busbw_is_the_best_at_256_mib_or_more():
-    rows = [{"bytes": 2**26, "busbw_gbs": 500.0}, {"bytes": 2**28, "busbw_gbs": 290.0}, {"bytes": 2**30, "busbw_gbs": 280.0}]
+    rows = [
+        {"bytes": 2**26, "busbw_gbs": 500.0},
+        {"bytes": 2**28, "busbw_gbs": 290.0},
+        {"bytes": 2**30, "busbw_gbs": 280.0},
+    ]
     assert nccl.large_message_busbw(rows) == (290.0, 2**28)
 
 

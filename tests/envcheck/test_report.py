@@ -14,7 +14,8 @@ EXAMPLE = Path(__file__).resolve().parents[2] / "docs" / "examples" / "envcheck-
 
 
 def result(status, remedy="fix"):
-    return CheckResult("host", "host", "warning", status, "detail", remedy=None if status in ("pass", "skip") else remedy)
+    return CheckResult("host", "host", "warning", status, "detail",
+                       remedy=None if status in ("pass", "skip") else remedy)
 
 
 def test_verdicts_and_exit_codes():

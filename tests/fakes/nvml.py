@@ -21,17 +21,17 @@ class NVMLError(Exception):
         self.value = value
 
 
-class NVMLError_NotSupported(NVMLError):  # noqa: N801 - pynvml's naming
+class NVMLError_NotSupported(NVMLError):  # noqa: N801, N818 - pynvml's names
     def __init__(self) -> None:
         super().__init__(3, "Not Supported")
 
 
-class NVMLError_GpuIsLost(NVMLError):  # noqa: N801
+class NVMLError_GpuIsLost(NVMLError):  # noqa: N801, N818
     def __init__(self) -> None:
         super().__init__(15, "GPU is lost")
 
 
-class NVMLError_LibraryNotFound(NVMLError):  # noqa: N801
+class NVMLError_LibraryNotFound(NVMLError):  # noqa: N801, N818
     def __init__(self) -> None:
         super().__init__(12, "NVML Shared Library Not Found")
 
@@ -144,7 +144,8 @@ def make_fake_nvml(
 
     def ecc(handle: Any, error_type: int, counter_type: int) -> int:
         g = gpu(handle)
-        return value(g.ecc_uncorrected_volatile if counter_type == nv.NVML_VOLATILE_ECC else g.ecc_uncorrected_aggregate)
+        volatile = counter_type == nv.NVML_VOLATILE_ECC
+        return value(g.ecc_uncorrected_volatile if volatile else g.ecc_uncorrected_aggregate)
 
     def retired(handle: Any, cause: int) -> list[int]:
         return [0x1000 * i for i in range(value(gpu(handle).retired_pages))]

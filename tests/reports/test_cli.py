@@ -42,10 +42,10 @@ def test_fail_on_regression_exit_code(tmp_path, run_file, capsys):
     base, cand = run_file("base.json", seed=1), run_file("cand.json", seed=1, speed=0.8)
     args = [str(base), str(cand), "--out", str(tmp_path / "o")]
     assert main(args) == EXIT_OK
-    assert main(args + ["--fail-on-regression"]) == EXIT_REGRESSION
+    assert main([*args, "--fail-on-regression"]) == EXIT_REGRESSION
     assert "regressions beyond 5%" in capsys.readouterr().out
     # a threshold above the drop lets it pass
-    assert main(args + ["--fail-on-regression", "--threshold", "0.3"]) == EXIT_OK
+    assert main([*args, "--fail-on-regression", "--threshold", "0.3"]) == EXIT_OK
 
 
 def test_step_summary_is_appended(tmp_path, run_file, monkeypatch):

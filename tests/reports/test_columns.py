@@ -5,7 +5,7 @@ import math
 import pytest
 from rich.console import Console
 
-from reports import columns as C
+from reports import columns as C  # noqa: N812 - the same alias as reports/html.py
 
 
 @pytest.mark.parametrize(
