@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import copy
 import statistics
-from typing import Sequence, TypeVar
+from collections.abc import Sequence
+from typing import TypeVar
 
 from bench import stats
 from bench.schema import CellResult, PairedRatio, RepeatFailure

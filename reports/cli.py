@@ -18,8 +18,17 @@ from pathlib import Path
 import pandas as pd
 
 from reports import html, markdown
-from reports.compare import (GATE_FAIL, GATE_INCOMPARABLE, IMPROVEMENT, INCONCLUSIVE, ONLY_BASELINE, REGRESSION,
-                             compare_runs, gate, verdict_line)
+from reports.compare import (
+    GATE_FAIL,
+    GATE_INCOMPARABLE,
+    IMPROVEMENT,
+    INCONCLUSIVE,
+    ONLY_BASELINE,
+    REGRESSION,
+    compare_runs,
+    gate,
+    verdict_line,
+)
 from reports.load import LoadError, load_runs, tidy
 from reports.recommend import recommend, with_speedup
 

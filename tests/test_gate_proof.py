@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from bench import matrix
+from bench.models import list_models
 from bench.schema import Cell
 from tests.reports.generate import write_benchmark_json
 from tests.reports.test_compare_repeats import repeated
@@ -24,9 +26,6 @@ def gate_proof(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess:
 
 
 def test_the_plants_name_cells_of_the_quick_profile():
-    from bench import matrix  # noqa: PLC0415
-    from bench.models import list_models  # noqa: PLC0415
-
     ids = {c.id for c in matrix.expand("quick", matrix.MatrixFilters(), list_models(), 1)}
     text = SCRIPT.read_text()
     for cell in (TEN, TWO):

@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from bench.interleaved import ModelComparison
-from bench.schema import (BlockRecord, Cell, CellResult, Failure, Measurement, PairedRatio, SchemaError, SetupTimes)
+from bench.schema import (BlockRecord, Cell, CellResult, Failure, Measurement, PairedRatio, RepeatFailure, SchemaError,
+                          SetupTimes)
 from reports.cli import main as report_main
 from reports.load import LoadError, load_run
 
@@ -116,8 +117,6 @@ def test_the_tidy_table_has_ratio_block_spread_and_overhead_columns(tmp_path):
 
 
 def test_blocks_written_before_repeats_read_as_repeat_0_and_repeat_failures_round_trip():
-    from bench.schema import RepeatFailure  # noqa: PLC0415
-
     data = full_result().to_dict()
     for block in data["measurement"]["blocks"]:
         del block["repeat"]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from bench import suite
@@ -10,6 +12,8 @@ from bench.matrix import Capabilities
 from bench.options import RunOptions
 from bench.repeats import merge_repeats, repeat_order
 from bench.schema import Cell, CellResult
+from reports.load import load_run
+from tests.bench.test_smoke_e2e import run_pytest
 from tests.fakes.launcher import FakeLauncher, measured
 
 CPU = Capabilities(cuda_available=False)
@@ -121,8 +125,6 @@ def test_without_repeats_resuming_takes_finished_cells_and_measures_the_rest(mon
 
 
 def test_a_journal_cut_short_between_repeats_loads_with_its_finished_repeats_merged(monkeypatch, tmp_path):
-    from reports.load import load_run  # noqa: PLC0415
-
     run, journal = make_run(monkeypatch, FakeLauncher(), 3, tmp_path)
     run._measure_repeat(CELLS[:2], 0, 0, 12)
     run._measure_repeat(CELLS[:2], 1, 2, 12)
@@ -134,10 +136,6 @@ def test_a_journal_cut_short_between_repeats_loads_with_its_finished_repeats_mer
 
 
 def test_pytest_face_repeats_real_cells_and_writes_merged_results_and_per_repeat_journal_lines(tmp_path):
-    import json  # noqa: PLC0415
-
-    from tests.bench.test_smoke_e2e import run_pytest  # noqa: PLC0415
-
     proc = run_pytest("--profile", "smoke", "--models", "tiny_convnet", "--modes", "infer", "--image-size", "32x32",
                       "--model-modules", "tests.bench.tiny_models", "--repeats", "2",
                       f"--benchmark-json={tmp_path / 'r.json'}")
