@@ -119,6 +119,7 @@ def test_the_report_header_and_comparison_json_state_the_repeats_per_side(tmp_pa
     assert main([str(base), str(cand), "--out", str(out), "--fail-on-regression"]) == EXIT_REGRESSION
     assert "repeats (b vs a): baseline 5, candidate 5" in capsys.readouterr().out
     assert "> repeats (b vs a): baseline 5, candidate 5" in (out / "summary.md").read_text()
+    assert "repeats (b vs a): baseline 5, candidate 5; verdicts test" in (out / "report.html").read_text()
     data = json.loads((out / "comparison.json").read_text())
     assert data["gate"] == "fail" and data["comparisons"][0]["regressions"] == [GPU_BOUND.id]
     assert data["comparisons"][0]["repeats"] == {"baseline": 5, "candidate": 5}
