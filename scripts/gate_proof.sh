@@ -13,13 +13,14 @@
 #   compare A B  only the two comparisons (A vs B, B vs A) of existing files
 #   ab           detbench-ab, 5 alternating rounds, the gate cells, candidate with both plants -> ab/ab.json
 #   table        only the table
-# Env: PYTHON (python3), AB_ROUNDS (5), REPEATS (3), GATE_ARGS (the gate cells: the two planted ones and an
-# unplanted one), PLANT (the DETBENCH_TEST_SLOWDOWN value).
+# Env: PYTHON (python3), AB_ROUNDS (5), REPEATS (3), GATE_ARGS (the --repeats runs' cells: the two planted ones and
+# an unplanted one), AB_ARGS (detbench-ab's cells: the two planted ones), PLANT (the DETBENCH_TEST_SLOWDOWN value).
+# ab.json is rewritten after every round: a part cut short by a time limit keeps its rounds (then run `table`).
 # Exit 0 once the parts ran (each step's exit code is in OUTDIR/<step>.rc and named last when not 0; 3 is a
 # regression verdict, 4 nothing comparable), 2 on bad usage.
 set -uo pipefail
 if (( $# < 1 )); then
-    sed -n '2,19p' "$0" >&2
+    awk 'NR > 1 && !/^#/ { exit } NR > 1' "$0" >&2  # the header above
     exit 2
 fi
 OUT=$1
@@ -33,6 +34,7 @@ TEN=retinanet_resnet50_fpn-infer-eager-fp32-bs8
 TWO=fcos_resnet50_fpn-infer-eager-fp32-bs8
 PLANT=${PLANT:-$TEN:0.10,$TWO:0.02}
 read -r -a GATE <<< "${GATE_ARGS:---profile quick --models retinanet_resnet50_fpn,fcos_resnet50_fpn,ssdlite320_mobilenet_v3_large --compile eager --precisions fp32 --batch-sizes 8}"
+read -r -a AB_CELLS <<< "${AB_ARGS:---profile quick --models retinanet_resnet50_fpn,fcos_resnet50_fpn --compile eager --precisions fp32 --batch-sizes 8}"
 FAILED=()
 
 step() {  # step NAME COMMAND...: run, log to OUTDIR/NAME.log, remember a failure, go on
@@ -76,7 +78,7 @@ resolve() {  # a result file as given (absolute, or relative to where the script
 
 ab() {
     step ab "$PY" -m bench.ab --candidate-env "DETBENCH_TEST_SLOWDOWN=$PLANT" --rounds "${AB_ROUNDS:-5}" \
-        --out "$OUT/ab" -- "${GATE[@]}"
+        --out "$OUT/ab" -- "${AB_CELLS[@]}"
 }
 
 table() {  # one row per comparison found under OUTDIR
