@@ -1,6 +1,7 @@
 """A/B gate: the same cells for a baseline and a candidate, alternating in rounds on one machine.
 
-``detbench-ab --baseline-python A/bin/python --candidate-python B/bin/python --rounds 5 -- --models retinanet_resnet50_fpn``
+``detbench-ab --baseline-python A/bin/python --candidate-python B/bin/python --rounds 5 --``
+``--models retinanet_resnet50_fpn``
 
 A comparison of two runs made at different times mixes the change with the host's drift (the lent VMs move
 10-60 % on host-bound cells between leases). Here each round runs the baseline's and the candidate's matrix
@@ -10,7 +11,9 @@ throughput ratio per cell, and :func:`reports.significance.judge_paired` turns t
 
 A side is a Python interpreter (two venvs), a command template (two container images), or this interpreter
 with extra environment settings. Every side-round writes an ordinary pytest-benchmark JSON under ``--out``, so
-nothing measured is lost, and ``ab.json`` holds the per-round figures and the verdicts.
+nothing measured is lost, ``ab.json`` holds the per-round figures and the verdicts, and ``summary.md`` the
+verdict line and a table for a CI job summary (inconclusive cells listed, never passed silently).
+Exit codes: 0 no regression, 3 a regression, 4 nothing comparable, 2 bad input.
 """
 
 from __future__ import annotations
@@ -22,9 +25,10 @@ import shlex
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 SCHEMA_NAME = "detbench.ab"
 SCHEMA_VERSION = 1
@@ -227,9 +231,30 @@ def _write(out: Path, baseline: Side, candidate: Side, rounds: list[tuple[SideRo
                "bench_args": list(args.bench_args), "sides": [asdict(baseline), asdict(candidate)],
                "rounds": [[asdict(b), asdict(c)] for b, c in rounds], "verdicts": verdicts,
                "verdict_line": verdict_line(verdicts, args.threshold, len(rounds))}
-    partial = out / "ab.json.partial"
-    partial.write_text(json.dumps(payload, indent=1), encoding="utf-8")
-    os.replace(partial, out / "ab.json")
+    for name, text in (("ab.json", json.dumps(payload, indent=1)),
+                       ("summary.md", summary_markdown(verdicts, payload["verdict_line"], baseline, candidate))):
+        partial = out / f"{name}.partial"
+        partial.write_text(text, encoding="utf-8")
+        os.replace(partial, out / name)
+
+
+def summary_markdown(verdicts: dict[str, dict[str, Any]], line: str, baseline: Side, candidate: Side) -> str:
+    """The verdict line and one row per cell, regressions and inconclusive cells first."""
+    order = {"regression": 0, "inconclusive": 1, "improvement": 2, "unchanged": 3}
+    out = [f"### detbench-ab: {_side_text(candidate)} vs {_side_text(baseline)}", "", f"**{line}**", "",
+           "| cell | verdict | ratio | 95% interval | rounds | why |", "|---|---|---|---|---|---|"]
+    for cell_id, v in sorted(verdicts.items(), key=lambda kv: (order.get(kv[1]["verdict"], 4), kv[0])):
+        ratio = "-" if v.get("ratio") is None else f"{v['ratio']:.3f}"
+        interval = f"{v['low']:.3f}-{v['high']:.3f}" if v.get("low") is not None else "-"
+        why = str(v.get("reason", "")).replace("|", "/")
+        out.append(f"| {cell_id} | {v['verdict']} | {ratio} | {interval} | {len(v.get('ratios', []))} | {why} |")
+    return "\n".join(out) + "\n"
+
+
+def _side_text(side: Side) -> str:
+    what = side.template or side.python or "this interpreter"
+    env = " ".join(f"{k}={v}" for k, v in side.env)
+    return f"{side.label} (`{what}`{f' with {env}' if env else ''})".replace("|", "/")
 
 
 def _print_table(verdicts: dict[str, dict[str, Any]]) -> None:

@@ -62,7 +62,7 @@ class Journal:
 
     @classmethod
     def claim(cls, benchmark_json: str | os.PathLike[str] | None,
-              journal_path: str | os.PathLike[str] | None = None) -> "Journal":
+              journal_path: str | os.PathLike[str] | None = None) -> Journal:
         """Check, lock and open the run's results before any cell runs; :class:`JournalError` if they can't be.
 
         ``journal_path`` None: next to ``benchmark_json`` (see :func:`default_journal_path`).
@@ -117,7 +117,7 @@ class Journal:
             handle.close()
         self._locks = []
 
-    def __enter__(self) -> "Journal":
+    def __enter__(self) -> Journal:
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import copy
 import statistics
-from typing import Sequence, TypeVar
+from collections.abc import Sequence
+from typing import TypeVar
 
 from bench import stats
 from bench.schema import CellResult, PairedRatio, RepeatFailure
@@ -57,7 +58,7 @@ def merge_repeats(results: Sequence[CellResult]) -> CellResult:
 
 def _pool(merged: CellResult, ok: list[CellResult]) -> None:
     """Fill ``merged`` (a copy of the first ok repeat) with the figures of every ok repeat."""
-    batch = merged.cell.batch_size
+    batch = merged.cell.batch  # a bsmax cell is never repeated (--repeats with max is a usage error)
     merged.times_ms = [t for r in ok for t in r.times_ms]
     if merged.times_ms:
         merged.latency = stats.latency_stats(merged.times_ms)
@@ -104,7 +105,7 @@ def repaired_ratios(results: dict[str, CellResult]) -> None:
     from bench.engine import baseline_of  # noqa: PLC0415 (imports torch; reports merge journals without it)
 
     for result in results.values():
-        if result.status != "ok" or result.measurement is None or result.ratio is None:
+        if result.status != "ok" or result.measurement is None:
             continue
         base = results.get(baseline_of(result.cell).id)
         if base is None or base.status != "ok" or base.measurement is None:

@@ -11,7 +11,7 @@ Usable without pytest too: ``BenchRun(...).run(cell)``.
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 from bench import matrix
 from bench.journal import Journal

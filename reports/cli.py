@@ -9,6 +9,7 @@ result; 4 --fail-on-regression and two runs that share no cell (nothing comparab
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import tempfile
@@ -18,7 +19,17 @@ import pandas as pd
 
 from reports import html, markdown
 from reports.advisor import advise_runs
-from reports.compare import GATE_FAIL, GATE_INCOMPARABLE, ONLY_BASELINE, REGRESSION, compare_runs, gate, verdict_line
+from reports.compare import (
+    GATE_FAIL,
+    GATE_INCOMPARABLE,
+    IMPROVEMENT,
+    INCONCLUSIVE,
+    ONLY_BASELINE,
+    REGRESSION,
+    compare_runs,
+    gate,
+    verdict_line,
+)
 from reports.load import LoadError, load_runs, tidy
 from reports.recommend import recommend, with_speedup
 
@@ -26,6 +37,7 @@ EXIT_OK = 0
 EXIT_BAD_INPUT = 2
 EXIT_REGRESSION = 3
 EXIT_NOTHING_COMPARABLE = 4
+COMPARISON_FILES = ("comparison.csv", "comparison.json")  # written only when comparing; stale ones are removed
 LISTED_CELLS = 10  # cells named per line on the terminal; summary.md and the HTML list them all
 
 
@@ -169,6 +181,8 @@ def main(argv: list[str] | None = None) -> int:
     for path in removed:
         print(f"removed {path} (left by an earlier report; this one compares nothing)")
     _append_step_summary(files["summary.md"])
+    for comp in comparisons:
+        print(comp.repeats_note)
     for line in gate_lines(comparisons):
         print(line)
     print(verdict)
@@ -231,7 +245,24 @@ def render_outputs(data: html.ReportData) -> dict[str, str]:
     if data.comparisons:
         table = pd.concat([c.table.assign(baseline=c.baseline, candidate=c.candidate) for c in data.comparisons])
         files["comparison.csv"] = table.to_csv(index=False)
+        files["comparison.json"] = json.dumps(comparison_summary(data.comparisons, data.verdict), indent=2) + "\n"
     return files
+
+
+def comparison_summary(comparisons: list, verdict: str) -> dict:
+    """The gate's outcome as data (``comparison.json``): state, verdict line, and per pair the repeats used,
+    the verdict counts and the cell ids flagged or left inconclusive."""
+    pairs = []
+    for comp in comparisons:
+        ids = {kind: list(comp.table.loc[comp.table["verdict"] == kind, "cell_id"])
+               for kind in (REGRESSION, IMPROVEMENT, INCONCLUSIVE, ONLY_BASELINE)}
+        pairs.append({"baseline": comp.baseline, "candidate": comp.candidate, "threshold": comp.threshold,
+                      "repeats": {"baseline": comp.repeats[0], "candidate": comp.repeats[1]},
+                      "repeats_note": comp.repeats_note, "host_notes": comp.host_notes,
+                      "counts": {str(k): int(v) for k, v in comp.table["verdict"].value_counts().items()},
+                      "regressions": ids[REGRESSION], "improvements": ids[IMPROVEMENT],
+                      "inconclusive": ids[INCONCLUSIVE], "missing_in_candidate": ids[ONLY_BASELINE]})
+    return {"schema": "detbench.comparison", "gate": gate(comparisons), "verdict": verdict, "comparisons": pairs}
 
 
 def write_outputs(files: dict[str, str], out: Path) -> tuple[list[Path], list[Path]]:
@@ -267,13 +298,14 @@ def write_outputs(files: dict[str, str], out: Path) -> tuple[list[Path], list[Pa
             leftover.unlink()
         staging.rmdir()
     removed = []
-    stale = out / "comparison.csv"
-    if "comparison.csv" not in files and stale.is_file():
-        try:
-            stale.unlink()
-        except OSError as exc:
-            raise OutputError(stale, exc) from None
-        removed.append(stale)
+    for name in COMPARISON_FILES:
+        stale = out / name
+        if name not in files and stale.is_file():
+            try:
+                stale.unlink()
+            except OSError as exc:
+                raise OutputError(stale, exc) from None
+            removed.append(stale)
     return written, removed
 
 

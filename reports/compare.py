@@ -2,12 +2,18 @@
 
 A cell ok on both sides is judged one of two ways (the table's ``basis`` column says which):
 
-- **Blocks** (schema v2 results): each side's timed blocks give one throughput each, and
-  :func:`reports.significance.judge_unpaired` flags a change only when it exceeds the threshold *and* the
-  bootstrap interval of the ratio of medians excludes 1. Fewer than ``MIN_BLOCKS`` blocks on a side, or an
-  interval too wide to decide, is ``inconclusive``. The verdict is *weak*: one run per side, so the blocks
-  share their run's host state and the noise between runs (another lease, another neighbour) is unmeasured;
-  ``detbench-ab`` (paired rounds on one machine) is the strong form.
+- **Repeats** (runs made with ``--repeats N``, N >= 3 on both sides): each repeat of a cell (measured at
+  another moment of its run, by a fresh worker) gives one throughput, the median of its blocks, and
+  :func:`reports.significance.judge_unpaired` tests those: the between-repeat spread, where a shared host's
+  noise lives, is what the test sees. A change is flagged only when it exceeds the threshold *and* the
+  bootstrap interval of the ratio of medians excludes 1; an interval too wide to decide is ``inconclusive``.
+- **Blocks** (schema v2 results with fewer repeats): each side's timed blocks give one throughput each and
+  are tested the same way. With two repeats on both sides a flag must also exceed the between-repeat spread
+  (the relative range of the repeats' medians, both sides in quadrature), else the cell is ``inconclusive``.
+  With a single repeat on a side the verdict is *weak*: the blocks share their run's host state, so the
+  noise between runs (another lease, another neighbour) is unmeasured; ``--repeats 3`` or ``detbench-ab``
+  (paired rounds on one machine) is the strong form. Fewer than ``MIN_BLOCKS`` units on a side is
+  ``inconclusive``.
 - **Noise band** (v1 results, or a side without blocks): the change must exceed the threshold and
   ``hypot(spread_baseline, spread_candidate)``, a run's spread being the IQR of its per-iteration times over
   their median (CoV when IQR is missing). Labelled as such: iteration spread misses between-run noise.
@@ -30,7 +36,7 @@ from __future__ import annotations
 import math
 import statistics
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeGuard
 
 import pandas as pd
 
@@ -47,7 +53,9 @@ BOTH_FAILED = "both not ok"
 ONLY_BASELINE = "missing in candidate"
 ONLY_CANDIDATE = "new in candidate"
 
-BASIS_BLOCKS = "blocks (weak: one run per side)"
+BASIS_REPEATS = "repeats (between-repeat spread)"
+BASIS_BLOCKS_BAND = "blocks + between-repeat band (2 repeats)"
+BASIS_BLOCKS = "blocks (weak: one repeat on a side)"
 BASIS_BAND = "noise band: per-iteration IQR, v1 result"
 HOST_DIFFERS = "host differs"
 
@@ -87,6 +95,8 @@ TABLE_COLUMNS = [
     "p_value",
     "blocks_base",
     "blocks_cand",
+    "repeats_base",
+    "repeats_cand",
     "spread_base",
     "spread_cand",
     "noise_band",
@@ -110,6 +120,8 @@ _NUMERIC = [
     "p_value",
     "blocks_base",
     "blocks_cand",
+    "repeats_base",
+    "repeats_cand",
     "spread_base",
     "spread_cand",
     "noise_band",
@@ -125,10 +137,17 @@ class RunEvidence:
 
     block_ips: dict[str, list[float]]  # cell id -> images/s of each timed block (ok cells with blocks only)
     canary_ms: float | None  # median host canary over every block of the run; None when none was timed
+    repeat_ips: dict[str, list[float]] = field(default_factory=dict)  # cell id -> each repeat's median block images/s
+
+    @property
+    def repeats(self) -> int:
+        """The most repeats any cell of the run has (1 for a run without ``--repeats``, 0 without blocks)."""
+        return max((len(v) for v in self.repeat_ips.values()), default=0)
 
     @classmethod
-    def of(cls, run: Run) -> "RunEvidence":
+    def of(cls, run: Run) -> RunEvidence:
         blocks: dict[str, list[float]] = {}
+        repeats: dict[str, list[float]] = {}
         canaries: list[float] = []
         for result in run.results:
             measured = result.measurement
@@ -137,10 +156,16 @@ class RunEvidence:
             canaries += [b.host_canary_ms for b in measured.blocks if _ok(b.host_canary_ms) and b.host_canary_ms > 0]
             if result.status == "ok" and measured.blocks:
                 # per-GPU images/s for multi-GPU cells too: the ratio of medians does not depend on the scale
-                blocks[result.cell.id] = [
-                    result.cell.batch_size * 1000.0 / b.median_ms for b in measured.blocks if b.median_ms > 0
-                ]
-        return cls(blocks, statistics.median(canaries) if canaries else None)
+                timed = [b for b in measured.blocks if b.median_ms > 0]
+                batch = result.measured_batch_size
+                if batch is None:  # a batch search that found no batch that fits: nothing timed to compare
+                    continue
+                blocks[result.cell.id] = [batch * 1000.0 / b.median_ms for b in timed]
+                per_repeat: dict[int, list[float]] = {}
+                for block, ips in zip(timed, blocks[result.cell.id]):
+                    per_repeat.setdefault(block.repeat, []).append(ips)
+                repeats[result.cell.id] = [statistics.median(per_repeat[r]) for r in sorted(per_repeat)]
+        return cls(blocks, statistics.median(canaries) if canaries else None, repeats)
 
 
 @dataclass(frozen=True)
@@ -179,6 +204,7 @@ class Comparison:
     table: pd.DataFrame
     environment_changes: list[str] = field(default_factory=list)  # "GPU A -> B", see environment_changes
     host: HostCheck = field(default_factory=HostCheck)
+    repeats: tuple[int, int] = (0, 0)  # the most repeats a cell has in the baseline / candidate (0: no blocks)
 
     def count(self, verdict: str) -> int:
         return int((self.table["verdict"] == verdict).sum())
@@ -217,8 +243,22 @@ class Comparison:
 
     @property
     def weak(self) -> int:
-        """Cells judged on the blocks of one run per side (weak evidence: between-run noise unmeasured)."""
+        """Cells judged on blocks with one repeat on a side (weak evidence: between-run noise unmeasured)."""
         return int((self.table["basis"] == BASIS_BLOCKS).sum())
+
+    @property
+    def repeats_note(self) -> str:
+        """The header line saying what the verdicts rest on: the repeats per side."""
+        base, cand = self.repeats
+        if min(base, cand) >= MIN_BLOCKS:
+            basis = "verdicts test the between-repeat spread"
+        elif min(base, cand) >= 2:
+            basis = f"fewer than {MIN_BLOCKS} repeats: blocks tested, flags must exceed the between-repeat spread"
+        elif min(base, cand) == 1:
+            basis = "weak: one repeat on a side, between-run noise unmeasured (use --repeats 3 or detbench-ab)"
+        else:
+            basis = "no blocks on a side: judged on the per-iteration noise band"
+        return f"repeats ({self.candidate} vs {self.baseline}): baseline {base}, candidate {cand}; {basis}"
 
     @property
     def banded(self) -> int:
@@ -287,7 +327,7 @@ def compare_runs(
     changes = environment_changes(*environments) if environments else []
     return Comparison(
         baseline=baseline, candidate=candidate, threshold=threshold, table=table, environment_changes=changes,
-        host=host,
+        host=host, repeats=(evidence[0].repeats, evidence[1].repeats) if evidence else (0, 0),
     )
 
 
@@ -330,9 +370,11 @@ def _compare_row(row: dict, threshold: float, evidence: tuple[RunEvidence, RunEv
     if not base_ok:
         out["verdict"] = BOTH_FAILED
         return out
-    blocks = (evidence[0].block_ips.get(out["cell_id"]), evidence[1].block_ips.get(out["cell_id"])) if evidence else None
-    if blocks and blocks[0] and blocks[1]:
-        _judge_blocks(out, blocks[0], blocks[1], threshold)
+    cell_id = out["cell_id"]
+    blocks = (evidence[0].block_ips.get(cell_id), evidence[1].block_ips.get(cell_id)) if evidence else None
+    if evidence and blocks and blocks[0] and blocks[1]:
+        _judge_units(out, (blocks[0], blocks[1]),
+                     (evidence[0].repeat_ips.get(cell_id) or [], evidence[1].repeat_ips.get(cell_id) or []), threshold)
     else:
         _judge_band(out, row, threshold)
     if host.differs and out["verdict"] in (REGRESSION, IMPROVEMENT) and out["host_bound"] is not False:
@@ -348,28 +390,55 @@ def _compare_row(row: dict, threshold: float, evidence: tuple[RunEvidence, RunEv
     return out
 
 
-def _judge_blocks(out: dict[str, Any], base: list[float], cand: list[float], threshold: float) -> None:
-    """The block verdict: bootstrap interval of the ratio of block-throughput medians, Mann-Whitney p-value."""
-    estimate = significance.judge_unpaired(base, cand, threshold, unit="block", weak=True)
-    spread_b, spread_c = significance.relative_spread(base), significance.relative_spread(cand)
+def _judge_units(out: dict[str, Any], blocks: tuple[list[float], list[float]],
+                 repeats: tuple[list[float], list[float]], threshold: float) -> None:
+    """Test the repeats' medians when both sides have enough repeats, else the blocks (see the module doc)."""
+    n_base, n_cand = len(repeats[0]), len(repeats[1])
+    spread_b, spread_c = _between_repeats(repeats[0]), _between_repeats(repeats[1])
+    if min(n_base, n_cand) >= MIN_BLOCKS:
+        estimate = significance.judge_unpaired(repeats[0], repeats[1], threshold, unit="repeat")
+        basis = BASIS_REPEATS
+    elif min(n_base, n_cand) >= 2:
+        estimate = significance.judge_unpaired(blocks[0], blocks[1], threshold, unit="block")
+        basis = BASIS_BLOCKS_BAND
+    else:
+        estimate = significance.judge_unpaired(blocks[0], blocks[1], threshold, unit="block", weak=True)
+        basis = BASIS_BLOCKS
+        spread_b, spread_c = significance.relative_spread(blocks[0]), significance.relative_spread(blocks[1])
     noise = math.hypot(spread_b or 0.0, spread_c or 0.0)
+    verdict, why = estimate.verdict, estimate.reason
+    ratio = estimate.ratio
+    flagged = verdict in (REGRESSION, IMPROVEMENT)
+    if basis == BASIS_BLOCKS_BAND and flagged and ratio is not None and abs(ratio - 1.0) <= noise:
+        verdict = INCONCLUSIVE
+        why = f"the blocks say {ratio - 1.0:+.1%}, inside the between-repeat spread ±{noise:.1%}"
     out.update(
         ratio=estimate.ratio,
         change=None if estimate.ratio is None else estimate.ratio - 1.0,
         ci_low=estimate.low,
         ci_high=estimate.high,
         p_value=estimate.p_value,
-        blocks_base=estimate.units_baseline,
-        blocks_cand=estimate.units_candidate,
+        blocks_base=len(blocks[0]),
+        blocks_cand=len(blocks[1]),
+        repeats_base=n_base,
+        repeats_cand=n_cand,
         spread_base=spread_b,
         spread_cand=spread_c,
         noise_band=noise,
         band=max(threshold, noise),
-        basis=BASIS_BLOCKS,
-        weak=True,
-        verdict=estimate.verdict,
-        why=estimate.reason,
+        basis=basis,
+        weak=estimate.weak,
+        verdict=verdict,
+        why=why,
     )
+
+
+def _between_repeats(values: list[float]) -> float | None:
+    """Relative range of the repeats' medians ((max - min) / median): the noise between moments of a run."""
+    if len(values) < 2:
+        return None
+    median = statistics.median(values)
+    return (max(values) - min(values)) / median if median > 0 else None
 
 
 def _judge_band(out: dict[str, Any], row: dict, threshold: float) -> None:
@@ -437,7 +506,8 @@ def verdict_line(comparisons: list[Comparison], threshold: float) -> str:
     incomparable = [c for c in comparisons if not c.comparable]
     if incomparable:
         pairs = "; ".join(
-            f"{c.candidate} and {c.baseline} share no cell ({_n(int((c.table['status_base'] != '').sum()), 'baseline cell')}"
+            f"{c.candidate} and {c.baseline} share no cell "
+            f"({_n(int((c.table['status_base'] != '').sum()), 'baseline cell')}"
             f", {_n(int((c.table['status_cand'] != '').sum()), 'candidate cell')})"
             for c in incomparable
         )
@@ -485,13 +555,15 @@ def has_regression(comparisons: list[Comparison]) -> bool:
     return any(len(c.against_gate) for c in comparisons)
 
 
-def _ok(value: float | None) -> bool:
+def _ok(value: float | None) -> TypeGuard[float]:
     return value is not None and isinstance(value, (int, float)) and math.isfinite(value)
 
 
 def _val(value: object) -> float | None:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return None
+    if not isinstance(value, (int, float, str)):
+        raise TypeError(f"not a number: {value!r:.40}")
     return float(value)
 
 

@@ -205,6 +205,7 @@ def comparisons_view(comparisons: list[Comparison]) -> list[dict[str, Any]]:
                 "summary": _status_summary(comp.table["verdict"]),
                 "weak": comp.weak,
                 "banded": comp.banded,
+                "repeats_note": comp.repeats_note,
                 "selects": {"verdict": sorted(comp.table["verdict"].unique())},
                 "table": table_view(t, C.COMPARISON, tid, row_attrs=("verdict",)),
             }

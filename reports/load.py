@@ -19,6 +19,7 @@ from typing import Any
 
 import pandas as pd
 
+from bench.repeats import merge_repeats
 from bench.schema import SCHEMA_NAME, CellResult, SchemaError
 
 
@@ -181,12 +182,16 @@ def _parse_cell(path: Path, data: Any, where: str) -> CellResult:
 
 
 def _dedupe(results: list[CellResult]) -> list[CellResult]:
-    """Keep the last result per cell id (a resumed run re-measures cells it already had)."""
+    """Keep the last result per cell id (a resumed run re-measures cells it already had). A ``--repeats``
+    journal cut short holds per-repeat lines without the merged cell: those repeats are merged here."""
     latest: dict[str, CellResult] = {}
+    repeats: dict[str, dict[int, CellResult]] = {}
     for result in results:
+        if result.repeat is not None:
+            repeats.setdefault(result.cell.id, {})[result.repeat] = result
         latest.pop(result.cell.id, None)
         latest[result.cell.id] = result
-    return list(latest.values())
+    return [merge_repeats(list(repeats[cid].values())) if r.repeat is not None else r for cid, r in latest.items()]
 
 
 def _run_environment(results: list[CellResult], machine_info: dict[str, Any]) -> dict[str, Any]:

@@ -65,8 +65,9 @@ def _evidence_notes(comp: Comparison) -> list[str]:
     out = []
     if comp.weak:
         out.append(f"{comp.weak} cells ({md_cell(comp.candidate)} vs {md_cell(comp.baseline)}) were judged on their "
-                   f"timed blocks (at least {MIN_BLOCKS} per side): **weak** evidence, as one run per side cannot "
-                   "measure the noise between runs; `detbench-ab` (paired rounds on one machine) is the strong test.")
+                   f"timed blocks (at least {MIN_BLOCKS} per side): **weak** evidence, as one repeat on a side cannot "
+                   "measure the noise between runs; `--repeats 3` on both runs, or `detbench-ab` (paired rounds on "
+                   "one machine), is the strong test.")
     if comp.banded:
         out.append(f"{comp.banded} cells had no blocks on a side (v1 result) and were judged on the per-iteration "
                    "noise band, which misses the noise between runs.")
@@ -89,6 +90,7 @@ def _inconclusive(comp: Comparison) -> list[str]:
 def render(data: ReportData, html_name: str | None = None) -> str:
     out = [f"## {md_cell(data.title)}", "", f"**{md_cell(data.verdict)}**", ""]
     for comp in data.comparisons:
+        out += [f"> {md_cell(comp.repeats_note)}", ""]
         out += _host_notes(comp)
     rows = []
     for run in data.runs:

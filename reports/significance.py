@@ -21,8 +21,9 @@ run share that run's host state, so they measure within-run noise only.
 from __future__ import annotations
 
 import inspect
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 from scipy import stats
@@ -68,6 +69,7 @@ def judge_unpaired(baseline: Sequence[float], candidate: Sequence[float], thresh
                               unit, weak, f"too few samples ({len(base)} vs {len(cand)} {unit}s; "
                                           f"need {MIN_UNITS} per side)")
     ratio = _ratio_of_medians(cand, base)
+    assert ratio is not None  # both sides hold MIN_UNITS samples (checked above)
     low, high = _interval((base, cand), _ratio_of_medians_statistic)
     p_value = float(stats.mannwhitneyu(cand, base, alternative="two-sided").pvalue)
     return _decide(ratio, low, high, p_value, threshold, len(base), len(cand), unit, weak)
@@ -95,7 +97,8 @@ def _decide(ratio: float, low: float, high: float, p_value: float | None, thresh
     beyond = abs(ratio - 1.0) > threshold
     if excludes_one and beyond:
         verdict = REGRESSION if ratio < 1.0 else IMPROVEMENT
-        reason = f"ratio {ratio:.3f}, {CONFIDENCE:.0%} interval {interval} excludes 1 and the change exceeds ±{threshold:.0%}"
+        reason = (f"ratio {ratio:.3f}, {CONFIDENCE:.0%} interval {interval} excludes 1 "
+                  f"and the change exceeds ±{threshold:.0%}")
     elif 1.0 - threshold <= low and high <= 1.0 + threshold:
         verdict = UNCHANGED
         reason = f"{CONFIDENCE:.0%} interval {interval} lies within ±{threshold:.0%}"

@@ -59,14 +59,31 @@ def test_gpu_job_covers_every_image_on_the_self_hosted_runner(images_workflow):
     assert "actions/upload-artifact" in text
 
 
-def test_report_job_merges_summarises_and_gates(images_workflow):
+def test_report_job_merges_and_summarises_without_gating_images_against_each_other(images_workflow):
     job = images_workflow["jobs"]["report"]
     assert job["needs"] == "gpu-bench"
     text = steps_text(job)
     assert "actions/download-artifact" in text
-    assert "detbench-report" in text and "--baseline" in text and "--fail-on-regression" in text
-    assert "GITHUB_STEP_SUMMARY" in text
-    assert "baselines/" in text
+    assert "detbench-report" in text and "GITHUB_STEP_SUMMARY" in text
+    assert "--fail-on-regression" not in text  # images differ on purpose; the gate is detbench-ab per image
+
+
+def test_each_image_is_gated_by_detbench_ab_against_the_baseline_commits_image(images_workflow):
+    job = images_workflow["jobs"]["gpu-bench"]
+    steps = {step.get("name", ""): step for step in job["steps"]}
+    build = next(s for n, s in steps.items() if n.startswith("Build the baseline image"))["run"]
+    assert "git worktree add" in build and '-t "${BASELINE_IMAGE}"' in build and "BASELINE_BUILT=" in build
+    assert "::warning::" in build  # no baseline commit or a new Dockerfile: said, not failed
+    gate_name, gate_step = next((n, s) for n, s in steps.items() if n.startswith("Regression gate"))
+    assert "detbench-ab" in gate_name and gate_step["if"] == "${{ env.BASELINE_BUILT != '' }}"
+    assert '.ci/ab-gate "${{ matrix.image }}" "${BASELINE_IMAGE}" "${IMAGE}"' in gate_step["run"]
+    assert "${AB_BENCH_ARGS}" in gate_step["run"]
+    names = list(steps)
+    assert names.index(gate_name) > names.index("Benchmark matrix") and names.index(gate_name) < names.index(
+        "Upload results")  # the gate's rounds are uploaded too, even when it fails
+    env = images_workflow["env"]
+    assert int(env["AB_ROUNDS"]) >= 3 and "--profile" in env["AB_BENCH_ARGS"]
+    assert job["steps"][0]["with"]["fetch-depth"] == 0
 
 
 def test_lint_and_cpu_jobs_run_on_hosted_runners(images_workflow):
@@ -174,3 +191,54 @@ def test_smoke_cells_refuse_to_run_outside_the_source_root(fake_tools, tmp_path)
     env, _ = fake_tools
     result = smoke_cells(tmp_path / "out", env, cwd=tmp_path)
     assert result.returncode == 2 and "source root" in result.stderr
+
+
+# ---- .ci/ab-gate: detbench-ab over two docker run templates, its exit codes for the job -------------------
+
+
+@pytest.fixture
+def fake_ab(tmp_path):
+    """A detbench-ab that logs each argument on its own line, writes summary.md and exits $FAKE_AB_RC."""
+    tool = tmp_path / "detbench-ab"
+    log = tmp_path / "ab.log"
+    tool.write_text('#!/usr/bin/env bash\nprintf "%s\\n" "$@" > "' + str(log) + '"\n'
+                    'while [ "$1" != "--out" ]; do shift; done\n'
+                    'echo "**VERDICT: fake**" > "$2/summary.md"\nexit "${FAKE_AB_RC:-0}"\n')
+    tool.chmod(0o755)
+    env = {**os.environ, "DETBENCH_AB": str(tool), "GITHUB_STEP_SUMMARY": str(tmp_path / "step-summary.md")}
+    return env, log
+
+
+def ab_gate(env: dict, out: Path, rc: int = 0) -> subprocess.CompletedProcess:
+    return subprocess.run(["bash", str(ROOT / ".ci" / "ab-gate"), "cu128", "img:base", "img:cand", str(out),
+                           "--profile", "quick", "--models", "a b"], env={**env, "FAKE_AB_RC": str(rc)},
+                          capture_output=True, text=True)
+
+
+def test_ab_gate_runs_both_images_as_docker_templates_and_passes_the_bench_args(fake_ab, tmp_path):
+    env, log = fake_ab
+    result = ab_gate({**env, "AB_ROUNDS": "7"}, tmp_path / "out")
+    assert result.returncode == 0 and "cu128: no regression against img:base" in result.stdout
+    args = log.read_text().splitlines()
+    base, cand = args[args.index("--baseline-cmd") + 1], args[args.index("--candidate-cmd") + 1]
+    for template, image in ((base, "img:base"), (cand, "img:cand")):
+        assert template.startswith("docker run --rm --gpus all --shm-size=8g")
+        assert f"-v {{dir}}:/results {image} pytest bench/ --benchmark-json=/results/{{name}} {{args}}" in template
+    assert args[args.index("--rounds") + 1] == "7" and args[args.index("--threshold") + 1] == "0.05"
+    assert args[args.index("--out") + 1] == str(tmp_path / "out")
+    assert args[args.index("--") + 1:] == ["--profile", "quick", "--models", "a b"]
+    assert "VERDICT: fake" in (tmp_path / "step-summary.md").read_text()
+
+
+@pytest.mark.parametrize("rc, words", [(3, "::error::cu128: regression beyond 0.05 against img:base"),
+                                       (4, "::error::cu128: nothing comparable"),
+                                       (2, "::error::cu128: detbench-ab failed (exit 2")])
+def test_ab_gate_fails_the_job_on_a_regression_nothing_comparable_or_a_broken_run(fake_ab, tmp_path, rc, words):
+    env, _ = fake_ab
+    result = ab_gate(env, tmp_path / "out", rc)
+    assert result.returncode == 1 and words in result.stdout
+
+
+def test_ab_gate_usage(tmp_path):
+    result = subprocess.run(["bash", str(ROOT / ".ci" / "ab-gate"), "cu128"], capture_output=True, text=True)
+    assert result.returncode == 2 and "usage:" in result.stderr

@@ -77,3 +77,18 @@ def test_bad_input_is_one_line_and_exit_2(argv, message, capsys, tmp_path):
     assert ab.main([*argv, "--out", str(tmp_path)]) == ab.EXIT_USAGE
     err = capsys.readouterr().err.strip()
     assert message in err and "\n" not in err
+
+
+def test_the_summary_lists_regressions_and_inconclusive_cells_first_with_the_verdict_line():
+    rounds = rounds_of([100.0] * 5, [90.0, 89.0, 91.0, 90.0, 90.5], "a-infer-eager-fp32-bs8-gpu1")
+    verdicts = ab.judge(rounds, 0.05)
+    verdicts["z-infer-eager-fp32-bs1-gpu1"] = ab.judge(rounds_of([100.0], [100.0]), 0.05)["m-infer-eager-fp32-bs8-gpu1"]
+    verdicts["b-infer-eager-fp32-bs1-gpu1"] = ab.judge(rounds_of([100.0] * 3, [100.0] * 3), 0.05)[
+        "m-infer-eager-fp32-bs8-gpu1"]
+    line = ab.verdict_line(verdicts, 0.05, 5)
+    text = ab.summary_markdown(verdicts, line, ab.Side("baseline", template="docker run base:1 {json}"),
+                               ab.Side("candidate", env=(("DETBENCH_TEST_SLOWDOWN", "a:0.1"),)))
+    rows = [r.split(" | ")[0].lstrip("| ") for r in text.splitlines() if r.startswith("| ") and "-gpu1" in r]
+    assert rows == ["a-infer-eager-fp32-bs8-gpu1", "z-infer-eager-fp32-bs1-gpu1", "b-infer-eager-fp32-bs1-gpu1"]
+    assert f"**{line}**" in text and "1 inconclusive" in line
+    assert "candidate (`this interpreter` with DETBENCH_TEST_SLOWDOWN=a:0.1) vs baseline (`docker run base:1" in text

@@ -82,9 +82,8 @@ def test_a_second_concurrent_writer_is_refused_in_one_line(tmp_path):
 
 
 def test_a_journal_claimed_twice_in_one_process_is_refused(tmp_path):
-    with Journal.claim(None, tmp_path / "j.jsonl"):
-        with pytest.raises(JournalError, match="another detbench run"):
-            Journal.claim(None, tmp_path / "j.jsonl")
+    with Journal.claim(None, tmp_path / "j.jsonl"), pytest.raises(JournalError, match="another detbench run"):
+        Journal.claim(None, tmp_path / "j.jsonl")
 
 
 def test_an_unwritable_results_folder_is_refused_before_any_cell(tmp_path):

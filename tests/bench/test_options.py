@@ -12,6 +12,8 @@ from bench.options import RoundsPolicy, RunOptions
     ({"telemetry_hz": -1.0}, "telemetry rate"),
     ({"cell_timeout_s": float("nan")}, "cell timeout"),
     ({"isolation": "docker"}, "valid: model, cell, inline"),
+    ({"repeats": 0}, r"repeats must be an integer within 1\.\.100, got 0"),
+    ({"repeats": 2.5}, "repeats must be an integer"),
 ])
 def test_bad_run_options_are_one_line_errors(kwargs, words):
     with pytest.raises(ValueError, match=words):

@@ -8,7 +8,17 @@ from pathlib import Path
 import pytest
 
 from bench.interleaved import ModelComparison
-from bench.schema import BlockRecord, Cell, CellResult, Failure, Measurement, PairedRatio, SchemaError, SetupTimes
+from bench.schema import (
+    BlockRecord,
+    Cell,
+    CellResult,
+    Failure,
+    Measurement,
+    PairedRatio,
+    RepeatFailure,
+    SchemaError,
+    SetupTimes,
+)
 from reports.cli import main as report_main
 from reports.load import LoadError, load_run
 
@@ -146,4 +156,30 @@ def test_compile_details_and_a_batch_search_round_trip_and_are_validated():
     data = result.to_dict()
     data["batch_search"]["probes"][0]["peak_gib"] = 40
     with pytest.raises(SchemaError, match=r"batch_search.probes\[0\]: unknown field\(s\) peak_gib"):
+        CellResult.from_dict(data)
+
+
+def test_blocks_written_before_repeats_read_as_repeat_0_and_repeat_failures_round_trip():
+    data = full_result().to_dict()
+    for block in data["measurement"]["blocks"]:
+        del block["repeat"]
+    del data["repeat"], data["repeat_failures"], data["measurement"]["repeats"]
+    old = CellResult.from_dict(data)
+    assert {b.repeat for b in old.measurement.blocks} == {0} and old.measurement.repeats == 1 and old.repeat is None
+    result = full_result()
+    result.repeat_failures = [RepeatFailure(1, "oom", "CUDA out of memory", Failure(error_type="OutOfMemoryError"))]
+    again = CellResult.from_dict(json.loads(json.dumps(result.to_dict())))
+    assert again == result and again.repeat_failures[0].failure.error_type == "OutOfMemoryError"
+
+
+@pytest.mark.parametrize("change, words", [
+    (lambda d: d.update(repeat_failures=[{"repeat": 1, "status": "lost"}]), "unknown repeat status 'lost'"),
+    (lambda d: d.update(repeat_failures={"repeat": 1}), "repeat_failures must be a list"),
+    (lambda d: d["measurement"]["blocks"][0].update(repeat=-1), r"blocks\[0\]\.repeat"),
+    (lambda d: d.update(repeat=1.5), "repeat must be an integer"),
+])
+def test_malformed_repeat_fields_name_the_field(change, words):
+    data = full_result().to_dict()
+    change(data)
+    with pytest.raises(SchemaError, match=words):
         CellResult.from_dict(data)

@@ -77,8 +77,8 @@ def test_improvement_beyond_noise(run_file):
 
 
 def test_a_cell_that_now_fails_is_a_regression(run_file, tmp_path):
-    from tests.reports.generate import make_results, write_benchmark_json
     from tests.reports.conftest import SMALL
+    from tests.reports.generate import make_results, write_benchmark_json
 
     base = make_results(seed=7, **SMALL)
     cand = make_results(seed=7, **SMALL)

@@ -11,9 +11,9 @@ import pytest
 from bench.schema import BlockRecord, Cell, CellResult, Measurement
 from reports.cli import EXIT_OK, EXIT_REGRESSION, main
 from reports.compare import (
-    GATE_PASS,
     BASIS_BAND,
     BASIS_BLOCKS,
+    GATE_PASS,
     IMPROVEMENT,
     INCONCLUSIVE,
     REGRESSION,
