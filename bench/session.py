@@ -55,7 +55,9 @@ CALIBRATION_IMAGES = 8
 TAIL_CHARS = 4000
 # errors after which the CUDA context is unusable: the worker must end (a fresh one takes the rest)
 # inductor's artifact loggers that say why a graph runs without CUDA graphs ("skipping cudagraphs due to ...")
-CUDAGRAPH_LOGGERS = ("torch._inductor.cudagraph_utils.__cudagraphs", "torch._inductor.scheduler.__cudagraphs")
+# (torch >= 2.8 names them "cudagraphs"; torch 2.5-2.7 log the same messages among other perf hints)
+CUDAGRAPH_LOGGERS = ("torch._inductor.cudagraph_utils.__cudagraphs", "torch._inductor.scheduler.__cudagraphs",
+                     "torch._inductor.cudagraph_utils.__perf_hints")
 STICKY_CUDA_WORDS = ("illegal memory access", "device-side assert", "unspecified launch failure",
                      "cuda error: misaligned address", "an illegal instruction", "uncorrectable ecc")
 
@@ -196,7 +198,9 @@ class _Collect(logging.Handler):
         self.into = into
 
     def emit(self, record: logging.LogRecord) -> None:
-        self.into.append(record.getMessage())
+        message = record.getMessage()
+        if "cudagraph" in message:  # the older perf-hints logger carries other hints too
+            self.into.append(message)
 
 
 @contextlib.contextmanager

@@ -228,5 +228,5 @@ def test_cudagraph_skip_reasons_are_collected_from_inductors_log_not_hidden():
 
     with cudagraph_skip_messages() as messages:
         log_cudagraph_skip_and_bump_counter("skipping cudagraphs due to data dependent ops: nonzero")
-    log_cudagraph_skip_and_bump_counter("after the block: not collected")
+    log_cudagraph_skip_and_bump_counter("skipping cudagraphs after the block: not collected")
     assert messages == ["skipping cudagraphs due to data dependent ops: nonzero"]
