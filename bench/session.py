@@ -52,6 +52,9 @@ CANARY_LOOPS = 20_000
 # Images a group's BatchNorm statistics are set from, whatever the cells' batch sizes: statistics from a single
 # image fit that image (SSDlite at batch 1: 1000 candidates on it, 4600 on the next image).
 CALIBRATION_IMAGES = 8
+# Images a group's FLOP count runs on (FLOPs per image do not depend on the batch): one for inference, two for a
+# training step, whose BatchNorm layers in train mode need more than one value per channel (1x1 maps in SSDlite)
+FLOP_COUNT_BATCH = {"infer": 1, "train": 2}
 TAIL_CHARS = 4000
 # errors after which the CUDA context is unusable: the worker must end (a fresh one takes the rest)
 # inductor's artifact loggers that say why a graph runs without CUDA graphs ("skipping cudagraphs due to ...")
@@ -85,7 +88,7 @@ class GroupShared:
     once per batch size (the candidates per image depend on the images), so the precisions and compile modes
     of one batch size run the same post-processing setting and their ratios compare the same work. Training
     variants update their weights and keep a model each. FLOPs per image do not depend on precision, compile
-    or batch size: one count per mode, made at batch 1."""
+    or batch size: one count per mode, made on a small batch (FLOP_COUNT_BATCH)."""
 
     flops: dict[str, tuple[FlopCount, str]] = field(default_factory=dict)  # mode -> (count, owner cell id)
     # memory format -> the inference model in that layout; a second layout is a copy of the first (same weights,
@@ -559,11 +562,12 @@ class CellSession:
         if mode in self.shared.flops:
             self.flop_count, owner = self.shared.flops[mode]
             self.flops_info.reused_from = owner
-        else:  # per image, at batch 1: the count runs every op through Python, its cost grows with the batch
+        else:  # per image, on a small batch: the count runs every op through Python, its cost grows with the batch
             p = self.prepared
+            batch = FLOP_COUNT_BATCH[mode]
             generator = torch.Generator(device=self.device).manual_seed(self.options.seed)
-            inputs = p.spec.make_inputs(1, p.image_size, self.device, generator)
-            targets = p.spec.make_targets(1, p.image_size, self.device, generator) if mode == "train" else None
+            inputs = p.spec.make_inputs(batch, p.image_size, self.device, generator)
+            targets = p.spec.make_targets(batch, p.image_size, self.device, generator) if mode == "train" else None
             self.flop_count = count_flops(p.model, inputs, mode, targets=targets, loss_fn=p.spec.training_loss)
             self.shared.flops[mode] = (self.flop_count, self.cell.id)
         self.setup.flop_count_s = time.perf_counter() - mark

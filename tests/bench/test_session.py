@@ -74,6 +74,7 @@ def test_a_group_counts_flops_once_per_mode_at_batch_1_and_shares_one_inference_
     assert first.flop_count.batch_size == 1 and first.flops_info.reused_from is None
     assert other_batch.flop_count is first.flop_count and other_batch.flops_info.reused_from == first.cell.id
     assert train.flop_count.backward_counted and train.flops_info.reused_from is None
+    assert train.flop_count.batch_size == 2  # a training step's BatchNorm needs more than one value per channel
     assert train_again.flops_info.reused_from == train.cell.id
     # one set of inference weights for every inference variant; training updates its own weights
     assert other_batch.prepared.model is first.prepared.model
@@ -105,6 +106,15 @@ def test_inference_variants_share_a_model_calibrated_once_per_batch_size_in_fp32
         session.time_block(2)  # the variants take turns on one model, each with its batch size's threshold
         assert head.score_thresh == load["score_thresh"]
     assert sessions[2].result().postprocess["calibrated_by"] == cells[0].id
+
+
+def test_a_training_cell_counts_its_flops_where_batchnorm_sees_one_value_per_image():
+    # SSDlite at 160x160 has 1x1 maps in its extra blocks: a batch-1 training count raised ValueError there
+    options = RunOptions(model_modules=(), warmup=FAST["warmup"], rounds=FAST["rounds"])
+    session = CellSession(Cell("ssdlite320_mobilenet_v3_large", "train", batch_size=2, image_size=(160, 160)),
+                          options, CPU)
+    session.set_up()
+    assert session.flop_count.batch_size == 2 and session.flop_count.flops_per_image > 0
 
 
 def test_a_session_set_up_but_never_timed_says_so():
