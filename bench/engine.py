@@ -164,11 +164,13 @@ def eager_twin(cell: Cell) -> Cell:
 
 
 def paired_ratio(cell: CellResult, baseline: CellResult) -> PairedRatio | None:
-    """Throughput ratio to ``baseline`` per round (blocks of the same round are paired), median and IQR."""
+    """Throughput ratio to ``baseline`` per round, median and IQR: blocks of the same (repeat, round) are paired,
+    since only those were interleaved with each other (one worker run has a single repeat)."""
     if cell.measurement is None or baseline.measurement is None:
         return None
-    base = {b.round: b.median_ms for b in baseline.measurement.blocks}
-    pairs = [base[b.round] / b.median_ms for b in cell.measurement.blocks if b.round in base and b.median_ms > 0]
+    base = {(b.repeat, b.round): b.median_ms for b in baseline.measurement.blocks}
+    pairs = [base[(b.repeat, b.round)] / b.median_ms for b in cell.measurement.blocks
+             if (b.repeat, b.round) in base and b.median_ms > 0]
     if not pairs:
         return None
     ordered = sorted(pairs)

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from typing import TypeVar
 
 from bench import stats
-from bench.schema import CellResult, PairedRatio, RepeatFailure
+from bench.schema import CellResult, RepeatFailure
 
 T = TypeVar("T")
 
@@ -102,7 +102,7 @@ def _sum_or_none(values: list[float | None]) -> float | None:
 def repaired_ratios(results: dict[str, CellResult]) -> None:
     """Recompute each merged cell's paired ratio to its baseline, pairing blocks on (repeat, round): a
     repeat's blocks were interleaved with the baseline's blocks of the same repeat and round only."""
-    from bench.engine import baseline_of  # noqa: PLC0415 (imports torch; reports merge journals without it)
+    from bench.engine import baseline_of, paired_ratio  # noqa: PLC0415 (imports torch; reports merge journals without it)
 
     for result in results.values():
         if result.status != "ok" or result.measurement is None:
@@ -110,17 +110,4 @@ def repaired_ratios(results: dict[str, CellResult]) -> None:
         base = results.get(baseline_of(result.cell).id)
         if base is None or base.status != "ok" or base.measurement is None:
             continue
-        result.ratio = paired_ratio_by_repeat(result, base) or result.ratio
-
-
-def paired_ratio_by_repeat(cell: CellResult, baseline: CellResult) -> PairedRatio | None:
-    """Throughput ratio to ``baseline`` from blocks paired on (repeat, round); median and IQR of the pairs."""
-    assert cell.measurement is not None and baseline.measurement is not None
-    base = {(b.repeat, b.round): b.median_ms for b in baseline.measurement.blocks}
-    pairs = [base[(b.repeat, b.round)] / b.median_ms for b in cell.measurement.blocks
-             if (b.repeat, b.round) in base and b.median_ms > 0]
-    if not pairs:
-        return None
-    ordered = sorted(pairs)
-    return PairedRatio(baseline.cell.id, statistics.median(pairs), stats.percentile(ordered, 25),
-                       stats.percentile(ordered, 75), [round(p, 6) for p in pairs])
+        result.ratio = paired_ratio(result, base) or result.ratio
