@@ -29,7 +29,8 @@ nox.options.error_on_missing_interpreters = True
 
 @dataclass(frozen=True)
 class TorchLine:
-    """A torch/torchvision pair and what ships it (tests/test_dockerfiles.py keeps this table in step)."""
+    """A torch/torchvision pair and what ships it: an image (its build arguments: docker/images/<tag>.env) or
+    constraints.txt. tests/test_dockerfiles.py keeps this table and those files in step."""
 
     torch: str
     torchvision: str
@@ -38,16 +39,16 @@ class TorchLine:
 
 # A literal, so the tests read it without nox installed (ast.literal_eval).
 TORCH_LINE_TABLE = (
-    ("2.5.1", "0.20.1", "Dockerfile.cu121"),
-    ("2.7.1", "0.22.1", "Dockerfile.cu118"),
-    ("2.11.0", "0.26.0", "Dockerfile.cu128"),
+    ("2.5.1", "0.20.1", "detbench:cu121"),
+    ("2.7.1", "0.22.1", "detbench:cu118"),
+    ("2.11.0", "0.26.0", "detbench:cu128"),
     ("2.14.1", "0.29.1", "constraints.txt"),
 )
 TORCH_LINES = tuple(TorchLine(*row) for row in TORCH_LINE_TABLE)
 
 UNIT_TESTS = ("tests/bench", "tests/envcheck", "tests/test_imports.py")  # what calls torch; reports are pandas
 FIDELITY_TIMING_TEST = (
-    "tests/bench/test_fidelity.py::test_check_runs_the_suite_region_and_the_bare_loop_in_alternation_on_the_same_setup"
+    "tests/bench/tools/test_fidelity.py::test_check_runs_the_suite_region_and_the_bare_loop_in_alternation_on_the_same_setup"
 )
 
 # The check that pip kept the pair it was given (a later install could otherwise swap torch unnoticed).

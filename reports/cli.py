@@ -17,8 +17,9 @@ from pathlib import Path
 
 import pandas as pd
 
+from bench.core.advice import advise_runs
 from reports import html, markdown
-from reports.advisor import advise_runs
+from reports.columns import advice_rows, with_speedup
 from reports.compare import (
     GATE_FAIL,
     GATE_INCOMPARABLE,
@@ -31,7 +32,7 @@ from reports.compare import (
     verdict_line,
 )
 from reports.load import LoadError, load_runs, tidy
-from reports.recommend import recommend, with_speedup
+from reports.ratios import RatiosError, ratio_markdown
 
 EXIT_OK = 0
 EXIT_BAD_INPUT = 2
@@ -58,7 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--ratios-markdown",
         action="store_true",
-        help="the RUN files are bench.interleaved results: print their paired-ratio tables as Markdown "
+        help="the RUN files are bench.tools.interleaved results: print their paired-ratio tables as Markdown "
         "(the tables of docs/results-h100.md) and exit",
     )
     parser.add_argument(
@@ -164,11 +165,10 @@ def main(argv: list[str] | None = None) -> int:
         title=args.title,
         runs=runs,
         frame=frame,
-        recommendations=recommend(frame),
+        advice=advise_runs(runs),
         comparisons=comparisons,
         verdict=verdict,
         threshold=args.threshold,
-        advice=advise_runs(runs),
     )
     files = render_outputs(data)
     try:
@@ -195,10 +195,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _ratios_markdown(paths: list[str], parser: argparse.ArgumentParser) -> int:
-    from reports.ratios import RatiosError, ratio_markdown  # noqa: PLC0415  (imports torch via bench)
-
     if not paths:
-        parser.error("--ratios-markdown needs bench.interleaved result files (docs/examples/h100-ratios-*.json)")
+        parser.error("--ratios-markdown needs bench.tools.interleaved result files (docs/examples/h100-ratios-*.json)")
     try:
         print(ratio_markdown(paths), end="")
     except RatiosError as exc:
@@ -234,13 +232,13 @@ class OutputError(Exception):
 
 
 def render_outputs(data: html.ReportData) -> dict[str, str]:
-    """File name -> content: report.html, summary.md, cells.csv, recommendations.csv, comparison.csv (when
-    comparing)."""
+    """File name -> content: report.html, summary.md, cells.csv, recommendations.csv (the advice, one row per
+    run, detector, mode and GPU count), comparison.csv (when comparing)."""
     files = {
         "report.html": html.render(data),
         "summary.md": markdown.render(data, html_name="report.html"),
         "cells.csv": data.frame.to_csv(index=False),
-        "recommendations.csv": data.recommendations.to_csv(index=False),
+        "recommendations.csv": pd.DataFrame(advice_rows(data.advice)).to_csv(index=False),
     }
     if data.comparisons:
         table = pd.concat([c.table.assign(baseline=c.baseline, candidate=c.candidate) for c in data.comparisons])

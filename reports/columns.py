@@ -1,7 +1,7 @@
 """One column specification for every table the reports print: HTML (templates), Markdown and the terminal.
 
 A :class:`Column` says which value of a row it shows, its title, how the value is formatted and how it is
-aligned; the named column sets (:data:`MATRIX`, :data:`FAILURES`, :data:`RECOMMEND`, :data:`COMPARISON`, ...)
+aligned; the named column sets (:data:`MATRIX`, :data:`FAILURES`, :data:`ADVICE`, :data:`COMPARISON`, ...)
 are the tables themselves. Formatting lives here and only here.
 """
 
@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 import pandas as pd
+
+from bench.core.advice import INTERLEAVED, Advice, Candidate, Gain
 
 # ---------- value formatting (the only copy) ----------
 
@@ -128,13 +130,6 @@ def _ratio_with_spread(row: Mapping[str, Any]) -> str:
     return fmt_ratio_spread(row.get("ratio"), row.get("ratio_q1"), row.get("ratio_q3"))
 
 
-def _gain_or_note(row: Mapping[str, Any]) -> str:
-    # a paired pick shows its ratio with the spread; otherwise the quotient of two cells timed apart
-    if row.get("paired"):
-        return _ratio_with_spread(row)
-    return fmt_ratio(row.get("gain_over_eager_fp32")) or fmt_text(row.get("note"))
-
-
 def _status_with_reason(row: Mapping[str, Any]) -> str:
     status, reason = fmt_text(row.get("status_cand")), fmt_text(row.get("reason_cand"))
     return f"{status} ({reason})" if reason else status
@@ -177,21 +172,27 @@ FAILURES: list[Column] = [
     Column("reason", "reason", kind="reason"),
 ]
 
-RECOMMEND: list[Column] = [
+ADVICE: list[Column] = [  # rows: advice_rows(); the terminal's twin is bench/plugin/display.py advice_table
     Column("run", "run"),
     Column("model", "detector"),
     Column("mode", "mode"),
     Column("gpus", "GPUs", fmt_int, "num"),
-    Column("variant", "use"),
+    Column("variant", "use", display=lambda r: fmt_text(r.get("variant")) or "nothing ran ok"),
     Column("batch_size", "batch", fmt_int, "num"),
     Column("throughput_ips", "images/s", fmt_num, "num"),
-    Column("gain_over_eager_fp32", "vs eager fp32", kind="num", display=_gain_or_note),
+    Column("gain_over_eager_fp32", "vs eager fp32", kind="num", display=lambda r: r["gain_text"]),
     Column("runner_up", "runner-up", kind="reason"),
     Column("peak_memory_bytes", "peak memory", fmt_gib, "num"),
-    Column("break_even_iterations", "break-even iters", fmt_num, "num"),
-    Column("not_tried", "not tried / not ok", kind="reason"),
-    Column("note", "note", kind="reason"),
+    Column("compile_s", "compile s", fmt_num, "num"),
+    Column("break_even_iterations", "break-even", kind="num", display=lambda r: r["break_even_text"]),
+    Column("mfu", "MFU", fmt_pct, "num"),
+    Column("gpu_util_pct", "GPU util %", fmt_num, "num"),
+    Column("not_tried", "not tried", kind="reason"),
+    Column("failed", "failed (reason)", kind="reason"),
+    Column("notes", "notes", kind="reason"),
 ]
+ADVICE_SHORT_KEYS = ("model", "mode", "gpus", "variant", "batch_size", "throughput_ips", "gain_over_eager_fp32",
+                     "mfu", "gpu_util_pct")
 
 def _verdict_text(row: Mapping[str, Any]) -> str:
     """The verdict, with "(host differs)" when the host check made it inconclusive and "(weak)" on a block flag."""
@@ -330,3 +331,94 @@ def rich_table(columns: Sequence[Column], rows: Iterable[Mapping[str, Any]], tit
 def records(frame: pd.DataFrame) -> list[dict[str, Any]]:
     """Rows of a frame as dicts, the form every renderer takes."""
     return frame.to_dict("records")
+
+
+# ---------- the advice (bench.core.advice) as rows ----------
+
+
+def gain_text(gain: Gain) -> str:
+    """``1.80× (1.75–1.86)`` for a paired gain, ``1.00× (baseline)``, ``1.50× (not interleaved)``, or why there
+    is none (the same words as bench/plugin/display.py)."""
+    if gain.value is None:
+        return gain.basis
+    if gain.basis == INTERLEAVED:
+        return fmt_ratio_spread(gain.value, gain.q1, gain.q3)
+    return f"{gain.value:.2f}× ({gain.basis})"
+
+
+def break_even_text(best: Candidate) -> str:
+    """Iterations after which compiling pays, ``never (not faster than eager)``, or why it is unknown."""
+    if not best.compiled:
+        return ""
+    if best.break_even_iterations is not None:
+        return f"{best.break_even_iterations:,.0f} it"
+    return "never (not faster than eager)" if best.never_pays_off else (best.break_even_basis or "")
+
+
+def runner_up_text(item: Advice) -> str:
+    """The runner-up with its gain when it shares the pick's baseline (and whether that is a tie), else with its
+    throughput."""
+    runner = item.runner_up
+    if runner is None:
+        return ""
+    name = f"{runner.configuration} bs{runner.batch_size}"
+    if not item.runner_up_comparable or runner.gain.value is None:
+        return f"{name}: {runner.throughput_ips:.1f} images/s"
+    return f"{name}: {gain_text(runner.gain)}" + ("; a tie within the noise" if item.tie else "")
+
+
+def not_tried_text(item: Advice) -> str:
+    parts = list(item.not_tried)
+    best = item.best
+    if best is not None and item.not_at_batch:
+        parts.append(f"at batch {best.batch_size}: {', '.join(item.not_at_batch)}")
+    return "; ".join(parts)
+
+
+def failed_text(item: Advice) -> str:
+    return "; ".join(f"{f.configuration} bs{f.batch_size} {f.status}: {f.reason}" for f in item.failures)
+
+
+def advice_rows(advice: Sequence[Advice]) -> list[dict[str, Any]]:
+    """One flat row per advice: the pick's figures as raw values (what recommendations.csv holds and numeric
+    cells sort by) and the texts :data:`ADVICE` shows."""
+    rows = []
+    for item in advice:
+        best = item.best
+        row: dict[str, Any] = {"run": item.run, "model": item.model, "mode": item.mode, "gpus": item.gpus}
+        if best is None:
+            row.update(cell_id=None, variant=None, batch_size=None, throughput_ips=None, gain_over_eager_fp32=None,
+                       gain_q1=None, gain_q3=None, gain_basis=None, paired=False, baseline_cell_id=None,
+                       peak_memory_bytes=None, compile_s=None, break_even_iterations=None, mfu=None,
+                       gpu_util_pct=None, gain_text="", break_even_text="")
+        else:
+            gain = best.gain
+            row.update(cell_id=best.cell_id, variant=best.configuration, batch_size=best.batch_size,
+                       throughput_ips=best.throughput_ips, gain_over_eager_fp32=gain.value, gain_q1=gain.q1,
+                       gain_q3=gain.q3, gain_basis=gain.basis, paired=gain.paired,
+                       baseline_cell_id=gain.baseline_cell_id, peak_memory_bytes=best.peak_memory_bytes,
+                       compile_s=best.compile_s, break_even_iterations=best.break_even_iterations, mfu=best.mfu,
+                       gpu_util_pct=best.gpu_util_pct, gain_text=gain_text(gain), break_even_text=break_even_text(best))
+        row.update(runner_up=runner_up_text(item), tie=item.tie, not_tried=not_tried_text(item),
+                   failed=failed_text(item), notes="; ".join(item.notes))
+        rows.append(row)
+    return rows
+
+
+def advice_columns(with_run: bool, keys: Sequence[str] | None = None) -> list[Column]:
+    """:data:`ADVICE` (or only the given keys), with the run column only when ``with_run``."""
+    run = [c for c in ADVICE if c.key == "run"] if with_run else []
+    return run + [c for c in ADVICE if c.key != "run" and (keys is None or c.key in keys)]
+
+
+def with_speedup(frame: pd.DataFrame) -> pd.DataFrame:
+    """``frame`` plus ``speedup_vs_eager_fp32``: throughput over eager FP32 of the same run, detector, mode,
+    batch size, GPU count and image size (NaN where either side is not ok). A plain quotient of two cells, for
+    the matrix and the speedup plot; the advice uses paired ratios where the cells have them."""
+    keys = ["run", "model", "mode", "batch_size", "gpus", "image_size"]
+    base = frame[(frame["compile"] == "eager") & (frame["precision"] == "fp32") & (frame["status"] == "ok")]
+    base = base[[*keys, "throughput_ips"]].rename(columns={"throughput_ips": "_eager_fp32_ips"})
+    merged = frame.merge(base.drop_duplicates(keys), on=keys, how="left")
+    ok = merged["status"] == "ok"
+    merged["speedup_vs_eager_fp32"] = (merged["throughput_ips"] / merged["_eager_fp32_ips"]).where(ok)
+    return merged.drop(columns="_eager_fp32_ips")

@@ -4,7 +4,7 @@ A cell ok on both sides is judged one of two ways (the table's ``basis`` column 
 
 - **Repeats** (runs made with ``--repeats N``, N >= 3 on both sides): each repeat of a cell (measured at
   another moment of its run, by a fresh worker) gives one throughput, the median of its blocks, and
-  :func:`reports.significance.judge_unpaired` tests those: the between-repeat spread, where a shared host's
+  :func:`bench.core.significance.judge_unpaired` tests those: the between-repeat spread, where a shared host's
   noise lives, is what the test sees. A change is flagged only when it exceeds the threshold *and* the
   bootstrap interval of the ratio of medians excludes 1; an interval too wide to decide is ``inconclusive``.
 - **Blocks** (schema v2 results with fewer repeats): each side's timed blocks give one throughput each and
@@ -40,7 +40,7 @@ from typing import Any, TypeGuard
 
 import pandas as pd
 
-from reports import significance
+from bench.core import significance
 from reports.load import Run
 
 REGRESSION = significance.REGRESSION  # "regression": the names CI and the tests grep stay fixed

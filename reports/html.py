@@ -19,9 +19,9 @@ import jinja2
 import pandas as pd
 from markupsafe import Markup
 
+from bench.core.advice import INTERLEAVED, NOT_INTERLEAVED, Advice
 from reports import columns as C  # noqa: N812 - `columns` is a parameter name throughout this module
 from reports import plots
-from reports.advisor import html_section
 from reports.assets import CSS, JS
 
 # Formatters used to live here; markdown.py (and others) still import them from this module.
@@ -61,8 +61,7 @@ ENV_KEYS = [
 NAV = [
     ("runs", "Runs"),
     ("environment", "Environment"),
-    ("recommend", "What should I use?"),
-    ("advisor", "Advisor"),
+    ("recommend", "What should I use?"),  # the advice; the old "#advisor" anchor points into the same section
     ("compare", "Comparison"),
     ("failures", "Not ok"),
     ("plots", "Plots"),
@@ -79,11 +78,10 @@ class ReportData:
     title: str
     runs: list[Run]
     frame: pd.DataFrame  # tidy table with speedup_vs_eager_fp32
-    recommendations: pd.DataFrame
+    advice: list[Advice]  # bench.core.advice: one per run, detector, mode and GPU count
     comparisons: list[Comparison]
     verdict: str
     threshold: float
-    advice: list[Any] = field(default_factory=list)  # reports.advisor.Advice, one per run, detector, mode, GPUs
     generated: str = field(default_factory=lambda: _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"))
 
 
@@ -177,17 +175,17 @@ def _env_value(v: Any) -> str:
     return "n/a" if v is None else str(v)
 
 
-def recommend_view(rec: pd.DataFrame) -> dict[str, Any]:
-    if rec.empty:
-        return {"table": None, "any_pick": False, "paired": False, "unpaired": False}
-    picked = rec["cell_id"].notna()
-    paired = rec["paired"].fillna(False).astype(bool) if "paired" in rec.columns else pd.Series(False, index=rec.index)
-    paired = paired & picked
+def advice_view(advice: Sequence[Advice], with_run: bool) -> dict[str, Any]:
+    """The "What should I use?" section: the advice table and which kinds of gain it quotes."""
+    if not advice:
+        return {"table": None, "any_pick": False, "interleaved": False, "not_interleaved": False}
+    picks = [a.best for a in advice if a.best is not None]
+    table = TableView("advice-table", C.advice_columns(with_run), C.advice_rows(advice), row_attrs=())
     return {
-        "table": table_view(rec, C.RECOMMEND, "recommend-table"),
-        "any_pick": bool(picked.any()),
-        "paired": bool(paired.any()),
-        "unpaired": bool((~paired & picked).any()),
+        "table": table,
+        "any_pick": bool(picks),
+        "interleaved": any(p.gain.basis == INTERLEAVED for p in picks),
+        "not_interleaved": any(p.gain.basis == NOT_INTERLEAVED for p in picks),
     }
 
 
@@ -393,9 +391,7 @@ def render(data: ReportData) -> str:
             js=Markup(JS),
             runs=runs_view(data.runs),
             env=environment_view(data.runs),
-            recommend=recommend_view(data.recommendations),
-            # html_section renders reports/templates/advisor.html.j2 with autoescaping: every value is escaped there
-            advisor=Markup(html_section(data.advice, with_run=len(data.runs) > 1)),
+            advice=advice_view(data.advice, with_run=len(data.runs) > 1),
             comparisons=comparisons_view(data.comparisons),
             threshold_pct=f"{threshold * 100:g}",
             failures=failures_view(data.frame),

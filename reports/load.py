@@ -1,8 +1,8 @@
 """Result files -> runs -> one tidy pandas table (one row per cell per run).
 
 Reads pytest-benchmark JSON (``benchmarks[i].extra_info.detbench``), the run journal (``*.jsonl``, one
-cell result per line, so an interrupted run can still be reported) and ``python -m bench.interleaved``
-results (their variants are cells too). Every cell goes through :meth:`bench.schema.CellResult.from_dict`,
+cell result per line, so an interrupted run can still be reported) and ``python -m bench.tools.interleaved``
+results (their variants are cells too). Every cell goes through :meth:`bench.core.schema.CellResult.from_dict`,
 which validates it (schema versions 1 and 2); anything else raises :class:`LoadError` with a one-line
 reason naming the file and the field.
 """
@@ -19,8 +19,9 @@ from typing import Any
 
 import pandas as pd
 
-from bench.repeats import merge_repeats
-from bench.schema import SCHEMA_NAME, CellResult, SchemaError
+from bench.core.repeats import merge_repeats
+from bench.core.schema import SCHEMA_NAME, CellResult, SchemaError
+from reports import legacy
 
 
 class LoadError(ValueError):
@@ -72,7 +73,7 @@ def load_run(path: str | Path, label: str | None = None) -> Run:
 def _load_benchmark_json(path: Path, data: Any) -> Run:
     if not isinstance(data, dict):
         raise LoadError(f"{path}: expected a pytest-benchmark JSON object, got a {type(data).__name__}")
-    if data.get("schema") == "detbench.interleaved":
+    if data.get("schema") == legacy.SCHEMA_NAME:
         return _load_interleaved(path, data)
     if "benchmarks" not in data or not isinstance(data["benchmarks"], list):
         keys = ", ".join(sorted(map(str, data))[:6]) or "none"
@@ -88,7 +89,7 @@ def _load_benchmark_json(path: Path, data: Any) -> Run:
         name = bench.get("name", f"#{i}")
         results.append(_parse_cell(path, cell, f"benchmarks[{i}] ({name})"))
     # cells that measured nothing (oom, error, skipped, timeout) have no stats, so pytest-benchmark leaves
-    # them out of "benchmarks"; bench/conftest.py keeps them beside it, in the top-level "detbench" block
+    # them out of "benchmarks"; bench/plugin/plugin.py keeps them beside it, in the top-level "detbench" block
     block = data.get("detbench")
     if block is not None and not isinstance(block, dict):
         raise LoadError(f"{path}: top-level 'detbench' must be an object, got a {type(block).__name__}")
@@ -119,8 +120,7 @@ def _load_benchmark_json(path: Path, data: Any) -> Run:
 
 
 def _load_interleaved(path: Path, data: dict[str, Any]) -> Run:
-    from bench.interleaved import InterleavedError, ModelComparison, killed_model_results  # noqa: PLC0415
-
+    """An old ``python -m bench.tools.interleaved`` file (reports.legacy reads its models as cells)."""
     results: list[CellResult] = []
     models = data.get("models")
     if not isinstance(models, list):
@@ -129,15 +129,11 @@ def _load_interleaved(path: Path, data: dict[str, Any]) -> Run:
         if not isinstance(model, dict) or model.get("status") not in ("ok", "error", "timeout", "skipped"):
             continue  # a partial write of a killed run
         try:
-            if "ratios" not in model:  # a killed model's record: the variants it had set up
-                results.extend(killed_model_results(model))
-                continue
-            comparison = ModelComparison.from_dict({"schema": data["schema"],
-                                                    "schema_version": data.get("schema_version"), **model})
-            results.extend(comparison.cell_results())
+            # a killed model's record (no ratios) holds the variants it had set up
+            results.extend(legacy.model_results(model, data.get("schema_version")))
         except SchemaError as exc:
             raise LoadError(f"{path}: models[{i}]: {exc}") from exc
-        except (InterleavedError, KeyError, TypeError, ValueError) as exc:
+        except (legacy.LegacyError, KeyError, TypeError, ValueError) as exc:
             raise LoadError(f"{path}: models[{i}]: malformed interleaved result ({exc})") from exc
     if not results:
         raise LoadError(f"{path}: interleaved file holds no measured model")
@@ -357,7 +353,7 @@ def _block_spread(block_ms: list[float]) -> float | None:
     """Between-block spread: interquartile range of the block medians over their median (None below 2)."""
     if len(block_ms) < 2:
         return None
-    from bench.stats import percentile  # noqa: PLC0415
+    from bench.core.stats import percentile  # noqa: PLC0415
 
     median = statistics.median(block_ms)
     return (percentile(block_ms, 75) - percentile(block_ms, 25)) / median if median > 0 else None

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import pandas as pd
 
-from reports.advisor import markdown_lines
+from bench.core.advice import NOT_INTERLEAVED
 from reports.columns import (
     COMPARISON_INCONCLUSIVE,
     COMPARISON_SUMMARY,
     FAILURES,
-    RECOMMEND,
+    advice_columns,
+    advice_rows,
     fmt_num,
     markdown_table,
     md_cell,
@@ -87,6 +88,22 @@ def _inconclusive(comp: Comparison) -> list[str]:
     return [*out, ""]
 
 
+def _advice(data: ReportData) -> list[str]:
+    """The advice table (bench.core.advice; the same rows as the HTML section and the terminal)."""
+    if not data.advice:
+        return []
+    out = ["### What should I use?", ""]
+    out += markdown_table(advice_columns(with_run=len(data.runs) > 1), advice_rows(data.advice[: MAX_ROWS * 2]))
+    if len(data.advice) > MAX_ROWS * 2:
+        out.append(f"\n... and {len(data.advice) - MAX_ROWS * 2} more (see the HTML report or recommendations.csv)")
+    out.append("")
+    basis = {a.best.gain.basis for a in data.advice if a.best is not None}
+    if NOT_INTERLEAVED in basis:
+        out += ["Gains marked *not interleaved* divide two cells timed by different workers (host drift included); "
+                "a gain with a range is a paired ratio (median and IQR over interleaved rounds).", ""]
+    return out
+
+
 def render(data: ReportData, html_name: str | None = None) -> str:
     out = [f"## {md_cell(data.title)}", "", f"**{md_cell(data.verdict)}**", ""]
     for comp in data.comparisons:
@@ -122,15 +139,7 @@ def render(data: ReportData, html_name: str | None = None) -> str:
         out += _inconclusive(comp)
         out += _missing(comp)
         out += _evidence_notes(comp)
-    rec = data.recommendations
-    if not rec.empty:
-        out.append("### What should I use?")
-        out.append("")
-        out += markdown_table(RECOMMEND, rec.head(MAX_ROWS * 2).to_dict("records"))
-        out.append("")
-    if data.advice:
-        out += ["### Advisor: the fastest configuration measured", ""]
-        out += [*markdown_lines(data.advice[: MAX_ROWS * 2], with_run=len(data.runs) > 1), ""]
+    out += _advice(data)
     bad = data.frame[data.frame["status"] != "ok"]
     if not bad.empty:
         out.append(f"### Cells that did not run ok ({len(bad)})")

@@ -1,4 +1,5 @@
-"""Markdown tables of paired ratios from committed ``python -m bench.interleaved`` results.
+"""Markdown tables of paired ratios from committed ``python -m bench.tools.interleaved`` results (the old
+``detbench.interleaved`` files, read by reports.legacy).
 
 Usage: ``python -m reports.ratios docs/examples/h100-ratios-*.json`` (or ``detbench-report --ratios-markdown``).
 One table per variant set (inference, training step, ...), one row per model: the baseline's images/s, then
@@ -14,16 +15,16 @@ import sys
 from collections.abc import Iterable
 from pathlib import Path
 
-from bench import stats
-from bench.interleaved import ModelComparison, eager_twin_variant, fill_break_even
+from bench.core import stats
 from reports.columns import fmt_ratio_spread, md_cell
+from reports.legacy import ModelComparison, eager_twin_variant, fill_break_even
 
 _PRECISION = {"fp32": "FP32", "bf16": "bf16", "fp16": "fp16"}
 _MODE = {"infer": "detector", "train": "detector (training step)"}
 
 
 class RatiosError(ValueError):
-    """A file that is not a ``bench.interleaved`` result; the message names the file."""
+    """A file that is not a ``bench.tools.interleaved`` result; the message names the file."""
 
 
 def load_comparisons(paths: Iterable[str | Path]) -> list[ModelComparison]:
@@ -36,13 +37,13 @@ def load_comparisons(paths: Iterable[str | Path]) -> list[ModelComparison]:
             raise RatiosError(f"{path}: cannot read it as JSON ({exc})") from exc
         models = data.get("models") if isinstance(data, dict) else None
         if not isinstance(models, list):
-            raise RatiosError(f"{path}: not a bench.interleaved result (no 'models' list)")
+            raise RatiosError(f"{path}: not a bench.tools.interleaved result (no 'models' list)")
         for i, model in enumerate(models):
             if isinstance(model, dict) and model.get("status") == "ok":
                 try:
                     results.append(ModelComparison.from_dict(model))
                 except (ValueError, KeyError, TypeError) as exc:
-                    raise RatiosError(f"{path}: models[{i}] is not a bench.interleaved result ({exc})") from exc
+                    raise RatiosError(f"{path}: models[{i}] is not a bench.tools.interleaved result ({exc})") from exc
     for result in results:
         fill_break_even(result.variants)
     return results
@@ -123,7 +124,8 @@ def ratio_markdown(paths: Iterable[str | Path]) -> str:
 def main(argv: list[str] | None = None) -> int:
     paths = sys.argv[1:] if argv is None else argv
     if not paths:
-        print("usage: python -m reports.ratios FILE.json [FILE.json ...]  (bench.interleaved results)", file=sys.stderr)
+        print("usage: python -m reports.ratios FILE.json [FILE.json ...]  (bench.tools.interleaved results)",
+              file=sys.stderr)
         return 2
     try:
         print(ratio_markdown(paths), end="")

@@ -77,7 +77,7 @@ resolve() {  # a result file as given (absolute, or relative to where the script
 }
 
 ab() {
-    step ab "$PY" -m bench.ab --candidate-env "DETBENCH_TEST_SLOWDOWN=$PLANT" --rounds "${AB_ROUNDS:-5}" \
+    step ab "$PY" -m bench.tools.ab --candidate-env "DETBENCH_TEST_SLOWDOWN=$PLANT" --rounds "${AB_ROUNDS:-5}" \
         --out "$OUT/ab" -- "${AB_CELLS[@]}"
 }
 

@@ -1,12 +1,16 @@
-"""The container images agree with envcheck's tables, with each other and with the package they install.
+"""The container images agree with envcheck's tables, with noxfile's torch lines and with the package they install.
 
-No Docker engine is needed: the Dockerfiles are parsed, and the entrypoint scripts run with a fake `envcheck`.
+Every image is the one ``Dockerfile`` built with the build arguments of one file under ``docker/images/``
+(``cu118.env``: ``DETBENCH_CUDA``, ``BASE_IMAGE``, ``TORCH_VERSION``, ``TORCHVISION_VERSION``); the image
+workflow, docker compose and the docs' build commands read those files. No Docker engine is needed: the
+Dockerfile and the files are parsed, and the entrypoint scripts run with a fake `envcheck`.
 """
 
 from __future__ import annotations
 
 import ast
 import importlib.metadata as metadata
+import importlib.util
 import os
 import re
 import shlex
@@ -22,7 +26,11 @@ from packaging.requirements import Requirement
 from envcheck import tables
 
 ROOT = Path(__file__).resolve().parents[1]
-DOCKERFILES = sorted(ROOT.glob("Dockerfile.*"))
+DOCKERFILE = ROOT / "Dockerfile"
+IMAGE_ARG_FILES = sorted((ROOT / "docker" / "images").glob("*.env"))
+IMAGE_ARG_KEYS = {"DETBENCH_CUDA", "BASE_IMAGE", "TORCH_VERSION", "TORCHVISION_VERSION"}
+# A line of an image's build arguments, as the workflow's sed reads it: KEY=VALUE from the first column.
+IMAGE_ARG_LINE = re.compile(r"([A-Z][A-Z0-9_]*)=(.*)")
 IMAGE_DIR_IN_CONTAINER = "/opt/detbench/"
 # pytorch/pytorch:<torch>-cuda<major.minor>-cudnn<n>-<runtime|devel>
 PYTORCH_TAG = re.compile(r"^(?P<torch>\d+\.\d+(?:\.\d+)?)-cuda(?P<cuda>\d+\.\d+)(?:\.\d+)?-cudnn\d+-(?:runtime|devel)$")
@@ -59,15 +67,19 @@ def parse_dockerfile(text: str) -> list[Instruction]:
     return instructions
 
 
-def arg_defaults(instructions: list[Instruction], stage: int) -> dict[str, str]:
-    """ARG defaults visible in a stage: global ones (before the first FROM) and the stage's own."""
-    values: dict[str, str] = {}
+def declared_args(instructions: list[Instruction], stage: int) -> dict[str, str | None]:
+    """ARGs visible in a stage, global ones (before the first FROM) and the stage's own: name -> default."""
+    values: dict[str, str | None] = {}
     for ins in instructions:
         if ins.keyword == "ARG" and ins.stage in (-1, stage):
             name, eq, default = ins.args.partition("=")
-            if eq:
-                values[name.strip()] = default.strip().strip('"')
+            values[name.strip()] = default.strip().strip('"') if eq else values.get(name.strip())
     return values
+
+
+def arg_defaults(instructions: list[Instruction], stage: int) -> dict[str, str]:
+    """ARG defaults visible in a stage."""
+    return {k: v for k, v in declared_args(instructions, stage).items() if v is not None}
 
 
 def expand(text: str, values: dict[str, str]) -> str:
@@ -140,52 +152,121 @@ def runs_envcheck(ins: Instruction) -> bool:
     return False
 
 
-@pytest.fixture(scope="module", params=DOCKERFILES, ids=lambda p: p.name)
-def dockerfile(request) -> tuple[Path, list[Instruction]]:
-    return request.param, parse_dockerfile(request.param.read_text())
+def read_image_args(path: Path) -> dict[str, str]:
+    """An image's build arguments: KEY=VALUE lines, comments and blank lines skipped; anything else fails.
+
+    Values hold no quotes, blanks or ``$``: the workflow (sed), docker compose (--env-file) and ``docker build
+    --build-arg`` then all read the same value.
+    """
+    values: dict[str, str] = {}
+    for number, line in enumerate(path.read_text().splitlines(), 1):
+        if not line.strip() or line.startswith("#"):
+            continue
+        match = IMAGE_ARG_LINE.fullmatch(line)
+        assert match, f"{path.name}:{number}: not KEY=VALUE from the first column: {line!r}"
+        key, value = match.groups()
+        assert value and not re.search(r"[\s'\"$\\]", value), f"{path.name}:{number}: {key}: plain value, please"
+        assert key not in values, f"{path.name}:{number}: {key} twice"
+        values[key] = value
+    return values
+
+
+IMAGES = {path.stem: read_image_args(path) for path in IMAGE_ARG_FILES}
+
+
+@pytest.fixture(scope="module")
+def instructions() -> list[Instruction]:
+    return parse_dockerfile(DOCKERFILE.read_text())
+
+
+@pytest.fixture(params=sorted(IMAGES), ids=str)
+def image(request) -> tuple[str, dict[str, str]]:
+    """(tag, build arguments) of each image, e.g. ("cu118", {"BASE_IMAGE": ..., ...})."""
+    return request.param, IMAGES[request.param]
 
 
 def test_the_images_exist():
-    names = {p.name for p in DOCKERFILES}
-    assert {"Dockerfile.cu118", "Dockerfile.cu121"} <= names
-    assert any(re.fullmatch(r"Dockerfile\.cu(12[89]|1[3-9]\d)", n) for n in names), "no CUDA 12.8+ image"
+    assert {"cu118", "cu121"} <= set(IMAGES)
+    assert any(re.fullmatch(r"cu(12[89]|1[3-9]\d)", tag) for tag in IMAGES), "no CUDA 12.8+ image"
+    assert DOCKERFILE.is_file()
+    stray = sorted(p.name for p in ROOT.glob("Dockerfile.*"))
+    assert not stray, f"one Dockerfile builds every image (per-image files drift apart): {stray}"
 
 
 def test_parser_reads_continuations_and_stages():
-    text = 'ARG B=img:1\nFROM ${B} AS one\nRUN a \\\n  # note\n  && b\nFROM one AS two\nUSER 1000\n'
+    text = 'ARG B=img:1\nFROM ${B} AS one\nARG X\nARG Y=2\nRUN a \\\n  # note\n  && b\nFROM one AS two\nUSER 1000\n'
     instructions = parse_dockerfile(text)
-    assert [i.keyword for i in instructions] == ["ARG", "FROM", "RUN", "FROM", "USER"]
-    assert instructions[2].args == "a && b"
+    assert [i.keyword for i in instructions] == ["ARG", "FROM", "ARG", "ARG", "RUN", "FROM", "USER"]
+    assert instructions[4].args == "a && b"
     assert external_bases(instructions) == ["img:1"]
     assert effective(instructions, 1, "USER").args == "1000"
+    assert declared_args(instructions, 0) == {"B": "img:1", "X": None, "Y": "2"}
 
 
-def test_base_cuda_is_in_the_driver_tables(dockerfile):
-    path, instructions = dockerfile
-    bases = external_bases(instructions)
-    assert bases, f"{path.name}: no base image"
-    for image in bases:
-        cuda = pytorch_tag(image)["cuda"]
-        assert cuda in tables.CUDA_MIN_DRIVER, f"{path.name}: CUDA {cuda} missing from CUDA_MIN_DRIVER"
-        major = int(cuda.split(".")[0])
-        assert major in tables.CUDA_MINOR_COMPAT_DRIVER, (
-            f"{path.name}: CUDA {major} missing from CUDA_MINOR_COMPAT_DRIVER"
-        )
-        full, compat = tables.min_driver_for_cuda(cuda)
-        assert full and compat
-        assert tables.parse_version(compat) <= tables.parse_version(full)
+def test_image_args_files_are_read_strictly(tmp_path):
+    good = tmp_path / "cu999.env"
+    good.write_text("# a comment\n\nDETBENCH_CUDA=cu999\nBASE_IMAGE=pytorch/pytorch:9.9-cuda99.9-cudnn9-runtime\n")
+    base = "pytorch/pytorch:9.9-cuda99.9-cudnn9-runtime"
+    assert read_image_args(good) == {"DETBENCH_CUDA": "cu999", "BASE_IMAGE": base}
+    for bad in ('BASE_IMAGE="quoted"\n', " DETBENCH_CUDA=cu999\n", "export A=1\n", "A=1\nA=2\n", "A=\n"):
+        good.write_text(bad)
+        with pytest.raises(AssertionError):
+            read_image_args(good)
 
 
-def test_base_torch_is_supported_and_paired(dockerfile):
-    path, instructions = dockerfile
-    for image in external_bases(instructions):
-        torch_version = pytorch_tag(image)["torch"]
-        assert tables.parse_version(torch_version) >= tables.parse_version(tables.MIN_TORCH), (
-            f"{path.name}: torch {torch_version} is older than detbench's minimum {tables.MIN_TORCH}"
-        )
-        assert tables.expected_torchvision(torch_version), f"{path.name}: no torchvision pairing for {torch_version}"
-        major_minor = ".".join(torch_version.split(".")[:2])
-        assert major_minor in tables.TORCH_TORCHVISION, f"{path.name}: torch {major_minor} not in the pairing table"
+def test_image_args_are_the_dockerfiles_build_args(image, instructions):
+    tag, args = image
+    assert set(args) == IMAGE_ARG_KEYS, f"{tag}.env: build arguments {sorted(args)}"
+    declared = declared_args(instructions, -1) | declared_args(instructions, 0)
+    assert set(args) <= set(declared), f"{tag}.env sets arguments the Dockerfile does not declare"
+    assert args["DETBENCH_CUDA"] == tag, f"{tag}.env names the image {args['DETBENCH_CUDA']}"
+
+
+def test_base_cuda_is_in_the_driver_tables_and_names_the_image(image):
+    tag, args = image
+    cuda = pytorch_tag(args["BASE_IMAGE"])["cuda"]
+    assert "cu" + cuda.replace(".", "") == tag, f"{tag}: base {args['BASE_IMAGE']} is CUDA {cuda}"
+    assert cuda in tables.CUDA_MIN_DRIVER, f"{tag}: CUDA {cuda} missing from CUDA_MIN_DRIVER"
+    major = int(cuda.split(".")[0])
+    assert major in tables.CUDA_MINOR_COMPAT_DRIVER, f"{tag}: CUDA {major} missing from CUDA_MINOR_COMPAT_DRIVER"
+    full, compat = tables.min_driver_for_cuda(cuda)
+    assert full and compat
+    assert tables.parse_version(compat) <= tables.parse_version(full)
+
+
+def test_base_torch_is_supported_paired_and_the_one_stated(image):
+    tag, args = image
+    torch_version = pytorch_tag(args["BASE_IMAGE"])["torch"]
+    assert args["TORCH_VERSION"] == torch_version, f"{tag}: base has torch {torch_version}"
+    assert tables.parse_version(torch_version) >= tables.parse_version(tables.MIN_TORCH), (
+        f"{tag}: torch {torch_version} is older than detbench's minimum {tables.MIN_TORCH}"
+    )
+    paired = tables.expected_torchvision(torch_version)
+    assert paired, f"{tag}: no torchvision pairing for {torch_version}"
+    major_minor = ".".join(torch_version.split(".")[:2])
+    assert major_minor in tables.TORCH_TORCHVISION, f"{tag}: torch {major_minor} not in the pairing table"
+    assert args["TORCHVISION_VERSION"].startswith(paired + "."), f"{tag}: torchvision is not {paired}.x"
+
+
+def test_dockerfile_defaults_build_one_of_the_images(instructions):
+    """`docker build .` gives a named image: its defaults are one image's arguments, and the name follows them."""
+    (base,) = external_bases(instructions)
+    defaults = arg_defaults(instructions, 0)
+    tag = defaults["DETBENCH_CUDA"]
+    assert tag in IMAGES, f"the Dockerfile's default DETBENCH_CUDA={tag} has no docker/images/{tag}.env"
+    assert base == IMAGES[tag]["BASE_IMAGE"], f"default base {base} is not {tag}.env's"
+    assert defaults["IMAGE_NAME"] == "detbench:${DETBENCH_CUDA}"
+    env = " ".join(i.args for i in instructions if i.keyword == "ENV")
+    assert "DETBENCH_IMAGE=${IMAGE_NAME}" in env, "results must record the image (DETBENCH_IMAGE)"
+
+
+def test_the_build_checks_the_base_against_the_arguments_before_installing(instructions):
+    runs = [i.args for i in instructions if i.keyword == "RUN" and i.stage == 0]
+    (check,) = [r for r in runs if "docker/check-base.py" in r]
+    assert '--cuda-tag "${DETBENCH_CUDA}"' in check and '--torch "${TORCH_VERSION}"' in check
+    assert '--torchvision "${TORCHVISION_VERSION}"' in check
+    at, install = runs.index(check), next(i for i, r in enumerate(runs) if "pip install" in r)
+    assert at < install or (at == install and check.index("check-base.py") < check.index("pip install"))
 
 
 def nox_torch_lines() -> dict[str, tuple[str, str]]:
@@ -198,17 +279,16 @@ def nox_torch_lines() -> dict[str, tuple[str, str]]:
     return {shipped_by: (torch, torchvision) for torch, torchvision, shipped_by in ast.literal_eval(table)}
 
 
-def test_every_image_torch_line_has_a_compat_session(dockerfile):
+def test_every_image_torch_line_has_a_compat_session(image):
     """CI has no Docker engine: the nox session of the image's torch line is what tests that torch."""
-    path, instructions = dockerfile
-    (image,) = external_bases(instructions)
-    torch_version = pytorch_tag(image)["torch"]
+    tag, args = image
     lines = nox_torch_lines()
-    assert path.name in lines, f"{path.name}: no compatibility session in noxfile.py for torch {torch_version}"
-    session_torch, session_torchvision = lines[path.name]
-    assert session_torch == torch_version, f"{path.name} ships torch {torch_version}, its session tests {session_torch}"
-    paired = tables.expected_torchvision(torch_version)
-    assert session_torchvision.startswith(paired + "."), f"torchvision {session_torchvision} is not {paired}.x"
+    name = f"detbench:{tag}"
+    assert name in lines, f"{name}: no compatibility session in noxfile.py for torch {args['TORCH_VERSION']}"
+    assert lines[name] == (args["TORCH_VERSION"], args["TORCHVISION_VERSION"]), (
+        f"{name} ships torch/torchvision {args['TORCH_VERSION']}/{args['TORCHVISION_VERSION']}, "
+        f"its session tests {lines[name]}"
+    )
 
 
 def test_the_constraints_torch_line_has_a_compat_session_and_nothing_else_does():
@@ -218,51 +298,63 @@ def test_the_constraints_torch_line_has_a_compat_session_and_nothing_else_does()
     )
     lines = nox_torch_lines()
     assert lines.get("constraints.txt") == (pins["torch"], pins["torchvision"])
-    assert set(lines) == {p.name for p in DOCKERFILES} | {"constraints.txt"}, "a session for a line nothing ships"
+    shipped = {f"detbench:{tag}" for tag in IMAGES} | {"constraints.txt"}
+    assert set(lines) == shipped, "a session for a line nothing ships, or a shipped line without one"
 
 
-def test_file_name_matches_base_cuda_and_image_name(dockerfile):
-    path, instructions = dockerfile
-    suffix = path.name.split(".", 1)[1]  # cu118
-    for image in external_bases(instructions):
-        assert "cu" + pytorch_tag(image)["cuda"].replace(".", "") == suffix, f"{path.name}: base {image}"
-    defaults = arg_defaults(instructions, 0)
-    assert defaults.get("IMAGE_NAME") == f"detbench:{suffix}"
-    env = " ".join(i.args for i in instructions if i.keyword == "ENV")
-    assert "DETBENCH_IMAGE=${IMAGE_NAME}" in env, "results must record the image (DETBENCH_IMAGE)"
+def compose_default(value: str, variable: str) -> str:
+    match = re.fullmatch(r"\$\{" + variable + r":-([^}]*)\}", value)
+    assert match, f"docker-compose.yml: {value!r} is not ${{{variable}:-default}} (--env-file must set it)"
+    return match.group(1)
 
 
-def test_every_stage_runs_as_non_root(dockerfile):
-    path, instructions = dockerfile
+def test_compose_builds_the_one_dockerfile_with_an_images_arguments():
+    """`docker compose --env-file docker/images/<tag>.env` builds that image; with no file, the default one."""
+    yaml = pytest.importorskip("yaml")
+    build = yaml.safe_load((ROOT / "docker-compose.yml").read_text())["x-detbench"]["build"]
+    assert build["dockerfile"] == "Dockerfile"
+    args = build["args"]
+    assert set(args) >= IMAGE_ARG_KEYS
+    defaults = {key: compose_default(args[key], key) for key in IMAGE_ARG_KEYS}
+    tag = defaults["DETBENCH_CUDA"]
+    assert defaults == IMAGES[tag], f"compose's defaults are not docker/images/{tag}.env"
+    assert tag == arg_defaults(parse_dockerfile(DOCKERFILE.read_text()), 0)["DETBENCH_CUDA"]
+
+
+def test_the_docs_build_commands_are_the_images_arguments():
+    """docs/containers.md gives each image's `docker build` command: its arguments are the file's."""
+    text = (ROOT / "docs" / "containers.md").read_text()
+    for tag, args in IMAGES.items():
+        line = next((ln for ln in text.splitlines() if f"--build-arg DETBENCH_CUDA={tag} " in ln), None)
+        assert line, f"docs/containers.md: no build command for {tag}"
+        assert f"--build-arg BASE_IMAGE={args['BASE_IMAGE']} " in line and f"-t detbench:{tag} ." in line, line
+
+
+def test_every_stage_runs_as_non_root(instructions):
     for stage in range(final_stage(instructions) + 1):
         user = effective(instructions, stage, "USER")
-        assert user is not None, f"{path.name}: stage {stage} has no USER (runs as root)"
+        assert user is not None, f"stage {stage} has no USER (runs as root)"
         value = expand(user.args, arg_defaults(instructions, stage) | arg_defaults(instructions, 0))
         name = value.split(":")[0]
-        assert name not in ("root", "0") and not name.startswith("$"), f"{path.name}: stage {stage} USER {value}"
+        assert name not in ("root", "0") and not name.startswith("$"), f"stage {stage} USER {value}"
 
 
-def test_every_stage_runs_envcheck_and_has_a_volume(dockerfile):
-    path, instructions = dockerfile
+def test_every_stage_runs_envcheck_and_has_a_volume(instructions):
     for stage in range(final_stage(instructions) + 1):
         checks = [effective(instructions, stage, k) for k in ("HEALTHCHECK", "ENTRYPOINT")]
-        assert any(c is not None and runs_envcheck(c) for c in checks), (
-            f"{path.name}: stage {stage} never runs envcheck"
-        )
+        assert any(c is not None and runs_envcheck(c) for c in checks), f"stage {stage} never runs envcheck"
         volume = effective(instructions, stage, "VOLUME")
-        assert volume is not None and "/results" in volume.args, f"{path.name}: stage {stage} has no /results VOLUME"
+        assert volume is not None and "/results" in volume.args, f"stage {stage} has no /results VOLUME"
 
 
-def test_default_target_is_the_benchmark_image(dockerfile):
-    path, instructions = dockerfile
+def test_default_target_is_the_benchmark_image(instructions):
     _image, alias = stages(instructions)[final_stage(instructions)]
-    assert alias == "runtime", f"{path.name}: `docker build` without --target must give the benchmark image"
+    assert alias == "runtime", "`docker build` without --target must give the benchmark image"
     entry = effective(instructions, final_stage(instructions), "ENTRYPOINT")
     assert "entrypoint.sh" in entry.args
 
 
-def test_copied_sources_exist_and_are_not_dockerignored(dockerfile):
-    path, instructions = dockerfile
+def test_copied_sources_exist_and_are_not_dockerignored(instructions):
     ignored = {
         line.strip().rstrip("/")
         for line in (ROOT / ".dockerignore").read_text().splitlines()
@@ -273,24 +365,45 @@ def test_copied_sources_exist_and_are_not_dockerignored(dockerfile):
             continue
         sources = [w for w in shlex.split(ins.args) if not w.startswith("--")][:-1]
         for source in sources:
-            assert (ROOT / source).exists(), f"{path.name}: COPY {source} does not exist"
-            assert source.rstrip("/") not in ignored, f"{path.name}: COPY {source} is excluded by .dockerignore"
+            assert (ROOT / source).exists(), f"COPY {source} does not exist"
+            assert source.rstrip("/") not in ignored, f"COPY {source} is excluded by .dockerignore"
 
 
-def test_images_do_not_drift_apart():
-    """The Dockerfiles differ only in their base, image name and descriptions."""
+# ---- docker/check-base.py: the build's check of the base against the image's arguments ---------------------------
 
-    def body(path: Path) -> list[tuple[str, str]]:
-        suffix = path.name.split(".", 1)[1]
-        return [
-            (i.keyword, i.args.replace(suffix, "<tag>"))
-            for i in parse_dockerfile(path.read_text())
-            if i.stage >= 0 and i.keyword != "LABEL"
-        ]
 
-    first, *others = DOCKERFILES
-    for other in others:
-        assert body(other) == body(first), f"{other.name} differs from {first.name} beyond its base and name"
+def load_check_base():
+    spec = importlib.util.spec_from_file_location("check_base", ROOT / "docker" / "check-base.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize("cuda_tag, want_torch, want_tv, found", [
+    ("cu118", "2.7.1", "0.22.1", []),
+    ("", "", "", []),  # nothing stated, nothing checked
+    ("dev", "", "", []),  # not a cuNNN tag: not checked
+    ("cu128", "2.7.1", "0.22.1", ["DETBENCH_CUDA=cu128 but the base's torch is built for CUDA 11.8"]),
+    ("cu118", "2.11.0", "", ["TORCH_VERSION=2.11.0 but the base has torch 2.7.1+cu118"]),
+    ("cu118", "", "0.26.0", ["TORCHVISION_VERSION=0.26.0 but the base has torchvision 0.22.1+cu118"]),
+])
+def test_check_base_compares_the_base_with_the_arguments(cuda_tag, want_torch, want_tv, found):
+    check = load_check_base()
+    assert check.problems(cuda_tag, want_torch, want_tv, "2.7.1+cu118", "0.22.1+cu118", "11.8") == found
+    assert check.problems("cu118", "", "", "2.7.1+cpu", "0.22.1+cpu", None) == [
+        "DETBENCH_CUDA=cu118 but the base's torch is built for no CUDA"]
+
+
+def test_check_base_runs_against_the_installed_torch():
+    def run(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, str(ROOT / "docker" / "check-base.py"), *args],
+                              capture_output=True, text=True, timeout=120)
+
+    here = metadata.version("torch").split("+")[0], metadata.version("torchvision").split("+")[0]
+    ok = run("--torch", here[0], "--torchvision", here[1])
+    assert ok.returncode == 0, ok.stderr
+    wrong = run("--torch", "1.0.0")
+    assert wrong.returncode == 1 and "TORCH_VERSION=1.0.0" in wrong.stderr and "docker/images/" in wrong.stderr
 
 
 def test_image_requirements_cover_the_package_dependencies():

@@ -8,9 +8,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-from bench import matrix
+from bench.core import matrix
+from bench.core.schema import Cell
 from bench.models import list_models
-from bench.schema import Cell
 from tests.reports.generate import write_benchmark_json
 from tests.reports.test_compare_repeats import repeated
 

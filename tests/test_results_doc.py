@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from bench.interleaved import ModelComparison
+from bench.tools.interleaved import ModelComparison
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = sorted((ROOT / "docs" / "examples").glob("h100-ratios-*.json"))

@@ -17,7 +17,7 @@ yaml = pytest.importorskip("yaml")
 
 ROOT = Path(__file__).resolve().parents[1]
 WORKFLOWS = sorted((ROOT / ".github" / "workflows").glob("*.yml"))
-IMAGE_TAGS = sorted(p.name.split(".", 1)[1] for p in ROOT.glob("Dockerfile.*"))
+IMAGE_TAGS = sorted(p.stem for p in (ROOT / "docker" / "images").glob("*.env"))  # an image: its build arguments
 
 
 def load(path: Path) -> dict:
@@ -52,11 +52,29 @@ def test_gpu_job_covers_every_image_on_the_self_hosted_runner(images_workflow):
     assert sorted(job["strategy"]["matrix"]["image"]) == IMAGE_TAGS
     assert job["strategy"]["fail-fast"] is False  # one image's failure must not hide the others' results
     text = steps_text(job)
-    assert 'Dockerfile.${{ matrix.image }}' in text
+    build = next(s for s in job["steps"] if s.get("name") == "Build")["run"]
+    assert "docker build -f Dockerfile " in build and '"${image_args[@]}"' in build
+    assert 'docker/images/${{ matrix.image }}.env' in build
     assert "envcheck --require-gpu" in text
     assert "pytest bench/" in text and "--benchmark-json=" in text
     assert "--gpus all" in text and "--shm-size=8g" in text
     assert "actions/upload-artifact" in text
+
+
+def test_the_workflow_reads_each_images_build_arguments_as_the_tests_do(images_workflow):
+    """The build steps turn docker/images/<tag>.env into --build-arg words with sed: run it on every file."""
+    from tests.test_dockerfiles import IMAGE_ARG_FILES, read_image_args  # the files, read as that test reads them
+
+    job = images_workflow["jobs"]["gpu-bench"]
+    scripts = [step["run"] for step in job["steps"] if "image_args < <(sed" in step.get("run", "")]
+    programs = {re.search(r"sed -n '([^']+)'", script).group(1) for script in scripts}
+    assert len(scripts) == 2 and len(programs) == 1, "the image and its baseline read the file alike"
+    (program,) = programs
+    assert IMAGE_ARG_FILES
+    for path in IMAGE_ARG_FILES:
+        words = subprocess.run(["sed", "-n", program, str(path)], capture_output=True, text=True, check=True)
+        expected = [f"--build-arg={key}={value}" for key, value in read_image_args(path).items()]
+        assert words.stdout.splitlines() == expected, path.name
 
 
 def test_report_job_merges_and_summarises_without_gating_images_against_each_other(images_workflow):
@@ -73,7 +91,11 @@ def test_each_image_is_gated_by_detbench_ab_against_the_baseline_commits_image(i
     steps = {step.get("name", ""): step for step in job["steps"]}
     build = next(s for n, s in steps.items() if n.startswith("Build the baseline image"))["run"]
     assert "git worktree add" in build and '-t "${BASELINE_IMAGE}"' in build and "BASELINE_BUILT=" in build
-    assert "::warning::" in build  # no baseline commit or a new Dockerfile: said, not failed
+    assert "::warning::" in build  # no baseline commit or a new image: said, not failed
+    # the baseline commit's own build arguments (a new base or torch is what the gate is for), and its
+    # per-image Dockerfile where it predates the one Dockerfile
+    assert '"$src/docker/images/${{ matrix.image }}.env"' in build and '-f "$dockerfile"' in build
+    assert '"$src/Dockerfile.${{ matrix.image }}"' in build
     gate_name, gate_step = next((n, s) for n, s in steps.items() if n.startswith("Regression gate"))
     assert "detbench-ab" in gate_name and gate_step["if"] == "${{ env.BASELINE_BUILT != '' }}"
     assert '.ci/ab-gate "${{ matrix.image }}" "${BASELINE_IMAGE}" "${IMAGE}"' in gate_step["run"]
@@ -106,8 +128,8 @@ def test_compose_runs_preflight_then_matrix_then_report():
         assert service["shm_size"] == "8g"
     gpu = services["matrix"]["deploy"]["resources"]["reservations"]["devices"][0]
     assert gpu["driver"] == "nvidia" and "gpu" in gpu["capabilities"]
-    dockerfile = services["matrix"]["build"]["dockerfile"]
-    default_tag = re.search(r"DETBENCH_CUDA:-(\w+)", dockerfile).group(1)
+    assert services["matrix"]["build"]["dockerfile"] == "Dockerfile"  # the build arguments: test_dockerfiles.py
+    default_tag = re.search(r"DETBENCH_CUDA:-(\w+)", services["matrix"]["image"]).group(1)
     assert default_tag in IMAGE_TAGS
 
 

@@ -251,12 +251,12 @@ def calibrate_detr(
 ) -> Any:
     """Set the adapter's score threshold so ~target detections per image pass; measure one real pass.
 
-    Same policy as bench.postprocess (score quantile pooled over the batch). There is no NMS: the
+    Same policy as bench.models.postprocess (score quantile pooled over the batch). There is no NMS: the
     candidates are the post-processing's top-k (Deformable DETR: 100 of queries x classes; RT-DETR: as many
     as queries; DETR: one per query), so candidates and detections are the same count. BatchNorm layers
     (RT-DETR's encoder; DETR/Deformable DETR backbones use FrozenBatchNorm2d) get the inputs' statistics first.
     """
-    from bench.postprocess import POLICY, TARGET_TOLERANCE, CountStats, PostprocessLoad  # noqa: PLC0415
+    from bench.models.postprocess import POLICY, TARGET_TOLERANCE, CountStats, PostprocessLoad  # noqa: PLC0415
 
     adapter = getattr(model, "_orig_mod", model)
     if not isinstance(adapter, HFDetrDetector):

@@ -43,9 +43,9 @@ class ModelSpec:
     count_detections(outputs) -> detections per image of one eval forward; None for non-detectors.
     notes: plain facts about the configuration (transform, thresholds, norm layers), recorded with results.
     calibrate(model, inputs, target_candidates_per_image | None, *, recalibrate_bn) ->
-        bench.postprocess.PostprocessLoad: sets and measures the post-processing load of a detector whose
-        post-processing bench.postprocess does not know (DETR family, YOLO); None =
-        bench.postprocess.calibrate_postprocess handles it.
+        bench.models.postprocess.PostprocessLoad: sets and measures the post-processing load of a detector whose
+        post-processing bench.models.postprocess does not know (DETR family, YOLO); None =
+        bench.models.postprocess.calibrate_postprocess handles it.
     """
 
     name: str

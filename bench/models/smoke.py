@@ -18,9 +18,9 @@ from typing import Any
 
 import torch
 
-from bench.flops import count_flops
+from bench.measure.flops import count_flops
+from bench.models.postprocess import calibrate_postprocess
 from bench.models.registry import MissingExtraError, configure_size, get_model, list_models
-from bench.postprocess import calibrate_postprocess
 
 ROUGH_REPEATS = 5
 STABLE_WITHIN = 0.1  # warm up until two consecutive forwards differ by less than 10%

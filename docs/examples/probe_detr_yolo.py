@@ -18,7 +18,7 @@ os.environ.setdefault("YOLO_OFFLINE", "1")
 
 import torch
 
-from bench.flops import count_flops
+from bench.measure.flops import count_flops
 from bench.models import get_model
 
 MODELS = ["yolov8n", "deformable_detr_resnet50", "detr_resnet50", "rtdetr_resnet50", "yolo11n", "yolov8s"]

@@ -14,9 +14,9 @@ from envcheck.result import Outcome, failed, passed, warned
 
 LARGE_MESSAGE_BYTES = 256 * 1024**2  # from here on an all-reduce is bandwidth-bound on NVLink
 JUDGE_FRACTION = 0.5  # busbw below this share of the link's per-direction rate warns
-# NVLink multicast (NVLS / symmetric memory) must stay off on the lent multi-GPU machines; a user's own
-# explicit setting is kept (envcheck checks the job's configuration). bench.distributed forces these.
-MULTICAST_OFF = {"NCCL_NVLS_ENABLE": "0", "TORCH_SYMM_MEM_DISABLE_MULTICAST": "1", "NVSHMEM_DISABLE_NVLS": "1"}
+# The switches of NVLink multicast (NVLS / symmetric memory). The sweep runs with the user's environment as it is
+# (a machine that needs them off is the user's to configure): their values are recorded with the result.
+MULTICAST_VARIABLES = ("NCCL_NVLS_ENABLE", "TORCH_SYMM_MEM_DISABLE_MULTICAST", "NVSHMEM_DISABLE_NVLS")
 # Variables that change which transport NCCL picks: quoted in a low-bandwidth warning.
 TRANSPORT_VARIABLES = ("NCCL_P2P_DISABLE", "NCCL_P2P_LEVEL", "NCCL_SHM_DISABLE", "NCCL_ALGO", "NCCL_PROTO",
                        "CUDA_VISIBLE_DEVICES")
@@ -29,7 +29,8 @@ def bus_bandwidth_gbs(message_bytes: int, time_s: float, world_size: int) -> tup
 
 
 def nccl_env() -> dict[str, str]:
-    return isolate.child_env({name: os.environ.get(name, value) for name, value in MULTICAST_OFF.items()})
+    """The sweep's environment: the user's, nothing imposed."""
+    return isolate.child_env()
 
 
 def worker_command(world_size: int, timeout_s: float, sizes: str = DEFAULT_SIZES, backend: str = "nccl") -> list[str]:
@@ -93,7 +94,7 @@ def run_sweep(world_size: int, timeout_s: float, *, sizes: str = DEFAULT_SIZES, 
     env = nccl_env()
     (child,) = isolate.run_children([command or worker_command(world_size, timeout_s, sizes, backend)], timeout_s, env)
     measured: dict[str, Any] = {"world_size": world_size, "backend": backend,
-                                **{name.lower(): env[name] for name in MULTICAST_OFF}}
+                                **{name.lower(): env.get(name, "unset") for name in MULTICAST_VARIABLES}}
     if child.timed_out:
         return failed(f"all-reduce sweep across {world_size} rank(s) did not finish within {timeout_s:g} s "
                       "(a rank hung; every rank was killed)",

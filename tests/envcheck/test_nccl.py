@@ -147,9 +147,9 @@ def test_an_unknown_link_is_not_judged():
     assert ok and "not judged" in detail and remedy is None
 
 
-def test_child_env_disables_nvlink_multicast_unless_set(monkeypatch):
-    for name in nccl.MULTICAST_OFF:
+def test_the_sweep_imposes_no_multicast_setting_and_records_the_users(monkeypatch):
+    for name in nccl.MULTICAST_VARIABLES:
         monkeypatch.delenv(name, raising=False)
-    assert {k: nccl.nccl_env()[k] for k in nccl.MULTICAST_OFF} == nccl.MULTICAST_OFF
-    monkeypatch.setenv("NCCL_NVLS_ENABLE", "1")
-    assert nccl.nccl_env()["NCCL_NVLS_ENABLE"] == "1"
+    assert not {k for k in nccl.MULTICAST_VARIABLES if k in nccl.nccl_env()}
+    monkeypatch.setenv("NCCL_NVLS_ENABLE", "0")
+    assert nccl.nccl_env()["NCCL_NVLS_ENABLE"] == "0"

@@ -11,7 +11,7 @@ import statistics
 import sys
 from pathlib import Path
 
-from bench.schema import Cell, CellResult, LatencyStats
+from bench.core.schema import Cell, CellResult, LatencyStats
 
 # (bs1 eager fp32 infer images/s on the synthetic GPU, GFLOPs per image, base memory GiB, GiB per image)
 MODELS = {
@@ -293,7 +293,7 @@ def benchmark_json(
         "benchmarks": benchmarks,
         "datetime": "2026-11-24T10:30:00.000000+00:00",
         "version": "5.3.1",
-        # as bench/conftest.py's pytest_benchmark_update_json: cells without stats are kept beside "benchmarks"
+        # as bench/plugin/plugin.py's pytest_benchmark_update_json: cells without stats are kept beside "benchmarks"
         "detbench": {
             "schema": "detbench.cell",
             "schema_version": 1,

@@ -43,12 +43,14 @@ def test_markdown_table_escapes_cells_and_aligns_numbers():
     assert num[1] == "|---:|" and num[2] == "| 2.00 |"
 
 
-def test_a_paired_recommendation_shows_its_spread_and_an_unpaired_one_its_quotient_or_note():
-    gain = next(c for c in C.RECOMMEND if c.key == "gain_over_eager_fp32")
-    paired = {"paired": True, "ratio": 1.2, "ratio_q1": 1.1, "ratio_q3": 1.3, "gain_over_eager_fp32": 1.2}
+def test_a_paired_gain_shows_its_spread_and_an_unpaired_one_its_quotient_or_why_there_is_none():
+    from bench.core.advice import Gain
+
+    gain = next(c for c in C.ADVICE if c.key == "gain_over_eager_fp32")
+    paired = {"gain_over_eager_fp32": 1.2, "gain_text": C.gain_text(Gain(1.2, 1.1, 1.3, "interleaved"))}
     assert gain.text(paired) == "1.20× (1.10–1.30)" and gain.sort_key(paired) == "1.2"
-    assert gain.text({"paired": False, "gain_over_eager_fp32": 1.5}) == "1.50x"
-    assert gain.text({"paired": False, "gain_over_eager_fp32": None, "note": "eager fp32: oom"}) == "eager fp32: oom"
+    assert C.gain_text(Gain(1.5, basis="not interleaved")) == "1.50× (not interleaved)"
+    assert C.gain_text(Gain(None, basis="eager fp32 at batch 8: oom")) == "eager fp32 at batch 8: oom"
 
 
 def test_rich_table_has_the_same_columns_and_does_not_parse_markup():

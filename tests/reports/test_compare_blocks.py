@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bench.schema import BlockRecord, Cell, CellResult, Measurement
+from bench.core.schema import BlockRecord, Cell, CellResult, Measurement
 from reports.cli import EXIT_OK, EXIT_REGRESSION, main
 from reports.compare import (
     BASIS_BAND,

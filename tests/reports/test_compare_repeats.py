@@ -7,8 +7,8 @@ import json
 import numpy as np
 import pytest
 
-from bench.repeats import merge_repeats, tag_repeat
-from bench.schema import Cell, CellResult
+from bench.core.repeats import merge_repeats, tag_repeat
+from bench.core.schema import Cell, CellResult
 from reports.cli import EXIT_REGRESSION, main
 from reports.compare import (
     BASIS_BLOCKS,

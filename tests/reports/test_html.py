@@ -5,11 +5,12 @@ import json
 import re
 from html.parser import HTMLParser
 
+from bench.core.advice import advise_runs
 from reports import columns
 from reports.cli import main
+from reports.columns import with_speedup
 from reports.html import ReportData, render, script_json
 from reports.load import load_runs, tidy
-from reports.recommend import recommend, with_speedup
 from tests.reports.generate import make_results, write_benchmark_json
 
 EVIL_MODEL = "<script>alert(1)</script>"
@@ -98,7 +99,7 @@ def test_templates_autoescape_text_attributes_and_the_telemetry_json(tmp_path):
         r.environment = dict(r.environment or {}, image='img"><script>alert(5)</script>')
     runs = load_runs([(None, write_benchmark_json(tmp_path / "evil.json", results))])
     frame = with_speedup(tidy(runs))
-    page = render(ReportData("t", runs, frame, recommend(frame), [], "VERDICT: nothing to compare", 0.05))
+    page = render(ReportData("t", runs, frame, advise_runs(runs), [], "VERDICT: nothing to compare", 0.05))
 
     parser = _Tags()
     parser.feed(page)
@@ -117,8 +118,17 @@ def test_templates_autoescape_text_attributes_and_the_telemetry_json(tmp_path):
 def test_html_table_and_markdown_table_come_from_one_column_spec(tmp_path, run_file):
     runs = load_runs([(None, run_file("a.json"))])
     frame = with_speedup(tidy(runs))
-    page = render(ReportData("t", runs, frame, recommend(frame), [], "v", 0.05))
+    page = render(ReportData("t", runs, frame, advise_runs(runs), [], "v", 0.05))
     heads = re.search(r'<table class="sortable" id="failures-table"><thead><tr>(.*?)</tr>', page).group(1)
     assert re.findall(r'data-col="([^"]+)"', heads) == [c.key for c in columns.FAILURES]
     md = columns.markdown_table(columns.FAILURES, frame[frame["status"] != "ok"].to_dict("records"))
     assert md[0] == "| " + " | ".join(c.title for c in columns.FAILURES) + " |"
+
+
+def test_speedup_column_is_the_quotient_to_eager_fp32_at_the_same_batch(run_file):
+    frame = with_speedup(tidy(load_runs([(None, run_file("a.json"))])))
+    eager = frame[(frame["variant"] == "eager/fp32") & (frame["status"] == "ok")]
+    assert (eager["speedup_vs_eager_fp32"] == 1.0).all()
+    amp = frame[(frame["variant"] == "eager/amp-fp16") & frame["speedup_vs_eager_fp32"].notna()]
+    assert not amp.empty and amp["speedup_vs_eager_fp32"].between(1.6, 2.1).all()
+    assert frame.loc[frame["status"] != "ok", "speedup_vs_eager_fp32"].isna().all()

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from bench.schema import CellResult
+from bench.core.schema import CellResult
 from reports.load import COLUMNS, LoadError, load_run, load_runs, tidy
 from tests.reports.generate import make_results, write_journal
 

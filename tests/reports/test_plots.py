@@ -2,10 +2,11 @@ from __future__ import annotations
 
 import pytest
 
+from bench.core.advice import advise_runs
 from reports import plots
+from reports.columns import with_speedup
 from reports.html import ReportData, render
 from reports.load import load_runs, tidy
-from reports.recommend import recommend, with_speedup
 
 
 def _frame(run_file, **kwargs):
@@ -71,7 +72,7 @@ def test_scaling_section_shows_the_rank_table_only_when_cells_carry_ranks(run_fi
     runs = load_runs([(None, path)])
 
     def page(f):
-        return render(ReportData("t", runs, f, recommend(f), [], "v", 0.05))
+        return render(ReportData("t", runs, f, advise_runs(runs), [], "v", 0.05))
 
     plain = page(frame)
     assert 'id="scaling"' in plain and 'id="scaling-table"' in plain and 'id="rank-table"' not in plain

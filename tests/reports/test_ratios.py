@@ -76,4 +76,4 @@ def test_cli_prints_the_tables_and_rejects_a_foreign_file(tmp_path, capsys):
     foreign.write_text('{"benchmarks": []}')
     assert main([str(foreign)]) == 2
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "x.json: not a bench.interleaved result" in err
+    assert err.count("\n") == 1 and "x.json: not a bench.tools.interleaved result" in err

@@ -1,0 +1,254 @@
+"""The run journal: one CellResult per JSON line, flushed and fsynced as each cell finishes, so a crash of
+the whole pytest process keeps every finished cell. Read it back with :func:`read_journal`.
+
+A run claims its journal (and its ``--benchmark-json``) before any cell runs, with :meth:`Journal.claim`:
+the folders must be writable, a second writer is refused (an ``fcntl`` lock beside each file), and the
+previous run's journal and JSON are kept under their run ids, never overwritten. The first line of a
+journal is a run header (``{"schema": "detbench.run", "run_id": ...}``); the same id goes into the JSON.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import re
+import secrets
+import socket
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, TextIO
+
+from bench.core.schema import SCHEMA_NAME, CellResult
+
+RUN_SCHEMA = "detbench.run"
+_SAFE_ID = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")  # a run id that can go into a file name as it is
+
+
+class JournalError(ValueError):
+    """The results cannot be claimed (unwritable, or another run writes them); the message is one line."""
+
+
+def default_journal_path(benchmark_json: str | None, now: float | None = None) -> Path:
+    """Next to ``--benchmark-json`` (``X.json`` -> ``X.journal.jsonl``), else ``.detbench/journal-<UTC time>.jsonl``."""
+    if benchmark_json:
+        target = Path(benchmark_json)
+        return target.with_name(target.stem + ".journal.jsonl")
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(now))
+    return Path(".detbench") / f"journal-{stamp}.jsonl"
+
+
+def new_run_id(now: float | None = None) -> str:
+    """``<UTC time>-<6 hex>``: sorts by start time, unique across machines sharing a folder."""
+    return f"{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime(now))}-{secrets.token_hex(3)}"
+
+
+class Journal:
+    """Append-only JSONL writer for one run; every :meth:`append` is durable when it returns.
+
+    ``Journal(path)`` opens (locks, keeps the previous file, writes the header) on the first append;
+    :meth:`Journal.claim` does it at once, after checking that the results can be written.
+    """
+
+    def __init__(self, path: str | os.PathLike[str], run_id: str | None = None,
+                 benchmark_json: str | os.PathLike[str] | None = None) -> None:
+        self.path = Path(path)
+        self.run_id = run_id or new_run_id()
+        self.benchmark_json = Path(benchmark_json) if benchmark_json else None
+        self._handle: TextIO | None = None
+        self._locks: list[tuple[Path, TextIO]] = []
+
+    @classmethod
+    def claim(cls, benchmark_json: str | os.PathLike[str] | None,
+              journal_path: str | os.PathLike[str] | None = None) -> Journal:
+        """Check, lock and open the run's results before any cell runs; :class:`JournalError` if they can't be.
+
+        ``journal_path`` None: next to ``benchmark_json`` (see :func:`default_journal_path`).
+        """
+        json_path = Path(benchmark_json) if benchmark_json else None
+        path = Path(journal_path) if journal_path else default_journal_path(str(json_path) if json_path else None)
+        if json_path is not None:
+            _check_writable(json_path, "--benchmark-json")
+        _check_writable(path, "journal")
+        journal = cls(path, benchmark_json=json_path)
+        journal._open()
+        return journal
+
+    def _open(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            for target in ([self.benchmark_json] if self.benchmark_json else []) + [self.path]:
+                self._locks.append((target, _lock(target)))
+            for note in _keep_previous(self.path, self.benchmark_json):
+                print(f"detbench: {note}", file=sys.stderr, flush=True)
+            self._handle = open(self.path, "w", encoding="utf-8")  # noqa: SIM115 - closed in close()
+        except BaseException:
+            self._release()
+            raise
+        header = {"schema": RUN_SCHEMA, "run_id": self.run_id,
+                  "started_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                  "benchmark_json": str(self.benchmark_json) if self.benchmark_json else None,
+                  "host": socket.gethostname(), "pid": os.getpid()}
+        self._write(header)
+
+    def append(self, result: CellResult) -> None:
+        if self._handle is None:
+            self._open()
+        self._write(result.to_dict())
+
+    def _write(self, record: dict[str, Any]) -> None:
+        assert self._handle is not None
+        self._handle.write(json.dumps(record, separators=(",", ":")) + "\n")
+        self._handle.flush()
+        os.fsync(self._handle.fileno())
+
+    def close(self) -> None:
+        if self._handle is not None:
+            self._handle.close()
+            self._handle = None
+        self._release()
+
+    def _release(self) -> None:
+        for target, handle in reversed(self._locks):
+            # unlink while still holding the lock: a waiting claimant re-checks the inode (see _lock)
+            with_lock_name(target).unlink(missing_ok=True)
+            handle.close()
+        self._locks = []
+
+    def __enter__(self) -> Journal:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def with_lock_name(path: Path) -> Path:
+    return path.with_name(path.name + ".lock")
+
+
+def _check_writable(target: Path, what: str) -> None:
+    """One-line JournalError unless ``target``'s folder exists (or can be made) and takes a new file."""
+    if target.is_dir():
+        raise JournalError(f"{what} {target} is a directory; give a file path, e.g. {target / 'results.json'}")
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise JournalError(f"cannot create the folder of {what} {target} ({exc.strerror or exc})") from None
+    try:
+        with tempfile.TemporaryFile(dir=target.parent):
+            pass
+    except OSError as exc:
+        raise JournalError(f"cannot write {what} {target}: folder {target.parent} is not writable "
+                           f"({exc.strerror or exc})") from None
+
+
+def _lock(target: Path) -> TextIO:
+    """An exclusive, non-blocking ``flock`` on ``<target>.lock`` holding our pid; JournalError when held."""
+    lock_path = with_lock_name(target)
+    while True:
+        handle = open(lock_path, "a+", encoding="utf-8")  # noqa: SIM115 - held until Journal.close
+        try:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            owner = handle.read().strip()
+            handle.close()
+            raise JournalError(f"another detbench run{f' ({owner})' if owner else ''} is writing {target}; "
+                               "wait for it to finish, or give another --benchmark-json") from None
+        try:  # the holder we waited on may have removed the file between our open and flock
+            current = os.stat(lock_path).st_ino
+        except FileNotFoundError:
+            current = None
+        if current == os.fstat(handle.fileno()).st_ino:
+            break
+        handle.close()
+    handle.seek(0)
+    handle.truncate()
+    handle.write(f"pid {os.getpid()} on {socket.gethostname()}\n")
+    handle.flush()
+    return handle
+
+
+def _keep_previous(journal: Path, benchmark_json: Path | None) -> list[str]:
+    """Rename the previous run's journal and JSON to ``<name>.<their run id>.<ext>``; one note per file kept.
+
+    Each file is named by its own run id, so a stale JSON left by a run killed before writing it is not
+    mistaken for the killed run's journal's partner."""
+    notes = []
+    if journal.exists() and _holds_cells(journal):
+        header = read_run_header(journal) or {}
+        kept = _rename_aside(journal, header.get("run_id"))
+        notes.append(f"previous journal kept as {kept}")
+    if benchmark_json is not None and benchmark_json.is_file() and benchmark_json.stat().st_size:
+        kept = _rename_aside(benchmark_json, _json_run_id(benchmark_json))
+        notes.append(f"previous --benchmark-json kept as {kept}")
+    return notes
+
+
+def _holds_cells(path: Path) -> bool:
+    """Anything besides a run header (a run that measured nothing leaves nothing worth keeping)."""
+    with open(path, encoding="utf-8", errors="replace") as handle:
+        for line in handle:
+            if line.strip() and not _is_run_header(line):
+                return True
+    return False
+
+
+def _is_run_header(line: str) -> bool:
+    try:
+        record = json.loads(line)
+    except json.JSONDecodeError:
+        return False
+    return isinstance(record, dict) and record.get("schema") == RUN_SCHEMA
+
+
+def _json_run_id(path: Path) -> str | None:
+    try:
+        block = json.loads(path.read_text(encoding="utf-8")).get("detbench")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return block.get("run_id") if isinstance(block, dict) else None
+
+
+def _rename_aside(path: Path, run_id: object) -> Path:
+    """``X.journal.jsonl`` -> ``X.journal.<id>.jsonl``; the file's modification time when it has no usable id."""
+    tag = str(run_id) if isinstance(run_id, str) and _SAFE_ID.match(run_id) else \
+        time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(path.stat().st_mtime))
+    stem, suffix = (path.stem, path.suffix) if path.suffix else (path.name, "")
+    target, n = path.with_name(f"{stem}.{tag}{suffix}"), 2
+    while target.exists():
+        target, n = path.with_name(f"{stem}.{tag}-{n}{suffix}"), n + 1
+    os.replace(path, target)
+    return target
+
+
+def read_run_header(path: str | os.PathLike[str]) -> dict[str, Any] | None:
+    """The journal's run header (``run_id``, ``started_utc``, ``benchmark_json``, ...), None for an older journal."""
+    with open(path, encoding="utf-8", errors="replace") as handle:
+        for line in handle:
+            if line.strip():
+                return json.loads(line) if _is_run_header(line) else None
+    return None
+
+
+def read_journal(path: str | os.PathLike[str]) -> list[CellResult]:
+    """Every complete line of a journal as a CellResult (a torn last line from a crash is ignored; the run
+    header and other detbench records that carry no cell are skipped)."""
+    results = []
+    lines = Path(path).read_text(encoding="utf-8").splitlines()
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            data = json.loads(line)
+        except json.JSONDecodeError:
+            if number == len(lines):
+                break  # the write the crash interrupted
+            raise
+        schema = data.get("schema") if isinstance(data, dict) else None
+        if isinstance(schema, str) and schema.startswith("detbench.") and schema != SCHEMA_NAME:
+            continue
+        results.append(CellResult.from_dict(data, source=f"{path}:{number}"))
+    return results

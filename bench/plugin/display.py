@@ -1,0 +1,174 @@
+"""Terminal display of a run: one rich line per cell as it starts and finishes, a summary table, and the advice
+(bench.core.advice: what should I use?).
+
+Rendering is kept apart from the data: functions return text (rendered by rich, with or without
+colour) that the pytest face writes through its terminal reporter.
+"""
+
+from __future__ import annotations
+
+import io
+import statistics
+from collections.abc import Iterable, Sequence
+from typing import Literal
+
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+from bench.core.advice import INTERLEAVED, Advice, Candidate, Gain
+from bench.core.schema import CellResult
+
+STATUS_STYLE = {"ok": "green", "oom": "magenta", "error": "red", "skipped": "yellow", "timeout": "red"}
+
+
+def render(renderable: object, color: bool, width: int = 160) -> str:
+    """A rich renderable as a string (ANSI colours only when ``color``)."""
+    buffer = io.StringIO()
+    console = Console(file=buffer, force_terminal=color, color_system="standard" if color else None,
+                      width=width, highlight=False)
+    console.print(renderable)
+    return buffer.getvalue().rstrip("\n")
+
+
+def group_line(label: str, cells: int, done: int, total: int, isolation: str) -> Text:
+    """A group starts: its model, image size and GPU count, how many cells it measures, interleaved."""
+    return Text.assemble(("▶ ", "cyan"), (f"[{done + 1}-{done + cells}/{total}] ", "dim"), (label, "bold"),
+                         (f"  {cells} cell(s), interleaved rounds ({isolation})", "dim"))
+
+
+def overhead_line(results: Iterable[CellResult]) -> str:
+    """The median per-cell overhead (cell wall time minus its timed region), eager and compiled apart."""
+    parts = []
+    for kind in ("eager", "compiled"):
+        values = [r.overhead_s for r in results if r.cell.compiled == (kind == "compiled") and r.overhead_s is not None]
+        if values:
+            parts.append(f"{kind} {statistics.median(values):.1f} s over {len(values)} cell(s)")
+    return "median per-cell overhead (wall minus timed region): " + ("; ".join(parts) if parts else "no measured cell")
+
+
+def result_line(result: CellResult, index: int, total: int) -> Text:
+    style = STATUS_STYLE[result.status]
+    text = Text.assemble(("■ ", style), (f"[{index}/{total}] ", "dim"), (result.cell.id, "bold"), "  ",
+                         (result.status.upper(), f"bold {style}"))
+    if result.status == "ok" and result.latency is not None:
+        text.append(f"  {result.throughput_ips:.1f} img/s  median {result.latency.median_ms:.2f} ms"
+                    f"  p90 {result.latency.p90_ms:.2f} ms  n={result.latency.n}")
+        if result.peak_memory_bytes is not None:
+            text.append(f"  peak {result.peak_memory_bytes / 2**30:.2f} GiB")
+        if result.ratio is not None and result.ratio.baseline_cell_id != result.cell.id:
+            text.append(f"  ×{result.ratio.median:.2f} ({result.ratio.q1:.2f}-{result.ratio.q3:.2f}) vs eager fp32")
+        if result.compile_s is not None:
+            text.append(f"  compile {result.compile_s:.1f} s")
+        if result.warmup_converged is False:
+            text.append("  warm-up not converged", style="yellow")
+    elif result.reason:
+        text.append(f"  {result.reason[:200]}", style="dim")
+    return text
+
+
+def summary_table(results: Iterable[CellResult]) -> Table:
+    """One row per cell: status, throughput, paired ratio to eager fp32, latency, memory, compile, MFU."""
+    table = Table(title="detbench cells", show_lines=False, header_style="bold")
+    table.add_column("cell", no_wrap=True)
+    columns: tuple[tuple[str, Literal["left", "right"]], ...] = (
+        ("status", "left"), ("img/s", "right"), ("ratio", "right"), ("median ms", "right"), ("p90 ms", "right"),
+        ("CoV", "right"), ("peak GiB", "right"), ("compile s", "right"), ("MFU", "right"), ("det/img", "right"),
+        ("note", "left"))
+    for name, justify in columns:
+        table.add_column(name, justify=justify, no_wrap=True)
+    for r in results:
+        lat = r.latency
+        table.add_row(
+            r.cell.id,
+            Text(r.status, style=STATUS_STYLE[r.status]),
+            _num(r.throughput_ips, ".1f"),
+            _num(r.ratio.median if r.ratio else None, ".2f", "×"),
+            _num(lat.median_ms if lat else None, ".2f"),
+            _num(lat.p90_ms if lat else None, ".2f"),
+            _num(lat.cov if lat else None, ".3f"),
+            _num(r.peak_memory_bytes / 2**30 if r.peak_memory_bytes is not None else None, ".2f"),
+            _num(r.compile_s, ".1f"),
+            _num(r.mfu * 100 if r.mfu is not None else None, ".1f", "%"),
+            _num(r.detections_per_image.get("mean") if r.detections_per_image else None, ".1f"),
+            (r.reason or ("warm-up not converged" if r.warmup_converged is False else ""))[:80],
+        )
+    return table
+
+
+def _num(value: float | None, fmt: str, suffix: str = "") -> str:
+    return "-" if value is None else f"{value:{fmt}}{suffix}"
+
+
+# --- the advice (bench.core.advice); reports/columns.py writes the same rows for the HTML and summary.md --------
+
+ADVICE_COLUMNS: tuple[tuple[str, Literal["left", "right"]], ...] = (
+    ("detector", "left"), ("mode", "left"), ("GPUs", "right"), ("use", "left"), ("batch", "right"),
+    ("img/s", "right"), ("vs eager fp32", "right"), ("runner-up", "left"), ("peak GiB", "right"),
+    ("compile s", "right"), ("break-even", "right"), ("MFU", "right"), ("GPU util", "right"), ("not tried", "left"),
+    ("failed (reason)", "left"), ("notes", "left"))
+
+
+def gain_text(gain: Gain) -> str:
+    """``1.80× (1.75–1.86)`` paired, ``1.00× (baseline)``, ``1.50× (not interleaved)``, or why there is none."""
+    if gain.value is None:
+        return gain.basis
+    if gain.basis == INTERLEAVED and gain.q1 is not None and gain.q3 is not None:
+        return f"{gain.value:.2f}× ({gain.q1:.2f}–{gain.q3:.2f})"
+    if gain.basis == INTERLEAVED:
+        return f"{gain.value:.2f}×"
+    return f"{gain.value:.2f}× ({gain.basis})"
+
+
+def break_even_text(best: Candidate) -> str:
+    if not best.compiled:
+        return ""
+    if best.break_even_iterations is not None:
+        return f"{best.break_even_iterations:,.0f} it"
+    return "never (not faster than eager)" if best.never_pays_off else (best.break_even_basis or "")
+
+
+def runner_up_text(item: Advice) -> str:
+    runner = item.runner_up
+    if runner is None:
+        return ""
+    name = f"{runner.configuration} bs{runner.batch_size}"
+    if not item.runner_up_comparable or runner.gain.value is None:
+        return f"{name}: {runner.throughput_ips:.1f} images/s"
+    return f"{name}: {gain_text(runner.gain)}" + ("; a tie within the noise" if item.tie else "")
+
+
+def not_tried_text(item: Advice) -> str:
+    parts = list(item.not_tried)
+    if item.best is not None and item.not_at_batch:
+        parts.append(f"at batch {item.best.batch_size}: {', '.join(item.not_at_batch)}")
+    return "; ".join(parts)
+
+
+def failed_text(item: Advice) -> str:
+    return "; ".join(f"{f.configuration} bs{f.batch_size} {f.status}: {f.reason}" for f in item.failures)
+
+
+def advice_cells(item: Advice) -> list[str]:
+    """One advice as the texts of :data:`ADVICE_COLUMNS`, in order."""
+    best = item.best
+    head = [item.model, item.mode, str(item.gpus)]
+    tail = [runner_up_text(item)]
+    if best is None:
+        return [*head, "nothing ran ok", "-", "-", "-", *tail, "-", "-", "-", "-", "-", not_tried_text(item),
+                failed_text(item), "; ".join(item.notes)]
+    return [*head, best.configuration, str(best.batch_size), f"{best.throughput_ips:.1f}", gain_text(best.gain), *tail,
+            _num(best.peak_memory_bytes / 2**30 if best.peak_memory_bytes is not None else None, ".2f"),
+            _num(best.compile_s, ".1f"), break_even_text(best) or "-",
+            _num(best.mfu * 100 if best.mfu is not None else None, ".1f", "%"),
+            _num(best.gpu_util_pct, ".0f", "%"), not_tried_text(item), failed_text(item), "; ".join(item.notes)]
+
+
+def advice_table(advice: Sequence[Advice]) -> Table:
+    """The advice for the run's closing summary: one row per detector, mode and GPU count (text is not markup)."""
+    table = Table(title="detbench: what should I use?", header_style="bold")
+    for name, justify in ADVICE_COLUMNS:
+        table.add_column(name, justify=justify, overflow="fold")
+    for item in advice:
+        table.add_row(*(Text(cell or "-") for cell in advice_cells(item)))
+    return table

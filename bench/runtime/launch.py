@@ -1,0 +1,241 @@
+"""Where a group of cells runs: one launcher interface, one retry loop, one supervisor.
+
+A :class:`Launcher` makes one *attempt* at a group: it runs the engine (bench.runtime.engine) somewhere and
+hands back what the engine's events said (bench.runtime.protocol) and, when the attempt ended early, why.
+:func:`run_group` is the same for every launcher: cells with a final result are done; the cell that was
+running when an attempt crashed, hung or hit a sticky CUDA error is recorded as ``error`` / ``timeout`` /
+``oom`` with the output tail; a fresh attempt takes the rest (so each crash costs one cell at most); then the
+group's paired ratios and compile break-even are filled in, the same for one GPU and for N.
+
+- :class:`InlineLauncher` (``--isolation inline``, the default on a CPU): the engine in this process.
+- :class:`ProcessLauncher` (``model``, the default on a GPU: a worker per group; ``cell``: a worker per cell):
+  ``python -m bench.runtime.worker`` under :class:`envcheck.isolate.Supervisor`.
+- :class:`bench.runtime.torchrun.TorchrunLauncher`: groups of more than one GPU, one rank per GPU.
+
+Child processes get the user's environment as it is (plus detbench importable): a setting a machine needs
+(NCCL's, say) is the user's to make.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from bench.core.groups import apply_overhead, group_label
+from bench.core.options import RunOptions, import_model_modules
+from bench.core.ratios import finish_group
+from bench.core.scaling import attach_scaling, one_gpu_twin
+from bench.core.schema import Cell, CellResult, Failure
+from bench.runtime.protocol import EventLog, GroupProgress
+from bench.runtime.request import GroupRequest
+from envcheck.isolate import Supervisor, child_env, describe_exit, python_module
+
+
+@dataclass
+class AttemptFailure:
+    """Why an attempt ended before every cell had a final result."""
+
+    status: str  # "error" | "oom" | "timeout"
+    reason: str
+    output_tail: str | None = None
+    returncode: int | None = None
+    details: dict[str, Any] = field(default_factory=dict)  # recorded in the failed cell's config
+
+
+@dataclass
+class Attempt:
+    """What one attempt at a group left behind."""
+
+    progress: GroupProgress
+    failure: AttemptFailure | None  # None: the engine finished the group
+    wall_s: float
+    reached_cells: bool  # the attempt got past start-up into a cell (else a retry would fail the same way)
+    facts: dict[str, Any] = field(default_factory=dict)  # the launcher's own record (command, pids ...)
+
+
+class Launcher(Protocol):
+    """One attempt at a group of cells, wherever it runs."""
+
+    isolation: str  # recorded in every result: inline | model | cell | torchrun
+    keeps_partial: bool  # a cell's partial result (rounds so far) is its own figure (not so for a rank's view)
+    can_retry: bool  # a fresh attempt can take the rest after a failure
+
+    def attempt(self, cells: list[Cell], options: RunOptions) -> Attempt: ...
+
+
+class InlineLauncher:
+    """The engine in this process: no isolation, so a sticky CUDA error ends the rest of the group."""
+
+    isolation = "inline"
+    keeps_partial = True
+    can_retry = False
+
+    def attempt(self, cells: list[Cell], options: RunOptions) -> Attempt:
+        from bench.runtime.device import cell_device  # noqa: PLC0415 (imports torch)
+        from bench.runtime.engine import measure_group  # noqa: PLC0415
+        from bench.runtime.failures import WorkerMustEnd  # noqa: PLC0415
+
+        import_model_modules(options.model_modules)
+        began = time.perf_counter()
+        with tempfile.TemporaryDirectory(prefix="detbench-group-") as tmp:
+            path = Path(tmp, "events.jsonl")
+            failure = None
+            try:
+                measure_group(cells, options, cell_device(), events=EventLog(path))
+            except WorkerMustEnd as exc:
+                failure = AttemptFailure("error", f"not run: the CUDA context became unusable ({exc}); "
+                                                  "--isolation model gives the rest a fresh worker")
+            progress = GroupProgress.read(path)
+        return Attempt(progress, failure, time.perf_counter() - began, True)
+
+
+class ProcessLauncher:
+    """A worker process per group (``model``) or per cell (``cell``), supervised: a hang (no event for the cell
+    timeout) or a crash ends it, and what it had measured is read back from its events."""
+
+    keeps_partial = True
+    can_retry = True
+
+    def __init__(self, isolation: str = "model") -> None:
+        self.isolation = isolation
+
+    def attempt(self, cells: list[Cell], options: RunOptions) -> Attempt:
+        with tempfile.TemporaryDirectory(prefix="detbench-worker-") as tmp:
+            request, events, output = Path(tmp, "request.json"), Path(tmp, "events.jsonl"), Path(tmp, "output.txt")
+            GroupRequest(cells, options).write(request)
+            command = python_module("bench.runtime.worker", str(request), str(events))
+            with Supervisor(command, output, env=child_env()) as worker:
+                hung = worker.watch(options.cell_timeout_s, heartbeat=lambda: _size(events))
+                done = worker.finish(hung)
+            progress = GroupProgress.read(events)
+        failure = None
+        if hung:
+            failure = AttemptFailure("timeout", f"killed after {options.cell_timeout_s:g} s without progress "
+                                                f"(cell timeout) during {progress.phase or 'start-up'}")
+        elif done.returncode != 0 or not progress.done:
+            failure = AttemptFailure("error", f"worker process {describe_exit(done.returncode)} during "
+                                              f"{progress.phase or 'start-up'}")
+        if failure is not None:
+            failure.output_tail, failure.returncode = done.output_tail, done.returncode
+        reached = progress.running is not None or bool(progress.results)
+        return Attempt(progress, failure, done.wall_s, reached, {"returncode": done.returncode})
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except OSError:
+        return -1
+
+
+def launcher_for(cells: list[Cell], options: RunOptions) -> Launcher:
+    """torchrun for multi-GPU groups, else what ``options.isolation`` says."""
+    if cells[0].gpus > 1:
+        from bench.runtime.torchrun import TorchrunLauncher  # noqa: PLC0415
+
+        return TorchrunLauncher()
+    if options.isolation == "inline":
+        return InlineLauncher()
+    return ProcessLauncher(options.isolation)
+
+
+def run_group(cells: list[Cell], options: RunOptions, *, baselines: dict[str, CellResult] | None = None,
+              launcher: Launcher | None = None) -> list[CellResult]:
+    """Measure one group; one result per cell, never raises for a cell failure.
+
+    ``baselines`` (1-GPU cell id -> its result in this run) give multi-GPU cells their scaling efficiency."""
+    cells = list({c.id: c for c in cells}.values())  # a cell listed twice is measured once
+    if not cells:
+        return []
+    # bsmax cells: the largest batch that fits, each probe in a fresh worker (bench.runtime.batch_search)
+    searched = [c for c in cells if c.searches_batch]
+    fixed = [c for c in cells if not c.searches_batch]
+    results: list[CellResult] = []
+    if fixed:
+        chosen = launcher or launcher_for(fixed, options)
+        if chosen.isolation == "cell":
+            results = [r for cell in fixed for r in run_attempts([cell], options, chosen)]
+        else:
+            results = run_attempts(fixed, options, chosen)
+        finish_group(results)  # paired ratios and break-even: among the cells timed together
+        if fixed[0].gpus > 1:
+            for result in results:
+                if result.status == "ok":
+                    _attach_scaling(result, (baselines or {}).get(one_gpu_twin(result.cell).id))
+    if searched:
+        from bench.runtime.batch_search import search_cell  # noqa: PLC0415
+
+        results += [search_cell(cell, options) for cell in searched]
+    order = {c.id: i for i, c in enumerate(cells)}
+    return sorted(results, key=lambda r: order.get(r.cell.id, len(order)))
+
+
+def run_attempts(cells: list[Cell], options: RunOptions, launcher: Launcher) -> list[CellResult]:
+    """Attempts until every cell has a result; each crash or hang costs the cell it happened in."""
+    results: dict[str, CellResult] = {}
+    remaining = list(cells)
+    number = 0
+    while remaining:
+        number += 1
+        attempt = launcher.attempt(remaining, options)
+        got = _results_of(attempt, remaining, launcher)
+        if not got and attempt.failure is None:  # no failure and no result: do not loop forever
+            got = [CellResult(c, status="error", reason="not run: the worker made no progress") for c in remaining]
+        apply_overhead(got, attempt.wall_s, launcher.isolation, number, group_label(remaining))
+        for result in got:
+            results[result.cell.id] = result
+        remaining = [c for c in remaining if c.id not in results]
+        if remaining and attempt.failure is not None and not launcher.can_retry:
+            for cell in remaining:
+                results[cell.id] = _failed(cell, attempt.failure, launcher, attempt.facts)
+            remaining = []
+    return [results[c.id] for c in cells]
+
+
+def _results_of(attempt: Attempt, cells: list[Cell], launcher: Launcher) -> list[CellResult]:
+    """The attempt's results for ``cells``: final ones, partial ones where the launcher keeps them, and a
+    failure result for the cell that was running when the attempt ended early."""
+    progress, failure = attempt.progress, attempt.failure
+    wanted = {c.id for c in cells}
+    keep = [r for cid, r in progress.results.items()
+            if cid in wanted and (cid in progress.final or (failure is not None and launcher.keeps_partial))]
+    if failure is None:
+        return keep
+    running = progress.running
+    recorded = next((r for r in keep if r.cell.id == running and running in progress.final), None)
+    if recorded is not None and recorded.status != "ok":  # the worker recorded why it ended (sticky error)
+        recorded.failure = recorded.failure or Failure(phase="worker")
+        recorded.failure.output_tail, recorded.failure.returncode = failure.output_tail, failure.returncode
+        return keep
+    keep = [r for r in keep if r.cell.id != running]  # a partial figure of the cell that failed is not kept
+    failing = next((c for c in cells if c.id == running), None)
+    if failing is not None:
+        return [*keep, _failed(failing, failure, launcher, attempt.facts)]
+    if not keep and not attempt.reached_cells:  # died before its first cell: every cell fails with it
+        return [_failed(c, failure, launcher, attempt.facts) for c in cells]
+    if not keep:
+        first = next(c for c in cells)
+        return [_failed(first, failure, launcher, attempt.facts)]
+    return keep
+
+
+def _failed(cell: Cell, failure: AttemptFailure, launcher: Launcher, facts: dict[str, Any]) -> CellResult:
+    config: dict[str, Any] = {"isolation": launcher.isolation, **failure.details}
+    if facts:
+        config["launcher"] = facts
+    return CellResult(cell, status=failure.status, reason=failure.reason, config=config,
+                      failure=Failure(phase=launcher.isolation if launcher.isolation == "torchrun" else "worker",
+                                      output_tail=failure.output_tail, returncode=failure.returncode))
+
+
+def _attach_scaling(result: CellResult, baseline: CellResult | None) -> None:
+    if baseline is None:
+        source = "missing"
+    elif baseline.added_reason:
+        source = f"added by the run: {baseline.added_reason}"
+    else:
+        source = "requested in this run"
+    attach_scaling(result, baseline, source=source)

@@ -1,0 +1,83 @@
+"""The request a multi-GPU group runs (cells, run options, distribution options), as one JSON file.
+
+``run_group`` writes it for torchrun's ranks; for a multi-node job write one yourself and start
+``torchrun ... -m bench.runtime.rank REQUEST.json RESULT.jsonl`` on every node (docs/distributed.md)::
+
+    python -m bench.runtime.request --model retinanet_resnet50_fpn --mode train --precision amp-bf16 \\
+        --batch-size 8 --gpus 16 --out request.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from bench.core.distributed_options import DistributedOptions
+from bench.core.options import RunOptions
+from bench.core.schema import MODES, PRECISIONS, Cell
+
+
+@dataclass
+class GroupRequest:
+    """Cells with the same GPU count (and model), run one after the other by the same ranks."""
+
+    cells: list[Cell]
+    options: RunOptions
+    distributed: DistributedOptions = field(default_factory=DistributedOptions)
+
+    def __post_init__(self) -> None:
+        if not self.cells:
+            raise ValueError("a group request needs at least one cell")
+        counts = sorted({c.gpus for c in self.cells})
+        if len(counts) != 1:
+            raise ValueError(f"the cells of one group must share a GPU count, got {counts}")
+
+    @property
+    def world_size(self) -> int:
+        return self.cells[0].gpus
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"cells": [c.to_dict() for c in self.cells], "options": self.options.to_dict(),
+                "distributed": self.distributed.to_dict()}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> GroupRequest:
+        return cls([Cell.from_dict(c) for c in data["cells"]], RunOptions.from_dict(data["options"]),
+                   DistributedOptions.from_dict(data.get("distributed", {})))
+
+    def write(self, path: str | Path) -> None:
+        Path(path).write_text(json.dumps(self.to_dict(), indent=1), encoding="utf-8")
+
+    @classmethod
+    def read(cls, path: str | Path) -> GroupRequest:
+        return cls.from_dict(json.loads(Path(path).read_text(encoding="utf-8")))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Write a request for `torchrun ... -m bench.runtime.rank`.")
+    parser.add_argument("--model", required=True)
+    parser.add_argument("--mode", choices=MODES, default="train")
+    parser.add_argument("--precision", choices=PRECISIONS, default="amp-bf16")
+    parser.add_argument("--compile", choices=("eager", "compiled"), default="eager")
+    parser.add_argument("--batch-size", type=int, default=8, help="per GPU")
+    parser.add_argument("--gpus", type=int, required=True, help="world size: nodes x GPUs per node")
+    parser.add_argument("--cell-timeout", type=float, default=900.0)
+    parser.add_argument("--out", required=True)
+    args = parser.parse_args(argv)
+    try:
+        cell = Cell(args.model, args.mode, args.compile, args.precision, args.batch_size, args.gpus)
+        options = RunOptions(profile="multi-node", isolation="inline", cell_timeout_s=args.cell_timeout)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    GroupRequest([cell], options).write(args.out)
+    print(f"wrote {args.out}: {cell.id}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

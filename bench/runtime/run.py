@@ -1,0 +1,173 @@
+"""One benchmark run: the matrix's cells, measured group by group through the launcher, journalled, displayed.
+
+The pytest face (bench/plugin/plugin.py) owns one :class:`BenchRun`; ``test_cell`` asks it for one cell, and the
+first cell of a group measures the whole group (the cells pytest selected), so later cells of the group
+return their stored result. With ``--repeats N`` the first cell measures the whole run: every group N times,
+the group order rotated per repeat (bench.core.repeats), a fresh worker per group and repeat; each repeat's
+results are journalled as they finish and the repeats of a cell are merged into its one result at the end.
+``--detbench-resume`` hands finished cells and repeats of an interrupted run in; they are not measured again.
+Usable without pytest too: ``BenchRun(...).run(cell)``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from bench.core import matrix
+from bench.core.journal import Journal
+from bench.core.options import RunOptions
+from bench.core.repeats import merge_repeats, repaired_ratios, repeat_order, tag_repeat
+from bench.core.schema import Cell, CellResult
+from bench.runtime.launch import run_group
+
+Display = Callable[[object], None]
+
+
+class BenchRun:
+    """Runs groups of cells, fills what only the run knows (skip reasons, the environment, why a cell was
+    added), appends each result to the journal and keeps them in order for the summary.
+
+    Args:
+        cells: every cell this run will be asked for (pytest's selection); groups are formed from these.
+        added: ``{cell id: why}`` for cells the run added (the 1-GPU twins of multi-GPU cells).
+        resumed: results read from an interrupted run's journal: ok cells (and, with repeats, ok repeats)
+            among them are taken as they are and copied into this run's journal.
+    """
+
+    def __init__(self, options: RunOptions, capabilities: matrix.Capabilities, cells: list[Cell],
+                 journal: Journal | None = None, display: Display | None = None,
+                 environment: dict | None = None, added: dict[str, str] | None = None,
+                 resumed: list[CellResult] | None = None) -> None:
+        self.options = options
+        self.capabilities = capabilities
+        self.cells = cells
+        self.journal = journal
+        self.display = display
+        self.environment = environment
+        self.added = added or {}
+        self.results: dict[str, CellResult] = {}
+        self.repeat_results: dict[str, dict[int, CellResult]] = {}  # cell id -> repeat -> that repeat's result
+        self._resumed_cells: dict[str, CellResult] = {}
+        for result in resumed or []:
+            if result.status != "ok":
+                continue  # a failed cell or repeat is measured again
+            if result.repeat is not None:
+                self.repeat_results.setdefault(result.cell.id, {})[result.repeat] = result
+            elif (result.measurement.repeats if result.measurement else 1) >= options.repeats:
+                self._resumed_cells[result.cell.id] = result
+        self._copied: set[tuple[str, int]] = set()
+
+    def run(self, cell: Cell) -> CellResult:
+        """The cell's result, measuring its whole group first (every group, with repeats) if not done yet."""
+        if cell.id not in self.results:
+            if self.options.repeats > 1:
+                self.run_repeats(self.cells if cell in self.cells else [*self.cells, cell])
+            else:
+                group = [c for c in self.cells if c.group_key == cell.group_key and c.id not in self.results]
+                self.run_group(group if cell in group else [*group, cell])
+        return self.results[cell.id]
+
+    def run_group(self, group: list[Cell]) -> list[CellResult]:
+        taken = [c for c in group if c.id in self._resumed_cells]
+        group = [c for c in group if c.id not in self._resumed_cells]
+        skipped = self._skipped(group)
+        runnable = [c for c in group if c.id not in skipped]
+        self._show_group(runnable, len(self.results), len(self.cells))
+        # 1-GPU groups run first (the matrix orders by GPU count): their results are the scaling references
+        baselines = {cid: r for cid, r in self.results.items() if r.cell.gpus == 1}
+        measured = {r.cell.id: r for r in run_group(runnable, self.options, baselines=baselines)} if runnable else {}
+        out = [self._record(self._resumed_cells[c.id]) for c in taken]
+        for cell in group:
+            out.append(self._record(measured.get(cell.id) or self._not_measured(cell, skipped.get(cell.id))))
+        return out
+
+    def run_repeats(self, cells: list[Cell]) -> list[CellResult]:
+        """Measure ``cells`` ``options.repeats`` times, group by group, and record one merged result per cell."""
+        repeats = self.options.repeats
+        pending = [c for c in dict.fromkeys(cells) if c.id not in self.results]
+        taken = [c for c in pending if c.id in self._resumed_cells]
+        pending = [c for c in pending if c.id not in self._resumed_cells]
+        skipped = self._skipped(pending)
+        groups: dict[tuple, list[Cell]] = {}
+        for cell in pending:
+            if cell.id not in skipped:
+                groups.setdefault(cell.group_key, []).append(cell)
+        # tiers by GPU count, 1 GPU first: repeat r of a multi-GPU cell scales against repeat r of its twin
+        tiers: dict[int, list[list[Cell]]] = {}
+        for group in groups.values():
+            tiers.setdefault(group[0].gpus, []).append(group)
+        total = sum(len(g) for g in groups.values()) * repeats
+        done = sum(len(r) for r in self.repeat_results.values())
+        for repeat in range(repeats):
+            for gpus in sorted(tiers):
+                for group in repeat_order(tiers[gpus], repeat, repeats):
+                    done = self._measure_repeat(group, repeat, done, total)
+        out = [self._record(self._resumed_cells[c.id]) for c in taken]
+        merged = {c.id: merge_repeats(list(self.repeat_results[c.id].values()))
+                  for c in pending if self.repeat_results.get(c.id)}
+        repaired_ratios(merged)
+        for cell in pending:
+            out.append(self._record(merged.get(cell.id) or self._not_measured(cell, skipped.get(cell.id)),
+                                    show=False))
+        return out
+
+    def _measure_repeat(self, group: list[Cell], repeat: int, done: int, total: int) -> int:
+        """One repeat of one group: the repeats already finished (resumed) are copied, the rest measured."""
+        finished = [c for c in group if repeat in self.repeat_results.get(c.id, {})]
+        for cell in finished:
+            if (cell.id, repeat) not in self._copied and self.journal is not None:
+                self.journal.append(self.repeat_results[cell.id][repeat])  # the new journal holds the whole run
+            self._copied.add((cell.id, repeat))
+        todo = [c for c in group if c not in finished]
+        if not todo:
+            return done
+        self._show_group(todo, done, total, f"repeat {repeat + 1}/{self.options.repeats}")
+        baselines = {cid: reps[repeat] for cid, reps in self.repeat_results.items()
+                     if repeat in reps and reps[repeat].cell.gpus == 1 and reps[repeat].status == "ok"}
+        measured = {r.cell.id: r for r in run_group(todo, self.options, baselines=baselines)}
+        for cell in todo:
+            result = tag_repeat(measured.get(cell.id) or self._not_measured(cell, None), repeat)
+            self._complete(result)
+            self.repeat_results.setdefault(cell.id, {})[repeat] = result
+            self._copied.add((cell.id, repeat))
+            if self.journal is not None:
+                self.journal.append(result)  # durable before the next group starts: a crash keeps this repeat
+            done += 1
+            self._show_result(result, done, total)
+        return done
+
+    def _skipped(self, cells: list[Cell]) -> dict[str, str]:
+        return {c.id: reason for c in cells for reason in [matrix.skip_reason(c, self.capabilities)] if reason}
+
+    def _not_measured(self, cell: Cell, reason: str | None) -> CellResult:
+        return CellResult(cell, status="skipped", reason=reason or "no result from the launcher",
+                          config={"options": self.options.to_dict(), "profile": self.options.profile})
+
+    def _show_group(self, cells: list[Cell], done: int, total: int, note: str = "") -> None:
+        if not cells or not self.display:
+            return
+        from bench.core.groups import group_label  # noqa: PLC0415
+        from bench.plugin.display import group_line  # noqa: PLC0415
+
+        label = group_label(cells) + (f" · {note}" if note else "")
+        self.display(group_line(label, len(cells), done, total, self.options.isolation))
+
+    def _show_result(self, result: CellResult, index: int, total: int) -> None:
+        if self.display:
+            from bench.plugin.display import result_line  # noqa: PLC0415
+
+            self.display(result_line(result, index, total))
+
+    def _complete(self, result: CellResult) -> None:
+        if result.environment is None:
+            result.environment = self.environment
+        result.added_reason = result.added_reason or self.added.get(result.cell.id)
+
+    def _record(self, result: CellResult, show: bool = True) -> CellResult:
+        self._complete(result)
+        self.results[result.cell.id] = result
+        if self.journal is not None:
+            self.journal.append(result)
+        if show:
+            self._show_result(result, len(self.results), max(len(self.cells), len(self.results)))
+        return result

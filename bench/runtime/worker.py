@@ -1,0 +1,37 @@
+"""A group's worker process: ``python -m bench.runtime.worker REQUEST.json EVENTS.jsonl``.
+
+Measures the request's group (bench.runtime.engine.measure_group), appending its events to EVENTS.jsonl as it
+goes (bench.runtime.protocol); the launcher reads them back whatever happens. Exit 75 after a sticky CUDA error
+(recorded as the cell's result first).
+"""
+
+from __future__ import annotations
+
+import sys
+
+EXIT_STICKY = 75
+
+
+def main(argv: list[str]) -> int:
+    if len(argv) != 2:
+        print("usage: python -m bench.runtime.worker REQUEST.json EVENTS.jsonl", file=sys.stderr)
+        return 2
+    from bench.core.options import import_model_modules  # noqa: PLC0415 (after the usage check: imports torch)
+    from bench.runtime.device import cell_device  # noqa: PLC0415
+    from bench.runtime.engine import measure_group  # noqa: PLC0415
+    from bench.runtime.failures import WorkerMustEnd  # noqa: PLC0415
+    from bench.runtime.protocol import EventLog  # noqa: PLC0415
+    from bench.runtime.request import GroupRequest  # noqa: PLC0415
+
+    request = GroupRequest.read(argv[0])
+    import_model_modules(request.options.model_modules)
+    try:
+        measure_group(request.cells, request.options, cell_device(), events=EventLog(argv[1]))
+    except WorkerMustEnd as exc:
+        print(f"bench.runtime.worker: ending after a sticky CUDA error: {exc}", file=sys.stderr)
+        return EXIT_STICKY
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,377 @@
+"""Ratios between variants of one model, timed in interleaved rounds: a study over the matrix's engine.
+
+``python -m bench.tools.interleaved --models retinanet_resnet50_fpn \
+--variants infer-eager-fp32,infer-eager-bf16,infer-compiled-fp32``
+
+Host-bound detector cells move with the host: on the lent H100 VM the same loop switches between two
+speeds (RetinaNet bf16 bs8: ~62 and ~85 ms per iteration) for tens of seconds at a time
+(``docs/examples/h100-host-noise.json``). Cells timed one after another can land in different states,
+so a ratio of two cells timed minutes apart is partly the host's. The matrix therefore measures each
+model's variants in one worker, interleaved (bench.runtime.engine); this command runs exactly that engine on the
+variants you name (each becomes a cell; one worker per model, as the matrix's ``--isolation model``),
+and reports each variant's ratio to the *first* variant, paired by round, with its interquartile range.
+The full cell results (the matrix's format) are kept in the JSON beside the ratio summary.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import dataclasses
+import json
+import os
+import signal
+import statistics
+import sys
+from dataclasses import dataclass, field
+from typing import Any
+
+from bench.core import matrix, ratios, stats
+from bench.core.options import RoundsPolicy, RunOptions, import_model_modules
+from bench.core.ratios import paired_ratio
+from bench.core.schema import MODES, BlockRecord, Cell, CellResult, LatencyStats, Measurement, PairedRatio
+from bench.models import get_model
+from bench.models.registry import UnknownModelError
+
+SCHEMA_NAME = "detbench.interleaved"
+SCHEMA_VERSION = 2  # 2: each model also carries its variants' full cell results ("cells")
+DEFAULT_VARIANTS = ("infer-eager-fp32", "infer-eager-bf16", "infer-compiled-fp32")
+# a variant's compile word: eager or compiled (torch.compile's default mode; the matrix's --compile has the others)
+COMPILE_MODES = ("eager", "compiled")
+PRECISION_ALIASES = {"fp32": "fp32", "fp16": "amp-fp16", "bf16": "amp-bf16",
+                     "amp-fp16": "amp-fp16", "amp-bf16": "amp-bf16"}
+
+
+class InterleavedError(ValueError):
+    """Bad input (variant text, rounds, block length); the message names the valid choices."""
+
+
+@dataclass(frozen=True)
+class Variant:
+    """How one model is run: mode, compile and precision (``infer-compiled-bf16``)."""
+
+    mode: str
+    compile: str
+    precision: str
+
+    @classmethod
+    def parse(cls, text: str) -> Variant:
+        parts = text.strip().split("-", 2)
+        if len(parts) != 3:
+            raise InterleavedError(f"bad variant {text!r}; write MODE-COMPILE-PRECISION, e.g. infer-compiled-bf16 "
+                                   f"(modes {', '.join(MODES)}; compile {', '.join(COMPILE_MODES)}; "
+                                   f"precisions fp32, fp16, bf16)")
+        mode, compile_mode, precision = parts
+        if mode not in MODES or compile_mode not in COMPILE_MODES or precision not in PRECISION_ALIASES:
+            raise InterleavedError(f"bad variant {text!r}: modes {', '.join(MODES)}; compile "
+                                   f"{', '.join(COMPILE_MODES)}; precisions fp32, fp16, bf16")
+        return cls(mode, compile_mode, PRECISION_ALIASES[precision])
+
+    @property
+    def label(self) -> str:
+        short = {"fp32": "fp32", "amp-fp16": "fp16", "amp-bf16": "bf16"}[self.precision]
+        return f"{self.mode}-{self.compile}-{short}"
+
+    def cell(self, model: str, batch_size: int, image_size: tuple[int, int] | None) -> Cell:
+        return Cell(model, self.mode, self.compile, self.precision, batch_size, 1, image_size)
+
+
+@dataclass
+class VariantRun:
+    """One variant's setup and its timed blocks (one block per round)."""
+
+    variant: str
+    cell_id: str
+    status: str = "ok"  # ok | oom | error | skipped
+    reason: str | None = None
+    first_call_s: float | None = None
+    compile_s: float | None = None
+    graph_breaks: int | None = None
+    break_even_iterations: float | None = None  # compiled: vs the eager variant of the same mode and precision
+    warmup_iterations: int | None = None
+    warmup_s: float | None = None
+    iterations_per_block: int | None = None
+    block_median_ms: list[float] = field(default_factory=list)  # one per round it took part in
+    times_ms: list[float] = field(default_factory=list)  # every timed iteration, all blocks
+    latency: LatencyStats | None = None
+    throughput_ips: float | None = None  # at the median of all timed iterations
+    detections_per_image: float | None = None
+    postprocess: dict[str, Any] | None = None
+    model_runtime_notes: dict[str, Any] | None = None  # what the built model ran (e.g. deformable attention path)
+
+
+@dataclass
+class Ratio:
+    """Throughput of ``variant`` over ``baseline``, paired by round (> 1: the variant is faster)."""
+
+    variant: str
+    baseline: str
+    per_round: list[float]
+    median: float
+    q1: float
+    q3: float
+
+    @classmethod
+    def paired(cls, variant: VariantRun, baseline: VariantRun) -> Ratio | None:
+        pairs = [b / v for b, v in zip(baseline.block_median_ms, variant.block_median_ms) if v > 0]
+        if not pairs:
+            return None
+        ordered = sorted(pairs)
+        return cls(variant.variant, baseline.variant, pairs, statistics.median(pairs),
+                   stats.percentile(ordered, 25), stats.percentile(ordered, 75))
+
+
+@dataclass
+class ModelComparison:
+    """Every variant of one model, the paired ratios to the first (baseline) variant, and the host canary."""
+
+    model: str
+    batch_size: int
+    image_size: list[int] | None
+    rounds: int
+    block_s: float
+    device: str
+    timer: str
+    variants: list[VariantRun]
+    ratios: list[Ratio]
+    host_canary_ms: list[float]  # before every block, in visiting order
+    status: str = "ok"  # "partial" while variants are still being set up; "error" if nothing was measured
+    reason: str | None = None
+    environment: dict[str, Any] | None = None  # envcheck.fingerprint.collect(): GPU, UUIDs, driver, versions
+    torch: str = ""
+    cells: list[dict[str, Any]] = field(default_factory=list)  # v2: every variant's CellResult.to_dict()
+    schema: str = SCHEMA_NAME
+    schema_version: int = SCHEMA_VERSION
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ModelComparison:
+        if not isinstance(data, dict) or data.get("schema") != SCHEMA_NAME:
+            raise InterleavedError(f"not a {SCHEMA_NAME} result")
+        if data.get("schema_version") not in (1, SCHEMA_VERSION):
+            raise InterleavedError(f"{SCHEMA_NAME} schema_version {data.get('schema_version')!r} is not "
+                                   f"supported (this detbench reads 1..{SCHEMA_VERSION})")
+        variants = [VariantRun(**{**v, "latency": LatencyStats(**v["latency"]) if v.get("latency") else None})
+                    for v in data["variants"]]
+        ratios = [Ratio(**r) for r in data["ratios"]]
+        return cls(**{**data, "variants": variants, "ratios": ratios})
+
+    def cell_results(self) -> list[CellResult]:
+        """The variants as the matrix's cell results: kept as such since version 2, rebuilt for version 1."""
+        if self.cells:
+            return [CellResult.from_dict(c, source=f"{self.model} cells[{i}]") for i, c in enumerate(self.cells)]
+        size = (int(self.image_size[0]), int(self.image_size[1])) if self.image_size else None
+        ratios = {r.variant: r for r in self.ratios}
+        out = []
+        for run in self.variants:
+            cell = Variant.parse(run.variant).cell(self.model, self.batch_size, size)
+            blocks = [BlockRecord(round=i, median_ms=ms, iterations=run.iterations_per_block or 0, host_canary_ms=None,
+                                  start_offset_s=0.0) for i, ms in enumerate(run.block_median_ms)]
+            measured = Measurement(timer=self.timer, iterations=len(run.times_ms), isolation="model",
+                                   rounds=len(blocks), timed_s=sum(run.times_ms) / 1000.0, block_s=self.block_s,
+                                   blocks=blocks)
+            ratio = ratios.get(run.variant)
+            first = Variant.parse(self.variants[0].variant).cell(self.model, self.batch_size, size)
+            out.append(CellResult(
+                cell, status=run.status, reason=run.reason, times_ms=list(run.times_ms), latency=run.latency,
+                throughput_ips=run.throughput_ips, timer=self.timer or None, first_call_s=run.first_call_s,
+                compile_s=run.compile_s, warmup_iterations=run.warmup_iterations, warmup_s=run.warmup_s,
+                graph_breaks=run.graph_breaks, break_even_iterations=run.break_even_iterations,
+                postprocess=run.postprocess, model_runtime_notes=run.model_runtime_notes or {}, device=self.device,
+                measurement=measured if blocks else None, environment=self.environment,
+                ratio=(PairedRatio(first.id, ratio.median, ratio.q1, ratio.q3, list(ratio.per_round))
+                       if ratio else None)))
+        return out
+
+
+def killed_model_results(data: dict[str, Any]) -> list[CellResult]:
+    """A version-1 record of a model whose process was killed or crashed (no ratios, only the variants it
+    had set up): each variant becomes a cell with the model's status and reason."""
+    import re  # noqa: PLC0415
+
+    out = []
+    for run in data.get("variants") or []:
+        match = re.search(r"-bs(\d+)-gpu1(?:-(\d+)x(\d+))?$", str(run.get("cell_id", "")))
+        batch = int(match.group(1)) if match else 1
+        size = (int(match.group(2)), int(match.group(3))) if match and match.group(2) else None
+        cell = Variant.parse(run["variant"]).cell(str(data["model"]), batch, size)
+        out.append(CellResult(cell, status=data.get("status", "error"), first_call_s=run.get("first_call_s"),
+                              compile_s=run.get("compile_s"),
+                              reason=f"{data.get('reason')} (variant set up: {run.get('status')}, not timed)"))
+    return out
+
+
+# --- measuring: the matrix's engine on the named variants -------------------------------------------------
+
+
+def compare_model(model: str, variants: list[Variant], batch_size: int, image_size: tuple[int, int] | None,
+                  options: RunOptions, rounds: int, block_s: float) -> ModelComparison:
+    """Measure the variants as one group (bench.runtime.launch.run_group, ``options.isolation`` says where) in
+    ``rounds`` interleaved rounds of ``block_s`` blocks, then summarise with ratios to the first variant."""
+    from bench.runtime.launch import run_group  # noqa: PLC0415
+    from envcheck.fingerprint import collect  # noqa: PLC0415
+
+    options = dataclasses.replace(options, rounds=RoundsPolicy(rounds=rounds, block_s=block_s, min_block_iterations=3))
+    cells = [v.cell(model, batch_size, image_size) for v in variants]
+    results = run_group(cells, options)
+    return summarise(model, variants, batch_size, image_size, rounds, block_s, results, collect())
+
+
+def summarise(model: str, variants: list[Variant], batch_size: int, image_size: tuple[int, int] | None, rounds: int,
+              block_s: float, results: list[CellResult], environment: dict[str, Any] | None) -> ModelComparison:
+    """A ModelComparison (ratios to the first variant, host canary in visiting order) from cell results."""
+    import torch  # noqa: PLC0415
+
+    runs = [_variant_run(v, r) for v, r in zip(variants, results)]
+    ok = [(run, r) for run, r in zip(runs, results) if r.status == "ok" and r.measurement is not None]
+    base = results[0] if ok and ok[0][1] is results[0] else None
+    ratios = []
+    if base is not None:
+        for run, result in ok[1:]:
+            pair = paired_ratio(result, base)
+            if pair is not None:
+                ratios.append(Ratio(run.variant, runs[0].variant, pair.per_round, pair.median, pair.q1, pair.q3))
+    # every r in ok has a measurement; the test says so to the type checker
+    blocks = sorted((b.start_offset_s, b.host_canary_ms) for _, r in ok if r.measurement is not None
+                    for b in r.measurement.blocks)
+    status, reason = "ok", None
+    if not ok:  # nothing measured: say why, from the variants
+        status = "skipped" if all(r.status == "skipped" for r in results) else "error"
+        reason = "; ".join(f"{run.variant}: {run.status}: {run.reason}" for run in runs)
+    device = next((r.device for r in results if r.device), "") or ""
+    timer = next((r.timer for _, r in ok if r.timer), "")
+    return ModelComparison(model, batch_size, list(image_size) if image_size else None, rounds, block_s, device, timer,
+                           runs, ratios, [c for _, c in blocks if c is not None], status, reason, environment,
+                           torch.__version__, [r.to_dict() for r in results])
+
+
+def _variant_run(variant: Variant, result: CellResult) -> VariantRun:
+    blocks = result.measurement.blocks if result.measurement else []
+    detections = result.detections_per_image or {}
+    return VariantRun(
+        variant.label, result.cell.id, result.status, result.reason, result.first_call_s, result.compile_s,
+        result.graph_breaks, result.break_even_iterations, result.warmup_iterations, result.warmup_s,
+        blocks[0].iterations if blocks else None, [b.median_ms for b in blocks], list(result.times_ms),
+        result.latency, result.throughput_ips, detections.get("mean"), result.postprocess,
+        result.model_runtime_notes or None)
+
+
+def eager_twin_variant(variant: str) -> str:
+    """The eager variant with the same mode and precision as a compiled one (``infer-compiled-bf16`` ->
+    ``infer-eager-bf16``)."""
+    return variant.replace("-compiled-", "-eager-")
+
+
+def fill_break_even(runs: list[VariantRun]) -> None:
+    """Break-even of each compiled variant against its eager twin, for version-1 files written before the
+    field existed (new results get it from bench.runtime.engine.finish_group, the same formula)."""
+    medians = {r.variant: r.latency.median_ms for r in runs if r.status == "ok" and r.latency is not None}
+    for run in runs:
+        if run.compile_s is None or run.variant not in medians:
+            continue
+        twin = eager_twin_variant(run.variant)
+        run.break_even_iterations = ratios.break_even_iterations(run.compile_s, medians.get(twin), medians[run.variant])
+
+
+# --- command line ---------------------------------------------------------------------------------------
+
+
+def parse_variants(text: str) -> list[Variant]:
+    variants = [Variant.parse(v) for v in text.split(",") if v.strip()]
+    if not variants:
+        raise InterleavedError("no variants given; e.g. --variants infer-eager-fp32,infer-compiled-fp32")
+    if len({v.label for v in variants}) != len(variants):
+        raise InterleavedError(f"a variant is listed twice in {text!r}")
+    return variants
+
+
+def print_table(models: list[dict[str, Any]]) -> None:
+    print(f"\n{'model':34s} {'variant':22s} {'img/s':>8s} {'ratio':>7s} {'IQR':>15s} {'compile s':>9s} {'breaks':>6s}")
+    for data in models:
+        if data.get("status") != "ok":
+            print(f"{data['model']:34s} {data.get('status')}: {data.get('reason')}")
+            continue
+        if data["ratios"] == [] and len(data["variants"]) > 1:
+            print(f"{data['model']:34s} no ratios: the baseline {data['variants'][0]['variant']} was not measured")
+        ratios = {r["variant"]: r for r in data["ratios"]}
+        for run in data["variants"]:
+            ratio = ratios.get(run["variant"])
+            base = run is data["variants"][0] and run["status"] == "ok"
+            shown = f"{ratio['median']:.3f}" if ratio else ("1 (base)" if base else "-")
+            iqr = f"{ratio['q1']:.3f}-{ratio['q3']:.3f}" if ratio else ""
+            ips = f"{run['throughput_ips']:.1f}" if run.get("throughput_ips") else str(run["status"])
+            if run["status"] not in ("ok", "skipped"):
+                ips = f"{run['status']}: {str(run.get('reason'))[:60]}"
+            compile_s = f"{run['compile_s']:.1f}" if run.get("compile_s") is not None else ""
+            breaks = str(run["graph_breaks"]) if run.get("graph_breaks") is not None else ""
+            print(f"{data['model']:34s} {run['variant']:22s} {ips:>8s} {shown:>7s} {iqr:>15s} {compile_s:>9s} "
+                  f"{breaks:>6s}")
+        canary = data["host_canary_ms"]
+        if canary:
+            print(f"{'':34s} host canary {min(canary):.2f}-{max(canary):.2f} ms "
+                  f"(spread {(max(canary) - min(canary)) / min(canary):.0%})")
+
+
+def _exit_on_sigterm(signum: int, frame: Any) -> None:
+    raise SystemExit(128 + signum)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)  # so a child model process is killed with us
+    parser = argparse.ArgumentParser(prog="python -m bench.tools.interleaved", description=__doc__.splitlines()[0])
+    parser.add_argument("--models", required=True, help="comma-separated registry names")
+    parser.add_argument("--variants", default=",".join(DEFAULT_VARIANTS),
+                        help="comma-separated MODE-COMPILE-PRECISION; the first is the baseline "
+                             f"(default {','.join(DEFAULT_VARIANTS)})")
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--image-size", default=None, help="HEIGHTxWIDTH (default: each model's native size)")
+    parser.add_argument("--rounds", type=int, default=8, help="rounds of one block per variant (default 8)")
+    parser.add_argument("--block-s", type=float, default=1.0, help="seconds per timed block (default 1)")
+    parser.add_argument("--model-timeout-s", type=float, default=900.0,
+                        help="a model's worker is killed after this long without progress (default 900)")
+    parser.add_argument("--inline", action="store_true", help="run in this process (no per-model worker)")
+    parser.add_argument("--model-modules", default="", help="extra modules that register models")
+    parser.add_argument("--json", default=None, help="write the results here (after every model)")
+    args = parser.parse_args(argv)
+    modules = tuple(m for m in args.model_modules.split(",") if m)
+    try:
+        variants = parse_variants(args.variants)
+        if args.rounds < 2:
+            raise InterleavedError(f"--rounds must be >= 2 (ratios are paired by round), got {args.rounds}")
+        if args.block_s <= 0 or args.batch_size < 1:
+            raise InterleavedError("--block-s must be > 0 and --batch-size >= 1")
+        import_model_modules(modules)
+        models = [m for m in args.models.split(",") if m]
+        if not models:
+            raise InterleavedError("no models given; e.g. --models retinanet_resnet50_fpn")
+        for name in models:
+            get_model(name)  # UnknownModelError names the valid choices
+        image_size = matrix.parse_image_size(args.image_size)
+    except (InterleavedError, matrix.MatrixError, UnknownModelError, ValueError) as exc:
+        parser.error(str(exc))
+    options = RunOptions(profile="interleaved", telemetry_hz=0, count_flops=False, model_modules=modules,
+                         isolation="inline" if args.inline else "model", cell_timeout_s=args.model_timeout_s)
+    results: list[dict[str, Any]] = []
+    for model in models:
+        result = compare_model(model, variants, args.batch_size, image_size, options, args.rounds, args.block_s)
+        results.append(result.to_dict())
+        if args.json:
+            _write_json(args.json, results)
+    print_table(results)
+    failed = [v for r in results for v in r["variants"] if v["status"] not in ("ok", "skipped")]
+    return 1 if failed or any(r.get("status") not in ("ok", "skipped") for r in results) else 0
+
+
+def _write_json(path: str, models: list[dict[str, Any]]) -> None:
+    partial = f"{path}.partial"
+    with open(partial, "w", encoding="utf-8") as handle:
+        json.dump({"schema": SCHEMA_NAME, "schema_version": SCHEMA_VERSION, "models": models}, handle, indent=1)
+    os.replace(partial, path)
+
+
+if __name__ == "__main__":
+    with contextlib.suppress(BrokenPipeError):
+        sys.exit(main())

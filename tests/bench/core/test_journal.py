@@ -1,0 +1,169 @@
+"""The journal: durable per cell, one run per file, claimed before any cell runs, never destroying a previous run."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from bench.core.journal import Journal, JournalError, read_journal, read_run_header
+from bench.core.schema import Cell, CellResult
+
+
+def _skipped(reason: str, batch_size: int = 1) -> CellResult:
+    return CellResult(Cell("resnet50", batch_size=batch_size), status="skipped", reason=reason)
+
+
+def test_a_new_run_keeps_the_previous_journal_under_its_run_id_and_says_so(tmp_path, capsys):
+    path = tmp_path / "run.journal.jsonl"
+    with Journal.claim(None, path) as first:
+        first.append(_skipped("first run"))
+        first.append(_skipped("first run", 2))
+    with Journal.claim(None, path) as second:
+        second.append(_skipped("second run", 4))
+    assert [r.reason for r in read_journal(path)] == ["second run"]
+    kept = tmp_path / f"run.journal.{first.run_id}.jsonl"
+    assert [r.reason for r in read_journal(kept)] == ["first run", "first run"]
+    assert f"previous journal kept as {kept}" in capsys.readouterr().err
+    assert first.run_id != second.run_id
+
+
+def test_the_previous_json_moves_with_its_journal(tmp_path):
+    target = tmp_path / "run.json"
+    with Journal.claim(target, None) as first:
+        first.append(_skipped("first run"))
+    target.write_text(json.dumps({"detbench": {"run_id": first.run_id}}))
+    with Journal.claim(target, None) as second:
+        assert second.path == tmp_path / "run.journal.jsonl"
+    # no stale JSON of the previous run beside the new journal: it sits beside its own journal
+    assert not target.exists()
+    assert json.loads((tmp_path / f"run.{first.run_id}.json").read_text())["detbench"]["run_id"] == first.run_id
+    assert (tmp_path / f"run.journal.{first.run_id}.jsonl").exists()
+
+
+def test_the_run_id_is_in_the_journal_header_and_read_journal_skips_it(tmp_path):
+    path = tmp_path / "j.jsonl"
+    with Journal.claim(tmp_path / "out.json", path) as journal:
+        journal.append(_skipped("x"))
+    header = read_run_header(path)
+    assert header["run_id"] == journal.run_id and header["benchmark_json"] == str(tmp_path / "out.json")
+    assert json.loads(path.read_text().splitlines()[0])["schema"] == "detbench.run"
+    assert [r.reason for r in read_journal(path)] == ["x"]
+
+
+def test_the_report_loader_reads_a_claimed_journal(tmp_path):
+    from reports.load import load_run
+
+    path = tmp_path / "j.jsonl"
+    with Journal.claim(None, path) as journal:
+        journal.append(_skipped("x"))
+    assert [r.reason for r in load_run(path).results] == ["x"]
+
+
+def test_a_second_concurrent_writer_is_refused_in_one_line(tmp_path):
+    target = tmp_path / "run.json"
+    with Journal.claim(target, None) as first:
+        first.append(_skipped("first run"))
+        # another process: the lock is on the file system, not in this interpreter
+        code = (
+            "import sys\nfrom bench.core.journal import Journal, JournalError\n"
+            f"try:\n    Journal.claim({str(target)!r}, None)\nexcept JournalError as exc:\n"
+            "    print(exc)\n    sys.exit(3)\n"
+        )
+        proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
+                              env=dict(os.environ, PYTHONPATH=os.getcwd()))
+        assert proc.returncode == 3, proc.stderr
+        lines = proc.stdout.strip().splitlines()
+        assert len(lines) == 1 and "another detbench run" in lines[0] and str(os.getpid()) in lines[0]
+        assert [r.reason for r in read_journal(first.path)] == ["first run"]  # untouched
+    with Journal.claim(target, None):  # free again once the first run closed
+        pass
+
+
+def test_a_journal_claimed_twice_in_one_process_is_refused(tmp_path):
+    with Journal.claim(None, tmp_path / "j.jsonl"), pytest.raises(JournalError, match="another detbench run"):
+        Journal.claim(None, tmp_path / "j.jsonl")
+
+
+def test_an_unwritable_results_folder_is_refused_before_any_cell(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    with pytest.raises(JournalError, match=r"--benchmark-json .*file/run.json") as info:
+        Journal.claim(blocker / "run.json", None)  # its folder cannot be created: a file is in the way
+    assert "\n" not in str(info.value) and isinstance(info.value, ValueError)
+    with pytest.raises(JournalError, match="is a directory"):
+        Journal.claim(tmp_path, None)
+    with pytest.raises(JournalError, match="journal"):
+        Journal.claim(tmp_path / "ok.json", blocker / "j.jsonl")
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes through file permissions")
+def test_a_read_only_results_folder_is_refused(tmp_path):
+    folder = tmp_path / "ro"
+    folder.mkdir()
+    folder.chmod(0o555)
+    try:
+        with pytest.raises(JournalError, match="cannot write"):
+            Journal.claim(folder / "run.json", None)
+    finally:
+        folder.chmod(0o755)
+
+
+def test_each_append_is_on_disk_before_close(tmp_path):
+    path = tmp_path / "j.jsonl"
+    journal = Journal(path)
+    journal.append(CellResult(Cell("resnet50"), status="oom", reason="CUDA out of memory"))
+    assert [r.status for r in read_journal(path)] == ["oom"]
+    journal.close()
+    assert not (tmp_path / "j.jsonl.lock").exists()  # the lock goes with the run
+
+
+def _pytest_bench(*args: str) -> subprocess.CompletedProcess:
+    command = [sys.executable, "-m", "pytest", "bench/", "-p", "no:cacheprovider", "-q", "--profile", "smoke",
+               "--models", "tiny_convnet", "--modes", "infer", "--image-size", "32x32", "--isolation", "inline",
+               "--model-modules", "tests.bench.tiny_models", *args]
+    root = str(Path(__file__).resolve().parents[3])
+    return subprocess.run(command, cwd=root, capture_output=True, text=True, timeout=240,
+                          env=dict(os.environ, PYTHONPATH=root))
+
+
+def test_the_pytest_face_refuses_a_second_writer_and_an_unwritable_folder_before_any_cell(tmp_path):
+    target = tmp_path / "run.json"
+    with Journal.claim(target, None):
+        proc = _pytest_bench(f"--benchmark-json={target}")
+    assert proc.returncode == 4, proc.stdout[-2000:] + proc.stderr[-2000:]  # pytest's usage error
+    assert "another detbench run" in proc.stderr and "Traceback" not in proc.stderr
+    assert "tiny_convnet" not in proc.stdout  # refused before collecting a cell
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    proc = _pytest_bench(f"--benchmark-json={blocker / 'run.json'}")
+    assert proc.returncode == 4 and "cannot create the folder of --benchmark-json" in proc.stderr
+
+
+def test_the_pytest_face_keeps_the_previous_run_and_says_so(tmp_path):
+    target = tmp_path / "run.json"
+    first = _pytest_bench(f"--benchmark-json={target}")
+    assert first.returncode == 0, first.stdout[-2000:] + first.stderr[-2000:]
+    first_id = read_run_header(tmp_path / "run.journal.jsonl")["run_id"]
+    second = _pytest_bench(f"--benchmark-json={target}")
+    assert second.returncode == 0, second.stdout[-2000:] + second.stderr[-2000:]
+    kept = tmp_path / f"run.journal.{first_id}.jsonl"
+    assert f"previous journal kept as {kept}" in second.stdout + second.stderr
+    assert read_journal(kept) and read_journal(tmp_path / "run.journal.jsonl")
+    assert len(list(tmp_path.glob("run.*.json"))) == 1  # the first run's JSON, kept
+    assert not list(tmp_path.glob("*.lock"))
+
+
+def test_benchmark_json_given_as_an_open_file_by_older_pytest_benchmark_is_read_as_its_path(tmp_path):
+    from types import SimpleNamespace
+
+    from bench.plugin.plugin import benchmark_json_path
+
+    target = tmp_path / "run.json"
+    with open(target, "wb") as handle:  # pytest-benchmark < 5 hands argparse.FileType("wb") objects
+        assert benchmark_json_path(SimpleNamespace(option=SimpleNamespace(benchmark_json=handle))) == str(target)
+    assert benchmark_json_path(SimpleNamespace(option=SimpleNamespace(benchmark_json=str(target)))) == str(target)
+    assert benchmark_json_path(SimpleNamespace(option=SimpleNamespace(benchmark_json=target))) == str(target)
+    assert benchmark_json_path(SimpleNamespace(option=SimpleNamespace())) is None

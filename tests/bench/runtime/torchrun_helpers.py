@@ -1,0 +1,26 @@
+"""Shared set-up of the multi-process tests: fast policies on the tiny test model, and a no-leftovers check."""
+
+from __future__ import annotations
+
+from bench.core.options import RoundsPolicy, RunOptions
+from bench.core.schema import Cell
+from bench.measure.timing import WarmupPolicy
+from envcheck.isolate import is_alive
+
+FAST = dict(model_modules=("tests.bench.tiny_models",), count_flops=False, telemetry_hz=0, cell_timeout_s=60.0,
+            warmup=WarmupPolicy(window=2, tolerance=0.5, min_iterations=2, max_iterations=10, max_s=0.5),
+            rounds=RoundsPolicy(rounds=2, block_s=0.05, min_block_iterations=3))
+
+
+def fast_options(**changes: object) -> RunOptions:
+    return RunOptions(**{**FAST, **changes})
+
+
+def tiny(mode: str, gpus: int = 2, batch_size: int = 2, precision: str = "fp32") -> Cell:
+    return Cell("tiny_convnet", mode, "eager", precision, batch_size, gpus, (32, 32))
+
+
+def assert_no_rank_left(result) -> None:
+    pids = [p for p in result.config["launcher"]["rank_pids"].values() if p]
+    assert pids, "the ranks reported no pids"
+    assert not [p for p in pids if is_alive(p)], f"rank processes left behind: {pids}"

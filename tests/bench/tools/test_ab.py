@@ -1,0 +1,94 @@
+"""detbench-ab: sides, paired ratios and verdicts (the subprocess rounds are faked here; see test_ab_e2e)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from bench.tools import ab
+
+
+def side_round(side: str, index: int, ips: dict[str, float], status: dict[str, str] | None = None) -> ab.SideRound:
+    return ab.SideRound(side, index, f"{side}-{index}.json", 0, 1.0, dict(ips),
+                        status or {cell: "ok" for cell in ips})
+
+
+def rounds_of(base: list[float], cand: list[float], cell: str = "m-infer-eager-fp32-bs8-gpu1"):
+    return [(side_round("baseline", i, {cell: b}), side_round("candidate", i, {cell: c}))
+            for i, (b, c) in enumerate(zip(base, cand))]
+
+
+def test_host_drift_shared_by_both_sides_cancels_and_a_ten_percent_loss_is_flagged():
+    host = [1.0, 0.7, 0.95, 0.65, 1.0]
+    verdicts = ab.judge(rounds_of([100 * h for h in host], [90 * h for h in host]), threshold=0.05)
+    (verdict,) = verdicts.values()
+    assert verdict["verdict"] == "regression"
+    assert verdict["ratio"] == pytest.approx(0.9)
+
+
+def test_same_software_under_the_same_drift_is_unchanged():
+    host = [1.0, 0.7, 0.95, 0.65, 1.0]
+    noise = [1.004, 0.997, 1.001, 0.999, 1.003]
+    verdicts = ab.judge(rounds_of([100 * h for h in host], [100 * h * n for h, n in zip(host, noise)]), 0.05)
+    assert next(iter(verdicts.values()))["verdict"] == "unchanged"
+
+
+def test_a_cell_the_candidate_lost_is_a_regression_naming_its_status():
+    cell = "m-infer-eager-fp32-bs8-gpu1"
+    rounds = [(side_round("baseline", i, {cell: 100.0}), side_round("candidate", i, {}, {cell: "oom"}))
+              for i in range(3)]
+    verdict = ab.judge(rounds, 0.05)[cell]
+    assert verdict["verdict"] == "regression" and "oom" in verdict["reason"]
+
+
+def test_nothing_measured_by_the_baseline_is_nothing_comparable():
+    rounds = [(side_round("baseline", 0, {}), side_round("candidate", 0, {}))]
+    assert ab.judge(rounds, 0.05) == {}
+    assert "nothing comparable" in ab.verdict_line({}, 0.05, 1)
+
+
+def test_one_round_is_inconclusive():
+    verdicts = ab.judge(rounds_of([100.0], [50.0]), 0.05)
+    assert next(iter(verdicts.values()))["verdict"] == "inconclusive"
+
+
+def test_interpreter_side_runs_pytest_on_the_installed_bench_package(tmp_path: Path):
+    command = ab.Side("baseline", python="/venv/bin/python").command(tmp_path / "b.json", ["--models", "x"])
+    assert command[:5] == ["/venv/bin/python", "-m", "pytest", "--pyargs", "bench"]
+    assert f"--benchmark-json={tmp_path / 'b.json'}" in command and command[-2:] == ["--models", "x"]
+
+
+def test_template_side_fills_the_fields_quoted(tmp_path: Path):
+    side = ab.Side("candidate", template="docker run -v {dir}:/results img pytest bench/ "
+                                         "--benchmark-json=/results/{name} {args}")
+    command = side.command(tmp_path / "c r.json", ["--models", "a b"])
+    assert command == (f"docker run -v {tmp_path}:/results img pytest bench/ --benchmark-json=/results/'c r.json' "
+                       "--models 'a b'")
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--candidate-cmd", "docker run img"], "must write its result to {json}"),
+    (["--baseline-env", "NOVALUE"], "use NAME=VALUE"),
+    (["--rounds", "0"], "--rounds must be >= 1"),
+    (["--threshold", "1.5"], "--threshold must be a fraction"),
+])
+def test_bad_input_is_one_line_and_exit_2(argv, message, capsys, tmp_path):
+    assert ab.main([*argv, "--out", str(tmp_path)]) == ab.EXIT_USAGE
+    err = capsys.readouterr().err.strip()
+    assert message in err and "\n" not in err
+
+
+def test_the_summary_lists_regressions_and_inconclusive_cells_first_with_the_verdict_line():
+    rounds = rounds_of([100.0] * 5, [90.0, 89.0, 91.0, 90.0, 90.5], "a-infer-eager-fp32-bs8-gpu1")
+    verdicts = ab.judge(rounds, 0.05)
+    verdicts["z-infer-eager-fp32-bs1-gpu1"] = ab.judge(rounds_of([100.0], [100.0]), 0.05)["m-infer-eager-fp32-bs8-gpu1"]
+    verdicts["b-infer-eager-fp32-bs1-gpu1"] = ab.judge(rounds_of([100.0] * 3, [100.0] * 3), 0.05)[
+        "m-infer-eager-fp32-bs8-gpu1"]
+    line = ab.verdict_line(verdicts, 0.05, 5)
+    text = ab.summary_markdown(verdicts, line, ab.Side("baseline", template="docker run base:1 {json}"),
+                               ab.Side("candidate", env=(("DETBENCH_TEST_SLOWDOWN", "a:0.1"),)))
+    rows = [r.split(" | ")[0].lstrip("| ") for r in text.splitlines() if r.startswith("| ") and "-gpu1" in r]
+    assert rows == ["a-infer-eager-fp32-bs8-gpu1", "z-infer-eager-fp32-bs1-gpu1", "b-infer-eager-fp32-bs1-gpu1"]
+    assert f"**{line}**" in text and "1 inconclusive" in line
+    assert "candidate (`this interpreter` with DETBENCH_TEST_SLOWDOWN=a:0.1) vs baseline (`docker run base:1" in text
