@@ -55,18 +55,19 @@ def redact_value(value: str) -> str:
     return _KEY_VALUE.sub(lambda m: f"{m['key']}{m['eq']}{REDACTED}", value)
 
 
+def redact_setting(name: str, value: str) -> str:
+    """A setting's value as it may be published: '***' when the name reads as a secret, else the value with the
+    credentials inside it redacted (:func:`redact_value`)."""
+    parts = set(re.split(r"[^A-Z0-9]+", name.upper()))
+    secret = any(word in parts for word in SECRET_WORDS) or any(
+        word in name.upper() for word in ("TOKEN", "SECRET", "PASSWORD", "PASSWD", "CREDENTIAL"))
+    return REDACTED if secret else redact_value(value)
+
+
 def redact_environment(environ: dict[str, str] | None = None) -> dict[str, str]:
     """The allowed environment variables (see :func:`env_allowed`), credentials inside values redacted."""
     environ = dict(os.environ if environ is None else environ)
-    out = {}
-    for name in sorted(environ):
-        if not env_allowed(name):
-            continue
-        parts = set(re.split(r"[^A-Z0-9]+", name.upper()))
-        secret = any(word in parts for word in SECRET_WORDS) or any(
-            word in name.upper() for word in ("TOKEN", "SECRET", "PASSWORD", "PASSWD", "CREDENTIAL"))
-        out[name] = REDACTED if secret else redact_value(environ[name])
-    return out
+    return {name: redact_setting(name, environ[name]) for name in sorted(environ) if env_allowed(name)}
 
 
 @dataclass

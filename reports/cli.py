@@ -3,13 +3,16 @@
 Exit codes: 0 report written (no regression, or --fail-on-regression not given); 2 bad input (unreadable,
 malformed or foreign file, the same file twice, bad option) or an output that cannot be written;
 3 --fail-on-regression and a regression beyond the threshold and noise, or a baseline cell without a candidate
-result; 4 --fail-on-regression and two runs that share no cell (nothing comparable).
+result (a weak regression, judged on one repeat a side with no --between-run-band, counts only beyond the widest
+lease-to-lease move, reports.compare.LEASE_MOVE_MAX); 4 --fail-on-regression and two runs that share no cell
+(nothing comparable).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
 import tempfile
@@ -25,6 +28,7 @@ from reports.compare import (
     GATE_INCOMPARABLE,
     IMPROVEMENT,
     INCONCLUSIVE,
+    LEASE_MOVE_MAX,
     ONLY_BASELINE,
     REGRESSION,
     compare_runs,
@@ -48,7 +52,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Compare detbench result files (pytest-benchmark JSON or run journal JSONL) in one "
         "self-contained HTML report, a Markdown summary and CSV tables.",
         epilog="Exit codes: 0 ok; 2 bad input or an output that cannot be written; with --fail-on-regression: "
-        "3 a regression or a baseline cell missing in a candidate, 4 nothing comparable (the runs share no cell).",
+        "3 a regression or a baseline cell missing in a candidate (weak single-repeat regressions only beyond a "
+        f"{LEASE_MOVE_MAX:.0%} move), 4 nothing comparable (the runs share no cell).",
     )
     parser.add_argument(
         "runs", nargs="*", metavar="RUN", help="result files (.json from --benchmark-json, or .jsonl journals)"
@@ -72,9 +77,18 @@ def build_parser() -> argparse.ArgumentParser:
         help="smallest relative throughput change to flag, as a fraction (default 0.05 = 5%%)",
     )
     parser.add_argument(
+        "--between-run-band",
+        type=float,
+        metavar="F",
+        help="the between-run (lease-to-lease) noise to assume, as a fold (0.3: one run up to 1.3x the other), e.g. "
+        "from same-software reruns on other leases: every flag must exceed it, and single-repeat verdicts then gate "
+        f"(default: unstated; such verdicts are weak and gate only beyond a {LEASE_MOVE_MAX:.0%} move)",
+    )
+    parser.add_argument(
         "--fail-on-regression",
         action="store_true",
-        help="exit 3 when a regression beyond the threshold and the measured noise is found, or a baseline cell "
+        help="exit 3 when a regression beyond the threshold and the measured noise is found (weak single-repeat "
+        "evidence alone does not fail it), or a baseline cell "
         "has no candidate result; exit 4 when two runs share no cell",
     )
     parser.add_argument("--title", default="detbench report", help="report title")
@@ -144,6 +158,9 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--out is required")
     if not 0 <= args.threshold < 1:
         parser.error(f"--threshold must be a fraction in [0, 1) (0.05 = 5%), got {args.threshold}")
+    band = args.between_run_band
+    if band is not None and not (math.isfinite(band) and band >= 0):
+        parser.error(f"--between-run-band must be a fraction >= 0 (0.3 = 30%), got {band}")
     sources, baseline_index = _sources(args, parser)
     try:
         runs = load_runs(sources)
@@ -156,7 +173,7 @@ def main(argv: list[str] | None = None) -> int:
     if baseline_index is not None:
         base = runs[baseline_index]
         comparisons = [
-            compare_runs(frame, base.label, r.label, args.threshold, runs=(base, r))
+            compare_runs(frame, base.label, r.label, args.threshold, runs=(base, r), between_run_band=band)
             for r in runs
             if r.label != base.label
         ]
@@ -206,13 +223,15 @@ def _ratios_markdown(paths: list[str], parser: argparse.ArgumentParser) -> int:
 
 
 def gate_lines(comparisons: list) -> list[str]:
-    """One terminal line per kind of row against the gate: its count and the first cells' ids."""
+    """One terminal line per kind of row against the gate: its count and the first cells' ids; then the weak
+    regressions that do not gate."""
     lines = []
     for comp in comparisons:
         if not comp.comparable:
             continue  # every cell would be listed; the verdict says the runs share none
+        against = comp.against_gate
         for kind in (REGRESSION, ONLY_BASELINE):
-            ids = list(comp.table.loc[comp.table["verdict"] == kind, "cell_id"])
+            ids = list(against.loc[against["verdict"] == kind, "cell_id"])
             if ids:
                 more = f", ... (+{len(ids) - LISTED_CELLS}, see summary.md)" if len(ids) > LISTED_CELLS else ""
                 lines.append(
@@ -220,6 +239,11 @@ def gate_lines(comparisons: list) -> list[str]:
                     + ", ".join(ids[:LISTED_CELLS])
                     + more
                 )
+        weak = list(comp.weak_regressions["cell_id"])
+        if weak:
+            more = f", ... (+{len(weak) - LISTED_CELLS}, see summary.md)" if len(weak) > LISTED_CELLS else ""
+            lines.append(f"weak regression, not gating ({comp.candidate} vs {comp.baseline}): {len(weak)} "
+                         f"cell{'s' if len(weak) != 1 else ''}: " + ", ".join(weak[:LISTED_CELLS]) + more)
     return lines
 
 
@@ -249,16 +273,20 @@ def render_outputs(data: html.ReportData) -> dict[str, str]:
 
 def comparison_summary(comparisons: list, verdict: str) -> dict:
     """The gate's outcome as data (``comparison.json``): state, verdict line, and per pair the repeats used,
-    the verdict counts and the cell ids flagged or left inconclusive."""
+    the verdict counts and the cell ids flagged (``regressions`` lists weak ones too; those of them that do not
+    fail the gate are also in ``weak_regressions_not_gating``) or left inconclusive."""
     pairs = []
     for comp in comparisons:
         ids = {kind: list(comp.table.loc[comp.table["verdict"] == kind, "cell_id"])
                for kind in (REGRESSION, IMPROVEMENT, INCONCLUSIVE, ONLY_BASELINE)}
+        weak = list(comp.weak_regressions["cell_id"])
         pairs.append({"baseline": comp.baseline, "candidate": comp.candidate, "threshold": comp.threshold,
                       "repeats": {"baseline": comp.repeats[0], "candidate": comp.repeats[1]},
                       "repeats_note": comp.repeats_note, "host_notes": comp.host_notes,
                       "counts": {str(k): int(v) for k, v in comp.table["verdict"].value_counts().items()},
-                      "regressions": ids[REGRESSION], "improvements": ids[IMPROVEMENT],
+                      "between_run_band": comp.between_run_band,
+                      "regressions": ids[REGRESSION], "weak_regressions_not_gating": weak,
+                      "improvements": ids[IMPROVEMENT],
                       "inconclusive": ids[INCONCLUSIVE], "missing_in_candidate": ids[ONLY_BASELINE]})
     return {"schema": "detbench.comparison", "gate": gate(comparisons), "verdict": verdict, "comparisons": pairs}
 

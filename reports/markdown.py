@@ -15,7 +15,16 @@ from reports.columns import (
     markdown_table,
     md_cell,
 )
-from reports.compare import CANARY_TOLERANCE, IMPROVEMENT, MIN_BLOCKS, REGRESSION, Comparison, RunEvidence
+from reports.compare import (
+    CANARY_TOLERANCE,
+    IMPROVEMENT,
+    LEASE_MOVE_MAX,
+    MIN_BLOCKS,
+    REGRESSION,
+    WEAK_NOT_GATING,
+    Comparison,
+    RunEvidence,
+)
 from reports.html import ReportData
 
 MAX_ROWS = 20
@@ -72,6 +81,14 @@ def _evidence_notes(comp: Comparison) -> list[str]:
     if comp.banded:
         out.append(f"{comp.banded} cells had no blocks on a side (v1 result) and were judged on the per-iteration "
                    "noise band, which misses the noise between runs.")
+    weak = len(comp.weak_regressions)
+    if weak:
+        out.append(f"{weak} weak regression{'s' if weak != 1 else ''} do{'es' if weak == 1 else ''} not fail the "
+                   f"gate ({WEAK_NOT_GATING}); a weak regression gates only when its move is beyond "
+                   f"{LEASE_MOVE_MAX:.0%}, the widest lease-to-lease move measured for the same software, or with "
+                   "`--between-run-band` stated.")
+    if comp.between_run_band is not None:
+        out.append(f"Stated between-run band: ±{comp.between_run_band:.0%}; every flag exceeds it.")
     return [" ".join(out), ""] if out else []
 
 

@@ -11,6 +11,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from bench.core.options import OptionError
 from bench.core.schema import (
     BATCH_MAX,
     COMPILE_ALIASES,
@@ -29,7 +30,7 @@ COMPILE_CHOICES = (*COMPILE_MODES, "compiled", "both")
 VISIBLE = -1  # in Block.gpus: every visible GPU count 1..N that is a power of two, and N
 
 
-class MatrixError(ValueError):
+class MatrixError(OptionError):
     """Bad matrix input (unknown profile/model/mode/..., bad batch size); the message names valid choices."""
 
 

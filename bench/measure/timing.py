@@ -13,42 +13,10 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from bench.core.options import MeasurePolicy, WarmupPolicy
+
 Step = Callable[[], Any]
 Sync = Callable[[], None]
-
-
-@dataclass(frozen=True)
-class WarmupPolicy:
-    """Run until the median of the last ``window`` iterations moves less than ``tolerance`` (relative)
-    from the median of the window before it; at least ``min_iterations``, stop at either cap."""
-
-    window: int = 5
-    tolerance: float = 0.02
-    min_iterations: int = 10
-    max_iterations: int = 300
-    max_s: float = 60.0
-
-    def __post_init__(self) -> None:
-        if self.window < 1 or self.min_iterations < 0 or self.max_iterations < 1 or self.max_s <= 0:
-            raise ValueError(f"bad warm-up policy {self}")
-        if not 0 < self.tolerance < 1:
-            raise ValueError(f"warm-up tolerance must be within (0, 1), got {self.tolerance}")
-
-
-@dataclass(frozen=True)
-class MeasurePolicy:
-    """The timed region: at least ``min_iterations`` and ``min_s`` seconds, at most the caps."""
-
-    min_iterations: int = 20
-    min_s: float = 2.0
-    max_iterations: int = 2000
-    max_s: float = 30.0
-
-    def __post_init__(self) -> None:
-        if self.min_iterations < 1 or self.max_iterations < self.min_iterations or self.min_s < 0:
-            raise ValueError(f"bad measure policy {self}")
-        if self.max_s < self.min_s:
-            raise ValueError(f"measure max_s {self.max_s} is below min_s {self.min_s}")
 
 
 def window_converged(times: list[float], window: int, tolerance: float) -> bool:

@@ -21,10 +21,12 @@ from typing import Any
 
 import pytest
 
+from bench.core import config as config_table
 from bench.core import matrix
 from bench.core.journal import Journal, JournalError, read_journal
-from bench.core.options import ISOLATIONS, RoundsPolicy, RunOptions, import_model_modules
+from bench.core.options import OptionError, RunOptions, import_model_modules
 from bench.core.schema import BATCH_MAX, SCHEMA_NAME, SCHEMA_VERSION, Cell, CellResult
+from bench.models.registry import UnknownModelError
 
 
 @dataclass
@@ -46,50 +48,21 @@ STATE = pytest.StashKey[RunState]()
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
+    """The run's options, from the one table (bench.core.config). The plugin is loaded in every pytest session of
+    an environment where detbench is installed: an option name another plugin already took (``--profile`` is
+    pytest-profiling's, say) is offered as ``--detbench-<name>`` only."""
     group = parser.getgroup("detbench", "detbench benchmark matrix")
-    group.addoption("--profile", default="auto", help=f"matrix profile: {', '.join(matrix.PROFILES)} "
-                    "(auto = smoke without CUDA, quick with CUDA)")
-    group.addoption("--models", default=None, help="comma-separated model names (only these; see --list-models)")
-    group.addoption("--modes", default=None, help="comma-separated: infer,train (replaces the profile's modes)")
-    group.addoption("--precisions", default=None, help="comma-separated: fp32,amp-fp16,amp-bf16")
-    group.addoption("--compile", default=None,
-                    help=f"comma-separated compile modes: {', '.join(matrix.COMPILE_CHOICES)} "
-                    "(compiled = --compile-mode's mode, both = eager,compiled; default: the profile's choice)")
-    group.addoption("--memory-format", default=None, help="comma-separated: contiguous,channels_last (channels_last: "
-                    "convolutional models only; default: the profile's choice)")
-    group.addoption("--cudnn-benchmark", default="on", help="torch.backends.cudnn.benchmark: on (default) or off")
-    group.addoption("--batch-sizes", default=None, help="comma-separated positive integers or max (the largest batch "
-                    "that fits, searched), e.g. 1,8,max")
-    group.addoption("--image-size", default=None, help="HEIGHTxWIDTH for every cell, e.g. 480x640")
-    group.addoption("--weights", action="append", default=[], metavar="NAME=PATH",
-                    help="local state dict for a model (repeatable); default random init, never downloads")
-    group.addoption("--gpus", default=None, help="comma-separated GPU counts, e.g. 1,2,4 (default 1; the quick "
-                    "profile adds every visible count on a multi-GPU machine)")
-    group.addoption("--isolation", default=None, help="model (a worker per model group, variants interleaved; "
-                    "default on GPU), cell (a process per cell) or inline (this process; default on CPU)")
-    group.addoption("--rounds", type=int, default=None,
-                    help="interleaved rounds per group (default 4 on GPU, 3 on CPU)")
-    group.addoption("--block-s", type=float, default=None, help="seconds per timed block (default 0.5 on GPU, "
-                    "0.1 on CPU)")
-    group.addoption("--repeats", type=int, default=1, help="measure every cell N separate times at different "
-                    "moments of the run (the whole matrix again per repeat, order rotated); the comparison then "
-                    "judges by between-repeat spread (default 1)")
-    group.addoption("--cell-timeout", type=float, default=600.0, help="seconds a worker may go without progress "
-                    "before it is killed (the cell is recorded as timeout); default 600")
-    group.addoption("--telemetry-hz", type=float, default=50.0, help="NVML sampling rate; 0 disables (default 50)")
-    group.addoption("--compile-mode", default="default", help="the torch.compile mode --compile compiled stands for "
-                    "(default 'default'; --compile can name modes directly)")
-    group.addoption("--optimizer", default="sgd", help="training optimizer: sgd (momentum 0.9) or adamw")
-    group.addoption("--seed", type=int, default=0, help="seed for weights and synthetic inputs")
-    group.addoption("--detbench-journal", default=None, help="JSONL journal of finished cells (default: next to "
-                    "--benchmark-json, else .detbench/journal-<time>.jsonl)")
-    group.addoption("--detbench-resume", default=None, metavar="JOURNAL",
-                    help="journal of an interrupted run with the same options: its finished cells and repeats are "
-                    "taken as they are (copied into this run's journal), the rest is measured")
-    group.addoption("--detbench-strict", action="store_true", help="fail (not xfail) oom/error/timeout cells")
-    group.addoption("--model-modules", default=os.environ.get("DETBENCH_MODEL_MODULES"),
-                    help="comma-separated modules to import that register extra models")
-    group.addoption("--list-models", action="store_true", help="print the registered models and exit")
+    for option in config_table.OPTION_TABLE:
+        spec = config_table.argument_spec(option)
+        if option.name == "--model-modules":
+            spec["default"] = os.environ.get("DETBENCH_MODEL_MODULES")
+        names = [option.name]
+        if not option.name.startswith("--detbench-"):
+            names.append("--detbench-" + option.name[2:])
+        try:
+            group.addoption(*names, **spec)
+        except ValueError:  # the short name is taken: the prefixed one alone
+            group.addoption(names[-1], **spec)
 
 
 def runs_the_matrix(config: pytest.Config) -> bool:
@@ -118,7 +91,7 @@ def pytest_configure(config: pytest.Config) -> None:
         return
     try:
         state = _build_state(config)
-    except (ValueError, ImportError) as exc:  # MatrixError, unknown model/option: one line, valid choices
+    except (OptionError, JournalError, UnknownModelError, ImportError) as exc:  # one line naming valid choices
         raise pytest.UsageError(str(exc)) from None
     config.stash[STATE] = state
     if threading.current_thread() is threading.main_thread():
@@ -135,44 +108,22 @@ def _build_state(config: pytest.Config) -> RunState:
     from bench.models import list_models  # noqa: PLC0415
 
     opt = config.option
-    modules = matrix.parse_csv(opt.model_modules) or ()
-    import_model_modules(modules)
+    import_model_modules(matrix.parse_csv(opt.model_modules) or ())
     if opt.list_models:
         print("\n".join(list_models()))
         pytest.exit("listed models", returncode=0)
-    if opt.models is not None and matrix.parse_csv(opt.models) is None:
-        raise matrix.MatrixError("--models is empty; name at least one model, e.g. --models retinanet_resnet50_fpn "
-                                 "(--list-models lists them)")
-    filters = matrix.MatrixFilters(
-        models=matrix.parse_csv(opt.models), modes=matrix.parse_csv(opt.modes),
-        precisions=matrix.parse_csv(opt.precisions), compile=matrix.parse_compile(opt.compile, opt.compile_mode),
-        batch_sizes=matrix.parse_batch_sizes(opt.batch_sizes), image_size=matrix.parse_image_size(opt.image_size),
-        gpus=matrix.parse_gpus(opt.gpus), memory_formats=matrix.parse_memory_formats(opt.memory_format))
-    if opt.cudnn_benchmark not in ("on", "off"):
-        raise matrix.MatrixError(f"bad --cudnn-benchmark {opt.cudnn_benchmark!r}; valid: on, off")
-    if opt.isolation is not None and opt.isolation not in ISOLATIONS and opt.isolation != "process":
-        raise matrix.MatrixError(f"unknown isolation {opt.isolation!r}; valid: {', '.join(ISOLATIONS)}")
-    rounds = None
-    if opt.rounds is not None or opt.block_s is not None:
-        default = RoundsPolicy()
-        rounds = RoundsPolicy(rounds=opt.rounds if opt.rounds is not None else default.rounds,
-                              block_s=opt.block_s if opt.block_s is not None else default.block_s)
-    weights = _parse_weights(opt.weights, list_models())
+    values = {o.dest: getattr(opt, o.dest, None) for o in config_table.OPTION_TABLE}
     matrix.resolve_profile(opt.profile, cuda_available=False)  # validate the name before touching CUDA
     capabilities = matrix.probe_capabilities()
-    profile = matrix.resolve_profile(opt.profile, capabilities.cuda_available)
-    cells, added = matrix.add_gpu_twins(matrix.expand(profile, filters, list_models(), capabilities.gpu_count))
-    if opt.repeats > 1 and any(c.searches_batch for c in cells):
+    run = config_table.resolve(values, cuda_available=capabilities.cuda_available, known_models=list_models())
+    cells, added = matrix.add_gpu_twins(matrix.expand(run.profile, run.filters, list_models(),
+                                                      capabilities.gpu_count))
+    if run.options.repeats > 1 and any(c.searches_batch for c in cells):
         raise matrix.MatrixError(f"batch size {BATCH_MAX} is not repeated (each repeat may find another boundary); "
                                  "run the search without --repeats, then repeat the batch size it found")
-    options = RunOptions(
-        profile=profile, seed=opt.seed, weights=weights,
-        isolation=opt.isolation or ("model" if capabilities.cuda_available else "inline"),
-        cell_timeout_s=opt.cell_timeout, telemetry_hz=opt.telemetry_hz, cudnn_benchmark=opt.cudnn_benchmark == "on",
-        optimizer=opt.optimizer, model_modules=modules, rounds=rounds, repeats=opt.repeats)
-    resumed = _read_resume(opt.detbench_resume)  # before the claim, which renames a journal at the same path aside
-    journal = Journal.claim(benchmark_json_path(config), opt.detbench_journal)
-    return RunState(cells, options, capabilities, journal, filters, added, resumed=resumed)
+    resumed = _read_resume(run.resume)  # before the claim, which renames a journal at the same path aside
+    journal = Journal.claim(benchmark_json_path(config), run.journal)
+    return RunState(cells, run.options, capabilities, journal, run.filters, added, resumed=resumed)
 
 
 def _read_resume(path: str | None) -> list[CellResult]:
@@ -193,19 +144,6 @@ def benchmark_json_path(config: pytest.Config) -> str | None:
     if value is None or isinstance(value, (str, os.PathLike)):
         return os.fspath(value) if value is not None else None
     return str(value.name)  # an open file: its path
-
-
-def _parse_weights(items: list[str], known: list[str]) -> dict[str, str]:
-    weights = {}
-    for item in items:
-        for part in item.split(","):
-            name, sep, path = part.partition("=")
-            if not sep or not name or not path:
-                raise matrix.MatrixError(f"bad --weights {part!r}; use NAME=PATH, e.g. retinanet_resnet50_fpn=r.pth")
-            if name not in known:
-                raise matrix.MatrixError(f"unknown model {name!r} in --weights; valid: {', '.join(known)}")
-            weights[name] = path
-    return weights
 
 
 def _state(config: pytest.Config) -> RunState:

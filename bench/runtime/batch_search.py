@@ -14,9 +14,8 @@ import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from bench.core.options import RoundsPolicy, RunOptions
+from bench.core.options import RoundsPolicy, RunOptions, WarmupPolicy
 from bench.core.schema import BatchProbe, BatchSearch, Cell, CellResult
-from bench.measure.timing import WarmupPolicy
 
 Probe = Callable[[Cell], CellResult]
 

@@ -84,14 +84,16 @@ def parse_slowdowns(spec: str) -> list[tuple[str, float]]:
 
 
 def slow_step(cell_id: str, step: Callable[[], Any], sync: Callable[[], None]) -> Callable[[], Any]:
-    """``step``, or, when ``DETBENCH_TEST_SLOWDOWN`` names this cell, a step that takes ``1 + fraction`` times as long.
+    """``step``, or, when ``DETBENCH_TEST_SLOWDOWN`` names this cell, a step that takes ``1 + fraction`` times as
+    long on the host.
 
-    The wrapper synchronises after the real step and then busy-waits on the host for ``fraction`` x the step's
-    measured duration: the wait sits between the iteration's start and end CUDA events (and inside the
-    perf_counter region on CPU), so every timer sees it, and a busy-wait rather than a sleep keeps the
-    scheduler from stretching it. The extra sync makes the GPU idle during the wait: a planted change for
-    testing the gate, not a model of a real regression. Unset in normal runs: ``step`` itself is returned.
-    """
+    The wrapper busy-waits after the real step for ``fraction`` x the host time the step itself took (a busy-wait,
+    not a sleep, so the scheduler cannot stretch it). In a host-bound cell (the gate's planted cells: detectors at
+    batch 8) the GPU waits for the host, so every timer sees the wait and the step's time grows by ``fraction``;
+    no synchronisation is added, so the step keeps its own overlap of host and GPU work (an extra sync per step
+    is a change of its own, seen at several % on an H200). In a GPU-bound cell the wait can hide behind GPU work:
+    plant there a fraction larger than the GPU's lead. ``sync`` is unused; kept so call sites stay one shape.
+    Unset in normal runs: ``step`` itself is returned."""
     fraction = slowdown_fraction(cell_id)
     if fraction is None:
         return step
@@ -99,7 +101,6 @@ def slow_step(cell_id: str, step: Callable[[], Any], sync: Callable[[], None]) -
     def slowed() -> Any:
         began = time.perf_counter()
         output = step()
-        sync()
         until = time.perf_counter() + fraction * (time.perf_counter() - began)
         while time.perf_counter() < until:
             pass

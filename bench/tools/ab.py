@@ -1,62 +1,58 @@
-"""A/B gate: the same cells for a baseline and a candidate, alternating in rounds on one machine.
+"""A/B gate: the same cells for a baseline and a candidate environment, measured side by side on one machine.
 
-``detbench-ab --baseline-python A/bin/python --candidate-python B/bin/python --rounds 5 --``
-``--models retinanet_resnet50_fpn``
+``detbench-ab --baseline-python A/bin/python --candidate-python B/bin/python -- --models retinanet_resnet50_fpn``
 
 A comparison of two runs made at different times mixes the change with the host's drift (the lent VMs move
-10-60 % on host-bound cells between leases). Here each round runs the baseline's and the candidate's matrix
-back to back, in alternating order, so both sides see the same host; each round gives one candidate/baseline
-throughput ratio per cell, and :func:`reports.significance.judge_paired` turns the ratios into a verdict
-(Chromium's pinpoint and TorchBench's bisection rerun both sides side by side for the same reason).
+10-60 % on host-bound cells between leases), so both sides run here, now, alternating. Two modes:
 
-A side is a Python interpreter (two venvs), a command template (two container images), or this interpreter
-with extra environment settings. Every side-round writes an ordinary pytest-benchmark JSON under ``--out``, so
-nothing measured is lost, ``ab.json`` holds the per-round figures and the verdicts, and ``summary.md`` the
-verdict line and a table for a CI job summary (inconclusive cells listed, never passed silently).
+- ``sides`` (default): each environment runs long-lived workers (bench.runtime.side) that build every cell
+  once; the coordinator alternates short blocks between the baseline and the candidate of several fresh
+  worker pairs and judges the per-round ratios with the per-process offset modelled
+  (bench.tools.ab_sides, bench.core.significance.judge_nested).
+- ``rounds``: for a side that can only run once per command (a template writing ``{json}``): each round runs the
+  baseline's and the candidate's whole ``pytest bench/`` back to back, in alternating order; one ratio per
+  round and cell (:func:`bench.core.significance.judge_paired`).
+
+A side is a Python interpreter (two venvs), a command template (``docker run -i ... {worker}`` for sides,
+``... --benchmark-json={json}`` for rounds), or this interpreter with extra environment settings. ``--out`` gets
+``ab.json`` (every figure and verdict), ``summary.md`` (the verdict line and a table for a CI job summary,
+inconclusive cells listed, never passed silently) and each side's results as ordinary run files.
 Exit codes: 0 no regression, 3 a regression, 4 nothing comparable, 2 bad input.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
-import shlex
-import subprocess
+import signal
 import sys
+import threading
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from bench.core import config as config_table
+from bench.core.options import OptionError
+from bench.tools.ab_sides import Side
+from envcheck.report import redact_setting, redact_value
+
 SCHEMA_NAME = "detbench.ab"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: the sides mode, its pairs and noise split; version 1 files (rounds) read the same keys
 EXIT_OK, EXIT_USAGE, EXIT_REGRESSION, EXIT_NOTHING_COMPARABLE = 0, 2, 3, 4
-TEMPLATE_FIELDS = ("{json}", "{dir}", "{name}", "{args}")
+TEMPLATE_FIELDS = ("{worker}", "{json}", "{dir}", "{name}", "{args}")
+MODES = ("sides", "rounds")
+DEFAULTS = {"sides": {"rounds": 6, "threshold": 0.03}, "rounds": {"rounds": 5, "threshold": 0.05}}
 
 
 class ABError(ValueError):
     """Bad A/B input; the message is one line naming the valid choices."""
 
 
-@dataclass(frozen=True)
-class Side:
-    """How one side runs ``pytest bench/``: an interpreter, or a shell template, plus environment settings."""
-
-    label: str
-    python: str | None = None
-    template: str | None = None
-    env: tuple[tuple[str, str], ...] = ()
-
-    def command(self, json_path: Path, bench_args: Sequence[str]) -> list[str] | str:
-        """The command for one round: a list (interpreter) or a shell string (template)."""
-        if self.template is not None:
-            return self.template.format(json=shlex.quote(str(json_path)), dir=shlex.quote(str(json_path.parent)),
-                                        name=shlex.quote(json_path.name),
-                                        args=" ".join(shlex.quote(a) for a in bench_args))
-        return [self.python or sys.executable, "-m", "pytest", "--pyargs", "bench", "-q", "-p", "no:cacheprovider",
-                f"--benchmark-json={json_path}", *bench_args]
+# --- the rounds mode: a whole pytest run per side and round ----------------------------------------------
 
 
 @dataclass
@@ -74,36 +70,34 @@ class SideRound:
 
 
 def run_side(side: Side, round_index: int, out: Path, bench_args: Sequence[str], timeout_s: float) -> SideRound:
-    """Run one side once; a failure or timeout is recorded, never raised."""
+    """Run one side once; a failure or timeout is recorded, never raised. The side's whole process tree ends
+    with it (a timed-out ``pytest`` takes its worker along)."""
+    from envcheck.isolate import Supervisor  # noqa: PLC0415
+
     json_path = out / f"{side.label}-round{round_index}.json"
     command = side.command(json_path, bench_args)
-    env = {**os.environ, **dict(side.env)}
-    began = time.perf_counter()
     log = out / f"{side.label}-round{round_index}.log"
-    with open(log, "wb") as handle:
-        try:
-            done = subprocess.run(command, shell=isinstance(command, str), env=env, stdout=handle,
-                                  stderr=subprocess.STDOUT, timeout=timeout_s, check=False)
-            returncode: int | None = done.returncode
-        except subprocess.TimeoutExpired:
-            returncode = None
-    record = SideRound(side.label, round_index, str(json_path), returncode, round(time.perf_counter() - began, 3))
-    if returncode is None:
-        record.error = f"timed out after {timeout_s:g} s (log: {log})"
+    env = {**os.environ, **dict(side.env)}
+    with Supervisor(command, log, env=env, shell=isinstance(command, str)) as run:
+        timed_out = run.watch(timeout_s)
+        done = run.finish(timed_out)
+    record = SideRound(side.label, round_index, str(json_path), done.returncode, done.wall_s)
+    if timed_out:
+        record.error = f"timed out after {timeout_s:g} s; every process of the side was killed (log: {log})"
         return record
     _read_results(record, json_path, log)
     return record
 
 
 def _read_results(record: SideRound, json_path: Path, log: Path) -> None:
-    from reports.load import LoadError, load_run  # noqa: PLC0415
+    from bench.core.record import RecordError, load_results  # noqa: PLC0415
 
     try:
-        run = load_run(json_path, label=record.side)
-    except LoadError as exc:
+        results = load_results(json_path)
+    except RecordError as exc:
         record.error = f"{exc} (exit code {record.returncode}; log: {log})"
         return
-    for result in run.results:
+    for result in results:
         record.status[result.cell.id] = result.status
         if result.status == "ok" and result.throughput_ips:
             record.throughput_ips[result.cell.id] = result.throughput_ips
@@ -138,72 +132,9 @@ def judge(rounds: list[tuple[SideRound, SideRound]], threshold: float) -> dict[s
     return verdicts
 
 
-def verdict_line(verdicts: dict[str, dict[str, Any]], threshold: float, rounds: int) -> str:
-    counts = {name: sum(v["verdict"] == name for v in verdicts.values())
-              for name in ("regression", "improvement", "unchanged", "inconclusive")}
-    if not verdicts:
-        return "VERDICT: nothing comparable (no cell was measured by the baseline)"
-    return (f"VERDICT: {counts['regression']} regression(s), {counts['improvement']} improvement(s) beyond "
-            f"{threshold:.0%} at 95% confidence; {counts['unchanged']} unchanged, {counts['inconclusive']} "
-            f"inconclusive; {len(verdicts)} cells, {rounds} paired rounds")
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="detbench-ab", description=__doc__.split("\n\n")[0],
-                                     epilog="Arguments after -- go to `pytest bench/` on both sides. Template "
-                                            f"fields: {', '.join(TEMPLATE_FIELDS)}.")
-    for side in ("baseline", "candidate"):
-        group = parser.add_mutually_exclusive_group()
-        group.add_argument(f"--{side}-python", help=f"interpreter of the {side} venv (default: this one)")
-        group.add_argument(f"--{side}-cmd", help=f"shell template running the {side}, e.g. a `docker run` "
-                                                 "that writes {json}")
-        parser.add_argument(f"--{side}-env", action="append", default=[], metavar="NAME=VALUE",
-                            help=f"environment setting for the {side} (repeatable)")
-    parser.add_argument("--rounds", type=int, default=5, help="paired rounds (default 5; at least 3 to judge)")
-    parser.add_argument("--threshold", type=float, default=0.05, help="smallest change that counts (default 0.05)")
-    parser.add_argument("--round-timeout", type=float, default=3600.0, help="seconds per side-round (default 3600)")
-    parser.add_argument("--out", default="ab-results", help="folder for the rounds' JSON and ab.json")
-    parser.add_argument("bench_args", nargs="*", help="arguments for `pytest bench/` (after --)")
-    return parser
-
-
-def parse_sides(args: argparse.Namespace) -> tuple[Side, Side]:
-    sides = []
-    for label in ("baseline", "candidate"):
-        template = getattr(args, f"{label}_cmd")
-        if template is not None and "{json}" not in template and "{name}" not in template:
-            raise ABError(f"--{label}-cmd must write its result to {{json}} (or {{dir}}/{{name}}); fields: "
-                          f"{', '.join(TEMPLATE_FIELDS)}")
-        env = []
-        for item in getattr(args, f"{label}_env"):
-            name, sep, value = item.partition("=")
-            if not sep or not name:
-                raise ABError(f"bad --{label}-env {item!r}; use NAME=VALUE")
-            env.append((name, value))
-        sides.append(Side(label, getattr(args, f"{label}_python"), template, tuple(env)))
-    if sides[0].python == sides[1].python and sides[0].template == sides[1].template and sides[0].env == sides[1].env:
-        print("detbench-ab: baseline and candidate are the same; this measures the gate's own noise",
-              file=sys.stderr)
-    return sides[0], sides[1]
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    try:
-        if args.rounds < 1:
-            raise ABError(f"--rounds must be >= 1, got {args.rounds}")
-        if not 0 <= args.threshold < 1:
-            raise ABError(f"--threshold must be a fraction in [0, 1), got {args.threshold}")
-        if not 0 < args.round_timeout < 1e6:
-            raise ABError(f"--round-timeout must be between 0 and 1e6 seconds, got {args.round_timeout}")
-        baseline, candidate = parse_sides(args)
-        out = Path(args.out)
-        out.mkdir(parents=True, exist_ok=True)
-    except (ABError, OSError) as exc:
-        print(f"detbench-ab: {exc}", file=sys.stderr)
-        return EXIT_USAGE
+def run_rounds(baseline: Side, candidate: Side, args: argparse.Namespace, out: Path) -> dict[str, Any]:
     rounds: list[tuple[SideRound, SideRound]] = []
+    began = time.perf_counter()
     for index in range(args.rounds):
         order = (baseline, candidate) if index % 2 == 0 else (candidate, baseline)
         done = {side.label: run_side(side, index, out, args.bench_args, args.round_timeout) for side in order}
@@ -213,47 +144,290 @@ def main(argv: list[str] | None = None) -> int:
         rounds.append((done["baseline"], done["candidate"]))
         print(f"round {index + 1}/{args.rounds}: " + ", ".join(
             f"{r.side} {len(r.throughput_ips)} cells in {r.wall_s:.0f} s" for r in done.values()), flush=True)
-        _write(out, baseline, candidate, rounds, judge(rounds, args.threshold), args)
-    verdicts = judge(rounds, args.threshold)
-    _write(out, baseline, candidate, rounds, verdicts, args)
+        verdicts = judge(rounds, args.threshold)
+        _write(out, baseline, candidate, args, verdicts, {"mode": "rounds", "rounds": [
+            [asdict(b), asdict(c)] for b, c in rounds], "wall_s": round(time.perf_counter() - began, 1)})
+    return judge(rounds, args.threshold)
+
+
+# --- the sides mode -----------------------------------------------------------------------------------------
+
+
+def run_sides(baseline: Side, candidate: Side, args: argparse.Namespace, out: Path) -> dict[str, Any]:
+    from bench.core import matrix  # noqa: PLC0415
+    from bench.core.journal import new_run_id  # noqa: PLC0415
+    from bench.models import list_models  # noqa: PLC0415
+    from bench.tools import ab_sides  # noqa: PLC0415
+
+    run_config = _matrix_config(args.bench_args, list_models())
+    capabilities = matrix.probe_capabilities()
+    cells = matrix.expand(run_config.profile, run_config.filters, list_models(), capabilities.gpu_count)
+    skipped = {c.id: r for c in cells for r in [matrix.skip_reason(c, capabilities)] if r}
+    multi = [c.id for c in cells if c.gpus > 1 or c.searches_batch]
+    if multi:
+        raise ABError(f"the sides mode times one-GPU cells of a fixed batch size; not {', '.join(multi[:3])}: use "
+                      "--gpus 1 and integer --batch-sizes, or --mode rounds")
+    cells = [c for c in cells if c.id not in skipped]
+    if not cells:
+        raise ABError("no cell to compare: " + ("; ".join(f"{k}: {v}" for k, v in skipped.items()) or
+                                                 "the matrix options select none"))
+    # the sides count no FLOPs and sample no telemetry: the gate compares times, and set-up time is wall time
+    options = dataclasses.replace(run_config.options, count_flops=False, telemetry_hz=0.0)
+    block_s = args.block_s or options.rounds_policy("cuda" if capabilities.cuda_available else "cpu").block_s
+    pin = ab_sides.choose_cpus(args.pin_cpus)
+    print(f"detbench-ab: {len(cells)} cell(s), {args.pairs} worker pair(s) x {args.rounds} round(s) of "
+          f"~{block_s:g} s blocks, threshold {args.threshold:.0%}, CPUs {pin or 'not pinned'}", flush=True)
+    run_id = new_run_id()
+
+    def record(run: ab_sides.GateRun, files: list[Path]) -> dict[str, Any]:
+        verdicts = {cid: {**estimate.to_dict(), "ratios": next(r for r in run.cells if r.cell.id == cid).ratios()}
+                    for cid, estimate in run.verdicts.items()}
+        detail = {"mode": "sides", "run_id": run_id, "pairs": run.pairs, "rounds_per_pair": run.rounds,
+                  "block_s": run.block_s, "pinned_cpus": run.pinned, "options": options.to_dict(),
+                  "skipped": skipped, "sides_started": run.sides, "notes": run.notes,
+                  "cells": {r.cell.id: {"iterations": r.iterations, "blocks": r.blocks, "failures": r.failures}
+                            for r in run.cells},
+                  "wall_s": round(run.wall_s, 1), "setup_s": round(run.setup_s, 1),
+                  "timed_s": round(run.timed_s, 1), "duty_cycle": round(run.duty_cycle, 3),
+                  "side_runs": [str(f) for f in files]}
+        _write(out, baseline, candidate, args, verdicts, detail)
+        return verdicts
+
+    run = ab_sides.run_gate(baseline, candidate, cells, options, pairs=args.pairs, rounds=args.rounds,
+                            block_s=block_s, threshold=args.threshold, pin=pin, out=out,
+                            side_timeout_s=args.side_timeout, progress=lambda line: print(line, flush=True),
+                            on_round=lambda so_far: record(so_far, []))
+    verdicts = record(run, ab_sides.write_side_runs(run, out, options, run_id))
+    print(f"wall {run.wall_s:.0f} s (set-up {run.setup_s:.0f} s), timed {run.timed_s:.0f} s: duty cycle "
+          f"{run.duty_cycle:.0%}", flush=True)
+    for note in run.notes:
+        print(f"detbench-ab: {note}", file=sys.stderr)
+    return verdicts
+
+
+def _matrix_config(bench_args: Sequence[str], known_models: list[str]) -> config_table.RunConfig:
+    parser = argparse.ArgumentParser(prog="detbench-ab -- (matrix options)", add_help=False,
+                                     exit_on_error=False)
+    config_table.add_to_argparse(parser, gate_only=True)
+    try:
+        values, unknown = parser.parse_known_args(list(bench_args))
+    except argparse.ArgumentError as exc:
+        raise ABError(f"bad matrix option: {exc}") from None
+    if unknown:
+        valid = ", ".join(o.name for o in config_table.OPTION_TABLE if o.gate)
+        raise ABError(f"unknown matrix option(s) for the sides mode: {' '.join(unknown)}; valid: {valid}")
+    from bench.core.options import import_model_modules  # noqa: PLC0415
+
+    import_model_modules(tuple(filter(None, (values.model_modules or "").split(","))))
+    import torch  # noqa: PLC0415
+
+    return config_table.resolve(vars(values), cuda_available=torch.cuda.is_available(), known_models=known_models)
+
+
+# --- shared: arguments, outputs -------------------------------------------------------------------------------
+
+
+def verdict_line(verdicts: dict[str, dict[str, Any]], threshold: float, rounds: int, unit: str = "paired rounds") \
+        -> str:
+    counts = {name: sum(v["verdict"] == name for v in verdicts.values())
+              for name in ("regression", "improvement", "unchanged", "inconclusive")}
+    if not verdicts:
+        return "VERDICT: nothing comparable (no cell was measured by the baseline)"
+    return (f"VERDICT: {counts['regression']} regression(s), {counts['improvement']} improvement(s) beyond "
+            f"{threshold:.0%} at 95% confidence; {counts['unchanged']} unchanged, {counts['inconclusive']} "
+            f"inconclusive; {len(verdicts)} cells, {rounds} {unit}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="detbench-ab", description=__doc__.split("\n\n")[0],
+                                     epilog="Arguments after -- are the matrix options (as for `pytest bench/`). "
+                                            f"Template fields: {', '.join(TEMPLATE_FIELDS)}.")
+    for side in ("baseline", "candidate"):
+        group = parser.add_mutually_exclusive_group()
+        group.add_argument(f"--{side}-python", help=f"interpreter of the {side} venv (default: this one)")
+        group.add_argument(f"--{side}-cmd", help=f"shell template running the {side}: with {{worker}} a long-lived "
+                                                 "side (e.g. `docker run -i --rm --gpus all IMAGE {worker}`), with "
+                                                 "{json} one round per process (--mode rounds)")
+        parser.add_argument(f"--{side}-env", action="append", default=[], metavar="NAME=VALUE",
+                            help=f"environment setting for the {side} (repeatable)")
+    parser.add_argument("--mode", choices=MODES, default=None,
+                        help="sides (default) or rounds (default when a template writes {json})")
+    parser.add_argument("--pairs", type=int, default=4, help="sides: fresh baseline/candidate worker pairs (default "
+                                                            "4; the per-process offset is estimated between them)")
+    parser.add_argument("--rounds", type=int, default=None, help="paired rounds (sides: per pair, default 6; "
+                                                                 "rounds: default 5; at least 3 in all to judge)")
+    parser.add_argument("--block-s", type=float, default=None, help="sides: seconds per timed block (default: the "
+                                                                    "device's, 0.5 on a GPU)")
+    parser.add_argument("--threshold", type=float, default=None,
+                        help="smallest change that counts (default 0.03 sides, 0.05 rounds)")
+    parser.add_argument("--pin-cpus", default="auto", help="sides: CPUs every side is pinned to (auto: two of this "
+                                                           "process's, the same for all; none; or e.g. 2,3)")
+    parser.add_argument("--side-timeout", type=float, default=config_table.CELL_TIMEOUT_S,
+                        help="sides: seconds a side may take to answer before it is killed as hung (default "
+                             f"{config_table.CELL_TIMEOUT_S:g})")
+    parser.add_argument("--round-timeout", type=float, default=3600.0, help="rounds: seconds per side-round "
+                                                                            "(default 3600)")
+    parser.add_argument("--out", default="ab-results", help="folder for ab.json, summary.md and the sides' runs")
+    parser.add_argument("bench_args", nargs="*", help="matrix options (after --)")
+    return parser
+
+
+def parse_sides(args: argparse.Namespace) -> tuple[Side, Side]:
+    sides = []
+    for label in ("baseline", "candidate"):
+        template = getattr(args, f"{label}_cmd")
+        if template is not None:
+            writes = "{json}" in template or "{name}" in template
+            if args.mode == "rounds" and not writes:
+                raise ABError(f"--{label}-cmd must write its result to {{json}} (or {{dir}}/{{name}}) in --mode "
+                              f"rounds; fields: {', '.join(TEMPLATE_FIELDS)}")
+            if args.mode == "sides" and "{worker}" not in template:
+                raise ABError(f"--{label}-cmd must start the side with {{worker}} in --mode sides, e.g. "
+                              f"`docker run -i --rm --gpus all IMAGE {{worker}}`; fields: {', '.join(TEMPLATE_FIELDS)}")
+        env = []
+        for item in getattr(args, f"{label}_env"):
+            name, sep, value = item.partition("=")
+            if not sep or not name:
+                raise ABError(f"bad --{label}-env {item!r}; use NAME=VALUE")
+            env.append((name, value))
+        sides.append(Side(label, getattr(args, f"{label}_python"), template, tuple(env)))
+    if (sides[0].python, sides[0].template, sides[0].env) == (sides[1].python, sides[1].template, sides[1].env):
+        print("detbench-ab: baseline and candidate are the same; this measures the gate's own noise",
+              file=sys.stderr)
+    return sides[0], sides[1]
+
+
+def choose_mode(args: argparse.Namespace) -> str:
+    """--mode, else rounds when a template writes {json} (the pre-sides form), else sides."""
+    if args.mode is not None:
+        return str(args.mode)
+    templates = [t for t in (args.baseline_cmd, args.candidate_cmd) if t is not None]
+    writes = [("{json}" in t or "{name}" in t) and "{worker}" not in t for t in templates]
+    if any(writes) and not all(writes):
+        raise ABError("one template writes {json} (a round per process) and the other starts {worker} (a long-lived "
+                      "side): give both sides the same kind, or --mode")
+    if templates and not any("{worker}" in t or "{json}" in t or "{name}" in t for t in templates):
+        raise ABError(f"a --*-cmd template needs {{worker}} (sides) or {{json}} (rounds); fields: "
+                      f"{', '.join(TEMPLATE_FIELDS)}")
+    return "rounds" if any(writes) else "sides"
+
+
+def main(argv: list[str] | None = None) -> int:
+    # `timeout` and CI runners stop a job with SIGTERM: end as Ctrl-C does, so every side is killed on the way out
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _stop_on_sigterm)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        args.mode = choose_mode(args)
+        for name, value in DEFAULTS[args.mode].items():
+            if getattr(args, name) is None:
+                setattr(args, name, value)
+        if args.rounds < 1:
+            raise ABError(f"--rounds must be >= 1, got {args.rounds}")
+        if not 1 <= args.pairs <= 16:
+            raise ABError(f"--pairs must be within 1..16 (each pair is two processes holding every cell), got "
+                          f"{args.pairs}")
+        if not 0 <= args.threshold < 1:
+            raise ABError(f"--threshold must be a fraction in [0, 1), got {args.threshold}")
+        if args.block_s is not None and not 0 < args.block_s <= 60:
+            raise ABError(f"--block-s must be within (0, 60] seconds, got {args.block_s}")
+        for name in ("round_timeout", "side_timeout"):
+            if not 0 < getattr(args, name) < 1e6:
+                raise ABError(f"--{name.replace('_', '-')} must be between 0 and 1e6 seconds, got "
+                              f"{getattr(args, name)}")
+        baseline, candidate = parse_sides(args)
+        out = Path(args.out)
+        out.mkdir(parents=True, exist_ok=True)
+        if args.mode == "sides":
+            from bench.tools.ab_sides import choose_cpus  # noqa: PLC0415
+
+            choose_cpus(args.pin_cpus)
+            verdicts = run_sides(baseline, candidate, args, out)
+        else:
+            verdicts = run_rounds(baseline, candidate, args, out)
+    except (ABError, OptionError, OSError) as exc:
+        print(f"detbench-ab: {' '.join(str(exc).split())}", file=sys.stderr)
+        return EXIT_USAGE
+    except ValueError as exc:  # choose_cpus, a matrix filter
+        print(f"detbench-ab: {' '.join(str(exc).split())}", file=sys.stderr)
+        return EXIT_USAGE
+    except ImportError as exc:  # --model-modules names a module this interpreter cannot import
+        print(f"detbench-ab: cannot import a model module: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt as exc:  # every side was ended on the way out; ab.json holds the finished rounds
+        print(f"detbench-ab: {exc or 'interrupted'}; {args.out}/ab.json keeps the finished rounds", file=sys.stderr)
+        return 130
     _print_table(verdicts)
-    line = verdict_line(verdicts, args.threshold, len(rounds))
-    print(line)
+    print(_line(verdicts, args))
     if not verdicts:
         return EXIT_NOTHING_COMPARABLE
     return EXIT_REGRESSION if any(v["verdict"] == "regression" for v in verdicts.values()) else EXIT_OK
 
 
-def _write(out: Path, baseline: Side, candidate: Side, rounds: list[tuple[SideRound, SideRound]],
-           verdicts: dict[str, dict[str, Any]], args: argparse.Namespace) -> None:
-    """ab.json after every round (atomically), so an interrupted A/B run keeps its finished rounds."""
+def _stop_on_sigterm(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt(f"stopped by signal {signum} (SIGTERM)")
+
+
+def _line(verdicts: dict[str, dict[str, Any]], args: argparse.Namespace, detail: dict[str, Any] | None = None) -> str:
+    if args.mode == "sides":
+        done = (detail or {}).get("rounds_per_pair", args.rounds)
+        return verdict_line(verdicts, args.threshold, done * args.pairs, f"rounds ({args.pairs} worker pairs x {done})")
+    return verdict_line(verdicts, args.threshold, len((detail or {}).get("rounds", [])) or args.rounds)
+
+
+def _write(out: Path, baseline: Side, candidate: Side, args: argparse.Namespace,
+           verdicts: dict[str, dict[str, Any]], detail: dict[str, Any]) -> None:
+    """ab.json and summary.md, atomically (an interrupted A/B run keeps what it had)."""
+    line = _line(verdicts, args, detail)
     payload = {"schema": SCHEMA_NAME, "schema_version": SCHEMA_VERSION, "threshold": args.threshold,
-               "bench_args": list(args.bench_args), "sides": [asdict(baseline), asdict(candidate)],
-               "rounds": [[asdict(b), asdict(c)] for b, c in rounds], "verdicts": verdicts,
-               "verdict_line": verdict_line(verdicts, args.threshold, len(rounds))}
+               "bench_args": list(args.bench_args), "sides": [_side_dict(baseline), _side_dict(candidate)],
+               "verdicts": verdicts, "verdict_line": line, **detail}
     for name, text in (("ab.json", json.dumps(payload, indent=1)),
-                       ("summary.md", summary_markdown(verdicts, payload["verdict_line"], baseline, candidate))):
+                       ("summary.md", summary_markdown(verdicts, line, baseline, candidate, detail))):
         partial = out / f"{name}.partial"
         partial.write_text(text, encoding="utf-8")
         os.replace(partial, out / name)
 
 
-def summary_markdown(verdicts: dict[str, dict[str, Any]], line: str, baseline: Side, candidate: Side) -> str:
+def _side_dict(side: Side) -> dict[str, Any]:
+    """A side as recorded: settings' values redacted (they leave the process in files a CI job publishes)."""
+    data = asdict(side)
+    data["env"] = [[name, redact_setting(name, value)] for name, value in side.env]
+    data["template"] = redact_value(side.template) if side.template else None
+    return data
+
+
+def summary_markdown(verdicts: dict[str, dict[str, Any]], line: str, baseline: Side, candidate: Side,
+                     detail: dict[str, Any] | None = None) -> str:
     """The verdict line and one row per cell, regressions and inconclusive cells first."""
     order = {"regression": 0, "inconclusive": 1, "improvement": 2, "unchanged": 3}
-    out = [f"### detbench-ab: {_side_text(candidate)} vs {_side_text(baseline)}", "", f"**{line}**", "",
-           "| cell | verdict | ratio | 95% interval | rounds | why |", "|---|---|---|---|---|---|"]
+    out = [f"### detbench-ab: {_side_text(candidate)} vs {_side_text(baseline)}", "", f"**{line}**", ""]
+    detail = detail or {}
+    if detail.get("mode") == "sides":
+        out += [f"{detail['pairs']} fresh worker pairs x {detail['rounds_per_pair']} rounds of "
+                f"~{detail['block_s']:g} s blocks; CPUs {detail.get('pinned_cpus') or 'not pinned'}; wall {detail.get('wall_s')} s, timed "
+                f"{detail.get('timed_s')} s (duty cycle {detail.get('duty_cycle', 0):.0%})", ""]
+    out += ["| cell | verdict | ratio | 95% interval | rounds | block noise | pair offset | why |",
+            "|---|---|---|---|---|---|---|---|"]
     for cell_id, v in sorted(verdicts.items(), key=lambda kv: (order.get(kv[1]["verdict"], 4), kv[0])):
         ratio = "-" if v.get("ratio") is None else f"{v['ratio']:.3f}"
         interval = f"{v['low']:.3f}-{v['high']:.3f}" if v.get("low") is not None else "-"
+        noise = v.get("noise") or {}
+        within = "-" if noise.get("within_sd") is None else f"{noise['within_sd']:.1%}"
+        between = "-" if noise.get("between_sd") is None else f"{noise['between_sd']:.1%}"
+        rounds = sum(len(r) for r in v.get("ratios", [])) if v.get("ratios") and isinstance(
+            v["ratios"][0], list) else len(v.get("ratios", []))
         why = str(v.get("reason", "")).replace("|", "/")
-        out.append(f"| {cell_id} | {v['verdict']} | {ratio} | {interval} | {len(v.get('ratios', []))} | {why} |")
+        out.append(f"| {cell_id} | {v['verdict']} | {ratio} | {interval} | {rounds} | {within} | {between} | {why} |")
+    for note in detail.get("notes", []):
+        out.append(f"\n- {str(note).replace('|', '/')}")
     return "\n".join(out) + "\n"
 
 
 def _side_text(side: Side) -> str:
-    what = side.template or side.python or "this interpreter"
-    env = " ".join(f"{k}={v}" for k, v in side.env)
+    what = redact_value(side.template) if side.template else side.python or "this interpreter"
+    env = " ".join(f"{k}={redact_setting(k, v)}" for k, v in side.env)
     return f"{side.label} (`{what}`{f' with {env}' if env else ''})".replace("|", "/")
 
 
@@ -262,7 +436,7 @@ def _print_table(verdicts: dict[str, dict[str, Any]]) -> None:
         ratio = v.get("ratio")
         interval = f"{v['low']:.3f}-{v['high']:.3f}" if v.get("low") is not None else "-"
         print(f"{cell_id:60s} {v['verdict']:12s} ratio {ratio if ratio is None else f'{ratio:.3f}'} "
-              f"({interval}) rounds {len(v.get('ratios', []))}")
+              f"({interval})")
 
 
 if __name__ == "__main__":

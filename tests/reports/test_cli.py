@@ -1,14 +1,18 @@
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pandas as pd
 import pytest
 
 from reports.cli import EXIT_BAD_INPUT, EXIT_NOTHING_COMPARABLE, EXIT_OK, EXIT_REGRESSION, main
 from tests.reports.generate import make_results, write_benchmark_json, write_journal
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_end_to_end_outputs(tmp_path, run_file, capsys):
@@ -42,10 +46,49 @@ def test_fail_on_regression_exit_code(tmp_path, run_file, capsys):
     base, cand = run_file("base.json", seed=1), run_file("cand.json", seed=1, speed=0.8)
     args = [str(base), str(cand), "--out", str(tmp_path / "o")]
     assert main(args) == EXIT_OK
-    assert main([*args, "--fail-on-regression"]) == EXIT_REGRESSION
+    # one run a side (v1 files, no blocks): a 20% drop is weak evidence and does not fail the gate on its own
+    assert main([*args, "--fail-on-regression"]) == EXIT_OK
+    assert "weak regressions not gating (one repeat a side" in capsys.readouterr().out.splitlines()[-1]
+    # with the between-run noise stated it does
+    assert main([*args, "--fail-on-regression", "--between-run-band", "0.1"]) == EXIT_REGRESSION
     assert "regressions beyond 5%" in capsys.readouterr().out
     # a threshold above the drop lets it pass
-    assert main([*args, "--fail-on-regression", "--threshold", "0.3"]) == EXIT_OK
+    assert main([*args, "--fail-on-regression", "--between-run-band", "0.1", "--threshold", "0.3"]) == EXIT_OK
+
+
+# Two real quick runs of the same software (torch 2.11.0+cu130, driver 580.159.04) on two leases of a lent H100 VM,
+# one repeat each (docs/NOTES.md: "a first quick run by an earlier lease ... differs from this one by up to +31 % ...
+# and -22 %"; docs/bench.md). Nothing changed but the lease, so the gate must not fail in either order.
+LEASE_1 = ROOT / "docs" / "examples" / "h100-quick-run1.journal.jsonl"
+LEASE_2 = ROOT / "docs" / "examples" / "h100-quick.json"
+
+
+def _shared_cells_only(path: Path, other: Path, out: Path) -> Path:
+    """A copy of the pytest-benchmark file ``path`` without the cells ``other`` never ran: the earlier profile had no
+    SSDlite cell, and a baseline cell missing in the candidate fails the gate by design (not what is tested here)."""
+    keep = {json.loads(line)["cell_id"] for line in other.read_text().splitlines() if line.strip()}
+    data = json.loads(path.read_text())
+    data["benchmarks"] = [b for b in data["benchmarks"] if b["extra_info"]["detbench"]["cell_id"] in keep]
+    data["detbench"]["cell_ids"] = [c for c in data["detbench"]["cell_ids"] if c in keep]
+    out.write_text(json.dumps(data))
+    return out
+
+
+@pytest.mark.parametrize("order", ["run1-first", "quick-first"])
+def test_two_leases_of_the_same_software_do_not_fail_the_gate(tmp_path, capsys, order):
+    quick = _shared_cells_only(LEASE_2, LEASE_1, tmp_path / "h100-quick.json")
+    base, cand = (LEASE_1, quick) if order == "run1-first" else (quick, LEASE_1)
+    out = tmp_path / "o"
+    assert main([str(base), str(cand), "--out", str(out), "--fail-on-regression"]) == EXIT_OK
+    verdict = capsys.readouterr().out.splitlines()[-1]
+    assert verdict.startswith("VERDICT: no regressions beyond 5% and the measured noise, ")
+    assert "weak regressions not gating (one repeat a side, between-run noise unmeasured" in verdict
+    assert "environment differs" not in verdict  # the same software and GPU
+    data = json.loads((out / "comparison.json").read_text())
+    pair = data["comparisons"][0]
+    assert data["gate"] == "pass" and pair["regressions"]  # the per-iteration band alone would have failed it
+    assert pair["weak_regressions_not_gating"] == pair["regressions"]
+    assert "weak regression" in (out / "summary.md").read_text()
 
 
 def test_step_summary_is_appended(tmp_path, run_file, monkeypatch):

@@ -6,7 +6,9 @@ from reports.compare import (
     GATE_FAIL,
     GATE_INCOMPARABLE,
     GATE_NONE,
+    GATE_PASS,
     IMPROVEMENT,
+    LEASE_MOVE_MAX,
     ONLY_BASELINE,
     ONLY_CANDIDATE,
     REGRESSION,
@@ -23,14 +25,14 @@ from reports.load import load_runs, tidy
 from tests.reports.generate import make_results
 
 
-def _compare(run_file, threshold=0.05, base_kwargs=None, cand_kwargs=None):
+def _compare(run_file, threshold=0.05, base_kwargs=None, cand_kwargs=None, between_run_band=None):
     runs = load_runs(
         [
             ("base", run_file("base.json", seed=7, **(base_kwargs or {}))),
             ("cand", run_file("cand.json", seed=7, **(cand_kwargs or {}))),
         ]
     )
-    return compare_runs(tidy(runs), "base", "cand", threshold)
+    return compare_runs(tidy(runs), "base", "cand", threshold, between_run_band=between_run_band)
 
 
 def _ok_rows(comp):
@@ -51,14 +53,47 @@ def test_small_drop_below_threshold_is_not_flagged(run_file):
     assert comp.count(REGRESSION) == 0
 
 
-def test_drop_beyond_threshold_and_noise_is_a_regression(run_file):
+def test_drop_beyond_threshold_and_noise_is_a_weak_regression_that_does_not_gate(run_file):
+    # one run a side, judged on the per-iteration band: the noise between runs is unmeasured
     comp = _compare(run_file, cand_kwargs={"speed": 0.85})
     ok = _ok_rows(comp)
-    assert set(ok["verdict"]) == {REGRESSION}
+    assert set(ok["verdict"]) == {REGRESSION} and ok["weak"].all() and not ok["gating"].any()
     assert (ok["band"] < 0.15).all()
-    assert has_regression([comp])
+    assert not has_regression([comp]) and gate([comp]) == GATE_PASS
+    assert len(comp.weak_regressions) == comp.count(REGRESSION)
+    assert "; not gating (one repeat a side" in ok["why"].iloc[0]
+    line = verdict_line([comp], 0.05)
+    assert line.startswith(f"VERDICT: no regressions beyond 5% and the measured noise, {comp.count(REGRESSION)} weak "
+                           "regressions not gating (one repeat a side, between-run noise unmeasured; rerun with "
+                           "--repeats 3)")
+
+
+def test_a_stated_between_run_band_makes_the_band_verdicts_gate(run_file):
+    comp = _compare(run_file, cand_kwargs={"speed": 0.85}, between_run_band=0.10)
+    ok = _ok_rows(comp)
+    assert set(ok["verdict"]) == {REGRESSION} and not ok["weak"].any() and ok["gating"].all()
+    assert has_regression([comp]) and (ok["band"] >= 0.10).all()
     line = verdict_line([comp], 0.05)
     assert line.startswith(f"VERDICT: {comp.count(REGRESSION)} regressions beyond 5%")
+    # a band wider than the move: not a flag
+    wide = _compare(run_file, cand_kwargs={"speed": 0.85}, between_run_band=0.30)
+    assert set(_ok_rows(wide)["verdict"]) == {WITHIN_NOISE} and not has_regression([wide])
+    assert "inside the stated between-run band ±30%" in _ok_rows(wide)["why"].iloc[0]
+
+
+def test_a_weak_drop_beyond_the_widest_lease_to_lease_move_gates(run_file):
+    # 1 / 0.6 = 1.67: a bigger move than any two leases of the same software showed (LEASE_MOVE_MAX, 60 %)
+    comp = _compare(run_file, cand_kwargs={"speed": 0.6})
+    ok = _ok_rows(comp)
+    assert set(ok["verdict"]) == {REGRESSION} and ok["weak"].all() and ok["gating"].all()
+    assert has_regression([comp]) and comp.weak_regressions.empty
+    assert "beyond the widest lease-to-lease move (60%" in ok["why"].iloc[0]
+    # the same move the other way round is an improvement: nothing to gate
+    back = _compare(run_file, base_kwargs={"speed": 0.6})
+    assert set(_ok_rows(back)["verdict"]) == {IMPROVEMENT} and not has_regression([back])
+    # 0.65 is a 54 % move: inside the widest lease-to-lease move, weak, not gating
+    assert not has_regression([_compare(run_file, cand_kwargs={"speed": 0.65})])
+    assert LEASE_MOVE_MAX == 0.60
 
 
 def test_drop_beyond_threshold_but_within_noise_is_not_flagged(run_file):
@@ -166,3 +201,5 @@ def test_threshold_must_be_a_fraction(run_file):
     runs = load_runs([("a", run_file("a.json"))])
     with pytest.raises(ValueError, match="fraction"):
         compare_runs(tidy(runs), "a", "a", 5)
+    with pytest.raises(ValueError, match="between-run band"):
+        compare_runs(tidy(runs), "a", "a", 0.05, between_run_band=float("nan"))

@@ -123,3 +123,16 @@ def test_the_report_header_and_comparison_json_state_the_repeats_per_side(tmp_pa
     data = json.loads((out / "comparison.json").read_text())
     assert data["gate"] == "fail" and data["comparisons"][0]["regressions"] == [GPU_BOUND.id]
     assert data["comparisons"][0]["repeats"] == {"baseline": 5, "candidate": 5}
+    assert data["comparisons"][0]["weak_regressions_not_gating"] == []
+
+
+def test_three_repeats_a_side_still_fail_the_gate_on_a_real_regression(tmp_path, capsys):
+    # the strong form across leases: --repeats 3 on both runs, a 12% loss with the host moving ~2% between repeats
+    base = write_benchmark_json(tmp_path / "a.json", [repeated(GPU_BOUND, [40.0, 40.8, 39.5], seed=21)])
+    cand = write_benchmark_json(tmp_path / "b.json", [repeated(GPU_BOUND, [35.2, 35.9, 34.8], seed=22)])
+    assert main([str(base), str(cand), "--out", str(tmp_path / "o"), "--fail-on-regression"]) == EXIT_REGRESSION
+    stdout = capsys.readouterr().out
+    assert stdout.splitlines()[-1].startswith("VERDICT: 1 regression beyond 5% and the measured noise")
+    assert "weak" not in stdout.splitlines()[-1]
+    data = json.loads((tmp_path / "o" / "comparison.json").read_text())
+    assert data["gate"] == "fail" and data["comparisons"][0]["repeats"] == {"baseline": 3, "candidate": 3}

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from bench.measure import timing
-from bench.measure.timing import MeasurePolicy, WarmupPolicy
+from bench.core.options import MeasurePolicy, WarmupPolicy
 
 
 class FakeClock:

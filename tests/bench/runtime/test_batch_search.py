@@ -7,7 +7,7 @@ import pytest
 
 from bench.core.options import RoundsPolicy, RunOptions
 from bench.core.schema import Cell
-from bench.measure.timing import WarmupPolicy
+from bench.core.options import WarmupPolicy
 from bench.runtime.batch_search import isolated_probe, search
 from tests.fakes.batch_probe import GIB, FakeProbe
 

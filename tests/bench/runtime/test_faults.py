@@ -29,7 +29,7 @@ def test_unset_or_unmatched_returns_the_step_itself(monkeypatch):
     assert faults.slow_step("tiny_convnet-infer-eager-fp32-bs1-gpu1", step, lambda: None) is step
 
 
-def test_a_matched_step_syncs_then_takes_one_and_a_half_times_as_long(monkeypatch):
+def test_a_matched_step_takes_one_and_a_half_times_as_long_and_adds_no_sync(monkeypatch):
     monkeypatch.setenv(faults.SLOWDOWN_ENV, "tiny_convnet-infer:0.5")
     syncs = []
     slowed = faults.slow_step("tiny_convnet-infer-eager-fp32-bs1-gpu1", busy_step(20), lambda: syncs.append(1))
@@ -37,9 +37,9 @@ def test_a_matched_step_syncs_then_takes_one_and_a_half_times_as_long(monkeypatc
         began = time.perf_counter()
         inner_s = slowed()  # the wrapped step's own output comes back
         total_s = time.perf_counter() - began
-        # the wait is 0.5 x (step + sync) as the wrapper measured it, so this bound holds on a loaded machine too
+        # the wait is 0.5 x the step's time as the wrapper measured it, so this bound holds on a loaded machine too
         assert total_s >= 1.5 * inner_s
-    assert len(syncs) == 3
+    assert syncs == []  # a sync per step would change the step's own host/GPU overlap
 
 
 @pytest.mark.parametrize("spec", ["tiny", "tiny:fast", "tiny:0", "tiny:-0.1", "tiny:11", ":0.5", "tiny:nan",

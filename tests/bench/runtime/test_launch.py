@@ -9,7 +9,7 @@ import pytest
 
 from bench.core.options import RoundsPolicy, RunOptions
 from bench.core.schema import Cell
-from bench.measure.timing import WarmupPolicy
+from bench.core.options import WarmupPolicy
 from bench.runtime.launch import run_group
 
 OPTIONS = dict(model_modules=("tests.bench.tiny_models",), isolation="model", cell_timeout_s=60.0, count_flops=False,

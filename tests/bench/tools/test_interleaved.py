@@ -125,7 +125,8 @@ def test_cli_gives_each_model_a_worker_a_crash_is_recorded_and_the_rest_still_ru
 
 def test_a_hanging_variant_is_a_timeout_and_the_other_variants_are_still_measured(tmp_path):
     out = tmp_path / "ratios.json"
-    command = [sys.executable, "-m", "bench.tools.interleaved", "--models", "tiny_convnet", "--model-modules", MODULES[0],
+    command = [sys.executable, "-m", "bench.tools.interleaved", "--models", "tiny_convnet",
+               "--model-modules", MODULES[0],
                "--variants", "infer-eager-fp32,train-eager-fp32", "--batch-size", "2", "--image-size", "64x64",
                "--rounds", "2", "--block-s", "0.02", "--model-timeout-s", "20", "--json", str(out)]
     env = {"DETBENCH_TEST_FAULT": "tiny_convnet-train:hang", "PATH": "/usr/bin:/bin"}
@@ -154,7 +155,7 @@ def test_terminating_the_command_also_ends_the_model_process(tmp_path):
 
     marker = tmp_path / "child-pid"
     command = [sys.executable, "-c", (
-        "import os, sys, bench.tools.interleaved as i, bench.runtime.launch as launch\n"
+        "import os, sys, bench.tools.interleaved as i, envcheck.isolate as launch\n"
         "real = launch.subprocess.Popen\n"
         "def spy(*a, **k):\n"
         "    p = real(*a, **k)\n"

@@ -1,0 +1,158 @@
+"""Every option of a benchmark run, in one table, turned into one frozen configuration in one place.
+
+:data:`OPTION_TABLE` lists each option once (name, type, default, help); the pytest plugin and ``detbench-ab``
+both build their command lines from it, and :func:`resolve` turns the parsed values into a :class:`RunConfig`:
+validated (one :class:`~bench.core.options.OptionError` line naming the valid choices), with the defaults that
+depend on the device (isolation, rounds, block length, warm-up) taken for the device the run has.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from bench.core import matrix
+from bench.core.options import CELL_TIMEOUT_S, ISOLATION_ALIASES, ISOLATIONS, OptionError, RunOptions
+
+
+@dataclass(frozen=True)
+class Option:
+    """One command-line option of a run. ``kind``: str, int, float, flag (on when given) or append (repeatable).
+    ``default`` is the value when not given (None: decided by :func:`resolve`, per device where it says so)."""
+
+    name: str
+    help: str
+    kind: str = "str"
+    default: Any = None
+    metavar: str | None = None
+    gate: bool = True  # also an option of detbench-ab's long-lived sides (the matrix a gate runs)
+
+    @property
+    def dest(self) -> str:
+        return self.name.lstrip("-").replace("-", "_")
+
+
+OPTION_TABLE: tuple[Option, ...] = (
+    Option("--profile", "matrix profile: auto, smoke, quick, full, tune (auto = smoke without CUDA, quick with it)",
+           default="auto"),
+    Option("--models", "comma-separated model names (only these; see --list-models)"),
+    Option("--modes", "comma-separated: infer,train (replaces the profile's modes)"),
+    Option("--precisions", "comma-separated: fp32,amp-fp16,amp-bf16"),
+    Option("--compile", "comma-separated compile modes: eager, default, reduce-overhead, max-autotune, "
+                        "max-autotune-no-cudagraphs, compiled (= --compile-mode's mode), both (= eager,compiled); "
+                        "default: the profile's choice"),
+    Option("--compile-mode", "the torch.compile mode --compile compiled stands for (default 'default')",
+           default="default"),
+    Option("--memory-format", "comma-separated: contiguous,channels_last (channels_last: convolutional models only; "
+                              "default: the profile's choice)"),
+    Option("--cudnn-benchmark", "torch.backends.cudnn.benchmark: on (default) or off", default="on"),
+    Option("--batch-sizes", "comma-separated positive integers or max (the largest batch that fits, searched), "
+                            "e.g. 1,8,max"),
+    Option("--image-size", "HEIGHTxWIDTH for every cell, e.g. 480x640"),
+    Option("--weights", "local state dict for a model (repeatable); default random init, never downloads",
+           kind="append", metavar="NAME=PATH"),
+    Option("--gpus", "comma-separated GPU counts, e.g. 1,2,4 (default 1; the quick profile adds every visible "
+                     "count on a multi-GPU machine)", gate=False),
+    Option("--isolation", "model (a worker per model group, variants interleaved; default on GPU), cell (a process "
+                          "per cell) or inline (this process; default on CPU)", gate=False),
+    Option("--rounds", "interleaved rounds per group (default 4 on GPU, 3 on CPU)", kind="int", gate=False),
+    Option("--block-s", "seconds per timed block (default 0.5 on GPU, 0.1 on CPU)", kind="float"),
+    Option("--repeats", "measure every cell N separate times at different moments of the run (the whole matrix "
+                        "again per repeat, order rotated); the comparison then judges by between-repeat spread",
+           kind="int", default=1, gate=False),
+    Option("--cell-timeout", f"seconds a worker may go without progress before it is killed (the cell is recorded "
+                             f"as timeout); default {CELL_TIMEOUT_S:g}", kind="float", default=CELL_TIMEOUT_S),
+    Option("--telemetry-hz", "NVML sampling rate; 0 disables (default 50)", kind="float", default=50.0),
+    Option("--optimizer", "training optimizer: sgd (momentum 0.9) or adamw", default="sgd"),
+    Option("--seed", "seed for weights and synthetic inputs", kind="int", default=0),
+    Option("--model-modules", "comma-separated modules to import that register extra models "
+                              "(default: $DETBENCH_MODEL_MODULES)"),
+    Option("--detbench-journal", "JSONL journal of finished cells (default: next to --benchmark-json, else "
+                                 ".detbench/journal-<time>.jsonl)", gate=False),
+    Option("--detbench-resume", "journal of an interrupted run with the same options: its finished cells and "
+                                "repeats are taken as they are, the rest is measured", metavar="JOURNAL", gate=False),
+    Option("--detbench-strict", "fail (not xfail) oom/error/timeout cells", kind="flag", default=False, gate=False),
+    Option("--list-models", "print the registered models and exit", kind="flag", default=False, gate=False),
+)
+
+
+def option_defaults() -> dict[str, Any]:
+    """dest -> default for every option (what a value is when not given)."""
+    return {o.dest: ([] if o.kind == "append" else o.default) for o in OPTION_TABLE}
+
+
+def add_to_argparse(parser: Any, *, gate_only: bool = False) -> None:
+    """Add the table's options to an ``argparse`` parser (pytest's option group takes the same calls)."""
+    for option in OPTION_TABLE:
+        if gate_only and not option.gate:
+            continue
+        parser.add_argument(option.name, **argument_spec(option))
+
+
+def argument_spec(option: Option) -> dict[str, Any]:
+    """The ``add_argument`` keywords of one option."""
+    spec: dict[str, Any] = {"help": option.help, "dest": option.dest}
+    if option.kind == "flag":
+        spec.update(action="store_true", default=False)
+    elif option.kind == "append":
+        spec.update(action="append", default=[], metavar=option.metavar)
+    else:
+        converters: dict[str, Callable[[str], Any]] = {"int": int, "float": float, "str": str}
+        spec.update(type=converters[option.kind], default=option.default)
+        if option.metavar:
+            spec["metavar"] = option.metavar
+    return spec
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """A run's fully resolved configuration: which cells (profile + filters) and how (options)."""
+
+    profile: str
+    filters: Any  # bench.core.matrix.MatrixFilters
+    options: RunOptions
+    strict: bool = False
+    journal: str | None = None
+    resume: str | None = None
+
+
+def resolve(values: Mapping[str, Any], *, cuda_available: bool, known_models: list[str]) -> RunConfig:
+    """The one place that turns option values (``dest`` -> value, as parsed) into a validated RunConfig; defaults
+    that depend on the device are taken for ``cuda_available``. Raises :class:`OptionError` (one line)."""
+    v = {**option_defaults(), **{k: val for k, val in values.items() if val is not None}}
+    if v.get("models") is not None and matrix.parse_csv(v["models"]) is None:
+        raise OptionError("--models is empty; name at least one model, e.g. --models retinanet_resnet50_fpn "
+                          "(--list-models lists them)")
+    filters = matrix.MatrixFilters(
+        models=matrix.parse_csv(v["models"]), modes=matrix.parse_csv(v["modes"]),
+        precisions=matrix.parse_csv(v["precisions"]), compile=matrix.parse_compile(v["compile"], v["compile_mode"]),
+        batch_sizes=matrix.parse_batch_sizes(v["batch_sizes"]), image_size=matrix.parse_image_size(v["image_size"]),
+        gpus=matrix.parse_gpus(v["gpus"]), memory_formats=matrix.parse_memory_formats(v["memory_format"]))
+    if v["cudnn_benchmark"] not in ("on", "off"):
+        raise OptionError(f"bad --cudnn-benchmark {v['cudnn_benchmark']!r}; valid: on, off")
+    isolation = v["isolation"]
+    if isolation is not None and ISOLATION_ALIASES.get(isolation, isolation) not in ISOLATIONS:
+        raise OptionError(f"unknown isolation {isolation!r}; valid: {', '.join(ISOLATIONS)}")
+    profile = matrix.resolve_profile(v["profile"], cuda_available)
+    options = RunOptions(
+        profile=profile, seed=v["seed"], weights=parse_weights(v["weights"], known_models),
+        isolation=isolation or ("model" if cuda_available else "inline"), cell_timeout_s=v["cell_timeout"],
+        telemetry_hz=v["telemetry_hz"], cudnn_benchmark=v["cudnn_benchmark"] == "on", optimizer=v["optimizer"],
+        model_modules=matrix.parse_csv(v["model_modules"]) or (), rounds_count=v["rounds"], block_s=v["block_s"],
+        repeats=v["repeats"])
+    return RunConfig(profile, filters, options, bool(v["detbench_strict"]), v["detbench_journal"],
+                     v["detbench_resume"])
+
+
+def parse_weights(items: list[str], known: list[str]) -> dict[str, str]:
+    weights = {}
+    for item in items:
+        for part in item.split(","):
+            name, sep, path = part.partition("=")
+            if not sep or not name or not path:
+                raise OptionError(f"bad --weights {part!r}; use NAME=PATH, e.g. retinanet_resnet50_fpn=r.pth")
+            if name not in known:
+                raise OptionError(f"unknown model {name!r} in --weights; valid: {', '.join(known)}")
+            weights[name] = path
+    return weights

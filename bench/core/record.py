@@ -1,0 +1,171 @@
+"""The run record: one run's options and environment once, and its typed cell results; one serialiser.
+
+A run file is pytest-benchmark's JSON layout (so ``pytest-benchmark compare`` and every tool that reads it keep
+working): measured cells in ``benchmarks`` with their device-timed iterations as the stats and the cell result in
+``extra_info.detbench``; cells that measured nothing in the top-level ``detbench.not_measured``; the run's
+options, environment, id and planned cells once, in the top-level ``detbench`` block. The pytest plugin fills
+the same blocks through pytest-benchmark's hooks (:func:`run_block`, :func:`cell_payload`); tools that run
+cells without pytest (``detbench-ab``'s sides, the studies) write whole files with :meth:`RunRecord.write`.
+
+Readers get each cell back whole (:func:`load_results`): the run-level options and environment are put back
+into every cell, and iterations stored once in the stats are restored to ``times_ms``. Files written before
+the run record (options and environment in every cell, iterations twice) load unchanged.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import statistics
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from bench.core.schema import SCHEMA_NAME, SCHEMA_VERSION, CellResult, SchemaError
+
+RUN_SCHEMA = "detbench.run"
+
+
+class RecordError(ValueError):
+    """A file that is not a detbench run; one line naming the file and what is wrong."""
+
+
+def cell_payload(result: CellResult, options: dict[str, Any] | None = None,
+                 environment: dict[str, Any] | None = None, *, iterations_in_stats: bool = False) -> dict[str, Any]:
+    """A cell's dict inside a run file: without what the run holds once (its options and environment, when equal)
+    and, when the stats carry them, without its iterations."""
+    data = result.to_dict()
+    config = data.get("config")
+    if options is not None and isinstance(config, dict) and config.get("options") == options:
+        config.pop("options")
+    if environment is not None and data.get("environment") == environment:
+        data.pop("environment")
+    if iterations_in_stats and result.status == "ok" and result.times_ms:
+        data.pop("times_ms", None)
+    return data
+
+
+def cell_from_payload(data: dict[str, Any], run_block: dict[str, Any] | None, stats_data_s: list[float] | None,
+                      source: str) -> CellResult:
+    """A whole cell from its payload and what the run holds once (the inverse of :func:`cell_payload`)."""
+    data = dict(data)
+    block = run_block or {}
+    if "options" in block and isinstance(data.get("config"), dict) and "options" not in data["config"]:
+        data["config"] = {**data["config"], "options": block["options"]}
+    if "environment" not in data and block.get("environment") is not None:
+        data["environment"] = block["environment"]
+    if "times_ms" not in data and stats_data_s:
+        data["times_ms"] = [t * 1000.0 for t in stats_data_s]
+    return CellResult.from_dict(data, source=source)
+
+
+def run_block(*, options: dict[str, Any] | None, environment: dict[str, Any] | None, run_id: str | None,
+              cell_ids: list[str], not_measured: list[dict[str, Any]], **extra: Any) -> dict[str, Any]:
+    """The top-level ``detbench`` block of a run file."""
+    return {"schema": SCHEMA_NAME, "schema_version": SCHEMA_VERSION, "run_schema": RUN_SCHEMA,
+            "options": options, "environment": environment, "run_id": run_id, "cell_ids": cell_ids,
+            "not_measured": not_measured, **extra}
+
+
+def iteration_stats(times_ms: list[float]) -> dict[str, Any]:
+    """pytest-benchmark's statistics of one benchmark, from our device-timed iterations (seconds)."""
+    data = [t / 1000.0 for t in times_ms]
+    ordered = sorted(data)
+    n = len(ordered)
+    q1, q3 = ordered[n // 4], ordered[(3 * n) // 4]
+    mean = statistics.fmean(ordered)
+    return {"min": ordered[0], "max": ordered[-1], "mean": mean,
+            "stddev": statistics.stdev(ordered) if n > 1 else 0.0, "rounds": n, "median": statistics.median(ordered),
+            "iqr": q3 - q1, "q1": q1, "q3": q3, "iterations": 1, "ops": 1.0 / mean if mean > 0 else 0.0,
+            "total": sum(ordered), "data": data}
+
+
+@dataclass
+class RunRecord:
+    """One run written without pytest: its results, options and environment (each once)."""
+
+    results: list[CellResult]
+    options: dict[str, Any] | None = None
+    environment: dict[str, Any] | None = None
+    run_id: str | None = None
+    tool: str = "detbench"
+    extra: dict[str, Any] = field(default_factory=dict)  # the tool's own run-level facts (an A/B side's label ...)
+
+    def benchmark_json(self) -> dict[str, Any]:
+        benchmarks, not_measured = [], []
+        for result in self.results:
+            if result.status == "ok" and result.times_ms:
+                payload = cell_payload(result, self.options, self.environment, iterations_in_stats=True)
+                benchmarks.append({"group": None, "name": f"test_cell[{result.cell.id}]",
+                                   "fullname": f"{self.tool}::{result.cell.id}", "params": None, "param": None,
+                                   "extra_info": {"detbench": payload, "detbench_status": result.status},
+                                   "options": {"timer": result.timer or "device"},
+                                   "stats": iteration_stats(result.times_ms)})
+            else:
+                not_measured.append(cell_payload(result, self.options, self.environment))
+        return {"machine_info": {"detbench_environment": self.environment}, "commit_info": {},
+                "benchmarks": benchmarks, "datetime": datetime.datetime.now(datetime.timezone.utc).isoformat(),
+                "version": self.tool,
+                "detbench": run_block(options=self.options, environment=self.environment, run_id=self.run_id,
+                                      cell_ids=[r.cell.id for r in self.results], not_measured=not_measured,
+                                      tool=self.tool, **self.extra)}
+
+    def write(self, path: str | os.PathLike[str]) -> Path:
+        """Write atomically (a reader never sees half a file)."""
+        target = Path(path)
+        partial = target.with_name(target.name + ".partial")
+        partial.write_text(json.dumps(self.benchmark_json(), indent=1, allow_nan=False), encoding="utf-8")
+        os.replace(partial, target)
+        return target
+
+
+def results_of_benchmark_json(data: dict[str, Any], source: str) -> list[CellResult]:
+    """Every cell of a pytest-benchmark JSON written by detbench, whole (see the module docstring)."""
+    block = data.get("detbench")
+    if block is not None and not isinstance(block, dict):
+        raise RecordError(f"{source}: top-level 'detbench' must be an object, got a {type(block).__name__}")
+    results = []
+    for i, bench in enumerate(data.get("benchmarks") or []):
+        extra = bench.get("extra_info") if isinstance(bench, dict) else None
+        payload = extra.get("detbench") if isinstance(extra, dict) else None
+        if not isinstance(payload, dict):
+            continue
+        stats = bench.get("stats") if isinstance(bench.get("stats"), dict) else {}
+        samples = stats.get("data") if isinstance(stats.get("data"), list) else None
+        results.append(cell_from_payload(payload, block, samples, f"{source}: benchmarks[{i}]"))
+    for i, payload in enumerate((block or {}).get("not_measured") or []):
+        if not isinstance(payload, dict):
+            raise RecordError(f"{source}: detbench.not_measured[{i}] must be an object")
+        results.append(cell_from_payload(payload, block, None, f"{source}: detbench.not_measured[{i}]"))
+    return results
+
+
+def load_results(path: str | os.PathLike[str]) -> list[CellResult]:
+    """The cells of a run file (pytest-benchmark JSON) or a journal (JSON lines); RecordError on anything else."""
+    target = Path(path)
+    try:
+        text = target.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise RecordError(f"{target}: cannot read ({exc})") from exc
+    try:
+        if target.suffix == ".jsonl":
+            header: dict[str, Any] = {}
+            results = []
+            for i, line in enumerate(text.splitlines()):
+                if not line.strip():
+                    continue
+                record = json.loads(line)
+                if isinstance(record, dict) and record.get("schema") == RUN_SCHEMA:
+                    header = record
+                    continue
+                results.append(cell_from_payload(record, header, None, f"{target}: line {i + 1}"))
+            return results
+        data = json.loads(text)
+        if not isinstance(data, dict) or not isinstance(data.get("benchmarks"), list):
+            raise RecordError(f"{target}: not a pytest-benchmark result (no 'benchmarks' list)")
+        return results_of_benchmark_json(data, str(target))
+    except (ValueError, SchemaError) as exc:
+        if isinstance(exc, RecordError):
+            raise
+        raise RecordError(f"{target}: {exc}") from exc

@@ -1,0 +1,161 @@
+"""A long-lived A/B side: ``python -m bench.runtime.side`` (also inside ``docker run -i IMAGE ...``).
+
+It builds each cell once (the same :class:`~bench.runtime.session.CellSession` set-up as the matrix) and then
+times blocks on command, so a coordinator (``detbench-ab``) can alternate short blocks between a baseline and a
+candidate side, the GPU held by one side at a time. Commands come on stdin, one JSON object a line; every answer
+is one event on stdout (bench.runtime.protocol), so the protocol goes through ``docker run -i`` unchanged:
+
+- on start: ``hello`` (protocol version, pid, the environment fingerprint);
+- ``{"cmd": "setup", "cells": [...], "options": {...}}``: one ``ready`` (with the warm-up's estimate) or one final
+  ``result`` (the set-up failed: skipped, oom, error) per cell, then ``ok``;
+- ``{"cmd": "pin", "cpus": [2, 3]}``: every thread of this process onto these CPUs; ``ok`` with the CPUs;
+- ``{"cmd": "block", "cell": ID, "round": R, "iterations": N}``: one timed block; ``block`` with its record, or a
+  final ``result`` when the cell failed (it is then dropped);
+- ``{"cmd": "result", "cell": ID}``: the cell's result so far (final ``result``);
+- ``{"cmd": "quit"}``: exit 0. End of input does the same.
+
+A command the side cannot read or does not know is answered with ``error``; a sticky CUDA error ends the
+process (exit 75) after its ``result`` is written: the coordinator records the side as dead.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import sys
+from typing import Any, TextIO
+
+EXIT_STICKY = 75
+
+
+def pin_threads(cpus: set[int]) -> list[int]:
+    """Every thread of this process onto ``cpus`` (Linux: a thread's affinity is its own, so each is set)."""
+    for tid in os.listdir("/proc/self/task"):
+        try:
+            os.sched_setaffinity(int(tid), cpus)
+        except (OSError, ValueError):
+            continue  # a thread that ended meanwhile
+    return sorted(os.sched_getaffinity(0))
+
+
+class Side:
+    """The cells of one side, set up once, timed on command."""
+
+    def __init__(self, out: TextIO) -> None:
+        from bench.runtime.device import cell_device  # noqa: PLC0415 (imports torch)
+        from bench.runtime.protocol import EventLog  # noqa: PLC0415
+
+        self.events = EventLog(out)
+        self.device = cell_device()
+        self.sessions: dict[str, Any] = {}  # cell id -> CellSession
+
+    def hello(self) -> None:
+        from bench.runtime.protocol import PROTOCOL_VERSION  # noqa: PLC0415
+        from envcheck.fingerprint import collect  # noqa: PLC0415
+
+        self.events.emit("hello", protocol=PROTOCOL_VERSION, pid=os.getpid(), environment=collect())
+
+    def handle(self, command: dict[str, Any]) -> bool:
+        """Answer one command; False when the side should end."""
+        verb = command.get("cmd")
+        if verb == "quit":
+            return False
+        if verb == "setup":
+            self.setup(command["cells"], command["options"])
+        elif verb == "pin":
+            self.events.emit("ok", cpus=pin_threads({int(c) for c in command["cpus"]}))
+        elif verb == "block":
+            self.block(str(command["cell"]), int(command["round"]), int(command["iterations"]))
+        elif verb == "result":
+            session = self.sessions.get(str(command["cell"]))
+            if session is None:
+                self.events.emit("error", message=f"no cell {command['cell']!r} is set up on this side")
+            else:
+                self.events.result(session.result(), final=True)
+        else:
+            self.events.emit("error", message=f"unknown command {verb!r}; valid: setup, pin, block, result, quit")
+        return True
+
+    def setup(self, cells: list[dict[str, Any]], options_dict: dict[str, Any]) -> None:
+        from bench.core.options import RunOptions, import_model_modules  # noqa: PLC0415
+        from bench.core.schema import Cell  # noqa: PLC0415
+        from bench.runtime.build import GroupShared  # noqa: PLC0415
+        from bench.runtime.failures import classify_failure, is_sticky_cuda_error  # noqa: PLC0415
+        from bench.runtime.session import CellSession  # noqa: PLC0415
+
+        options = RunOptions.from_dict(options_dict)
+        import_model_modules(options.model_modules)
+        shared: dict[Any, GroupShared] = {}
+        compiled_alive: set[Any] = set()
+        for data in cells:
+            cell = Cell.from_dict(data)
+            group = shared.setdefault(cell.group_key, GroupShared())
+            session = CellSession(cell, options, self.device, shared=group,
+                                  reset_dynamo=not compiled_alive)
+            try:
+                session.set_up()
+            except Exception as exc:  # noqa: BLE001 - the cell's result; the side goes on
+                result = classify_failure(cell, exc, self.device)
+                result.config = session.config
+                self.events.result(result, final=True)
+                session.close()
+                if result.status == "error" and is_sticky_cuda_error(exc):
+                    sys.exit(EXIT_STICKY)
+                continue
+            if cell.compiled:
+                compiled_alive.add(cell.group_key)
+            self.sessions[cell.id] = session
+            self.events.emit("ready", cell=cell.id, estimate_ms=session.estimate_ms,
+                             setup_s=round(session.setup.total_s or 0.0, 3))
+        self.events.emit("ok", cells=len(self.sessions))
+
+    def block(self, cell_id: str, round_index: int, iterations: int) -> None:
+        from bench.runtime.failures import classify_failure, is_sticky_cuda_error  # noqa: PLC0415
+
+        session = self.sessions.get(cell_id)
+        if session is None:
+            self.events.emit("error", message=f"no cell {cell_id!r} is set up on this side")
+            return
+        try:
+            session.time_block(iterations, round_index=round_index)
+        except Exception as exc:  # noqa: BLE001 - the cell's result; the side goes on without it
+            result = classify_failure(session.cell, exc, self.device, phase="timing")
+            result.config = session.config
+            self.events.result(result, final=True)
+            self.sessions.pop(cell_id).close()
+            if result.status == "error" and is_sticky_cuda_error(exc):
+                sys.exit(EXIT_STICKY)
+            return
+        self.events.emit("block", cell=cell_id, block=dataclasses.asdict(session.blocks[-1]))
+
+
+def main(argv: list[str] | None = None) -> int:
+    if argv:
+        print("usage: python -m bench.runtime.side  (commands on stdin, events on stdout; see its docstring)",
+              file=sys.stderr)
+        return 2
+    # the events own stdout: anything else printed (a library's warning) goes to stderr
+    out, sys.stdout = sys.stdout, sys.stderr
+    side = Side(out)
+    side.hello()
+    for line in sys.stdin:
+        if not line.strip():
+            continue
+        try:
+            command = json.loads(line)
+            if not isinstance(command, dict):
+                raise ValueError("not an object")
+        except ValueError as exc:
+            side.events.emit("error", message=f"unreadable command ({exc}): {line.strip()[:200]}")
+            continue
+        try:
+            if not side.handle(command):
+                break
+        except (KeyError, TypeError, ValueError) as exc:
+            side.events.emit("error", message=f"bad {command.get('cmd')!r} command: {type(exc).__name__}: {exc}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
