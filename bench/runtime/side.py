@@ -118,7 +118,7 @@ class Side:
             self.events.emit("error", message=f"no cell {cell_id!r} is set up on this side")
             return
         try:
-            session.time_block(iterations, round_index=round_index)
+            session.time_block(iterations, round_index=round_index, exact=True)  # the same work on both sides
         except Exception as exc:  # noqa: BLE001 - the cell's result; the side goes on without it
             result = classify_failure(session.cell, exc, self.device, phase="timing")
             result.config = session.config

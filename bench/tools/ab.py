@@ -133,6 +133,7 @@ def judge(rounds: list[tuple[SideRound, SideRound]], threshold: float) -> dict[s
 
 
 def run_rounds(baseline: Side, candidate: Side, args: argparse.Namespace, out: Path) -> dict[str, Any]:
+    note_same_sides(baseline, candidate)
     rounds: list[tuple[SideRound, SideRound]] = []
     began = time.perf_counter()
     for index in range(args.rounds):
@@ -175,6 +176,7 @@ def run_sides(baseline: Side, candidate: Side, args: argparse.Namespace, out: Pa
     options = dataclasses.replace(run_config.options, count_flops=False, telemetry_hz=0.0)
     block_s = args.block_s or options.rounds_policy("cuda" if capabilities.cuda_available else "cpu").block_s
     pin = ab_sides.choose_cpus(args.pin_cpus)
+    note_same_sides(baseline, candidate)
     print(f"detbench-ab: {len(cells)} cell(s), {args.pairs} worker pair(s) x {args.rounds} round(s) of "
           f"~{block_s:g} s blocks, threshold {args.threshold:.0%}, CPUs {pin or 'not pinned'}", flush=True)
     run_id = new_run_id()
@@ -291,10 +293,13 @@ def parse_sides(args: argparse.Namespace) -> tuple[Side, Side]:
                 raise ABError(f"bad --{label}-env {item!r}; use NAME=VALUE")
             env.append((name, value))
         sides.append(Side(label, getattr(args, f"{label}_python"), template, tuple(env)))
-    if (sides[0].python, sides[0].template, sides[0].env) == (sides[1].python, sides[1].template, sides[1].env):
+    return sides[0], sides[1]
+
+
+def note_same_sides(baseline: Side, candidate: Side) -> None:
+    if (baseline.python, baseline.template, baseline.env) == (candidate.python, candidate.template, candidate.env):
         print("detbench-ab: baseline and candidate are the same; this measures the gate's own noise",
               file=sys.stderr)
-    return sides[0], sides[1]
 
 
 def choose_mode(args: argparse.Namespace) -> str:
@@ -336,13 +341,14 @@ def main(argv: list[str] | None = None) -> int:
             if not 0 < getattr(args, name) < 1e6:
                 raise ABError(f"--{name.replace('_', '-')} must be between 0 and 1e6 seconds, got "
                               f"{getattr(args, name)}")
-        baseline, candidate = parse_sides(args)
-        out = Path(args.out)
-        out.mkdir(parents=True, exist_ok=True)
         if args.mode == "sides":
             from bench.tools.ab_sides import choose_cpus  # noqa: PLC0415
 
             choose_cpus(args.pin_cpus)
+        baseline, candidate = parse_sides(args)
+        out = Path(args.out)
+        out.mkdir(parents=True, exist_ok=True)
+        if args.mode == "sides":
             verdicts = run_sides(baseline, candidate, args, out)
         else:
             verdicts = run_rounds(baseline, candidate, args, out)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from bench.measure import timing
 from bench.core.options import MeasurePolicy, WarmupPolicy
+from bench.measure import timing
 
 
 class FakeClock:

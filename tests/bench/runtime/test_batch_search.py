@@ -5,9 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from bench.core.options import RoundsPolicy, RunOptions
+from bench.core.options import RoundsPolicy, RunOptions, WarmupPolicy
 from bench.core.schema import Cell
-from bench.core.options import WarmupPolicy
 from bench.runtime.batch_search import isolated_probe, search
 from tests.fakes.batch_probe import GIB, FakeProbe
 

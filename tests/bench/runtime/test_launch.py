@@ -7,9 +7,8 @@ import time
 
 import pytest
 
-from bench.core.options import RoundsPolicy, RunOptions
+from bench.core.options import RoundsPolicy, RunOptions, WarmupPolicy
 from bench.core.schema import Cell
-from bench.core.options import WarmupPolicy
 from bench.runtime.launch import run_group
 
 OPTIONS = dict(model_modules=("tests.bench.tiny_models",), isolation="model", cell_timeout_s=60.0, count_flops=False,

@@ -7,9 +7,8 @@ import pytest
 import torch
 
 from bench.core.journal import Journal, read_journal
-from bench.core.options import RoundsPolicy, RunOptions
+from bench.core.options import RoundsPolicy, RunOptions, WarmupPolicy
 from bench.core.schema import Cell, CellResult
-from bench.core.options import WarmupPolicy
 from bench.models.postprocess import thresholds_owner
 from bench.runtime.build import GroupShared
 from bench.runtime.device import device_name

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from bench.core.options import RoundsPolicy, RunOptions
+from bench.core.options import RoundsPolicy, RunOptions, WarmupPolicy
 from bench.core.schema import Cell
-from bench.core.options import WarmupPolicy
 from envcheck.isolate import is_alive
 
 FAST = dict(model_modules=("tests.bench.tiny_models",), count_flops=False, telemetry_hz=0, cell_timeout_s=60.0,

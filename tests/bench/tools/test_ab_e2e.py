@@ -1,4 +1,4 @@
-"""detbench-ab end to end on the CPU: two sides that differ only by a planted slowdown (bench.runtime.faults: each step
+"""detbench-ab --mode rounds end to end on the CPU: two sides that differ only by a planted slowdown (bench.runtime.faults: each step
 takes 3x as long), real pytest rounds of a tiny model, and the paired verdict must call it a regression with
 exit code 3. The slowdown is that large because a ~1 ms CPU step on a busy 2-core machine swings 2x between
 rounds (a planted 50 % came out inconclusive once in a full test run); the gate's resolution on a GPU is the
@@ -41,7 +41,8 @@ def ab_run(tmp_path_factory):
     patch.setenv("OMP_NUM_THREADS", "1")
     patch.delenv(SLOWDOWN_ENV, raising=False)
     try:
-        code = ab.main(["--candidate-env", f"{SLOWDOWN_ENV}=tiny_convnet:2.0", "--rounds", "5", "--round-timeout",
+        code = ab.main(["--mode", "rounds", "--candidate-env", f"{SLOWDOWN_ENV}=tiny_convnet:2.0", "--rounds", "5",
+                        "--round-timeout",
                         "120", "--out", str(out), "--", *BENCH_ARGS])
     finally:
         patch.undo()

@@ -1,0 +1,153 @@
+"""detbench-ab's sides mode on the CPU: the line protocol of a real long-lived side, the gate end to end with tiny
+models (a planted change, a side that dies, one that hangs, a `docker run -i` template through a fake docker, a
+side speaking another protocol version), and its usage errors. Statistics on synthetic data with per-process
+offsets: tests/bench/core/test_significance.py."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from bench.runtime.faults import FAULT_ENV, SLOWDOWN_ENV
+from bench.runtime.protocol import PROTOCOL_VERSION, decode
+from bench.tools import ab
+from envcheck.isolate import is_alive
+
+ROOT = Path(__file__).resolve().parents[3]
+CELL = "tiny_convnet-infer-eager-fp32-bs4-gpu1-64x64"
+NHWC = "tiny_convnet-infer-eager-fp32-channels_last-bs4-gpu1-64x64"
+MATRIX = ["--models", "tiny_convnet", "--model-modules", "tests.bench.tiny_models", "--modes", "infer",
+          "--precisions", "fp32", "--compile", "eager", "--batch-sizes", "4", "--image-size", "64x64",
+          "--memory-format", "contiguous,channels_last"]
+
+
+@pytest.fixture
+def side_env(monkeypatch):
+    """The sides import this checkout's bench and tests; one torch thread each (2-core CI machines)."""
+    monkeypatch.chdir(ROOT)
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])))
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    for name in (SLOWDOWN_ENV, FAULT_ENV):
+        monkeypatch.delenv(name, raising=False)
+
+
+def gate(out: Path, *options: str) -> tuple[int, dict]:
+    code = ab.main(["--out", str(out), "--block-s", "0.05", "--pin-cpus", "none", *options, "--", *MATRIX])
+    return code, json.loads((out / "ab.json").read_text())
+
+
+def test_a_side_speaks_the_line_protocol(side_env):
+    cell = {"model": "tiny_convnet", "mode": "infer", "batch_size": 2, "image_size": [32, 32]}
+    options = {"model_modules": ["tests.bench.tiny_models"], "count_flops": False, "telemetry_hz": 0}
+    commands = [{"cmd": "setup", "cells": [cell, {**cell, "model": "no_such_model"}], "options": options},
+                {"cmd": "block", "cell": "tiny_convnet-infer-eager-fp32-bs2-gpu1-32x32", "round": 1, "iterations": 3},
+                {"cmd": "result", "cell": "tiny_convnet-infer-eager-fp32-bs2-gpu1-32x32"}, {"cmd": "dance"},
+                {"cmd": "quit"}]
+    lines = "\n".join(json.dumps(c) for c in commands) + "\nnot json\n"
+    proc = subprocess.run([sys.executable, "-m", "bench.runtime.side"], input=lines, capture_output=True, text=True,
+                          timeout=120)
+    events = [e for e in map(decode, proc.stdout.splitlines()) if e is not None]
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    kinds = [e["event"] for e in events]
+    assert kinds == ["hello", "ready", "result", "ok", "block", "result", "error"], kinds
+    assert events[0]["protocol"] == PROTOCOL_VERSION and events[0]["environment"]["torch"]
+    assert events[2]["result"]["status"] in ("error", "skipped") and "no_such_model" in events[2]["result"]["reason"]
+    block = events[4]["block"]
+    assert block["round"] == 1 and block["iterations"] == 3 and block["median_ms"] > 0
+    assert events[5]["final"] and events[5]["result"]["status"] == "ok"
+    assert "unknown command 'dance'" in events[6]["message"]  # "quit" ends it before the unreadable line
+
+
+def test_a_planted_slowdown_is_a_regression_and_the_unplanted_cell_is_not(side_env, tmp_path):
+    code, payload = gate(tmp_path, "--pairs", "2", "--rounds", "4",
+                         "--candidate-env", f"{SLOWDOWN_ENV}=tiny_convnet-infer-eager-fp32-bs4:2.0")
+    assert code == ab.EXIT_REGRESSION, payload["verdict_line"]
+    planted, other = payload["verdicts"][CELL], payload["verdicts"][NHWC]
+    assert planted["verdict"] == "regression" and planted["ratio"] < 0.6  # 1 / 3 planted
+    assert other["verdict"] != "regression"
+    assert planted["noise"]["pairs"] == 2 and planted["noise"]["rounds"] == 8
+    assert payload["mode"] == "sides" and 0 < payload["duty_cycle"] < 1 and payload["timed_s"] > 0
+    # every side's cells as an ordinary run file; no side process left
+    runs = sorted(p.name for p in tmp_path.glob("*-?.json"))
+    assert runs == ["baseline-0.json", "baseline-1.json", "candidate-0.json", "candidate-1.json"]
+    assert not [s["pid"] for s in payload["sides_started"] if s["pid"] and is_alive(s["pid"])]
+    assert "| regression |" in (tmp_path / "summary.md").read_text()
+
+
+def test_a_side_that_dies_is_recorded_and_the_other_pairs_go_on(side_env, tmp_path, monkeypatch):
+    monkeypatch.setenv(FAULT_ENV, "tiny_convnet-infer-eager-fp32-bs4:exit@round2")
+    code, payload = gate(tmp_path, "--pairs", "2", "--rounds", "3", "--candidate-env", "UNUSED=1")
+    # the fault fires in every side at round 2: every side dies there, and rounds 1's ratios remain
+    verdict = payload["verdicts"][CELL]
+    assert any("exited with code 3 while block" in note for note in payload["notes"]), payload["notes"]
+    assert verdict["noise"]["rounds"] >= 2 and verdict["verdict"] in ("inconclusive", "unchanged")
+    assert code in (ab.EXIT_OK, ab.EXIT_REGRESSION)
+
+
+def test_a_hung_side_is_killed_at_the_side_timeout(side_env, tmp_path):
+    began = time.monotonic()
+    code, payload = gate(tmp_path, "--pairs", "1", "--rounds", "3", "--side-timeout", "8", "--candidate-env",
+                         f"{FAULT_ENV}=tiny_convnet-infer-eager-fp32-channels_last-bs4:hang@round2")
+    assert time.monotonic() - began < 90
+    assert any("candidate-0 hung: no answer to block" in n for n in payload["notes"]), payload["notes"]
+    assert payload["verdicts"][NHWC]["noise"]["rounds"] == 1  # round 1 only; the candidate was lost in round 2
+    assert not [s["pid"] for s in payload["sides_started"] if s["pid"] and is_alive(s["pid"])]
+    assert code in (ab.EXIT_OK, ab.EXIT_REGRESSION)
+
+
+def test_a_docker_template_runs_the_side_through_docker_run_i(side_env, tmp_path, monkeypatch):
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    calls = tmp_path / "docker-calls"
+    fake = bin_dir / "docker"
+    # a fake docker: records its arguments, drops `run` and the options and the image, runs the rest here
+    fake.write_text(f"""#!/usr/bin/env bash
+echo "$*" >> {calls}
+shift
+while [[ $1 == -* ]]; do shift; done
+shift
+exec "$@"
+""")
+    fake.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    code, payload = gate(tmp_path / "out", "--pairs", "1", "--rounds", "3",
+                         "--baseline-cmd", "docker run -i --rm base:1 {worker}",
+                         "--candidate-cmd", "docker run -i --rm cand:2 {worker}")
+    assert code in (ab.EXIT_OK, ab.EXIT_REGRESSION), payload["verdict_line"]
+    recorded = calls.read_text().splitlines()
+    assert sorted(recorded) == ["run -i --rm base:1 python -m bench.runtime.side",
+                                "run -i --rm cand:2 python -m bench.runtime.side"]
+    assert payload["verdicts"][CELL]["noise"]["rounds"] == 3
+    assert payload["sides"][0]["template"] == "docker run -i --rm base:1 {worker}"
+
+
+def test_a_side_speaking_another_protocol_is_refused_naming_both_versions(side_env, tmp_path):
+    old = tmp_path / "old_side.py"
+    old.write_text("import json, sys\nprint('@detbench ' + json.dumps({'event': 'hello', 'protocol': 0}))\n"
+                   "sys.stdout.flush()\nsys.stdin.readline()\n")
+    code, payload = gate(tmp_path / "out", "--pairs", "1", "--rounds", "3", "--candidate-cmd",
+                         f"{sys.executable} {old} {{worker}}")
+    assert any(f"speaks protocol 0, this detbench-ab {PROTOCOL_VERSION}" in n for n in payload["notes"])
+    assert payload["verdicts"][CELL]["verdict"] == "regression"  # the candidate measured nothing
+    assert code == ab.EXIT_REGRESSION
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--candidate-cmd", "docker run img"], "needs {worker} (sides) or {json} (rounds)"),
+    (["--mode", "sides", "--candidate-cmd", "docker run img --out {json}"], "must start the side with {worker}"),
+    (["--baseline-cmd", "docker run -i b {worker}", "--candidate-cmd", "x --json {json}"], "give both sides the same"),
+    (["--pin-cpus", "99999"], "bad --pin-cpus '99999'; valid: auto, none, or CPUs"),
+    (["--pairs", "0"], "--pairs must be within 1..16"),
+    (["--", "--gpus", "2"], "unknown matrix option(s) for the sides mode: --gpus 2"),
+    (["--", "--precisions", "fp64"], "unknown precision 'fp64'"),
+])
+def test_bad_sides_input_is_one_line_and_exit_2(argv, message, capsys, tmp_path):
+    assert ab.main(["--out", str(tmp_path), *argv]) == ab.EXIT_USAGE
+    err = capsys.readouterr().err.strip()
+    assert message in err and "\n" not in err, err
