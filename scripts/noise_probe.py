@@ -15,6 +15,7 @@ Usage on the GPU machine: ``python3 scripts/noise_probe.py study OUT_DIR [CONDIT
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -56,10 +57,8 @@ def _current_cpu() -> int:
 
 def _pin_all_threads(cpus: set[int]) -> None:
     for tid in os.listdir("/proc/self/task"):
-        try:
+        with contextlib.suppress(OSError):
             os.sched_setaffinity(int(tid), cpus)
-        except OSError:
-            pass
 
 
 def worker(model: str, precision: str, bench: bool) -> int:

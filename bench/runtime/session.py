@@ -146,14 +146,14 @@ class CellSession:
             self.setup.postprocess_calibration_s = time.perf_counter() - mark
         self._count_flops()
 
-        sync = self._sync
+        sync = self.sync
         if cell.compiled:
             configure_dynamo(reset=self.reset_dynamo)
             # compiling a Module gives a Module (OptimizedModule); torch.compile's signature says Callable
             prepared.runnable = cast(torch.nn.Module, torch.compile(prepared.runnable, mode=cell.compile))
         # after calibration, so the adapter's notes carry the threshold it settled on
         self.runtime_notes = dict(getattr(prepared.model, "runtime_notes", None) or {})
-        self.step = faults.slow_step(cell.id, make_step(cell, prepared, device), self._sync)  # test-only hook
+        self.step = faults.slow_step(cell.id, make_step(cell, prepared, device), self.sync)  # test-only hook
         self._set_threshold()
         collecting: contextlib.AbstractContextManager[list[str]] = (
             cudagraph_skip_messages() if cell.compiled else contextlib.nullcontext([]))
@@ -246,7 +246,8 @@ class CellSession:
         self.flops_info.not_counted = self.flop_count.not_counted
         self.flops_info.top_ops = dict(self.flop_count.top_ops)
 
-    def _sync(self) -> None:
+    def sync(self) -> None:
+        """Wait for the device (a no-op on the CPU)."""
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
 
@@ -268,7 +269,7 @@ class CellSession:
         exact = timing.MeasurePolicy(iterations, 0.0, iterations, 1e9)
         if self.device.type == "cuda":
             return timing.measure_cuda_events(self.step, exact, self.estimate_ms, self.device).times_ms
-        return timing.measure_perf_counter(self.step, self._sync, exact).times_ms
+        return timing.measure_perf_counter(self.step, self.sync, exact).times_ms
 
     def time_block(self, iterations: int, *, round_index: int = 0, telemetry: bool = False,
                    exact: bool = False) -> list[float]:
@@ -305,7 +306,7 @@ class CellSession:
             else:  # a CPU shared with other work can slow down mid-run: the block may end at twice its plan
                 policy = (timing.MeasurePolicy(iterations, 0.0, iterations, 1e9) if exact else
                           timing.MeasurePolicy(min(iterations, 2), planned_s, iterations, 2 * planned_s))
-                run = timing.measure_perf_counter(self.step, self._sync, policy)
+                run = timing.measure_perf_counter(self.step, self.sync, policy)
         wall = time.perf_counter() - began
         if mem.peak_bytes is not None:
             own_peak = max(mem.peak_bytes - others, 0)

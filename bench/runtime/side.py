@@ -6,11 +6,14 @@ candidate side, the GPU held by one side at a time. Commands come on stdin, one 
 is one event on stdout (bench.runtime.protocol), so the protocol goes through ``docker run -i`` unchanged:
 
 - on start: ``hello`` (protocol version, pid, the environment fingerprint);
-- ``{"cmd": "setup", "cells": [...], "options": {...}}``: one ``ready`` (with the warm-up's estimate) or one final
-  ``result`` (the set-up failed: skipped, oom, error) per cell, then ``ok``;
+- ``{"cmd": "setup", "cells": [...], "options": {...}}``: one ``ready`` or one final ``result`` (the set-up failed:
+  skipped, oom, error) per cell, then ``ok``. No warm-up here: the sides set up at the same time, and a warm-up
+  among them neither converges nor says what one side alone runs at;
+- ``{"cmd": "warmup", "cell": ID}``: warm the cell up alone until stable; ``ok`` with its iterations, whether it
+  converged and the steady median (ms);
 - ``{"cmd": "pin", "cpus": [2, 3]}``: every thread of this process onto these CPUs; ``ok`` with the CPUs;
-- ``{"cmd": "block", "cell": ID, "round": R, "iterations": N}``: one timed block; ``block`` with its record, or a
-  final ``result`` when the cell failed (it is then dropped);
+- ``{"cmd": "block", "cell": ID, "round": R, "iterations": N}``: one timed block of exactly N iterations; ``block``
+  with its record and the iterations' times, or a final ``result`` when the cell failed (it is then dropped);
 - ``{"cmd": "result", "cell": ID}``: the cell's result so far (final ``result``);
 - ``{"cmd": "quit"}``: exit 0. End of input does the same.
 
@@ -67,6 +70,8 @@ class Side:
             self.events.emit("ok", cpus=pin_threads({int(c) for c in command["cpus"]}))
         elif verb == "block":
             self.block(str(command["cell"]), int(command["round"]), int(command["iterations"]))
+        elif verb == "warmup":
+            self.warm_up(str(command["cell"]))
         elif verb == "result":
             session = self.sessions.get(str(command["cell"]))
             if session is None:
@@ -74,7 +79,8 @@ class Side:
             else:
                 self.events.result(session.result(), final=True)
         else:
-            self.events.emit("error", message=f"unknown command {verb!r}; valid: setup, pin, block, result, quit")
+            self.events.emit("error", message=f"unknown command {verb!r}; valid: setup, pin, warmup, block, result, "
+                                              "quit")
         return True
 
     def setup(self, cells: list[dict[str, Any]], options_dict: dict[str, Any]) -> None:
@@ -91,8 +97,8 @@ class Side:
         for data in cells:
             cell = Cell.from_dict(data)
             group = shared.setdefault(cell.group_key, GroupShared())
-            session = CellSession(cell, options, self.device, shared=group,
-                                  reset_dynamo=not compiled_alive)
+            session = CellSession(cell, options, self.device, shared=group, reset_dynamo=not compiled_alive,
+                                  warm_up=False)
             try:
                 session.set_up()
             except Exception as exc:  # noqa: BLE001 - the cell's result; the side goes on
@@ -106,9 +112,21 @@ class Side:
             if cell.compiled:
                 compiled_alive.add(cell.group_key)
             self.sessions[cell.id] = session
-            self.events.emit("ready", cell=cell.id, estimate_ms=session.estimate_ms,
-                             setup_s=round(session.setup.total_s or 0.0, 3))
+            self.events.emit("ready", cell=cell.id, setup_s=round(session.setup.total_s or 0.0, 3))
         self.events.emit("ok", cells=len(self.sessions))
+
+    def warm_up(self, cell_id: str) -> None:
+        from bench.measure import timing  # noqa: PLC0415
+
+        session = self.sessions.get(cell_id)
+        if session is None:
+            self.events.emit("error", message=f"no cell {cell_id!r} is set up on this side")
+            return
+        assert session.step is not None
+        warm = timing.warm_up(session.step, session.sync, session.options.warmup_policy(self.device.type))
+        session.warm = warm
+        self.events.emit("ok", cell=cell_id, iterations=warm.iterations, converged=warm.converged,
+                         median_ms=warm.median_ms, seconds=round(warm.seconds, 3))
 
     def block(self, cell_id: str, round_index: int, iterations: int) -> None:
         from bench.runtime.failures import classify_failure, is_sticky_cuda_error  # noqa: PLC0415
@@ -127,7 +145,9 @@ class Side:
             if result.status == "error" and is_sticky_cuda_error(exc):
                 sys.exit(EXIT_STICKY)
             return
-        self.events.emit("block", cell=cell_id, block=dataclasses.asdict(session.blocks[-1]))
+        block = session.blocks[-1]
+        self.events.emit("block", cell=cell_id, block=dataclasses.asdict(block),
+                         times_ms=[round(t, 6) for t in session.times_ms[-block.iterations:]])
 
 
 def main(argv: list[str] | None = None) -> int:

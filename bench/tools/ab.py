@@ -185,7 +185,8 @@ def run_sides(baseline: Side, candidate: Side, args: argparse.Namespace, out: Pa
         verdicts = {cid: {**estimate.to_dict(), "ratios": next(r for r in run.cells if r.cell.id == cid).ratios()}
                     for cid, estimate in run.verdicts.items()}
         detail = {"mode": "sides", "run_id": run_id, "pairs": run.pairs, "rounds_per_pair": run.rounds,
-                  "block_s": run.block_s, "pinned_cpus": run.pinned, "options": options.to_dict(),
+                  "block_s": run.block_s, "block_stat": run.block_stat, "pinned_cpus": run.pinned,
+                  "options": options.to_dict(),
                   "skipped": skipped, "sides_started": run.sides, "notes": run.notes,
                   "cells": {r.cell.id: {"iterations": r.iterations, "blocks": r.blocks, "failures": r.failures}
                             for r in run.cells},
@@ -197,7 +198,8 @@ def run_sides(baseline: Side, candidate: Side, args: argparse.Namespace, out: Pa
 
     run = ab_sides.run_gate(baseline, candidate, cells, options, pairs=args.pairs, rounds=args.rounds,
                             block_s=block_s, threshold=args.threshold, pin=pin, out=out,
-                            side_timeout_s=args.side_timeout, progress=lambda line: print(line, flush=True),
+                            side_timeout_s=args.side_timeout, block_stat=args.block_stat,
+                            progress=lambda line: print(line, flush=True),
                             on_round=lambda so_far: record(so_far, []))
     verdicts = record(run, ab_sides.write_side_runs(run, out, options, run_id))
     print(f"wall {run.wall_s:.0f} s (set-up {run.setup_s:.0f} s), timed {run.timed_s:.0f} s: duty cycle "
@@ -262,6 +264,9 @@ def build_parser() -> argparse.ArgumentParser:
                                                                     "device's, 0.5 on a GPU)")
     parser.add_argument("--threshold", type=float, default=None,
                         help="smallest change that counts (default 0.03 sides, 0.05 rounds)")
+    parser.add_argument("--block-stat", choices=("p25", "median", "min"), default="p25",
+                        help="sides: what a block contributes, a statistic of its iterations' times (default p25, the "
+                             "lower quartile: host stalls lengthen a minority of iterations, a real change all)")
     parser.add_argument("--pin-cpus", default="auto", help="sides: CPUs every side is pinned to (auto: two of this "
                                                            "process's, the same for all; none; or e.g. 2,3)")
     parser.add_argument("--side-timeout", type=float, default=config_table.CELL_TIMEOUT_S,
@@ -412,8 +417,9 @@ def summary_markdown(verdicts: dict[str, dict[str, Any]], line: str, baseline: S
     detail = detail or {}
     if detail.get("mode") == "sides":
         out += [f"{detail['pairs']} fresh worker pairs x {detail['rounds_per_pair']} rounds of "
-                f"~{detail['block_s']:g} s blocks; CPUs {detail.get('pinned_cpus') or 'not pinned'}; wall {detail.get('wall_s')} s, timed "
-                f"{detail.get('timed_s')} s (duty cycle {detail.get('duty_cycle', 0):.0%})", ""]
+                f"~{detail['block_s']:g} s blocks; CPUs {detail.get('pinned_cpus') or 'not pinned'}; "
+                f"wall {detail.get('wall_s')} s, timed {detail.get('timed_s')} s "
+                f"(duty cycle {detail.get('duty_cycle', 0):.0%})", ""]
     out += ["| cell | verdict | ratio | 95% interval | rounds | block noise | pair offset | why |",
             "|---|---|---|---|---|---|---|---|"]
     for cell_id, v in sorted(verdicts.items(), key=lambda kv: (order.get(kv[1]["verdict"], 4), kv[0])):

@@ -28,6 +28,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from bench.core.groups import rotation
 from bench.core.options import RunOptions
 from bench.core.record import RunRecord
@@ -37,9 +39,16 @@ from bench.runtime.protocol import PROTOCOL_VERSION, decode
 from envcheck.isolate import Supervisor, describe_exit, tail
 
 WORKER = "python -m bench.runtime.side"
-CALIBRATION_ROUND = 0  # each cell's first block on each side: sizes the blocks, is not judged
-PROBE_ITERATIONS = 3
 _EOF = object()
+# What one block contributes: a statistic of its iterations' times. Host stalls lengthen some iterations of a block
+# (a minority, unevenly between the two sides of a round); a real change lengthens every iteration. On the first
+# H200 gate run (docs/ab.md) the lower quartile gave 95 % intervals 16 % narrower than the median, the minimum 34 %
+# narrower, with every estimate of a planted change inside its interval; the median counts slow iterations in.
+BLOCK_STATS = {
+    "p25": lambda times: float(np.percentile(times, 25)),
+    "median": lambda times: float(np.median(times)),
+    "min": lambda times: float(np.min(times)),
+}
 
 
 class SideFailed(RuntimeError):  # noqa: N818 - the side failed; its message says how
@@ -163,7 +172,7 @@ class CellRecord:
     lost: dict[str, int] = field(default_factory=lambda: {"baseline": 0, "candidate": 0})  # sides lost mid-run
 
     def ratios(self) -> list[list[float]]:
-        """Per pair, candidate/baseline throughput of every judged round."""
+        """Per pair, candidate/baseline throughput of every round (baseline block time / candidate block time)."""
         return [[r["base_ms"] / r["cand_ms"] for r in rounds if r["cand_ms"] > 0] for rounds in self.blocks.values()]
 
 
@@ -182,6 +191,7 @@ class GateRun:
     pairs: int
     rounds: int
     block_s: float
+    block_stat: str = "p25"
     notes: list[str] = field(default_factory=list)
 
     @property
@@ -209,7 +219,7 @@ def choose_cpus(spec: str) -> list[int] | None:
 
 def run_gate(baseline: Side, candidate: Side, cells: Sequence[Cell], options: RunOptions, *, pairs: int,
              rounds: int, block_s: float, threshold: float, pin: list[int] | None, out: Path,
-             side_timeout_s: float, progress: Any = print, on_round: Any = None) -> GateRun:
+             side_timeout_s: float, block_stat: str = "p25", progress: Any = print, on_round: Any = None) -> GateRun:
     """Run the sides, alternate the blocks, judge every cell (see the module docstring). ``on_round(run)`` gets
     the run so far after every round (the caller writes it: a cut run keeps its finished rounds)."""
     began = time.perf_counter()
@@ -236,8 +246,9 @@ def run_gate(baseline: Side, candidate: Side, cells: Sequence[Cell], options: Ru
             for side in sides:
                 _ask(side, {"cmd": "pin", "cpus": pin}, side_timeout_s, {"ok"})
         block_timeout = max(60.0, 40 * block_s)
-        for record in records.values():
-            timed += _calibrate(record, sides, block_s, options, block_timeout)
+        for record in records.values():  # alone on the GPU now: each side warms each cell up until stable
+            _warm_up(record, sides, block_s, options, side_timeout_s)
+        statistic = BLOCK_STATS[block_stat]
         for round_index in range(1, rounds + 1):
             for pair in range(pairs):
                 base, cand = sides[2 * pair], sides[2 * pair + 1]
@@ -245,28 +256,30 @@ def run_gate(baseline: Side, candidate: Side, cells: Sequence[Cell], options: Ru
                 # first or second cancels within each pair's rounds
                 for index in rotation(len(cells), round_index):
                     record = records[cells[index].id]
-                    timed += _paired_block(record, base, cand, round_index, (round_index + pair) % 2, block_timeout)
+                    timed += _paired_block(record, base, cand, round_index, (round_index + pair) % 2, block_timeout,
+                                           statistic)
             progress(f"round {round_index}/{rounds}: {_round_line(records, round_index)}")
             if on_round is not None:
                 on_round(_gate_run(records, sides, results, threshold, began, timed, setup_s, pin, pairs,
-                                   round_index, block_s, notes))
+                                   round_index, block_s, block_stat, notes))
         for side in sides:
             if side.alive:
                 results.setdefault(side.name, []).extend(_side_results(side, records, side_timeout_s))
     finally:
         for side in sides:
             side.stop()
-    return _gate_run(records, sides, results, threshold, began, timed, setup_s, pin, pairs, rounds, block_s, notes)
+    return _gate_run(records, sides, results, threshold, began, timed, setup_s, pin, pairs, rounds, block_s,
+                     block_stat, notes)
 
 
 def _gate_run(records: dict[str, CellRecord], sides: list[SideProcess], results: dict[str, list[CellResult]],
               threshold: float, began: float, timed: float, setup_s: float, pin: list[int] | None, pairs: int,
-              rounds: int, block_s: float, notes: list[str]) -> GateRun:
+              rounds: int, block_s: float, block_stat: str, notes: list[str]) -> GateRun:
     """The run as it stands: the verdict of every cell the baseline set up, every side's failure noted."""
     notes = [*notes, *(s.failure for s in sides if s.failure)]
     verdicts = {cid: judge_cell(r, threshold) for cid, r in records.items() if r.baseline_ok}
     return GateRun(list(records.values()), [_side_facts(s) for s in sides], verdicts, results,
-                   time.perf_counter() - began, timed, setup_s, pin, pairs, rounds, block_s, notes)
+                   time.perf_counter() - began, timed, setup_s, pin, pairs, rounds, block_s, block_stat, notes)
 
 
 def judge_cell(record: CellRecord, threshold: float) -> ChangeEstimate:
@@ -357,7 +370,7 @@ def _block(side: SideProcess, record: CellRecord, round_index: int, iterations: 
         record.failures.append(f"{side.failure}")
         return None
     if event.get("event") == "block":
-        return dict(event["block"])
+        return {**event["block"], "times_ms": event.get("times_ms") or []}
     if event.get("event") == "result":
         failed = CellResult.from_dict(event["result"], source=side.name)
         record.failures.append(f"{side.name} round {round_index}: {failed.status}: {failed.reason}")
@@ -367,24 +380,32 @@ def _block(side: SideProcess, record: CellRecord, round_index: int, iterations: 
     return None
 
 
-def _calibrate(record: CellRecord, sides: list[SideProcess], block_s: float, options: RunOptions,
-               timeout_s: float) -> float:
-    """One short block of the cell on every side (round 0, not judged): the iterations of its ~block_s blocks,
-    the same on every side (the sides' warm-up estimates were taken while all sides set up at once)."""
-    medians, timed = [], 0.0
+def _warm_up(record: CellRecord, sides: list[SideProcess], block_s: float, options: RunOptions,
+             timeout_s: float) -> None:
+    """Each side warms the cell up alone until stable (the sides set up all at once, where no warm-up settles);
+    the blocks' iteration count comes from the sides' steady medians, the same on every side."""
+    medians = []
     for side in sides:
-        block = _block(side, record, CALIBRATION_ROUND, PROBE_ITERATIONS, timeout_s)
-        if block is not None:
-            medians.append(block["median_ms"])
-            timed += block["wall_s"]
+        if not side.alive or record.cell.id not in side.hello.get("ready", ()):
+            continue
+        event = _ask(side, {"cmd": "warmup", "cell": record.cell.id}, timeout_s, {"ok"})
+        if event is None:
+            record.lost[side.spec.label] += 1
+            record.failures.append(f"{side.failure}")
+        elif event.get("event") == "ok" and event.get("median_ms"):
+            medians.append(float(event["median_ms"]))
+            if not event.get("converged"):
+                record.failures.append(f"{side.name}: warm-up stopped unconverged after {event.get('iterations')} "
+                                       "iterations (judged anyway)")
+        else:
+            record.failures.append(f"{side.name} warm-up: {event.get('message', event.get('event'))}")
     policy = options.rounds_policy("cuda")
     if medians:
         record.iterations = max(policy.min_block_iterations, round(block_s * 1000.0 / statistics.median(medians)))
-    return timed
 
 
 def _paired_block(record: CellRecord, base: SideProcess, cand: SideProcess, round_index: int, cand_first: int,
-                  timeout_s: float) -> float:
+                  timeout_s: float, statistic: Any) -> float:
     """The cell's blocks of one round on both sides of a pair, back to back; their ratio is the round's."""
     if not record.iterations:
         return 0.0
@@ -394,7 +415,9 @@ def _paired_block(record: CellRecord, base: SideProcess, cand: SideProcess, roun
     timed = sum(x["wall_s"] for x in (b, c) if x is not None)
     if b is not None and c is not None:
         record.blocks.setdefault(base.pair, []).append(
-            {"round": round_index, "base_ms": b["median_ms"], "cand_ms": c["median_ms"],
+            {"round": round_index, "base_ms": statistic(b["times_ms"] or [b["median_ms"]]),
+             "cand_ms": statistic(c["times_ms"] or [c["median_ms"]]), "base_median_ms": b["median_ms"],
+             "cand_median_ms": c["median_ms"],
              "base_canary_ms": b.get("host_canary_ms"), "cand_canary_ms": c.get("host_canary_ms"),
              "first": cand.spec.label if cand_first else base.spec.label})
     return timed

@@ -137,7 +137,7 @@ def check(cell: Cell, options: RunOptions, rounds: int = DEFAULT_ROUNDS) -> Fide
     policy = options.rounds_policy(device.type)
     iterations = session.iterations_for(policy.block_s, policy.min_block_iterations)
     assert session.step is not None
-    step, sync = session.step, session._sync  # the same work per iteration for both timings
+    step, sync = session.step, session.sync  # the same work per iteration for both timings
     timer = "cuda-events" if device.type == "cuda" else "perf-counter+sync"
     report = FidelityReport(cell.id, device_name(device), timer, cell.batch, iterations,
                             telemetry_hz=options.telemetry_hz)

@@ -118,7 +118,7 @@ def trace(cell: Cell, options: RunOptions, steps: int = DEFAULT_STEPS, chrome_tr
     activities = [torch.profiler.ProfilerActivity.CPU]
     if device.type == "cuda":
         activities.append(torch.profiler.ProfilerActivity.CUDA)
-    sync = session._sync
+    sync = session.sync
     with torch.profiler.profile(activities=activities) as prof:
         sync()
         began = time.perf_counter()

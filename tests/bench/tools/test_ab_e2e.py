@@ -1,14 +1,14 @@
-"""detbench-ab --mode rounds end to end on the CPU: two sides that differ only by a planted slowdown (bench.runtime.faults: each step
-takes 3x as long), real pytest rounds of a tiny model, and the paired verdict must call it a regression with
-exit code 3. The slowdown is that large because a ~1 ms CPU step on a busy 2-core machine swings 2x between
-rounds (a planted 50 % came out inconclusive once in a full test run); the gate's resolution on a GPU is the
-device proof's business, not this test's.
+"""detbench-ab --mode rounds end to end on the CPU: two sides that differ only by a planted slowdown
+(bench.runtime.faults: each step takes 3x as long), real pytest rounds of a tiny model, and the paired verdict must
+call it a regression with exit code 3. The slowdown is that large because a ~1 ms CPU step on a busy 2-core machine
+swings 2x between rounds (a planted 50 % came out inconclusive once in a full test run); the gate's resolution on a
+GPU is the device proof's business, not this test's.
 
-Five rounds, not three: on a 2-core machine shared with other jobs one side-round in a few runs 2x slower than
-its partner (seen here: baseline 1.4 ms vs candidate 1.1 ms in one round, 0.65 vs 1.0 ms in the next, with the
-same host canary), and the bootstrap interval of a median of three ratios spans all three. With five, one such
-round still leaves the interval below 1. The single-run block comparison of one round's two files is not
-asserted here for the same reason: a burst of contention during one side's run flips it (docs/reports.md)."""
+Five rounds, not three: on a 2-core machine shared with other jobs one side-round in a few runs 2x slower than its
+partner (seen here: baseline 1.4 ms vs candidate 1.1 ms in one round, 0.65 vs 1.0 ms in the next, with the same host
+canary), and the bootstrap interval of a median of three ratios spans all three. With five, one such round still
+leaves the interval below 1. The single-run block comparison of one round's two files is not asserted here for the
+same reason: a burst of contention during one side's run flips it (docs/reports.md)."""
 
 from __future__ import annotations
 

@@ -46,6 +46,7 @@ def test_a_side_speaks_the_line_protocol(side_env):
     cell = {"model": "tiny_convnet", "mode": "infer", "batch_size": 2, "image_size": [32, 32]}
     options = {"model_modules": ["tests.bench.tiny_models"], "count_flops": False, "telemetry_hz": 0}
     commands = [{"cmd": "setup", "cells": [cell, {**cell, "model": "no_such_model"}], "options": options},
+                {"cmd": "warmup", "cell": "tiny_convnet-infer-eager-fp32-bs2-gpu1-32x32"},
                 {"cmd": "block", "cell": "tiny_convnet-infer-eager-fp32-bs2-gpu1-32x32", "round": 1, "iterations": 3},
                 {"cmd": "result", "cell": "tiny_convnet-infer-eager-fp32-bs2-gpu1-32x32"}, {"cmd": "dance"},
                 {"cmd": "quit"}]
@@ -55,13 +56,15 @@ def test_a_side_speaks_the_line_protocol(side_env):
     events = [e for e in map(decode, proc.stdout.splitlines()) if e is not None]
     assert proc.returncode == 0, proc.stderr[-2000:]
     kinds = [e["event"] for e in events]
-    assert kinds == ["hello", "ready", "result", "ok", "block", "result", "error"], kinds
+    assert kinds == ["hello", "ready", "result", "ok", "ok", "block", "result", "error"], kinds
     assert events[0]["protocol"] == PROTOCOL_VERSION and events[0]["environment"]["torch"]
     assert events[2]["result"]["status"] in ("error", "skipped") and "no_such_model" in events[2]["result"]["reason"]
-    block = events[4]["block"]
-    assert block["round"] == 1 and block["iterations"] == 3 and block["median_ms"] > 0
-    assert events[5]["final"] and events[5]["result"]["status"] == "ok"
-    assert "unknown command 'dance'" in events[6]["message"]  # "quit" ends it before the unreadable line
+    assert events[4]["iterations"] >= 2 and events[4]["median_ms"] > 0  # warmed up alone until stable
+    block = events[5]["block"]
+    assert block["round"] == 1 and block["iterations"] == 3 and len(events[5]["times_ms"]) == 3
+    assert block["median_ms"] == pytest.approx(sorted(events[5]["times_ms"])[1], abs=1e-5)
+    assert events[6]["final"] and events[6]["result"]["status"] == "ok"
+    assert "unknown command 'dance'" in events[7]["message"]  # "quit" ends it before the unreadable line
 
 
 def test_a_planted_slowdown_is_a_regression_and_the_unplanted_cell_is_not(side_env, tmp_path):
