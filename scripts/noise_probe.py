@@ -11,6 +11,7 @@ the same two cores, each worker on its own two cores), so an offset can be attri
 
 Usage on the GPU machine: ``python3 scripts/noise_probe.py study OUT_DIR [CONDITION ...]``; the worker side is
 ``noise_probe.py worker ...`` (started by the study). Prints a table per condition; writes OUT_DIR/noise-*.json.
+``noise_probe.py table OUT_DIR`` prints the closing table again from those files (docs/ab.md quotes it).
 """
 
 from __future__ import annotations
@@ -240,7 +241,21 @@ def study(out: Path, names: list[str]) -> None:
                   f"{nrm['within_sd']:6.2%}  {nrm['between_sd']:6.2%}  {nrm['icc']:4.2f}  {nrm['p']:.1e}")
 
 
+def table(folder: Path) -> None:
+    """The study's closing table again, from its noise-*.json files."""
+    print("condition        metric        range   within  between  icc   p")
+    for path in sorted(folder.glob("noise-*.json")):
+        record = json.loads(path.read_text())
+        for metric in METRICS:
+            nrm = record["split"][metric]["round_normalised"]
+            print(f"{record['condition']:16s} {metric:12s} {record['split'][metric]['raw']['range']:6.1%}  "
+                  f"{nrm['within_sd']:6.2%}  {nrm['between_sd']:6.2%}  {nrm['icc']:4.2f}  {nrm['p']:.1e}")
+
+
 if __name__ == "__main__":
+    if sys.argv[1] == "table":
+        table(Path(sys.argv[2]))
+        sys.exit(0)
     if sys.argv[1] == "worker":
         sys.exit(worker(sys.argv[2], sys.argv[3], sys.argv[4] == "on"))
     study(Path(sys.argv[2]), sys.argv[3:] or list(CONDITIONS))

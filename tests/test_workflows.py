@@ -104,7 +104,8 @@ def test_each_image_is_gated_by_detbench_ab_against_the_baseline_commits_image(i
     assert names.index(gate_name) > names.index("Benchmark matrix") and names.index(gate_name) < names.index(
         "Upload results")  # the gate's rounds are uploaded too, even when it fails
     env = images_workflow["env"]
-    assert int(env["AB_ROUNDS"]) >= 3 and "--profile" in env["AB_BENCH_ARGS"]
+    assert int(env["AB_PAIRS"]) >= 3 and "--profile" in env["AB_BENCH_ARGS"]
+    assert "--modes infer" in env["AB_BENCH_ARGS"] and "--batch-sizes 8" in env["AB_BENCH_ARGS"]
     assert job["steps"][0]["with"]["fetch-depth"] == 0
 
 
@@ -237,22 +238,23 @@ def ab_gate(env: dict, out: Path, rc: int = 0) -> subprocess.CompletedProcess:
                           capture_output=True, text=True)
 
 
-def test_ab_gate_runs_both_images_as_docker_templates_and_passes_the_bench_args(fake_ab, tmp_path):
+def test_ab_gate_runs_both_images_as_long_lived_sides_and_passes_the_matrix_options(fake_ab, tmp_path):
     env, log = fake_ab
-    result = ab_gate({**env, "AB_ROUNDS": "7"}, tmp_path / "out")
+    result = ab_gate({**env, "AB_ROUNDS": "7", "AB_PAIRS": "5"}, tmp_path / "out")
     assert result.returncode == 0 and "cu128: no regression against img:base" in result.stdout
     args = log.read_text().splitlines()
     base, cand = args[args.index("--baseline-cmd") + 1], args[args.index("--candidate-cmd") + 1]
     for template, image in ((base, "img:base"), (cand, "img:cand")):
         assert template.startswith("docker run --rm --gpus all --shm-size=8g")
-        assert f"-v {{dir}}:/results {image} pytest bench/ --benchmark-json=/results/{{name}} {{args}}" in template
-    assert args[args.index("--rounds") + 1] == "7" and args[args.index("--threshold") + 1] == "0.05"
+        assert template.endswith(f" -i {image} {{worker}}")  # the side speaks over stdin/stdout
+    assert args[args.index("--rounds") + 1] == "7" and args[args.index("--pairs") + 1] == "5"
+    assert args[args.index("--threshold") + 1] == "0.03"
     assert args[args.index("--out") + 1] == str(tmp_path / "out")
     assert args[args.index("--") + 1:] == ["--profile", "quick", "--models", "a b"]
     assert "VERDICT: fake" in (tmp_path / "step-summary.md").read_text()
 
 
-@pytest.mark.parametrize("rc, words", [(3, "::error::cu128: regression beyond 0.05 against img:base"),
+@pytest.mark.parametrize("rc, words", [(3, "::error::cu128: regression beyond 0.03 against img:base"),
                                        (4, "::error::cu128: nothing comparable"),
                                        (2, "::error::cu128: detbench-ab failed (exit 2")])
 def test_ab_gate_fails_the_job_on_a_regression_nothing_comparable_or_a_broken_run(fake_ab, tmp_path, rc, words):

@@ -157,27 +157,34 @@ def run_rounds(baseline: Side, candidate: Side, args: argparse.Namespace, out: P
 def run_sides(baseline: Side, candidate: Side, args: argparse.Namespace, out: Path) -> dict[str, Any]:
     from bench.core import matrix  # noqa: PLC0415
     from bench.core.journal import new_run_id  # noqa: PLC0415
+    from bench.core.schema import Cell  # noqa: PLC0415
     from bench.models import list_models  # noqa: PLC0415
     from bench.tools import ab_sides  # noqa: PLC0415
 
     run_config = _matrix_config(args.bench_args, list_models())
-    capabilities = matrix.probe_capabilities()
-    cells = matrix.expand(run_config.profile, run_config.filters, list_models(), capabilities.gpu_count)
-    skipped = {c.id: r for c in cells for r in [matrix.skip_reason(c, capabilities)] if r}
+    skipped: dict[str, str] = {}
+
+    def plan(environment: dict[str, Any] | None) -> list[Cell]:
+        """The cells, for the GPUs the baseline side has (the coordinator may run on a CPU-only runner)."""
+        caps = capabilities_of(environment) if environment else matrix.probe_capabilities()
+        cells = matrix.expand(run_config.profile, run_config.filters, list_models(), max(caps.gpu_count, 1))
+        skipped.update({c.id: r for c in cells for r in [matrix.skip_reason(c, caps)] if r})
+        return [c for c in cells if c.id not in skipped]
+
+    # the cells as this machine sees them: bad options and multi-GPU cells are usage errors before any side starts
+    cells = matrix.expand(run_config.profile, run_config.filters, list_models(), 1)
     multi = [c.id for c in cells if c.gpus > 1 or c.searches_batch]
     if multi:
         raise ABError(f"the sides mode times one-GPU cells of a fixed batch size; not {', '.join(multi[:3])}: use "
                       "--gpus 1 and integer --batch-sizes, or --mode rounds")
-    cells = [c for c in cells if c.id not in skipped]
     if not cells:
-        raise ABError("no cell to compare: " + ("; ".join(f"{k}: {v}" for k, v in skipped.items()) or
-                                                 "the matrix options select none"))
+        raise ABError("no cell to compare: the matrix options select none")
     # the sides count no FLOPs and sample no telemetry: the gate compares times, and set-up time is wall time
     options = dataclasses.replace(run_config.options, count_flops=False, telemetry_hz=0.0)
-    block_s = args.block_s or options.rounds_policy("cuda" if capabilities.cuda_available else "cpu").block_s
+    block_s = args.block_s or options.rounds_policy("cuda").block_s
     pin = ab_sides.choose_cpus(args.pin_cpus)
     note_same_sides(baseline, candidate)
-    print(f"detbench-ab: {len(cells)} cell(s), {args.pairs} worker pair(s) x {args.rounds} round(s) of "
+    print(f"detbench-ab: up to {len(cells)} cell(s), {args.pairs} worker pair(s) x {args.rounds} round(s) of "
           f"~{block_s:g} s blocks, threshold {args.threshold:.0%}, CPUs {pin or 'not pinned'}", flush=True)
     run_id = new_run_id()
 
@@ -196,7 +203,7 @@ def run_sides(baseline: Side, candidate: Side, args: argparse.Namespace, out: Pa
         _write(out, baseline, candidate, args, verdicts, detail)
         return verdicts
 
-    run = ab_sides.run_gate(baseline, candidate, cells, options, pairs=args.pairs, rounds=args.rounds,
+    run = ab_sides.run_gate(baseline, candidate, plan, options, pairs=args.pairs, rounds=args.rounds,
                             block_s=block_s, threshold=args.threshold, pin=pin, out=out,
                             side_timeout_s=args.side_timeout, block_stat=args.block_stat,
                             progress=lambda line: print(line, flush=True),
@@ -207,6 +214,16 @@ def run_sides(baseline: Side, candidate: Side, args: argparse.Namespace, out: Pa
     for note in run.notes:
         print(f"detbench-ab: {note}", file=sys.stderr)
     return verdicts
+
+
+def capabilities_of(environment: dict[str, Any]) -> Any:
+    """What a side's environment fingerprint says it can run (its GPUs, bf16 from compute capability 8.0)."""
+    from bench.core.matrix import Capabilities  # noqa: PLC0415
+
+    gpus = environment.get("gpus") or []
+    majors = [int(str(g.get("compute_capability", "0")).split(".")[0]) for g in gpus]
+    return Capabilities(cuda_available=bool(gpus), gpu_count=len(gpus), bf16_supported=bool(majors) and
+                        min(majors) >= 8)
 
 
 def _matrix_config(bench_args: Sequence[str], known_models: list[str]) -> config_table.RunConfig:
@@ -223,9 +240,9 @@ def _matrix_config(bench_args: Sequence[str], known_models: list[str]) -> config
     from bench.core.options import import_model_modules  # noqa: PLC0415
 
     import_model_modules(tuple(filter(None, (values.model_modules or "").split(","))))
-    import torch  # noqa: PLC0415
-
-    return config_table.resolve(vars(values), cuda_available=torch.cuda.is_available(), known_models=known_models)
+    # the sides run on GPUs even where this coordinator has none (a CI runner driving containers): an `auto`
+    # profile and the device defaults are those of a GPU machine
+    return config_table.resolve(vars(values), cuda_available=True, known_models=known_models)
 
 
 # --- shared: arguments, outputs -------------------------------------------------------------------------------

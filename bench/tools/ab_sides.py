@@ -23,7 +23,7 @@ import statistics
 import sys
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -217,15 +217,19 @@ def choose_cpus(spec: str) -> list[int] | None:
     return cpus
 
 
-def run_gate(baseline: Side, candidate: Side, cells: Sequence[Cell], options: RunOptions, *, pairs: int,
-             rounds: int, block_s: float, threshold: float, pin: list[int] | None, out: Path,
-             side_timeout_s: float, block_stat: str = "p25", progress: Any = print, on_round: Any = None) -> GateRun:
-    """Run the sides, alternate the blocks, judge every cell (see the module docstring). ``on_round(run)`` gets
-    the run so far after every round (the caller writes it: a cut run keeps its finished rounds)."""
+def run_gate(baseline: Side, candidate: Side, plan: Callable[[dict[str, Any] | None], Sequence[Cell]],
+             options: RunOptions, *, pairs: int, rounds: int, block_s: float, threshold: float,
+             pin: list[int] | None, out: Path, side_timeout_s: float, block_stat: str = "p25", progress: Any = print,
+             on_round: Any = None) -> GateRun:
+    """Run the sides, alternate the blocks, judge every cell (see the module docstring).
+
+    ``plan(environment)`` gives the cells once the sides are up, from the first live baseline side's environment
+    fingerprint (its GPUs decide what can run: the coordinator may be a CPU-only CI runner driving containers).
+    ``on_round(run)`` gets the run so far after every round (the caller writes it: a cut run keeps its rounds)."""
     began = time.perf_counter()
     sides = [SideProcess(spec, p, out) for p in range(pairs) for spec in (baseline, candidate)]
-    records = {c.id: CellRecord(c) for c in cells}
     results: dict[str, list[CellResult]] = {}
+    records: dict[str, CellRecord] = {}
     timed = setup_s = 0.0
     notes: list[str] = []
     try:
@@ -233,6 +237,9 @@ def run_gate(baseline: Side, candidate: Side, cells: Sequence[Cell], options: Ru
             side.start()
         for side in sides:
             _expect_hello(side, side_timeout_s)
+        reference = next((s.hello.get("environment") for s in sides if s.alive and s.spec.label == "baseline"), None)
+        cells = list(plan(reference))
+        records = {c.id: CellRecord(c) for c in cells}
         setup_began = time.perf_counter()
         for side in sides:
             if side.alive:

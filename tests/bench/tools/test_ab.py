@@ -68,7 +68,7 @@ def test_template_side_fills_the_fields_quoted(tmp_path: Path):
 
 
 @pytest.mark.parametrize("argv, message", [
-    (["--candidate-cmd", "docker run img"], "must write its result to {json}"),
+    (["--mode", "rounds", "--candidate-cmd", "docker run img"], "must write its result to {json}"),
     (["--baseline-env", "NOVALUE"], "use NAME=VALUE"),
     (["--rounds", "0"], "--rounds must be >= 1"),
     (["--threshold", "1.5"], "--threshold must be a fraction"),
