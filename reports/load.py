@@ -19,8 +19,9 @@ from typing import Any
 
 import pandas as pd
 
+from bench.core import record
 from bench.core.repeats import merge_repeats
-from bench.core.schema import SCHEMA_NAME, CellResult, SchemaError
+from bench.core.schema import CellResult, SchemaError
 from reports import legacy
 
 
@@ -78,27 +79,20 @@ def _load_benchmark_json(path: Path, data: Any) -> Run:
     if "benchmarks" not in data or not isinstance(data["benchmarks"], list):
         keys = ", ".join(sorted(map(str, data))[:6]) or "none"
         raise LoadError(f"{path}: not a pytest-benchmark result (no 'benchmarks' list; top-level keys: {keys})")
-    results: list[CellResult] = []
-    foreign = 0
-    for i, bench in enumerate(data["benchmarks"]):
-        extra = bench.get("extra_info") if isinstance(bench, dict) else None
-        cell = extra.get("detbench") if isinstance(extra, dict) else None
-        if cell is None:
-            foreign += 1
-            continue
-        name = bench.get("name", f"#{i}")
-        results.append(_parse_cell(path, cell, f"benchmarks[{i}] ({name})"))
-    # cells that measured nothing (oom, error, skipped, timeout) have no stats, so pytest-benchmark leaves
-    # them out of "benchmarks"; bench/plugin/plugin.py keeps them beside it, in the top-level "detbench" block
+    foreign = sum(1 for b in data["benchmarks"] if not (
+        isinstance(b, dict) and isinstance(b.get("extra_info"), dict) and "detbench" in b["extra_info"]))
+    # cells that measured nothing (oom, error, skipped, timeout) have no stats, so pytest-benchmark leaves them out of
+    # "benchmarks"; the run keeps them, with its options, in the top-level "detbench" block (bench.core.record)
     block = data.get("detbench")
     if block is not None and not isinstance(block, dict):
         raise LoadError(f"{path}: top-level 'detbench' must be an object, got a {type(block).__name__}")
     block = block or {}
-    not_measured = block.get("not_measured") or []
-    if not isinstance(not_measured, list):
+    if not isinstance(block.get("not_measured") or [], list):
         raise LoadError(f"{path}: detbench.not_measured must be a list")
-    for i, cell in enumerate(not_measured):
-        results.append(_parse_cell(path, cell, f"detbench.not_measured[{i}]"))
+    try:
+        results = record.results_of_benchmark_json(data, str(path))
+    except (record.RecordError, SchemaError) as exc:
+        raise LoadError(" ".join(str(exc).split())) from exc
     if not results:
         what = f"{foreign} benchmark(s) without extra_info.detbench" if foreign else "an empty 'benchmarks' list"
         raise LoadError(f"{path}: no detbench results ({what})")
@@ -143,25 +137,17 @@ def _load_interleaved(path: Path, data: dict[str, Any]) -> Run:
 
 
 def _load_journal(path: Path, text: str) -> Run:
-    lines = text.splitlines()
-    results: list[CellResult] = []
+    lines = [line for line in text.splitlines() if line.strip()]
     notes: list[str] = []
-    last = max((i for i, line in enumerate(lines) if line.strip()), default=-1)
-    for i, line in enumerate(lines):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as exc:
-            if i == last and results:
-                # an interrupted run may leave its last line half-written
-                notes.append(f"line {i + 1} is truncated and was ignored")
-                continue
-            raise LoadError(f"{path}: line {i + 1} is not valid JSON ({exc.msg})") from exc
-        schema = record.get("schema") if isinstance(record, dict) else None
-        if isinstance(schema, str) and schema.startswith("detbench.") and schema != SCHEMA_NAME:
-            continue  # other detbench records (run headers, ...) carry no cell
-        results.append(_parse_cell(path, record, f"line {i + 1}"))
+    try:
+        json.loads(lines[-1])
+    except (json.JSONDecodeError, IndexError):
+        if len(lines) > 1:  # an interrupted run may leave its last line half-written
+            notes.append(f"line {len(lines)} is truncated and was ignored")
+    try:
+        results = record.journal_results(text.splitlines(), str(path))
+    except (record.RecordError, SchemaError) as exc:
+        raise LoadError(" ".join(str(exc).split())) from exc
     if not results:
         raise LoadError(f"{path}: journal holds no detbench cell results")
     run = Run(label="", path=path, kind="journal", results=_dedupe(results), notes=notes)

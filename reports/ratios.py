@@ -35,7 +35,10 @@ def load_comparisons(paths: Iterable[str | Path]) -> list[ModelComparison]:
             data = json.loads(Path(path).read_text(encoding="utf-8"))
         except (OSError, ValueError) as exc:
             raise RatiosError(f"{path}: cannot read it as JSON ({exc})") from exc
-        models = data.get("models") if isinstance(data, dict) else None
+        # the study's summary: in an ordinary run's detbench block (now), or at the top (the older schema)
+        block = data.get("detbench") if isinstance(data, dict) else None
+        models = block.get("models") if isinstance(block, dict) else data.get("models") if isinstance(data, dict) \
+            else None
         if not isinstance(models, list):
             raise RatiosError(f"{path}: not a bench.tools.interleaved result (no 'models' list)")
         for i, model in enumerate(models):

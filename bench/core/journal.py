@@ -21,9 +21,9 @@ import time
 from pathlib import Path
 from typing import Any, TextIO
 
-from bench.core.schema import SCHEMA_NAME, CellResult
+from bench.core.record import RUN_SCHEMA, cell_payload, journal_results
+from bench.core.schema import CellResult
 
-RUN_SCHEMA = "detbench.run"
 _SAFE_ID = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")  # a run id that can go into a file name as it is
 
 
@@ -53,16 +53,19 @@ class Journal:
     """
 
     def __init__(self, path: str | os.PathLike[str], run_id: str | None = None,
-                 benchmark_json: str | os.PathLike[str] | None = None) -> None:
+                 benchmark_json: str | os.PathLike[str] | None = None, *, options: dict[str, Any] | None = None,
+                 environment: dict[str, Any] | None = None) -> None:
         self.path = Path(path)
         self.run_id = run_id or new_run_id()
         self.benchmark_json = Path(benchmark_json) if benchmark_json else None
+        self.options, self.environment = options, environment  # the run's, once, in the header
         self._handle: TextIO | None = None
         self._locks: list[tuple[Path, TextIO]] = []
 
     @classmethod
     def claim(cls, benchmark_json: str | os.PathLike[str] | None,
-              journal_path: str | os.PathLike[str] | None = None) -> Journal:
+              journal_path: str | os.PathLike[str] | None = None, *, options: dict[str, Any] | None = None,
+              environment: dict[str, Any] | None = None) -> Journal:
         """Check, lock and open the run's results before any cell runs; :class:`JournalError` if they can't be.
 
         ``journal_path`` None: next to ``benchmark_json`` (see :func:`default_journal_path`).
@@ -72,7 +75,7 @@ class Journal:
         if json_path is not None:
             _check_writable(json_path, "--benchmark-json")
         _check_writable(path, "journal")
-        journal = cls(path, benchmark_json=json_path)
+        journal = cls(path, benchmark_json=json_path, options=options, environment=environment)
         journal._open()
         return journal
 
@@ -90,13 +93,14 @@ class Journal:
         header = {"schema": RUN_SCHEMA, "run_id": self.run_id,
                   "started_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                   "benchmark_json": str(self.benchmark_json) if self.benchmark_json else None,
-                  "host": socket.gethostname(), "pid": os.getpid()}
+                  "host": socket.gethostname(), "pid": os.getpid(), "options": self.options,
+                  "environment": self.environment}
         self._write(header)
 
     def append(self, result: CellResult) -> None:
         if self._handle is None:
             self._open()
-        self._write(result.to_dict())
+        self._write(cell_payload(result, self.options, self.environment))
 
     def _write(self, record: dict[str, Any]) -> None:
         assert self._handle is not None
@@ -234,21 +238,5 @@ def read_run_header(path: str | os.PathLike[str]) -> dict[str, Any] | None:
 
 
 def read_journal(path: str | os.PathLike[str]) -> list[CellResult]:
-    """Every complete line of a journal as a CellResult (a torn last line from a crash is ignored; the run
-    header and other detbench records that carry no cell are skipped)."""
-    results = []
-    lines = Path(path).read_text(encoding="utf-8").splitlines()
-    for number, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            data = json.loads(line)
-        except json.JSONDecodeError:
-            if number == len(lines):
-                break  # the write the crash interrupted
-            raise
-        schema = data.get("schema") if isinstance(data, dict) else None
-        if isinstance(schema, str) and schema.startswith("detbench.") and schema != SCHEMA_NAME:
-            continue
-        results.append(CellResult.from_dict(data, source=f"{path}:{number}"))
-    return results
+    """Every complete line of a journal as a whole CellResult (see :func:`bench.core.record.journal_results`)."""
+    return journal_results(Path(path).read_text(encoding="utf-8").splitlines(), str(path))

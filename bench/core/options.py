@@ -133,7 +133,8 @@ class RunOptions:
         if isinstance(self.rounds, dict):
             self.rounds = RoundsPolicy(**self.rounds)
         if self.rounds_count is not None or self.block_s is not None:  # validated as a policy would be
-            RoundsPolicy(rounds=self.rounds_count or 1, block_s=self.block_s or 1.0)
+            RoundsPolicy(rounds=1 if self.rounds_count is None else self.rounds_count,
+                         block_s=1.0 if self.block_s is None else self.block_s)
         self.model_modules = tuple(self.model_modules)
 
     def warmup_policy(self, device_type: str) -> WarmupPolicy:
@@ -146,8 +147,8 @@ class RunOptions:
         if self.rounds is not None:
             return self.rounds
         default = GPU_ROUNDS if device_type == "cuda" else CPU_ROUNDS
-        return dataclasses.replace(default, rounds=self.rounds_count or default.rounds,
-                                   block_s=self.block_s or default.block_s)
+        return dataclasses.replace(default, rounds=default.rounds if self.rounds_count is None else self.rounds_count,
+                                   block_s=default.block_s if self.block_s is None else self.block_s)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

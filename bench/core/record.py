@@ -3,9 +3,11 @@
 A run file is pytest-benchmark's JSON layout (so ``pytest-benchmark compare`` and every tool that reads it keep
 working): measured cells in ``benchmarks`` with their device-timed iterations as the stats and the cell result in
 ``extra_info.detbench``; cells that measured nothing in the top-level ``detbench.not_measured``; the run's
-options, environment, id and planned cells once, in the top-level ``detbench`` block. The pytest plugin fills
-the same blocks through pytest-benchmark's hooks (:func:`run_block`, :func:`cell_payload`); tools that run
-cells without pytest (``detbench-ab``'s sides, the studies) write whole files with :meth:`RunRecord.write`.
+options, id and planned cells once, in the top-level ``detbench`` block, and its environment fingerprint once, in
+pytest-benchmark's ``machine_info.detbench_environment``. A journal holds the same once, in its header line. The
+pytest plugin fills the same blocks through pytest-benchmark's hooks (:func:`run_block`, :func:`cell_payload`);
+tools that run cells without pytest (``detbench-ab``'s sides, the studies) write whole files with
+:meth:`RunRecord.write`.
 
 Readers get each cell back whole (:func:`load_results`): the run-level options and environment are put back
 into every cell, and iterations stored once in the stats are restored to ``times_ms``. Files written before
@@ -37,35 +39,41 @@ def cell_payload(result: CellResult, options: dict[str, Any] | None = None,
     and, when the stats carry them, without its iterations."""
     data = result.to_dict()
     config = data.get("config")
-    if options is not None and isinstance(config, dict) and config.get("options") == options:
+    if options is not None and isinstance(config, dict) and _plain(config.get("options")) == _plain(options):
         config.pop("options")
-    if environment is not None and data.get("environment") == environment:
+    if environment is not None and _plain(data.get("environment")) == _plain(environment):
         data.pop("environment")
     if iterations_in_stats and result.status == "ok" and result.times_ms:
         data.pop("times_ms", None)
     return data
 
 
-def cell_from_payload(data: dict[str, Any], run_block: dict[str, Any] | None, stats_data_s: list[float] | None,
-                      source: str) -> CellResult:
+def _plain(value: Any) -> Any:
+    """``value`` as JSON reads it back (tuples become lists): what a file holds is what is compared."""
+    return json.loads(json.dumps(value))
+
+
+def cell_from_payload(data: dict[str, Any], run_block: dict[str, Any] | None, environment: dict[str, Any] | None,
+                      stats_data_s: list[float] | None, source: str) -> CellResult:
     """A whole cell from its payload and what the run holds once (the inverse of :func:`cell_payload`)."""
+    if not isinstance(data, dict):
+        raise RecordError(f"{source}: a cell result must be an object, got a {type(data).__name__}")
     data = dict(data)
     block = run_block or {}
-    if "options" in block and isinstance(data.get("config"), dict) and "options" not in data["config"]:
+    if block.get("options") is not None and isinstance(data.get("config"), dict) and "options" not in data["config"]:
         data["config"] = {**data["config"], "options": block["options"]}
-    if "environment" not in data and block.get("environment") is not None:
-        data["environment"] = block["environment"]
+    if "environment" not in data and environment is not None:
+        data["environment"] = environment
     if "times_ms" not in data and stats_data_s:
         data["times_ms"] = [t * 1000.0 for t in stats_data_s]
     return CellResult.from_dict(data, source=source)
 
 
-def run_block(*, options: dict[str, Any] | None, environment: dict[str, Any] | None, run_id: str | None,
-              cell_ids: list[str], not_measured: list[dict[str, Any]], **extra: Any) -> dict[str, Any]:
-    """The top-level ``detbench`` block of a run file."""
-    return {"schema": SCHEMA_NAME, "schema_version": SCHEMA_VERSION, "run_schema": RUN_SCHEMA,
-            "options": options, "environment": environment, "run_id": run_id, "cell_ids": cell_ids,
-            "not_measured": not_measured, **extra}
+def run_block(*, options: dict[str, Any] | None, run_id: str | None, cell_ids: list[str],
+              not_measured: list[dict[str, Any]], **extra: Any) -> dict[str, Any]:
+    """The top-level ``detbench`` block of a run file (the environment goes to ``machine_info``)."""
+    return {"schema": SCHEMA_NAME, "schema_version": SCHEMA_VERSION, "run_schema": RUN_SCHEMA, "options": options,
+            "run_id": run_id, "cell_ids": cell_ids, "not_measured": not_measured, **extra}
 
 
 def iteration_stats(times_ms: list[float]) -> dict[str, Any]:
@@ -107,7 +115,7 @@ class RunRecord:
         return {"machine_info": {"detbench_environment": self.environment}, "commit_info": {},
                 "benchmarks": benchmarks, "datetime": datetime.datetime.now(datetime.timezone.utc).isoformat(),
                 "version": self.tool,
-                "detbench": run_block(options=self.options, environment=self.environment, run_id=self.run_id,
+                "detbench": run_block(options=self.options, run_id=self.run_id,
                                       cell_ids=[r.cell.id for r in self.results], not_measured=not_measured,
                                       tool=self.tool, **self.extra)}
 
@@ -125,6 +133,9 @@ def results_of_benchmark_json(data: dict[str, Any], source: str) -> list[CellRes
     block = data.get("detbench")
     if block is not None and not isinstance(block, dict):
         raise RecordError(f"{source}: top-level 'detbench' must be an object, got a {type(block).__name__}")
+    machine = data.get("machine_info")
+    found = machine.get("detbench_environment") if isinstance(machine, dict) else None
+    environment = found if isinstance(found, dict) else None
     results = []
     for i, bench in enumerate(data.get("benchmarks") or []):
         extra = bench.get("extra_info") if isinstance(bench, dict) else None
@@ -133,11 +144,36 @@ def results_of_benchmark_json(data: dict[str, Any], source: str) -> list[CellRes
             continue
         stats = bench.get("stats") if isinstance(bench.get("stats"), dict) else {}
         samples = stats.get("data") if isinstance(stats.get("data"), list) else None
-        results.append(cell_from_payload(payload, block, samples, f"{source}: benchmarks[{i}]"))
+        results.append(cell_from_payload(payload, block, environment, samples, f"{source}: benchmarks[{i}]"))
     for i, payload in enumerate((block or {}).get("not_measured") or []):
         if not isinstance(payload, dict):
             raise RecordError(f"{source}: detbench.not_measured[{i}] must be an object")
-        results.append(cell_from_payload(payload, block, None, f"{source}: detbench.not_measured[{i}]"))
+        results.append(cell_from_payload(payload, block, environment, None, f"{source}: detbench.not_measured[{i}]"))
+    return results
+
+
+def journal_results(lines: list[str], source: str) -> list[CellResult]:
+    """The cells of a journal's lines, whole: the header line (``detbench.run``) holds the run's options and
+    environment once; a torn last line (a crash mid-write) is ignored; other detbench records are skipped."""
+    header: dict[str, Any] = {}
+    results: list[CellResult] = []
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except ValueError as exc:
+            if number == len(lines) and results:
+                break  # the write the crash interrupted
+            raise RecordError(f"{source}: line {number} is not valid JSON ({exc})") from None
+        schema = record.get("schema") if isinstance(record, dict) else None
+        if schema == RUN_SCHEMA:
+            header = record
+            continue
+        if isinstance(schema, str) and schema.startswith("detbench.") and schema != SCHEMA_NAME:
+            continue
+        results.append(cell_from_payload(record, header, header.get("environment"), None,
+                                         f"{source}: line {number}"))
     return results
 
 
@@ -150,17 +186,7 @@ def load_results(path: str | os.PathLike[str]) -> list[CellResult]:
         raise RecordError(f"{target}: cannot read ({exc})") from exc
     try:
         if target.suffix == ".jsonl":
-            header: dict[str, Any] = {}
-            results = []
-            for i, line in enumerate(text.splitlines()):
-                if not line.strip():
-                    continue
-                record = json.loads(line)
-                if isinstance(record, dict) and record.get("schema") == RUN_SCHEMA:
-                    header = record
-                    continue
-                results.append(cell_from_payload(record, header, None, f"{target}: line {i + 1}"))
-            return results
+            return journal_results(text.splitlines(), str(target))
         data = json.loads(text)
         if not isinstance(data, dict) or not isinstance(data.get("benchmarks"), list):
             raise RecordError(f"{target}: not a pytest-benchmark result (no 'benchmarks' list)")

@@ -10,6 +10,7 @@ bench/plugin/bridge.py and docs/bench.md). Run state lives in ``config.stash``.
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import importlib.util
 import os
@@ -25,7 +26,8 @@ from bench.core import config as config_table
 from bench.core import matrix
 from bench.core.journal import Journal, JournalError, read_journal
 from bench.core.options import OptionError, RunOptions, import_model_modules
-from bench.core.schema import BATCH_MAX, SCHEMA_NAME, SCHEMA_VERSION, Cell, CellResult
+from bench.core.record import cell_payload, run_block
+from bench.core.schema import BATCH_MAX, Cell, CellResult
 from bench.models.registry import UnknownModelError
 
 
@@ -61,7 +63,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
             names.append("--detbench-" + option.name[2:])
         try:
             group.addoption(*names, **spec)
-        except ValueError:  # the short name is taken: the prefixed one alone
+        except (ValueError, argparse.ArgumentError):  # the short name is taken: the prefixed one alone
             group.addoption(names[-1], **spec)
 
 
@@ -122,7 +124,10 @@ def _build_state(config: pytest.Config) -> RunState:
         raise matrix.MatrixError(f"batch size {BATCH_MAX} is not repeated (each repeat may find another boundary); "
                                  "run the search without --repeats, then repeat the batch size it found")
     resumed = _read_resume(run.resume)  # before the claim, which renames a journal at the same path aside
-    journal = Journal.claim(benchmark_json_path(config), run.journal)
+    from envcheck.fingerprint import collect  # noqa: PLC0415
+
+    journal = Journal.claim(benchmark_json_path(config), run.journal, options=run.options.to_dict(),
+                            environment=collect())
     return RunState(cells, run.options, capabilities, journal, run.filters, added, resumed=resumed)
 
 
@@ -164,7 +169,6 @@ def _bench_run(config: pytest.Config) -> Any:
     if state.run is None:
         from bench.plugin.display import render  # noqa: PLC0415
         from bench.runtime.run import BenchRun  # noqa: PLC0415
-        from envcheck.fingerprint import collect  # noqa: PLC0415
 
         reporter = config.pluginmanager.getplugin("terminalreporter")
         capture = config.pluginmanager.getplugin("capturemanager")
@@ -177,8 +181,8 @@ def _bench_run(config: pytest.Config) -> Any:
                 reporter.write_line(render(text, color=reporter.hasmarkup, width=_width(reporter)))
 
         cells = state.selected if state.selected is not None else state.cells
-        state.run = BenchRun(state.options, state.capabilities, cells, state.journal, display, collect(), state.added,
-                             resumed=state.resumed)
+        state.run = BenchRun(state.options, state.capabilities, cells, state.journal, display,
+                             state.journal.environment, state.added, resumed=state.resumed)
     return state.run
 
 
@@ -205,24 +209,18 @@ def pytest_benchmark_update_machine_info(config: pytest.Config, machine_info: di
 
 
 def pytest_benchmark_update_json(config: pytest.Config, benchmarks: Any, output_json: dict[str, Any]) -> None:
-    """Cells that measured nothing (skipped/oom/error/timeout) have no stats, so pytest-benchmark leaves
-    them out of ``benchmarks``; they are kept here, beside it, with the run's configuration."""
+    """The run's own block (bench.core.record): options and id once; cells that measured nothing (skipped, oom,
+    error, timeout) have no stats, so pytest-benchmark leaves them out of ``benchmarks``: they are kept here."""
     state = config.stash.get(STATE, None)
     if state is None:
         return
     run = state.run
     results = list(run.results.values()) if run else []
-    output_json["detbench"] = {
-        "schema": SCHEMA_NAME,
-        "schema_version": SCHEMA_VERSION,
-        "profile": state.options.profile,
-        "options": state.options.to_dict(),
-        "journal": str(state.journal.path),
-        "run_id": state.journal.run_id,
-        "cell_ids": [c.id for c in state.cells],
-        "added_cells": state.added,
-        "not_measured": [r.to_dict() for r in results if r.status != "ok"],
-    }
+    options = state.options.to_dict()
+    output_json["detbench"] = run_block(
+        options=options, run_id=state.journal.run_id, cell_ids=[c.id for c in state.cells],
+        not_measured=[cell_payload(r, options, state.journal.environment) for r in results if r.status != "ok"],
+        profile=state.options.profile, journal=str(state.journal.path), added_cells=state.added)
 
 
 @pytest.hookimpl(trylast=True)

@@ -10,7 +10,9 @@ so a ratio of two cells timed minutes apart is partly the host's. The matrix the
 model's variants in one worker, interleaved (bench.runtime.engine); this command runs exactly that engine on the
 variants you name (each becomes a cell; one worker per model, as the matrix's ``--isolation model``),
 and reports each variant's ratio to the *first* variant, paired by round, with its interquartile range.
-The full cell results (the matrix's format) are kept in the JSON beside the ratio summary.
+``--json`` writes an ordinary run (bench.core.record: pytest-benchmark's layout, every variant a cell result that
+``detbench-report`` reads), with this study's per-model summary (variants, ratios to the first) in its
+``detbench.models``; files of the older ``detbench.interleaved`` schema still load (reports.legacy).
 """
 
 from __future__ import annotations
@@ -18,8 +20,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
-import json
-import os
 import signal
 import statistics
 import sys
@@ -27,8 +27,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from bench.core import matrix, ratios, stats
+from bench.core.journal import new_run_id
 from bench.core.options import RoundsPolicy, RunOptions, import_model_modules
 from bench.core.ratios import paired_ratio
+from bench.core.record import RunRecord
 from bench.core.schema import MODES, BlockRecord, Cell, CellResult, LatencyStats, Measurement, PairedRatio
 from bench.models import get_model
 from bench.models.registry import UnknownModelError
@@ -355,21 +357,24 @@ def main(argv: list[str] | None = None) -> int:
     options = RunOptions(profile="interleaved", telemetry_hz=0, count_flops=False, model_modules=modules,
                          isolation="inline" if args.inline else "model", cell_timeout_s=args.model_timeout_s)
     results: list[dict[str, Any]] = []
+    cells: list[CellResult] = []
     for model in models:
         result = compare_model(model, variants, args.batch_size, image_size, options, args.rounds, args.block_s)
         results.append(result.to_dict())
+        cells.extend(result.cell_results())
         if args.json:
-            _write_json(args.json, results)
+            _write_json(args.json, results, cells, options)
     print_table(results)
     failed = [v for r in results for v in r["variants"] if v["status"] not in ("ok", "skipped")]
     return 1 if failed or any(r.get("status") not in ("ok", "skipped") for r in results) else 0
 
 
-def _write_json(path: str, models: list[dict[str, Any]]) -> None:
-    partial = f"{path}.partial"
-    with open(partial, "w", encoding="utf-8") as handle:
-        json.dump({"schema": SCHEMA_NAME, "schema_version": SCHEMA_VERSION, "models": models}, handle, indent=1)
-    os.replace(partial, path)
+def _write_json(path: str, models: list[dict[str, Any]], cells: list[CellResult], options: RunOptions) -> None:
+    """An ordinary run (atomically, after every model): the variants' cells, the study's summary beside them."""
+    from envcheck.fingerprint import collect  # noqa: PLC0415
+
+    RunRecord(cells, options.to_dict(), collect(), new_run_id(), "bench.tools.interleaved",
+              {"study": "interleaved", "study_schema_version": SCHEMA_VERSION, "models": models}).write(path)
 
 
 if __name__ == "__main__":

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import builtins
 import contextlib
-import json
 import math
 import os
 import socket
@@ -19,7 +18,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from bench.core.schema import CellResult
+from bench.core.record import load_results
 from bench.models import MissingExtraError, get_model, list_models
 from bench.models.registry import configure_size
 from tests.extras import require_extra
@@ -194,8 +193,7 @@ def test_every_extra_detector_runs_in_the_smoke_profile(tmp_path):
     done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600,
                           env={**os.environ, "HF_HUB_OFFLINE": "1", "YOLO_OFFLINE": "1"})
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    benchmarks = json.loads(out.read_text())["benchmarks"]
-    cells = {b["param"]: CellResult.from_dict(b["extra_info"]["detbench"]) for b in benchmarks}
+    cells = {r.cell.id: r for r in load_results(out) if r.status == "ok"}
     assert sorted(cells) == sorted(f"{m}-{mode}-eager-fp32-bs1-gpu1-128x128" for m in EXTRA_SMOKE_MODELS
                                    for mode in ("infer", "train"))
     for cell_id, cell in cells.items():

@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 
 from bench.core.journal import read_journal
-from bench.core.schema import SCHEMA_NAME, CellResult
+from bench.core.record import load_results
+from bench.core.schema import SCHEMA_NAME
 
 ROOT = Path(__file__).resolve().parents[3]
 
@@ -53,8 +54,13 @@ def test_benchmark_json_holds_device_timed_iterations_and_the_detbench_schema(sm
     assert "detbench_environment" in data["machine_info"]
     benches = {b["param"]: b for b in data["benchmarks"]}
     assert set(benches) == {"resnet50-infer-eager-fp32-bs2-gpu1-32x32", "tiny_convnet-infer-eager-fp32-bs1-gpu1-32x32"}
-    for bench in benches.values():
-        cell = CellResult.from_dict(bench["extra_info"]["detbench"])
+    whole = {r.cell.id: r for r in load_results(out / "results.json")}
+    assert data["detbench"]["options"]["profile"] == "smoke"  # the run's options, once
+    for cell_id, bench in benches.items():
+        payload = bench["extra_info"]["detbench"]
+        # one run record: the run's options and environment and the stats' iterations are not copied per cell
+        assert "environment" not in payload and "times_ms" not in payload and "options" not in payload["config"]
+        cell = whole[cell_id]
         assert cell.status == "ok" and cell.environment
         # pytest-benchmark's stats are exactly our measured iterations (seconds)
         assert bench["stats"]["data"] == pytest.approx([t / 1000.0 for t in cell.times_ms])

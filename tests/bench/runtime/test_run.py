@@ -9,6 +9,7 @@ import pytest
 from bench.core.journal import Journal, read_journal
 from bench.core.matrix import Capabilities
 from bench.core.options import RunOptions
+from bench.core.record import load_results
 from bench.core.repeats import merge_repeats, repeat_order
 from bench.core.schema import Cell, CellResult
 from bench.runtime import run as suite
@@ -142,7 +143,7 @@ def test_pytest_face_repeats_real_cells_and_writes_merged_results_and_per_repeat
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "repeat 2/2" in proc.stdout
     bench = json.loads((tmp_path / "r.json").read_text())["benchmarks"][0]
-    cell = CellResult.from_dict(bench["extra_info"]["detbench"])
+    (cell,) = load_results(tmp_path / "r.json")
     assert cell.measurement.repeats == 2 and {b.repeat for b in cell.measurement.blocks} == {0, 1}
     assert len(bench["stats"]["data"]) == len(cell.times_ms) == cell.measurement.iterations
     assert [r.repeat for r in read_journal(tmp_path / "r.journal.jsonl")] == [0, 1, None]

@@ -113,7 +113,7 @@ def test_cli_gives_each_model_a_worker_a_crash_is_recorded_and_the_rest_still_ru
     env = {"DETBENCH_TEST_FAULT": "tiny_convnet-train:segfault", "PATH": "/usr/bin:/bin"}
     done = subprocess.run(command, capture_output=True, text=True, timeout=300, env=env)
     assert done.returncode == 1, done.stdout + done.stderr  # one variant failed
-    crashed, measured = json.loads(out.read_text())["models"]
+    crashed, measured = json.loads(out.read_text())["detbench"]["models"]
     variants = {v["variant"]: v for v in crashed["variants"]}
     assert variants["train-eager-fp32"]["status"] == "error" and "SIGSEGV" in variants["train-eager-fp32"]["reason"]
     assert variants["infer-eager-fp32"]["status"] == "ok"  # measured by the fresh worker
@@ -132,7 +132,7 @@ def test_a_hanging_variant_is_a_timeout_and_the_other_variants_are_still_measure
     env = {"DETBENCH_TEST_FAULT": "tiny_convnet-train:hang", "PATH": "/usr/bin:/bin"}
     done = subprocess.run(command, capture_output=True, text=True, timeout=300, env=env)
     assert done.returncode == 1, done.stdout + done.stderr
-    (model,) = json.loads(out.read_text())["models"]
+    (model,) = json.loads(out.read_text())["detbench"]["models"]
     infer, train = model["variants"]
     assert train["status"] == "timeout" and "20 s without progress" in train["reason"]
     assert infer["status"] == "ok" and infer["first_call_s"] > 0 and infer["throughput_ips"] > 0
