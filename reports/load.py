@@ -19,10 +19,10 @@ from typing import Any
 
 import pandas as pd
 
+from bench.core import comparison as legacy
 from bench.core import record
 from bench.core.repeats import merge_repeats
 from bench.core.schema import CellResult, SchemaError
-from reports import legacy
 
 
 class LoadError(ValueError):
@@ -114,7 +114,7 @@ def _load_benchmark_json(path: Path, data: Any) -> Run:
 
 
 def _load_interleaved(path: Path, data: dict[str, Any]) -> Run:
-    """An old ``python -m bench.tools.interleaved`` file (reports.legacy reads its models as cells)."""
+    """An old ``python -m bench.tools.interleaved`` file (bench.core.comparison reads its models as cells)."""
     results: list[CellResult] = []
     models = data.get("models")
     if not isinstance(models, list):
@@ -127,7 +127,7 @@ def _load_interleaved(path: Path, data: dict[str, Any]) -> Run:
             results.extend(legacy.model_results(model, data.get("schema_version")))
         except SchemaError as exc:
             raise LoadError(f"{path}: models[{i}]: {exc}") from exc
-        except (legacy.LegacyError, KeyError, TypeError, ValueError) as exc:
+        except (legacy.ComparisonError, KeyError, TypeError, ValueError) as exc:
             raise LoadError(f"{path}: models[{i}]: malformed interleaved result ({exc})") from exc
     if not results:
         raise LoadError(f"{path}: interleaved file holds no measured model")

@@ -1,5 +1,5 @@
 """Markdown tables of paired ratios from committed ``python -m bench.tools.interleaved`` results (the old
-``detbench.interleaved`` files, read by reports.legacy).
+``detbench.interleaved`` files, read by bench.core.comparison).
 
 Usage: ``python -m reports.ratios docs/examples/h100-ratios-*.json`` (or ``detbench-report --ratios-markdown``).
 One table per variant set (inference, training step, ...), one row per model: the baseline's images/s, then
@@ -16,8 +16,8 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from bench.core import stats
+from bench.core.comparison import ModelComparison, eager_twin_variant, fill_break_even
 from reports.columns import fmt_ratio_spread, md_cell
-from reports.legacy import ModelComparison, eager_twin_variant, fill_break_even
 
 _PRECISION = {"fp32": "FP32", "bf16": "bf16", "fp16": "fp16"}
 _MODE = {"infer": "detector", "train": "detector (training step)"}

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from bench.tools.interleaved import ModelComparison
+from bench.core.comparison import ModelComparison
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = sorted((ROOT / "docs" / "examples").glob("h100-ratios-*.json"))

@@ -12,7 +12,7 @@ variants you name (each becomes a cell; one worker per model, as the matrix's ``
 and reports each variant's ratio to the *first* variant, paired by round, with its interquartile range.
 ``--json`` writes an ordinary run (bench.core.record: pytest-benchmark's layout, every variant a cell result that
 ``detbench-report`` reads), with this study's per-model summary (variants, ratios to the first) in its
-``detbench.models``; files of the older ``detbench.interleaved`` schema still load (reports.legacy).
+``detbench.models`` (bench.core.comparison); files of the older ``detbench.interleaved`` schema still load.
 """
 
 from __future__ import annotations
@@ -21,22 +21,20 @@ import argparse
 import contextlib
 import dataclasses
 import signal
-import statistics
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
-from bench.core import matrix, ratios, stats
+from bench.core import matrix
+from bench.core.comparison import SCHEMA_VERSION, ModelComparison, Ratio, VariantRun
 from bench.core.journal import new_run_id
 from bench.core.options import RoundsPolicy, RunOptions, import_model_modules
 from bench.core.ratios import paired_ratio
 from bench.core.record import RunRecord
-from bench.core.schema import MODES, BlockRecord, Cell, CellResult, LatencyStats, Measurement, PairedRatio
+from bench.core.schema import MODES, Cell, CellResult
 from bench.models import get_model
 from bench.models.registry import UnknownModelError
 
-SCHEMA_NAME = "detbench.interleaved"
-SCHEMA_VERSION = 2  # 2: each model also carries its variants' full cell results ("cells")
 DEFAULT_VARIANTS = ("infer-eager-fp32", "infer-eager-bf16", "infer-compiled-fp32")
 # a variant's compile word: eager or compiled (torch.compile's default mode; the matrix's --compile has the others)
 COMPILE_MODES = ("eager", "compiled")
@@ -76,136 +74,6 @@ class Variant:
 
     def cell(self, model: str, batch_size: int, image_size: tuple[int, int] | None) -> Cell:
         return Cell(model, self.mode, self.compile, self.precision, batch_size, 1, image_size)
-
-
-@dataclass
-class VariantRun:
-    """One variant's setup and its timed blocks (one block per round)."""
-
-    variant: str
-    cell_id: str
-    status: str = "ok"  # ok | oom | error | skipped
-    reason: str | None = None
-    first_call_s: float | None = None
-    compile_s: float | None = None
-    graph_breaks: int | None = None
-    break_even_iterations: float | None = None  # compiled: vs the eager variant of the same mode and precision
-    warmup_iterations: int | None = None
-    warmup_s: float | None = None
-    iterations_per_block: int | None = None
-    block_median_ms: list[float] = field(default_factory=list)  # one per round it took part in
-    times_ms: list[float] = field(default_factory=list)  # every timed iteration, all blocks
-    latency: LatencyStats | None = None
-    throughput_ips: float | None = None  # at the median of all timed iterations
-    detections_per_image: float | None = None
-    postprocess: dict[str, Any] | None = None
-    model_runtime_notes: dict[str, Any] | None = None  # what the built model ran (e.g. deformable attention path)
-
-
-@dataclass
-class Ratio:
-    """Throughput of ``variant`` over ``baseline``, paired by round (> 1: the variant is faster)."""
-
-    variant: str
-    baseline: str
-    per_round: list[float]
-    median: float
-    q1: float
-    q3: float
-
-    @classmethod
-    def paired(cls, variant: VariantRun, baseline: VariantRun) -> Ratio | None:
-        pairs = [b / v for b, v in zip(baseline.block_median_ms, variant.block_median_ms) if v > 0]
-        if not pairs:
-            return None
-        ordered = sorted(pairs)
-        return cls(variant.variant, baseline.variant, pairs, statistics.median(pairs),
-                   stats.percentile(ordered, 25), stats.percentile(ordered, 75))
-
-
-@dataclass
-class ModelComparison:
-    """Every variant of one model, the paired ratios to the first (baseline) variant, and the host canary."""
-
-    model: str
-    batch_size: int
-    image_size: list[int] | None
-    rounds: int
-    block_s: float
-    device: str
-    timer: str
-    variants: list[VariantRun]
-    ratios: list[Ratio]
-    host_canary_ms: list[float]  # before every block, in visiting order
-    status: str = "ok"  # "partial" while variants are still being set up; "error" if nothing was measured
-    reason: str | None = None
-    environment: dict[str, Any] | None = None  # envcheck.fingerprint.collect(): GPU, UUIDs, driver, versions
-    torch: str = ""
-    cells: list[dict[str, Any]] = field(default_factory=list)  # v2: every variant's CellResult.to_dict()
-    schema: str = SCHEMA_NAME
-    schema_version: int = SCHEMA_VERSION
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> ModelComparison:
-        if not isinstance(data, dict) or data.get("schema") != SCHEMA_NAME:
-            raise InterleavedError(f"not a {SCHEMA_NAME} result")
-        if data.get("schema_version") not in (1, SCHEMA_VERSION):
-            raise InterleavedError(f"{SCHEMA_NAME} schema_version {data.get('schema_version')!r} is not "
-                                   f"supported (this detbench reads 1..{SCHEMA_VERSION})")
-        variants = [VariantRun(**{**v, "latency": LatencyStats(**v["latency"]) if v.get("latency") else None})
-                    for v in data["variants"]]
-        ratios = [Ratio(**r) for r in data["ratios"]]
-        return cls(**{**data, "variants": variants, "ratios": ratios})
-
-    def cell_results(self) -> list[CellResult]:
-        """The variants as the matrix's cell results: kept as such since version 2, rebuilt for version 1."""
-        if self.cells:
-            return [CellResult.from_dict(c, source=f"{self.model} cells[{i}]") for i, c in enumerate(self.cells)]
-        size = (int(self.image_size[0]), int(self.image_size[1])) if self.image_size else None
-        ratios = {r.variant: r for r in self.ratios}
-        out = []
-        for run in self.variants:
-            cell = Variant.parse(run.variant).cell(self.model, self.batch_size, size)
-            blocks = [BlockRecord(round=i, median_ms=ms, iterations=run.iterations_per_block or 0, host_canary_ms=None,
-                                  start_offset_s=0.0) for i, ms in enumerate(run.block_median_ms)]
-            measured = Measurement(timer=self.timer, iterations=len(run.times_ms), isolation="model",
-                                   rounds=len(blocks), timed_s=sum(run.times_ms) / 1000.0, block_s=self.block_s,
-                                   blocks=blocks)
-            ratio = ratios.get(run.variant)
-            first = Variant.parse(self.variants[0].variant).cell(self.model, self.batch_size, size)
-            out.append(CellResult(
-                cell, status=run.status, reason=run.reason, times_ms=list(run.times_ms), latency=run.latency,
-                throughput_ips=run.throughput_ips, timer=self.timer or None, first_call_s=run.first_call_s,
-                compile_s=run.compile_s, warmup_iterations=run.warmup_iterations, warmup_s=run.warmup_s,
-                graph_breaks=run.graph_breaks, break_even_iterations=run.break_even_iterations,
-                postprocess=run.postprocess, model_runtime_notes=run.model_runtime_notes or {}, device=self.device,
-                measurement=measured if blocks else None, environment=self.environment,
-                ratio=(PairedRatio(first.id, ratio.median, ratio.q1, ratio.q3, list(ratio.per_round))
-                       if ratio else None)))
-        return out
-
-
-def killed_model_results(data: dict[str, Any]) -> list[CellResult]:
-    """A version-1 record of a model whose process was killed or crashed (no ratios, only the variants it
-    had set up): each variant becomes a cell with the model's status and reason."""
-    import re  # noqa: PLC0415
-
-    out = []
-    for run in data.get("variants") or []:
-        match = re.search(r"-bs(\d+)-gpu1(?:-(\d+)x(\d+))?$", str(run.get("cell_id", "")))
-        batch = int(match.group(1)) if match else 1
-        size = (int(match.group(2)), int(match.group(3))) if match and match.group(2) else None
-        cell = Variant.parse(run["variant"]).cell(str(data["model"]), batch, size)
-        out.append(CellResult(cell, status=data.get("status", "error"), first_call_s=run.get("first_call_s"),
-                              compile_s=run.get("compile_s"),
-                              reason=f"{data.get('reason')} (variant set up: {run.get('status')}, not timed)"))
-    return out
-
-
-# --- measuring: the matrix's engine on the named variants -------------------------------------------------
 
 
 def compare_model(model: str, variants: list[Variant], batch_size: int, image_size: tuple[int, int] | None,
@@ -258,26 +126,6 @@ def _variant_run(variant: Variant, result: CellResult) -> VariantRun:
         blocks[0].iterations if blocks else None, [b.median_ms for b in blocks], list(result.times_ms),
         result.latency, result.throughput_ips, detections.get("mean"), result.postprocess,
         result.model_runtime_notes or None)
-
-
-def eager_twin_variant(variant: str) -> str:
-    """The eager variant with the same mode and precision as a compiled one (``infer-compiled-bf16`` ->
-    ``infer-eager-bf16``)."""
-    return variant.replace("-compiled-", "-eager-")
-
-
-def fill_break_even(runs: list[VariantRun]) -> None:
-    """Break-even of each compiled variant against its eager twin, for version-1 files written before the
-    field existed (new results get it from bench.runtime.engine.finish_group, the same formula)."""
-    medians = {r.variant: r.latency.median_ms for r in runs if r.status == "ok" and r.latency is not None}
-    for run in runs:
-        if run.compile_s is None or run.variant not in medians:
-            continue
-        twin = eager_twin_variant(run.variant)
-        run.break_even_iterations = ratios.break_even_iterations(run.compile_s, medians.get(twin), medians[run.variant])
-
-
-# --- command line ---------------------------------------------------------------------------------------
 
 
 def parse_variants(text: str) -> list[Variant]:

@@ -12,8 +12,8 @@ import json
 import sys
 from typing import Any
 
+from bench.core.comparison import ModelComparison
 from bench.core.schema import CellResult
-from bench.tools.interleaved import ModelComparison
 
 
 def matrix_ratios(data: dict[str, Any]) -> dict[str, CellResult]:

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from bench.core.comparison import ModelComparison
 from bench.core.schema import (
     BlockRecord,
     Cell,
@@ -18,7 +19,6 @@ from bench.core.schema import (
     SchemaError,
     SetupTimes,
 )
-from bench.tools.interleaved import ModelComparison
 from reports.cli import main as report_main
 from reports.load import LoadError, load_run
 

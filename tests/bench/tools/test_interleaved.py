@@ -9,10 +9,11 @@ import sys
 
 import pytest
 
+from bench.core.comparison import ComparisonError, ModelComparison, Ratio, VariantRun, fill_break_even
 from bench.core.groups import rotation
 from bench.core.options import RunOptions
 from bench.tools import interleaved
-from bench.tools.interleaved import InterleavedError, ModelComparison, Ratio, Variant, VariantRun
+from bench.tools.interleaved import InterleavedError, Variant
 from tests.extras import require_extra
 
 MODULES = ("tests.bench.tiny_models",)
@@ -60,7 +61,7 @@ def test_break_even_is_filled_against_the_eager_twin_only():
     runs = [run("infer-eager-fp32", 100.0), run("infer-compiled-fp32", 60.0, 20.0),
             run("infer-compiled-bf16", 50.0, 20.0), run("infer-compiled-fp16", 150.0, 20.0),
             run("infer-eager-fp16", 120.0)]
-    interleaved.fill_break_even(runs)
+    fill_break_even(runs)
     assert runs[1].break_even_iterations == pytest.approx(20.0 / 0.040)  # 20 s / 40 ms saved per iteration
     assert runs[2].break_even_iterations is None  # no eager bf16 to compare with
     assert runs[3].break_even_iterations is None  # slower than eager: never pays off
@@ -101,7 +102,7 @@ def test_a_missing_extra_skips_the_model_and_a_bad_schema_is_refused():
     variants = [Variant.parse("infer-eager-fp32")]
     result = interleaved.compare_model("tiny_needs_extra", variants, 1, None, options, 2, 0.01)
     assert result.status == "skipped" and "pip install" in result.reason and result.ratios == []
-    with pytest.raises(InterleavedError, match="schema_version"):
+    with pytest.raises(ComparisonError, match="schema_version"):
         ModelComparison.from_dict({**result.to_dict(), "schema_version": 99})
 
 

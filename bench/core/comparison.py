@@ -1,28 +1,32 @@
-"""Reading result files of the old ``python -m bench.tools.interleaved`` format (``detbench.interleaved``,
-versions 1 and 2): each model's comparison of variants, and its variants as ordinary cell results.
+"""A model's comparison of variants (``python -m bench.tools.interleaved``): each variant's blocks, its paired
+ratios to the first variant, and the variants as ordinary cell results.
 
-The format is frozen: the interleaved study is to write ordinary runs, and committed files
-(``docs/examples/h100-ratios-*.json``) must keep loading. This reader therefore lives with the reports and
-depends only on :mod:`bench.core`; the study's own writer (bench/tools/interleaved.py) is not imported.
+The study writes these summaries into an ordinary run (its ``detbench.models``); files of the older
+``detbench.interleaved`` format (versions 1 and 2: the summaries at the top level) keep loading
+(``docs/examples/h100-ratios-*.json``). The study and the reports share this one definition.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import re
+import statistics
 from dataclasses import dataclass, field
 from typing import Any
 
+from bench.core import stats
 from bench.core.ratios import break_even_iterations
 from bench.core.schema import MODES, BlockRecord, Cell, CellResult, LatencyStats, Measurement, PairedRatio
 
 SCHEMA_NAME = "detbench.interleaved"
+SCHEMA_VERSION = 2
 SCHEMA_VERSIONS = (1, 2)  # 2: each model also carries its variants' full cell results ("cells")
 COMPILE_WORDS = ("eager", "compiled")  # a variant's compile word; "compiled" is torch.compile's default mode
 PRECISION_ALIASES = {"fp32": "fp32", "fp16": "amp-fp16", "bf16": "amp-bf16",
                      "amp-fp16": "amp-fp16", "amp-bf16": "amp-bf16"}
 
 
-class LegacyError(ValueError):
+class ComparisonError(ValueError):
     """Not a readable ``detbench.interleaved`` record; the message says what is wrong."""
 
 
@@ -30,7 +34,7 @@ def variant_cell(variant: str, model: str, batch_size: int, image_size: tuple[in
     """The 1-GPU cell of a variant text (``infer-compiled-bf16``) for ``model``."""
     parts = variant.strip().split("-", 2)
     if len(parts) != 3 or parts[0] not in MODES or parts[1] not in COMPILE_WORDS or parts[2] not in PRECISION_ALIASES:
-        raise LegacyError(f"bad variant {variant!r}; write MODE-COMPILE-PRECISION, e.g. infer-compiled-bf16 "
+        raise ComparisonError(f"bad variant {variant!r}; write MODE-COMPILE-PRECISION, e.g. infer-compiled-bf16 "
                           f"(modes {', '.join(MODES)}; compile {', '.join(COMPILE_WORDS)}; "
                           "precisions fp32, fp16, bf16)")
     mode, compile_word, precision = parts
@@ -78,6 +82,16 @@ class Ratio:
     q1: float
     q3: float
 
+    @classmethod
+    def paired(cls, variant: VariantRun, baseline: VariantRun) -> Ratio | None:
+        """The round-by-round ratio of two variants timed in one worker; None when no round has both."""
+        pairs = [b / v for b, v in zip(baseline.block_median_ms, variant.block_median_ms) if v > 0]
+        if not pairs:
+            return None
+        ordered = sorted(pairs)
+        return cls(variant.variant, baseline.variant, pairs, statistics.median(pairs),
+                   stats.percentile(ordered, 25), stats.percentile(ordered, 75))
+
 
 @dataclass
 class ModelComparison:
@@ -99,15 +113,18 @@ class ModelComparison:
     torch: str = ""
     cells: list[dict[str, Any]] = field(default_factory=list)  # v2: every variant's CellResult.to_dict()
     schema: str = SCHEMA_NAME
-    schema_version: int = 2
+    schema_version: int = SCHEMA_VERSION
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ModelComparison:
         """One entry of the file's ``models`` list, with the file's ``schema`` and ``schema_version``."""
         if not isinstance(data, dict) or data.get("schema") != SCHEMA_NAME:
-            raise LegacyError(f"not a {SCHEMA_NAME} result")
+            raise ComparisonError(f"not a {SCHEMA_NAME} result")
         if data.get("schema_version") not in SCHEMA_VERSIONS:
-            raise LegacyError(f"{SCHEMA_NAME} schema_version {data.get('schema_version')!r} is not supported "
+            raise ComparisonError(f"{SCHEMA_NAME} schema_version {data.get('schema_version')!r} is not supported "
                               f"(this detbench reads {SCHEMA_VERSIONS[0]}..{SCHEMA_VERSIONS[-1]})")
         variants = [VariantRun(**{**v, "latency": LatencyStats(**v["latency"]) if v.get("latency") else None})
                     for v in data["variants"]]
@@ -160,7 +177,7 @@ def killed_model_results(data: dict[str, Any]) -> list[CellResult]:
 
 def model_results(data: dict[str, Any], schema_version: Any) -> list[CellResult]:
     """One entry of a file's ``models`` list as cell results: a killed model's record (no ``ratios``) or a
-    comparison. Raises :class:`LegacyError`, ``SchemaError``, ``KeyError`` or ``TypeError`` on a malformed one."""
+    comparison. Raises :class:`ComparisonError`, ``SchemaError``, ``KeyError`` or ``TypeError`` on a malformed one."""
     if "ratios" not in data:
         return killed_model_results(data)
     return ModelComparison.from_dict({"schema": SCHEMA_NAME, "schema_version": schema_version, **data}).cell_results()
