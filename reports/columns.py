@@ -14,7 +14,7 @@ from typing import Any, Literal
 
 import pandas as pd
 
-from bench.core.advice import INTERLEAVED, Advice, Candidate, Gain
+from bench.core.advice import Advice, break_even_text, gain_text, runner_up_text
 
 # ---------- value formatting (the only copy) ----------
 
@@ -334,37 +334,6 @@ def records(frame: pd.DataFrame) -> list[dict[str, Any]]:
 
 
 # ---------- the advice (bench.core.advice) as rows ----------
-
-
-def gain_text(gain: Gain) -> str:
-    """``1.80× (1.75–1.86)`` for a paired gain, ``1.00× (baseline)``, ``1.50× (not interleaved)``, or why there
-    is none (the same words as bench/plugin/display.py)."""
-    if gain.value is None:
-        return gain.basis
-    if gain.basis == INTERLEAVED:
-        return fmt_ratio_spread(gain.value, gain.q1, gain.q3)
-    return f"{gain.value:.2f}× ({gain.basis})"
-
-
-def break_even_text(best: Candidate) -> str:
-    """Iterations after which compiling pays, ``never (not faster than eager)``, or why it is unknown."""
-    if not best.compiled:
-        return ""
-    if best.break_even_iterations is not None:
-        return f"{best.break_even_iterations:,.0f} it"
-    return "never (not faster than eager)" if best.never_pays_off else (best.break_even_basis or "")
-
-
-def runner_up_text(item: Advice) -> str:
-    """The runner-up with its gain when it shares the pick's baseline (and whether that is a tie), else with its
-    throughput."""
-    runner = item.runner_up
-    if runner is None:
-        return ""
-    name = f"{runner.configuration} bs{runner.batch_size}"
-    if not item.runner_up_comparable or runner.gain.value is None:
-        return f"{name}: {runner.throughput_ips:.1f} images/s"
-    return f"{name}: {gain_text(runner.gain)}" + ("; a tie within the noise" if item.tie else "")
 
 
 def not_tried_text(item: Advice) -> str:

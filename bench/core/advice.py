@@ -310,3 +310,38 @@ def _notes(results: Sequence[CellResult]) -> list[str]:
 def _one_line(text: str) -> str:
     text = " ".join(text.split())
     return text if len(text) <= REASON_CHARS else text[: REASON_CHARS - 1] + "…"
+
+
+# --- the advice in words: the terminal (bench.plugin.display) and the reports say the same ---------------
+
+
+def gain_text(gain: Gain) -> str:
+    """``1.80× (1.75–1.86)`` paired, ``1.00× (baseline)``, ``1.50× (not interleaved)``, or why there is none."""
+    if gain.value is None:
+        return gain.basis
+    if gain.basis == INTERLEAVED and gain.q1 is not None and gain.q3 is not None:
+        return f"{gain.value:.2f}× ({gain.q1:.2f}–{gain.q3:.2f})"
+    if gain.basis == INTERLEAVED:
+        return f"{gain.value:.2f}×"
+    return f"{gain.value:.2f}× ({gain.basis})"
+
+
+def break_even_text(best: Candidate) -> str:
+    """Iterations after which compiling pays, ``never (not faster than eager)``, or why it is unknown."""
+    if not best.compiled:
+        return ""
+    if best.break_even_iterations is not None:
+        return f"{best.break_even_iterations:,.0f} it"
+    return "never (not faster than eager)" if best.never_pays_off else (best.break_even_basis or "")
+
+
+def runner_up_text(item: Advice) -> str:
+    """The runner-up with its gain when it shares the pick's baseline (and whether that is a tie), else with its
+    throughput."""
+    runner = item.runner_up
+    if runner is None:
+        return ""
+    name = f"{runner.configuration} bs{runner.batch_size}"
+    if not item.runner_up_comparable or runner.gain.value is None:
+        return f"{name}: {runner.throughput_ips:.1f} images/s"
+    return f"{name}: {gain_text(runner.gain)}" + ("; a tie within the noise" if item.tie else "")

@@ -16,7 +16,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from bench.core.advice import INTERLEAVED, Advice, Candidate, Gain
+from bench.core.advice import Advice, break_even_text, gain_text, runner_up_text
 from bench.core.schema import CellResult
 
 STATUS_STYLE = {"ok": "green", "oom": "magenta", "error": "red", "skipped": "yellow", "timeout": "red"}
@@ -107,35 +107,6 @@ ADVICE_COLUMNS: tuple[tuple[str, Literal["left", "right"]], ...] = (
     ("img/s", "right"), ("vs eager fp32", "right"), ("runner-up", "left"), ("peak GiB", "right"),
     ("compile s", "right"), ("break-even", "right"), ("MFU", "right"), ("GPU util", "right"), ("not tried", "left"),
     ("failed (reason)", "left"), ("notes", "left"))
-
-
-def gain_text(gain: Gain) -> str:
-    """``1.80× (1.75–1.86)`` paired, ``1.00× (baseline)``, ``1.50× (not interleaved)``, or why there is none."""
-    if gain.value is None:
-        return gain.basis
-    if gain.basis == INTERLEAVED and gain.q1 is not None and gain.q3 is not None:
-        return f"{gain.value:.2f}× ({gain.q1:.2f}–{gain.q3:.2f})"
-    if gain.basis == INTERLEAVED:
-        return f"{gain.value:.2f}×"
-    return f"{gain.value:.2f}× ({gain.basis})"
-
-
-def break_even_text(best: Candidate) -> str:
-    if not best.compiled:
-        return ""
-    if best.break_even_iterations is not None:
-        return f"{best.break_even_iterations:,.0f} it"
-    return "never (not faster than eager)" if best.never_pays_off else (best.break_even_basis or "")
-
-
-def runner_up_text(item: Advice) -> str:
-    runner = item.runner_up
-    if runner is None:
-        return ""
-    name = f"{runner.configuration} bs{runner.batch_size}"
-    if not item.runner_up_comparable or runner.gain.value is None:
-        return f"{name}: {runner.throughput_ips:.1f} images/s"
-    return f"{name}: {gain_text(runner.gain)}" + ("; a tie within the noise" if item.tie else "")
 
 
 def not_tried_text(item: Advice) -> str:
