@@ -1,10 +1,13 @@
 # syntax=docker/dockerfile:1
-# detbench: every image from one file. An image is a set of build arguments, one file per image under
-# docker/images/ (DETBENCH_CUDA, BASE_IMAGE, TORCH_VERSION, TORCHVISION_VERSION); the image workflow builds each:
+# detbench: the template of every image. An image is a set of build arguments, one file per image under
+# docker/images/ (DETBENCH_CUDA, BASE_IMAGE, TORCH_VERSION, TORCHVISION_VERSION). From this file and each of
+# those, `python scripts/sync_dockerfiles.py` writes Dockerfile.<image>: this file with that image's values as
+# the ARG defaults and its own header in place of this comment. Edit this file and docker/images/, never a
+# Dockerfile.<image>, then rerun the script (tests/test_dockerfiles.py fails while one is stale). The image
+# workflow and compose build this file with the image's build arguments; the generated files need none:
 #
-#   docker build -t detbench:cu128 .                                      # the defaults: docker/images/cu128.env
-#   docker build --build-arg DETBENCH_CUDA=cu118 \
-#       --build-arg BASE_IMAGE=pytorch/pytorch:2.7.1-cuda11.8-cudnn9-runtime -t detbench:cu118 .   # another image
+#   docker build -f Dockerfile.cu121 -t detbench:cu121 .                  # an image: its generated file
+#   docker build -t detbench:cu128 .                                      # this file's defaults: cu128.env's
 #   docker build --target dev -t detbench:cu128-dev .                     # + JupyterLab (token required)
 #   docker run --rm --gpus all --shm-size=8g -v "$PWD/results:/results" detbench:cu128
 #
@@ -20,7 +23,8 @@ FROM ${BASE_IMAGE} AS base
 ARG BASE_IMAGE
 # The image's CUDA tag; it names the image (results record it as DETBENCH_IMAGE) and must match the base.
 ARG DETBENCH_CUDA=cu128
-# The torch/torchvision release the base must ship (empty: not checked); the workflow and compose pass them.
+# The torch/torchvision release the base must ship (empty: not checked); the workflow and compose pass them,
+# the generated Dockerfile.<image> has them as defaults.
 ARG TORCH_VERSION=
 ARG TORCHVISION_VERSION=
 ARG IMAGE_NAME=detbench:${DETBENCH_CUDA}

@@ -1,9 +1,11 @@
 """The container images agree with envcheck's tables, with noxfile's torch lines and with the package they install.
 
-Every image is the one ``Dockerfile`` built with the build arguments of one file under ``docker/images/``
-(``cu118.env``: ``DETBENCH_CUDA``, ``BASE_IMAGE``, ``TORCH_VERSION``, ``TORCHVISION_VERSION``); the image
-workflow, docker compose and the docs' build commands read those files. No Docker engine is needed: the
-Dockerfile and the files are parsed, and the entrypoint scripts run with a fake `envcheck`.
+Every image is the one ``Dockerfile`` (the template) built with the build arguments of one file under
+``docker/images/`` (``cu118.env``: ``DETBENCH_CUDA``, ``BASE_IMAGE``, ``TORCH_VERSION``, ``TORCHVISION_VERSION``);
+the image workflow and docker compose read those files. ``Dockerfile.<image>`` (what users build, ``docker build -f
+Dockerfile.cu118 .``) is generated from the two by ``scripts/sync_dockerfiles.py``: the template with the image's
+values as ARG defaults. No Docker engine is needed: the Dockerfiles and the files are parsed, and the entrypoint
+scripts run with a fake `envcheck`.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from envcheck import tables
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCKERFILE = ROOT / "Dockerfile"
+SYNC_SCRIPT = ROOT / "scripts" / "sync_dockerfiles.py"
 IMAGE_ARG_FILES = sorted((ROOT / "docker" / "images").glob("*.env"))
 IMAGE_ARG_KEYS = {"DETBENCH_CUDA", "BASE_IMAGE", "TORCH_VERSION", "TORCHVISION_VERSION"}
 # A line of an image's build arguments, as the workflow's sed reads it: KEY=VALUE from the first column.
@@ -172,6 +175,16 @@ def read_image_args(path: Path) -> dict[str, str]:
 
 
 IMAGES = {path.stem: read_image_args(path) for path in IMAGE_ARG_FILES}
+SYNC_COMMAND = "python scripts/sync_dockerfiles.py"
+
+
+def load_sync():
+    """scripts/sync_dockerfiles.py as a module (scripts/ is no package)."""
+    spec = importlib.util.spec_from_file_location("sync_dockerfiles", SYNC_SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up while the class is made
+    spec.loader.exec_module(module)
+    return module
 
 
 @pytest.fixture(scope="module")
@@ -189,8 +202,14 @@ def test_the_images_exist():
     assert {"cu118", "cu121"} <= set(IMAGES)
     assert any(re.fullmatch(r"cu(12[89]|1[3-9]\d)", tag) for tag in IMAGES), "no CUDA 12.8+ image"
     assert DOCKERFILE.is_file()
-    stray = sorted(p.name for p in ROOT.glob("Dockerfile.*"))
-    assert not stray, f"one Dockerfile builds every image (per-image files drift apart): {stray}"
+    # Dockerfile.<image> exists for every image and for nothing else: each is generated from docker/images/<image>.env
+    per_image = {p.name for p in ROOT.glob("Dockerfile.*") if not p.name.endswith(".dockerignore")}
+    generated = {f"Dockerfile.{tag}" for tag in IMAGES}
+    assert not generated - per_image, f"no generated Dockerfile for {sorted(generated - per_image)}: {SYNC_COMMAND}"
+    assert not per_image - generated, (
+        f"{sorted(per_image - generated)}: no docker/images/<image>.env to generate it from (a hand-written "
+        f"per-image Dockerfile drifts from the template): add the env file, or remove it"
+    )
 
 
 def test_parser_reads_continuations_and_stages():
@@ -321,13 +340,127 @@ def test_compose_builds_the_one_dockerfile_with_an_images_arguments():
     assert tag == arg_defaults(parse_dockerfile(DOCKERFILE.read_text()), 0)["DETBENCH_CUDA"]
 
 
-def test_the_docs_build_commands_are_the_images_arguments():
-    """docs/containers.md gives each image's `docker build` command: its arguments are the file's."""
-    text = (ROOT / "docs" / "containers.md").read_text()
-    for tag, args in IMAGES.items():
-        line = next((ln for ln in text.splitlines() if f"--build-arg DETBENCH_CUDA={tag} " in ln), None)
-        assert line, f"docs/containers.md: no build command for {tag}"
-        assert f"--build-arg BASE_IMAGE={args['BASE_IMAGE']} " in line and f"-t detbench:{tag} ." in line, line
+def test_the_docs_build_each_image_from_its_generated_dockerfile_without_build_arguments():
+    """docs/containers.md and README.md build each image from its Dockerfile.<image>, with no --build-arg."""
+    docs = (ROOT / "docs" / "containers.md").read_text()
+    readme = (ROOT / "README.md").read_text()
+    for tag in IMAGES:
+        command = f"docker build -f Dockerfile.{tag} -t detbench:{tag} ."
+        assert command in docs, f"docs/containers.md: no `{command}`"
+        rows = [ln for ln in readme.splitlines() if ln.startswith(f"| `detbench:{tag}`")]
+        assert len(rows) == 1 and f"`Dockerfile.{tag}`" in rows[0], f"README.md: one table row per image, naming " \
+            f"its Dockerfile: {rows}"
+    assert SYNC_COMMAND in docs and f"{SYNC_COMMAND} --check" in docs
+
+
+# ---- Dockerfile.<image>: generated from the template and the image's build arguments ---------------------------
+
+
+@pytest.fixture(scope="module")
+def sync():
+    return load_sync()
+
+
+def test_the_generated_dockerfiles_are_in_sync(sync):
+    """Fails when a Dockerfile.<image> is stale or edited by hand, missing, or has no docker/images/<image>.env."""
+    found = sync.problems(ROOT)
+    assert not found, "\n".join(found) + f"\nrun `{SYNC_COMMAND}` (edit Dockerfile and docker/images/, never " \
+        "Dockerfile.<image>)"
+
+
+def test_a_generated_dockerfile_is_the_template_with_the_images_defaults(image, instructions):
+    """Read as docker reads it, Dockerfile.<image> builds what the template builds with the image's arguments."""
+    tag, args = image
+    path = ROOT / f"Dockerfile.{tag}"
+    text = path.read_text()
+    assert text.splitlines()[0] == DOCKERFILE.read_text().splitlines()[0] == "# syntax=docker/dockerfile:1"
+    head = "\n".join(text.splitlines()[:6])
+    assert "GENERATED FILE - DO NOT EDIT BY HAND" in head and SYNC_COMMAND in head
+    assert "`Dockerfile`" in head and f"docker/images/{tag}.env" in head
+    generated = parse_dockerfile(text)
+    # the same instructions, but for the default of each of the image's arguments
+    with_defaults = [
+        Instruction("ARG", f"{ins.args.partition('=')[0]}={args[ins.args.partition('=')[0]]}", ins.stage)
+        if ins.keyword == "ARG" and "=" in ins.args and ins.args.partition("=")[0] in args else ins
+        for ins in instructions
+    ]
+    assert generated == with_defaults, f"{path.name} is not the template with {tag}.env's ARG defaults"
+    defaults = arg_defaults(generated, -1) | arg_defaults(generated, 0)
+    assert {key: defaults.get(key) for key in args} == args, f"{path.name}: `docker build -f {path.name} .` " \
+        "would not build the image the env file describes"
+    assert external_bases(generated) == [args["BASE_IMAGE"]]
+    assert expand(arg_defaults(generated, 0)["IMAGE_NAME"], defaults) == f"detbench:{tag}"
+
+
+def sync_run(root: Path, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(SYNC_SCRIPT), "--root", str(root), *args],
+                          capture_output=True, text=True, timeout=60)
+
+
+@pytest.fixture
+def sync_tree(tmp_path) -> Path:
+    """A copy of the template, the images' build arguments and the generated Dockerfiles."""
+    (tmp_path / "docker").mkdir()
+    (tmp_path / "docker" / "images").mkdir()
+    for path in [DOCKERFILE, *IMAGE_ARG_FILES, *(ROOT / f"Dockerfile.{tag}" for tag in IMAGES)]:
+        (tmp_path / path.relative_to(ROOT)).write_text(path.read_text())
+    return tmp_path
+
+
+def test_sync_check_names_the_stale_file_and_its_first_differing_line(sync_tree):
+    assert sync_run(sync_tree, "--check").returncode == 0
+    edited = sync_tree / "Dockerfile.cu121"
+    lines = edited.read_text().splitlines()
+    number = next(i for i, line in enumerate(lines, 1) if line.startswith("ARG TORCH_VERSION="))
+    lines[number - 1] = "ARG TORCH_VERSION=9.9.9"
+    edited.write_text("\n".join(lines) + "\n")
+    result = sync_run(sync_tree, "--check")
+    assert result.returncode == 1
+    assert f"Dockerfile.cu121 is stale or edited by hand: line {number} differs" in result.stderr
+    assert "expected: ARG TORCH_VERSION=2.5.1" in result.stderr and "found:    ARG TORCH_VERSION=9.9.9" in result.stderr
+    assert "Dockerfile.cu118" not in result.stderr.replace("Dockerfile.<image>", "")  # only the stale one named
+    assert edited.read_text().count("9.9.9") == 1  # --check writes nothing
+
+    # a template edit makes every generated file stale until the script runs
+    template = sync_tree / "Dockerfile"
+    template.write_text(template.read_text().replace("EXPOSE 8888", "EXPOSE 8889"))
+    result = sync_run(sync_tree, "--check")
+    assert result.returncode == 1 and all(f"Dockerfile.{tag} is stale" in result.stderr for tag in IMAGES)
+    written = sync_run(sync_tree)
+    assert written.returncode == 0, written.stderr
+    assert sync_run(sync_tree, "--check").returncode == 0
+    assert "EXPOSE 8889" in edited.read_text() and "ARG TORCH_VERSION=2.5.1" in edited.read_text()
+
+
+def test_sync_check_fails_on_an_image_without_its_dockerfile_and_the_reverse(sync_tree):
+    (sync_tree / "Dockerfile.cu118").unlink()
+    result = sync_run(sync_tree, "--check")
+    assert result.returncode == 1 and "Dockerfile.cu118 is missing" in result.stderr
+    assert sync_run(sync_tree).returncode == 0 and (sync_tree / "Dockerfile.cu118").is_file()
+
+    # an image whose env file went: its generated Dockerfile is an orphan (removed by the script); a hand-written
+    # Dockerfile.<name> is never removed, only refused
+    (sync_tree / "docker" / "images" / "cu118.env").unlink()
+    (sync_tree / "Dockerfile.mine").write_text("FROM scratch\n")
+    result = sync_run(sync_tree, "--check")
+    assert result.returncode == 1
+    assert "Dockerfile.cu118 has no docker/images/cu118.env" in result.stderr
+    assert "Dockerfile.mine has no docker/images/mine.env" in result.stderr
+    result = sync_run(sync_tree)
+    assert result.returncode == 1 and "Dockerfile.mine is no generated file" in result.stderr
+    assert not (sync_tree / "Dockerfile.cu118").exists() and (sync_tree / "Dockerfile.mine").exists()
+    (sync_tree / "Dockerfile.mine").unlink()
+    assert sync_run(sync_tree, "--check").returncode == 0
+
+
+def test_sync_refuses_what_it_cannot_generate(sync_tree):
+    env = sync_tree / "docker" / "images" / "cu121.env"
+    env.write_text(env.read_text() + "NOT_AN_ARG=1\n")
+    result = sync_run(sync_tree, "--check")
+    assert result.returncode == 2 and "NOT_AN_ARG" in result.stderr and "no default" in result.stderr
+    env.write_text('BASE_IMAGE="quoted"\n')
+    result = sync_run(sync_tree)
+    assert result.returncode == 2 and "cu121.env:1" in result.stderr
 
 
 def test_every_stage_runs_as_non_root(instructions):

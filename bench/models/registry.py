@@ -5,6 +5,7 @@ Adding a model is one decorated function returning a :class:`ModelSpec`; see tor
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -106,6 +107,12 @@ def get_model(name: str) -> ModelSpec:
     return _REGISTRY[name]()
 
 
+# The built-in models register themselves like any plugin module (--model-modules): importing a module runs its
+# @register_model decorators. Named here, imported on first use: the registry knows no builder module, so builders
+# can import the registry, and listing the models costs nothing until it is asked for.
+BUILTIN_MODULES = ("bench.models.builtin",)
+
+
 def _load_builtin_models() -> None:
-    # Importing the modules runs their @register_model decorators.
-    from bench.models import builtin  # noqa: F401, PLC0415
+    for name in BUILTIN_MODULES:
+        importlib.import_module(name)

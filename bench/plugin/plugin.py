@@ -167,8 +167,8 @@ def pytest_collection_finish(session: pytest.Session) -> None:
 def _bench_run(config: pytest.Config) -> Any:
     state = _state(config)
     if state.run is None:
-        from bench.plugin.display import render  # noqa: PLC0415
-        from bench.runtime.run import BenchRun  # noqa: PLC0415
+        from bench.plugin.display import group_line, render, result_line  # noqa: PLC0415
+        from bench.runtime.run import BenchRun, RunDisplay  # noqa: PLC0415
 
         reporter = config.pluginmanager.getplugin("terminalreporter")
         capture = config.pluginmanager.getplugin("capturemanager")
@@ -180,8 +180,10 @@ def _bench_run(config: pytest.Config) -> Any:
             with capture.global_and_fixture_disabled() if capture else contextlib.nullcontext():
                 reporter.write_line(render(text, color=reporter.hasmarkup, width=_width(reporter)))
 
+        shown = RunDisplay(group=lambda *group: display(group_line(*group)),
+                           result=lambda result, index, total: display(result_line(result, index, total)))
         cells = state.selected if state.selected is not None else state.cells
-        state.run = BenchRun(state.options, state.capabilities, cells, state.journal, display,
+        state.run = BenchRun(state.options, state.capabilities, cells, state.journal, shown,
                              state.journal.environment, state.added, resumed=state.resumed)
     return state.run
 

@@ -112,9 +112,11 @@ def _stop_reason(record: BatchSearch) -> str:
             "of memory")
 
 
-def isolated_probe(options: RunOptions, rounds: RoundsPolicy | None = None) -> Probe:
-    """A probe that runs one cell in a fresh worker process through the suite's launcher (bench.runtime.launch,
-    ``isolation="cell"``): the real set-up path and one short timed block per round. ``rounds`` defaults to
+def isolated_probe(options: RunOptions, run: Callable[[list[Cell], RunOptions], list[CellResult]],
+                   rounds: RoundsPolicy | None = None) -> Probe:
+    """A probe that runs one cell in a fresh worker process through ``run`` (the suite's launcher,
+    bench.runtime.launch.run_group, with ``isolation="cell"``): the real set-up path and one short timed block per
+    round. ``rounds`` defaults to
     :data:`PROBE_ROUNDS`, or to at most two of the run's own rounds when the run sets them; the warm-up to
     :data:`PROBE_WARMUP` unless the run sets one."""
     if rounds is None:
@@ -124,21 +126,19 @@ def isolated_probe(options: RunOptions, rounds: RoundsPolicy | None = None) -> P
                                         warmup=options.warmup or PROBE_WARMUP)
 
     def probe(cell: Cell) -> CellResult:
-        from bench.runtime.launch import run_group  # noqa: PLC0415 (imports torch; the search itself does not need it)
-
-        return run_group([cell], probe_options)[0]
+        return run([cell], probe_options)[0]
 
     return probe
 
 
-def search_cell(cell: Cell, options: RunOptions, probe: Probe | None = None, *, start: int = DEFAULT_START,
+def search_cell(cell: Cell, options: RunOptions, probe: Probe, *, start: int = DEFAULT_START,
                 limit: int = DEFAULT_LIMIT, tolerance: float = DEFAULT_TOLERANCE) -> CellResult:
     """The result of a ``bsmax`` cell: the largest-fit probe's result (an ordinary cell result: throughput,
     latency, memory, FLOPs at that batch) under the ``bsmax`` cell, with the search in ``batch_search``. When
     nothing fits, the cell is ``oom``; when a non-OOM failure ended the search before any fit, that failure."""
     if not cell.searches_batch:
         raise ValueError(f"{cell.id}: not a batch-search cell (batch size {cell.batch_size!r})")
-    outcome = search(cell, probe or isolated_probe(options), start=start, limit=limit, tolerance=tolerance)
+    outcome = search(cell, probe, start=start, limit=limit, tolerance=tolerance)
     record = outcome.search
     if outcome.boundary is not None:
         result = dataclasses.replace(outcome.boundary, cell=cell, batch_search=record, ratio=None)

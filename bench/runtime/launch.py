@@ -20,50 +20,20 @@ from __future__ import annotations
 
 import tempfile
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 from bench.core.groups import apply_overhead, group_label
 from bench.core.options import RunOptions, import_model_modules
 from bench.core.ratios import finish_group
 from bench.core.scaling import attach_scaling, one_gpu_twin
 from bench.core.schema import Cell, CellResult, Failure
+from bench.runtime.attempt import Attempt, AttemptFailure, Launcher
+from bench.runtime.batch_search import isolated_probe, search_cell
 from bench.runtime.protocol import EventLog, GroupProgress
 from bench.runtime.request import GroupRequest
+from bench.runtime.torchrun import TorchrunLauncher
 from envcheck.isolate import Supervisor, child_env, describe_exit, python_module
-
-
-@dataclass
-class AttemptFailure:
-    """Why an attempt ended before every cell had a final result."""
-
-    status: str  # "error" | "oom" | "timeout"
-    reason: str
-    output_tail: str | None = None
-    returncode: int | None = None
-    details: dict[str, Any] = field(default_factory=dict)  # recorded in the failed cell's config
-
-
-@dataclass
-class Attempt:
-    """What one attempt at a group left behind."""
-
-    progress: GroupProgress
-    failure: AttemptFailure | None  # None: the engine finished the group
-    wall_s: float
-    reached_cells: bool  # the attempt got past start-up into a cell (else a retry would fail the same way)
-    facts: dict[str, Any] = field(default_factory=dict)  # the launcher's own record (command, pids ...)
-
-
-class Launcher(Protocol):
-    """One attempt at a group of cells, wherever it runs."""
-
-    isolation: str  # recorded in every result: inline | model | cell | torchrun
-    keeps_partial: bool  # a cell's partial result (rounds so far) is its own figure (not so for a rank's view)
-    can_retry: bool  # a fresh attempt can take the rest after a failure
-
-    def attempt(self, cells: list[Cell], options: RunOptions) -> Attempt: ...
 
 
 class InlineLauncher:
@@ -134,8 +104,6 @@ def _size(path: Path) -> int:
 def launcher_for(cells: list[Cell], options: RunOptions) -> Launcher:
     """torchrun for multi-GPU groups, else what ``options.isolation`` says."""
     if cells[0].gpus > 1:
-        from bench.runtime.torchrun import TorchrunLauncher  # noqa: PLC0415
-
         return TorchrunLauncher()
     if options.isolation == "inline":
         return InlineLauncher()
@@ -166,9 +134,7 @@ def run_group(cells: list[Cell], options: RunOptions, *, baselines: dict[str, Ce
                 if result.status == "ok":
                     _attach_scaling(result, (baselines or {}).get(one_gpu_twin(result.cell).id))
     if searched:
-        from bench.runtime.batch_search import search_cell  # noqa: PLC0415
-
-        results += [search_cell(cell, options) for cell in searched]
+        results += [search_cell(cell, options, isolated_probe(options, run_group)) for cell in searched]
     order = {c.id: i for i, c in enumerate(cells)}
     return sorted(results, key=lambda r: order.get(r.cell.id, len(order)))
 

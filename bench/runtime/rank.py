@@ -16,7 +16,6 @@ kill a hung group can say which rank stopped where. An exception ends the rank; 
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import socket
 import sys
@@ -44,12 +43,11 @@ from bench.runtime.device import release_memory
 from bench.runtime.engine import Team, measure_group
 from bench.runtime.failures import NotApplicableError
 from bench.runtime.protocol import EventLog
+from bench.runtime.rank_status import StatusFile
 from bench.runtime.request import GroupRequest
 from bench.runtime.session import CellSession
 
 FAULT_RANK_ENV = "DETBENCH_TEST_FAULT_RANK"  # test-only: fire DETBENCH_TEST_FAULT on this rank alone
-# in the order a rank passes them
-PHASES = ("starting", "init", "set_up", "warm_up", "timed", "gather", "done", "failed")
 PROCESS_GROUP_GRACE_S = 60.0  # collectives time out after the launcher's own deadline, never before it
 
 
@@ -83,33 +81,6 @@ class RankContext:
 
     def collective_device(self) -> torch.device:
         return self.device if self.backend == "nccl" else torch.device("cpu")
-
-
-class StatusFile:
-    """``<RESULT>.ranks/rank<R>.json``: this rank's pid, phase and cell, replaced atomically at each change."""
-
-    def __init__(self, result_path: Path, rank: int) -> None:
-        self.path = Path(f"{result_path}.ranks", f"rank{rank}.json")
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.rank = rank
-
-    def set(self, phase: str, cell_id: str | None = None) -> None:
-        partial = self.path.with_suffix(".partial")
-        partial.write_text(json.dumps({"rank": self.rank, "pid": os.getpid(), "phase": phase, "cell_id": cell_id,
-                                       "host": socket.gethostname(), "t": time.time()}), encoding="utf-8")
-        os.replace(partial, self.path)
-
-
-def rank_statuses(events_path: str | Path) -> dict[int, dict[str, Any]]:
-    """Rank -> its last status (pid, phase, cell), from the ranks' status files beside the events file."""
-    statuses = {}
-    for path in Path(f"{events_path}.ranks").glob("rank*.json"):
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, json.JSONDecodeError):
-            continue
-        statuses[int(data["rank"])] = data
-    return statuses
 
 
 def model_wrapper(cell: Cell, ctx: RankContext, dist_options: DistributedOptions,

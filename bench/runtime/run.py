@@ -12,15 +12,23 @@ Usable without pytest too: ``BenchRun(...).run(cell)``.
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from bench.core import matrix
+from bench.core.groups import group_label
 from bench.core.journal import Journal
 from bench.core.options import RunOptions
 from bench.core.repeats import merge_repeats, repaired_ratios, repeat_order, tag_repeat
 from bench.core.schema import Cell, CellResult
 from bench.runtime.launch import run_group
 
-Display = Callable[[object], None]
+
+@dataclass(frozen=True)
+class RunDisplay:
+    """Where a run says what it is doing (the pytest plugin formats these for the terminal)."""
+
+    group: Callable[[str, int, int, int, str], None]  # label, cells in the group, cells done, cells in all, isolation
+    result: Callable[[CellResult, int, int], None]  # a cell's result, its number, cells in all
 
 
 class BenchRun:
@@ -35,7 +43,7 @@ class BenchRun:
     """
 
     def __init__(self, options: RunOptions, capabilities: matrix.Capabilities, cells: list[Cell],
-                 journal: Journal | None = None, display: Display | None = None,
+                 journal: Journal | None = None, display: RunDisplay | None = None,
                  environment: dict | None = None, added: dict[str, str] | None = None,
                  resumed: list[CellResult] | None = None) -> None:
         self.options = options
@@ -146,17 +154,12 @@ class BenchRun:
     def _show_group(self, cells: list[Cell], done: int, total: int, note: str = "") -> None:
         if not cells or not self.display:
             return
-        from bench.core.groups import group_label  # noqa: PLC0415
-        from bench.plugin.display import group_line  # noqa: PLC0415
-
         label = group_label(cells) + (f" · {note}" if note else "")
-        self.display(group_line(label, len(cells), done, total, self.options.isolation))
+        self.display.group(label, len(cells), done, total, self.options.isolation)
 
     def _show_result(self, result: CellResult, index: int, total: int) -> None:
         if self.display:
-            from bench.plugin.display import result_line  # noqa: PLC0415
-
-            self.display(result_line(result, index, total))
+            self.display.result(result, index, total)
 
     def _complete(self, result: CellResult) -> None:
         if result.environment is None:

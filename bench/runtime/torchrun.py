@@ -23,9 +23,9 @@ from bench.core.matrix import Capabilities, probe_capabilities, skip_reason
 from bench.core.options import RunOptions
 from bench.core.scaling import one_gpu_twin
 from bench.core.schema import Cell, CellResult
-from bench.runtime.launch import Attempt, AttemptFailure
+from bench.runtime.attempt import Attempt, AttemptFailure
 from bench.runtime.protocol import GroupProgress
-from bench.runtime.rank import PHASES, rank_statuses
+from bench.runtime.rank_status import PHASES, rank_statuses
 from bench.runtime.request import GroupRequest
 from envcheck.isolate import Supervisor, child_env, describe_exit, is_alive
 

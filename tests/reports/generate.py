@@ -328,14 +328,14 @@ def main(argv: list[str] | None = None) -> int:
         series_points=10,
         iterations=15,
     )
-    write_benchmark_json(out / "results_h100_cu130.json", make_results(seed=1, **common))
+    write_benchmark_json(out / "synthetic_run_cu130.json", make_results(seed=1, **common))
     write_benchmark_json(
-        out / "results_h100_cu128.json",
+        out / "synthetic_run_cu128.json",
         make_results(
             seed=2, speed=0.9, environment={"torch": "2.9.1+cu128", "cuda": "12.8", "image": "detbench:cu128"}, **common
         ),
     )
-    write_journal(out / "journal_interrupted.jsonl", make_results(seed=3, **common)[:20])
+    write_journal(out / "synthetic_run_interrupted.journal.jsonl", make_results(seed=3, **common)[:20])
     return 0
 
 

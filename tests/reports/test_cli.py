@@ -152,7 +152,8 @@ def test_committed_fixtures_still_load(tmp_path):
     from pathlib import Path
 
     data = Path(__file__).resolve().parents[1] / "data"
-    files = [data / "results_h100_cu128.json", data / "results_h100_cu130.json", data / "journal_interrupted.jsonl"]
+    files = [data / "synthetic_run_cu128.json", data / "synthetic_run_cu130.json",
+             data / "synthetic_run_interrupted.journal.jsonl"]
     assert main([*map(str, files), "--out", str(tmp_path / "o")]) == EXIT_OK
 
 

@@ -8,6 +8,7 @@ import pytest
 from bench.core.options import RoundsPolicy, RunOptions, WarmupPolicy
 from bench.core.schema import Cell
 from bench.runtime.batch_search import isolated_probe, search
+from bench.runtime.launch import run_group
 from tests.fakes.batch_probe import GIB, FakeProbe
 
 RETINA = Cell("retinanet_resnet50_fpn", "infer", "eager", "amp-bf16", batch_size=8)
@@ -82,7 +83,7 @@ def test_the_real_probe_runs_each_batch_in_a_fresh_worker_and_records_a_planted_
     monkeypatch.setenv("DETBENCH_TEST_FAULT", "tiny_convnet-infer-eager-fp32-bs8-:oom")
     options = RunOptions(model_modules=("tests.bench.tiny_models",), count_flops=False, cell_timeout_s=60.0,
                          warmup=WarmupPolicy(window=2, tolerance=0.5, min_iterations=2, max_iterations=10, max_s=0.5))
-    out = search(tiny, isolated_probe(options, RoundsPolicy(rounds=1, block_s=0.02, min_block_iterations=2)),
+    out = search(tiny, isolated_probe(options, run_group, RoundsPolicy(rounds=1, block_s=0.02, min_block_iterations=2)),
                  start=4, tolerance=0.5)
     assert [(p.batch_size, p.status) for p in out.search.probes] == [(4, "ok"), (8, "oom"), (6, "ok")]
     assert "raised by bench.runtime.faults" in out.search.probes[1].reason

@@ -98,11 +98,11 @@ def test_one_launcher_interface_picks_where_a_group_runs():
 
 
 def test_a_batch_search_cell_is_searched_after_the_group_and_keeps_its_id(monkeypatch):
-    import bench.runtime.batch_search
+    import bench.runtime.launch
     from tests.fakes.batch_probe import FakeProbe
 
     probe = FakeProbe(fits_up_to=40)
-    monkeypatch.setattr(bench.runtime.batch_search, "isolated_probe", lambda options: probe)
+    monkeypatch.setattr(bench.runtime.launch, "isolated_probe", lambda options, run: probe)
     search = Cell("tiny_convnet", "infer", batch_size="max", image_size=(32, 32))
     results = run_group([BS1, search], RunOptions(**{**OPTIONS, "isolation": "inline"}))
     assert [r.cell.id for r in results] == [BS1.id, "tiny_convnet-infer-eager-fp32-bsmax-gpu1-32x32"]

@@ -1,0 +1,43 @@
+"""The launcher interface: what one attempt at a group of cells hands back (bench.runtime.launch runs the attempts;
+bench.runtime.torchrun is one launcher among them)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from bench.core.options import RunOptions
+from bench.core.schema import Cell
+from bench.runtime.protocol import GroupProgress
+
+
+@dataclass
+class AttemptFailure:
+    """Why an attempt ended before every cell had a final result."""
+
+    status: str  # "error" | "oom" | "timeout"
+    reason: str
+    output_tail: str | None = None
+    returncode: int | None = None
+    details: dict[str, Any] = field(default_factory=dict)  # recorded in the failed cell's config
+
+
+@dataclass
+class Attempt:
+    """What one attempt at a group left behind."""
+
+    progress: GroupProgress
+    failure: AttemptFailure | None  # None: the engine finished the group
+    wall_s: float
+    reached_cells: bool  # the attempt got past start-up into a cell (else a retry would fail the same way)
+    facts: dict[str, Any] = field(default_factory=dict)  # the launcher's own record (command, pids ...)
+
+
+class Launcher(Protocol):
+    """One attempt at a group of cells, wherever it runs."""
+
+    isolation: str  # recorded in every result: inline | model | cell | torchrun
+    keeps_partial: bool  # a cell's partial result (rounds so far) is its own figure (not so for a rank's view)
+    can_retry: bool  # a fresh attempt can take the rest after a failure
+
+    def attempt(self, cells: list[Cell], options: RunOptions) -> Attempt: ...
