@@ -4,7 +4,7 @@ The advice itself (what to use per detector, mode and GPU count, and the ranking
 :mod:`bench.core.advice`; ``detbench-report`` shows the same rows in its HTML and summary.md, the run's closing
 summary in the terminal. This module is only the command line: ``--json`` writes the advice, ``--goal`` says how
 close a model came to a throughput goal, ``--trace-args MODEL`` prints the best 1-GPU inference configuration of
-MODEL as ``python -m bench.tools.trace`` arguments (scripts/tune_h100.sh profiles it).
+MODEL as ``python -m bench.tools.trace`` arguments (scripts/tune_search.sh profiles it).
 """
 
 from __future__ import annotations
