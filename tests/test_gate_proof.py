@@ -1,58 +1,82 @@
-"""scripts/gate_proof.sh, the lead's device proof of the gate: its parts run alone and the table comes last."""
+"""scripts/gate_proof.sh and its helpers, the device proof of the A/B gate: the plants name cells of the gate's
+matrix, a part runs detbench-ab and keeps its files, the table reads every run, and bad usage is exit 2. The
+scripts that re-judge a committed run (gate_block_stats.py) and reprint the noise study (noise_probe.py table)
+run on the committed H200 files."""
 
 from __future__ import annotations
 
-import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
 
 from bench.core import matrix
-from bench.core.schema import Cell
+from bench.core.config import OPTION_TABLE
 from bench.models import list_models
-from tests.reports.generate import write_benchmark_json
-from tests.reports.test_compare_repeats import repeated
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "scripts" / "gate_proof.sh"
-TEN = Cell("retinanet_resnet50_fpn", "infer", "eager", "fp32", 8)
-TWO = Cell("fcos_resnet50_fpn", "infer", "eager", "fp32", 8)
 
 
-def gate_proof(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess:
-    return subprocess.run(["bash", str(SCRIPT), *args], cwd=cwd, capture_output=True, text=True,
-                          env={**os.environ, "PYTHON": sys.executable}, timeout=300)
+def gate_proof(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run(["bash", str(SCRIPT), *args], cwd=ROOT, capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "PYTHON": sys.executable, **(env or {})})
 
 
-def test_the_plants_name_cells_of_the_quick_profile():
-    ids = {c.id for c in matrix.expand("quick", matrix.MatrixFilters(), list_models(), 1)}
+def test_the_plants_name_cells_of_the_gates_matrix():
     text = SCRIPT.read_text()
-    for cell in (TEN, TWO):
-        assert cell.id in ids and cell.id.removesuffix("-gpu1") in text
+    cells_args = re.search(r'CELLS:-(--profile [^}]*)}', text).group(1).split()
+    values = dict(zip(cells_args[::2], cells_args[1::2]))
+    filters = matrix.MatrixFilters(models=tuple(values["--models"].split(",")), modes=("infer",),
+                                   precisions=tuple(values["--precisions"].split(",")), compile=("eager",),
+                                   batch_sizes=(8,))
+    ids = {c.id for c in matrix.expand("quick", filters, list_models(), 1)}
+    assert len(ids) == 8  # 4 detectors x fp32, bf16 at batch 8
+    for name in ("FIVE", "TEN"):
+        planted = re.search(rf"^{name}=(\S+)", text, re.M).group(1)
+        assert sum(cell_id.startswith(planted) for cell_id in ids) == 1, planted
+    assert {arg for arg in cells_args if arg.startswith("--")} <= {o.name for o in OPTION_TABLE if o.gate}
 
 
-def test_compare_part_judges_existing_files_both_ways_and_prints_the_table_last(tmp_path):
-    base = [repeated(TEN, [40.0, 40.5, 39.8], seed=1), repeated(TWO, [30.0, 30.3, 29.9], seed=2)]
-    cand = [repeated(TEN, [36.0, 36.3, 35.9], seed=3), repeated(TWO, [30.1, 29.8, 30.2], seed=4)]
-    a, b = write_benchmark_json(tmp_path / "a.json", base), write_benchmark_json(tmp_path / "b.json", cand)
-    out = tmp_path / "out"
-    result = gate_proof(str(out), "compare", "a.json", "b.json", cwd=tmp_path)
-    assert result.returncode == 0, result.stderr
-    lines = result.stdout.strip().splitlines()
-    assert lines[-1].startswith("steps that exited non-zero") and "compare-b-vs-a (exit 3)" in lines[-1]
-    rows = {line.split()[0]: line.split() for line in lines if line.startswith(("a-vs-b", "b-vs-a"))}
-    assert rows["b-vs-a"][1:] == ["3/3", "retinanet*10%", "-", "0", "fail"]
-    assert rows["a-vs-b"][1:] == ["3/3", "-", "retinanet*10%", "0", "pass"]
-    assert json.loads((out / "compare-b-vs-a" / "comparison.json").read_text())["gate"] == "fail"
-    assert (out / "compare-b-vs-a.rc").read_text().strip() == "3" and a.exists() and b.exists()
+def test_a_part_runs_detbench_ab_keeps_its_files_and_prints_the_table(tmp_path):
+    env = {"CELLS": "--models resnet50 --modes infer --precisions fp32 --batch-sizes 2 --image-size 32x32",
+           "AB_ARGS": "--pairs 1 --rounds 3 --block-s 0.05 --pin-cpus none", "OMP_NUM_THREADS": "1"}
+    done = gate_proof(str(tmp_path), "same", "s1", env=env)
+    assert done.returncode in (0, 3), done.stdout[-2000:] + done.stderr[-2000:]
+    assert (tmp_path / "s1" / "ab.json").is_file() and (tmp_path / "s1.log").is_file()
+    assert "resnet50-infer-eager-fp32-bs2-gpu1-32x32" in done.stdout and "duty cycle" in done.stdout
+    table = gate_proof(str(tmp_path), "table")
+    assert table.returncode == 0 and "1 x 3" in table.stdout
 
 
-def test_bad_parts_are_usage_errors(tmp_path):
-    assert gate_proof().returncode == 2
-    unknown = gate_proof(str(tmp_path), "nonsense")
-    assert unknown.returncode == 2 and "valid: a, b, ra, rb, reports, compare A B, ab, table" in unknown.stderr
-    assert gate_proof(str(tmp_path), "compare", "x.json").returncode == 2
-    missing = gate_proof(str(tmp_path), "compare", "x.json", "y.json")
-    assert missing.returncode == 0 and "skip x.json vs y.json: missing file" in missing.stdout
-    assert missing.stdout.strip().endswith("(no comparison yet)")
+def test_bad_usage_is_exit_2_with_the_header():
+    for args in ((), ("/tmp/x",), ("/tmp/x", "dance"), ("/tmp/x", "same")):
+        done = gate_proof(*args)
+        assert done.returncode == 2 and "gate_proof.sh OUTDIR same NAME" in done.stderr, args
+
+
+def test_the_committed_h200_gate_run_rejudged_with_each_block_statistic():
+    done = subprocess.run([sys.executable, str(ROOT / "scripts" / "gate_block_stats.py"),
+                           str(ROOT / "docs" / "examples" / "gate-h200")], capture_output=True, text=True,
+                          timeout=120, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert done.returncode == 0, done.stderr[-2000:]
+    out = done.stdout
+    # the figures docs/ab.md quotes
+    assert "median: mean log-width of the 95 % intervals 0.131" in out
+    assert "p25: mean log-width of the 95 % intervals 0.111" in out
+    assert "min: mean log-width of the 95 % intervals 0.086" in out
+    p25 = out.split("p25:")[1].split("min:")[0]
+    assert "retinanet_resnet50_fpn-infer-eager-fp32-bs8-gpu1        regression   0.956 [0.939, 0.973]  planted 0.952 " \
+           "inside" in p25
+    assert "fcos_resnet50_fpn-infer-eager-bf16-bs8-gpu1             regression   0.930 [0.904, 0.958]  planted 0.909 " \
+           "inside" in p25
+    assert p25.count("regression") == 2
+
+
+def test_the_noise_study_table_reprints_from_the_committed_files():
+    done = subprocess.run([sys.executable, str(ROOT / "scripts" / "noise_probe.py"), "table",
+                           str(ROOT / "docs" / "examples" / "noise-h200")], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "retina-own       step_ms       27.1%   8.40%   5.21%  0.28  1.7e-02" in done.stdout
+    assert "retina-same      step_ms        8.5%   4.62%   1.69%  0.12  1.4e-01" in done.stdout

@@ -25,14 +25,17 @@ def sweep_report(world_size: int, times: dict[int, float | None], wrong: dict[in
             "sizes": [{"bytes": size, "wrong_ranks": wrong.get(size, []), "time_s": t} for size, t in times.items()]}
 
 
-def test_a_real_two_rank_gloo_sweep_checks_and_times_every_size():
+def test_a_real_two_rank_gloo_sweep_checks_and_times_every_size(monkeypatch):
+    monkeypatch.delenv("NCCL_NVLS_ENABLE", raising=False)
+    monkeypatch.setenv("NVSHMEM_DISABLE_NVLS", "1")  # the user's setting, recorded as it is
     outcome = nccl.run_sweep(2, 120, sizes="4K,64K", backend="gloo")
     assert outcome.status == "pass", (outcome.detail, outcome.remedy)
     rows = outcome.measured["sizes"]
     assert [r["bytes"] for r in rows] == [4096, 65536]
     assert all(r["correct"] and r["busbw_gbs"] > 0 and r["time_us"] > 0 for r in rows)
     assert outcome.measured["large_message_bytes"] == 65536  # nothing >= 256 MiB: the largest message
-    assert outcome.measured["nccl_nvls_enable"] == "0"
+    assert outcome.measured["nccl_nvls_enable"] == "unset"  # nothing imposed
+    assert outcome.measured["nvshmem_disable_nvls"] == "1"
 
 
 def test_sizes_follow_nccl_tests_units():

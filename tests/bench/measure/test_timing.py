@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from bench.core import ratios
 from bench.core.options import MeasurePolicy, WarmupPolicy
 from bench.measure import timing
 
@@ -80,13 +81,13 @@ def test_first_call_is_timed_alone_and_compile_is_first_minus_steady():
     clock = FakeClock([3.0, 0.01])
     first_s, _ = timing.time_first_call(clock.step, lambda: None, clock=clock)
     assert first_s == pytest.approx(3.0)
-    assert timing.compile_seconds(first_s, steady_median_ms=10.0) == pytest.approx(2.99)
+    assert ratios.compile_seconds(first_s, steady_median_ms=10.0) == pytest.approx(2.99)
 
 
 def test_break_even_iterations():
-    assert timing.break_even_iterations(30.0, eager_median_ms=20.0, compiled_median_ms=10.0) == pytest.approx(3000)
-    assert timing.break_even_iterations(30.0, 10.0, 12.0) is None  # compiled is slower: never pays off
-    assert timing.break_even_iterations(30.0, None, 12.0) is None
+    assert ratios.break_even_iterations(30.0, eager_median_ms=20.0, compiled_median_ms=10.0) == pytest.approx(3000)
+    assert ratios.break_even_iterations(30.0, 10.0, 12.0) is None  # compiled is slower: never pays off
+    assert ratios.break_even_iterations(30.0, None, 12.0) is None
 
 
 def test_policies_validate():
