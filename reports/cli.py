@@ -91,6 +91,13 @@ def build_parser() -> argparse.ArgumentParser:
         "evidence alone does not fail it), or a baseline cell "
         "has no candidate result; exit 4 when two runs share no cell",
     )
+    parser.add_argument(
+        "--history",
+        type=Path,
+        metavar="DB",
+        help="a detbench-history store: add its trend plots per cell, largest moves, steps, and the runs judged "
+        "against each cell's between-run band (docs/history.md)",
+    )
     parser.add_argument("--title", default="detbench report", help="report title")
     parser.add_argument(
         "--label",
@@ -178,6 +185,16 @@ def main(argv: list[str] | None = None) -> int:
             if r.label != base.label
         ]
     verdict = verdict_line(comparisons, args.threshold)
+    history = None
+    if args.history is not None:
+        from reports.history.store import StoreError  # noqa: PLC0415  (only with --history)
+        from reports.history.view import history_view  # noqa: PLC0415
+
+        try:
+            history = history_view(args.history, runs, args.threshold)
+        except StoreError as exc:
+            print(f"detbench-report: error: {exc}", file=sys.stderr)
+            return EXIT_BAD_INPUT
     data = html.ReportData(
         title=args.title,
         runs=runs,
@@ -186,6 +203,7 @@ def main(argv: list[str] | None = None) -> int:
         comparisons=comparisons,
         verdict=verdict,
         threshold=args.threshold,
+        history=history,
     )
     files = render_outputs(data)
     try:

@@ -82,6 +82,7 @@ class ReportData:
     comparisons: list[Comparison]
     verdict: str
     threshold: float
+    history: dict[str, Any] | None = None  # reports.history.view.history_view: the --history section
     generated: str = field(default_factory=lambda: _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"))
 
 
@@ -386,7 +387,7 @@ def render(data: ReportData) -> str:
             verdict=data.verdict,
             verdict_class=verdict_class,
             host_banners=host_banners(data.comparisons),
-            nav=NAV,
+            nav=NAV if data.history is None else [*NAV[:4], ("history", "History"), *NAV[4:]],
             css=Markup(CSS),
             js=Markup(JS),
             runs=runs_view(data.runs),
@@ -399,5 +400,6 @@ def render(data: ReportData) -> str:
             scaling=scaling_view(data.frame),
             telemetry=telemetry_view(data.runs),
             matrix=matrix_view(data.frame),
+            history=data.history,
         )
     )

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 import matplotlib
 
 matplotlib.use("Agg")  # before pyplot is imported: reports render on machines without a display
+import matplotlib.dates
 import matplotlib.lines
 import matplotlib.pyplot as plt
 import matplotlib.ticker
@@ -324,3 +325,50 @@ def _cap_note(total: int, shown: int, what: str, dropped_lines: int = 0) -> str:
     if dropped_lines:
         notes.append(f"{dropped_lines} lines left out")
     return "; ".join(notes) + ("; all numbers are in the tables" if notes else "")
+
+
+def history_trend(
+    cell_id: str, points: pd.DataFrame, marks: pd.DataFrame, steps: pd.DataFrame
+) -> Figure | None:
+    """One cell's history: images/s (left) and median latency (right) over time, one line per machine kind.
+
+    ``points``: ``machine``, ``run_at`` (datetime), ``throughput_ips``, ``latency_median_ms`` (ok runs);
+    ``marks``: ``machine``, ``run_at``, ``text`` (runs where torch or the image changed: dotted vertical lines);
+    ``steps``: ``machine``, ``run_at``, ``throughput_ips`` (the first run of a new level: a red triangle)."""
+    if points.empty:
+        return None
+    machines = list(dict.fromkeys(points["machine"]))
+    shown = machines[:MAX_LINES_PER_FACET]
+    fig, (ax_t, ax_l) = plt.subplots(1, 2, figsize=(11, 2.9))
+    fig.subplots_adjust(left=0.07, right=0.98, top=0.84, bottom=0.3, wspace=0.22)
+    handles: dict[str, Artist] = {}
+    for i, machine in enumerate(shown):
+        color = plt.cm.tab10(i % 10)
+        line = points[points["machine"] == machine].sort_values("run_at")
+        (handles[machine],) = ax_t.plot(line["run_at"], line["throughput_ips"], "-", marker="o", markersize=3,
+                                        color=color)
+        ax_l.plot(line["run_at"], line["latency_median_ms"], "-", marker="o", markersize=3, color=color)
+        for moment in marks.loc[marks["machine"] == machine, "run_at"]:
+            for ax in (ax_t, ax_l):
+                ax.axvline(moment, color=color, linestyle=":", linewidth=1.2)
+        hit = steps[steps["machine"] == machine]
+        if not hit.empty:
+            ax_t.plot(hit["run_at"], hit["throughput_ips"], "v", color="#c0392b", markersize=8)
+    if not marks.empty:
+        handles["torch or image changed"] = matplotlib.lines.Line2D([], [], color="grey", linestyle=":")
+    if not steps.empty:
+        handles["step (first run of a new level)"] = matplotlib.lines.Line2D(
+            [], [], color="#c0392b", marker="v", linestyle="none"
+        )
+    for ax, ylabel in ((ax_t, "images/s"), (ax_l, "median latency (ms)")):
+        locator = matplotlib.dates.AutoDateLocator(minticks=3, maxticks=8)
+        ax.xaxis.set_major_locator(locator)
+        ax.xaxis.set_major_formatter(matplotlib.dates.ConciseDateFormatter(locator))
+        ax.set_ylabel(ylabel, fontsize=8)
+        ax.tick_params(labelsize=7)
+        ax.grid(alpha=0.3)
+    fig.legend(list(handles.values()), list(handles), loc="lower center", ncol=3, fontsize=7, frameon=False)
+    fig.suptitle(cell_id, fontsize=10)
+    runs = len(points)
+    note = _cap_note(len(machines), len(shown), "machines")
+    return Figure(f"History of {cell_id}", to_data_uri(fig), note or f"{runs} ok runs")

@@ -133,8 +133,14 @@ def _best_split(y: np.ndarray, min_segment: int, alpha: float, min_step: float) 
     # the scale from successive differences, which a step barely moves): least squares' precision on clean noise,
     # without one odd run near the step pulling the split onto itself. Whether: the rank test below.
     scale = max(1.4826 * float(np.median(np.abs(np.diff(y)))) / math.sqrt(2.0), 1e-9)
-    costs = [_huber_cost(y[:k], scale) + _huber_cost(y[k:], scale) for k in splits]
-    best = int(splits[int(np.argmin(costs))])
+    # every split is scored, also those leaving fewer than min_segment runs on a side: when one of those fits best
+    # (a move in the last few runs, one odd run at an end), the new level is not established yet, and a split
+    # forced into the allowed range would name the wrong run
+    candidates = np.arange(1, n)
+    costs = [_huber_cost(y[:k], scale) + _huber_cost(y[k:], scale) for k in candidates]
+    best = int(candidates[int(np.argmin(costs))])
+    if not min_segment <= best <= n - min_segment:
+        return None
     left, right = y[:best], y[best:]
     if abs(math.expm1(float(np.median(right) - np.median(left)))) < min_step:
         return None
@@ -165,7 +171,7 @@ def noise_band(values: Sequence[float], steps: Sequence[Step] | None = None) -> 
     if n == 0:
         return None
     logs = np.log(data)
-    parts = segments(n, find_steps(data) if steps is None else steps)
+    parts = segments(n, find_steps(list(data)) if steps is None else steps)
     start, end = parts[-1]
     level = float(np.mean(logs[start:end]))
     df = n - len(parts)

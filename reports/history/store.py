@@ -21,12 +21,11 @@ import datetime as _dt
 import hashlib
 import json
 import math
-import os
 import sqlite3
 import statistics
 import time
 from collections.abc import Callable, Iterable, Sequence
-from contextlib import closing
+from contextlib import closing, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -126,6 +125,15 @@ class StoreError(Exception):
     """The store cannot be used; the message is one line naming the file."""
 
 
+DATABASE_ERRORS = (sqlite3.Error, pd.errors.DatabaseError)  # what reading or writing a damaged file raises
+
+
+def damaged(path: Path, exc: Exception) -> StoreError:
+    """The one line for damage SQLite found while reading or writing (pandas quotes the whole query: cut)."""
+    reason = str(exc).rsplit("': ", 1)[-1] if str(exc).startswith("Execution failed on sql") else str(exc)
+    return StoreError(f"{path}: not a usable history store ({reason}); restore it from a copy")
+
+
 @dataclass
 class AddOutcome:
     """What adding one file did."""
@@ -172,34 +180,49 @@ def _detbench_version() -> str:
 
 
 def check_file(path: Path) -> None:
-    """Refuse, before SQLite touches it, a file that is not an SQLite database or is shorter than its header says."""
+    """Refuse, before SQLite touches it, a file that is not an SQLite database or is shorter than its header says.
+
+    A checkpoint by another process may write the first page (with the new length) a moment before the pages that
+    extend the file: a short file is looked at again for up to a second before it is called truncated."""
+    deadline = time.monotonic() + 1.0
+    while True:
+        problem = _file_problem(path)
+        if problem is None:
+            return
+        if not problem.startswith("truncated") or time.monotonic() > deadline:
+            raise StoreError(f"{path}: {problem}")
+        time.sleep(0.1)
+
+
+def _file_problem(path: Path) -> str | None:
+    if not path.exists():
+        return None  # a new store
     try:
         size = path.stat().st_size
         if size == 0:
-            return  # a new store
+            return None  # a new store
         with open(path, "rb") as handle:
             header = handle.read(100)
     except OSError as exc:
-        raise StoreError(f"{path}: cannot read ({exc.strerror or exc})") from None
+        return f"cannot read ({exc.strerror or exc})"
     if not header.startswith(SQLITE_MAGIC):
-        raise StoreError(f"{path}: not a detbench history store (not an SQLite database)")
+        return "not a detbench history store (not an SQLite database)"
     if len(header) < 100:
-        raise StoreError(f"{path}: truncated ({size} bytes, shorter than an SQLite header); restore it from a copy")
+        return f"truncated ({size} bytes, shorter than an SQLite header); restore it from a copy"
     page_size = int.from_bytes(header[16:18], "big")
     page_size = 65536 if page_size == 1 else page_size
     pages = int.from_bytes(header[28:32], "big")
     valid = header[92:96] == header[24:28]  # the in-header page count is valid for this change counter
     if page_size < 512 or size % page_size or (valid and pages and size < pages * page_size):
         expected = f", the header says {pages * page_size}" if valid and pages else ""
-        raise StoreError(f"{path}: truncated or damaged ({size} bytes{expected}); restore it from a copy")
+        return f"truncated or damaged ({size} bytes{expected}); restore it from a copy"
+    return None
 
 
-def _connect(path: Path, readonly: bool) -> sqlite3.Connection:
-    if readonly:
-        uri = Path(os.path.abspath(path)).as_uri() + "?mode=ro"
-        conn = sqlite3.connect(uri, uri=True, timeout=BUSY_TIMEOUT_S, isolation_level=None)
-    else:
-        conn = sqlite3.connect(str(path), timeout=BUSY_TIMEOUT_S, isolation_level=None)
+def _connect(path: Path) -> sqlite3.Connection:
+    # read-write even for readers (they never write): SQLite falls back to read-only on a write-protected file, and
+    # the last connection to close removes the -wal and -shm files, which a mode=ro connection cannot
+    conn = sqlite3.connect(str(path), timeout=BUSY_TIMEOUT_S, isolation_level=None)
     conn.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
     return conn
 
@@ -211,7 +234,7 @@ def _retry_locked(action: Callable[[], Any]) -> Any:
         try:
             return action()
         except sqlite3.OperationalError as exc:
-            if "locked" not in str(exc) and "busy" not in str(exc) or time.monotonic() > deadline:
+            if ("locked" not in str(exc) and "busy" not in str(exc)) or time.monotonic() > deadline:
                 raise
             time.sleep(0.05)
 
@@ -270,7 +293,7 @@ class Store:
                 for run, digest in runs:
                     outcome, env_key, machine = self._add_run(run, digest)
                     outcomes.append(outcome)
-                    if outcome.cells_added:
+                    if not outcome.already:  # new cells, or a start time that reorders the series
                         touched_env.add(env_key)
                         touched_machine.add(machine)
                 for env_key in sorted(touched_env):
@@ -283,10 +306,10 @@ class Store:
                 raise
 
         _retry_locked(work)
-        try:  # one self-contained file after every add (a copy without its -wal file would miss the last runs)
+        # one self-contained file after every add (a copy without its -wal file would miss the last runs); when
+        # another connection is busy, its own add checkpoints later
+        with suppress(sqlite3.OperationalError):
             self.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-        except sqlite3.OperationalError:
-            pass  # another connection is busy; its own add checkpoints later
         return outcomes
 
     def _add_run(self, run: Run, digest: str) -> tuple[AddOutcome, str, str]:
@@ -302,7 +325,7 @@ class Store:
         if run_id is None:
             run_id = hashlib.sha256("\n".join(sorted(h for _, h in cells)).encode()).hexdigest()[:32]
             seq = int(self.conn.execute("SELECT COALESCE(MAX(seq), 0) + 1 FROM runs").fetchone()[0])
-            values = {"run_id": run_id, "seq": seq, "label": run.label, "kind": run.kind, "added_at": now,
+            values = {"run_id": run_id, "seq": seq, "label": run_label(run), "kind": run.kind, "added_at": now,
                       "run_at": fields["started_at"] or now, **fields}
             names = ", ".join(values)
             self.conn.execute(f"INSERT INTO runs ({names}) VALUES ({', '.join('?' * len(values))})",
@@ -366,7 +389,7 @@ class Store:
 def open_store(path: str | Path, *, create: bool = False, readonly: bool = False) -> Store:
     """Open (``create``: or start) a store, checking it is one and of a version this detbench reads.
 
-    ``readonly`` stores are not migrated: an older one is refused with the command that migrates it."""
+    ``readonly``: nothing is created or migrated (an older store is refused with the command that migrates it)."""
     path = Path(path)
     if not path.exists():
         if not create:
@@ -377,7 +400,7 @@ def open_store(path: str | Path, *, create: bool = False, readonly: bool = False
         raise StoreError(f"{path}: not a file")
     check_file(path)
     try:
-        conn = _connect(path, readonly)
+        conn = _connect(path)
     except sqlite3.Error as exc:
         raise StoreError(f"{path}: cannot open ({exc})") from None
     try:
@@ -403,6 +426,10 @@ def _prepare(path: Path, conn: sqlite3.Connection, readonly: bool) -> None:
         shown = ", ".join(sorted(tables)[:5]) + (", ..." if len(tables) > 5 else "")
         raise StoreError(f"{path}: not a detbench history store (an SQLite database with tables {shown})")
     version = _version(path, conn)
+    if not readonly:  # nothing is written into a damaged store (it reads the whole file: 0.1 s for 220 MB)
+        problems = [r[0] for r in conn.execute("PRAGMA quick_check(3)")]
+        if problems != ["ok"]:
+            raise StoreError(f"{path}: damaged ({'; '.join(map(str, problems))}); restore it from a copy")
     if version > SCHEMA_VERSION:
         raise StoreError(f"{path}: written by a newer detbench (history schema {version}; this detbench reads up to "
                          f"{SCHEMA_VERSION}); upgrade detbench to use it")
@@ -420,13 +447,23 @@ def _version(path: Path, conn: sqlite3.Connection) -> int:
     return int(rows[0][0])
 
 
+def statements(script: str) -> list[str]:
+    """An SQL script as single statements (``executescript`` would commit the open transaction)."""
+    out, pending = [], ""
+    for line in script.splitlines(keepends=True):
+        pending += line
+        if sqlite3.complete_statement(pending):
+            out.append(pending.strip())
+            pending = ""
+    return out
+
+
 def _create(conn: sqlite3.Connection) -> None:
     conn.execute("BEGIN IMMEDIATE")
     try:
         if conn.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()[0] == 0:  # another process may have won
-            for statement in SCHEMA.split(";"):
-                if statement.strip():
-                    conn.execute(statement)
+            for statement in statements(SCHEMA):
+                conn.execute(statement)
             conn.execute("INSERT INTO detbench_schema VALUES (?, ?, ?)",
                          (SCHEMA_VERSION, _detbench_version(), _utc_now()))
             conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")
@@ -499,6 +536,12 @@ def started_at(text: str | None) -> str | None:
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=_dt.timezone.utc)
     return moment.astimezone(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def run_label(run: Run) -> str:
+    """The run's name: its file's, without ``.journal`` (``run.journal.jsonl`` and ``run.json`` are one run)."""
+    label = run.label
+    return label[: -len(".journal")] if label.endswith(".journal") and len(label) > len(".journal") else label
 
 
 def run_fields(run: Run) -> dict[str, Any]:

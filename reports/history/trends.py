@@ -82,8 +82,10 @@ def judge_run(store: Store, run: Run, threshold: float) -> RunJudgement:
             continue
         band = analysis.noise_band(list(ok["throughput_ips"]))
         verdict = analysis.judge(float(result.throughput_ips), band, threshold)
-        if band is not None:
-            row.update(level_ips=band.level, low_ips=band.low, high_ips=band.high, band=band.half_width)
+        if band is not None:  # a band on fewer than 3 runs is not shown (t with 1 degree of freedom: +-1000 %)
+            row.update(level_ips=band.level)
+            if not band.weak:
+                row.update(low_ips=band.low, high_ips=band.high, band=band.half_width)
         row.update(change=verdict.change, verdict=verdict.verdict, reason=verdict.reason,
                    gating=verdict.verdict == analysis.REGRESSION)
         rows.append(row)
@@ -151,7 +153,8 @@ def largest_moves(store: Store, threshold: float, limit: int = 30) -> pd.DataFra
                      "last_run": run_name(last), "previous_ips": previous["throughput_ips"],
                      "last_ips": last["throughput_ips"],
                      "change": last["throughput_ips"] / previous["throughput_ips"] - 1.0,
-                     "band": band.half_width if band else None, "band_runs": band.runs if band else 0,
+                     "band": band.half_width if band and not band.weak else None,
+                     "band_runs": band.runs if band else 0,
                      "verdict": verdict.verdict, "software": software_change(previous, last), "step": step})
     table = pd.DataFrame(rows, columns=MOVE_COLUMNS)
     if table.empty:

@@ -1,0 +1,5 @@
+import sys
+
+from reports.history.cli import main
+
+sys.exit(main())

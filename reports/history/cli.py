@@ -1,0 +1,144 @@
+"""``detbench-history``: keep every run in one SQLite file, judge a new run against each cell's between-run band.
+
+Exit codes: 0 ok; 2 bad input (a result file that does not load, a store that is not one, truncated, or written by
+a newer detbench, a bad option); 3 ``compare --fail-on-regression`` and a cell regressed beyond its band and the
+threshold (or failed where the last same-environment run was ok). Every error is one line naming the file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from reports.history import analysis
+from reports.history.store import DATABASE_ERRORS, StoreError, closing_store, damaged, file_sha256
+from reports.history.trends import judge_run, steps_table
+from reports.load import LoadError, load_run
+
+EXIT_OK = 0
+EXIT_BAD_INPUT = 2
+EXIT_REGRESSION = 3
+LISTED = 20  # cells printed per verdict
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="detbench-history",
+        description="Result history in one SQLite file: every run kept, trends per cell, each cell's own noise band "
+        "(docs/history.md). `detbench-report RUN --history DB` draws the trends.",
+        epilog="Exit codes: 0 ok; 2 bad input or an unusable store; 3 compare --fail-on-regression and a regression.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    add = sub.add_parser("add", help="add result files (pytest-benchmark JSON or journal JSONL); created if missing")
+    add.add_argument("db", type=Path, metavar="DB")
+    add.add_argument("files", nargs="+", type=Path, metavar="RUN")
+    compare = sub.add_parser("compare", help="judge a run's cells against the bands of same-environment runs")
+    compare.add_argument("db", type=Path, metavar="DB")
+    compare.add_argument("run", type=Path, metavar="RUN")
+    compare.add_argument("--threshold", type=float, default=0.05,
+                         help="smallest relative throughput change to flag (default 0.05 = 5%%)")
+    compare.add_argument("--fail-on-regression", action="store_true",
+                         help="exit 3 when a cell regressed beyond its band and the threshold (weak verdicts, "
+                         f"with fewer than {analysis.MIN_BAND_RUNS} runs behind the band, never do)")
+    steps = sub.add_parser("steps", help="list the steps found in each cell's series (first run of the new level)")
+    steps.add_argument("db", type=Path, metavar="DB")
+    steps.add_argument("--cell", default="", help="only cells whose id contains this text")
+    info = sub.add_parser("info", help="runs per machine and row counts")
+    info.add_argument("db", type=Path, metavar="DB")
+    migrate = sub.add_parser("migrate", help="bring a store written by an older detbench to this version")
+    migrate.add_argument("db", type=Path, metavar="DB")
+    return parser
+
+
+def _error(message: str) -> int:
+    print(f"detbench-history: error: {' '.join(str(message).split())}", file=sys.stderr)
+    return EXIT_BAD_INPUT
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "add":
+            return _add(args.db, args.files)
+        if args.command == "compare":
+            if not 0 <= args.threshold < 1:
+                parser.error(f"--threshold must be a fraction in [0, 1) (0.05 = 5%), got {args.threshold}")
+            return _compare(args.db, args.run, args.threshold, args.fail_on_regression)
+        if args.command == "steps":
+            return _steps(args.db, args.cell)
+        if args.command == "migrate":
+            with closing_store(args.db):
+                print(f"{args.db}: history schema is current")
+            return EXIT_OK
+        return _info(args.db)
+    except (StoreError, LoadError) as exc:
+        return _error(str(exc))
+    except DATABASE_ERRORS as exc:  # damage SQLite found only while reading or writing (nothing was committed)
+        return _error(str(damaged(args.db, exc)))
+
+
+def _add(db: Path, files: list[Path]) -> int:
+    # every file is loaded before the store is touched: one bad file adds nothing
+    loaded = []
+    for path in files:
+        run = load_run(path)
+        try:
+            digest = file_sha256(path)
+        except OSError as exc:
+            raise LoadError(f"{path}: cannot read ({exc.strerror or exc})") from None
+        loaded.append((run, digest))
+    with closing_store(db, create=True) as store:
+        outcomes = store.add(loaded)
+        counts = store.counts()
+    for outcome in outcomes:
+        print(outcome.describe())
+    print(f"{db}: {counts['runs']} runs, {counts['cells']} cells")
+    return EXIT_OK
+
+
+def _compare(db: Path, path: Path, threshold: float, fail: bool) -> int:
+    run = load_run(path)
+    with closing_store(db, readonly=True) as store:
+        judged = judge_run(store, run, threshold)
+    if judged.in_store:
+        print(f"{path.name} is in the store: judged against the same-environment runs before it")
+    for verdict in (analysis.REGRESSION, analysis.IMPROVEMENT, analysis.WEAK, analysis.NO_HISTORY):
+        rows = judged.table[judged.table["verdict"] == verdict]
+        for row in rows.head(LISTED).itertuples():
+            print(f"{verdict}: {row.cell_id}: {row.reason}")
+        if len(rows) > LISTED:
+            print(f"{verdict}: ... and {len(rows) - LISTED} more")
+    print(judged.summary())
+    return EXIT_REGRESSION if fail and len(judged.regressions) else EXIT_OK
+
+
+def _steps(db: Path, cell: str) -> int:
+    with closing_store(db, readonly=True) as store:
+        table = steps_table(store)
+    table = table[table["cell_id"].str.contains(cell, regex=False)] if cell else table
+    for row in table.itertuples():
+        software = f"; {row.software}" if row.software else ""
+        print(f"{row.cell_id} on {row.machine}: moved {row.change:+.1%} at {row.first_run} "
+              f"({row.before_ips:.4g} -> {row.after_ips:.4g} img/s, {row.runs_before} runs before, {row.runs_after} "
+              f"after, p={row.p_value:.2g}{software})")
+    print(f"{len(table)} step{'s' if len(table) != 1 else ''}")
+    return EXIT_OK
+
+
+def _info(db: Path) -> int:
+    with closing_store(db, readonly=True) as store:
+        counts = store.counts()
+        machines = store.frame("SELECT machine, COUNT(*) AS runs, MIN(run_at) AS first, MAX(run_at) AS last "
+                               "FROM runs GROUP BY machine ORDER BY runs DESC")
+        version = store.conn.execute("SELECT version, written_by FROM detbench_schema").fetchone()
+    print(f"{db}: history schema {version[0]} (written by detbench {version[1]}); "
+          + ", ".join(f"{n} {t}" for t, n in counts.items() if t != "detbench_schema"))
+    for row in machines.itertuples():
+        print(f"{row.machine}: {row.runs} runs, {str(row.first)[:10]} .. {str(row.last)[:10]}")
+    return EXIT_OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,56 @@
+"""The committed example runs in one store, and the report's history section in headless Chromium: the script
+runs without errors, the history tables are wired, every trend image decodes."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+
+from reports.cli import main as report_main
+from reports.history.cli import main as history_main
+from tests.reports.test_browser import _chromium
+from tests.reports.test_history_store import EXAMPLES, example_runs
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+# CI sets DETBENCH_REQUIRE_BROWSER=1 after installing chromium, so a missing browser fails there, not skips.
+if CHROMIUM is None and os.environ.get("DETBENCH_REQUIRE_BROWSER") == "1":
+    raise RuntimeError("DETBENCH_REQUIRE_BROWSER=1 but chromium is not installed (apt-get install -y chromium)")
+pytestmark = pytest.mark.skipif(
+    CHROMIUM is None, reason="chromium is not installed (Debian: apt-get install -y chromium)"
+)
+
+
+def test_the_examples_history_renders_in_a_real_browser(tmp_path: Path):
+    db = tmp_path / "history.db"
+    assert history_main(["add", str(db), *map(str, example_runs())]) == 0
+    out = tmp_path / "out"
+    runs = [str(EXAMPLES / "h100-quick.json"), str(EXAMPLES / "h100-quick-run1.journal.jsonl")]
+    assert report_main([*runs, "--history", str(db), "--out", str(out)]) in (0, 3)
+    report = out / "report.html"
+    html = report.read_text(encoding="utf-8")
+    trends = len(re.findall(r'<img alt="History of ', html))
+    assert trends == 12
+
+    url = report.resolve().as_uri() + "#selftest"
+    dom = _chromium(tmp_path, "--virtual-time-budget=10000", "--enable-logging=stderr", "--v=0", "--dump-dom", url)
+    assert dom.returncode == 0, dom.stderr[-2000:]
+    tag = re.search(r"<body[^>]*>", dom.stdout)
+    assert tag, dom.stdout[:500]
+    body = tag.group(0)
+    assert 'data-js="ready"' in body and "data-js-error" not in body, body
+    assert 'data-selftest="pass"' in body, body
+    images = re.search(r'data-images="ok:(\d+)"', body)
+    assert images and int(images.group(1)) >= trends + 5, body  # every <img> decoded, the trends among them
+    for table in ("history-judged-0", "history-judged-1", "history-moves"):
+        assert re.search(rf'<table class="sortable" id="{table}" data-sortable="1"', dom.stdout), table
+    assert not re.search(r"Uncaught|CONSOLE\(\d+\)\].*Error", dom.stderr), dom.stderr[-2000:]
+
+    shot = tmp_path / "history.png"
+    result = _chromium(tmp_path, "--virtual-time-budget=5000", "--hide-scrollbars", "--window-size=1400,2000",
+                       f"--screenshot={shot}", report.resolve().as_uri() + "#history")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
