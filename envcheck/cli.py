@@ -17,7 +17,7 @@ from envcheck import fingerprint
 from envcheck.context import Context
 from envcheck.options import AMP_DTYPES, MAX_TIMEOUT_S, Options, check_timeout, parse_capability
 from envcheck.registry import check_ids
-from envcheck.report import EXIT_USAGE, Report, render_plain, render_table
+from envcheck.report import Report, render_plain, render_table
 from envcheck.requirements import evaluate
 from envcheck.runner import run_checks
 
@@ -133,19 +133,17 @@ def main(argv: list[str] | None = None) -> int:
     results, all_finished = run_checks(ctx)
     fp = _fingerprint(ctx)
     report = Report(results, evaluate(ctx, results), options, fp)
-    document = json.dumps(report.to_dict(), indent=2, default=str)
+    if args.json_out:  # written first: a file that cannot be written is exit 2 in what is printed too
+        report.output_error = write_json(Path(args.json_out), json.dumps(report.to_dict(), indent=2, default=str))
     if args.json:
-        print(document)
+        print(json.dumps(report.to_dict(), indent=2, default=str))
     elif console is None:
         render_plain(report, sys.stdout)
     else:
         render_table(report, console)
     code = report.exit_code
-    if args.json_out:
-        problem = write_json(Path(args.json_out), document)
-        if problem:  # the verdict above stands; the file the caller asked for is missing, which 1 would hide
-            print(f"envcheck: error: {problem}", file=sys.stderr)
-            code = EXIT_USAGE
+    if report.output_error:  # the verdict above stands; the file the caller asked for is missing, which 1 would hide
+        print(f"envcheck: error: {report.output_error}", file=sys.stderr)
     if not all_finished:  # a hung check thread would keep the interpreter alive: leave now
         sys.stdout.flush(), sys.stderr.flush()
         os._exit(code)

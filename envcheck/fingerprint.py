@@ -12,6 +12,7 @@ from functools import lru_cache
 from typing import Any
 
 from envcheck import nvml
+from envcheck.redact import redact_value
 
 IMAGE_ENV_VARS = ("DETBENCH_IMAGE", "CONTAINER_IMAGE", "IMAGE_NAME")
 
@@ -67,6 +68,13 @@ def in_container() -> bool:
     return any(word in text for word in ("docker", "containerd", "kubepods", "libpod"))
 
 
+def image() -> str | None:
+    """The container image this runs in, as the environment names it, with any credential in it redacted (the
+    fingerprint is copied into every published file: a registry URL may carry ``user:password@`` or a token)."""
+    named = next((os.environ[v] for v in IMAGE_ENV_VARS if os.environ.get(v)), None)
+    return None if named is None else redact_value(named)
+
+
 @lru_cache(maxsize=1)
 def collect() -> dict[str, Any]:
     """The fingerprint as a plain dict (cached: it does not change within a process)."""
@@ -89,6 +97,6 @@ def collect() -> dict[str, Any]:
         "cudnn": facts["cudnn"],
         "nccl": facts["nccl"],
         "container": in_container(),
-        "image": next((os.environ[v] for v in IMAGE_ENV_VARS if os.environ.get(v)), None),
+        "image": image(),
         "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
     }

@@ -7,18 +7,28 @@ failure reports), watches a heartbeat (a file that grows, or a deadline), and ki
 passes, the caller is interrupted, or the caller asks; it waits until the killed processes are gone, so no
 GPU memory is held by a leftover when the next piece of work starts. envcheck's checks and bench's launchers
 (a worker per group, torchrun, the A/B gate's long-lived sides) all use it.
+
+Whatever ends the caller, what it started ends with it: while a supervised process or a :func:`scratch_dir` is
+alive, SIGTERM, SIGINT and SIGHUP first kill every supervised tree and remove every scratch folder, then do what
+they did before (raise KeyboardInterrupt, call the caller's handler, or end the process by the signal); a
+second signal during that clean-up, or during :meth:`Supervisor.kill`, waits until it is done (:func:`shield`).
+An exception unwinds through the ``with`` blocks; an exit runs the same clean-up (atexit). Only SIGKILL of the
+caller itself cannot be caught. :func:`oom_kill_count` tells a child ended by the kernel's OOM killer.
 """
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import os
+import shutil
 import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -27,6 +37,7 @@ PACKAGE_ROOT = str(Path(__file__).resolve().parent.parent)
 TAIL_CHARS = 3000
 POLL_S = 0.1
 KILL_WAIT_S = 15.0  # how long killed processes may take to tear down (GBs of CUDA memory) before we move on
+GUARDED_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 
 
 def child_env(extra: dict[str, str] | None = None) -> dict[str, str]:
@@ -98,6 +109,117 @@ def tail(path: Path, chars: int = TAIL_CHARS) -> str:
         return ""
 
 
+def oom_kill_count() -> int | None:
+    """The kernel's count of processes its OOM killer ended (``oom_kill`` in /proc/vmstat); None if unknown."""
+    try:
+        for line in Path("/proc/vmstat").read_text().splitlines():
+            name, _, value = line.partition(" ")
+            if name == "oom_kill":
+                return int(value)
+    except (OSError, ValueError):
+        pass
+    return None
+
+
+@dataclass
+class _Guard:
+    """The supervised processes and scratch folders alive in this process, and the signal handlers that end
+    them (installed while there are any, in the main thread; the handlers found there are restored after)."""
+
+    live: set[Supervisor] = field(default_factory=set)
+    scratch: set[Path] = field(default_factory=set)
+    previous: dict[int, Any] = field(default_factory=dict)
+    shielding: int = 0
+    pending: list[tuple[int, Any, Any]] = field(default_factory=list)  # signal, frame, the handler it had
+
+    def changed(self) -> None:
+        """Install the handlers when something is alive, restore the previous ones when nothing is."""
+        if threading.current_thread() is not threading.main_thread():
+            return
+        busy = bool(self.live or self.scratch)
+        for signum in GUARDED_SIGNALS:
+            current = signal.getsignal(signum)
+            ignored = current == signal.SIG_IGN  # e.g. SIGINT in a background job: the user's choice, kept
+            if busy and signum not in self.previous and current is not None and not ignored:
+                self.previous[signum] = current
+                signal.signal(signum, _on_signal)
+            elif not busy and signum in self.previous:
+                if current is _on_signal:
+                    signal.signal(signum, self.previous[signum])
+                del self.previous[signum]
+
+
+GUARD = _Guard()
+
+
+@contextlib.contextmanager
+def shield() -> Iterator[None]:
+    """Run the block to its end: a guarded signal that arrives inside is handled once it is over."""
+    GUARD.shielding += 1
+    try:
+        yield
+    finally:
+        GUARD.shielding -= 1
+        if not GUARD.shielding and GUARD.pending:
+            signum, frame, previous = GUARD.pending[0]
+            GUARD.pending.clear()
+            _forward(signum, frame, previous)
+
+
+def end_everything() -> None:
+    """Kill every supervised tree and remove every scratch folder of this process."""
+    with shield():
+        _end_all()
+
+
+def _end_all() -> None:
+    for supervisor in list(GUARD.live):
+        supervisor.kill()
+    for path in list(GUARD.scratch):
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def _on_signal(signum: int, frame: Any) -> None:
+    previous = GUARD.previous.get(signum, signal.SIG_DFL)
+    if GUARD.shielding:  # a clean-up is under way: this signal waits for it
+        GUARD.pending.append((signum, frame, previous))
+        return
+    GUARD.shielding += 1  # not shield(): it would forward the signals that arrive meanwhile; one forward is below
+    try:
+        _end_all()
+    finally:
+        GUARD.shielding -= 1
+        GUARD.pending.clear()
+    _forward(signum, frame, previous)
+
+
+def _forward(signum: int, frame: Any, previous: Any) -> None:
+    """What the signal did before the guard: the caller's handler, nothing (ignored), or the default action."""
+    if callable(previous):
+        previous(signum, frame)
+    elif previous != signal.SIG_IGN:
+        signal.signal(signum, signal.SIG_DFL)
+        os.kill(os.getpid(), signum)  # the default action (end the process) now that nothing is left behind
+
+
+@contextlib.contextmanager
+def scratch_dir(prefix: str) -> Iterator[Path]:
+    """A temporary folder removed when the block ends, however it ends (a signal's clean-up removes it too)."""
+    path = Path(tempfile.mkdtemp(prefix=prefix))
+    GUARD.scratch.add(path)
+    GUARD.changed()
+    try:
+        yield path
+    finally:
+        with shield():
+            shutil.rmtree(path, ignore_errors=True)
+            GUARD.scratch.discard(path)
+            GUARD.changed()
+
+
+atexit.register(end_everything)
+
+
 @dataclass
 class Supervised:
     """How a supervised process ended."""
@@ -107,8 +229,11 @@ class Supervised:
     wall_s: float
     output_tail: str
     killed_pids: list[int] = field(default_factory=list)
+    oom_killed: bool = False  # ended by SIGKILL while the kernel's OOM killer struck (not by the supervisor)
 
     def describe(self) -> str:
+        if self.oom_killed:
+            return "was killed by the kernel's OOM killer (out of host memory)"
         return describe_exit(self.returncode)
 
 
@@ -139,6 +264,8 @@ class Supervisor:
         self.proc: subprocess.Popen[Any] | None = None
         self.began = 0.0
         self.killed: list[int] = []
+        self.oom_kills_at_start: int | None = None
+        self.sent_kill = False  # the supervisor SIGKILLed the child itself
         self._sinks: list[IO[bytes]] = []
 
     def start(self) -> Supervisor:
@@ -152,10 +279,19 @@ class Supervisor:
             stdout = open(self.stdout_file, "ab")  # noqa: SIM115 - closed in finish()
             self._sinks.append(stdout)
         self.began = time.monotonic()
-        self.proc = subprocess.Popen(
-            self.command, shell=self.shell, env=self.env, cwd=self.cwd, start_new_session=True,
-            stdin=subprocess.PIPE if self.stdin_pipe else subprocess.DEVNULL, stdout=stdout, stderr=sink,
-            text=self.stdin_pipe or self.stdout_pipe, bufsize=1 if self.stdout_pipe else -1)
+        self.oom_kills_at_start = oom_kill_count()
+        GUARD.live.add(self)  # the handlers first: a signal during the start is the guard's
+        GUARD.changed()
+        with shield():  # a signal between the fork and the bookkeeping would leave the child unknown
+            try:
+                self.proc = subprocess.Popen(
+                    self.command, shell=self.shell, env=self.env, cwd=self.cwd, start_new_session=True,
+                    stdin=subprocess.PIPE if self.stdin_pipe else subprocess.DEVNULL, stdout=stdout, stderr=sink,
+                    text=self.stdin_pipe or self.stdout_pipe, bufsize=1 if self.stdout_pipe else -1)
+            except BaseException:
+                GUARD.live.discard(self)
+                GUARD.changed()
+                raise
         return self
 
     def __enter__(self) -> Supervisor:
@@ -192,11 +328,19 @@ class Supervisor:
         return False
 
     def kill(self) -> list[int]:
-        """SIGKILL the child, its process group, its descendants and ``extra_pids``; wait until they are gone."""
+        """SIGKILL the child, its process group, its descendants and ``extra_pids``; wait until they are gone.
+        A signal that arrives meanwhile is handled after (a second Ctrl-C does not cut the clean-up short)."""
         if self.proc is None:
             return []
-        pids = set(descendants(self.proc.pid)) | set(self.extra_pids() if self.extra_pids else ())
-        alive = [p for p in sorted(pids | {self.proc.pid}) if is_alive(p)]
+        with shield():
+            return self._kill(self.proc)
+
+    def _kill(self, proc: subprocess.Popen[Any]) -> list[int]:
+        pids = set(self.extra_pids() if self.extra_pids else ())
+        if proc.returncode is None:  # once reaped, its pid may be another process's: only the named pids then
+            pids |= set(descendants(proc.pid)) | {proc.pid}
+        alive = [p for p in sorted(pids) if is_alive(p)]
+        self.sent_kill = self.sent_kill or proc.pid in alive
         own_group = os.getpgrp()
         for pid in alive:
             with contextlib.suppress(ProcessLookupError, PermissionError):
@@ -205,11 +349,11 @@ class Supervisor:
                     os.killpg(group, signal.SIGKILL)  # a session leader's group takes its children with it
                 os.kill(pid, signal.SIGKILL)
         with contextlib.suppress(ChildProcessError):
-            self.proc.wait()
+            proc.wait()
         deadline = time.monotonic() + KILL_WAIT_S
         while any(is_alive(p) for p in alive) and time.monotonic() < deadline:
             time.sleep(0.05)
-        killed = [p for p in alive if p != self.proc.pid]
+        killed = [p for p in alive if p != proc.pid]
         self.killed.extend(killed)
         return killed
 
@@ -217,6 +361,8 @@ class Supervisor:
         """Reap the child (it must have exited or been killed) and close the output; what happened."""
         assert self.proc is not None, "start() first"
         returncode = self.proc.wait()
+        GUARD.live.discard(self)
+        GUARD.changed()
         for stream in (self.proc.stdin, self.proc.stdout):
             if stream is not None:
                 with contextlib.suppress(OSError):
@@ -225,7 +371,15 @@ class Supervisor:
             sink.close()
         self._sinks.clear()
         return Supervised(None if timed_out else returncode, timed_out, round(time.monotonic() - self.began, 3),
-                          tail(self.output), list(self.killed))
+                          tail(self.output), list(self.killed), self._oom_killed(returncode, timed_out))
+
+    def _oom_killed(self, returncode: int | None, timed_out: bool) -> bool:
+        """True when the child died of SIGKILL that the supervisor did not send while the kernel's OOM killer
+        struck (its count rose since the start; another process may have been its victim too)."""
+        if timed_out or self.sent_kill or returncode != -signal.SIGKILL:
+            return False
+        now = oom_kill_count()
+        return now is not None and self.oom_kills_at_start is not None and now > self.oom_kills_at_start
 
 
 @dataclass

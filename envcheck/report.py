@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import os
-import re
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
 from envcheck.options import Options
+from envcheck.redact import REDACTED as REDACTED  # the one redaction (envcheck.redact), published from here
+from envcheck.redact import is_secret_name as is_secret_name
+from envcheck.redact import redact_setting, redact_tree
+from envcheck.redact import redact_value as redact_value
 from envcheck.requirements import RequirementResult
 from envcheck.result import CheckResult
 
@@ -24,44 +27,13 @@ ENV_ALLOWED_NAMES = frozenset({
     "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "YOLO_OFFLINE", "PATH", "LD_LIBRARY_PATH", "PYTHONPATH",
     "XDG_CACHE_HOME", "CONTAINER_IMAGE", "IMAGE_NAME",
 })
-# An allowed name that still reads as a secret (DETBENCH_API_TOKEN) is redacted whole.
-SECRET_WORDS = ("TOKEN", "KEY", "SECRET", "PASSWORD", "PASSWD", "PASS", "PWD", "CREDENTIAL", "AUTH", "JWT", "PAT")
-REDACTED = "***"
 EXIT_PASS, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
-# scheme://userinfo@ : the password may hold "/" and "@", so userinfo runs to the last "@" before any space
-_URL_USERINFO = re.compile(r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.-]*://)[^\s@]*(?:@[^\s@]*)*@(?=[^\s@]*(?:\s|$))")
-# key=value credentials in a libpq DSN ("host=h password=x") or a URL query ("?password=x&...")
-_KEY_VALUE = re.compile(
-    r"(?i)(?P<key>\b(?:ssl)?password|\bpasswd|\bpwd|\bsecret|\b(?:access_|auth_|api_)?token|\bapi_?key|\bsig)"
-    r"(?P<eq>\s*=\s*)(?P<value>'(?:[^'\\]|\\.)*'|\"[^\"]*\"|[^\s&;]+)"
-)
-# webhook URLs whose path is the credential
-_WEBHOOK = re.compile(
-    r"(?P<base>https?://(?:hooks\.slack\.com|discord(?:app)?\.com/api/webhooks|[a-z0-9.-]*webhook\.office\.com)"
-    r")/[^\s]*"
-)
 
 
 def env_allowed(name: str) -> bool:
     """Whether a benchmark's record keeps this variable (see ENV_ALLOWED_PREFIXES / ENV_ALLOWED_NAMES)."""
     upper = name.upper()
     return upper in ENV_ALLOWED_NAMES or upper.startswith(ENV_ALLOWED_PREFIXES)
-
-
-def redact_value(value: str) -> str:
-    """Credentials inside a value replaced by '***': URL userinfo, DSN/query passwords and tokens, webhook paths."""
-    value = _WEBHOOK.sub(lambda m: f"{m['base']}/{REDACTED}", value)
-    value = _URL_USERINFO.sub(lambda m: f"{m['scheme']}{REDACTED}@", value)
-    return _KEY_VALUE.sub(lambda m: f"{m['key']}{m['eq']}{REDACTED}", value)
-
-
-def redact_setting(name: str, value: str) -> str:
-    """A setting's value as it may be published: '***' when the name reads as a secret, else the value with the
-    credentials inside it redacted (:func:`redact_value`)."""
-    parts = set(re.split(r"[^A-Z0-9]+", name.upper()))
-    secret = any(word in parts for word in SECRET_WORDS) or any(
-        word in name.upper() for word in ("TOKEN", "SECRET", "PASSWORD", "PASSWD", "CREDENTIAL"))
-    return REDACTED if secret else redact_value(value)
 
 
 def redact_environment(environ: dict[str, str] | None = None) -> dict[str, str]:
@@ -77,6 +49,7 @@ class Report:
     options: Options
     fingerprint: dict[str, Any] = field(default_factory=dict)
     created_unix_s: float = field(default_factory=time.time)
+    output_error: str | None = None  # the --json-out file could not be written: exit 2, whatever the verdict
 
     @property
     def verdict(self) -> str:
@@ -86,10 +59,13 @@ class Report:
 
     @property
     def exit_code(self) -> int:
+        if self.output_error is not None:
+            return EXIT_USAGE
         return EXIT_FAIL if self.verdict == "fail" else EXIT_PASS
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        """The JSON document; every value that could carry a credential redacted (:func:`redact_tree`)."""
+        document = {
             "schema": SCHEMA_NAME,
             "schema_version": SCHEMA_VERSION,
             "created_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self.created_unix_s)),
@@ -106,6 +82,9 @@ class Report:
             "fingerprint": self.fingerprint,
             "environment": redact_environment(),
         }
+        if self.output_error is not None:
+            document["output_error"] = self.output_error
+        return dict(redact_tree(document))
 
 
 STATUS_STYLE = {"pass": "bold green", "warn": "bold yellow", "fail": "bold red", "skip": "dim"}

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 import traceback
 
 from envcheck.context import Context
+from envcheck.options import MAX_TIMEOUT_S
 from envcheck.registry import Check, list_checks
 from envcheck.result import CheckResult, Outcome, failed, skipped
 
@@ -45,10 +47,16 @@ def _call_with_timeout(check: Check, ctx: Context, timeout_s: float) -> tuple[Ou
     if thread.is_alive():
         return failed(
             f"did not finish within {timeout_s:g} s",
-            f"something hangs ({check.title}); re-run with --only {check.id} --timeout {int(timeout_s * 4)} "
+            f"something hangs ({check.title}); re-run with --only {check.id} --timeout "
+            f"{longer_timeout(timeout_s):g} "
             "to see whether it is slow or stuck; check `nvidia-smi` for a hung GPU",
         ), False
     return box["outcome"], True
+
+
+def longer_timeout(timeout_s: float) -> float:
+    """The limit a re-run should try: four times this one, at least a minute, at most what --timeout accepts."""
+    return float(min(MAX_TIMEOUT_S, max(60, math.ceil(timeout_s * 4))))
 
 
 def run_check(check: Check, ctx: Context) -> tuple[CheckResult, bool]:

@@ -1,7 +1,8 @@
 """``detbench-report``: result files in, a self-contained HTML report, a Markdown summary and CSV out.
 
 Exit codes: 0 report written (no regression, or --fail-on-regression not given); 2 bad input (unreadable,
-malformed or foreign file, the same file twice, bad option) or an output that cannot be written;
+malformed, foreign or too deeply nested file, the same file twice, one run twice (a JSON and its own journal),
+bad option) or an output that cannot be written;
 3 --fail-on-regression and a regression beyond the threshold and noise, or a baseline cell without a candidate
 result (a weak regression, judged on one repeat a side with no --between-run-band, counts only beyond the widest
 lease-to-lease move, reports.compare.LEASE_MOVE_MAX); 4 --fail-on-regression and two runs that share no cell
@@ -22,12 +23,13 @@ import pandas as pd
 
 from bench.core.advice import advise_runs
 from reports import html, markdown
-from reports.columns import advice_rows, with_speedup
+from reports.columns import advice_rows, csv_text, with_speedup
 from reports.compare import (
     GATE_FAIL,
     GATE_INCOMPARABLE,
     IMPROVEMENT,
     INCONCLUSIVE,
+    INVALID,
     LEASE_MOVE_MAX,
     ONLY_BASELINE,
     REGRESSION,
@@ -35,7 +37,7 @@ from reports.compare import (
     gate,
     verdict_line,
 )
-from reports.load import LoadError, load_runs, tidy
+from reports.load import LoadError, check_distinct, load_runs, tidy
 from reports.ratios import RatiosError, ratio_markdown
 
 EXIT_OK = 0
@@ -171,6 +173,7 @@ def main(argv: list[str] | None = None) -> int:
     sources, baseline_index = _sources(args, parser)
     try:
         runs = load_runs(sources)
+        check_distinct(runs)
     except LoadError as exc:
         print(f"detbench-report: error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
@@ -248,12 +251,13 @@ def gate_lines(comparisons: list) -> list[str]:
         if not comp.comparable:
             continue  # every cell would be listed; the verdict says the runs share none
         against = comp.against_gate
-        for kind in (REGRESSION, ONLY_BASELINE):
-            ids = list(against.loc[against["verdict"] == kind, "cell_id"])
+        for kind, rows in ((REGRESSION, against), (ONLY_BASELINE, against), (INVALID, comp.invalid)):
+            ids = list(rows.loc[rows["verdict"] == kind, "cell_id"])
             if ids:
                 more = f", ... (+{len(ids) - LISTED_CELLS}, see summary.md)" if len(ids) > LISTED_CELLS else ""
+                what = f"{kind} (implausible figures, not judged)" if kind == INVALID else kind
                 lines.append(
-                    f"{kind} ({comp.candidate} vs {comp.baseline}): {len(ids)} cell{'s' if len(ids) != 1 else ''}: "
+                    f"{what} ({comp.candidate} vs {comp.baseline}): {len(ids)} cell{'s' if len(ids) != 1 else ''}: "
                     + ", ".join(ids[:LISTED_CELLS])
                     + more
                 )
@@ -275,16 +279,17 @@ class OutputError(Exception):
 
 def render_outputs(data: html.ReportData) -> dict[str, str]:
     """File name -> content: report.html, summary.md, cells.csv, recommendations.csv (the advice, one row per
-    run, detector, mode and GPU count), comparison.csv (when comparing)."""
+    run, detector, mode and GPU count), comparison.csv (when comparing); text cells of the CSVs made safe for
+    spreadsheets (:func:`reports.columns.csv_safe`)."""
     files = {
         "report.html": html.render(data),
         "summary.md": markdown.render(data, html_name="report.html"),
-        "cells.csv": data.frame.to_csv(index=False),
-        "recommendations.csv": pd.DataFrame(advice_rows(data.advice)).to_csv(index=False),
+        "cells.csv": csv_text(data.frame),
+        "recommendations.csv": csv_text(pd.DataFrame(advice_rows(data.advice))),
     }
     if data.comparisons:
         table = pd.concat([c.table.assign(baseline=c.baseline, candidate=c.candidate) for c in data.comparisons])
-        files["comparison.csv"] = table.to_csv(index=False)
+        files["comparison.csv"] = csv_text(table)
         files["comparison.json"] = json.dumps(comparison_summary(data.comparisons, data.verdict), indent=2) + "\n"
     return files
 
@@ -292,11 +297,12 @@ def render_outputs(data: html.ReportData) -> dict[str, str]:
 def comparison_summary(comparisons: list, verdict: str) -> dict:
     """The gate's outcome as data (``comparison.json``): state, verdict line, and per pair the repeats used,
     the verdict counts and the cell ids flagged (``regressions`` lists weak ones too; those of them that do not
-    fail the gate are also in ``weak_regressions_not_gating``) or left inconclusive."""
+    fail the gate are also in ``weak_regressions_not_gating``), left inconclusive, or invalid (an implausible
+    figure: never judged)."""
     pairs = []
     for comp in comparisons:
         ids = {kind: list(comp.table.loc[comp.table["verdict"] == kind, "cell_id"])
-               for kind in (REGRESSION, IMPROVEMENT, INCONCLUSIVE, ONLY_BASELINE)}
+               for kind in (REGRESSION, IMPROVEMENT, INCONCLUSIVE, ONLY_BASELINE, INVALID)}
         weak = list(comp.weak_regressions["cell_id"])
         pairs.append({"baseline": comp.baseline, "candidate": comp.candidate, "threshold": comp.threshold,
                       "repeats": {"baseline": comp.repeats[0], "candidate": comp.repeats[1]},
@@ -305,7 +311,8 @@ def comparison_summary(comparisons: list, verdict: str) -> dict:
                       "between_run_band": comp.between_run_band,
                       "regressions": ids[REGRESSION], "weak_regressions_not_gating": weak,
                       "improvements": ids[IMPROVEMENT],
-                      "inconclusive": ids[INCONCLUSIVE], "missing_in_candidate": ids[ONLY_BASELINE]})
+                      "inconclusive": ids[INCONCLUSIVE], "missing_in_candidate": ids[ONLY_BASELINE],
+                      "invalid": ids[INVALID]})
     return {"schema": "detbench.comparison", "gate": gate(comparisons), "verdict": verdict, "comparisons": pairs}
 
 

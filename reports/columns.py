@@ -33,6 +33,22 @@ def fmt_text(v: Any) -> str:
     return "" if is_missing(v) else str(v)
 
 
+# A spreadsheet reads a cell starting with one of these as a formula (or, tab and CR, a cell it then re-parses)
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def csv_safe(v: Any) -> Any:
+    """A text value a spreadsheet will not run: one starting like a formula gets a leading ``'``; numbers and
+    everything else unchanged."""
+    return "'" + v if isinstance(v, str) and v.startswith(FORMULA_STARTS) else v
+
+
+def csv_text(frame: pd.DataFrame) -> str:
+    """``frame`` as CSV with every text cell through :func:`csv_safe` (names come from result files)."""
+    text_columns = [c for c in frame.columns if not pd.api.types.is_numeric_dtype(frame[c])]
+    return frame.assign(**{c: frame[c].map(csv_safe) for c in text_columns}).to_csv(index=False)
+
+
 def fmt_num(v: Any, digits: int = 3) -> str:
     """About ``digits`` significant figures; thousands separated, never scientific notation above 1."""
     if is_missing(v):

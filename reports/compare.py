@@ -33,6 +33,10 @@ When the canaries differ, a regression or improvement of a host-bound cell (GPU 
 ``HOST_BOUND_UTIL_PCT`` on either side, or not measured) becomes ``inconclusive`` ("host differs"): the host,
 not the code, may have moved it.
 
+A cell whose figures no run can produce (an ok cell's throughput or a block's images/s not finite, not positive or
+beyond ``significance.MAX_THROUGHPUT_IPS``; a block time of 0 or 1e-300 ms) is ``invalid`` on either side: named
+with the figure, left out of the verdicts and the gate, never judged.
+
 A cell that was ok in the baseline and failed (oom, error, timeout, skipped) in the candidate is a regression.
 The gate (:func:`gate`) fails on a regression (a weak one only beyond ``LEASE_MOVE_MAX``, see above) and on a
 baseline cell the candidate has no result for: a run that lost cells must not pass for having fewer cells to judge.
@@ -61,6 +65,7 @@ WITHIN_THRESHOLD = "within threshold"  # noise band rule
 BOTH_FAILED = "both not ok"
 ONLY_BASELINE = "missing in candidate"
 ONLY_CANDIDATE = "new in candidate"
+INVALID = "invalid"  # an implausible figure on a side (significance.implausible_throughput): named, never judged
 
 BASIS_REPEATS = "repeats (between-repeat spread)"
 BASIS_BLOCKS_BAND = "blocks + between-repeat band (2 repeats)"
@@ -154,6 +159,7 @@ class RunEvidence:
     block_ips: dict[str, list[float]]  # cell id -> images/s of each timed block (ok cells with blocks only)
     canary_ms: float | None  # median host canary over every block of the run; None when none was timed
     repeat_ips: dict[str, list[float]] = field(default_factory=dict)  # cell id -> each repeat's median block images/s
+    invalid: dict[str, str] = field(default_factory=dict)  # cell id -> the implausible figure of an ok cell
 
     @property
     def repeats(self) -> int:
@@ -165,9 +171,10 @@ class RunEvidence:
         blocks: dict[str, list[float]] = {}
         repeats: dict[str, list[float]] = {}
         canaries: list[float] = []
+        invalid = {r.cell.id: why for r in run.results if r.status == "ok" for why in [_implausible(r)] if why}
         for result in run.results:
             measured = result.measurement
-            if measured is None:
+            if measured is None or result.cell.id in invalid:
                 continue
             canaries += [b.host_canary_ms for b in measured.blocks if _ok(b.host_canary_ms) and b.host_canary_ms > 0]
             if result.status == "ok" and measured.blocks:
@@ -181,7 +188,22 @@ class RunEvidence:
                 for block, ips in zip(timed, blocks[result.cell.id]):
                     per_repeat.setdefault(block.repeat, []).append(ips)
                 repeats[result.cell.id] = [statistics.median(per_repeat[r]) for r in sorted(per_repeat)]
-        return cls(blocks, statistics.median(canaries) if canaries else None, repeats)
+        return cls(blocks, statistics.median(canaries) if canaries else None, repeats, invalid)
+
+
+def _implausible(result: Any) -> str | None:
+    """Why an ok cell's figures cannot be a measurement (its throughput, or a block's time), or None."""
+    if result.throughput_ips is not None:
+        why = significance.implausible_throughput(result.throughput_ips)
+        if why:
+            return why
+    batch = result.measured_batch_size
+    for block in result.measurement.blocks if result.measurement and batch else ():
+        ms = block.median_ms
+        ips = batch * 1000.0 / ms if _ok(ms) and ms > 0 else float("nan")
+        if significance.implausible_throughput(ips):
+            return f"a block of {ms:.3g} ms (round {block.round}) is {ips:.3g} images/s"
+    return None
 
 
 @dataclass(frozen=True)
@@ -238,6 +260,11 @@ class Comparison:
     def inconclusive(self) -> pd.DataFrame:
         """Cells too noisy, too thinly measured or on too different hosts to judge: listed, never passed or failed."""
         return self.table[self.table["verdict"] == INCONCLUSIVE]
+
+    @property
+    def invalid(self) -> pd.DataFrame:
+        """Cells with an implausible figure on a side: named with it, never judged."""
+        return self.table[self.table["verdict"] == INVALID]
 
     @property
     def missing(self) -> pd.DataFrame:
@@ -422,6 +449,10 @@ def _judge_row(row: dict, threshold: float, evidence: tuple[RunEvidence, RunEvid
     if row["_merge"] == "right_only":
         out["verdict"] = ONLY_CANDIDATE
         return out
+    invalid = _invalid_sides(out, evidence)
+    if invalid:
+        out["verdict"], out["why"] = INVALID, f"{invalid}: not judged"
+        return out
     base_ok = out["status_base"] == "ok" and _ok(out["throughput_base"]) and out["throughput_base"] > 0
     cand_ok = out["status_cand"] == "ok" and _ok(out["throughput_cand"])
     if base_ok and not cand_ok:
@@ -454,6 +485,18 @@ def _judge_row(row: dict, threshold: float, evidence: tuple[RunEvidence, RunEvid
         )
         out["verdict"], out["host_differs"] = INCONCLUSIVE, True
     return out
+
+
+def _invalid_sides(out: dict[str, Any], evidence: tuple[RunEvidence, RunEvidence] | None) -> str:
+    """Each side's implausible figure ("baseline: throughput 0 images/s is not positive"), '' when none."""
+    found = []
+    for i, side in enumerate(("base", "cand")):
+        why = evidence[i].invalid.get(out["cell_id"]) if evidence else None
+        if why is None and out[f"status_{side}"] == "ok" and out[f"throughput_{side}"] is not None:
+            why = significance.implausible_throughput(out[f"throughput_{side}"])
+        if why:
+            found.append(f"{'baseline' if side == 'base' else 'candidate'}: {why}")
+    return "; ".join(found)
 
 
 def _judge_units(out: dict[str, Any], blocks: tuple[list[float], list[float]],
@@ -595,6 +638,7 @@ def verdict_line(comparisons: list[Comparison], threshold: float) -> str:
     missing = sum(c.count(ONLY_BASELINE) for c in comparisons)
     improvements = sum(c.count(IMPROVEMENT) for c in comparisons)
     inconclusive = sum(c.count(INCONCLUSIVE) for c in comparisons)
+    invalid = sum(c.count(INVALID) for c in comparisons)
     host_inconclusive = sum(int(c.table["host_differs"].sum()) for c in comparisons)
     compared = sum(int(c.table["ratio"].notna().sum()) for c in comparisons)
     weak = sum(c.weak for c in comparisons)
@@ -610,9 +654,10 @@ def verdict_line(comparisons: list[Comparison], threshold: float) -> str:
     undecided = f"{inconclusive} inconclusive" + (f" ({host_inconclusive} because the host differs)"
                                                   if host_inconclusive else "")
     weak_note = f"; weak: {weak} of them judged on one run per side" if weak else ""
+    invalid_note = f"; {invalid} invalid (implausible figures, not judged)" if invalid else ""
     return (
         f"VERDICT: {head}, {_n(improvements, 'improvement')}, {undecided}, {compared} cells compared ({pairs})"
-        + weak_note + _env_note(comparisons)
+        + weak_note + invalid_note + _env_note(comparisons)
     )
 
 

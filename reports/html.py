@@ -32,6 +32,7 @@ from reports.compare import (
     GATE_PASS,
     IMPROVEMENT,
     INCONCLUSIVE,
+    INVALID,
     ONLY_BASELINE,
     REGRESSION,
     Comparison,
@@ -192,9 +193,9 @@ def advice_view(advice: Sequence[Advice], with_run: bool) -> dict[str, Any]:
 
 def comparisons_view(comparisons: list[Comparison]) -> list[dict[str, Any]]:
     out = []
-    order = {REGRESSION: 0, ONLY_BASELINE: 1, INCONCLUSIVE: 2, IMPROVEMENT: 3}
+    order = {REGRESSION: 0, ONLY_BASELINE: 1, INVALID: 2, INCONCLUSIVE: 3, IMPROVEMENT: 4}
     for i, comp in enumerate(comparisons):
-        t = comp.table.assign(_o=comp.table["verdict"].map(order).fillna(4), _c=comp.table["change"].abs())
+        t = comp.table.assign(_o=comp.table["verdict"].map(order).fillna(5), _c=comp.table["change"].abs())
         t = t.sort_values(["_o", "_c"], ascending=[True, False]).drop(columns=["_o", "_c"])
         tid = f"compare-table-{i}"
         out.append(

@@ -23,6 +23,7 @@ from bench.core import comparison as legacy
 from bench.core import record
 from bench.core.repeats import merge_repeats
 from bench.core.schema import CellResult, SchemaError
+from envcheck.redact import redact_tree
 
 
 class LoadError(ValueError):
@@ -40,6 +41,7 @@ class Run:
     environment: dict[str, Any] = field(default_factory=dict)
     datetime: str | None = None
     notes: list[str] = field(default_factory=list)  # non-fatal oddities worth showing (skipped lines, ...)
+    run_id: str | None = None  # the run's id (bench.core.journal): a JSON and its own journal share it
 
     def by_cell_id(self) -> dict[str, CellResult]:
         return {r.cell.id: r for r in self.results}
@@ -56,6 +58,21 @@ def load_run(path: str | Path, label: str | None = None) -> Run:
         raise LoadError(f"{path}: cannot read ({exc})") from exc
     if not text.strip():
         raise LoadError(f"{path}: file is empty")
+    try:
+        run = _parse(path, text)
+    except RecursionError:  # json and the schema recurse per level: thousands of nested [[[...]]]
+        raise LoadError(f"{path}: nested too deeply to be a detbench result (JSON nesting beyond Python's "
+                        "recursion limit)") from None
+    run.label = label or path.stem
+    run.environment = redact_environment(run.environment)
+    for result in run.results:
+        if result.environment:
+            result.environment = redact_environment(result.environment)
+    return run
+
+
+def _parse(path: Path, text: str) -> Run:
+    """A benchmark JSON, an interleaved file or a journal (also one saved under another name)."""
     looks_like_journal = path.suffix == ".jsonl"
     if not looks_like_journal:
         try:
@@ -66,9 +83,14 @@ def load_run(path: str | Path, label: str | None = None) -> Run:
                 looks_like_journal = True
             else:
                 raise LoadError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno})") from exc
-    run = _load_journal(path, text) if looks_like_journal else _load_benchmark_json(path, data)
-    run.label = label or path.stem
-    return run
+    return _load_journal(path, text) if looks_like_journal else _load_benchmark_json(path, data)
+
+
+def redact_environment(value: Any) -> Any:
+    """An environment fingerprint (or any part of it) as it may be shown: :func:`envcheck.redact.redact_tree` (an
+    older file may carry a registry URL with ``user:password@`` in ``image`` or a token in a setting, and everything
+    a report shows or writes comes from here)."""
+    return redact_tree(value)
 
 
 def _load_benchmark_json(path: Path, data: Any) -> Run:
@@ -110,6 +132,7 @@ def _load_benchmark_json(path: Path, data: Any) -> Run:
     run = Run(label="", path=path, kind="pytest-benchmark", results=results, notes=notes)
     run.environment = _run_environment(run.results, machine)
     run.datetime = data.get("datetime") if isinstance(data.get("datetime"), str) else None
+    run.run_id = block.get("run_id") if isinstance(block.get("run_id"), str) else None
     return run
 
 
@@ -150,9 +173,34 @@ def _load_journal(path: Path, text: str) -> Run:
         raise LoadError(" ".join(str(exc).split())) from exc
     if not results:
         raise LoadError(f"{path}: journal holds no detbench cell results")
-    run = Run(label="", path=path, kind="journal", results=_dedupe(results), notes=notes)
+    run = Run(label="", path=path, kind="journal", results=_dedupe(results), notes=notes,
+              run_id=_journal_run_id(lines[0]))
     run.environment = _run_environment(run.results, {})
     return run
+
+
+def _journal_run_id(first_line: str) -> str | None:
+    """The ``run_id`` of a journal's header line (``detbench.run``), None for an older journal."""
+    try:
+        header = json.loads(first_line)
+    except ValueError:
+        return None
+    if isinstance(header, dict) and header.get("schema") == record.RUN_SCHEMA and isinstance(header.get("run_id"), str):
+        return header["run_id"]
+    return None
+
+
+def check_distinct(runs: list[Run]) -> None:
+    """Refuse two files of one run (a JSON and its own journal share the ``run_id``): compared with itself, a run
+    always passes the gate."""
+    seen: dict[str, Run] = {}
+    for run in runs:
+        if run.run_id is None:
+            continue
+        if run.run_id in seen:
+            raise LoadError(f"{seen[run.run_id].path} and {run.path} are the same run (run_id {run.run_id}: a "
+                            "result file and its own journal?); a run compared with itself always passes")
+        seen[run.run_id] = run
 
 
 def _parse_cell(path: Path, data: Any, where: str) -> CellResult:

@@ -94,11 +94,22 @@ def _evidence_notes(comp: Comparison) -> list[str]:
 
 def _inconclusive(comp: Comparison) -> list[str]:
     """Cells the gate could not judge: neither passed nor failed, so each is named with why."""
-    sel = comp.inconclusive
+    return _unjudged(comp, "Inconclusive", comp.inconclusive,
+                     "Not judged either way (they do not fail the gate): too few blocks, too noisy, or the host "
+                     "differs.")
+
+
+def _invalid(comp: Comparison) -> list[str]:
+    """Cells with a figure no run can produce: named with it, never judged."""
+    return _unjudged(comp, "Invalid", comp.invalid,
+                     "Not judged (they do not fail the gate): a figure on a side is not finite, not positive or "
+                     "implausibly large; check the result file.")
+
+
+def _unjudged(comp: Comparison, title: str, sel: pd.DataFrame, text: str) -> list[str]:
     if sel.empty:
         return []
-    out = [f"### Inconclusive: {md_cell(comp.candidate)} vs {md_cell(comp.baseline)} ({len(sel)})", "",
-           "Not judged either way (they do not fail the gate): too few blocks, too noisy, or the host differs.", ""]
+    out = [f"### {title}: {md_cell(comp.candidate)} vs {md_cell(comp.baseline)} ({len(sel)})", "", text, ""]
     out += markdown_table(COMPARISON_INCONCLUSIVE, sel.head(MAX_ROWS).to_dict("records"))
     if len(sel) > MAX_ROWS:
         out.append(f"\n... and {len(sel) - MAX_ROWS} more (see the HTML report or comparison.csv)")
@@ -154,6 +165,7 @@ def render(data: ReportData, html_name: str | None = None) -> str:
                 out.append(f"\n... and {len(sel) - MAX_ROWS} more (see the HTML report)")
             out.append("")
         out += _inconclusive(comp)
+        out += _invalid(comp)
         out += _missing(comp)
         out += _evidence_notes(comp)
     out += _advice(data)

@@ -33,7 +33,7 @@ def load_comparisons(paths: Iterable[str | Path]) -> list[ModelComparison]:
     for path in paths:
         try:
             data = json.loads(Path(path).read_text(encoding="utf-8"))
-        except (OSError, ValueError) as exc:
+        except (OSError, ValueError, RecursionError) as exc:  # RecursionError: nested too deeply
             raise RatiosError(f"{path}: cannot read it as JSON ({exc})") from exc
         # the study's summary: in an ordinary run's detbench block (now), or at the top (the older schema)
         block = data.get("detbench") if isinstance(data, dict) else None

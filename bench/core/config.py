@@ -8,12 +8,17 @@ depend on the device (isolation, rounds, block length, warm-up) taken for the de
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from bench.core import matrix
 from bench.core.options import CELL_TIMEOUT_S, ISOLATION_ALIASES, ISOLATIONS, OptionError, RunOptions
+
+# A CPU rank (gloo, no CUDA) holds torch itself (~0.4 GiB resident) and a whole model: a ResNet-50-FPN detector's
+# weights, gradients, optimizer state and activations at benchmark sizes come to ~1.5 GiB more.
+RANK_MEMORY_BYTES = 2 * 1024**3
 
 
 @dataclass(frozen=True)
@@ -53,7 +58,8 @@ OPTION_TABLE: tuple[Option, ...] = (
     Option("--weights", "local state dict for a model (repeatable); default random init, never downloads",
            kind="append", metavar="NAME=PATH"),
     Option("--gpus", "comma-separated GPU counts, e.g. 1,2,4 (default 1; the quick profile adds every visible "
-                     "count on a multi-GPU machine)", gate=False),
+                     "count on a multi-GPU machine; without CUDA, that many CPU ranks over gloo: at most one per "
+                     f"core and per {RANK_MEMORY_BYTES // 1024**3} GiB of available memory)", gate=False),
     Option("--isolation", "model (a worker per model group, variants interleaved; default on GPU), cell (a process "
                           "per cell) or inline (this process; default on CPU)", gate=False),
     Option("--rounds", "interleaved rounds per group (default 4 on GPU, 3 on CPU)", kind="int", gate=False),
@@ -65,13 +71,14 @@ OPTION_TABLE: tuple[Option, ...] = (
                              f"as timeout); default {CELL_TIMEOUT_S:g}", kind="float", default=CELL_TIMEOUT_S),
     Option("--telemetry-hz", "NVML sampling rate; 0 disables (default 50)", kind="float", default=50.0),
     Option("--optimizer", "training optimizer: sgd (momentum 0.9) or adamw", default="sgd"),
-    Option("--seed", "seed for weights and synthetic inputs", kind="int", default=0),
+    Option("--seed", "seed for weights and synthetic inputs (0..2**64-1)", kind="int", default=0),
     Option("--model-modules", "comma-separated modules to import that register extra models "
                               "(default: $DETBENCH_MODEL_MODULES)"),
     Option("--detbench-journal", "JSONL journal of finished cells (default: next to --benchmark-json, else "
                                  ".detbench/journal-<time>.jsonl)", gate=False),
     Option("--detbench-resume", "journal of an interrupted run with the same options: its finished cells and "
-                                "repeats are taken as they are, the rest is measured", metavar="JOURNAL", gate=False),
+                                "repeats are taken as they are, the rest is measured; a journal of other measurement "
+                                "options or another environment is refused", metavar="JOURNAL", gate=False),
     Option("--detbench-strict", "fail (not xfail) oom/error/timeout cells", kind="flag", default=False, gate=False),
     Option("--list-models", "print the registered models and exit", kind="flag", default=False, gate=False),
 )
@@ -117,18 +124,24 @@ class RunConfig:
     resume: str | None = None
 
 
-def resolve(values: Mapping[str, Any], *, cuda_available: bool, known_models: list[str]) -> RunConfig:
+def resolve(values: Mapping[str, Any], *, cuda_available: bool, known_models: list[str],
+            cpu_host: CpuHost | None = None, local_files: bool = True) -> RunConfig:
     """The one place that turns option values (``dest`` -> value, as parsed) into a validated RunConfig; defaults
-    that depend on the device are taken for ``cuda_available``. Raises :class:`OptionError` (one line)."""
+    that depend on the device are taken for ``cuda_available``; without CUDA, ``--gpus`` is bounded by what
+    ``cpu_host`` (default: this machine) can hold; ``local_files`` checks that --weights files exist here (not for
+    a coordinator whose sides read their own folders). Raises :class:`OptionError` (one line)."""
     v = {**option_defaults(), **{k: val for k, val in values.items() if val is not None}}
-    if v.get("models") is not None and matrix.parse_csv(v["models"]) is None:
-        raise OptionError("--models is empty; name at least one model, e.g. --models retinanet_resnet50_fpn "
-                          "(--list-models lists them)")
+    _refuse_empty(v)
     filters = matrix.MatrixFilters(
         models=matrix.parse_csv(v["models"]), modes=matrix.parse_csv(v["modes"]),
-        precisions=matrix.parse_csv(v["precisions"]), compile=matrix.parse_compile(v["compile"], v["compile_mode"]),
-        batch_sizes=matrix.parse_batch_sizes(v["batch_sizes"]), image_size=matrix.parse_image_size(v["image_size"]),
-        gpus=matrix.parse_gpus(v["gpus"]), memory_formats=matrix.parse_memory_formats(v["memory_format"]))
+        precisions=matrix.parse_csv(v["precisions"]),
+        compile=_parsed("--compile", matrix.parse_compile, v["compile"], v["compile_mode"]),
+        batch_sizes=_parsed("--batch-sizes", matrix.parse_batch_sizes, v["batch_sizes"]),
+        image_size=_parsed("--image-size", matrix.parse_image_size, v["image_size"]),
+        gpus=_parsed("--gpus", matrix.parse_gpus, v["gpus"]),
+        memory_formats=matrix.parse_memory_formats(v["memory_format"]))
+    if not cuda_available and filters.gpus and max(filters.gpus) > 1:
+        (cpu_host or CpuHost.probe()).check_ranks(max(filters.gpus))
     if v["cudnn_benchmark"] not in ("on", "off"):
         raise OptionError(f"bad --cudnn-benchmark {v['cudnn_benchmark']!r}; valid: on, off")
     isolation = v["isolation"]
@@ -136,7 +149,7 @@ def resolve(values: Mapping[str, Any], *, cuda_available: bool, known_models: li
         raise OptionError(f"unknown isolation {isolation!r}; valid: {', '.join(ISOLATIONS)}")
     profile = matrix.resolve_profile(v["profile"], cuda_available)
     options = RunOptions(
-        profile=profile, seed=v["seed"], weights=parse_weights(v["weights"], known_models),
+        profile=profile, seed=v["seed"], weights=parse_weights(v["weights"], known_models, local_files=local_files),
         isolation=isolation or ("model" if cuda_available else "inline"), cell_timeout_s=v["cell_timeout"],
         telemetry_hz=v["telemetry_hz"], cudnn_benchmark=v["cudnn_benchmark"] == "on", optimizer=v["optimizer"],
         model_modules=matrix.parse_csv(v["model_modules"]) or (), rounds_count=v["rounds"], block_s=v["block_s"],
@@ -145,7 +158,9 @@ def resolve(values: Mapping[str, Any], *, cuda_available: bool, known_models: li
                      v["detbench_resume"])
 
 
-def parse_weights(items: list[str], known: list[str]) -> dict[str, str]:
+def parse_weights(items: list[str], known: list[str], *, local_files: bool = True) -> dict[str, str]:
+    """``NAME=PATH`` items (comma-separated or repeated) -> {model: path}; the model must be known and, with
+    ``local_files``, the file must exist here (a missing one would error every cell of the model)."""
     weights = {}
     for item in items:
         for part in item.split(","):
@@ -154,5 +169,68 @@ def parse_weights(items: list[str], known: list[str]) -> dict[str, str]:
                 raise OptionError(f"bad --weights {part!r}; use NAME=PATH, e.g. retinanet_resnet50_fpn=r.pth")
             if name not in known:
                 raise OptionError(f"unknown model {name!r} in --weights; valid: {', '.join(known)}")
+            if local_files and not os.path.isfile(path):
+                what = "is a directory" if os.path.isdir(path) else "does not exist"
+                raise OptionError(f"--weights {name}={path}: {path} {what}; give a local state-dict file "
+                                  "(nothing is downloaded)")
             weights[name] = path
     return weights
+
+
+# Options whose empty value would silently mean "the profile's choice": an empty one is refused instead.
+_NON_EMPTY = {"models": "retinanet_resnet50_fpn (--list-models lists them)", "modes": "infer,train",
+              "precisions": "fp32,amp-bf16", "compile": "eager,default", "memory_format": "channels_last",
+              "batch_sizes": "1,8,max", "image_size": "480x640", "gpus": "1,2"}
+
+
+def _refuse_empty(values: Mapping[str, Any]) -> None:
+    """An option given with nothing in it (``--compile ''``, ``--batch-sizes ,``) is a mistake, not a default."""
+    for dest, example in _NON_EMPTY.items():
+        if values.get(dest) is not None and matrix.parse_csv(values[dest]) is None:
+            name = "--" + dest.replace("_", "-")
+            raise OptionError(f"{name} is empty; name at least one value, e.g. {name} {example}, or leave it out "
+                              "for the profile's choice")
+
+
+def _parsed(name: str, parse: Callable[..., Any], text: str | None, *args: Any) -> Any:
+    """``parse(text, *args)``; a ValueError that is not already a one-line OptionError (``int('²')``) becomes one
+    naming the option and its expected form (the table's help)."""
+    try:
+        return parse(text, *args)
+    except OptionError:
+        raise
+    except ValueError:
+        help_text = next(o.help for o in OPTION_TABLE if o.name == name)
+        raise OptionError(f"bad {name} {text!r}; expected {help_text}") from None
+
+
+@dataclass(frozen=True)
+class CpuHost:
+    """What a machine without CUDA can give ``--gpus`` ranks: usable cores and available memory (bytes)."""
+
+    cores: int
+    memory_bytes: int | None  # None: unknown (no /proc/meminfo); the cores bound alone
+
+    @classmethod
+    def probe(cls) -> CpuHost:
+        from envcheck.checks.host import available_memory_bytes, usable_cpu_count  # noqa: PLC0415
+
+        return cls(usable_cpu_count() or 1, available_memory_bytes())
+
+    @property
+    def max_ranks(self) -> int:
+        """One rank per core (more only time contention) and per RANK_MEMORY_BYTES; at least 1."""
+        by_memory = self.cores if self.memory_bytes is None else self.memory_bytes // RANK_MEMORY_BYTES
+        return max(1, min(self.cores, by_memory))
+
+    def check_ranks(self, ranks: int) -> None:
+        """Refuse (one line) more ranks than this machine can hold."""
+        if ranks <= self.max_ranks:
+            return
+        memory = "memory unknown" if self.memory_bytes is None else \
+            f"{self.memory_bytes / 1024**3:.1f} GiB available"
+        raise OptionError(
+            f"--gpus {ranks} needs {ranks} CPU ranks (no CUDA: gloo processes), more than this machine holds: at "
+            f"most {self.max_ranks} (one rank per core, {self.cores} cores; {RANK_MEMORY_BYTES // 1024**3} GiB per "
+            f"rank for torch and a model's weights, gradients and activations, {memory}); valid here: --gpus "
+            f"1..{self.max_ranks}")

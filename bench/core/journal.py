@@ -26,18 +26,25 @@ from bench.core.schema import CellResult
 
 _SAFE_ID = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")  # a run id that can go into a file name as it is
 
+# The fingerprint fields (envcheck.fingerprint) that name the machine and its software: a resumed run must match
+# them. Host noise (host name, kernel build, CUDA_VISIBLE_DEVICES, GPU UUIDs) may differ.
+RESUME_ENVIRONMENT_KEYS = ("gpu", "cpu", "cpu_count", "driver", "driver_cuda", "torch", "torchvision", "cuda", "cudnn",
+                           "nccl", "python", "image")
+# RunOptions fields that change no figure, so a resume may set them anew: every other option must match.
+RESUME_FREE_OPTIONS = frozenset({"cell_timeout_s", "model_modules"})
+
 
 class JournalError(ValueError):
     """The results cannot be claimed (unwritable, or another run writes them); the message is one line."""
 
 
-def default_journal_path(benchmark_json: str | None, now: float | None = None) -> Path:
-    """Next to ``--benchmark-json`` (``X.json`` -> ``X.journal.jsonl``), else ``.detbench/journal-<UTC time>.jsonl``."""
+def default_journal_path(benchmark_json: str | None, run_id: str | None = None) -> Path:
+    """Next to ``--benchmark-json`` (``X.json`` -> ``X.journal.jsonl``), else ``.detbench/journal-<run id>.jsonl``
+    (the run id: UTC time and 6 random hex digits, so runs started in the same second differ)."""
     if benchmark_json:
         target = Path(benchmark_json)
         return target.with_name(target.stem + ".journal.jsonl")
-    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(now))
-    return Path(".detbench") / f"journal-{stamp}.jsonl"
+    return Path(".detbench") / f"journal-{run_id or new_run_id()}.jsonl"
 
 
 def new_run_id(now: float | None = None) -> str:
@@ -71,11 +78,15 @@ class Journal:
         ``journal_path`` None: next to ``benchmark_json`` (see :func:`default_journal_path`).
         """
         json_path = Path(benchmark_json) if benchmark_json else None
-        path = Path(journal_path) if journal_path else default_journal_path(str(json_path) if json_path else None)
+        run_id = None
+        if journal_path is None and json_path is None:
+            path, run_id = _reserve_default_journal()
+        else:
+            path = Path(journal_path) if journal_path else default_journal_path(str(json_path) if json_path else None)
         if json_path is not None:
             _check_writable(json_path, "--benchmark-json")
         _check_writable(path, "journal")
-        journal = cls(path, benchmark_json=json_path, options=options, environment=environment)
+        journal = cls(path, run_id, benchmark_json=json_path, options=options, environment=environment)
         journal._open()
         return journal
 
@@ -126,6 +137,22 @@ class Journal:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _reserve_default_journal(attempts: int = 100) -> tuple[Path, str]:
+    """A new ``.detbench/journal-<run id>.jsonl``, created exclusively (two runs started in the same second in one
+    folder never share it); returns it and its run id."""
+    folder = default_journal_path(None, "x").parent
+    _check_writable(folder / "journal.jsonl", "journal")
+    for _ in range(attempts):
+        run_id = new_run_id()
+        path = default_journal_path(None, run_id)
+        try:
+            os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644))
+        except FileExistsError:
+            continue
+        return path, run_id
+    raise JournalError(f"cannot find a free journal name in {folder}; give one with --detbench-journal")
 
 
 def with_lock_name(path: Path) -> Path:
@@ -235,6 +262,35 @@ def read_run_header(path: str | os.PathLike[str]) -> dict[str, Any] | None:
             if line.strip():
                 return json.loads(line) if _is_run_header(line) else None
     return None
+
+
+def check_resume(path: str | os.PathLike[str], results: list[CellResult], options: dict[str, Any],
+                 environment: dict[str, Any]) -> None:
+    """JournalError, one line naming what differs, unless every result of the journal ``path`` was measured on this
+    machine and software (:data:`RESUME_ENVIRONMENT_KEYS`) with this run's measurement options (all but
+    :data:`RESUME_FREE_OPTIONS`; the cells chosen may differ, since a resume continues a run)."""
+    for result in results:
+        stored_options = result.config.get("options") if isinstance(result.config, dict) else None
+        if not isinstance(result.environment, dict) or not isinstance(stored_options, dict):
+            raise JournalError(f"--detbench-resume {path}: cell {result.cell.id} holds no environment fingerprint or "
+                               "options, so it cannot be checked against this run; start a new run")
+        differences = _differences(result.environment, environment, RESUME_ENVIRONMENT_KEYS)
+        keys = sorted((set(stored_options) | set(options)) - RESUME_FREE_OPTIONS)
+        differences += _differences(stored_options, options, keys)
+        if differences:
+            raise JournalError(f"--detbench-resume {path} was measured otherwise ({'; '.join(differences)}); resume "
+                               "only a journal of this machine, software and measurement options (the cells chosen "
+                               "may differ), or start a new run")
+
+
+def _differences(stored: dict[str, Any], current: dict[str, Any], keys: Any) -> list[str]:
+    """``"<key>: journal <value>, this run <value>"`` for each of ``keys`` whose JSON values differ."""
+    out = []
+    for key in keys:
+        old, new = (json.dumps(d.get(key), sort_keys=True, default=str) for d in (stored, current))
+        if old != new:
+            out.append(f"{key}: journal {old}, this run {new}")
+    return out
 
 
 def read_journal(path: str | os.PathLike[str]) -> list[CellResult]:

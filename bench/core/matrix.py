@@ -199,13 +199,17 @@ def expand(profile: str, filters: MatrixFilters, known_models: Iterable[str], gp
                                 for gpus in _gpu_counts(block.gpus, filters.gpus, gpu_count):
                                     cell = Cell(model, mode, compile_mode, precision, batch, gpus, size, layout)
                                     cells.setdefault(cell.id, cell)
-    # Eager before compiled for the same configuration, so break-even can use the eager median; bsmax cells last
-    # (they are searched after the group's other cells, in fresh workers).
-    order = {cid: i for i, cid in enumerate(cells)}
-    return sorted(cells.values(), key=lambda c: (c.model, c.gpus, c.mode, c.searches_batch, c.precision,
-                                                   _batch_key(c.batch_size),
-                                                   MEMORY_FORMATS.index(c.memory_format),
-                                                   COMPILE_MODES.index(c.compile), order[c.id]))
+    return matrix_order(list(cells.values()))
+
+
+def matrix_order(cells: list[Cell]) -> list[Cell]:
+    """The order cells run in: by model, then GPU count (1-GPU cells first: they are the scaling references of the
+    multi-GPU ones); eager before compiled for the same configuration, so break-even can use the eager median;
+    bsmax cells last (they are searched after the group's other cells, in fresh workers); else as given."""
+    order = {c.id: i for i, c in enumerate(cells)}
+    return sorted(cells, key=lambda c: (c.model, c.gpus, c.mode, c.searches_batch, c.precision,
+                                        _batch_key(c.batch_size), MEMORY_FORMATS.index(c.memory_format),
+                                        COMPILE_MODES.index(c.compile), order[c.id]))
 
 
 def _batch_key(batch: int | str) -> tuple[int, int]:
@@ -221,8 +225,8 @@ def _gpu_counts(block: tuple[int, ...], wanted: tuple[int, ...] | None, gpu_coun
 
 
 def add_gpu_twins(cells: list[Cell]) -> tuple[list[Cell], dict[str, str]]:
-    """Every multi-GPU cell's 1-GPU twin (scaling efficiency is judged against it), added where missing;
-    returns the cells and ``{added cell id: why}``."""
+    """Every multi-GPU cell's 1-GPU twin (scaling efficiency is judged against it), added where missing and placed
+    before it (:func:`matrix_order`); returns the cells and ``{added cell id: why}``."""
     have = {c.id for c in cells}
     added: dict[str, str] = {}
     out = list(cells)
@@ -235,7 +239,7 @@ def add_gpu_twins(cells: list[Cell]) -> tuple[list[Cell], dict[str, str]]:
             have.add(twin.id)
             out.append(twin)
             added[twin.id] = f"added: the 1-GPU twin of {cell.id} (scaling efficiency is measured against it)"
-    return out, added
+    return matrix_order(out), added
 
 
 def _pick(values: tuple[str, ...], wanted: tuple[str, ...] | None) -> tuple[str, ...]:
@@ -311,7 +315,7 @@ def parse_batch_sizes(text: str | None) -> tuple[int | str, ...] | None:
     for part in parts:
         if part.lower() == BATCH_MAX:
             sizes.append(BATCH_MAX)
-        elif part.isdigit() and int(part) >= 1:
+        elif part.isdecimal() and int(part) >= 1:
             sizes.append(int(part))
         else:
             raise MatrixError(f"bad batch size {part!r}; batch sizes are positive integers or {BATCH_MAX} (the "
@@ -351,7 +355,7 @@ def parse_gpus(text: str | None) -> tuple[int, ...] | None:
         return None
     counts = []
     for part in parts:
-        if not part.isdigit() or not 1 <= int(part) <= 1024:
+        if not part.isdecimal() or not 1 <= int(part) <= 1024:
             raise MatrixError(f"bad GPU count {part!r}; GPU counts are positive integers, e.g. --gpus 1,2,4")
         counts.append(int(part))
     return tuple(dict.fromkeys(counts))
@@ -362,7 +366,7 @@ def parse_image_size(text: str | None) -> tuple[int, int] | None:
     if not text:
         return None
     parts = text.lower().split("x")
-    if len(parts) != 2 or not all(p.isdigit() and 32 <= int(p) <= MAX_IMAGE_SIDE for p in parts):
+    if len(parts) != 2 or not all(p.isdecimal() and 32 <= int(p) <= MAX_IMAGE_SIDE for p in parts):
         raise MatrixError(f"bad image size {text!r}; use HEIGHTxWIDTH with both within 32..{MAX_IMAGE_SIDE} "
                           "(larger exceeds any GPU's memory), e.g. 480x640")
     return int(parts[0]), int(parts[1])

@@ -16,6 +16,7 @@ MAX_TELEMETRY_HZ = 1000.0
 MAX_REPEATS = 100  # each repeat re-runs the whole matrix; more is a typo, not a plan
 OPTIMIZERS = ("sgd", "adamw")
 CELL_TIMEOUT_S = 600.0  # a worker that sends no event (a set-up step, a block) this long is killed
+MAX_SEED = 2**64 - 1  # torch.manual_seed's range: a larger seed fails every cell at set-up
 
 
 class OptionError(ValueError):
@@ -126,6 +127,9 @@ class RunOptions:
                               f"got {self.telemetry_hz!r}")
         if not isinstance(self.cudnn_benchmark, bool):
             raise OptionError(f"cudnn_benchmark must be true or false, got {self.cudnn_benchmark!r}")
+        if not _is_int(self.seed) or not 0 <= self.seed <= MAX_SEED:
+            raise OptionError(f"seed must be an integer within 0..{MAX_SEED} (2**64-1, torch's seed range), "
+                              f"got {self.seed!r}")
         if not _is_int(self.repeats) or not 1 <= self.repeats <= MAX_REPEATS:
             raise OptionError(f"repeats must be an integer within 1..{MAX_REPEATS}, got {self.repeats!r}")
         if isinstance(self.warmup, dict):

@@ -20,6 +20,7 @@ import datetime
 import json
 import os
 import statistics
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -104,12 +105,8 @@ class RunRecord:
         benchmarks, not_measured = [], []
         for result in self.results:
             if result.status == "ok" and result.times_ms:
-                payload = cell_payload(result, self.options, self.environment, iterations_in_stats=True)
-                benchmarks.append({"group": None, "name": f"test_cell[{result.cell.id}]",
-                                   "fullname": f"{self.tool}::{result.cell.id}", "params": None, "param": None,
-                                   "extra_info": {"detbench": payload, "detbench_status": result.status},
-                                   "options": {"timer": result.timer or "device"},
-                                   "stats": iteration_stats(result.times_ms)})
+                benchmarks.append(benchmark_entry(result, self.options, self.environment,
+                                                  f"{self.tool}::{result.cell.id}"))
             else:
                 not_measured.append(cell_payload(result, self.options, self.environment))
         return {"machine_info": {"detbench_environment": self.environment}, "commit_info": {},
@@ -121,11 +118,45 @@ class RunRecord:
 
     def write(self, path: str | os.PathLike[str]) -> Path:
         """Write atomically (a reader never sees half a file)."""
-        target = Path(path)
-        partial = target.with_name(target.name + ".partial")
-        partial.write_text(json.dumps(self.benchmark_json(), indent=1, allow_nan=False), encoding="utf-8")
-        os.replace(partial, target)
+        return write_file_atomically(path, json.dumps(self.benchmark_json(), indent=1, allow_nan=False))
+
+
+def benchmark_entry(result: CellResult, options: dict[str, Any] | None, environment: dict[str, Any] | None,
+                    fullname: str, param: str | None = None) -> dict[str, Any]:
+    """One measured (ok) cell as a pytest-benchmark ``benchmarks`` entry: its iterations are the stats."""
+    payload = cell_payload(result, options, environment, iterations_in_stats=True)
+    return {"group": None, "name": f"test_cell[{result.cell.id}]", "fullname": fullname, "params": None,
+            "param": param, "extra_info": {"detbench": payload, "detbench_status": result.status},
+            "options": {"timer": result.timer or "device"}, "stats": iteration_stats(result.times_ms)}
+
+
+def write_file_atomically(path: str | os.PathLike[str], text: str) -> Path:
+    """Write ``text`` so that ``path`` never holds half a file: into a temporary file beside it, synced, then renamed
+    over it (the temporary file is removed on any failure, e.g. a full disk, and the OSError raised). A path that
+    exists and is not a regular file (``/dev/stdout``, a pipe) is written in place."""
+    target = Path(path)
+    if target.exists() and not target.is_file():
+        with open(target, "w", encoding="utf-8") as sink:
+            sink.write(text)
         return target
+    descriptor, partial = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".partial", dir=target.parent)
+    try:
+        with open(descriptor, "w", encoding="utf-8") as handle:
+            os.fchmod(handle.fileno(), 0o666 & ~_umask())  # as a plain open would make it, not mkstemp's 0600
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(partial, target)
+    except BaseException:
+        Path(partial).unlink(missing_ok=True)
+        raise
+    return target
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def results_of_benchmark_json(data: dict[str, Any], source: str) -> list[CellResult]:
@@ -165,7 +196,9 @@ def journal_results(lines: list[str], source: str) -> list[CellResult]:
         except ValueError as exc:
             if number == len(lines) and results:
                 break  # the write the crash interrupted
-            raise RecordError(f"{source}: line {number} is not valid JSON ({exc})") from None
+            where = f", column {exc.colno}" if isinstance(exc, json.JSONDecodeError) else ""
+            detail = exc.msg if isinstance(exc, json.JSONDecodeError) else str(exc)
+            raise RecordError(f"{source}: line {number}{where} is not valid JSON ({detail})") from None
         schema = record.get("schema") if isinstance(record, dict) else None
         if schema == RUN_SCHEMA:
             header = record

@@ -47,6 +47,10 @@ SEED = 20261127  # fixed: the same files always give the same verdict
 POOL_ALPHA = 0.25  # sometimes-pool: preliminary F test level (Bozivich, Bancroft & Hartley 1956)
 HICCUP_SCALES = 5.0  # a round further than this many robust SDs from its pair's median is a host stall
 HICCUP_SHARE = 0.10  # ... but at most this share of the rounds is set aside (more is the noise itself)
+# Figures no cell of this suite can produce (a corrupt or hand-edited file): never judged. reports.compare marks a
+# cell carrying one invalid (named, out of the verdicts); the judges below set such units aside and say so.
+MAX_THROUGHPUT_IPS = 1e7  # images/s: ~100x the fastest small-image classifier at a large batch on an H100
+MAX_RATIO = 1e3  # a candidate 1000x faster or slower than its baseline on the same cell is a broken figure
 
 
 @dataclass(frozen=True)
@@ -88,7 +92,12 @@ def judge_unpaired(baseline: Sequence[float], candidate: Sequence[float], thresh
                    unit: str = "block", weak: bool = False) -> ChangeEstimate:
     """Judge two independent samples of throughput (images/s; one value per unit)."""
     _check_threshold(threshold)
-    base, cand = _finite_positive(baseline), _finite_positive(candidate)
+    base, cand = _plausible(baseline, MAX_THROUGHPUT_IPS), _plausible(candidate, MAX_THROUGHPUT_IPS)
+    aside = _set_aside_note(len(baseline) + len(candidate) - len(base) - len(cand), "throughput", MAX_THROUGHPUT_IPS)
+    return _noted(_judge_unpaired(base, cand, threshold, unit, weak), aside)
+
+
+def _judge_unpaired(base: np.ndarray, cand: np.ndarray, threshold: float, unit: str, weak: bool) -> ChangeEstimate:
     if min(len(base), len(cand)) < MIN_UNITS:
         return ChangeEstimate(INCONCLUSIVE, _ratio_of_medians(cand, base), None, None, None, len(base), len(cand),
                               unit, weak, f"too few samples ({len(base)} vs {len(cand)} {unit}s; "
@@ -103,7 +112,12 @@ def judge_unpaired(baseline: Sequence[float], candidate: Sequence[float], thresh
 def judge_paired(ratios: Sequence[float], threshold: float) -> ChangeEstimate:
     """Judge per-round candidate/baseline throughput ratios from an interleaved A/B run."""
     _check_threshold(threshold)
-    values = _finite_positive(ratios)
+    values = _plausible_ratios(ratios)
+    aside = _set_aside_note(len(ratios) - len(values), "ratio", MAX_RATIO)
+    return _noted(_judge_paired(values, threshold), aside)
+
+
+def _judge_paired(values: np.ndarray, threshold: float) -> ChangeEstimate:
     n = len(values)
     if n < MIN_UNITS:
         median = float(np.median(values)) if n else None
@@ -133,8 +147,9 @@ def judge_nested(pairs: Sequence[Sequence[float]], threshold: float) -> ChangeEs
 
     One pair: rounds only (``n - 1`` degrees of freedom), marked ``weak`` with the reason saying the between-pair
     (per-process) noise is unmeasured. Fewer than :data:`MIN_UNITS` rounds in all: inconclusive. Pairs with one
-    round each: the pair values are the units (within and between noise are not separable). Non-finite and
-    non-positive ratios are dropped, and a pair left without rounds with them.
+    round each: the pair values are the units (within and between noise are not separable). Non-finite,
+    non-positive and implausible ratios (beyond :data:`MAX_RATIO` either way) are set aside, the reason says how
+    many, and a pair left without rounds with them.
 
     Hiccups: a host stall during one side of one round moves that round's ratio by tens of % and, with means, can
     make a pair look offset (a significant F test, ``P - 1`` degrees of freedom: an inconclusive cell). So a round
@@ -148,7 +163,12 @@ def judge_nested(pairs: Sequence[Sequence[float]], threshold: float) -> ChangeEs
     noise, a 10 % slowdown is flagged in 93 % of gates instead of 73 %, and no change stays unflagged.
     """
     _check_threshold(threshold)
-    cleaned = [_finite_positive(rounds) for rounds in pairs]
+    cleaned = [_plausible_ratios(rounds) for rounds in pairs]
+    aside = _set_aside_note(sum(len(r) for r in pairs) - sum(len(c) for c in cleaned), "ratio", MAX_RATIO)
+    return _noted(_judge_nested(cleaned, threshold), aside)
+
+
+def _judge_nested(cleaned: list[np.ndarray], threshold: float) -> ChangeEstimate:
     logs = [np.log(values) for values in cleaned if len(values)]
     logs, trimmed = _set_hiccups_aside(logs)
     n_pairs, sizes = len(logs), np.array([len(d) for d in logs])
@@ -295,6 +315,38 @@ def _check_threshold(threshold: float) -> None:
 def _finite_positive(values: Sequence[float]) -> np.ndarray:
     data = np.asarray([float(v) for v in values if v is not None], dtype=float)
     return data[np.isfinite(data) & (data > 0)]
+
+
+def _plausible(values: Sequence[float], high: float, low: float = 0.0) -> np.ndarray:
+    """The finite values within (low, high]: others are no measurement of this suite."""
+    data = _finite_positive(values)
+    return data[(data > low) & (data <= high)]
+
+
+def _plausible_ratios(values: Sequence[float]) -> np.ndarray:
+    return _plausible(values, MAX_RATIO, 1.0 / MAX_RATIO)
+
+
+def implausible_throughput(ips: object) -> str | None:
+    """Why a throughput (images/s) of an ok cell cannot be a measurement, or None when it can."""
+    if isinstance(ips, bool) or not isinstance(ips, (int, float)) or not np.isfinite(ips):
+        return f"throughput {ips!r:.40} is not a finite number"
+    if ips <= 0:
+        return f"throughput {ips:g} images/s is not positive"
+    if ips > MAX_THROUGHPUT_IPS:
+        return f"throughput {ips:.3g} images/s is beyond the plausible {MAX_THROUGHPUT_IPS:.0e}"
+    return None
+
+
+def _set_aside_note(count: int, what: str, bound: float) -> str:
+    if count <= 0:
+        return ""
+    return (f"; {count} implausible {what}{'s' if count != 1 else ''} set aside (not finite, not positive or "
+            f"beyond {bound:.0e}{' either way' if what == 'ratio' else ''})")
+
+
+def _noted(estimate: ChangeEstimate, note: str) -> ChangeEstimate:
+    return replace(estimate, reason=estimate.reason + note) if note else estimate
 
 
 def _ratio_of_medians(cand: np.ndarray, base: np.ndarray) -> float | None:

@@ -15,6 +15,7 @@ import contextlib
 import importlib.util
 import os
 import signal
+import sys
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,9 +25,9 @@ import pytest
 
 from bench.core import config as config_table
 from bench.core import matrix
-from bench.core.journal import Journal, JournalError, read_journal
+from bench.core.journal import Journal, JournalError, check_resume, read_journal
 from bench.core.options import OptionError, RunOptions, import_model_modules
-from bench.core.record import cell_payload, run_block
+from bench.core.record import benchmark_entry, cell_payload, run_block, write_file_atomically
 from bench.core.schema import BATCH_MAX, Cell, CellResult
 from bench.models.registry import UnknownModelError
 
@@ -123,23 +124,28 @@ def _build_state(config: pytest.Config) -> RunState:
     if run.options.repeats > 1 and any(c.searches_batch for c in cells):
         raise matrix.MatrixError(f"batch size {BATCH_MAX} is not repeated (each repeat may find another boundary); "
                                  "run the search without --repeats, then repeat the batch size it found")
-    resumed = _read_resume(run.resume)  # before the claim, which renames a journal at the same path aside
     from envcheck.fingerprint import collect  # noqa: PLC0415
 
+    environment = collect()
+    # before the claim, which renames a journal at the same path aside
+    resumed = _read_resume(run.resume, run.options.to_dict(), environment)
     journal = Journal.claim(benchmark_json_path(config), run.journal, options=run.options.to_dict(),
-                            environment=collect())
+                            environment=environment)
     return RunState(cells, run.options, capabilities, journal, run.filters, added, resumed=resumed)
 
 
-def _read_resume(path: str | None) -> list[CellResult]:
+def _read_resume(path: str | None, options: dict[str, Any], environment: dict[str, Any]) -> list[CellResult]:
+    """The journal's results, refused (one line) when unreadable or measured elsewhere or otherwise."""
     if path is None:
         return []
     try:
-        return read_journal(path)
+        results = read_journal(path)
     except OSError as exc:
         raise JournalError(f"cannot read --detbench-resume {path}: {exc.strerror or exc}") from None
-    except ValueError as exc:  # SchemaError or a torn line in the middle
-        raise JournalError(f"--detbench-resume {path} is not a detbench journal ({exc})") from None
+    except ValueError as exc:  # SchemaError or a torn line in the middle; the message names the file and line
+        raise JournalError(f"--detbench-resume is not a detbench journal: {exc}") from None
+    check_resume(path, results, options, environment)
+    return results
 
 
 def benchmark_json_path(config: pytest.Config) -> str | None:
@@ -225,26 +231,62 @@ def pytest_benchmark_update_json(config: pytest.Config, benchmarks: Any, output_
         profile=state.options.profile, journal=str(state.journal.path), added_cells=state.added)
 
 
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """detbench writes ``--benchmark-json`` itself (:func:`pytest_sessionfinish`): pytest-benchmark's writer is
+    turned off, so the file is whole or absent, holds every cell, and a full disk is one line."""
+    state = session.config.stash.get(STATE, None)
+    bench_session = getattr(session.config, "_benchmarksession", None)  # pytest-benchmark's, set at configure
+    if state is None or bench_session is None or not getattr(bench_session, "json", None):
+        return
+    if hasattr(bench_session.json, "close"):  # pytest-benchmark < 5 opened the file while parsing the options
+        bench_session.json.close()
+    bench_session.json = None
+
+
 @pytest.hookimpl(trylast=True)
 def pytest_sessionfinish(session: pytest.Session) -> None:
-    """pytest-benchmark writes no ``--benchmark-json`` when no cell measured anything (every cell OOM, error or
-    skipped): write it here, through the same hooks, so the file still holds the run and its failed cells."""
+    """Write ``--benchmark-json`` through pytest-benchmark's hooks: the fed benchmarks, plus measured cells no test
+    fed (a ``--repeats`` run stopped by Ctrl-C or SIGTERM keeps its finished repeats, merged), plus cells that
+    measured nothing (in ``detbench.not_measured``); also when no cell measured anything. Atomically: a failed
+    write (a full disk) leaves no partial file, says so in one line and makes the exit status non-zero."""
     config = session.config
     state = config.stash.get(STATE, None)
-    bench_session = getattr(config, "_benchmarksession", None)  # pytest-benchmark's, set at configure
+    bench_session = getattr(config, "_benchmarksession", None)
     run = state.run if state else None
-    if run is None or not run.results or any(r.status == "ok" for r in run.results.values()):
-        return  # pytest-benchmark wrote the file (or nothing ran, or --benchmark-disable kept measured cells out)
-    if bench_session is None or bench_session.benchmarks or not getattr(bench_session, "json", None):
+    target = state.journal.benchmark_json if state else None
+    if state is None or target is None or bench_session is None or getattr(bench_session, "disabled", False):
         return
+    if not bench_session.benchmarks and (run is None or not run.results):
+        return  # nothing ran: no file, as pytest-benchmark does
+    from pytest_benchmark.utils import safe_dumps  # noqa: PLC0415
+
+    try:
+        write_file_atomically(target, safe_dumps(_benchmark_json(config, bench_session, state), ensure_ascii=True,
+                                                 indent=4))
+    except OSError as exc:
+        print(f"detbench: cannot write --benchmark-json {target}: {exc.strerror or exc}; every finished cell is in "
+              f"the journal {state.journal.path}", file=sys.stderr, flush=True)
+        if session.exitstatus == pytest.ExitCode.OK:
+            session.exitstatus = pytest.ExitCode.INTERNAL_ERROR
+
+
+def _benchmark_json(config: pytest.Config, bench_session: Any, state: RunState) -> dict[str, Any]:
+    """The run file: pytest-benchmark's layout from its hooks, with the run's measured cells no test fed added."""
     hook = config.hook
     commit_info = hook.pytest_benchmark_generate_commit_info(config=config)
     hook.pytest_benchmark_update_commit_info(config=config, commit_info=commit_info)
-    output_json = hook.pytest_benchmark_generate_json(config=config, benchmarks=[], include_data=True,
-                                                      machine_info=bench_session.get_machine_info(),
+    output_json = hook.pytest_benchmark_generate_json(config=config, benchmarks=bench_session.benchmarks,
+                                                      include_data=True, machine_info=bench_session.get_machine_info(),
                                                       commit_info=commit_info)
-    hook.pytest_benchmark_update_json(config=config, benchmarks=[], output_json=output_json)
-    bench_session.save_json(output_json)
+    fed = {(entry.get("extra_info") or {}).get("detbench", {}).get("cell_id") for entry in output_json["benchmarks"]}
+    options = state.options.to_dict()
+    results = state.run.results.values() if state.run else []
+    output_json["benchmarks"] += [
+        benchmark_entry(r, options, state.journal.environment, f"bench/plugin/test_cells.py::test_cell[{r.cell.id}]",
+                        r.cell.id)
+        for r in results if r.status == "ok" and r.times_ms and r.cell.id not in fed]
+    hook.pytest_benchmark_update_json(config=config, benchmarks=bench_session.benchmarks, output_json=output_json)
+    return output_json
 
 
 def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:

@@ -20,7 +20,7 @@ from bench.core.schema import BatchProbe, BatchSearch, Cell, CellResult
 Probe = Callable[[Cell], CellResult]
 
 DEFAULT_START = 8
-DEFAULT_LIMIT = 512  # a CPU never runs out of memory: the doubling must end somewhere
+DEFAULT_LIMIT = 512  # a host with much memory may not run out for long: the doubling must end somewhere
 # Bisection stops once the gap between the last fit and the first OOM is at most this fraction of the last
 # fit: 128..256 resolves to 160..192 in 2 probes rather than 7, and each probe costs a fresh process (~20 s
 # for a detector on an H100: start, build, calibration, warm-up at a large batch).
@@ -58,7 +58,8 @@ def search(template: Cell, probe: Probe, *, start: int = DEFAULT_START, limit: i
            tolerance: float = DEFAULT_TOLERANCE) -> SearchOutcome:
     """Find the largest batch of ``template``'s configuration that fits, probing with ``probe``.
 
-    ``probe(cell)`` runs one concrete cell and returns its result; only status ``oom`` is a memory boundary.
+    ``probe(cell)`` runs one concrete cell and returns its result; only status ``oom`` is a memory boundary (on
+    the CPU too: an allocator failure, MemoryError or an OOM-killed worker is ``oom``, bench.runtime.failures).
     Any other failure (error, timeout, skipped) ends the search, recorded with its reason: it says nothing
     about memory. The batch axis is assumed monotonic (if b fits, every smaller batch fits)."""
     _check(start, limit, tolerance)

@@ -17,8 +17,9 @@ from bench.measure.flops import FlopCount
 from bench.models import ModelSpec, get_model
 from bench.models.postprocess import PostprocessLoad
 from bench.models.registry import configure_size
+from bench.runtime import device as host
 from bench.runtime.device import device_name, tf32_flags
-from bench.runtime.failures import NotApplicableError
+from bench.runtime.failures import HostMemoryError, NotApplicableError
 
 AUTOCAST_DTYPES = {"amp-fp16": torch.float16, "amp-bf16": torch.bfloat16}
 # Images a group's BatchNorm statistics are set from, whatever the cells' batch sizes: statistics from a single
@@ -27,6 +28,7 @@ CALIBRATION_IMAGES = 8
 # Images a group's FLOP count runs on (FLOPs per image do not depend on the batch): one for inference, two for a
 # training step, whose BatchNorm layers in train mode need more than one value per channel (1x1 maps in SSDlite)
 FLOP_COUNT_BATCH = {"infer": 1, "train": 2}
+INPUT_BYTES_PER_PIXEL = 3 * 4  # an input image: 3 channels of float32 (autocast casts inside the model)
 
 ModelWrapper = Callable[[torch.nn.Module], torch.nn.Module]
 
@@ -150,6 +152,7 @@ def prepare(cell: Cell, options: RunOptions, device: torch.device, shared: Share
     batch = cell.batch_size
     if not isinstance(batch, int):  # a bsmax cell is searched (bench.runtime.batch_search), a concrete batch per probe
         raise ValueError(f"{cell.id}: batch size {batch!r} must be resolved before set-up (bench.runtime.batch_search)")
+    check_host_memory(batch, size, device)
     generator = torch.Generator(device=device).manual_seed(options.seed)
     inputs = inputs_in_format(spec.make_inputs(batch, size, device, generator), cell.memory_format)
     targets = spec.make_targets(batch, size, device, generator) if cell.mode == "train" else None
@@ -164,6 +167,19 @@ def prepare(cell: Cell, options: RunOptions, device: torch.device, shared: Share
         if cell.precision == "amp-fp16":
             scaler = torch.amp.GradScaler(device.type)
     return Prepared(spec, model, model, inputs, targets, size, optimizer, scaler)
+
+
+def check_host_memory(batch: int, size: tuple[int, int], device: torch.device) -> None:
+    """On the CPU, refuse (HostMemoryError: the cell's ``oom``) a batch whose input images alone exceed the host's
+    available memory, before allocating them; activations come on top, so this is a lower bound."""
+    if device.type != "cpu":
+        return
+    needed = batch * size[0] * size[1] * INPUT_BYTES_PER_PIXEL
+    available = host.available_memory_bytes()
+    if available is not None and needed > available:
+        raise HostMemoryError(f"not allocated: batch {batch} of {size[0]}x{size[1]} images needs {needed / 2**30:.1f} "
+                              f"GiB for its input alone, more than the host's {available / 2**30:.1f} GiB available "
+                              "(MemAvailable in /proc/meminfo)", needed)
 
 
 def autocast_context(cell: Cell, device: torch.device) -> Any:

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import os
 import platform
+import re
+from collections.abc import Iterator
+from pathlib import Path
 
 import torch
 
@@ -32,3 +36,44 @@ def release_memory(device: torch.device) -> None:
     gc.collect()
     if device.type == "cuda":
         torch.cuda.empty_cache()
+
+
+def available_memory_bytes() -> int | None:
+    """What the host can still give without swapping (MemAvailable in /proc/meminfo), or None where unknown."""
+    try:
+        match = re.search(r"^MemAvailable:\s+(\d+) kB", Path("/proc/meminfo").read_text(), re.MULTILINE)
+    except OSError:
+        return None
+    return int(match.group(1)) * 1024 if match else None
+
+
+def _address_space_bytes() -> int | None:
+    try:
+        match = re.search(r"^VmSize:\s+(\d+) kB", Path("/proc/self/status").read_text(), re.MULTILINE)
+    except OSError:
+        return None
+    return int(match.group(1)) * 1024 if match else None
+
+
+@contextlib.contextmanager
+def host_memory_cap(device: torch.device) -> Iterator[int | None]:
+    """On the CPU: this process's address space capped at its size now plus the host's available memory, so an
+    allocation that would exhaust the host fails ("can't allocate memory", a cell's ``oom``) instead of the
+    kernel's OOM killer ending the whole process; the limit in force before is restored after. Yields the cap
+    (None: not capped - a GPU, whose driver maps far more address space than memory, or no /proc)."""
+    import resource  # noqa: PLC0415 (POSIX only)
+
+    available, size = available_memory_bytes(), _address_space_bytes()
+    if device.type != "cpu" or available is None or size is None:
+        yield None
+        return
+    soft, hard = resource.getrlimit(resource.RLIMIT_AS)
+    cap = size + available
+    for limit in (soft, hard):
+        if limit != resource.RLIM_INFINITY:
+            cap = min(cap, limit)
+    resource.setrlimit(resource.RLIMIT_AS, (cap, hard))
+    try:
+        yield cap
+    finally:
+        resource.setrlimit(resource.RLIMIT_AS, (soft, hard))

@@ -18,7 +18,6 @@ Child processes get the user's environment as it is (plus detbench importable): 
 
 from __future__ import annotations
 
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -33,31 +32,39 @@ from bench.runtime.batch_search import isolated_probe, search_cell
 from bench.runtime.protocol import EventLog, GroupProgress
 from bench.runtime.request import GroupRequest
 from bench.runtime.torchrun import TorchrunLauncher
-from envcheck.isolate import Supervisor, child_env, describe_exit, python_module
+from envcheck.isolate import Supervisor, child_env, python_module, scratch_dir
 
 
 class InlineLauncher:
-    """The engine in this process: no isolation, so a sticky CUDA error ends the rest of the group."""
+    """The engine in this process: no isolation, so a sticky CUDA error ends the rest of the group. On the CPU the
+    process's address space is capped at what the host has available (bench.runtime.device.host_memory_cap), so a
+    cell too large for the host fails to allocate (``oom``) and the group goes on."""
 
     isolation = "inline"
     keeps_partial = True
     can_retry = False
 
     def attempt(self, cells: list[Cell], options: RunOptions) -> Attempt:
-        from bench.runtime.device import cell_device  # noqa: PLC0415 (imports torch)
+        from bench.runtime.device import cell_device, host_memory_cap  # noqa: PLC0415 (imports torch)
         from bench.runtime.engine import measure_group  # noqa: PLC0415
-        from bench.runtime.failures import WorkerMustEnd  # noqa: PLC0415
+        from bench.runtime.failures import WorkerMustEnd, is_out_of_memory, one_line  # noqa: PLC0415
 
         import_model_modules(options.model_modules)
         began = time.perf_counter()
-        with tempfile.TemporaryDirectory(prefix="detbench-group-") as tmp:
+        device = cell_device()
+        with scratch_dir("detbench-group-") as tmp:
             path = Path(tmp, "events.jsonl")
             failure = None
             try:
-                measure_group(cells, options, cell_device(), events=EventLog(path))
+                with host_memory_cap(device):  # a cell that would exhaust the host is its own oom, not the run's end
+                    measure_group(cells, options, device, events=EventLog(path))
             except WorkerMustEnd as exc:
                 failure = AttemptFailure("error", f"not run: the CUDA context became unusable ({exc}); "
                                                   "--isolation model gives the rest a fresh worker")
+            except Exception as exc:  # under the cap an allocation can fail outside a cell's own try
+                if not is_out_of_memory(exc):
+                    raise
+                failure = AttemptFailure("oom", f"not run: out of host memory between cells ({one_line(exc)})")
             progress = GroupProgress.read(path)
         return Attempt(progress, failure, time.perf_counter() - began, True)
 
@@ -73,7 +80,7 @@ class ProcessLauncher:
         self.isolation = isolation
 
     def attempt(self, cells: list[Cell], options: RunOptions) -> Attempt:
-        with tempfile.TemporaryDirectory(prefix="detbench-worker-") as tmp:
+        with scratch_dir("detbench-worker-") as tmp:
             request, events, output = Path(tmp, "request.json"), Path(tmp, "events.jsonl"), Path(tmp, "output.txt")
             GroupRequest(cells, options).write(request)
             command = python_module("bench.runtime.worker", str(request), str(events))
@@ -86,8 +93,8 @@ class ProcessLauncher:
             failure = AttemptFailure("timeout", f"killed after {options.cell_timeout_s:g} s without progress "
                                                 f"(cell timeout) during {progress.phase or 'start-up'}")
         elif done.returncode != 0 or not progress.done:
-            failure = AttemptFailure("error", f"worker process {describe_exit(done.returncode)} during "
-                                              f"{progress.phase or 'start-up'}")
+            failure = AttemptFailure("oom" if done.oom_killed else "error",
+                                     f"worker process {done.describe()} during {progress.phase or 'start-up'}")
         if failure is not None:
             failure.output_tail, failure.returncode = done.output_tail, done.returncode
         reached = progress.running is not None or bool(progress.results)

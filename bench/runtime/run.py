@@ -19,6 +19,7 @@ from bench.core.groups import group_label
 from bench.core.journal import Journal
 from bench.core.options import RunOptions
 from bench.core.repeats import merge_repeats, repaired_ratios, repeat_order, tag_repeat
+from bench.core.scaling import one_gpu_twin
 from bench.core.schema import Cell, CellResult
 from bench.runtime.launch import run_group
 
@@ -60,8 +61,9 @@ class BenchRun:
             if result.status != "ok":
                 continue  # a failed cell or repeat is measured again
             if result.repeat is not None:
-                self.repeat_results.setdefault(result.cell.id, {})[result.repeat] = result
-            elif (result.measurement.repeats if result.measurement else 1) >= options.repeats:
+                if result.repeat < options.repeats:  # never more repeats than this run's --repeats
+                    self.repeat_results.setdefault(result.cell.id, {})[result.repeat] = result
+            elif (result.measurement.repeats if result.measurement else 1) == options.repeats:
                 self._resumed_cells[result.cell.id] = result
         self._copied: set[tuple[str, int]] = set()
 
@@ -72,19 +74,27 @@ class BenchRun:
                 self.run_repeats(self.cells if cell in self.cells else [*self.cells, cell])
             else:
                 group = [c for c in self.cells if c.group_key == cell.group_key and c.id not in self.results]
+                self._twins_first(group)
                 self.run_group(group if cell in group else [*group, cell])
         return self.results[cell.id]
+
+    def _twins_first(self, group: list[Cell]) -> None:
+        """Measure the run's 1-GPU twins of a multi-GPU group before it: they are its scaling references."""
+        twins = {one_gpu_twin(c).id for c in group if c.gpus > 1}
+        for cell in self.cells:
+            if cell.id in twins and cell.id not in self.results:
+                self.run(cell)
 
     def run_group(self, group: list[Cell]) -> list[CellResult]:
         taken = [c for c in group if c.id in self._resumed_cells]
         group = [c for c in group if c.id not in self._resumed_cells]
+        out = [self._record(self._resumed_cells[c.id]) for c in taken]  # counted before the group's line
         skipped = self._skipped(group)
         runnable = [c for c in group if c.id not in skipped]
-        self._show_group(runnable, len(self.results), len(self.cells))
+        self._show_group(runnable, len(self.results), max(len(self.cells), len(self.results) + len(group)))
         # 1-GPU groups run first (the matrix orders by GPU count): their results are the scaling references
         baselines = {cid: r for cid, r in self.results.items() if r.cell.gpus == 1}
         measured = {r.cell.id: r for r in run_group(runnable, self.options, baselines=baselines)} if runnable else {}
-        out = [self._record(self._resumed_cells[c.id]) for c in taken]
         for cell in group:
             out.append(self._record(measured.get(cell.id) or self._not_measured(cell, skipped.get(cell.id))))
         return out
@@ -104,20 +114,41 @@ class BenchRun:
         tiers: dict[int, list[list[Cell]]] = {}
         for group in groups.values():
             tiers.setdefault(group[0].gpus, []).append(group)
-        total = sum(len(g) for g in groups.values()) * repeats
-        done = sum(len(r) for r in self.repeat_results.values())
-        for repeat in range(repeats):
-            for gpus in sorted(tiers):
-                for group in repeat_order(tiers[gpus], repeat, repeats):
-                    done = self._measure_repeat(group, repeat, done, total)
+        measuring = [c for g in groups.values() for c in g]
+        total = len(measuring) * repeats  # the repeats this run measures or resumes, not the journal's others
+        done = sum(len(self.repeat_results.get(c.id, {})) for c in measuring)
         out = [self._record(self._resumed_cells[c.id]) for c in taken]
-        merged = {c.id: merge_repeats(list(self.repeat_results[c.id].values()))
-                  for c in pending if self.repeat_results.get(c.id)}
-        repaired_ratios(merged)
+        try:
+            for repeat in range(repeats):
+                for gpus in sorted(tiers):
+                    for group in repeat_order(tiers[gpus], repeat, repeats):
+                        done = self._measure_repeat(group, repeat, done, total)
+        except BaseException:
+            self._keep_finished(pending)  # stopped (Ctrl-C, SIGTERM): the JSON still gets what was measured
+            raise
+        merged = self._merged(pending)
         for cell in pending:
             out.append(self._record(merged.get(cell.id) or self._not_measured(cell, skipped.get(cell.id)),
                                     show=False))
         return out
+
+    def _merged(self, cells: list[Cell]) -> dict[str, CellResult]:
+        """Each cell's finished repeats merged into one result, ratios paired per repeat; cells without any left out."""
+        merged = {c.id: merge_repeats(list(self.repeat_results[c.id].values()))
+                  for c in cells if self.repeat_results.get(c.id)}
+        repaired_ratios(merged)
+        return merged
+
+    def _keep_finished(self, cells: list[Cell]) -> None:
+        """A stopped run's cells with finished repeats, merged into the run's results (not the journal, which holds
+        every repeat line already, so a resume measures only the missing repeats) and marked as cut short."""
+        repeats = self.options.repeats
+        for result in self._merged(cells).values():
+            counted = result.measurement.repeats if result.status == "ok" and result.measurement else 0
+            if counted < repeats:
+                result.reason = result.reason or f"run stopped after {counted} of {repeats} repeats"
+            self._complete(result)
+            self.results[result.cell.id] = result
 
     def _measure_repeat(self, group: list[Cell], repeat: int, done: int, total: int) -> int:
         """One repeat of one group: the repeats already finished (resumed) are copied, the rest measured."""

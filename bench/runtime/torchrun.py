@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 import re
 import sys
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,9 +26,10 @@ from bench.runtime.attempt import Attempt, AttemptFailure
 from bench.runtime.protocol import GroupProgress
 from bench.runtime.rank_status import PHASES, rank_statuses
 from bench.runtime.request import GroupRequest
-from envcheck.isolate import Supervisor, child_env, describe_exit, is_alive
+from envcheck.isolate import Supervisor, child_env, describe_exit, is_alive, oom_kill_count, scratch_dir
 
 _ROOT_CAUSE = re.compile(r"Root Cause.*?rank\s*:\s*(\d+).*?exitcode\s*:\s*(-?\d+)", re.DOTALL)
+_OOM_WORDS = r"out of memory|OutOfMemoryError|can't allocate memory|cannot allocate memory|MemoryError"
 _FAILURE = re.compile(r"rank\s*:\s*(\d+)[^\n]*\n(?:[^\n]*\n)*?\s*exitcode\s*:\s*(-?\d+)")
 
 
@@ -76,7 +76,7 @@ class TorchrunLauncher:
 
     def _torchrun(self, cells: list[Cell], options: RunOptions) -> Attempt:
         nproc = cells[0].gpus
-        with tempfile.TemporaryDirectory(prefix="detbench-group-") as tmp:
+        with scratch_dir("detbench-group-") as tmp:
             request_path, events_path = Path(tmp, "request.json"), Path(tmp, "events.jsonl")
             log_dir, output_path = Path(tmp, "logs"), Path(tmp, "torchrun.txt")
             request = GroupRequest(cells, options)
@@ -89,6 +89,7 @@ class TorchrunLauncher:
                 return [s["pid"] for s in statuses.values() if s.get("pid") and _is_rank_process(s["pid"])]
 
             command = torchrun_command(nproc, request_path, events_path, log_dir)
+            oom_kills = oom_kill_count()
             with Supervisor(command, output_path, env=child_env(), extra_pids=rank_pids) as job:
                 timed_out = job.watch(options.cell_timeout_s, heartbeat=lambda: _size(events_path), poll_s=0.2)
                 rank_pids()
@@ -102,7 +103,8 @@ class TorchrunLauncher:
             if timed_out:
                 failure = _timeout_failure(options.cell_timeout_s, statuses, progress.running)
             elif done.returncode != 0 or not progress.done:
-                failure = _rank_failure(output_path.read_text(errors="replace"), log_dir, statuses)
+                struck = oom_kills is not None and (oom_kill_count() or 0) > oom_kills
+                failure = _rank_failure(output_path.read_text(errors="replace"), log_dir, statuses, struck)
             if failure is not None:
                 failure.output_tail = done.output_tail
                 failure.details.setdefault("backend", request_backend)
@@ -142,8 +144,10 @@ def _timeout_failure(timeout_s: float, statuses: dict[int, dict[str, Any]], runn
                           details={"failed_rank": stuck[0], "rank_phases": phases})
 
 
-def _rank_failure(output: str, log_dir: Path, statuses: dict[int, dict[str, Any]]) -> AttemptFailure:
-    """The first failed rank as torchrun reports it ("Root Cause"), with its error file's message or its exit."""
+def _rank_failure(output: str, log_dir: Path, statuses: dict[int, dict[str, Any]],
+                  oom_killer_struck: bool = False) -> AttemptFailure:
+    """The first failed rank as torchrun reports it ("Root Cause"), with its error file's message or its exit
+    (SIGKILL while the kernel's OOM killer struck: ``oom``)."""
     match = _ROOT_CAUSE.search(output)
     errors = _error_files(log_dir)
     if match is None and not errors:
@@ -162,10 +166,14 @@ def _rank_failure(output: str, log_dir: Path, statuses: dict[int, dict[str, Any]
         stderr_tail = _rank_stderr_tail(log_dir, rank)
         message = (f"process {describe_exit(exitcode).replace(' without writing a result', '')}"
                    if exitcode is not None else "ended")
-        message += " with no Python exception (a crash, os._exit or the OOM killer)"
+        if exitcode == -9 and oom_killer_struck:
+            message += ": killed by the kernel's OOM killer (out of host memory)"
+        else:
+            message += " with no Python exception (a crash, os._exit or the OOM killer)"
         if stderr_tail:
             message += f"; last stderr line: {stderr_tail}"
-    status = "oom" if re.search(r"out of memory|OutOfMemoryError", message, re.IGNORECASE) else "error"
+    oom = re.search(_OOM_WORDS, message, re.IGNORECASE) or (exitcode == -9 and oom_killer_struck)
+    status = "oom" if oom else "error"
     return AttemptFailure(status, f"rank {rank}: {message}", returncode=exitcode, details={"failed_rank": rank})
 
 

@@ -2,7 +2,8 @@
 
 Measures the request's group (bench.runtime.engine.measure_group), appending its events to EVENTS.jsonl as it
 goes (bench.runtime.protocol); the launcher reads them back whatever happens. Exit 75 after a sticky CUDA error
-(recorded as the cell's result first).
+(recorded as the cell's result first). On the CPU the address space is capped at what the host has available
+(bench.runtime.device.host_memory_cap): a cell too large for the host is its own ``oom`` and the group goes on.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ def main(argv: list[str]) -> int:
         print("usage: python -m bench.runtime.worker REQUEST.json EVENTS.jsonl", file=sys.stderr)
         return 2
     from bench.core.options import import_model_modules  # noqa: PLC0415 (after the usage check: imports torch)
-    from bench.runtime.device import cell_device  # noqa: PLC0415
+    from bench.runtime.device import cell_device, host_memory_cap  # noqa: PLC0415
     from bench.runtime.engine import measure_group  # noqa: PLC0415
     from bench.runtime.failures import WorkerMustEnd  # noqa: PLC0415
     from bench.runtime.protocol import EventLog  # noqa: PLC0415
@@ -25,8 +26,10 @@ def main(argv: list[str]) -> int:
 
     request = GroupRequest.read(argv[0])
     import_model_modules(request.options.model_modules)
+    device = cell_device()
     try:
-        measure_group(request.cells, request.options, cell_device(), events=EventLog(argv[1]))
+        with host_memory_cap(device):
+            measure_group(request.cells, request.options, device, events=EventLog(argv[1]))
     except WorkerMustEnd as exc:
         print(f"bench.runtime.worker: ending after a sticky CUDA error: {exc}", file=sys.stderr)
         return EXIT_STICKY

@@ -26,6 +26,7 @@ import argparse
 import dataclasses
 import json
 import os
+import re
 import signal
 import sys
 import threading
@@ -37,12 +38,16 @@ from typing import Any
 
 from bench.core import config as config_table
 from bench.core.options import OptionError
-from bench.tools.ab_sides import Side
-from envcheck.report import redact_setting, redact_value
+from bench.core.record import write_file_atomically
+from bench.tools.ab_sides import Side, check_python, supervised
+from envcheck.isolate import tail
+from envcheck.redact import redact_setting, redact_tree, redact_value
 
 SCHEMA_NAME = "detbench.ab"
 SCHEMA_VERSION = 2  # 2: the sides mode, its pairs and noise split; version 1 files (rounds) read the same keys
 EXIT_OK, EXIT_USAGE, EXIT_REGRESSION, EXIT_NOTHING_COMPARABLE = 0, 2, 3, 4
+EXIT_INTERRUPTED = 130
+PYTEST_USAGE_ERROR = 4  # pytest's exit code for options it (or the bench plugin) refuses
 TEMPLATE_FIELDS = ("{worker}", "{json}", "{dir}", "{name}", "{args}")
 MODES = ("sides", "rounds")
 DEFAULTS = {"sides": {"rounds": 6, "threshold": 0.03}, "rounds": {"rounds": 5, "threshold": 0.05}}
@@ -71,15 +76,13 @@ class SideRound:
 
 def run_side(side: Side, round_index: int, out: Path, bench_args: Sequence[str], timeout_s: float) -> SideRound:
     """Run one side once; a failure or timeout is recorded, never raised. The side's whole process tree ends
-    with it (a timed-out ``pytest`` takes its worker along)."""
-    from envcheck.isolate import Supervisor  # noqa: PLC0415
-
+    with it, however the round ends (a timed-out ``pytest`` takes its worker along; a worker left behind by a
+    pytest that died is found by its tag, :func:`bench.tools.ab_sides.tagged`)."""
     json_path = out / f"{side.label}-round{round_index}.json"
-    command = side.command(json_path, bench_args)
     log = out / f"{side.label}-round{round_index}.log"
-    env = {**os.environ, **dict(side.env)}
-    with Supervisor(command, log, env=env, shell=isinstance(command, str)) as run:
+    with supervised(side.command(json_path, bench_args), log, {**os.environ, **dict(side.env)}) as run:
         timed_out = run.watch(timeout_s)
+        run.kill()  # before the other side's round: nothing of this one runs on
         done = run.finish(timed_out)
     record = SideRound(side.label, round_index, str(json_path), done.returncode, done.wall_s)
     if timed_out:
@@ -87,6 +90,16 @@ def run_side(side: Side, round_index: int, out: Path, bench_args: Sequence[str],
         return record
     _read_results(record, json_path, log)
     return record
+
+
+def usage_failure(record: SideRound) -> str | None:
+    """The line saying why pytest refused the side's options (its exit 4), or None: no other round would go."""
+    if record.returncode != PYTEST_USAGE_ERROR:
+        return None
+    log = Path(record.json).with_suffix(".log")
+    lines = [line.strip() for line in tail(log).splitlines() if "error" in line.lower() and "usage:" not in line]
+    why = re.sub(r"(?i)^(?:\S*:\s*)?error:\s*", "", lines[-1]) if lines else "pytest refused its options"
+    return f"the {record.side}'s pytest refused the matrix options (exit 4): {why} (log: {log})"
 
 
 def _read_results(record: SideRound, json_path: Path, log: Path) -> None:
@@ -138,10 +151,14 @@ def run_rounds(baseline: Side, candidate: Side, args: argparse.Namespace, out: P
     began = time.perf_counter()
     for index in range(args.rounds):
         order = (baseline, candidate) if index % 2 == 0 else (candidate, baseline)
-        done = {side.label: run_side(side, index, out, args.bench_args, args.round_timeout) for side in order}
-        for record in done.values():
+        done = {}
+        for side in order:
+            record = done[side.label] = run_side(side, index, out, args.bench_args, args.round_timeout)
+            refused = usage_failure(record)
+            if refused:  # bad options: the first round says so, the others would only repeat it
+                raise ABError(refused)
             if record.error:
-                print(f"detbench-ab: round {index} {record.side}: {record.error}", file=sys.stderr)
+                print(f"detbench-ab: round {index} {record.side}: {redact_value(record.error)}", file=sys.stderr)
         rounds.append((done["baseline"], done["candidate"]))
         print(f"round {index + 1}/{args.rounds}: " + ", ".join(
             f"{r.side} {len(r.throughput_ips)} cells in {r.wall_s:.0f} s" for r in done.values()), flush=True)
@@ -212,7 +229,7 @@ def run_sides(baseline: Side, candidate: Side, args: argparse.Namespace, out: Pa
     print(f"wall {run.wall_s:.0f} s (set-up {run.setup_s:.0f} s), timed {run.timed_s:.0f} s: duty cycle "
           f"{run.duty_cycle:.0%}", flush=True)
     for note in run.notes:
-        print(f"detbench-ab: {note}", file=sys.stderr)
+        print(f"detbench-ab: {redact_value(note)}", file=sys.stderr)
     return verdicts
 
 
@@ -241,8 +258,9 @@ def _matrix_config(bench_args: Sequence[str], known_models: list[str]) -> config
 
     import_model_modules(tuple(filter(None, (values.model_modules or "").split(","))))
     # the sides run on GPUs even where this coordinator has none (a CI runner driving containers): an `auto`
-    # profile and the device defaults are those of a GPU machine
-    return config_table.resolve(vars(values), cuda_available=True, known_models=known_models)
+    # profile and the device defaults are those of a GPU machine; a --weights path is the sides' (a container's
+    # folders are not this coordinator's), so it is not looked for here
+    return config_table.resolve(vars(values), cuda_available=True, known_models=known_models, local_files=False)
 
 
 # --- shared: arguments, outputs -------------------------------------------------------------------------------
@@ -314,7 +332,10 @@ def parse_sides(args: argparse.Namespace) -> tuple[Side, Side]:
             if not sep or not name:
                 raise ABError(f"bad --{label}-env {item!r}; use NAME=VALUE")
             env.append((name, value))
-        sides.append(Side(label, getattr(args, f"{label}_python"), template, tuple(env)))
+        python = getattr(args, f"{label}_python")
+        if python is not None:
+            check_python(python, f"--{label}-python")
+        sides.append(Side(label, python, template, tuple(env)))
     return sides[0], sides[1]
 
 
@@ -374,20 +395,23 @@ def main(argv: list[str] | None = None) -> int:
             verdicts = run_sides(baseline, candidate, args, out)
         else:
             verdicts = run_rounds(baseline, candidate, args, out)
+        _print_table(verdicts)
+        print(_line(verdicts, args), flush=True)
     except (ABError, OptionError, OSError) as exc:
-        print(f"detbench-ab: {' '.join(str(exc).split())}", file=sys.stderr)
+        print(f"detbench-ab: {redact_value(' '.join(str(exc).split()))}", file=sys.stderr)
         return EXIT_USAGE
-    except ValueError as exc:  # choose_cpus, a matrix filter
-        print(f"detbench-ab: {' '.join(str(exc).split())}", file=sys.stderr)
+    except ValueError as exc:  # choose_cpus, a matrix filter, a side's interpreter
+        print(f"detbench-ab: {redact_value(' '.join(str(exc).split()))}", file=sys.stderr)
         return EXIT_USAGE
     except ImportError as exc:  # --model-modules names a module this interpreter cannot import
         print(f"detbench-ab: cannot import a model module: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt as exc:  # every side was ended on the way out; ab.json holds the finished rounds
-        print(f"detbench-ab: {exc or 'interrupted'}; {args.out}/ab.json keeps the finished rounds", file=sys.stderr)
-        return 130
-    _print_table(verdicts)
-    print(_line(verdicts, args))
+        kept = Path(args.out, "ab.json")
+        print(f"detbench-ab: {str(exc) or 'interrupted (Ctrl-C)'}; every side was ended; "
+              f"{f'{kept} keeps the finished rounds' if kept.is_file() else 'no round had finished'}",
+              file=sys.stderr)
+        return EXIT_INTERRUPTED
     if not verdicts:
         return EXIT_NOTHING_COMPARABLE
     return EXIT_REGRESSION if any(v["verdict"] == "regression" for v in verdicts.values()) else EXIT_OK
@@ -406,16 +430,15 @@ def _line(verdicts: dict[str, dict[str, Any]], args: argparse.Namespace, detail:
 
 def _write(out: Path, baseline: Side, candidate: Side, args: argparse.Namespace,
            verdicts: dict[str, dict[str, Any]], detail: dict[str, Any]) -> None:
-    """ab.json and summary.md, atomically (an interrupted A/B run keeps what it had)."""
+    """ab.json and summary.md, atomically (an interrupted A/B run keeps what it had), every value redacted (a CI
+    job publishes both: settings, templates, options and the sides' messages may carry credentials)."""
     line = _line(verdicts, args, detail)
     payload = {"schema": SCHEMA_NAME, "schema_version": SCHEMA_VERSION, "threshold": args.threshold,
                "bench_args": list(args.bench_args), "sides": [_side_dict(baseline), _side_dict(candidate)],
                "verdicts": verdicts, "verdict_line": line, **detail}
-    for name, text in (("ab.json", json.dumps(payload, indent=1)),
-                       ("summary.md", summary_markdown(verdicts, line, baseline, candidate, detail))):
-        partial = out / f"{name}.partial"
-        partial.write_text(text, encoding="utf-8")
-        os.replace(partial, out / name)
+    for name, text in (("ab.json", json.dumps(redact_tree(payload), indent=1)),
+                       ("summary.md", redact_value(summary_markdown(verdicts, line, baseline, candidate, detail)))):
+        write_file_atomically(out / name, text)
 
 
 def _side_dict(side: Side) -> dict[str, Any]:
@@ -455,9 +478,7 @@ def summary_markdown(verdicts: dict[str, dict[str, Any]], line: str, baseline: S
 
 
 def _side_text(side: Side) -> str:
-    what = redact_value(side.template) if side.template else side.python or "this interpreter"
-    env = " ".join(f"{k}={redact_setting(k, v)}" for k, v in side.env)
-    return f"{side.label} (`{what}`{f' with {env}' if env else ''})".replace("|", "/")
+    return side.describe().replace("|", "/")
 
 
 def _print_table(verdicts: dict[str, dict[str, Any]]) -> None:

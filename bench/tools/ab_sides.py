@@ -18,7 +18,9 @@ from __future__ import annotations
 import dataclasses
 import os
 import queue
+import secrets
 import shlex
+import shutil
 import statistics
 import sys
 import threading
@@ -36,9 +38,28 @@ from bench.core.record import RunRecord
 from bench.core.schema import Cell, CellResult
 from bench.core.significance import REGRESSION, ChangeEstimate, judge_nested
 from bench.runtime.protocol import PROTOCOL_VERSION, decode
-from envcheck.isolate import Supervisor, describe_exit, tail
+from envcheck.isolate import PACKAGE_ROOT, Supervisor, describe_exit, tail
+from envcheck.redact import redact_setting, redact_tree, redact_value
 
 WORKER = "python -m bench.runtime.side"
+# Every process a side starts carries this setting (a fresh token per side process): whatever leaves the side's
+# tree (a worker whose parent died, a double fork) is still found and killed with the side (:func:`tagged`).
+TAG_ENV = "DETBENCH_AB_SIDE"
+# An interpreter side runs this detbench (its bench and envcheck, from a source checkout), whatever its working
+# directory holds (a `tests/bench/` shadows `bench`) and whether or not its venv has detbench installed; the plugin
+# is loaded by module, so no entry point is needed. From an installed (site-packages) detbench the side's own
+# install runs: putting this venv's site-packages on another venv's path would mix their torch.
+_BOOTSTRAP = """import importlib.util, os, runpy, sys
+root, module = sys.argv[1:3]
+del sys.argv[1:3]
+for name in ("envcheck", "bench"):
+    folder = os.path.join(root, name)
+    spec = importlib.util.spec_from_file_location(name, os.path.join(folder, "__init__.py"),
+                                                  submodule_search_locations=[folder])
+    sys.modules[name] = package = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(package)
+runpy.run_module(module, run_name="__main__", alter_sys=True)
+"""
 _EOF = object()
 # What one block contributes: a statistic of its iterations' times. Host stalls lengthen some iterations of a block
 # (a minority, unevenly between the two sides of a round); a real change lengthens every iteration. On the first
@@ -69,7 +90,7 @@ class Side:
         """The command of a long-lived side (bench.runtime.side)."""
         if self.template is not None:
             return self.template.replace("{worker}", WORKER)
-        return [self.python or sys.executable, "-m", "bench.runtime.side"]
+        return run_module(self.python or sys.executable, "bench.runtime.side")
 
     def command(self, json_path: Path, bench_args: Sequence[str]) -> list[str] | str:
         """The command of one round-per-process run of ``pytest bench/``: a list (interpreter) or a shell string."""
@@ -77,13 +98,64 @@ class Side:
             return self.template.format(json=shlex.quote(str(json_path)), dir=shlex.quote(str(json_path.parent)),
                                         name=shlex.quote(json_path.name), args=quote_args(bench_args),
                                         worker=WORKER)
-        return [self.python or sys.executable, "-m", "pytest", "--pyargs", "bench", "-q", "-p", "no:cacheprovider",
-                f"--benchmark-json={json_path}", *bench_args]
+        # the bench package by its folder when it is this checkout's (a `bench` where the side runs is not it)
+        target = [str(Path(PACKAGE_ROOT, "bench"))] if from_checkout() else ["--pyargs", "bench"]
+        return run_module(self.python or sys.executable, "pytest", *target, "-q", "-p", "no:cacheprovider",
+                          "-p", "no:detbench", "-p", "bench.plugin.plugin", f"--benchmark-json={json_path}",
+                          *bench_args)
 
     def describe(self) -> str:
-        what = self.template or self.python or "this interpreter"
-        env = " ".join(f"{k}={v}" for k, v in self.env)
+        """The side as it may be published: settings and template redacted."""
+        what = redact_value(self.template) if self.template else self.python or "this interpreter"
+        env = " ".join(f"{k}={redact_setting(k, v)}" for k, v in self.env)
         return f"{self.label} (`{what}`{f' with {env}' if env else ''})"
+
+
+def from_checkout() -> bool:
+    """Whether this detbench runs from a source checkout (an editable install, PYTHONPATH), not site-packages."""
+    return Path(PACKAGE_ROOT).name not in ("site-packages", "dist-packages")
+
+
+def run_module(python: str, module: str, *args: str) -> list[str]:
+    """``python -m module args`` with this detbench's packages first when they come from a source checkout."""
+    if not from_checkout():
+        return [python, "-m", module, *args]
+    return [python, "-c", _BOOTSTRAP, PACKAGE_ROOT, module, *args]
+
+
+def check_python(python: str, option: str) -> None:
+    """Raise ValueError (one line) unless ``python`` names an executable file (a path or a name on PATH)."""
+    if shutil.which(python) is None:
+        raise ValueError(f"{option} {python!r} is not an executable file; give a venv's interpreter, e.g. "
+                         f"{option} venv-b/bin/python")
+
+
+def tagged(token: str) -> Callable[[], list[int]]:
+    """A callable listing the processes whose environment carries ``TAG_ENV=token`` (read from /proc)."""
+    needle = f"\0{TAG_ENV}={token}\0".encode()
+
+    def pids() -> list[int]:
+        found = []
+        for entry in Path("/proc").iterdir() if Path("/proc").is_dir() else ():
+            if not entry.name.isdigit() or int(entry.name) == os.getpid():
+                continue
+            try:
+                environ = (entry / "environ").read_bytes()
+            except OSError:  # gone, or another user's
+                continue
+            if needle in b"\0" + environ + b"\0":
+                found.append(int(entry.name))
+        return found
+
+    return pids
+
+
+def supervised(command: list[str] | str, log: Path, env: dict[str, str], pipes: bool = False) -> Supervisor:
+    """A supervisor for a side's command whose whole process tree, and whatever leaves it, ends with it;
+    ``pipes``: spoken to over stdin/stdout (a long-lived side)."""
+    token = secrets.token_hex(8)
+    return Supervisor(command, log, env={**env, TAG_ENV: token}, shell=isinstance(command, str),
+                      stdin_pipe=pipes, stdout_pipe=pipes, extra_pids=tagged(token))
 
 
 class SideProcess:
@@ -94,9 +166,7 @@ class SideProcess:
         self.name = f"{spec.label}-{pair}"
         self.log = out / f"{self.name}.log"
         env = {**os.environ, "PYTHONUNBUFFERED": "1", **dict(spec.env)}
-        command = spec.worker_command()
-        self.supervisor = Supervisor(command, self.log, env=env, shell=isinstance(command, str), stdin_pipe=True,
-                                     stdout_pipe=True)
+        self.supervisor = supervised(spec.worker_command(), self.log, env, pipes=True)
         self.lines: queue.Queue[Any] = queue.Queue()
         self.failure: str | None = None
         self.hello: dict[str, Any] = {}
@@ -107,11 +177,13 @@ class SideProcess:
 
     def _read(self) -> None:
         stdout = self.supervisor.proc.stdout if self.supervisor.proc else None
-        if stdout is not None:
-            for line in stdout:
+        try:
+            for line in stdout if stdout is not None else ():
                 event = decode(line.rstrip("\n"))
                 if event is not None:
                     self.lines.put(event)
+        except (OSError, ValueError):  # the pipe was closed under it: the side was ended
+            pass
         self.lines.put(_EOF)
 
     @property
@@ -137,6 +209,7 @@ class SideProcess:
             raise self._fail(f"hung: no answer to {waiting_for} within {timeout_s:g} s (killed)") from None
         if event is _EOF:
             code = self.supervisor.proc.wait() if self.supervisor.proc else None
+            self.supervisor.kill()  # what it started dies with it
             raise self._fail(f"{describe_exit(code)} while {waiting_for}")
         return dict(event)
 
@@ -272,6 +345,10 @@ def run_gate(baseline: Side, candidate: Side, plan: Callable[[dict[str, Any] | N
         for side in sides:
             if side.alive:
                 results.setdefault(side.name, []).extend(_side_results(side, records, side_timeout_s))
+    except BaseException:  # interrupted (Ctrl-C, SIGTERM) or broken: no goodbye, every side is killed at once
+        for side in sides:
+            side.failure = side.failure or f"{side.name} was ended: the run was interrupted"
+        raise
     finally:
         for side in sides:
             side.stop()
@@ -443,8 +520,8 @@ def _side_facts(side: SideProcess) -> dict[str, Any]:
     env = side.hello.get("environment") or {}
     return {"name": side.name, "label": side.spec.label, "pair": side.pair, "command": side.spec.describe(),
             "pid": side.hello.get("pid"), "failure": side.failure, "log": str(side.log),
-            "environment": {k: env.get(k) for k in ("torch", "torchvision", "cuda_runtime", "cudnn", "gpu", "driver",
-                                                     "image", "python")}}
+            "environment": redact_tree({k: env.get(k) for k in ("torch", "torchvision", "cuda_runtime", "cudnn", "gpu",
+                                                                 "driver", "image", "python")})}
 
 
 def _round_line(records: dict[str, CellRecord], round_index: int) -> str:
@@ -460,10 +537,11 @@ def _round_line(records: dict[str, CellRecord], round_index: int) -> str:
 def write_side_runs(run: GateRun, out: Path, options: RunOptions, run_id: str) -> list[Path]:
     """Each side's cell results as an ordinary run file (detbench-report reads them), one per side process."""
     written = []
+    # a side's own fingerprint, redacted here too: an older image's side publishes its image as it was named
     env_by_side = {s["name"]: s.get("environment") for s in run.sides}
     for name, results in run.results.items():
-        record = RunRecord(results, options.to_dict(), env_by_side.get(name), f"{run_id}-{name}", "detbench-ab",
-                           {"ab_side": name})
+        record = RunRecord(results, options.to_dict(), redact_tree(env_by_side.get(name)), f"{run_id}-{name}",
+                           "detbench-ab", {"ab_side": name})
         written.append(record.write(out / f"{name}.json"))
     return written
 

@@ -34,7 +34,7 @@ import numpy as np
 import pandas as pd
 
 from reports.history import analysis
-from reports.load import Run
+from reports.load import Run, redact_environment
 
 SCHEMA_VERSION = 1  # the history store's own schema (not the cell result schema)
 APPLICATION_ID = 0x64627368  # "dbsh": PRAGMA application_id of a detbench history store
@@ -252,7 +252,11 @@ class Store:
     # --- reading ---
 
     def frame(self, sql: str, params: Sequence[Any] = ()) -> pd.DataFrame:
-        return pd.read_sql_query(sql, self.conn, params=list(params))
+        """A query's rows; text through :func:`reports.load.redact_environment` (a store filled before runs were
+        redacted on loading may hold a registry password in ``image`` or ``environment``)."""
+        frame = pd.read_sql_query(sql, self.conn, params=list(params))
+        text = [c for c in frame.columns if not pd.api.types.is_numeric_dtype(frame[c])]
+        return frame.assign(**{c: frame[c].map(redact_environment) for c in text}) if text else frame
 
     def counts(self) -> dict[str, int]:
         return {t: int(self.conn.execute(f"SELECT COUNT(*) FROM {t}").fetchone()[0]) for t in TABLES}

@@ -72,7 +72,7 @@ def test_only_the_variables_a_benchmark_needs_are_recorded():
     ("postgres://u:p@ss@h/db", f"postgres://{REDACTED}@h/db"),
     ("https://user:tok@example.com/x?y=1", f"https://{REDACTED}@example.com/x?y=1"),
     ("host=db user=u password=s3cret dbname=x", f"host=db user=u password={REDACTED} dbname=x"),
-    ("host=db password='s 3cret' port=5432", f"host=db password={REDACTED} port=5432"),
+    ("host=db password='s 3cret' port=5432", f"host=db password='{REDACTED}' port=5432"),
     ("https://h/db?user=u&password=s3cret&ssl=1", f"https://h/db?user=u&password={REDACTED}&ssl=1"),
     (SLACK, f"https://hooks.slack.com/{REDACTED}"),
     ("file:///data/x", "file:///data/x"),

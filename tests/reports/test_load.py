@@ -90,7 +90,7 @@ def test_telemetry_missing_or_unavailable_is_fine(tmp_path):
             '{"schema": "detbench.cell", "schema_version": 1, "cell": {"model": "m"}, "environment": [1]}\n',
             "environment must be an object",
         ),
-        ("mid.jsonl", "garbage\n" + "{}\n", "line 1 is not valid JSON"),
+        ("mid.jsonl", "garbage\n" + "{}\n", "line 1, column 1 is not valid JSON"),
     ],
 )
 def test_malformed_or_foreign_files_raise_one_line_errors_naming_the_file(tmp_path, name, content, message):

@@ -8,6 +8,8 @@ import pytest
 
 from bench.tools import ab
 
+ROOT = Path(__file__).resolve().parents[3]
+
 
 def side_round(side: str, index: int, ips: dict[str, float], status: dict[str, str] | None = None) -> ab.SideRound:
     return ab.SideRound(side, index, f"{side}-{index}.json", 0, 1.0, dict(ips),
@@ -55,7 +57,11 @@ def test_one_round_is_inconclusive():
 
 def test_interpreter_side_runs_pytest_on_the_installed_bench_package(tmp_path: Path):
     command = ab.Side("baseline", python="/venv/bin/python").command(tmp_path / "b.json", ["--models", "x"])
-    assert command[:5] == ["/venv/bin/python", "-m", "pytest", "--pyargs", "bench"]
+    # this checkout's bench first (bench.tools.ab_sides.run_module), then pytest on the bench package, the plugin
+    # loaded by module (no entry point needed in the side's venv)
+    assert command[0] == "/venv/bin/python" and command[4:6] == ["pytest", str(ROOT / "bench")]
+    plugin = command.index("bench.plugin.plugin")
+    assert command[plugin - 3:plugin + 1] == ["-p", "no:detbench", "-p", "bench.plugin.plugin"]
     assert f"--benchmark-json={tmp_path / 'b.json'}" in command and command[-2:] == ["--models", "x"]
 
 

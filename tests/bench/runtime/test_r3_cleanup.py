@@ -1,0 +1,123 @@
+"""Whatever ends a run, what it started ends with it (issue 24): SIGTERM or SIGINT in the middle of a torchrun
+group (2 gloo ranks of the tiny model) leaves no torchrun, no rank and no temporary folder behind, from a plain
+Python caller (no handler of its own) and from ``detbench``; a second signal does not cut the clean-up short."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from envcheck.isolate import Supervisor, descendants, is_alive
+
+ROOT = Path(__file__).resolve().parents[3]
+HANG = {"DETBENCH_TEST_FAULT": "gpu2:hang", "DETBENCH_TEST_FAULT_RANK": "1"}  # rank 1 hangs in set-up
+# run_group in a plain process: SIGTERM's default action, no pytest handler turning it into KeyboardInterrupt
+PLAIN = """
+from bench.core.matrix import Capabilities
+from bench.runtime.launch import run_group
+from bench.runtime.torchrun import TorchrunLauncher
+from tests.bench.runtime.torchrun_helpers import fast_options, tiny
+run_group([tiny("infer")], fast_options(), launcher=TorchrunLauncher(caps=Capabilities(cuda_available=False)))
+"""
+DETBENCH = ["-m", "bench.plugin.cli", "-q", "--profile", "smoke", "--models", "tiny_convnet", "--modes", "infer",
+            "--image-size", "32x32", "--gpus", "2", "--model-modules", "tests.bench.tiny_models"]
+
+
+def _start_group(args: list[str], tmp: Path) -> tuple[subprocess.Popen, list[int]]:
+    """The caller, once both ranks are up (their status files written); with its descendants then."""
+    env = {**os.environ, **HANG, "TMPDIR": str(tmp)}
+    log = open(tmp / "caller.log", "w")  # noqa: SIM115 - closed with the test's tmp folder
+    proc = subprocess.Popen([sys.executable, *args], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and proc.poll() is None:
+        if len(list(tmp.glob("detbench-group-*/events.jsonl.ranks/rank*.json"))) == 2:
+            break
+        time.sleep(0.1)
+    tree = descendants(proc.pid)
+    ranks = [p for p in tree if _cmdline(p).split(b"\0")[1:4] == [b"-u", b"-m", b"bench.runtime.rank"]]
+    if len(ranks) != 2 or proc.poll() is not None:
+        _kill_all([proc.pid, *tree])
+        pytest.fail(f"the group did not start: {(tmp / 'caller.log').read_text()[-3000:]}")
+    return proc, tree
+
+
+def _cmdline(pid: int) -> bytes:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return b""
+
+
+def _kill_all(pids: list[int]) -> None:
+    for pid in pids:
+        if is_alive(pid):
+            os.kill(pid, signal.SIGKILL)
+
+
+def _assert_nothing_left(proc: subprocess.Popen, tree: list[int], tmp: Path) -> None:
+    try:
+        proc.wait(timeout=60)
+    finally:
+        left = [p for p in tree if is_alive(p)]
+        _kill_all([proc.pid, *left])  # never leave them to the next test
+    assert not left, f"processes left behind: {left} ({[_cmdline(p) for p in left]})"
+    assert not list(tmp.glob("detbench-*")), sorted(p.name for p in tmp.iterdir())
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_a_signal_to_a_plain_caller_ends_torchrun_its_ranks_and_the_group_folder(tmp_path, signum):
+    proc, tree = _start_group(["-c", PLAIN], tmp_path)
+    proc.send_signal(signum)
+    _assert_nothing_left(proc, tree, tmp_path)
+    if signum == signal.SIGTERM:
+        assert proc.returncode == -signal.SIGTERM  # still ended by the signal, after the clean-up
+
+
+def test_sigterm_to_detbench_mid_group_leaves_nothing_behind(tmp_path):
+    proc, tree = _start_group(DETBENCH, tmp_path)
+    proc.send_signal(signal.SIGTERM)
+    _assert_nothing_left(proc, tree, tmp_path)
+    assert proc.returncode != 0 and "SIGTERM" in (tmp_path / "caller.log").read_text()
+
+
+def test_a_second_signal_during_the_kill_waits_until_everything_is_killed(tmp_path):
+    # a second Ctrl-C (here: SIGINT sent from inside the kill) must not leave half the tree running
+    def interrupted_midway() -> list[int]:
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(0.05)  # the handler runs here: today's KeyboardInterrupt would stop the kill
+        return []
+
+    job = Supervisor(["sh", "-c", "sleep 60 & sleep 60 & wait"], tmp_path / "out.txt", extra_pids=interrupted_midway)
+    job.start()
+    deadline = time.monotonic() + 10
+    while len(descendants(job.pid)) < 2 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    tree = [job.pid, *descendants(job.pid)]
+    with pytest.raises(KeyboardInterrupt):
+        job.kill()  # the interrupt comes once the kill is done
+    left = [p for p in tree if is_alive(p)]
+    _kill_all(left)
+    job.finish()
+    assert not left, "the second signal cut the kill short"
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the handler is given back
+
+
+def test_an_ignored_signal_stays_ignored_while_a_scratch_folder_is_alive():
+    """A background job ignores SIGINT: the guard must not turn a Ctrl-C meant for the shell into a kill."""
+    from envcheck.isolate import scratch_dir
+
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        with scratch_dir("detbench-test-") as path:
+            assert path.is_dir()
+            assert signal.getsignal(signal.SIGINT) == signal.SIG_IGN
+            assert signal.getsignal(signal.SIGTERM) != signal.SIG_DFL  # the others are guarded
+        assert signal.getsignal(signal.SIGINT) == signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGINT, previous)
