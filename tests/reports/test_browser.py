@@ -48,7 +48,9 @@ def report(tmp_path, run_file) -> Path:
     return tmp_path / "out" / "report.html"
 
 
-def test_report_renders_in_a_real_browser(tmp_path, report):
+def self_test(tmp_path: Path, report: Path) -> tuple[str, subprocess.CompletedProcess]:
+    """The report opened at ``#selftest`` in headless Chromium: its ``<body>`` tag, checked to say the page's
+    script ran and its self-test (sorting, the status filter) passed, and the dumped DOM."""
     url = report.resolve().as_uri() + "#selftest"
     dom = _chromium(tmp_path, "--virtual-time-budget=10000", "--enable-logging=stderr", "--v=0", "--dump-dom", url)
     assert dom.returncode == 0, dom.stderr[-2000:]
@@ -56,7 +58,13 @@ def test_report_renders_in_a_real_browser(tmp_path, report):
     assert body, dom.stdout[:500]
     tag = body.group(0)
     assert 'data-js="ready"' in tag and "data-js-error" not in tag, tag
-    assert 'data-selftest="pass"' in tag, tag  # sorting and the status filter worked on the matrix
+    assert 'data-selftest="pass"' in tag, tag
+    return tag, dom
+
+
+def test_report_renders_in_a_real_browser(tmp_path, report):
+    url = report.resolve().as_uri() + "#selftest"
+    tag, dom = self_test(tmp_path, report)
     images = re.search(r'data-images="ok:(\d+)"', tag)
     assert images and int(images.group(1)) >= 5, tag  # every <img> decoded (complete, naturalWidth > 0)
     assert re.search(r'<table class="sortable" id="matrix-table" data-sortable="1"', dom.stdout)

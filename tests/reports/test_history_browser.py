@@ -12,7 +12,7 @@ import pytest
 
 from reports.cli import main as report_main
 from reports.history.cli import main as history_main
-from tests.reports.test_browser import _chromium
+from tests.reports.test_browser import _chromium, self_test
 from tests.reports.test_history_store import EXAMPLES, example_runs
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -35,14 +35,7 @@ def test_the_examples_history_renders_in_a_real_browser(tmp_path: Path):
     trends = len(re.findall(r'<img alt="History of ', html))
     assert trends == 12
 
-    url = report.resolve().as_uri() + "#selftest"
-    dom = _chromium(tmp_path, "--virtual-time-budget=10000", "--enable-logging=stderr", "--v=0", "--dump-dom", url)
-    assert dom.returncode == 0, dom.stderr[-2000:]
-    tag = re.search(r"<body[^>]*>", dom.stdout)
-    assert tag, dom.stdout[:500]
-    body = tag.group(0)
-    assert 'data-js="ready"' in body and "data-js-error" not in body, body
-    assert 'data-selftest="pass"' in body, body
+    body, dom = self_test(tmp_path, report)
     images = re.search(r'data-images="ok:(\d+)"', body)
     assert images and int(images.group(1)) >= trends + 5, body  # every <img> decoded, the trends among them
     for table in ("history-judged-0", "history-judged-1", "history-moves"):
