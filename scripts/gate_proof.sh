@@ -20,7 +20,7 @@ PY=${PYTHON:-python3}
 FIVE=retinanet_resnet50_fpn-infer-eager-fp32-bs8
 TEN=fcos_resnet50_fpn-infer-eager-bf16-bs8
 PLANT=${PLANT:-$FIVE:0.05,$TEN:0.10}
-read -r -a CELLS_ARGS <<< "${CELLS:---profile quick --models retinanet_resnet50_fpn,fcos_resnet50_fpn,fasterrcnn_resnet50_fpn,ssdlite320_mobilenet_v3_large --compile eager --precisions fp32,amp-bf16 --batch-sizes 8}"
+read -r -a CELLS_ARGS <<< "${CELLS:---profile quick --models retinanet_resnet50_fpn,fcos_resnet50_fpn,fasterrcnn_resnet50_fpn,ssdlite320_mobilenet_v3_large --modes infer --compile eager --precisions fp32,amp-bf16 --batch-sizes 8}"
 read -r -a EXTRA <<< "${AB_ARGS:-}"
 rc=0
 case $PART in
