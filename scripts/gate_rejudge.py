@@ -12,6 +12,8 @@ import json
 import sys
 from pathlib import Path
 
+from gate_block_stats import planted  # this script's folder is on sys.path
+
 import bench.core.significance as significance
 
 THRESHOLD = 0.03
@@ -26,17 +28,6 @@ def holm(p_values: list[float]) -> list[float]:
         running = max(running, min(1.0, (len(p_values) - rank) * p_values[index]))
         adjusted[index] = running
     return adjusted
-
-
-def planted(ab: dict, cell_id: str) -> str | None:
-    for side in ab.get("sides", []):
-        for name, value in side.get("env", []):
-            if name == "DETBENCH_TEST_SLOWDOWN":
-                for part in value.split(","):
-                    target, _, fraction = part.rpartition(":")
-                    if target and target in cell_id:
-                        return fraction
-    return None
 
 
 def main(folders: list[str]) -> int:
@@ -55,15 +46,16 @@ def main(folders: list[str]) -> int:
                 p_values = [estimates[i].p_value if estimates[i].p_value is not None else 1.0 for i in ids]
                 for cid, p in zip(ids, holm(p_values) if family else p_values, strict=True):
                     flagged = estimates[cid].verdict in FLAGS and p < 1 - significance.CONFIDENCE
-                    plant = planted(ab, cid)
-                    if plant is None:
+                    truth = planted(ab, cid)  # the throughput ratio the plant should give
+                    if truth is None:
                         false_flags += flagged
                         judged += 1
                     else:
+                        plant = f"{1 / truth - 1:.0%}"
                         plants.setdefault(plant, [0, 0])
                         plants[plant][0] += flagged
                         plants[plant][1] += 1
-            found = ", ".join(f"planted {float(k):.0%} flagged {v[0]}/{v[1]}" for k, v in sorted(plants.items()))
+            found = ", ".join(f"planted {k} flagged {v[0]}/{v[1]}" for k, v in sorted(plants.items()))
             print(f"pool level {pool_alpha:<4g} {'Holm' if family else 'per cell':8s}: false flags {false_flags}/"
                   f"{judged}; {found}")
     return 0
