@@ -36,6 +36,7 @@ from typing import IO, Any
 PACKAGE_ROOT = str(Path(__file__).resolve().parent.parent)
 TAIL_CHARS = 3000
 POLL_S = 0.1
+REAP_POLL_S = 0.05  # how often reap() looks again at a child that has not ended
 KILL_WAIT_S = 15.0  # how long killed processes may take to tear down (GBs of CUDA memory) before we move on
 GUARDED_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 
@@ -74,6 +75,31 @@ def is_alive(pid: int) -> bool:
     except (OSError, IndexError):
         return False
     return state not in ("Z", "X")
+
+
+def reap(proc: subprocess.Popen[Any], wait_s: float | None = None) -> int | None:
+    """``proc``'s exit status once it has ended (None if it still runs after ``wait_s``), never blocking on Popen's
+    wait lock: a signal handler runs on the main thread, maybe inside ``proc.poll()`` or ``proc.wait()``, which hold
+    that lock, and a plain ``proc.wait()`` in the handler would wait for itself for ever."""
+    deadline = None if wait_s is None else time.monotonic() + wait_s
+    while proc.returncode is None:
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            return proc.wait(timeout=REAP_POLL_S)  # a timed wait only tries the lock
+        if not is_alive(proc.pid):  # ended, not reaped: the lock is held by the frame the signal interrupted
+            _reap_directly(proc)
+        if deadline is not None and time.monotonic() >= deadline:
+            break
+    return proc.returncode
+
+
+def _reap_directly(proc: subprocess.Popen[Any]) -> None:
+    try:
+        pid, status = os.waitpid(proc.pid, os.WNOHANG)
+    except ChildProcessError:  # reaped elsewhere and its status gone: what Popen itself records then
+        proc.returncode = 0
+        return
+    if pid == proc.pid:
+        proc.returncode = os.waitstatus_to_exitcode(status)
 
 
 def descendants(root: int) -> list[int]:
@@ -163,7 +189,10 @@ def shield() -> Iterator[None]:
         if not GUARD.shielding and GUARD.pending:
             signum, frame, previous = GUARD.pending[0]
             GUARD.pending.clear()
-            _forward(signum, frame, previous)
+            if threading.current_thread() is threading.main_thread():
+                _forward(signum, frame, previous)
+            else:  # raised here, it would end this thread only: sent again, the main thread's handler takes it
+                os.kill(os.getpid(), signum)
 
 
 def end_everything() -> None:
@@ -282,16 +311,20 @@ class Supervisor:
         self.oom_kills_at_start = oom_kill_count()
         GUARD.live.add(self)  # the handlers first: a signal during the start is the guard's
         GUARD.changed()
-        with shield():  # a signal between the fork and the bookkeeping would leave the child unknown
-            try:
+        try:
+            with shield():  # a signal between the fork and the bookkeeping would leave the child unknown
                 self.proc = subprocess.Popen(
                     self.command, shell=self.shell, env=self.env, cwd=self.cwd, start_new_session=True,
                     stdin=subprocess.PIPE if self.stdin_pipe else subprocess.DEVNULL, stdout=stdout, stderr=sink,
                     text=self.stdin_pipe or self.stdout_pipe, bufsize=1 if self.stdout_pipe else -1)
-            except BaseException:
+        except BaseException:  # Popen failed, or the signal held back during it: no caller's `with` ends the child
+            if self.proc is not None:
+                self.kill()
+                self.finish()
+            else:
                 GUARD.live.discard(self)
                 GUARD.changed()
-                raise
+            raise
         return self
 
     def __enter__(self) -> Supervisor:
@@ -348,8 +381,7 @@ class Supervisor:
                 if group != own_group:
                     os.killpg(group, signal.SIGKILL)  # a session leader's group takes its children with it
                 os.kill(pid, signal.SIGKILL)
-        with contextlib.suppress(ChildProcessError):
-            proc.wait()
+        reap(proc, KILL_WAIT_S)  # not proc.wait(): this may run in a signal handler (see reap)
         deadline = time.monotonic() + KILL_WAIT_S
         while any(is_alive(p) for p in alive) and time.monotonic() < deadline:
             time.sleep(0.05)
@@ -360,7 +392,7 @@ class Supervisor:
     def finish(self, timed_out: bool = False) -> Supervised:
         """Reap the child (it must have exited or been killed) and close the output; what happened."""
         assert self.proc is not None, "start() first"
-        returncode = self.proc.wait()
+        returncode = reap(self.proc)
         GUARD.live.discard(self)
         GUARD.changed()
         for stream in (self.proc.stdin, self.proc.stdout):

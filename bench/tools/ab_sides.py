@@ -38,13 +38,14 @@ from bench.core.record import RunRecord
 from bench.core.schema import Cell, CellResult
 from bench.core.significance import REGRESSION, ChangeEstimate, judge_nested
 from bench.runtime.protocol import PROTOCOL_VERSION, decode
-from envcheck.isolate import PACKAGE_ROOT, Supervisor, describe_exit, tail
+from envcheck.isolate import PACKAGE_ROOT, Supervisor, describe_exit, reap, tail
 from envcheck.redact import redact_setting, redact_tree, redact_value
 
 WORKER = "python -m bench.runtime.side"
 # Every process a side starts carries this setting (a fresh token per side process): whatever leaves the side's
 # tree (a worker whose parent died, a double fork) is still found and killed with the side (:func:`tagged`).
 TAG_ENV = "DETBENCH_AB_SIDE"
+EXIT_AFTER_EOF_S = 10.0  # a side whose output ended has this long to exit by itself before it is killed
 # An interpreter side runs this detbench (its bench and envcheck, from a source checkout), whatever its working
 # directory holds (a `tests/bench/` shadows `bench`) and whether or not its venv has detbench installed; the plugin
 # is loaded by module, so no entry point is needed. From an installed (site-packages) detbench the side's own
@@ -208,7 +209,8 @@ class SideProcess:
             self.supervisor.kill()
             raise self._fail(f"hung: no answer to {waiting_for} within {timeout_s:g} s (killed)") from None
         if event is _EOF:
-            code = self.supervisor.proc.wait() if self.supervisor.proc else None
+            # its output ended: give it a moment to exit with its own status, then its tree is killed
+            code = reap(self.supervisor.proc, EXIT_AFTER_EOF_S) if self.supervisor.proc else None
             self.supervisor.kill()  # what it started dies with it
             raise self._fail(f"{describe_exit(code)} while {waiting_for}")
         return dict(event)

@@ -121,3 +121,91 @@ def test_an_ignored_signal_stays_ignored_while_a_scratch_folder_is_alive():
         assert signal.getsignal(signal.SIGINT) == signal.SIG_IGN
     finally:
         signal.signal(signal.SIGINT, previous)
+
+
+# A signal handler runs on the main thread, inside whatever it interrupted. Most of a supervisor's waiting is
+# proc.poll() in a loop, which holds Popen's wait lock while it looks at the child: the clean-up in the handler
+# must not wait on that lock (it waited for itself for ever: seen as a lost Ctrl-C in CI, in detbench-ab's rounds).
+IN_POLL = """
+import signal, sys, time
+from pathlib import Path
+from envcheck.isolate import Supervisor
+signal.signal(signal.SIGINT, signal.default_int_handler)  # a terminal's Ctrl-C, whatever the caller ignores
+job = Supervisor(["sleep", "60"], Path(sys.argv[1])).start()
+print(job.pid, flush=True)
+try:
+    if sys.argv[2] == "lock-held":  # what poll() and wait() hold while they look at the child
+        with job.proc._waitpid_lock:
+            signal.raise_signal(signal.SIGINT)
+            time.sleep(30)
+    else:
+        while job.proc.poll() is None:
+            pass  # poll as often as possible: the signal lands inside poll() most of the time
+except KeyboardInterrupt:
+    print("interrupted", flush=True)
+"""
+
+
+@pytest.mark.parametrize("where", ["lock-held", "busy-poll"])
+def test_a_signal_that_lands_inside_proc_poll_still_ends_the_child_and_the_caller(tmp_path, where):
+    for attempt in range(1 if where == "lock-held" else 4):
+        proc = subprocess.Popen([sys.executable, "-c", IN_POLL, str(tmp_path / "out.txt"), where], cwd=ROOT,
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                env={**os.environ, "PYTHONFAULTHANDLER": "1"})
+        assert proc.stdout is not None
+        child = int(proc.stdout.readline())
+        if where == "busy-poll":
+            time.sleep(0.3)
+            proc.send_signal(signal.SIGINT)
+        try:
+            out, _ = proc.communicate(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.send_signal(signal.SIGABRT)  # faulthandler prints where it hangs
+            out, _ = proc.communicate(timeout=20)
+            _kill_all([child])
+            pytest.fail(f"attempt {attempt}: the signal's clean-up hung:\n{out[-3000:]}")
+        assert out.strip().endswith("interrupted") and proc.returncode == 0, out[-3000:]
+        assert not is_alive(child)
+
+
+def test_a_signal_held_back_while_a_child_starts_ends_that_child_before_it_interrupts(tmp_path, monkeypatch):
+    from envcheck import isolate
+
+    started: list[int] = []
+
+    class InterruptedPopen(subprocess.Popen):  # Ctrl-C between the fork and the supervisor's bookkeeping
+        def __init__(self, *args, **kwargs) -> None:
+            super().__init__(*args, **kwargs)
+            started.append(self.pid)
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(0.05)  # the handler runs here and holds the signal back until the start is done
+
+    monkeypatch.setattr(isolate.subprocess, "Popen", InterruptedPopen)
+    job = Supervisor(["sleep", "60"], tmp_path / "out.txt")
+    with pytest.raises(KeyboardInterrupt):
+        job.start()  # no caller's `with` block ever began: the start ends the child itself
+    assert started and not is_alive(started[0]) and job not in isolate.GUARD.live
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+def test_a_signal_held_back_by_another_threads_clean_up_reaches_the_main_thread(tmp_path):
+    import threading
+
+    from envcheck.isolate import shield
+
+    job = Supervisor(["sleep", "60"], tmp_path / "out.txt").start()
+    child = job.pid
+
+    def clean_up_in_a_thread() -> None:  # e.g. a watchdog killing a hung side while the user presses Ctrl-C
+        with shield():
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(0.3)
+
+    thread = threading.Thread(target=clean_up_in_a_thread)
+    with pytest.raises(KeyboardInterrupt):  # raised in the thread, it would end only the thread
+        thread.start()
+        thread.join()
+        time.sleep(5)
+    thread.join()
+    assert not is_alive(child)
+    job.finish()

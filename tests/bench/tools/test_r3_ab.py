@@ -100,7 +100,17 @@ def test_a_timed_out_side_round_takes_its_whole_tree_along(tmp_path):
 def run_ab(tmp_path: Path, *argv: str) -> subprocess.Popen[str]:
     return subprocess.Popen([sys.executable, "-m", "bench.tools.ab", "--out", str(tmp_path / "out"), *argv],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
-                            env={**os.environ, "FAKE_SLEEP": "60", "FAKE_FROM_ROUND": "1"})
+                            env={**os.environ, "FAKE_SLEEP": "60", "FAKE_FROM_ROUND": "1", "PYTHONFAULTHANDLER": "1"})
+
+
+def ended(proc: subprocess.Popen[str], timeout_s: float = 60) -> str:
+    """detbench-ab's stderr once it has ended; if it does not, where it hangs (faulthandler's dump on SIGABRT)."""
+    try:
+        return proc.communicate(timeout=timeout_s)[1]
+    except subprocess.TimeoutExpired:
+        proc.send_signal(signal.SIGABRT)
+        pytest.fail(f"detbench-ab did not end within {timeout_s:g} s of the signal:\n"
+                    f"{proc.communicate(timeout=30)[1][-4000:]}")
 
 
 def wait_for_pids(tmp_path: Path, count: int, proc: subprocess.Popen[str]) -> None:
@@ -117,7 +127,7 @@ def test_interrupting_the_rounds_mode_ends_every_side_keeps_the_finished_round_i
                   "--candidate-python", str(fake))
     wait_for_pids(tmp_path, 6, proc)  # round 0's two sides (they exit at once), then round 1's first side
     proc.send_signal(signum)
-    _, err = proc.communicate(timeout=60)
+    err = ended(proc)
     assert proc.returncode == ab.EXIT_INTERRUPTED, err
     lines = [line for line in err.splitlines() if line.strip() and "gate's own noise" not in line
              and "round 0" not in line]
@@ -136,7 +146,7 @@ def test_interrupting_the_sides_mode_ends_every_side_and_what_it_started(tmp_pat
                   "--candidate-cmd", f"FAKE_FROM_ROUND=0 {fake} {{worker}}", "--", *MATRIX)
     wait_for_pids(tmp_path, 8, proc)  # four sides, each with its grandchild
     proc.send_signal(signum)
-    _, err = proc.communicate(timeout=60)
+    err = ended(proc)
     assert proc.returncode == ab.EXIT_INTERRUPTED and "Traceback" not in err, err
     assert_all_gone(tmp_path)
 
