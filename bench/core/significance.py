@@ -32,7 +32,15 @@ from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 import numpy as np
-from scipy import stats
+
+
+def _stats() -> Any:
+    """scipy.stats, imported at first use: it takes most of a CLI's start-up (0.5 s, seconds on a loaded runner),
+    a window in which a Ctrl-C could only end in Python's traceback."""
+    from scipy import stats  # noqa: PLC0415
+
+    return stats
+
 
 REGRESSION = "regression"
 IMPROVEMENT = "improvement"
@@ -105,7 +113,7 @@ def _judge_unpaired(base: np.ndarray, cand: np.ndarray, threshold: float, unit: 
     ratio = _ratio_of_medians(cand, base)
     assert ratio is not None  # both sides hold MIN_UNITS samples (checked above)
     low, high = _interval((base, cand), _ratio_of_medians_statistic)
-    p_value = float(stats.mannwhitneyu(cand, base, alternative="two-sided").pvalue)
+    p_value = float(_stats().mannwhitneyu(cand, base, alternative="two-sided").pvalue)
     return _decide(ratio, low, high, p_value, threshold, len(base), len(cand), unit, weak)
 
 
@@ -125,7 +133,7 @@ def _judge_paired(values: np.ndarray, threshold: float) -> ChangeEstimate:
                               f"too few rounds ({n}; need {MIN_UNITS})")
     logs = np.log(values)
     low, high = _interval((values,), _median_statistic)
-    p_value = None if np.all(logs == 0) else float(stats.wilcoxon(logs).pvalue)
+    p_value = None if np.all(logs == 0) else float(_stats().wilcoxon(logs).pvalue)
     return _decide(float(np.median(values)), low, high, p_value, threshold, n, n, "round", False)
 
 
@@ -202,10 +210,10 @@ def _judge_nested(cleaned: list[np.ndarray], threshold: float) -> ChangeEstimate
         else:
             note = (f"{test} < {POOL_ALPHA:g}: interval from the {n_pairs} pair means, df {df}; block noise "
                     f"{noise.within_sd:.1%}, pair offset {offset}")
-    half = float(stats.t.ppf(0.5 + CONFIDENCE / 2, df)) * se
+    half = float(_stats().t.ppf(0.5 + CONFIDENCE / 2, df)) * se
     low, high = float(np.exp(mu - half)), float(np.exp(mu + half))
     if se > 0:
-        p_value: float | None = float(2 * stats.t.sf(abs(mu) / se, df))
+        p_value: float | None = float(2 * _stats().t.sf(abs(mu) / se, df))
     else:
         p_value = None if mu == 0 else 0.0
     estimate = _decide(float(np.exp(mu)), low, high, p_value, threshold, total, total, "round", False)
@@ -233,7 +241,7 @@ def _split(logs: list[np.ndarray], means: np.ndarray, sizes: np.ndarray, trimmed
     df_within, df_between = total - n_pairs, n_pairs - 1
     ms_within, ms_between = ss_within / df_within, ss_between / df_between
     if ms_within > 0:
-        between_p = float(stats.f.sf(ms_between / ms_within, df_between, df_within))
+        between_p = float(_stats().f.sf(ms_between / ms_within, df_between, df_within))
     else:  # no noise within pairs: any difference of the pair means is the pair effect
         between_p = 0.0 if ms_between > 0 else 1.0
     n0 = (total - float((sizes**2).sum()) / total) / df_between  # effective rounds per pair (= n when equal)
@@ -368,7 +376,7 @@ def _interval(data: tuple[np.ndarray, ...], statistic: Any) -> tuple[float, floa
     if all(np.all(d == d[0]) for d in data):  # no spread at all: the interval is the point
         point = float(statistic(*data))
         return point, point
-    result = stats.bootstrap(data, statistic, n_resamples=RESAMPLES, confidence_level=CONFIDENCE,
+    result = _stats().bootstrap(data, statistic, n_resamples=RESAMPLES, confidence_level=CONFIDENCE,
                              method="percentile", vectorized=True, **_rng_argument())
     low, high = result.confidence_interval
     return float(low), float(high)
@@ -376,5 +384,5 @@ def _interval(data: tuple[np.ndarray, ...], statistic: Any) -> tuple[float, floa
 
 def _rng_argument() -> dict[str, Any]:
     # scipy >= 1.15 calls the generator `rng`; older releases `random_state`
-    name = "rng" if "rng" in inspect.signature(stats.bootstrap).parameters else "random_state"
+    name = "rng" if "rng" in inspect.signature(_stats().bootstrap).parameters else "random_state"
     return {name: np.random.default_rng(SEED)}
