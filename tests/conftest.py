@@ -2,12 +2,21 @@
 
 from __future__ import annotations
 
+import signal
 from collections.abc import Callable
 
 import pytest
 
 from envcheck import nvml
 from tests.fakes.nvml import FakeGpu, make_fake_nvml
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Ctrl-C means what it means in a terminal, however the suite was started: a job started with `&` or
+    `nohup` ignores SIGINT, and every process a test starts would inherit that (the tests that interrupt a run
+    with SIGINT would wait for ever). Nothing else is changed: SIGTERM and SIGHUP stay as they were."""
+    if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 @pytest.fixture
