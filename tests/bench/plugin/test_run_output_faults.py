@@ -45,7 +45,7 @@ def test_a_repeats_run_stopped_by_a_signal_writes_the_repeats_it_finished(tmp_pa
         assert proc.poll() is None, (tmp_path / "out.txt").read_text()[-2000:]
         time.sleep(1.0)  # into tiny_mlp's hanging group
         proc.send_signal(stop)
-        proc.wait(timeout=180)  # a lost signal hangs to the cell timeout (600 s); a loaded 2-core runner is slow
+        proc.wait(timeout=180)  # a signal the clean-up loses hangs to the cell timeout (600 s): see isolate.reap
     log = (tmp_path / "out.txt").read_text()
     assert proc.returncode != 0 and "Traceback" not in log, log[-3000:]
     (cell,) = load_results(out)  # the finished repeat of tiny_convnet; tiny_mlp measured nothing
