@@ -28,9 +28,10 @@ from bench.runtime.rank_status import PHASES, rank_statuses
 from bench.runtime.request import GroupRequest
 from envcheck.isolate import Supervisor, child_env, describe_exit, is_alive, oom_kill_count, scratch_dir
 
-_ROOT_CAUSE = re.compile(r"Root Cause.*?rank\s*:\s*(\d+).*?exitcode\s*:\s*(-?\d+)", re.DOTALL)
 _OOM_WORDS = r"out of memory|OutOfMemoryError|can't allocate memory|cannot allocate memory|MemoryError"
-_FAILURE = re.compile(r"rank\s*:\s*(\d+)[^\n]*\n(?:[^\n]*\n)*?\s*exitcode\s*:\s*(-?\d+)")
+# One failure of torchrun's summary: its "rank : R (local_rank: L)" line and the "exitcode : C" line right under it.
+# Anchored to whole lines: torchrun's log lines ("failed (exitcode: -15) local_rank: 0 ...") are not failures.
+_FAILURE = re.compile(r"^[ \t]*rank[ \t]*:[ \t]*(\d+)[^\n]*\n[ \t]*exitcode[ \t]*:[ \t]*(-?\d+)", re.MULTILINE)
 
 
 def torchrun_command(nproc: int, request_path: Path, result_path: Path, log_dir: Path) -> list[str]:
@@ -148,7 +149,8 @@ def _rank_failure(output: str, log_dir: Path, statuses: dict[int, dict[str, Any]
                   oom_killer_struck: bool = False) -> AttemptFailure:
     """The first failed rank as torchrun reports it ("Root Cause"), with its error file's message or its exit
     (SIGKILL while the kernel's OOM killer struck: ``oom``)."""
-    match = _ROOT_CAUSE.search(output)
+    root = output.find("Root Cause")
+    match = _FAILURE.search(output, root) if root >= 0 else None
     errors = _error_files(log_dir)
     if match is None and not errors:
         lines = [line for line in output.strip().splitlines() if line.strip()]

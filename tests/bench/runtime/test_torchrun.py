@@ -191,3 +191,48 @@ def test_a_rank_that_died_without_an_exception_is_named_over_the_rank_it_took_do
     failure = launch._rank_failure(TORCHRUN_VICTIM_FIRST, tmp_path, {})
     assert failure.details["failed_rank"] == 1
     assert failure.reason.startswith("rank 1: process exited with code 3"), failure.reason
+
+
+# torchrun 2.14's output when rank 1 os._exit()ed and torchrun's SIGTERM caught rank 0 writing its error file (seen
+# under load in CI): the log line above the summary names the victim, and the summary lists the crashed rank first.
+TORCHRUN_VICTIM_SIGTERMED = """
+W1204 06:38:15.017000 15326 torch/distributed/elastic/multiprocessing/api.py:1028] Sending process 15332 closing \
+signal SIGTERM
+E1204 06:38:15.049000 15326 torch/distributed/elastic/multiprocessing/api.py:1002] failed (exitcode: -15) \
+local_rank: 0 (pid: 15332) of binary: /usr/bin/python
+torch.distributed.elastic.multiprocessing.errors.ChildFailedError:
+============================================================
+bench.runtime.rank FAILED
+------------------------------------------------------------
+Failures:
+[0]:
+  time      : 2026-12-04_06:38:15
+  host      : localhost
+  rank      : 1 (local_rank: 1)
+  exitcode  : 3 (pid: 15333)
+  error_file: <N/A>
+  traceback : To enable traceback see: https://pytorch.org/docs/stable/elastic/errors.html
+------------------------------------------------------------
+Root Cause (first observed failure):
+[1]:
+  time      : 2026-12-04_06:38:14
+  host      : localhost
+  rank      : 0 (local_rank: 0)
+  exitcode  : -15 (pid: 15332)  (SIGTERM)
+  error_file: /tmp/x/attempt_0/0/error.json
+  traceback : Traceback (most recent call last):
+  RuntimeError: [gloo/transport/tcp/pair.cc:545] Read error [127.0.0.1]:21901: Connection reset by peer
+============================================================
+"""
+
+
+def test_torchruns_log_lines_are_not_read_as_failures(tmp_path):
+    # "local_rank: 0" in the log line was once paired with the next "exitcode" line (rank 1's), hiding the crash
+    error_dir = tmp_path / "run" / "attempt_0" / "0"
+    error_dir.mkdir(parents=True)
+    reset = "RuntimeError: [gloo/transport/tcp/pair.cc:545] Read error [127.0.0.1]:21901: Connection reset by peer"
+    (error_dir / "error.json").write_text(json.dumps({"message": {"message": reset, "extraInfo": {}}}))
+    failure = launch._rank_failure(TORCHRUN_VICTIM_SIGTERMED, tmp_path, {})
+    assert failure.details["failed_rank"] == 1
+    assert failure.reason.startswith("rank 1: process exited with code 3"), failure.reason
+    assert failure.returncode == 3
