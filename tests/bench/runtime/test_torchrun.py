@@ -236,3 +236,18 @@ def test_torchruns_log_lines_are_not_read_as_failures(tmp_path):
     assert failure.details["failed_rank"] == 1
     assert failure.reason.startswith("rank 1: process exited with code 3"), failure.reason
     assert failure.returncode == 3
+
+
+def test_a_rank_that_lost_its_peer_yields_to_the_rank_that_failed_on_its_own(tmp_path):
+    # rank 1 ran out of memory, rank 0 then raised "Connection reset by peer" in the same second: torchrun's
+    # whole-second timestamps tie and its root cause is the lower rank, the victim
+    same_second = TORCHRUN_VICTIM_FIRST.replace("18:09:01", "18:09:02").replace("exitcode  : 3", "exitcode  : 1")
+    for rank, text in ((0, "RuntimeError: [gloo/transport/tcp/pair.cc:545] Read error [127.0.0.1]:15244: "
+                           "Connection reset by peer"),
+                       (1, "torch.OutOfMemoryError: CUDA out of memory. Tried to allocate 2.50 GiB")):
+        error_dir = tmp_path / "run" / "attempt_0" / str(rank)
+        error_dir.mkdir(parents=True)
+        (error_dir / "error.json").write_text(json.dumps({"message": {"message": text, "extraInfo": {}}}))
+    failure = launch._rank_failure(same_second, tmp_path, {})
+    assert (failure.status, failure.details["failed_rank"], failure.returncode) == ("oom", 1, 1), failure.reason
+    assert failure.reason.startswith("rank 1: torch.OutOfMemoryError")
