@@ -29,8 +29,8 @@ from bench.runtime.request import GroupRequest
 from envcheck.isolate import Supervisor, child_env, describe_exit, is_alive, oom_kill_count, scratch_dir
 
 # What a rank raises when a peer went away: it is that peer's victim, not the cause (gloo's TCP pair, NCCL).
-_PEER_LOST = (r"Connection reset by peer|Connection closed by peer|Broken pipe|remote process exited|ncclRemoteError"
-              r"|NCCL communicator was aborted")
+_PEER_LOST = re.compile(r"Connection reset by peer|Connection closed by peer|Broken pipe|remote process exited"
+                        r"|ncclRemoteError|NCCL communicator was aborted", re.IGNORECASE)
 _OOM_WORDS = r"out of memory|OutOfMemoryError|can't allocate memory|cannot allocate memory|MemoryError"
 # One failure of torchrun's summary: its "rank : R (local_rank: L)" line and the "exitcode : C" line right under it.
 # Anchored to whole lines: torchrun's log lines ("failed (exitcode: -15) local_rank: 0 ...") are not failures.
@@ -167,10 +167,10 @@ def _rank_failure(output: str, log_dir: Path, statuses: dict[int, dict[str, Any]
     crashed = sorted((r, c) for r, c in exitcodes.items() if r not in errors and c != -15)
     if crashed and rank in errors:
         rank, exitcode = crashed[0]
-    elif rank in errors and re.search(_PEER_LOST, errors[rank], re.IGNORECASE):
+    elif rank in errors and _PEER_LOST.search(errors[rank]):
         # torchrun's timestamps are whole seconds and a tie goes to the lowest rank: a rank that raised because
         # its peer went away yields to a rank that failed on its own (an out-of-memory, an exception)
-        causes = sorted(r for r, text in errors.items() if not re.search(_PEER_LOST, text, re.IGNORECASE))
+        causes = sorted(r for r, text in errors.items() if not _PEER_LOST.search(text))
         if causes:
             rank, exitcode = causes[0], exitcodes.get(causes[0])
     message = errors.get(rank)

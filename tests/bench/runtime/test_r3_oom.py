@@ -5,7 +5,6 @@ are ``oom``, and the ``max`` batch search takes them as the boundary."""
 
 from __future__ import annotations
 
-import json
 import math
 import resource
 import signal
@@ -16,7 +15,7 @@ from bench.core.schema import Cell, CellResult
 from bench.runtime import batch_search, device, launch, torchrun
 from bench.runtime.failures import classify_failure
 from envcheck.isolate import Supervisor
-from tests.bench.runtime.torchrun_helpers import fast_options, tiny
+from tests.bench.runtime.torchrun_helpers import fast_options, tiny, write_error_file
 
 CPU_OOM = ("[enforce fail at alloc_cpu.cpp:127] err == 0. DefaultCPUAllocator: can't allocate memory: you tried to "
            "allocate 524288000 bytes. Error code 12 (Cannot allocate memory)")
@@ -90,9 +89,7 @@ def test_a_rank_killed_while_the_oom_killer_struck_is_oom_and_a_rank_out_of_host
     assert torchrun._rank_failure(TORCHRUN_KILLED, tmp_path, {}).status == "error"  # SIGKILL alone says nothing
     failure = torchrun._rank_failure(TORCHRUN_KILLED, tmp_path, {}, oom_killer_struck=True)
     assert failure.status == "oom" and "OOM killer" in failure.reason
-    error_dir = tmp_path / "run" / "attempt_0" / "1"
-    error_dir.mkdir(parents=True)
-    (error_dir / "error.json").write_text(json.dumps({"message": {"message": f"RuntimeError: {CPU_OOM}"}}))
+    write_error_file(tmp_path, 1, f"RuntimeError: {CPU_OOM}")
     assert torchrun._rank_failure(TORCHRUN_KILLED.replace("-9", "1"), tmp_path, {}).status == "oom"
 
 

@@ -3,7 +3,6 @@ ratios between multi-GPU cells, a killed rank, an OOM rank, a hung rank; plus it
 
 from __future__ import annotations
 
-import json
 import time
 
 import pytest
@@ -13,7 +12,7 @@ from bench.core.scaling import one_gpu_twin
 from bench.runtime import torchrun as launch
 from bench.runtime.launch import run_group as launch_group
 from bench.runtime.torchrun import TorchrunLauncher
-from tests.bench.runtime.torchrun_helpers import assert_no_rank_left, fast_options, tiny
+from tests.bench.runtime.torchrun_helpers import assert_no_rank_left, fast_options, tiny, write_error_file
 
 CPU = Capabilities(cuda_available=False)
 
@@ -146,10 +145,8 @@ Root Cause (first observed failure):
 
 
 def test_the_root_cause_rank_is_named_with_its_error_file_message(tmp_path):
-    error_dir = tmp_path / "run" / "attempt_0" / "1"
-    error_dir.mkdir(parents=True)
     message = "torch.distributed.DistBackendError: NCCL error in: ProcessGroupNCCL.cpp:3356, unhandled cuda error"
-    (error_dir / "error.json").write_text(json.dumps({"message": {"message": message, "extraInfo": {}}}))
+    write_error_file(tmp_path, 1, message)
     failure = launch._rank_failure(TORCHRUN_ROOT_CAUSE, tmp_path, {})
     assert (failure.status, failure.details["failed_rank"]) == ("error", 1)
     assert failure.reason == f"rank 1: {message}"
@@ -163,6 +160,7 @@ def test_a_timeout_names_the_rank_furthest_behind():
     assert "no rank reported" in launch._timeout_failure(30.0, {}, None).reason
 
 
+GLOO_RESET = "RuntimeError: [gloo/transport/tcp/pair.cc:545] Read error [127.0.0.1]:15244: Connection reset by peer"
 TORCHRUN_VICTIM_FIRST = """
 torch.distributed.elastic.multiprocessing.errors.ChildFailedError:
 Failures:
@@ -184,10 +182,7 @@ Root Cause (first observed failure):
 
 def test_a_rank_that_died_without_an_exception_is_named_over_the_rank_it_took_down(tmp_path):
     # seen under load: rank 1 os._exit()ed, rank 0 raised gloo's "Connection reset by peer" and torchrun saw that first
-    error_dir = tmp_path / "run" / "attempt_0" / "0"
-    error_dir.mkdir(parents=True)
-    reset = "RuntimeError: [gloo/transport/tcp/pair.cc:545] Read error [127.0.0.1]:15244: Connection reset by peer"
-    (error_dir / "error.json").write_text(json.dumps({"message": {"message": reset, "extraInfo": {}}}))
+    write_error_file(tmp_path, 0, GLOO_RESET)
     failure = launch._rank_failure(TORCHRUN_VICTIM_FIRST, tmp_path, {})
     assert failure.details["failed_rank"] == 1
     assert failure.reason.startswith("rank 1: process exited with code 3"), failure.reason
@@ -228,10 +223,7 @@ Root Cause (first observed failure):
 
 def test_torchruns_log_lines_are_not_read_as_failures(tmp_path):
     # "local_rank: 0" in the log line was once paired with the next "exitcode" line (rank 1's), hiding the crash
-    error_dir = tmp_path / "run" / "attempt_0" / "0"
-    error_dir.mkdir(parents=True)
-    reset = "RuntimeError: [gloo/transport/tcp/pair.cc:545] Read error [127.0.0.1]:21901: Connection reset by peer"
-    (error_dir / "error.json").write_text(json.dumps({"message": {"message": reset, "extraInfo": {}}}))
+    write_error_file(tmp_path, 0, GLOO_RESET)
     failure = launch._rank_failure(TORCHRUN_VICTIM_SIGTERMED, tmp_path, {})
     assert failure.details["failed_rank"] == 1
     assert failure.reason.startswith("rank 1: process exited with code 3"), failure.reason
@@ -242,12 +234,8 @@ def test_a_rank_that_lost_its_peer_yields_to_the_rank_that_failed_on_its_own(tmp
     # rank 1 ran out of memory, rank 0 then raised "Connection reset by peer" in the same second: torchrun's
     # whole-second timestamps tie and its root cause is the lower rank, the victim
     same_second = TORCHRUN_VICTIM_FIRST.replace("18:09:01", "18:09:02").replace("exitcode  : 3", "exitcode  : 1")
-    for rank, text in ((0, "RuntimeError: [gloo/transport/tcp/pair.cc:545] Read error [127.0.0.1]:15244: "
-                           "Connection reset by peer"),
-                       (1, "torch.OutOfMemoryError: CUDA out of memory. Tried to allocate 2.50 GiB")):
-        error_dir = tmp_path / "run" / "attempt_0" / str(rank)
-        error_dir.mkdir(parents=True)
-        (error_dir / "error.json").write_text(json.dumps({"message": {"message": text, "extraInfo": {}}}))
+    write_error_file(tmp_path, 0, GLOO_RESET)
+    write_error_file(tmp_path, 1, "torch.OutOfMemoryError: CUDA out of memory. Tried to allocate 2.50 GiB")
     failure = launch._rank_failure(same_second, tmp_path, {})
     assert (failure.status, failure.details["failed_rank"], failure.returncode) == ("oom", 1, 1), failure.reason
     assert failure.reason.startswith("rank 1: torch.OutOfMemoryError")

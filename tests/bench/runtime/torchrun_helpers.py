@@ -1,6 +1,10 @@
-"""Shared set-up of the multi-process tests: fast policies on the tiny test model, and a no-leftovers check."""
+"""Shared set-up of the multi-process tests: fast policies on the tiny test model, torchrun's error files, and a
+no-leftovers check."""
 
 from __future__ import annotations
+
+import json
+from pathlib import Path
 
 from bench.core.options import RoundsPolicy, RunOptions, WarmupPolicy
 from bench.core.schema import Cell
@@ -17,6 +21,13 @@ def fast_options(**changes: object) -> RunOptions:
 
 def tiny(mode: str, gpus: int = 2, batch_size: int = 2, precision: str = "fp32") -> Cell:
     return Cell("tiny_convnet", mode, "eager", precision, batch_size, gpus, (32, 32))
+
+
+def write_error_file(log_dir: Path, local_rank: int, message: str) -> None:
+    """The error file torchrun's ``@record`` writes for a rank that raised (``<log dir>/.../attempt_0/<rank>``)."""
+    error_dir = log_dir / "run" / "attempt_0" / str(local_rank)
+    error_dir.mkdir(parents=True)
+    (error_dir / "error.json").write_text(json.dumps({"message": {"message": message, "extraInfo": {}}}))
 
 
 def assert_no_rank_left(result) -> None:
