@@ -1,14 +1,51 @@
-"""Shared fixtures. Fakes live in tests/fakes/ and are shared, not re-invented per test."""
+"""Shared fixtures and the suite's own rules: which tests each torch line runs (``torch_line``), the default
+per-test timeout, and the check that a test run leaves the checkout as it found it. Fakes live in tests/fakes/
+and are shared, not re-invented per test."""
 
 from __future__ import annotations
 
+import os
 import signal
+import subprocess
+import sys
+import threading
+import traceback
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 
 from envcheck import nvml
 from tests.fakes.nvml import FakeGpu, make_fake_nvml
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# The folder rule (docs/compat.md): tests under these paths exercise torch/torchvision themselves (models,
+# measuring, the worker processes and torchrun, the pytest face that runs cells, the tools that time a model,
+# envcheck's torch checks) and run on every torch line; the rest (options, schema, statistics, journals,
+# reports, history, the A/B protocol's arithmetic, packaging) is pure Python and runs once, in the main test
+# run. A test elsewhere that needs torch's own behaviour is marked `@pytest.mark.torch_line` by hand.
+TORCH_LINE_PATHS = (
+    "tests/bench/models/",
+    "tests/bench/measure/",
+    "tests/bench/runtime/",
+    "tests/bench/plugin/",
+    "tests/bench/tools/",
+    "tests/envcheck/test_torch_pairing.py",
+    "tests/envcheck/test_nccl.py",
+    "tests/envcheck/test_arch.py",
+    "tests/envcheck/test_probe.py",
+    "tests/test_imports.py",
+)
+# Every test gets this timeout unless it carries its own `@pytest.mark.timeout(N)` (DETBENCH_TEST_TIMEOUT_S
+# overrides it). It is set here, not as pyproject's `timeout` ini: that ini also governs `pytest bench/` run
+# from the checkout, whose cells may legitimately run for many minutes. pyproject sets the method (`thread`:
+# the hung process prints every thread's stack and exits; under pytest-xdist a new worker takes the rest).
+DEFAULT_TIMEOUT_S = 120.0
+TIMEOUT_ENV = "DETBENCH_TEST_TIMEOUT_S"
+# Set to 0 to skip the checkout check (e.g. while editing files during a run, or where another job writes to
+# the checkout beside this run); CI leaves it on.
+CHECKOUT_CHECK_ENV = "DETBENCH_CHECKOUT_CHECK"
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -17,6 +54,116 @@ def pytest_configure(config: pytest.Config) -> None:
     with SIGINT would wait for ever). Nothing else is changed: SIGTERM and SIGHUP stay as they were."""
     if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
         signal.signal(signal.SIGINT, signal.default_int_handler)
+    if _is_xdist_worker(config):  # the controller's stderr, kept before any test's capture swaps fd 2
+        config.stash[_STDERR] = os.fdopen(os.dup(sys.__stderr__.fileno()), "w", encoding="utf-8", errors="replace")
+
+
+def _is_xdist_worker(config: pytest.Config) -> bool:
+    return hasattr(config, "workerinput")
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_timeout_set_timer(item: pytest.Item, settings: object) -> bool | None:
+    """pytest-timeout's `thread` method in a pytest-xdist worker: the same timer, stack dump and exit, but the
+    dump goes to stderr. pytest-timeout writes it to the terminal, which in a worker is /dev/null (execnet keeps
+    the worker's stdout for itself), so a hung test would end its worker without a word. The controller then
+    reports the test as failed ("worker crashed") and a new worker runs the rest."""
+    stderr = item.config.stash.get(_STDERR, None)
+    if stderr is None or getattr(settings, "method", None) != "thread":
+        return None  # pytest-timeout's own implementation
+    timeout = float(getattr(settings, "timeout"))
+    timer = threading.Timer(timeout, _dump_stacks_and_exit, args=(stderr, item.nodeid, timeout))
+    timer.name = "detbench-test-timeout"
+    timer.daemon = True
+
+    def cancel() -> None:
+        timer.cancel()
+        timer.join()
+
+    item.cancel_timeout = cancel  # type: ignore[attr-defined]  # what pytest-timeout's cancel hook calls
+    timer.start()
+    return True
+
+
+def _dump_stacks_and_exit(stderr: object, nodeid: str, timeout: float) -> None:
+    me = threading.get_ident()
+    names = {t.ident: t.name for t in threading.enumerate()}
+    lines = [f"\n{'+' * 20} Timeout ({timeout:g} s): {nodeid} {'+' * 20}\n"]
+    for ident, frame in sys._current_frames().items():
+        if ident != me:
+            lines += [f"\n~~~ Stack of {names.get(ident, '?')} ({ident}) ~~~\n", *traceback.format_stack(frame)]
+    lines.append(f"{'+' * 20} Timeout {'+' * 20}\n")
+    try:
+        stderr.write("".join(lines))  # type: ignore[attr-defined]
+        stderr.flush()  # type: ignore[attr-defined]
+    finally:
+        os._exit(1)
+
+
+def is_torch_line(relative_path: str) -> bool:
+    """Whether a test file (path relative to the checkout, '/'-separated) falls under the torch-line rule."""
+    return any(relative_path == p or (p.endswith("/") and relative_path.startswith(p)) for p in TORCH_LINE_PATHS)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    default_timeout = float(os.environ.get(TIMEOUT_ENV) or DEFAULT_TIMEOUT_S)
+    for item in items:
+        if item.get_closest_marker("timeout") is None:
+            item.add_marker(pytest.mark.timeout(default_timeout))
+        try:
+            relative = Path(item.path).resolve().relative_to(ROOT).as_posix()
+        except ValueError:  # a test outside the checkout: the folder rule does not apply
+            continue
+        if is_torch_line(relative) and item.get_closest_marker("torch_line") is None:
+            item.add_marker(pytest.mark.torch_line)
+
+
+# --- the checkout check: `git status --ignored` the same after the run as before it ------------------------
+
+def _checkout_snapshot() -> set[str] | None:
+    """``git status --ignored --porcelain`` of the checkout, less Python's bytecode caches (what any import
+    writes); None where the tests do not run from a git checkout (an sdist, an installed copy) or git is
+    missing."""
+    if not (ROOT / ".git").exists():
+        return None
+    try:
+        done = subprocess.run(["git", "-C", str(ROOT), "status", "--ignored", "--porcelain"], capture_output=True,
+                              text=True, timeout=60, check=True)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return {line for line in done.stdout.splitlines() if not line.endswith(("__pycache__/", ".pyc"))}
+
+
+def _checks_checkout(config: pytest.Config) -> bool:
+    # xdist's workers share the controller's checkout: the controller alone compares
+    return os.environ.get(CHECKOUT_CHECK_ENV, "1") != "0" and not hasattr(config, "workerinput")
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    if _checks_checkout(session.config):
+        session.config.stash[_BEFORE] = _checkout_snapshot()
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    before = session.config.stash.get(_BEFORE, None)
+    if before is None or not _checks_checkout(session.config):
+        return
+    after = _checkout_snapshot()
+    if after is None or after == before:
+        return
+    changes = [f"+ {line}" for line in sorted(after - before)] + [f"- {line}" for line in sorted(before - after)]
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    lines = ["the test run changed the checkout (tests write under tmp paths only; "
+             f"`git status --ignored`, before -> after; {CHECKOUT_CHECK_ENV}=0 skips this check):", *changes[:40]]
+    if reporter is not None:
+        reporter.write_sep("=", "checkout changed", red=True)
+        for line in lines:
+            reporter.write_line(line)
+    session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+_BEFORE = pytest.StashKey[set[str] | None]()
+_STDERR = pytest.StashKey[object]()
 
 
 @pytest.fixture

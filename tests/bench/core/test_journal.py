@@ -99,16 +99,24 @@ def test_an_unwritable_results_folder_is_refused_before_any_cell(tmp_path):
         Journal.claim(tmp_path / "ok.json", blocker / "j.jsonl")
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root writes through file permissions")
-def test_a_read_only_results_folder_is_refused(tmp_path):
-    folder = tmp_path / "ro"
-    folder.mkdir()
-    folder.chmod(0o555)
+@pytest.mark.parametrize("kind", ["chmod", "procfs"])
+def test_a_read_only_results_folder_is_refused(tmp_path, kind):
+    """A folder the user may not write (mode 0555: root writes through it, so that case needs a non-root user)
+    and one no one may write, root included (procfs takes no new files): CI runs as root, the second runs there."""
+    if kind == "chmod" and os.geteuid() == 0:
+        pytest.skip("root writes through file permissions; the procfs case covers root")
+    if kind == "procfs" and not Path("/proc/self").is_dir():
+        pytest.skip("no procfs on this system")
+    folder = tmp_path / "ro" if kind == "chmod" else Path("/proc/self")
+    if kind == "chmod":
+        folder.mkdir()
+        folder.chmod(0o555)
     try:
-        with pytest.raises(JournalError, match="cannot write"):
+        with pytest.raises(JournalError, match=f"cannot write .*: folder {folder} is not writable"):
             Journal.claim(folder / "run.json", None)
     finally:
-        folder.chmod(0o755)
+        if kind == "chmod":
+            folder.chmod(0o755)
 
 
 def test_each_append_is_on_disk_before_close(tmp_path):

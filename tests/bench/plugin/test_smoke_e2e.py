@@ -112,11 +112,26 @@ def test_pytest_benchmark_compare_reads_the_file(smoke_run):
         (["--profile", "tune", "--repeats", "2"], ["batch size max is not repeated"]),
     ],
 )
-def test_bad_options_are_one_line_usage_errors(args, words):
-    proc = run_pytest("--collect-only", *args, timeout=120)
-    assert proc.returncode == 4  # pytest's usage-error exit code
+def test_bad_options_are_one_line_usage_errors(args, words, capsys, tmp_path, monkeypatch):
+    """In-process (pytest.main on bench/, as the command line would run it): a subprocess per case cost a torch
+    import each (9-80 s on the 2-core CI machine); the case below checks one end to end."""
+    monkeypatch.chdir(tmp_path)  # a journal, were one claimed, would land here, not in the checkout
+    status = pytest.main(["--collect-only", "-q", "-p", "no:cacheprovider", "--capture=no", str(ROOT / "bench"),
+                          *args])
+    err = capsys.readouterr().err
+    assert status == pytest.ExitCode.USAGE_ERROR  # 4, pytest's usage-error exit code
+    errors = [line for line in err.splitlines() if line.startswith("ERROR:")]
+    assert len(errors) == 1 and "Traceback" not in err, err
     for word in words:
-        assert word in proc.stderr
+        assert word in errors[0]
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_bad_option_is_a_one_line_usage_error_end_to_end():
+    proc = run_pytest("--collect-only", "--profile", "huge", timeout=120)
+    assert proc.returncode == 4  # pytest's usage-error exit code
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("ERROR:")]
+    assert len(errors) == 1 and "unknown profile 'huge'" in errors[0] and "Traceback" not in proc.stderr
 
 
 def test_cell_ids_select_cells_with_k():

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import statistics
+
 import pytest
 
 from bench.core.options import RunOptions, import_model_modules
@@ -53,8 +55,15 @@ def test_check_alternates_the_matrix_block_and_the_bare_loop_on_one_cell_session
     data = result.to_dict()
     assert data["rounds"] == 4 and len(data["suite_median_ms_per_round"]) == 4 and len(data["host_canary_ms"]) == 8
     assert data["suite_throughput_ips"] > 0 and data["bare_loop_throughput_ips"] > 0
-    # their size is the shared CPU's; see the unit tests above
-    assert data["throughput_gap"] >= 0 and data["repeat_gap"] >= 0
+    # their size is the shared CPU's (the unit tests above check the arithmetic); here, that the gaps are the
+    # ones of the rounds this run timed: each round's bare/suite ratio, and odd rounds over the even before
+    suite, bare = data["suite_median_ms_per_round"], data["bare_loop_ms_per_round"]
+    assert data["paired_gaps"] == pytest.approx([b / s - 1.0 for s, b in zip(suite, bare)])
+    assert data["throughput_gap"] == pytest.approx(abs(statistics.median(data["paired_gaps"])))
+    pairs = [odd / even - 1.0 for even, odd in zip(suite[0::2], suite[1::2])]
+    assert data["repeat_gap"] == pytest.approx(abs(statistics.median(pairs)))
+    assert data["passed"] is (data["throughput_gap"] <= fidelity.THROUGHPUT_TOLERANCE
+                              and data["repeat_gap"] <= fidelity.REPEAT_TOLERANCE)
     cell_result = result.cell_result  # the matrix's own result for those blocks: FLOPs counted, 4 rounds
     assert cell_result.status == "ok" and cell_result.measurement.rounds == 4 and cell_result.flops_per_image > 0
 

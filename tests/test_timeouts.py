@@ -1,0 +1,67 @@
+"""The suite's own rules (tests/conftest.py): a hung test fails by its timeout with a stack and the run goes on;
+the folder rule that picks the tests every torch line runs."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from tests.conftest import DEFAULT_TIMEOUT_S, ROOT, TORCH_LINE_PATHS, is_torch_line
+
+PLANTED = '''
+import time
+
+
+def test_hangs_for_ever():
+    while True:
+        time.sleep(60)
+
+
+def test_runs_after_the_hung_one():
+    assert 1 + 1 == 2
+'''
+
+
+def test_a_hung_test_fails_by_its_timeout_with_a_stack_and_the_rest_of_the_run_goes_on(tmp_path):
+    """A tiny session run the way the README's command runs (pyproject's settings, this conftest's default
+    timeout as a plugin, pytest-xdist), with the default cut to 2 s: the planted test that sleeps for ever is
+    stopped with its stack, its worker is replaced, and the test after it passes. No torch is imported."""
+    (tmp_path / "test_planted.py").write_text(textwrap.dedent(PLANTED))
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "DETBENCH_TEST_TIMEOUT_S": "2", "DETBENCH_CHECKOUT_CHECK": "0"}
+    done = subprocess.run(
+        [sys.executable, "-m", "pytest", "-c", str(ROOT / "pyproject.toml"), "--rootdir", str(tmp_path),
+         "-p", "tests.conftest", "-p", "no:cacheprovider", "-n", "1", "test_planted.py"],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=100)
+    out = done.stdout + done.stderr
+    assert done.returncode == 1, out[-3000:]
+    assert "Timeout (2 s): test_planted.py::test_hangs_for_ever" in out  # then every thread's stack
+    assert "in test_hangs_for_ever" in out and "time.sleep(60)" in out
+    assert "1 failed, 1 passed" in out
+
+
+def test_the_default_timeout_is_the_documented_one():
+    assert DEFAULT_TIMEOUT_S == 120.0
+    compat = (ROOT / "docs" / "compat.md").read_text(encoding="utf-8")
+    assert "120 s" in compat
+
+
+@pytest.mark.parametrize("path, torch_line", [
+    ("tests/bench/models/test_new.py", True),  # a new file in a torch folder lands in the set by itself
+    ("tests/bench/runtime/test_engine.py", True),
+    ("tests/envcheck/test_torch_pairing.py", True),
+    ("tests/bench/core/test_new.py", False),
+    ("tests/reports/test_new.py", False),
+    ("tests/envcheck/test_host.py", False),
+    ("tests/bench/modelsx/test_a.py", False),  # a folder is matched whole, not as a prefix of a name
+])
+def test_the_folder_rule(path, torch_line):
+    assert is_torch_line(path) is torch_line
+
+
+def test_every_torch_line_path_exists():
+    assert all((ROOT / p).exists() for p in TORCH_LINE_PATHS), [p for p in TORCH_LINE_PATHS if not (ROOT / p).exists()]
+
