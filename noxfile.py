@@ -1,12 +1,16 @@
-"""Compatibility sessions: the suite on every torch line detbench ships (one per image) or pins (constraints.txt).
+"""Compatibility sessions: detbench on every torch line it ships (one per image) or pins (constraints.txt).
 
-Each session installs one torch/torchvision pair into a fresh venv, then detbench without re-resolving torch,
-and runs what the images run (``.ci/smoke-cells``: ``envcheck --quick``, the smoke matrix, a compiled cell,
-``detbench-report``) plus the unit tests (those that need an extra skip). Results: ``results/compat/<torch>/``.
+Each PyPI line's session installs one torch/torchvision pair into a fresh venv, then detbench without
+re-resolving torch, and runs what the images run (``.ci/smoke-cells``: ``envcheck --quick``, the smoke matrix, a
+compiled cell, ``detbench-report``) plus the unit tests that exercise torch: those marked ``torch_line``
+(tests/conftest.py's folder rule; docs/compat.md), less the ``timing`` ones. The constraints' line (2.14.1) is
+the main test run's: .ci/run runs its smoke cells in the main venv (``--no-venv``), installing nothing.
+Results: ``results/compat/<torch>/``.
 
     nox -l                      # the sessions
     nox -s torch-2.5.1          # one line
-    nox -t compat               # every line (what .ci/run does)
+    nox -t compat               # every line, each in a fresh venv
+    nox --no-venv -s torch-2.14.1   # the constraints' line in the active venv (.ci/run; PyPI lines two at a time)
     nox -R -s torch-2.5.1 -- tests/bench   # again in the same venv, without installing; only these unit tests
 """
 
@@ -46,10 +50,9 @@ TORCH_LINE_TABLE = (
 )
 TORCH_LINES = tuple(TorchLine(*row) for row in TORCH_LINE_TABLE)
 
-UNIT_TESTS = ("tests/bench", "tests/envcheck", "tests/test_imports.py")  # what calls torch; reports are pandas
-FIDELITY_TIMING_TEST = (
-    "tests/bench/tools/test_fidelity.py::test_check_runs_the_suite_region_and_the_bare_loop_in_alternation_on_the_same_setup"
-)
+# The unit tests a PyPI line runs: the torch-facing set (tests/conftest.py), without the timing-sensitive ones,
+# which measure the host and run serially in the main test run (two sessions share the 2 cores here).
+UNIT_TEST_SELECTION = ("-m", "torch_line and not timing")
 
 # The check that pip kept the pair it was given (a later install could otherwise swap torch unnoticed).
 _VERSION_CHECK = (
@@ -69,35 +72,40 @@ def project_dependencies() -> list[str]:
 
 
 def run_line(session: nox.Session, line: TorchLine) -> None:
-    """Install ``line`` and detbench into the session's venv; run the smoke cells and the unit tests."""
-    # --no-compile: torch's thousands of modules are byte-compiled on import, only those used (saves ~20 s).
-    session.install("--no-compile", f"torch=={line.torch}", f"torchvision=={line.torchvision}")
-    session.install("--no-compile", *project_dependencies())
-    session.install("--no-compile", "--no-deps", "-e", ".")  # --no-deps: torch stays the pair above
-    session.run("python", "-c", _VERSION_CHECK, line.torch, line.torchvision)
+    """Install ``line`` and detbench into the session's fresh venv, or with ``nox --no-venv`` use the environment
+    nox runs in (.ci/run: the main test run's venv, torch 2.14.1), after checking it holds that pair; run the
+    smoke cells and the torch-facing unit tests (on the constraints' line the main test run ran them all)."""
+    main_venv = session.venv_backend == "none"
+    if not main_venv:
+        # --no-compile: torch's thousands of modules are byte-compiled on import, only those used (saves ~20 s).
+        session.install("--no-compile", f"torch=={line.torch}", f"torchvision=={line.torchvision}")
+        session.install("--no-compile", *project_dependencies())
+        session.install("--no-compile", "--no-deps", "-e", ".")  # --no-deps: torch stays the pair above
+    session.run("python", "-c", _VERSION_CHECK, line.torch, line.torchvision, external=main_venv)
 
     # This job checks what runs on each line, not how fast: one OpenMP thread per process keeps a CPU cell's
     # time independent of what else the 2 cores run (2-thread cells ran 30-270x slower on oversubscribed cores).
     session.env["OMP_NUM_THREADS"] = os.environ.get("OMP_NUM_THREADS", "1")
     out = RESULTS / line.torch
     session.run("bash", str(ROOT / ".ci" / "smoke-cells"), str(out), external=True)
-    # The unit tests of the packages that call torch (bench, envcheck). No extra is installed here: a test that
-    # needs one skips, naming it (tests/extras.py); CI's DETBENCH_REQUIRE_EXTRAS=1 is for the main test run, which
-    # installs them. The constraints' line is the main test run's own torch: its whole suite ran there already.
     if line.shipped_by == "constraints.txt" and not session.posargs:
+        # the main test run (the README's command) runs the whole suite, extras included, on this line
         session.log(f"unit tests: the main test run covers torch {line.torch} (constraints.txt)")
-        _drop_venv(session)
+        if not main_venv:
+            _drop_venv(session)
         return
+    # No extra is installed here: a test that needs one skips, naming it (tests/extras.py); CI's
+    # DETBENCH_REQUIRE_EXTRAS=1 is for the main test run, which installs them. Two sessions run at once in CI,
+    # each writing its results under the checkout: the checkout check (tests/conftest.py) is the main run's.
     session.run(
         "python", "-m", "pytest", "-q", "-p", "no:cacheprovider",
         f"--junitxml={out / 'unit-tests.xml'}",
-        # The timing self-check compares a tiny model's suite loop with a bare loop; it is about the host, not
-        # the torch line, runs in the main test run, and failed here on 3 of 4 lines when the cores were busy.
-        "--deselect", FIDELITY_TIMING_TEST,
-        *(session.posargs or UNIT_TESTS),  # nox -s torch-2.5.1 -- tests/bench
-        env={"DETBENCH_REQUIRE_EXTRAS": "0"},
+        *(session.posargs or ("tests", *UNIT_TEST_SELECTION)),  # nox -s torch-2.5.1 -- tests/bench
+        env={"DETBENCH_REQUIRE_EXTRAS": "0", "DETBENCH_CHECKOUT_CHECK": "0"},
+        external=main_venv,
     )
-    _drop_venv(session)
+    if not main_venv:
+        _drop_venv(session)
 
 
 def _drop_venv(session: nox.Session) -> None:

@@ -37,11 +37,20 @@ TORCH_LINE_PATHS = (
     "tests/envcheck/test_probe.py",
     "tests/test_imports.py",
 )
+# Exceptions inside those folders: the A/B protocol's tests (pairing, verdicts, the sides' line protocol) are
+# about detbench's own logic, whatever torch runs the tiny model under them.
+PURE_PATHS = (
+    "tests/bench/tools/test_ab",  # test_ab.py, test_ab_e2e.py, test_ab_sides.py and any test_ab_*.py to come
+    "tests/bench/tools/test_r3_ab.py",
+)
 # Every test gets this timeout unless it carries its own `@pytest.mark.timeout(N)` (DETBENCH_TEST_TIMEOUT_S
 # overrides it). It is set here, not as pyproject's `timeout` ini: that ini also governs `pytest bench/` run
-# from the checkout, whose cells may legitimately run for many minutes. pyproject sets the method (`thread`:
-# the hung process prints every thread's stack and exits; under pytest-xdist a new worker takes the rest).
-DEFAULT_TIMEOUT_S = 120.0
+# from the checkout, whose cells may legitimately run for many minutes. pyproject sets the method, `signal`: the
+# hung test fails with its stack and the same process goes on (the `thread` method ends the process, and after
+# such a crash pytest-xdist 3.8 with --dist loadgroup waited for ever once, here). 300 s: the slowest tests took
+# 290-340 s with the 2-core machine loaded 6-fold (two full runs and other jobs); they carry their own mark.
+DEFAULT_TIMEOUT_S = 300.0
+FALLBACK_S = 60.0
 TIMEOUT_ENV = "DETBENCH_TEST_TIMEOUT_S"
 # Set to 0 to skip the checkout check (e.g. while editing files during a run, or where another job writes to
 # the checkout beside this run); CI leaves it on.
@@ -54,8 +63,13 @@ def pytest_configure(config: pytest.Config) -> None:
     with SIGINT would wait for ever). Nothing else is changed: SIGTERM and SIGHUP stay as they were."""
     if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
         signal.signal(signal.SIGINT, signal.default_int_handler)
-    if _is_xdist_worker(config):  # the controller's stderr, kept before any test's capture swaps fd 2
+    if _is_xdist_worker(config):
+        # the controller's stderr, kept before any test's capture swaps fd 2
         config.stash[_STDERR] = os.fdopen(os.dup(sys.__stderr__.fileno()), "w", encoding="utf-8", errors="replace")
+        # a `pytest bench/` the tests start must not take itself for an xdist worker: pytest-benchmark reads
+        # PYTEST_XDIST_WORKER and then disables every benchmark (no --benchmark-json is written)
+        for name in ("PYTEST_XDIST_WORKER", "PYTEST_XDIST_WORKER_COUNT", "PYTEST_XDIST_TESTRUNUID"):
+            os.environ.pop(name, None)
 
 
 def _is_xdist_worker(config: pytest.Config) -> bool:
@@ -63,36 +77,36 @@ def _is_xdist_worker(config: pytest.Config) -> bool:
 
 
 @pytest.hookimpl(tryfirst=True)
-def pytest_timeout_set_timer(item: pytest.Item, settings: object) -> bool | None:
-    """pytest-timeout's `thread` method in a pytest-xdist worker: the same timer, stack dump and exit, but the
-    dump goes to stderr. pytest-timeout writes it to the terminal, which in a worker is /dev/null (execnet keeps
-    the worker's stdout for itself), so a hung test would end its worker without a word. The controller then
-    reports the test as failed ("worker crashed") and a new worker runs the rest."""
-    stderr = item.config.stash.get(_STDERR, None)
-    if stderr is None or getattr(settings, "method", None) != "thread":
-        return None  # pytest-timeout's own implementation
-    timeout = float(getattr(settings, "timeout"))
-    timer = threading.Timer(timeout, _dump_stacks_and_exit, args=(stderr, item.nodeid, timeout))
-    timer.name = "detbench-test-timeout"
+def pytest_timeout_set_timer(item: pytest.Item, settings: object) -> None:
+    """Beside pytest-timeout's `signal` timer (pyproject): a last-resort thread that, FALLBACK_S after the timeout,
+    writes every thread's stack to stderr and ends the process, for a hang the signal cannot break (a C call
+    that never returns to Python). Under pytest-xdist the controller then reports the test as crashed and a new
+    worker takes the rest. Returns None: pytest-timeout sets its own timer next."""
+    timeout = float(getattr(settings, "timeout", 0) or 0)
+    if timeout <= 0:
+        return
+    stderr = item.config.stash.get(_STDERR, None) or sys.__stderr__
+    timer = threading.Timer(timeout + FALLBACK_S, _dump_stacks_and_exit, args=(stderr, item.nodeid, timeout))
+    timer.name = "detbench-test-timeout-fallback"
     timer.daemon = True
-
-    def cancel() -> None:
-        timer.cancel()
-        timer.join()
-
-    item.cancel_timeout = cancel  # type: ignore[attr-defined]  # what pytest-timeout's cancel hook calls
+    item.stash[_FALLBACK] = timer
     timer.start()
-    return True
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_timeout_cancel_timer(item: pytest.Item) -> None:
+    timer = item.stash.get(_FALLBACK, None)
+    if timer is not None:
+        timer.cancel()
 
 
 def _dump_stacks_and_exit(stderr: object, nodeid: str, timeout: float) -> None:
     me = threading.get_ident()
     names = {t.ident: t.name for t in threading.enumerate()}
-    lines = [f"\n{'+' * 20} Timeout ({timeout:g} s): {nodeid} {'+' * 20}\n"]
+    lines = [f"\n{'+' * 20} Timeout ({timeout:g} s, not ended by its signal): {nodeid} {'+' * 20}\n"]
     for ident, frame in sys._current_frames().items():
         if ident != me:
             lines += [f"\n~~~ Stack of {names.get(ident, '?')} ({ident}) ~~~\n", *traceback.format_stack(frame)]
-    lines.append(f"{'+' * 20} Timeout {'+' * 20}\n")
     try:
         stderr.write("".join(lines))  # type: ignore[attr-defined]
         stderr.flush()  # type: ignore[attr-defined]
@@ -100,9 +114,18 @@ def _dump_stacks_and_exit(stderr: object, nodeid: str, timeout: float) -> None:
         os._exit(1)
 
 
+def _matches(relative_path: str, pattern: str) -> bool:
+    """'dir/' a folder, 'x.py' that file, anything else a file-name prefix ('tests/bench/tools/test_ab')."""
+    if pattern.endswith(".py"):
+        return relative_path == pattern
+    return relative_path.startswith(pattern)
+
+
 def is_torch_line(relative_path: str) -> bool:
     """Whether a test file (path relative to the checkout, '/'-separated) falls under the torch-line rule."""
-    return any(relative_path == p or (p.endswith("/") and relative_path.startswith(p)) for p in TORCH_LINE_PATHS)
+    if any(_matches(relative_path, p) for p in PURE_PATHS):
+        return False
+    return any(_matches(relative_path, p) for p in TORCH_LINE_PATHS)
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -164,6 +187,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
 
 _BEFORE = pytest.StashKey[set[str] | None]()
 _STDERR = pytest.StashKey[object]()
+_FALLBACK = pytest.StashKey[threading.Timer]()
 
 
 @pytest.fixture

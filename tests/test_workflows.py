@@ -163,10 +163,14 @@ def test_each_image_runs_the_smoke_cells_of_the_nox_sessions(images_workflow):
 
 
 def test_ci_runs_every_compat_session_after_the_main_tests():
-    lines = (ROOT / ".ci" / "run").read_text().splitlines()
-    main_tests = next(i for i, line in enumerate(lines) if line.rstrip().endswith("python -m pytest"))
-    compat = next(i for i, line in enumerate(lines) if "nox --tags compat" in line)
-    assert compat > main_tests
+    text = (ROOT / ".ci" / "run").read_text()
+    lines = text.splitlines()
+    main_tests = next(i for i, line in enumerate(lines) if "python -m pytest -n 1 -m timing" in line)
+    compat = [i for i, line in enumerate(lines) if "--session torch-" in line]
+    assert compat and min(compat) > main_tests
+    named = set(re.findall(r"torch-[0-9.]+[0-9]", "\n".join(lines[i] for i in compat)))
+    assert named == set(nox_sessions())  # every torch line, none twice
+    assert "--no-venv --session torch-2.14.1" in text  # the constraints' line: the main venv, no fresh install
     assert "compat_status == 0" in lines[-1]  # a failed torch line fails CI
 
 

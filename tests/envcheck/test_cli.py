@@ -14,6 +14,9 @@ def envcheck(*args, env=None):
                           env=env)
 
 
+pytestmark = pytest.mark.xdist_group("envcheck_cli")  # one worker runs the module's envcheck once
+
+
 @pytest.fixture(scope="module")
 def cpu_report():
     import os

@@ -131,6 +131,7 @@ def test_bad_options_exit_2(tmp_path, run_file):
     assert info.value.code == EXIT_BAD_INPUT
 
 
+@pytest.mark.timing
 def test_thousands_of_cells_render_in_seconds(tmp_path):
     models = [f"detector_{i:02d}" for i in range(25)]
     results = make_results(

@@ -37,6 +37,7 @@ def smoke_run(tmp_path_factory):
     return proc, out
 
 
+@pytest.mark.xdist_group("smoke_run")  # one worker runs the module's smoke run once
 def test_smoke_run_exits_zero_and_prints_the_summary(smoke_run):
     proc, _ = smoke_run
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
@@ -48,6 +49,7 @@ def test_smoke_run_exits_zero_and_prints_the_summary(smoke_run):
     assert "detbench: what should I use?" in proc.stdout  # the closing summary's advice (bench.core.advice)
 
 
+@pytest.mark.xdist_group("smoke_run")  # one worker runs the module's smoke run once
 def test_benchmark_json_holds_device_timed_iterations_and_the_detbench_schema(smoke_run):
     _, out = smoke_run
     data = json.loads((out / "results.json").read_text())
@@ -72,6 +74,7 @@ def test_benchmark_json_holds_device_timed_iterations_and_the_detbench_schema(sm
     assert data["detbench"]["schema"] == SCHEMA_NAME and len(data["detbench"]["cell_ids"]) == 6  # the matrix, before -k
 
 
+@pytest.mark.xdist_group("smoke_run")  # one worker runs the module's smoke run once
 def test_journal_next_to_the_json_has_every_selected_cell_and_the_groups_kept_their_results(smoke_run):
     _, out = smoke_run
     results = {r.cell.id: r for r in read_journal(out / "results.journal.jsonl")}
@@ -84,6 +87,7 @@ def test_journal_next_to_the_json_has_every_selected_cell_and_the_groups_kept_th
     assert infer.ratio.baseline_cell_id == infer.cell.id and infer.measurement.rounds == 3
 
 
+@pytest.mark.xdist_group("smoke_run")  # one worker runs the module's smoke run once
 def test_pytest_benchmark_compare_reads_the_file(smoke_run):
     _, out = smoke_run
     compare = "import sys; from pytest_benchmark.cli import main; sys.argv[0] = 'pytest-benchmark'; main()"
@@ -134,16 +138,19 @@ def test_a_bad_option_is_a_one_line_usage_error_end_to_end():
     assert len(errors) == 1 and "unknown profile 'huge'" in errors[0] and "Traceback" not in proc.stderr
 
 
-def test_cell_ids_select_cells_with_k():
+def test_cell_ids_select_cells_with_k(tmp_path):
+    # the journal under tmp_path: by default it would be .detbench/ in the checkout, where this runs
     proc = run_pytest("--collect-only", "--profile", "quick", "-k",
-                      "retinanet_resnet50_fpn-infer-compiled-fp32-bs8-gpu1", timeout=120)
+                      "retinanet_resnet50_fpn-infer-compiled-fp32-bs8-gpu1",
+                      f"--detbench-journal={tmp_path / 'j.jsonl'}", timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert "test_cell[retinanet_resnet50_fpn-infer-compiled-fp32-bs8-gpu1]" in proc.stdout
     assert "1/" in proc.stdout or "1 test collected" in proc.stdout or "1 selected" in proc.stdout
 
 
-def test_the_tune_profile_collects_eight_cells_per_model_with_the_new_axes_in_their_ids():
-    proc = run_pytest("--collect-only", "--profile", "tune", "--models", "retinanet_resnet50_fpn", timeout=120)
+def test_the_tune_profile_collects_eight_cells_per_model_with_the_new_axes_in_their_ids(tmp_path):
+    proc = run_pytest("--collect-only", "--profile", "tune", "--models", "retinanet_resnet50_fpn",
+                      f"--detbench-journal={tmp_path / 'j.jsonl'}", timeout=120)
     assert proc.returncode == 0, proc.stderr
     for cell_id in ("retinanet_resnet50_fpn-infer-eager-fp32-bs8-gpu1",
                     "retinanet_resnet50_fpn-infer-compiled-bf16-channels_last-bs8-gpu1",

@@ -67,6 +67,7 @@ def test_a_side_speaks_the_line_protocol(side_env):
     assert "unknown command 'dance'" in events[7]["message"]  # "quit" ends it before the unreadable line
 
 
+@pytest.mark.timing
 def test_a_planted_slowdown_is_a_regression_and_the_unplanted_cell_is_not(side_env, tmp_path):
     code, payload = gate(tmp_path, "--pairs", "2", "--rounds", "4",
                          "--candidate-env", f"{SLOWDOWN_ENV}=tiny_convnet-infer-eager-fp32-bs4:2.0")

@@ -68,6 +68,7 @@ def test_break_even_is_filled_against_the_eager_twin_only():
     assert runs[0].break_even_iterations is None
 
 
+@pytest.mark.timing  # the train/infer ratio of a tiny model swung to 26x under load beside xdist workers
 def test_compare_model_times_every_variant_in_rounds_and_writes_a_readable_result():
     variants = [Variant.parse(v) for v in ("infer-eager-fp32", "infer-eager-bf16", "train-eager-fp32")]
     options = RunOptions(profile="test", telemetry_hz=0, count_flops=False, model_modules=MODULES)

@@ -1,5 +1,5 @@
-"""The suite's own rules (tests/conftest.py): a hung test fails by its timeout with a stack and the run goes on;
-the folder rule that picks the tests every torch line runs."""
+"""CI's own rules (tests/conftest.py, noxfile.py, .ci/run): a hung test fails by its timeout with a stack and the
+rest of the run goes on; the folder rule that picks the tests every torch line runs."""
 
 from __future__ import annotations
 
@@ -29,24 +29,24 @@ def test_runs_after_the_hung_one():
 def test_a_hung_test_fails_by_its_timeout_with_a_stack_and_the_rest_of_the_run_goes_on(tmp_path):
     """A tiny session run the way the README's command runs (pyproject's settings, this conftest's default
     timeout as a plugin, pytest-xdist), with the default cut to 2 s: the planted test that sleeps for ever is
-    stopped with its stack, its worker is replaced, and the test after it passes. No torch is imported."""
+    stopped with its stack and the test after it passes in the same worker. No torch is imported: ~5 s alone,
+    35 s on the loaded 2-core machine."""
     (tmp_path / "test_planted.py").write_text(textwrap.dedent(PLANTED))
     env = {**os.environ, "PYTHONPATH": str(ROOT), "DETBENCH_TEST_TIMEOUT_S": "2", "DETBENCH_CHECKOUT_CHECK": "0"}
     done = subprocess.run(
         [sys.executable, "-m", "pytest", "-c", str(ROOT / "pyproject.toml"), "--rootdir", str(tmp_path),
          "-p", "tests.conftest", "-p", "no:cacheprovider", "-n", "1", "test_planted.py"],
-        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=100)
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=240)
     out = done.stdout + done.stderr
     assert done.returncode == 1, out[-3000:]
-    assert "Timeout (2 s): test_planted.py::test_hangs_for_ever" in out  # then every thread's stack
-    assert "in test_hangs_for_ever" in out and "time.sleep(60)" in out
+    assert "FAILED test_planted.py::test_hangs_for_ever - Failed: Timeout (>2.0s)" in out
+    assert "+ Timeout +" in out and "time.sleep(60)" in out  # the hung test's stack, where it waited
     assert "1 failed, 1 passed" in out
 
 
 def test_the_default_timeout_is_the_documented_one():
-    assert DEFAULT_TIMEOUT_S == 120.0
     compat = (ROOT / "docs" / "compat.md").read_text(encoding="utf-8")
-    assert "120 s" in compat
+    assert f"{DEFAULT_TIMEOUT_S:g} s" in compat and "timeout_method" in compat
 
 
 @pytest.mark.parametrize("path, torch_line", [
@@ -57,11 +57,16 @@ def test_the_default_timeout_is_the_documented_one():
     ("tests/reports/test_new.py", False),
     ("tests/envcheck/test_host.py", False),
     ("tests/bench/modelsx/test_a.py", False),  # a folder is matched whole, not as a prefix of a name
+    ("tests/bench/tools/test_fidelity.py", True),
+    ("tests/bench/tools/test_ab_gate.py", False),  # the A/B protocol's tests, new ones included, run once
+    ("tests/bench/tools/test_r3_ab.py", False),
+    ("tests/envcheck/test_nccl_links.py", False),  # a file entry is that file only
 ])
 def test_the_folder_rule(path, torch_line):
     assert is_torch_line(path) is torch_line
 
 
 def test_every_torch_line_path_exists():
-    assert all((ROOT / p).exists() for p in TORCH_LINE_PATHS), [p for p in TORCH_LINE_PATHS if not (ROOT / p).exists()]
+    missing = [p for p in TORCH_LINE_PATHS if p.endswith(("/", ".py")) and not (ROOT / p).exists()]
+    assert not missing
 
