@@ -183,6 +183,7 @@ def test_rtdetr_token_check_matches_what_the_model_can_run(no_network):
 EXTRA_SMOKE_MODELS = ["detr_resnet50", "deformable_detr_resnet50", "rtdetr_resnet50", "yolov8n", "yolo11n"]
 
 
+@pytest.mark.timeout(600)  # passed 300 s beside xdist workers on the 2-core machine loaded 6-fold
 def test_every_extra_detector_runs_in_the_smoke_profile(tmp_path):
     """The real matrix (pytest bench/, smoke profile, CPU), inference and training step for each new detector."""
     require_extra("detr")

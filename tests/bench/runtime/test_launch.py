@@ -70,6 +70,7 @@ def test_an_oom_in_one_batch_size_does_not_end_the_group(monkeypatch):
     assert all(results[c.id].status == "ok" and results[c.id].measurement.worker_attempt == 1 for c in (BS1, TRAIN))
 
 
+@pytest.mark.timing  # a wall-clock bound (< 150 s) with a 20 s cell timeout: failed beside xdist workers, loaded
 def test_a_hang_is_killed_as_a_timeout_and_the_rest_is_measured(monkeypatch):
     monkeypatch.setenv("DETBENCH_TEST_FAULT", f"{BS2.id}:hang")
     began = time.monotonic()
