@@ -145,8 +145,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 def _checkout_snapshot() -> set[str] | None:
     """``git status --ignored --porcelain`` of the checkout, less Python's bytecode caches (what any import
-    writes); None where the tests do not run from a git checkout (an sdist, an installed copy) or git is
-    missing."""
+    writes) and pytest's own cache folder; None where the tests do not run from a git checkout (an sdist, an
+    installed copy) or git is missing."""
     if not (ROOT / ".git").exists():
         return None
     try:
@@ -154,7 +154,7 @@ def _checkout_snapshot() -> set[str] | None:
                               text=True, timeout=60, check=True)
     except (OSError, subprocess.SubprocessError):
         return None
-    return {line for line in done.stdout.splitlines() if not line.endswith(("__pycache__/", ".pyc"))}
+    return {line for line in done.stdout.splitlines() if not line.endswith(("__pycache__/", ".pyc", " .pytest_cache/"))}
 
 
 def _checks_checkout(config: pytest.Config) -> bool:

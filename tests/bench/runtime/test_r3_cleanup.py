@@ -80,7 +80,8 @@ def test_a_signal_to_a_plain_caller_ends_torchrun_its_ranks_and_the_group_folder
 
 
 def test_sigterm_to_detbench_mid_group_leaves_nothing_behind(tmp_path):
-    proc, tree = _start_group(DETBENCH, tmp_path)
+    # the journal under tmp_path: by default it goes to .detbench/ in the checkout, where the run starts
+    proc, tree = _start_group([*DETBENCH, f"--detbench-journal={tmp_path / 'j.jsonl'}"], tmp_path)
     proc.send_signal(signal.SIGTERM)
     _assert_nothing_left(proc, tree, tmp_path)
     assert proc.returncode != 0 and "SIGTERM" in (tmp_path / "caller.log").read_text()
