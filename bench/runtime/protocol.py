@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
@@ -50,9 +50,11 @@ def decode(line: str) -> dict[str, Any] | None:
 
 class EventLog:
     """Where a measuring process writes its events: a file (appended, flushed per event, fsynced if asked) or a
-    text stream (a side's stdout). ``EventLog(None)`` drops them (an inline run that needs no record)."""
+    text stream (a side's stdout). ``EventLog(None)`` drops them (an inline run that needs no record).
+    ``listener`` is called with each event once written (an inline launcher journals progress through it)."""
 
-    def __init__(self, target: str | os.PathLike[str] | TextIO | None, *, fsync: bool = False) -> None:
+    def __init__(self, target: str | os.PathLike[str] | TextIO | None, *, fsync: bool = False,
+                 listener: Callable[[dict[str, Any]], None] | None = None) -> None:
         self._path: Path | None = None
         self._stream: TextIO | None = None
         if isinstance(target, (str, os.PathLike)):
@@ -60,6 +62,7 @@ class EventLog:
         elif target is not None:
             self._stream = target
         self._fsync = fsync
+        self._listener = listener
 
     def emit(self, kind: str, **fields: Any) -> None:
         line = encode(kind, **fields) + "\n"
@@ -72,6 +75,8 @@ class EventLog:
         elif self._stream is not None:
             self._stream.write(line)
             self._stream.flush()
+        if self._listener is not None:
+            self._listener({"event": kind, **fields})
 
     def phase(self, cell_id: str | None, phase: str) -> None:
         self.emit("phase", cell=cell_id, phase=phase)
@@ -91,6 +96,29 @@ def read_events(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
 
 def parse_events(lines: Iterable[str]) -> list[dict[str, Any]]:
     return [event for event in map(decode, lines) if event is not None]
+
+
+class EventTail:
+    """Follows a growing events file: :meth:`poll` hands each whole new event to ``listener`` once and returns
+    the file's size (a supervisor's heartbeat), so a launcher forwards progress while its worker runs."""
+
+    def __init__(self, path: str | os.PathLike[str], listener: Callable[[dict[str, Any]], None] | None) -> None:
+        self.path, self.listener, self._offset = Path(path), listener, 0
+
+    def poll(self) -> int:
+        try:
+            with open(self.path, "rb") as handle:
+                handle.seek(self._offset)
+                chunk = handle.read()
+        except OSError:
+            return -1
+        whole = chunk[:chunk.rfind(b"\n") + 1]  # a line still being written waits for the next poll
+        self._offset += len(whole)
+        if self.listener is None:
+            return self._offset + len(chunk) - len(whole)
+        for event in parse_events(whole.decode("utf-8", errors="replace").splitlines()):
+            self.listener(event)
+        return self._offset + len(chunk) - len(whole)
 
 
 @dataclass

@@ -95,6 +95,7 @@ class CellSession:
         self.runtime_notes: dict[str, Any] = {}
         self.blocks: list[BlockRecord] = []
         self.times_ms: list[float] = []
+        self.resumed_rounds = 0  # rounds adopted from a cut worker's partial result (:meth:`adopt`)
         self.peak_bytes: int | None = None
         self.telemetry: dict[str, Any] | None = None
         self.telemetry_round: int | None = None
@@ -259,6 +260,26 @@ class CellSession:
     def iterations_for(self, block_s: float, min_iterations: int) -> int:
         """Iterations that fill about ``block_s`` seconds (at least ``min_iterations``)."""
         return max(min_iterations, round(block_s * 1000.0 / self.estimate_ms))
+
+    def adopt(self, partial: CellResult) -> None:
+        """Continue a cut worker's partial result of this cell: its blocks and iterations become this session's
+        first, so :meth:`time_block` adds only the rounds it lacks (see :attr:`rounds_done`). The set-up figures
+        are this session's own (the same set-up, made again)."""
+        if partial.cell.id != self.cell.id:
+            raise ValueError(f"cannot continue {partial.cell.id} as {self.cell.id}")
+        m = partial.measurement
+        if m is None or not m.blocks or len(partial.times_ms) != sum(b.iterations for b in m.blocks):
+            return  # nothing timed (or iterations that do not add up): measured whole
+        self.blocks = [dataclasses.replace(b) for b in m.blocks]
+        self.times_ms = list(partial.times_ms)
+        self.peak_bytes = partial.peak_memory_bytes
+        self.telemetry, self.telemetry_round = partial.telemetry, m.telemetry_round
+        self.resumed_rounds = len(self.rounds_done)
+
+    @property
+    def rounds_done(self) -> set[int]:
+        """The rounds this cell has a block of."""
+        return {b.round for b in self.blocks}
 
     # -- timing --------------------------------------------------------------------------------------------
     def time_steps(self, iterations: int) -> list[float]:
