@@ -19,7 +19,8 @@ from rich.text import Text
 from bench.core.advice import Advice, break_even_text, gain_text, runner_up_text
 from bench.core.schema import CellResult
 
-STATUS_STYLE = {"ok": "green", "partial": "yellow", "oom": "magenta", "error": "red", "skipped": "yellow", "timeout": "red"}
+STATUS_STYLE = {"ok": "green", "partial": "yellow", "oom": "magenta", "error": "red", "skipped": "yellow",
+                "timeout": "red"}
 
 
 def render(renderable: object, color: bool, width: int = 160) -> str:

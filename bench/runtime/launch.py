@@ -180,7 +180,8 @@ def run_group(cells: list[Cell], options: RunOptions, *, baselines: dict[str, Ce
 
 
 def run_attempts(cells: list[Cell], options: RunOptions, launcher: Launcher, *,
-                 prior: dict[str, CellResult] | None = None, on_result: ResultListener | None = None) -> list[CellResult]:
+                 prior: dict[str, CellResult] | None = None,
+                 on_result: ResultListener | None = None) -> list[CellResult]:
     """Attempts until every cell has a result; each crash or hang costs the cell it happened in. Cells an attempt
     left ``partial`` are continued by the next one (their missing rounds only) while attempts still add rounds."""
     results: dict[str, CellResult] = {}

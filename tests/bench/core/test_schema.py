@@ -9,13 +9,13 @@ import pytest
 
 from bench.core.comparison import ModelComparison
 from bench.core.schema import (
+    SCHEMA_VERSION,
     BlockRecord,
     Cell,
     CellResult,
     Failure,
     Measurement,
     PairedRatio,
-    SCHEMA_VERSION,
     RepeatFailure,
     SchemaError,
     SetupTimes,
