@@ -25,6 +25,7 @@ import torch
 from bench.core.groups import rotation
 from bench.core.options import RunOptions
 from bench.core.schema import Cell, CellResult
+from bench.runtime import faults
 from bench.runtime.build import GroupShared, ModelWrapper
 from bench.runtime.device import release_memory
 from bench.runtime.failures import WorkerMustEnd, classify_failure, is_sticky_cuda_error
@@ -122,6 +123,7 @@ def measure_group(cells: list[Cell], options: RunOptions, device: torch.device, 
                 _fail(session, exc, "timing", results, events)
                 continue
             events.result(progress(session.result(), policy.rounds), final=False)
+            faults.witness(session.cell.id, round_index)  # test-only, see bench/runtime/faults.py
     for session, ok in zip(ready, alive):
         if ok:
             results[session.cell.id] = progress(session.result(), policy.rounds)

@@ -95,7 +95,10 @@ class ProcessLauncher:
                     hung = worker.watch(options.cell_timeout_s, heartbeat=tail.poll)
                     done = worker.finish(hung)
             finally:  # stopped too (Ctrl-C, SIGTERM): what the worker wrote before it was ended is forwarded
-                tail.poll()
+                try:
+                    tail.poll()
+                finally:
+                    tail.close()
             progress = GroupProgress.read(events)
         failure = None
         if hung:

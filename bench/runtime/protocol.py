@@ -20,7 +20,7 @@ import os
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, BinaryIO, TextIO
 
 from bench.core.schema import CellResult, SchemaError
 
@@ -100,25 +100,36 @@ def parse_events(lines: Iterable[str]) -> list[dict[str, Any]]:
 
 class EventTail:
     """Follows a growing events file: :meth:`poll` hands each whole new event to ``listener`` once and returns
-    the file's size (a supervisor's heartbeat), so a launcher forwards progress while its worker runs."""
+    the file's size (a supervisor's heartbeat), so a launcher forwards progress while its worker runs.
+
+    The file is created and opened at once and read through that handle: a signal's clean-up may remove the
+    folder it lives in (envcheck.isolate) before the last :meth:`poll`, which still reads every event written."""
 
     def __init__(self, path: str | os.PathLike[str], listener: Callable[[dict[str, Any]], None] | None) -> None:
-        self.path, self.listener, self._offset = Path(path), listener, 0
+        self.listener = listener
+        Path(path).touch()
+        self._handle: BinaryIO | None = open(path, "rb")  # noqa: SIM115 - closed in close()
+        self._offset = 0
 
     def poll(self) -> int:
-        try:
-            with open(self.path, "rb") as handle:
-                handle.seek(self._offset)
-                chunk = handle.read()
-        except OSError:
+        if self._handle is None:
             return -1
-        whole = chunk[:chunk.rfind(b"\n") + 1]  # a line still being written waits for the next poll
-        self._offset += len(whole)
-        if self.listener is None:
-            return self._offset + len(chunk) - len(whole)
-        for event in parse_events(whole.decode("utf-8", errors="replace").splitlines()):
-            self.listener(event)
-        return self._offset + len(chunk) - len(whole)
+        self._handle.seek(self._offset)
+        chunk = self._handle.read()
+        size = self._offset + len(chunk)
+        for line in chunk.splitlines(keepends=True):
+            if not line.endswith(b"\n"):
+                break  # still being written: the next poll takes it
+            event = decode(line.decode("utf-8", errors="replace").rstrip("\n"))
+            if event is not None and self.listener is not None:
+                self.listener(event)
+            self._offset += len(line)  # after the listener: a poll it was interrupted in is taken up again
+        return size
+
+    def close(self) -> None:
+        if self._handle is not None:
+            self._handle.close()
+            self._handle = None
 
 
 @dataclass
