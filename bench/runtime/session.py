@@ -223,6 +223,9 @@ class CellSession:
                 known = shared.calibrations[batch] = dataclasses.replace(
                     known, batchnorm_layers_recalibrated=shared.batchnorm_layers)
                 self.config["postprocess_calibration"] = f"cached ({cache.folder})"
+                if cell.precision == "fp32" and known.calibrated_by == cell.id:  # this cell's own calibration, as
+                    self.threshold = known  # calibrating again would measure it (same weights, images, threshold)
+                    return known
         if known is None:  # FP32 whatever the cell: the threshold must not depend on which variant came first
             load = calibrate_postprocess(p.model, p.spec, p.inputs, recalibrate_bn=False)
             if load is None:
