@@ -4,8 +4,11 @@ A :class:`Launcher` makes one *attempt* at a group: it runs the engine (bench.ru
 hands back what the engine's events said (bench.runtime.protocol) and, when the attempt ended early, why.
 :func:`run_group` is the same for every launcher: cells with a final result are done; the cell that was
 running when an attempt crashed, hung or hit a sticky CUDA error is recorded as ``error`` / ``timeout`` /
-``oom`` with the output tail; a fresh attempt takes the rest (so each crash costs one cell at most); then the
-group's paired ratios and compile break-even are filled in, the same for one GPU and for N.
+``oom`` with the output tail; a fresh attempt takes the rest (so each crash costs one cell at most) and continues
+the cells the failed one left ``partial`` (their missing rounds only; a worker ended from outside costs no cell);
+then the group's paired ratios and compile break-even are filled in, the same for one GPU and for N. Each cell's
+result so far is handed to ``on_result`` as each block ends (the run journals it), where the launcher keeps partial
+figures (not torchrun's: rank 0's view is not the group's).
 
 - :class:`InlineLauncher` (``--isolation inline``, the default on a CPU): the engine in this process.
 - :class:`ProcessLauncher` (``model``, the default on a GPU: a worker per group; ``cell``: a worker per cell):
@@ -131,13 +134,6 @@ def _forward(on_result: ResultListener | None) -> Callable[[dict[str, Any]], Non
             listener(result)
 
     return forward
-
-
-def _size(path: Path) -> int:
-    try:
-        return path.stat().st_size
-    except OSError:
-        return -1
 
 
 def launcher_for(cells: list[Cell], options: RunOptions) -> Launcher:
