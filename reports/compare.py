@@ -400,7 +400,7 @@ def _compare_row(row: dict, threshold: float, evidence: tuple[RunEvidence, RunEv
 
 def _gates(out: dict[str, Any]) -> bool:
     """Whether the row fails the gate; a weak regression's ``why`` says whether it gates and why (not)."""
-    if out["verdict"] == ONLY_BASELINE:
+    if out["verdict"] == ONLY_BASELINE or out["status_cand"] == "partial":  # a cut cell counts as a missing one
         return True
     if out["verdict"] != REGRESSION:
         return False
@@ -452,6 +452,12 @@ def _judge_row(row: dict, threshold: float, evidence: tuple[RunEvidence, RunEvid
     invalid = _invalid_sides(out, evidence)
     if invalid:
         out["verdict"], out["why"] = INVALID, f"{invalid}: not judged"
+        return out
+    cut = [side for side in ("base", "cand") if out[f"status_{side}"] == "partial"]
+    if cut:  # a cell cut short is neither a measurement to judge nor a failure (issue 37)
+        out["verdict"] = INCONCLUSIVE
+        out["why"] = f"partial in the {' and '.join('baseline' if s == 'base' else 'candidate' for s in cut)} " \
+                     "(cut short): not judged; --detbench-resume finishes it"
         return out
     base_ok = out["status_base"] == "ok" and _ok(out["throughput_base"]) and out["throughput_base"] > 0
     cand_ok = out["status_cand"] == "ok" and _ok(out["throughput_cand"])

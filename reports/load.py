@@ -120,6 +120,7 @@ def _load_benchmark_json(path: Path, data: Any) -> Run:
         raise LoadError(f"{path}: no detbench results ({what})")
     notes = [f"{foreign} benchmark(s) without detbench results ignored"] if foreign else []
     results = _dedupe(results)
+    notes += _partial_note(results)
     planned = block.get("cell_ids")
     if isinstance(planned, list):
         have = {r.cell.id for r in results}
@@ -173,7 +174,8 @@ def _load_journal(path: Path, text: str) -> Run:
         raise LoadError(" ".join(str(exc).split())) from exc
     if not results:
         raise LoadError(f"{path}: journal holds no detbench cell results")
-    run = Run(label="", path=path, kind="journal", results=_dedupe(results), notes=notes,
+    results = _dedupe(results)
+    run = Run(label="", path=path, kind="journal", results=results, notes=notes + _partial_note(results),
               run_id=_journal_run_id(lines[0]))
     run.environment = _run_environment(run.results, {})
     return run
@@ -212,8 +214,9 @@ def _parse_cell(path: Path, data: Any, where: str) -> CellResult:
 
 
 def _dedupe(results: list[CellResult]) -> list[CellResult]:
-    """Keep the last result per cell id (a resumed run re-measures cells it already had). A ``--repeats``
-    journal cut short holds per-repeat lines without the merged cell: those repeats are merged here."""
+    """Keep the last result per cell id (a journal's progress lines, one per block, are each replaced by the next;
+    a resumed run re-measures cells it already had). A ``--repeats`` journal cut short holds per-repeat lines
+    without the merged cell: those repeats are merged here, ``partial`` when fewer than the run's repeats."""
     latest: dict[str, CellResult] = {}
     repeats: dict[str, dict[int, CellResult]] = {}
     for result in results:
@@ -221,7 +224,24 @@ def _dedupe(results: list[CellResult]) -> list[CellResult]:
             repeats.setdefault(result.cell.id, {})[result.repeat] = result
         latest.pop(result.cell.id, None)
         latest[result.cell.id] = result
-    return [merge_repeats(list(repeats[cid].values())) if r.repeat is not None else r for cid, r in latest.items()]
+    return [merge_repeats(list(repeats[cid].values()), _planned_repeats(r)) if r.repeat is not None else r
+            for cid, r in latest.items()]
+
+
+def _planned_repeats(result: CellResult) -> int | None:
+    """The ``--repeats`` of the run that measured ``result`` (its options), None when it does not say."""
+    options = result.config.get("options") if isinstance(result.config, dict) else None
+    planned = options.get("repeats") if isinstance(options, dict) else None
+    return planned if isinstance(planned, int) and not isinstance(planned, bool) and planned >= 1 else None
+
+
+def _partial_note(results: list[CellResult]) -> list[str]:
+    cut = [r.cell.id for r in results if r.status == "partial"]
+    if not cut:
+        return []
+    shown = ", ".join(cut[:5]) + (", ..." if len(cut) > 5 else "")
+    return [f"{len(cut)} cell(s) cut short, kept with the rounds they finished (partial; --detbench-resume "
+            f"continues them): {shown}"]
 
 
 def _run_environment(results: list[CellResult], machine_info: dict[str, Any]) -> dict[str, Any]:

@@ -24,7 +24,7 @@ def apply_overhead(results: list[CellResult], group_wall_s: float, isolation: st
                    label: str) -> None:
     """Split the group's wall time over its cells: each cell's own set-up and blocks, plus an even share of
     what belonged to no cell (process start, imports, teardown); overhead = cell wall - timed region."""
-    own = sum((r.measurement.setup_wall_s or 0.0) + sum(b.wall_s for b in r.measurement.blocks)
+    own = sum((r.measurement.setup_wall_s or 0.0) + sum(b.wall_s for b in _own_blocks(r))
               for r in results if r.measurement is not None)
     share = max(group_wall_s - own, 0.0) / max(len(results), 1)
     for result in results:
@@ -35,3 +35,9 @@ def apply_overhead(results: list[CellResult], group_wall_s: float, isolation: st
         m.shared_overhead_s = round(share, 4)
         m.cell_wall_s = round((m.setup_wall_s or 0.0) + sum(b.wall_s for b in m.blocks) + share, 4)
         m.overhead_s = round(m.cell_wall_s - m.timed_s, 4)
+
+
+def _own_blocks(result: CellResult) -> list:
+    """The blocks this attempt timed (a continued cell's first blocks came from the worker that was cut)."""
+    m = result.measurement
+    return m.blocks[m.resumed_rounds:] if m is not None else []

@@ -210,6 +210,17 @@ def journal_results(lines: list[str], source: str) -> list[CellResult]:
     return results
 
 
+def latest_lines(results: list[CellResult]) -> list[CellResult]:
+    """The last result of each (cell, repeat) in journal order: a cell's progress lines (``partial``, one per block)
+    are each replaced by the next, and its final line by a later run's re-measurement."""
+    latest: dict[tuple[str, int | None], CellResult] = {}
+    for result in results:
+        key = (result.cell.id, result.repeat)
+        latest.pop(key, None)
+        latest[key] = result
+    return list(latest.values())
+
+
 def load_results(path: str | os.PathLike[str]) -> list[CellResult]:
     """The cells of a run file (pytest-benchmark JSON) or a journal (JSON lines); RecordError on anything else."""
     target = Path(path)

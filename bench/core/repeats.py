@@ -3,7 +3,8 @@
 Every repeat runs the whole list of groups again (a fresh worker per group), so a cell's repeats sit at
 different moments of the run; :func:`merge_repeats` turns one cell's per-repeat results into the cell's
 result: blocks of every repeat (tagged with their repeat), throughput as the median over all blocks,
-latency over all iterations, set-up and compile from the first repeat, failed repeats listed.
+latency over all iterations, set-up and compile from the first repeat, failed repeats listed. A ``partial``
+repeat (cut short) is pooled with what it timed, and makes the merged cell ``partial``: never complete.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from collections.abc import Sequence
 from typing import TypeVar
 
 from bench.core import stats
-from bench.core.schema import CellResult, RepeatFailure
+from bench.core.schema import MEASURED, CellResult, RepeatFailure
 
 T = TypeVar("T")
 
@@ -37,17 +38,23 @@ def tag_repeat(result: CellResult, repeat: int) -> CellResult:
     return result
 
 
-def merge_repeats(results: Sequence[CellResult]) -> CellResult:
+def merge_repeats(results: Sequence[CellResult], planned: int | None = None) -> CellResult:
     """One cell's result from its repeats (any status, any order). The cell is ``ok`` when any repeat is;
-    repeats that failed go to ``repeat_failures``. With no ok repeat, the first failure is the result."""
+    repeats that failed go to ``repeat_failures``. With no ok repeat, the first failure is the result. It is
+    ``partial`` when a pooled repeat is, or when fewer than ``planned`` repeats were measured (a cut run)."""
     if not results:
         raise ValueError("merge_repeats needs at least one repeat's result")
     ordered = sorted(results, key=lambda r: r.repeat or 0)
-    ok = [r for r in ordered if r.status == "ok"]
-    failed = [RepeatFailure(r.repeat or 0, r.status, r.reason, r.failure) for r in ordered if r.status != "ok"]
+    ok = [r for r in ordered if r.status in MEASURED]
+    failed = [RepeatFailure(r.repeat or 0, r.status, r.reason, r.failure) for r in ordered if r.status not in MEASURED]
     first = copy.deepcopy(ok[0] if ok else ordered[0])
     first.repeat = None
     first.repeat_failures = failed if ok else failed[1:]
+    cut = [r.repeat or 0 for r in ok if r.status == "partial"]
+    if ok and (cut or (planned is not None and len(ordered) < planned)):
+        first.status = "partial"
+        first.reason = (f"repeat(s) {', '.join(map(str, cut))} cut short" if cut else
+                        f"{len(ordered)} of {planned} repeats measured")
     if len(ok) < 2:
         if first.measurement is not None:
             first.measurement.repeat_setup_wall_s = [m for m in [first.measurement.setup_wall_s] if m is not None]

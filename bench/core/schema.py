@@ -9,6 +9,9 @@ ratio to the group's baseline; version-1 files still load (their ``config`` piec
 ``repeat_setup_wall_s``, ``CellResult.repeat`` and ``repeat_failures``); files without them read as one repeat.
 Issue 18 added, also optional within version 2: the compile modes (``compiled`` reads as ``default``), the
 memory format, ``bsmax`` cells with their ``batch_search`` and ``compile_details``.
+Version 3 (issue 37) added the status ``partial``: a cell cut short (a signal, a dead worker) with the rounds it
+finished, never to be read as complete; and ``Measurement.planned_rounds`` / ``resumed_rounds``. Versions 1 and 2
+still load (they hold no partial cell).
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ from typing import Any
 
 from bench.core.distributed_stats import DistributedStats
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 SCHEMA_NAME = "detbench.cell"
 
 MODES = ("infer", "train")
@@ -33,7 +36,9 @@ CUDA_GRAPH_MODES = ("reduce-overhead", "max-autotune")  # torch.compile modes th
 PRECISIONS = ("fp32", "amp-fp16", "amp-bf16")
 MEMORY_FORMATS = ("contiguous", "channels_last")
 BATCH_MAX = "max"  # Cell.batch_size: the largest batch that fits, searched (bench.runtime.batch_search)
-STATUSES = ("ok", "oom", "error", "skipped", "timeout")
+# partial: cut short (a signal, a dead worker) after some of its rounds; it carries them, and a resume continues it
+STATUSES = ("ok", "partial", "oom", "error", "skipped", "timeout")
+MEASURED = ("ok", "partial")  # statuses that carry timed blocks
 MAX_IMAGE_SIDE = 8192  # beyond any GPU's memory for a detector batch
 
 _PRECISION_SHORT = {"fp32": "fp32", "amp-fp16": "fp16", "amp-bf16": "bf16"}
@@ -206,6 +211,8 @@ class Measurement:
     final_loss: float | None = None  # training cells: the last step's loss
     repeats: int = 1  # repeats whose blocks are merged here (--repeats; a failed repeat is not counted)
     repeat_setup_wall_s: list[float] = field(default_factory=list)  # set-up wall of each merged repeat, in order
+    planned_rounds: int | None = None  # rounds the run asked for (per repeat); fewer timed: the cell is partial
+    resumed_rounds: int = 0  # rounds taken from a cut worker's partial result; a fresh worker timed the rest
 
 
 @dataclass

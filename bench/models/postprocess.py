@@ -8,14 +8,22 @@ sends a stated number of candidates per image into the detection head's NMS, the
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
+import os
+import pickle
 import sys
+import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
+import torchvision
 from torch import nn
+from torch.nn.modules.batchnorm import _BatchNorm
 from torchvision.models.detection import FCOS, RetinaNet
 from torchvision.models.detection.generalized_rcnn import GeneralizedRCNN
 from torchvision.models.detection.ssd import SSD
@@ -268,3 +276,95 @@ def _check_calls(calls: list[torch.Tensor], batch_size: int, name: str) -> None:
             f"{name}: expected {batch_size} head NMS calls (one per image), saw {len(calls)}; "
             "this torchvision's post-processing is not the one calibrate_postprocess knows"
         )
+
+
+# --- the calibration cache --------------------------------------------------------------------------------
+
+CACHE_ENV = "DETBENCH_CALIBRATION_CACHE"  # a folder; set by a run for its workers (bench/plugin/plugin.py)
+CACHE_FORMAT = 1  # bump when what a calibration depends on changes (its policy, targets, images, stored fields)
+
+
+@dataclass(frozen=True)
+class CalibrationKey:
+    """What a seeded random-weight detector's calibration depends on: the same key gives the same BatchNorm
+    statistics and threshold (the build, the images and the forwards are all seeded)."""
+
+    model: str
+    image_size: tuple[int, int]
+    seed: int
+    weights: str | None  # a local state-dict path, else the seeded random weights
+    device: str  # cpu, or the GPU's name: kernels differ in their last bits
+    images: int  # the images the BatchNorm statistics are set from (bench.runtime.build.CALIBRATION_IMAGES)
+    batch_size: int | None = None  # None: the group's BatchNorm statistics; else that batch's FP32 threshold
+
+    def file_name(self) -> str:
+        fields = {**dataclasses.asdict(self), "torch": torch.__version__, "torchvision": torchvision.__version__,
+                  "format": CACHE_FORMAT, "policy": POLICY, "targets": [DEFAULT_TARGET_DENSE, DEFAULT_TARGET_RCNN]}
+        digest = hashlib.sha256(repr(sorted(fields.items())).encode()).hexdigest()[:20]
+        what = "batchnorm" if self.batch_size is None else f"bs{self.batch_size}"
+        return f"{self.model}-{self.image_size[0]}x{self.image_size[1]}-{what}-{digest}.pt"
+
+
+class CalibrationCache:
+    """Calibrations kept in a folder, shared by the workers of a run, its repeats and its resume: a group's
+    BatchNorm statistics and each batch size's FP32 post-processing load, by :class:`CalibrationKey`.
+
+    ``CalibrationCache.from_env()`` is None unless the run set :data:`CACHE_ENV`. Files are written atomically
+    (two workers may write the same key; both write the same thing); an unreadable file is a miss."""
+
+    def __init__(self, folder: str | os.PathLike[str]) -> None:
+        self.folder = Path(folder)
+
+    @classmethod
+    def from_env(cls) -> CalibrationCache | None:
+        folder = os.environ.get(CACHE_ENV)
+        return cls(folder) if folder else None
+
+    def _read(self, key: CalibrationKey) -> dict[str, Any] | None:
+        path = self.folder / key.file_name()
+        try:
+            data = torch.load(path, map_location="cpu", weights_only=True)
+        except (OSError, RuntimeError, ValueError, EOFError, pickle.UnpicklingError):
+            return None
+        return data if isinstance(data, dict) else None
+
+    def _write(self, key: CalibrationKey, data: dict[str, Any]) -> None:
+        try:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            descriptor, partial = tempfile.mkstemp(prefix=".calibration-", suffix=".partial", dir=self.folder)
+            with os.fdopen(descriptor, "wb") as handle:
+                torch.save(data, handle)
+            os.replace(partial, self.folder / key.file_name())
+        except OSError as exc:  # a cache that cannot be written costs time, never a result
+            print(f"detbench: calibration cache {self.folder} not written ({exc.strerror or exc})", file=sys.stderr)
+
+    def load(self, key: CalibrationKey) -> PostprocessLoad | None:
+        data = self._read(key)
+        try:
+            return PostprocessLoad.from_dict(json.loads(data["load"])) if data else None
+        except (KeyError, TypeError, ValueError):
+            return None
+
+    def store(self, key: CalibrationKey, load: PostprocessLoad) -> None:
+        self._write(key, {"load": json.dumps(load.to_dict())})
+
+    def load_batchnorm(self, key: CalibrationKey, model: nn.Module) -> int | None:
+        """Put the cached BatchNorm statistics into ``model``; the number of layers set, None on a miss."""
+        data = self._read(key)
+        stats = data.get("batchnorm") if data else None
+        layers = {name: m for name, m in model.named_modules() if isinstance(m, _BatchNorm)}
+        if not isinstance(stats, dict) or set(stats) != set(layers):
+            return None
+        for name, layer in layers.items():
+            for buffer, value in stats[name].items():
+                getattr(layer, buffer).copy_(value)
+        return len(layers)
+
+    def store_batchnorm(self, key: CalibrationKey, model: nn.Module) -> None:
+        stats = {name: {b: getattr(m, b).detach().cpu().clone() for b in BATCHNORM_BUFFERS if getattr(m, b, None)
+                        is not None}
+                 for name, m in model.named_modules() if isinstance(m, _BatchNorm)}
+        self._write(key, {"batchnorm": stats})
+
+
+BATCHNORM_BUFFERS = ("running_mean", "running_var", "num_batches_tracked")

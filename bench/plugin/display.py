@@ -19,7 +19,8 @@ from rich.text import Text
 from bench.core.advice import Advice, break_even_text, gain_text, runner_up_text
 from bench.core.schema import CellResult
 
-STATUS_STYLE = {"ok": "green", "oom": "magenta", "error": "red", "skipped": "yellow", "timeout": "red"}
+STATUS_STYLE = {"ok": "green", "partial": "yellow", "oom": "magenta", "error": "red", "skipped": "yellow",
+                "timeout": "red"}
 
 
 def render(renderable: object, color: bool, width: int = 160) -> str:
@@ -39,12 +40,17 @@ def group_line(label: str, cells: int, done: int, total: int, isolation: str) ->
 
 def overhead_line(results: Iterable[CellResult]) -> str:
     """The median per-cell overhead (cell wall time minus its timed region), eager and compiled apart."""
+    results = list(results)
     parts = []
     for kind in ("eager", "compiled"):
         values = [r.overhead_s for r in results if r.cell.compiled == (kind == "compiled") and r.overhead_s is not None]
         if values:
             parts.append(f"{kind} {statistics.median(values):.1f} s over {len(values)} cell(s)")
-    return "median per-cell overhead (wall minus timed region): " + ("; ".join(parts) if parts else "no measured cell")
+    measured = [r.measurement for r in results if r.measurement is not None and r.measurement.cell_wall_s]
+    timed, wall = sum(m.timed_s for m in measured), sum(m.cell_wall_s or 0.0 for m in measured)
+    share = f"; timed {timed:.1f} s of {wall:.1f} s wall ({timed / wall:.0%})" if wall > 0 else ""
+    return ("median per-cell overhead (wall minus timed region): " + ("; ".join(parts) if parts else "no measured cell")
+            + share)
 
 
 def result_line(result: CellResult, index: int, total: int) -> Text:

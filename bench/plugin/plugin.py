@@ -44,6 +44,7 @@ class RunState:
     added: dict[str, str] = field(default_factory=dict)  # cell id -> why the run added it
     selected: list[Cell] | None = None  # after -k / deselection
     resumed: list[CellResult] = field(default_factory=list)  # --detbench-resume: results taken, not measured
+    calibration_dir: Path | None = None  # the run's calibration cache (bench.models.postprocess.CalibrationCache)
     run: Any = None  # bench.runtime.run.BenchRun, made on the first cell
 
 
@@ -131,7 +132,15 @@ def _build_state(config: pytest.Config) -> RunState:
     resumed = _read_resume(run.resume, run.options.to_dict(), environment)
     journal = Journal.claim(benchmark_json_path(config), run.journal, options=run.options.to_dict(),
                             environment=environment)
-    return RunState(cells, run.options, capabilities, journal, run.filters, added, resumed=resumed)
+    # beside the journal (a resume: the resumed one's), so a run's repeats and its resume calibrate once
+    calibration = calibration_dir(Path(run.resume) if run.resume else journal.path)
+    return RunState(cells, run.options, capabilities, journal, run.filters, added, resumed=resumed,
+                    calibration_dir=calibration)
+
+
+def calibration_dir(journal: Path) -> Path:
+    """``X.journal.jsonl`` -> ``X.journal.calibration``: the folder of a run's calibration cache."""
+    return journal.with_name(journal.name.removesuffix(".jsonl") + ".calibration")
 
 
 def _read_resume(path: str | None, options: dict[str, Any], environment: dict[str, Any]) -> list[CellResult]:
@@ -173,6 +182,7 @@ def pytest_collection_finish(session: pytest.Session) -> None:
 def _bench_run(config: pytest.Config) -> Any:
     state = _state(config)
     if state.run is None:
+        from bench.models.postprocess import CACHE_ENV  # noqa: PLC0415 (imports torch)
         from bench.plugin.display import group_line, render, result_line  # noqa: PLC0415
         from bench.runtime.run import BenchRun, RunDisplay  # noqa: PLC0415
 
@@ -189,6 +199,10 @@ def _bench_run(config: pytest.Config) -> Any:
         shown = RunDisplay(group=lambda *group: display(group_line(*group)),
                            result=lambda result, index, total: display(result_line(result, index, total)))
         cells = state.selected if state.selected is not None else state.cells
+        if state.calibration_dir is not None and CACHE_ENV not in os.environ:  # workers inherit it (child_env)
+            os.environ[CACHE_ENV] = str(state.calibration_dir)
+        else:
+            state.calibration_dir = None  # the user's own cache folder: left as set
         state.run = BenchRun(state.options, state.capabilities, cells, state.journal, shown,
                              state.journal.environment, state.added, resumed=state.resumed)
     return state.run
@@ -310,6 +324,11 @@ def pytest_unconfigure(config: pytest.Config) -> None:
     state = config.stash.get(STATE, None)
     if state is not None:
         state.journal.close()
+        if state.calibration_dir is not None and state.run is not None:
+            from bench.models.postprocess import CACHE_ENV  # noqa: PLC0415 (imports torch)
+
+            if os.environ.get(CACHE_ENV) == str(state.calibration_dir):
+                del os.environ[CACHE_ENV]
 
 
 def _width(reporter: Any) -> int:

@@ -51,6 +51,7 @@ def cell_result(session: CellSession) -> CellResult:
         memory_method=memory.PeakMemoryTracker.method + " minus other variants' resident memory"
         if device.type == "cuda" else "not measured on CPU",
         setup_wall_s=session.setup.total_s, telemetry_round=session.telemetry_round,
+        resumed_rounds=session.resumed_rounds,
         warmup_stop_reason=session.warm.stop_reason if session.warm else None)
     if cell.mode == "train" and isinstance(session.last_output, torch.Tensor):
         result.measurement.final_loss = float(session.last_output.detach().float().item())

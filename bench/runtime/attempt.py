@@ -3,11 +3,12 @@ bench.runtime.torchrun is one launcher among them)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from bench.core.options import RunOptions
-from bench.core.schema import Cell
+from bench.core.schema import Cell, CellResult
 from bench.runtime.protocol import GroupProgress
 
 
@@ -20,6 +21,7 @@ class AttemptFailure:
     output_tail: str | None = None
     returncode: int | None = None
     details: dict[str, Any] = field(default_factory=dict)  # recorded in the failed cell's config
+    cut: bool = False  # ended from outside (a signal it was sent): no cell failed, partial cells are continued
 
 
 @dataclass
@@ -41,3 +43,14 @@ class Launcher(Protocol):
     can_retry: bool  # a fresh attempt can take the rest after a failure
 
     def attempt(self, cells: list[Cell], options: RunOptions) -> Attempt: ...
+
+
+ResultListener = Callable[[CellResult], None]  # a cell's result so far, as each of its blocks ends
+
+
+class ContinuingLauncher(Launcher, Protocol):
+    """A launcher whose cells' partial results are their own figures (``keeps_partial``): it forwards each one as
+    it arrives (``on_result``) and continues cut cells (``prior``: their partial results; missing rounds only)."""
+
+    def attempt(self, cells: list[Cell], options: RunOptions, *, prior: dict[str, CellResult] | None = None,
+                on_result: ResultListener | None = None) -> Attempt: ...

@@ -5,7 +5,10 @@ set-up cells in rotating order, one block of about ``block_s`` seconds each, so 
 under the same host conditions (host-bound detector cells move 10-60 % with the host). An OOM drops only its
 cell; a sticky CUDA error ends the group (:class:`~bench.runtime.failures.WorkerMustEnd`), as a crash would.
 Every step is an event (bench.runtime.protocol): a ``phase`` before each set-up and block, the cell's
-``result`` so far after each, so a process that dies loses nothing it measured.
+``result`` so far after each (status ``partial`` until its last round: set-up figures first, then every block),
+so a process that dies loses nothing it measured. ``prior`` hands in partial results of a cut worker: each such
+cell is set up the same way again and times only the rounds it lacks (``--detbench-resume``, or a fresh attempt
+after a worker was killed from outside).
 
 A :class:`Team` says how the group's processes work together: :class:`Solo` (one process: the process and
 inline launchers) or the ranks of a torchrun job (bench.runtime.rank), which warm up together, agree on each
@@ -22,6 +25,7 @@ import torch
 from bench.core.groups import rotation
 from bench.core.options import RunOptions
 from bench.core.schema import Cell, CellResult
+from bench.runtime import faults
 from bench.runtime.build import GroupShared, ModelWrapper
 from bench.runtime.device import release_memory
 from bench.runtime.failures import WorkerMustEnd, classify_failure, is_sticky_cuda_error
@@ -65,12 +69,15 @@ class Solo(Team):
 
 
 def measure_group(cells: list[Cell], options: RunOptions, device: torch.device, *, events: EventLog | None = None,
-                  team: Team | None = None) -> list[CellResult]:
+                  team: Team | None = None, prior: dict[str, CellResult] | None = None) -> list[CellResult]:
     """Set every cell up, time them in interleaved rounds, return one result per cell (in ``cells`` order).
 
-    Raises :class:`WorkerMustEnd` after recording a sticky CUDA error; everything else is a result."""
+    ``prior``: cell id -> a partial result of an earlier worker; its blocks are kept and only the rounds it
+    lacks are timed. Raises :class:`WorkerMustEnd` after recording a sticky CUDA error; everything else is a
+    result."""
     events = events or EventLog(None)
     team = team or Solo()
+    prior = prior or {}
     policy = options.rounds_policy(device.type)
     results: dict[str, CellResult] = {}
     ready: list[CellSession] = []
@@ -90,7 +97,10 @@ def measure_group(cells: list[Cell], options: RunOptions, device: torch.device, 
             _fail(session, exc, "set-up", results, events)
             continue
         compiled_alive = compiled_alive or cell.compiled
+        if cell.id in prior:
+            session.adopt(prior[cell.id])
         ready.append(session)
+        events.result(progress(session.result(), policy.rounds), final=False)  # the set-up figures, now
     iterations = team.block_iterations([s.iterations_for(policy.block_s, policy.min_block_iterations)
                                         for s in ready])
     origin = time.perf_counter()
@@ -99,7 +109,7 @@ def measure_group(cells: list[Cell], options: RunOptions, device: torch.device, 
     alive = [True] * len(ready)
     for round_index in range(policy.rounds):
         for index in rotation(len(ready), round_index):
-            if not alive[index]:
+            if not alive[index] or round_index in ready[index].rounds_done:
                 continue
             session = ready[index]
             events.phase(session.cell.id, f"round {round_index}")
@@ -112,10 +122,11 @@ def measure_group(cells: list[Cell], options: RunOptions, device: torch.device, 
                 alive[index] = False
                 _fail(session, exc, "timing", results, events)
                 continue
-            events.result(session.result(), final=False)
+            events.result(progress(session.result(), policy.rounds), final=False)
+            faults.witness(session.cell.id, round_index)  # test-only, see bench/runtime/faults.py
     for session, ok in zip(ready, alive):
         if ok:
-            results[session.cell.id] = session.result()
+            results[session.cell.id] = progress(session.result(), policy.rounds)
     results = team.results([s for s, ok in zip(ready, alive) if ok], results)
     for session in ready:
         session.close()
@@ -125,6 +136,18 @@ def measure_group(cells: list[Cell], options: RunOptions, device: torch.device, 
         events.result(result, final=True)
     events.phase(None, "done")
     return ordered
+
+
+def progress(result: CellResult, planned_rounds: int) -> CellResult:
+    """``result`` with its planned rounds stated, and ``partial`` (with how far it got) while it has fewer."""
+    if result.status == "error" and not result.times_ms and result.reason == "set up but never timed":
+        result.status, result.reason = "partial", f"set up; 0 of {planned_rounds} rounds timed"
+    if result.measurement is not None:
+        result.measurement.planned_rounds = planned_rounds
+        if result.status == "ok" and result.measurement.rounds < planned_rounds:
+            result.status = "partial"
+            result.reason = f"{result.measurement.rounds} of {planned_rounds} rounds timed"
+    return result
 
 
 def _fail(session: CellSession, exc: Exception, phase: str, results: dict[str, CellResult],

@@ -1,5 +1,6 @@
-"""Real faults for testing the launcher (segfault, hard exit, hang, OOM), fired only via DETBENCH_TEST_FAULT, and a
-planted slowdown for testing the regression gate, only via DETBENCH_TEST_SLOWDOWN."""
+"""Real faults for testing the launcher (segfault, hard exit, hang, OOM), fired only via DETBENCH_TEST_FAULT, a
+planted slowdown for testing the regression gate, only via DETBENCH_TEST_SLOWDOWN, and a witness of finished blocks
+for testing that a cut run keeps them, only via DETBENCH_TEST_WITNESS."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ import torch
 KINDS = ("segfault", "exit", "hang", "oom", "raise")
 FAULT_ENV = "DETBENCH_TEST_FAULT"  # test-only: "<cell-id substring>:<kind>[@<phase>]"
 SLOWDOWN_ENV = "DETBENCH_TEST_SLOWDOWN"  # test-only: "<cell-id substring>:<fraction>[,<substring>:<fraction>...]"
+WITNESS_ENV = "DETBENCH_TEST_WITNESS"  # test-only: a file every finished block appends "<cell id> <round>" to
 MAX_SLOWDOWN = 10.0  # a planted change beyond 11x the step time is a typo, not a test
 
 
@@ -28,6 +30,15 @@ def maybe_trigger(cell_id: str, phase: str = "set-up") -> None:
     kind, _, when = rest.partition("@")
     if target and target in cell_id and (when or "set-up") == phase:
         trigger(kind)
+
+
+def witness(cell_id: str, round_index: int) -> None:
+    """Append ``<cell id> <round>`` to the file ``DETBENCH_TEST_WITNESS`` names, once the block's event is written:
+    what a process finished before a signal cut it, seen apart from the journal. Unset in normal runs: a no-op."""
+    path = os.environ.get(WITNESS_ENV)
+    if path:
+        with open(path, "a", encoding="utf-8") as handle:
+            handle.write(f"{cell_id} {round_index}\n")
 
 
 def trigger(kind: str) -> None:

@@ -4,8 +4,11 @@ A :class:`Launcher` makes one *attempt* at a group: it runs the engine (bench.ru
 hands back what the engine's events said (bench.runtime.protocol) and, when the attempt ended early, why.
 :func:`run_group` is the same for every launcher: cells with a final result are done; the cell that was
 running when an attempt crashed, hung or hit a sticky CUDA error is recorded as ``error`` / ``timeout`` /
-``oom`` with the output tail; a fresh attempt takes the rest (so each crash costs one cell at most); then the
-group's paired ratios and compile break-even are filled in, the same for one GPU and for N.
+``oom`` with the output tail; a fresh attempt takes the rest (so each crash costs one cell at most) and continues
+the cells the failed one left ``partial`` (their missing rounds only; a worker ended from outside costs no cell);
+then the group's paired ratios and compile break-even are filled in, the same for one GPU and for N. Each cell's
+result so far is handed to ``on_result`` as each block ends (the run journals it), where the launcher keeps partial
+figures (not torchrun's: rank 0's view is not the group's).
 
 - :class:`InlineLauncher` (``--isolation inline``, the default on a CPU): the engine in this process.
 - :class:`ProcessLauncher` (``model``, the default on a GPU: a worker per group; ``cell``: a worker per cell):
@@ -18,18 +21,20 @@ Child processes get the user's environment as it is (plus detbench importable): 
 
 from __future__ import annotations
 
+import signal
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from bench.core.groups import apply_overhead, group_label
 from bench.core.options import RunOptions, import_model_modules
 from bench.core.ratios import finish_group
 from bench.core.scaling import attach_scaling, one_gpu_twin
-from bench.core.schema import Cell, CellResult, Failure
-from bench.runtime.attempt import Attempt, AttemptFailure, Launcher
+from bench.core.schema import Cell, CellResult, Failure, SchemaError
+from bench.runtime.attempt import Attempt, AttemptFailure, ContinuingLauncher, Launcher, ResultListener
 from bench.runtime.batch_search import isolated_probe, search_cell
-from bench.runtime.protocol import EventLog, GroupProgress
+from bench.runtime.protocol import EventLog, EventTail, GroupProgress
 from bench.runtime.request import GroupRequest
 from bench.runtime.torchrun import TorchrunLauncher
 from envcheck.isolate import Supervisor, child_env, python_module, scratch_dir
@@ -44,7 +49,8 @@ class InlineLauncher:
     keeps_partial = True
     can_retry = False
 
-    def attempt(self, cells: list[Cell], options: RunOptions) -> Attempt:
+    def attempt(self, cells: list[Cell], options: RunOptions, *, prior: dict[str, CellResult] | None = None,
+                on_result: ResultListener | None = None) -> Attempt:
         from bench.runtime.device import cell_device, host_memory_cap  # noqa: PLC0415 (imports torch)
         from bench.runtime.engine import measure_group  # noqa: PLC0415
         from bench.runtime.failures import WorkerMustEnd, is_out_of_memory, one_line  # noqa: PLC0415
@@ -57,7 +63,8 @@ class InlineLauncher:
             failure = None
             try:
                 with host_memory_cap(device):  # a cell that would exhaust the host is its own oom, not the run's end
-                    measure_group(cells, options, device, events=EventLog(path))
+                    measure_group(cells, options, device, events=EventLog(path, listener=_forward(on_result)),
+                                  prior=prior)
             except WorkerMustEnd as exc:
                 failure = AttemptFailure("error", f"not run: the CUDA context became unusable ({exc}); "
                                                   "--isolation model gives the rest a fresh worker")
@@ -79,14 +86,22 @@ class ProcessLauncher:
     def __init__(self, isolation: str = "model") -> None:
         self.isolation = isolation
 
-    def attempt(self, cells: list[Cell], options: RunOptions) -> Attempt:
+    def attempt(self, cells: list[Cell], options: RunOptions, *, prior: dict[str, CellResult] | None = None,
+                on_result: ResultListener | None = None) -> Attempt:
         with scratch_dir("detbench-worker-") as tmp:
             request, events, output = Path(tmp, "request.json"), Path(tmp, "events.jsonl"), Path(tmp, "output.txt")
-            GroupRequest(cells, options).write(request)
+            GroupRequest(cells, options, prior=list((prior or {}).values())).write(request)
             command = python_module("bench.runtime.worker", str(request), str(events))
-            with Supervisor(command, output, env=child_env()) as worker:
-                hung = worker.watch(options.cell_timeout_s, heartbeat=lambda: _size(events))
-                done = worker.finish(hung)
+            tail = EventTail(events, _forward(on_result))  # the heartbeat forwards each block as it ends
+            try:
+                with Supervisor(command, output, env=child_env()) as worker:
+                    hung = worker.watch(options.cell_timeout_s, heartbeat=tail.poll)
+                    done = worker.finish(hung)
+            finally:  # stopped too (Ctrl-C, SIGTERM): what the worker wrote before it was ended is forwarded
+                try:
+                    tail.poll()
+                finally:
+                    tail.close()
             progress = GroupProgress.read(events)
         failure = None
         if hung:
@@ -95,17 +110,30 @@ class ProcessLauncher:
         elif done.returncode != 0 or not progress.done:
             failure = AttemptFailure("oom" if done.oom_killed else "error",
                                      f"worker process {done.describe()} during {progress.phase or 'start-up'}")
+            # SIGTERM / SIGKILL that neither the supervisor nor the OOM killer sent: ended from outside (a user, a
+            # scheduler), which is no cell's failure: its cells keep their rounds and a fresh worker continues them
+            failure.cut = done.returncode in (-signal.SIGTERM, -signal.SIGKILL) and not done.oom_killed
         if failure is not None:
             failure.output_tail, failure.returncode = done.output_tail, done.returncode
         reached = progress.running is not None or bool(progress.results)
         return Attempt(progress, failure, done.wall_s, reached, {"returncode": done.returncode})
 
 
-def _size(path: Path) -> int:
-    try:
-        return path.stat().st_size
-    except OSError:
-        return -1
+def _forward(on_result: ResultListener | None) -> Callable[[dict[str, Any]], None] | None:
+    """An event listener handing each non-final result (a block or a set-up just ended) to ``on_result``."""
+    if on_result is None:
+        return None
+    listener = on_result
+
+    def forward(event: dict[str, Any]) -> None:
+        if event.get("event") == "result" and not event.get("final"):
+            try:
+                result = CellResult.from_dict(event.get("result"), source="worker event")
+            except SchemaError:
+                return  # GroupProgress reports it when the attempt ends
+            listener(result)
+
+    return forward
 
 
 def launcher_for(cells: list[Cell], options: RunOptions) -> Launcher:
@@ -118,10 +146,13 @@ def launcher_for(cells: list[Cell], options: RunOptions) -> Launcher:
 
 
 def run_group(cells: list[Cell], options: RunOptions, *, baselines: dict[str, CellResult] | None = None,
-              launcher: Launcher | None = None) -> list[CellResult]:
+              launcher: Launcher | None = None, prior: dict[str, CellResult] | None = None,
+              on_result: ResultListener | None = None) -> list[CellResult]:
     """Measure one group; one result per cell, never raises for a cell failure.
 
-    ``baselines`` (1-GPU cell id -> its result in this run) give multi-GPU cells their scaling efficiency."""
+    ``baselines`` (1-GPU cell id -> its result in this run) give multi-GPU cells their scaling efficiency.
+    ``prior`` (cell id -> a partial result of a cut run) is continued: the missing rounds only. ``on_result`` gets
+    each cell's result so far as each block ends (the run journals it), where the launcher keeps partial figures."""
     cells = list({c.id: c for c in cells}.values())  # a cell listed twice is measured once
     if not cells:
         return []
@@ -132,9 +163,10 @@ def run_group(cells: list[Cell], options: RunOptions, *, baselines: dict[str, Ce
     if fixed:
         chosen = launcher or launcher_for(fixed, options)
         if chosen.isolation == "cell":
-            results = [r for cell in fixed for r in run_attempts([cell], options, chosen)]
+            results = [r for cell in fixed for r in run_attempts([cell], options, chosen, prior=prior,
+                                                                 on_result=on_result)]
         else:
-            results = run_attempts(fixed, options, chosen)
+            results = run_attempts(fixed, options, chosen, prior=prior, on_result=on_result)
         finish_group(results)  # paired ratios and break-even: among the cells timed together
         if fixed[0].gpus > 1:
             for result in results:
@@ -146,26 +178,44 @@ def run_group(cells: list[Cell], options: RunOptions, *, baselines: dict[str, Ce
     return sorted(results, key=lambda r: order.get(r.cell.id, len(order)))
 
 
-def run_attempts(cells: list[Cell], options: RunOptions, launcher: Launcher) -> list[CellResult]:
-    """Attempts until every cell has a result; each crash or hang costs the cell it happened in."""
+def run_attempts(cells: list[Cell], options: RunOptions, launcher: Launcher, *,
+                 prior: dict[str, CellResult] | None = None,
+                 on_result: ResultListener | None = None) -> list[CellResult]:
+    """Attempts until every cell has a result; each crash or hang costs the cell it happened in. Cells an attempt
+    left ``partial`` are continued by the next one (their missing rounds only) while attempts still add rounds."""
     results: dict[str, CellResult] = {}
+    partial = {cid: r for cid, r in (prior or {}).items() if r.status == "partial"} if launcher.keeps_partial else {}
     remaining = list(cells)
     number = 0
     while remaining:
         number += 1
-        attempt = launcher.attempt(remaining, options)
+        if launcher.keeps_partial:
+            attempt = cast(ContinuingLauncher, launcher).attempt(
+                remaining, options, prior={c.id: partial[c.id] for c in remaining if c.id in partial},
+                on_result=on_result)
+        else:
+            attempt = launcher.attempt(remaining, options)
         got = _results_of(attempt, remaining, launcher)
         if not got and attempt.failure is None:  # no failure and no result: do not loop forever
             got = [CellResult(c, status="error", reason="not run: the worker made no progress") for c in remaining]
         apply_overhead(got, attempt.wall_s, launcher.isolation, number, group_label(remaining))
+        grew = False
         for result in got:
+            grew = grew or result.status != "partial" or _rounds(result) > _rounds(partial.get(result.cell.id))
             results[result.cell.id] = result
-        remaining = [c for c in remaining if c.id not in results]
+            if result.status == "partial":
+                partial[result.cell.id] = result
+        go_on = attempt.failure is not None and launcher.can_retry and grew
+        remaining = [c for c in remaining if c.id not in results or (go_on and results[c.id].status == "partial")]
         if remaining and attempt.failure is not None and not launcher.can_retry:
             for cell in remaining:
                 results[cell.id] = _failed(cell, attempt.failure, launcher, attempt.facts)
             remaining = []
     return [results[c.id] for c in cells]
+
+
+def _rounds(result: CellResult | None) -> int:
+    return result.measurement.rounds if result is not None and result.measurement is not None else -1
 
 
 def _results_of(attempt: Attempt, cells: list[Cell], launcher: Launcher) -> list[CellResult]:
@@ -175,7 +225,7 @@ def _results_of(attempt: Attempt, cells: list[Cell], launcher: Launcher) -> list
     wanted = {c.id for c in cells}
     keep = [r for cid, r in progress.results.items()
             if cid in wanted and (cid in progress.final or (failure is not None and launcher.keeps_partial))]
-    if failure is None:
+    if failure is None or (failure.cut and keep):  # cut from outside: the running cell keeps its rounds too
         return keep
     running = progress.running
     recorded = next((r for r in keep if r.cell.id == running and running in progress.final), None)

@@ -17,10 +17,10 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, BinaryIO, TextIO
 
 from bench.core.schema import CellResult, SchemaError
 
@@ -50,9 +50,11 @@ def decode(line: str) -> dict[str, Any] | None:
 
 class EventLog:
     """Where a measuring process writes its events: a file (appended, flushed per event, fsynced if asked) or a
-    text stream (a side's stdout). ``EventLog(None)`` drops them (an inline run that needs no record)."""
+    text stream (a side's stdout). ``EventLog(None)`` drops them (an inline run that needs no record).
+    ``listener`` is called with each event once written (an inline launcher journals progress through it)."""
 
-    def __init__(self, target: str | os.PathLike[str] | TextIO | None, *, fsync: bool = False) -> None:
+    def __init__(self, target: str | os.PathLike[str] | TextIO | None, *, fsync: bool = False,
+                 listener: Callable[[dict[str, Any]], None] | None = None) -> None:
         self._path: Path | None = None
         self._stream: TextIO | None = None
         if isinstance(target, (str, os.PathLike)):
@@ -60,6 +62,7 @@ class EventLog:
         elif target is not None:
             self._stream = target
         self._fsync = fsync
+        self._listener = listener
 
     def emit(self, kind: str, **fields: Any) -> None:
         line = encode(kind, **fields) + "\n"
@@ -72,6 +75,8 @@ class EventLog:
         elif self._stream is not None:
             self._stream.write(line)
             self._stream.flush()
+        if self._listener is not None:
+            self._listener({"event": kind, **fields})
 
     def phase(self, cell_id: str | None, phase: str) -> None:
         self.emit("phase", cell=cell_id, phase=phase)
@@ -91,6 +96,40 @@ def read_events(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
 
 def parse_events(lines: Iterable[str]) -> list[dict[str, Any]]:
     return [event for event in map(decode, lines) if event is not None]
+
+
+class EventTail:
+    """Follows a growing events file: :meth:`poll` hands each whole new event to ``listener`` once and returns
+    the file's size (a supervisor's heartbeat), so a launcher forwards progress while its worker runs.
+
+    The file is created and opened at once and read through that handle: a signal's clean-up may remove the
+    folder it lives in (envcheck.isolate) before the last :meth:`poll`, which still reads every event written."""
+
+    def __init__(self, path: str | os.PathLike[str], listener: Callable[[dict[str, Any]], None] | None) -> None:
+        self.listener = listener
+        Path(path).touch()
+        self._handle: BinaryIO | None = open(path, "rb")  # noqa: SIM115 - closed in close()
+        self._offset = 0
+
+    def poll(self) -> int:
+        if self._handle is None:
+            return -1
+        self._handle.seek(self._offset)
+        chunk = self._handle.read()
+        size = self._offset + len(chunk)
+        for line in chunk.splitlines(keepends=True):
+            if not line.endswith(b"\n"):
+                break  # still being written: the next poll takes it
+            event = decode(line.decode("utf-8", errors="replace").rstrip("\n"))
+            if event is not None and self.listener is not None:
+                self.listener(event)
+            self._offset += len(line)  # after the listener: a poll it was interrupted in is taken up again
+        return size
+
+    def close(self) -> None:
+        if self._handle is not None:
+            self._handle.close()
+            self._handle = None
 
 
 @dataclass

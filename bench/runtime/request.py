@@ -18,7 +18,7 @@ from typing import Any
 
 from bench.core.distributed_options import DistributedOptions
 from bench.core.options import RunOptions
-from bench.core.schema import MODES, PRECISIONS, Cell
+from bench.core.schema import MODES, PRECISIONS, Cell, CellResult
 
 
 @dataclass
@@ -28,6 +28,7 @@ class GroupRequest:
     cells: list[Cell]
     options: RunOptions
     distributed: DistributedOptions = field(default_factory=DistributedOptions)
+    prior: list[CellResult] = field(default_factory=list)  # partial results to continue (bench.runtime.engine)
 
     def __post_init__(self) -> None:
         if not self.cells:
@@ -42,12 +43,13 @@ class GroupRequest:
 
     def to_dict(self) -> dict[str, Any]:
         return {"cells": [c.to_dict() for c in self.cells], "options": self.options.to_dict(),
-                "distributed": self.distributed.to_dict()}
+                "distributed": self.distributed.to_dict(), "prior": [r.to_dict() for r in self.prior]}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> GroupRequest:
         return cls([Cell.from_dict(c) for c in data["cells"]], RunOptions.from_dict(data["options"]),
-                   DistributedOptions.from_dict(data.get("distributed", {})))
+                   DistributedOptions.from_dict(data.get("distributed", {})),
+                   [CellResult.from_dict(r, source="request prior") for r in data.get("prior") or []])
 
     def write(self, path: str | Path) -> None:
         Path(path).write_text(json.dumps(self.to_dict(), indent=1), encoding="utf-8")

@@ -5,8 +5,11 @@ first cell of a group measures the whole group (the cells pytest selected), so l
 return their stored result. With ``--repeats N`` the first cell measures the whole run: every group N times,
 the group order rotated per repeat (bench.core.repeats), a fresh worker per group and repeat; each repeat's
 results are journalled as they finish and the repeats of a cell are merged into its one result at the end.
-``--detbench-resume`` hands finished cells and repeats of an interrupted run in; they are not measured again.
-Usable without pytest too: ``BenchRun(...).run(cell)``.
+Each cell's result so far reaches the journal as each of its blocks ends (status ``partial``, set-up figures
+first), so a cut run (a signal, a dead worker) keeps every finished round; a run stopped by Ctrl-C or SIGTERM
+hands its cut cells to the JSON as ``partial``. ``--detbench-resume`` hands finished cells and repeats of an
+interrupted run in (not measured again) and its partial ones, which are continued: the same set-up in a fresh
+worker, the missing rounds only. Usable without pytest too: ``BenchRun(...).run(cell)``.
 """
 
 from __future__ import annotations
@@ -18,9 +21,10 @@ from bench.core import matrix
 from bench.core.groups import group_label
 from bench.core.journal import Journal
 from bench.core.options import RunOptions
+from bench.core.record import latest_lines
 from bench.core.repeats import merge_repeats, repaired_ratios, repeat_order, tag_repeat
 from bench.core.scaling import one_gpu_twin
-from bench.core.schema import Cell, CellResult
+from bench.core.schema import MEASURED, Cell, CellResult
 from bench.runtime.launch import run_group
 
 
@@ -39,8 +43,9 @@ class BenchRun:
     Args:
         cells: every cell this run will be asked for (pytest's selection); groups are formed from these.
         added: ``{cell id: why}`` for cells the run added (the 1-GPU twins of multi-GPU cells).
-        resumed: results read from an interrupted run's journal: ok cells (and, with repeats, ok repeats)
-            among them are taken as they are and copied into this run's journal.
+        resumed: results read from an interrupted run's journal (the last line of each cell and repeat counts):
+            ok cells (and, with repeats, ok repeats) among them are taken as they are and copied into this run's
+            journal; partial ones are continued (their missing rounds only); the rest are measured again.
     """
 
     def __init__(self, options: RunOptions, capabilities: matrix.Capabilities, cells: list[Cell],
@@ -57,7 +62,13 @@ class BenchRun:
         self.results: dict[str, CellResult] = {}
         self.repeat_results: dict[str, dict[int, CellResult]] = {}  # cell id -> repeat -> that repeat's result
         self._resumed_cells: dict[str, CellResult] = {}
-        for result in resumed or []:
+        self._partial: dict[tuple[str, int | None], CellResult] = {}  # (cell id, repeat) -> a cut result to continue
+        self._progress: dict[str, CellResult] = {}  # the group being measured: each cell's latest result so far
+        for result in latest_lines(resumed or []):
+            if result.status == "partial" and (result.repeat is None) == (options.repeats == 1):
+                if result.repeat is None or result.repeat < options.repeats:
+                    self._partial[result.cell.id, result.repeat] = result
+                continue
             if result.status != "ok":
                 continue  # a failed cell or repeat is measured again
             if result.repeat is not None:
@@ -94,7 +105,7 @@ class BenchRun:
         self._show_group(runnable, len(self.results), max(len(self.cells), len(self.results) + len(group)))
         # 1-GPU groups run first (the matrix orders by GPU count): their results are the scaling references
         baselines = {cid: r for cid, r in self.results.items() if r.cell.gpus == 1}
-        measured = {r.cell.id: r for r in run_group(runnable, self.options, baselines=baselines)} if runnable else {}
+        measured = {r.cell.id: r for r in self._measure(runnable, None, baselines)} if runnable else {}
         for cell in group:
             out.append(self._record(measured.get(cell.id) or self._not_measured(cell, skipped.get(cell.id))))
         return out
@@ -144,9 +155,10 @@ class BenchRun:
         every repeat line already, so a resume measures only the missing repeats) and marked as cut short."""
         repeats = self.options.repeats
         for result in self._merged(cells).values():
-            counted = result.measurement.repeats if result.status == "ok" and result.measurement else 0
+            counted = sum(r.status == "ok" for r in self.repeat_results.get(result.cell.id, {}).values())
             if counted < repeats:
                 result.reason = result.reason or f"run stopped after {counted} of {repeats} repeats"
+                result.status = "partial" if result.status in MEASURED else result.status
             self._complete(result)
             self.results[result.cell.id] = result
 
@@ -163,7 +175,12 @@ class BenchRun:
         self._show_group(todo, done, total, f"repeat {repeat + 1}/{self.options.repeats}")
         baselines = {cid: reps[repeat] for cid, reps in self.repeat_results.items()
                      if repeat in reps and reps[repeat].cell.gpus == 1 and reps[repeat].status == "ok"}
-        measured = {r.cell.id: r for r in run_group(todo, self.options, baselines=baselines)}
+        try:
+            measured = {r.cell.id: r for r in self._measure(todo, repeat, baselines)}
+        except BaseException:  # stopped: the repeat's cut cells join the finished repeats (see _keep_finished)
+            for result in self._progress.values():
+                self.repeat_results.setdefault(result.cell.id, {})[repeat] = result
+            raise
         for cell in todo:
             result = tag_repeat(measured.get(cell.id) or self._not_measured(cell, None), repeat)
             self._complete(result)
@@ -174,6 +191,38 @@ class BenchRun:
             done += 1
             self._show_result(result, done, total)
         return done
+
+    def _measure(self, cells: list[Cell], repeat: int | None, baselines: dict[str, CellResult]) -> list[CellResult]:
+        """One group (of one repeat): cut cells of a resumed run continued, each block journalled as it ends. When
+        stopped (Ctrl-C, SIGTERM) a run without repeats keeps its cut cells as ``partial`` results."""
+        prior = {c.id: self._partial[c.id, repeat] for c in cells if (c.id, repeat) in self._partial}
+        self._progress = {}
+        for result in prior.values():  # the new journal holds the whole run, cut rounds included
+            self._journal_progress(result)
+        try:
+            return run_group(cells, self.options, baselines=baselines, prior=prior,
+                             on_result=lambda result: self._journal_progress(tag_repeat(result, repeat)
+                                                                             if repeat is not None else result))
+        except BaseException:
+            if repeat is None:
+                for result in self._progress.values():
+                    if result.cell.id not in self.results:
+                        self.results[result.cell.id] = self._cut(result)
+            raise
+
+    def _journal_progress(self, result: CellResult) -> None:
+        self._complete(result)
+        self._progress[result.cell.id] = result
+        if self.journal is not None:
+            self.journal.append(result)  # durable before the next block: a crash keeps this round
+
+    def _cut(self, result: CellResult) -> CellResult:
+        """A cell whose run was stopped before its result was final: partial unless every round was timed."""
+        if result.status == "ok" and result.measurement is not None and result.measurement.planned_rounds and \
+                result.measurement.rounds < result.measurement.planned_rounds:
+            result.status = "partial"
+        result.reason = result.reason or "run stopped"
+        return result
 
     def _skipped(self, cells: list[Cell]) -> dict[str, str]:
         return {c.id: reason for c in cells for reason in [matrix.skip_reason(c, self.capabilities)] if reason}

@@ -27,7 +27,14 @@ from bench.measure.host import host_canary_ms
 from bench.measure.telemetry import TelemetryTracker
 from bench.models import get_model
 from bench.models.batchnorm import recalibrate_batchnorm
-from bench.models.postprocess import PostprocessLoad, apply_score_thresh, calibrate_postprocess, restate_postprocess
+from bench.models.postprocess import (
+    CalibrationCache,
+    CalibrationKey,
+    PostprocessLoad,
+    apply_score_thresh,
+    calibrate_postprocess,
+    restate_postprocess,
+)
 from bench.runtime import assemble, faults
 from bench.runtime.build import (
     CALIBRATION_IMAGES,
@@ -95,6 +102,7 @@ class CellSession:
         self.runtime_notes: dict[str, Any] = {}
         self.blocks: list[BlockRecord] = []
         self.times_ms: list[float] = []
+        self.resumed_rounds = 0  # rounds adopted from a cut worker's partial result (:meth:`adopt`)
         self.peak_bytes: int | None = None
         self.telemetry: dict[str, Any] | None = None
         self.telemetry_round: int | None = None
@@ -196,19 +204,36 @@ class CellSession:
         if shared is None or shared.model is not p.model:  # a model of its own: calibrated on its batch, as it runs
             with autocast_context(cell, device):
                 return calibrate_postprocess(p.model, p.spec, p.inputs)
+        cache, key = CalibrationCache.from_env(), self._calibration_key()
         if reused is None:  # the builder: BatchNorm statistics once, from a fixed batch (see CALIBRATION_IMAGES)
-            generator = torch.Generator(device=device).manual_seed(self.options.seed)
-            images = p.spec.make_inputs(CALIBRATION_IMAGES, p.image_size, device, generator)
-            shared.batchnorm_layers = recalibrate_batchnorm(p.model, images)
-            del images
+            layers = cache.load_batchnorm(key, p.model) if cache else None
+            if layers is None:
+                generator = torch.Generator(device=device).manual_seed(self.options.seed)
+                images = p.spec.make_inputs(CALIBRATION_IMAGES, p.image_size, device, generator)
+                layers = recalibrate_batchnorm(p.model, images)
+                del images
+                if cache:
+                    cache.store_batchnorm(key, p.model)
+            shared.batchnorm_layers = layers
         batch = int(cell.batch_size)
         known = shared.calibrations.get(batch)
+        if known is None and cache:  # calibrated by an earlier worker of the run (a repeat, a resumed run)
+            known = cache.load(dataclasses.replace(key, batch_size=batch))
+            if known is not None:
+                known = shared.calibrations[batch] = dataclasses.replace(
+                    known, batchnorm_layers_recalibrated=shared.batchnorm_layers)
+                self.config["postprocess_calibration"] = f"cached ({cache.folder})"
+                if cell.precision == "fp32" and known.calibrated_by == cell.id:  # this cell's own calibration, as
+                    self.threshold = known  # calibrating again would measure it (same weights, images, threshold)
+                    return known
         if known is None:  # FP32 whatever the cell: the threshold must not depend on which variant came first
             load = calibrate_postprocess(p.model, p.spec, p.inputs, recalibrate_bn=False)
             if load is None:
                 return None
             known = shared.calibrations[batch] = dataclasses.replace(
                 load, batchnorm_layers_recalibrated=shared.batchnorm_layers, calibrated_by=cell.id)
+            if cache:
+                cache.store(dataclasses.replace(key, batch_size=batch), known)
             self.threshold = known
             if cell.precision == "fp32":
                 return known
@@ -216,6 +241,14 @@ class CellSession:
         self._set_threshold()
         with autocast_context(cell, device):
             return restate_postprocess(p.model, p.spec, p.inputs, known, known.calibrated_by or cell.id)
+
+    def _calibration_key(self) -> CalibrationKey:
+        """The key of this group's calibrations in the run's cache (see bench.models.postprocess.CalibrationCache)."""
+        assert self.prepared is not None
+        device = torch.cuda.get_device_name(self.device) if self.device.type == "cuda" else self.device.type
+        height, width = self.prepared.image_size
+        return CalibrationKey(self.cell.model, (int(height), int(width)), self.options.seed,
+                              self.options.weights.get(self.cell.model), device, CALIBRATION_IMAGES)
 
     def _set_threshold(self) -> None:
         """Put this cell's score threshold on a shared model: the group's batch sizes each have their own, and
@@ -259,6 +292,26 @@ class CellSession:
     def iterations_for(self, block_s: float, min_iterations: int) -> int:
         """Iterations that fill about ``block_s`` seconds (at least ``min_iterations``)."""
         return max(min_iterations, round(block_s * 1000.0 / self.estimate_ms))
+
+    def adopt(self, partial: CellResult) -> None:
+        """Continue a cut worker's partial result of this cell: its blocks and iterations become this session's
+        first, so :meth:`time_block` adds only the rounds it lacks (see :attr:`rounds_done`). The set-up figures
+        are this session's own (the same set-up, made again)."""
+        if partial.cell.id != self.cell.id:
+            raise ValueError(f"cannot continue {partial.cell.id} as {self.cell.id}")
+        m = partial.measurement
+        if m is None or not m.blocks or len(partial.times_ms) != sum(b.iterations for b in m.blocks):
+            return  # nothing timed (or iterations that do not add up): measured whole
+        self.blocks = [dataclasses.replace(b) for b in m.blocks]
+        self.times_ms = list(partial.times_ms)
+        self.peak_bytes = partial.peak_memory_bytes
+        self.telemetry, self.telemetry_round = partial.telemetry, m.telemetry_round
+        self.resumed_rounds = len(self.rounds_done)
+
+    @property
+    def rounds_done(self) -> set[int]:
+        """The rounds this cell has a block of."""
+        return {b.round for b in self.blocks}
 
     # -- timing --------------------------------------------------------------------------------------------
     def time_steps(self, iterations: int) -> list[float]:

@@ -29,7 +29,8 @@ def main(argv: list[str]) -> int:
     device = cell_device()
     try:
         with host_memory_cap(device):
-            measure_group(request.cells, request.options, device, events=EventLog(argv[1]))
+            measure_group(request.cells, request.options, device, events=EventLog(argv[1]),
+                          prior={r.cell.id: r for r in request.prior})
     except WorkerMustEnd as exc:
         print(f"bench.runtime.worker: ending after a sticky CUDA error: {exc}", file=sys.stderr)
         return EXIT_STICKY

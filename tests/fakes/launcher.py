@@ -32,10 +32,13 @@ class FakeLauncher:
     fail: dict[tuple[str, int], str] = field(default_factory=dict)
     calls: list[list[str]] = field(default_factory=list)
     baselines_seen: list[list[str]] = field(default_factory=list)
+    priors_seen: list[list[str]] = field(default_factory=list)  # per call: the cut cells it was asked to continue
 
-    def __call__(self, cells: list[Cell], options: object, *, baselines: dict | None = None) -> list[CellResult]:
+    def __call__(self, cells: list[Cell], options: object, *, baselines: dict | None = None,
+                 prior: dict | None = None, on_result: object = None) -> list[CellResult]:
         call = len(self.calls)
         self.calls.append([c.id for c in cells])
+        self.priors_seen.append(sorted(prior or {}))
         self.baselines_seen.append(sorted(baselines or {}))
         out = []
         for cell in cells:

@@ -9,6 +9,7 @@ import pytest
 
 from bench.core.comparison import ModelComparison
 from bench.core.schema import (
+    SCHEMA_VERSION,
     BlockRecord,
     Cell,
     CellResult,
@@ -41,11 +42,11 @@ def full_result() -> CellResult:
                                               "series": {"t_s": [0, 1]}}]})
 
 
-def test_a_version_2_result_round_trips_through_json():
+def test_a_current_version_result_round_trips_through_json():
     result = full_result()
     data = json.loads(json.dumps(result.to_dict()))
     again = CellResult.from_dict(data)
-    assert again == result and again.schema_version == 2
+    assert again == result and again.schema_version == SCHEMA_VERSION == 3
     assert again.measurement.blocks[2].start_offset_s == 6.0 and again.ratio.per_round == [1.3, 1.4, 1.5]
     summary = again.telemetry_summary
     assert summary.available and summary.gpu_util_pct_mean == 80 and summary.devices[0].has_series

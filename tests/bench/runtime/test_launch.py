@@ -53,14 +53,19 @@ def test_a_crash_in_the_middle_of_a_set_up_is_recorded_and_a_fresh_worker_takes_
         assert results[cell.id].status == "ok" and results[cell.id].measurement.worker_attempt == 2
 
 
-def test_a_crash_during_the_rounds_loses_nothing_already_measured(monkeypatch):
+def test_a_crash_during_the_rounds_loses_nothing_already_measured_and_a_fresh_worker_times_only_the_rest(monkeypatch):
     monkeypatch.setenv("DETBENCH_TEST_FAULT", f"{BS2.id}:exit@round1")  # round 1 visits BS2 first
-    results = by_id(run_group(GROUP, RunOptions(**OPTIONS)))
+    forwarded: list = []
+    results = by_id(run_group(GROUP, RunOptions(**OPTIONS), on_result=forwarded.append))
     assert results[BS2.id].status == "error" and "exited with code 3" in results[BS2.id].reason
     for cell in (BS1, TRAIN):  # their round-0 blocks survived the worker, read back from its progress file
-        kept = results[cell.id]
-        assert kept.status == "ok" and kept.measurement.worker_attempt == 1
-        assert [b.round for b in kept.measurement.blocks] == [0] and kept.latency.n >= 2
+        cut = [r for r in forwarded if r.cell.id == cell.id and r.measurement and r.measurement.worker_attempt == 1]
+        first = next(r for r in forwarded if r.cell.id == cell.id and r.measurement is not None)
+        assert first.status == "partial" and [b.round for b in first.measurement.blocks] == [0], cut
+        kept = results[cell.id]  # continued by worker 2: rounds 1 and 2 only, round 0 as worker 1 timed it
+        assert kept.status == "ok" and kept.measurement.worker_attempt == 2 and kept.measurement.resumed_rounds == 1
+        assert [b.round for b in kept.measurement.blocks] == [0, 1, 2]
+        assert kept.measurement.blocks[0] == first.measurement.blocks[0]
 
 
 def test_an_oom_in_one_batch_size_does_not_end_the_group(monkeypatch):
@@ -76,7 +81,7 @@ def test_a_hang_is_killed_as_a_timeout_and_the_rest_is_measured(monkeypatch):
     began = time.monotonic()
     results = by_id(run_group(GROUP, RunOptions(**{**OPTIONS, "cell_timeout_s": 20.0})))
     assert results[BS2.id].status == "timeout" and "20 s without progress" in results[BS2.id].reason
-    assert all(results[c.id].status == "ok" for c in (BS1, TRAIN))
+    assert all(results[c.id].status == "ok" for c in (BS1, TRAIN)), [(r.status, r.reason) for r in results.values()]
     assert time.monotonic() - began < 150
 
 

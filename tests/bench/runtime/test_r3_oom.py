@@ -98,7 +98,7 @@ def test_inline_out_of_memory_outside_a_cells_step_keeps_the_finished_cells(monk
 
     real = engine.measure_group
 
-    def first_then_out_of_memory(cells, options, device, *, events):
+    def first_then_out_of_memory(cells, options, device, *, events, prior=None):
         real(cells[:1], options, device, events=events)
         events.phase(cells[1].id, "set-up")
         raise MemoryError()

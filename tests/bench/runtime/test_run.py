@@ -9,7 +9,7 @@ import pytest
 from bench.core.journal import Journal, read_journal
 from bench.core.matrix import Capabilities
 from bench.core.options import RunOptions
-from bench.core.record import load_results
+from bench.core.record import latest_lines, load_results
 from bench.core.repeats import merge_repeats, repeat_order
 from bench.core.schema import Cell, CellResult
 from bench.runtime import run as suite
@@ -146,4 +146,8 @@ def test_pytest_face_repeats_real_cells_and_writes_merged_results_and_per_repeat
     (cell,) = load_results(tmp_path / "r.json")
     assert cell.measurement.repeats == 2 and {b.repeat for b in cell.measurement.blocks} == {0, 1}
     assert len(bench["stats"]["data"]) == len(cell.times_ms) == cell.measurement.iterations
-    assert [r.repeat for r in read_journal(tmp_path / "r.journal.jsonl")] == [0, 1, None]
+    lines = read_journal(tmp_path / "r.journal.jsonl")
+    assert [r.repeat for r in latest_lines(lines)] == [0, 1, None]
+    # each repeat's set-up and blocks were journalled as they ended, before its final line
+    cut = {(r.repeat, r.measurement.rounds if r.measurement else 0) for r in lines if r.status == "partial"}
+    assert cut >= {(0, 0), (1, 0), (0, 1)}
