@@ -23,6 +23,7 @@ below :data:`MIN_BAND_RUNS` a verdict against it is ``weak``.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -139,6 +140,11 @@ def _clean(values: Sequence[float]) -> np.ndarray:
 def find_steps(values: Sequence[float], *, min_segment: int = MIN_SEGMENT, alpha: float = STEP_ALPHA,
                min_step: float = MIN_STEP) -> list[Step]:
     """The steps of a series (oldest first), in order; see the module doc."""
+    return list(_find_steps(tuple(float(v) for v in values), min_segment, alpha, min_step))
+
+
+@functools.lru_cache(maxsize=64)  # a cell's band and its series' steps are often the same runs: searched once
+def _find_steps(values: tuple[float, ...], min_segment: int, alpha: float, min_step: float) -> tuple[Step, ...]:
     logs = np.log(_clean(values))
     cuts: list[tuple[int, float]] = []
     _segment(logs, 0, len(logs), min_segment, alpha, min_step, cuts)
@@ -150,7 +156,7 @@ def find_steps(values: Sequence[float], *, min_segment: int = MIN_SEGMENT, alpha
         shift, low, high = shift_interval(left, right)
         steps.append(Step(cut, float(np.exp(np.median(left))), float(np.exp(np.median(right))), p_value,
                           len(left), len(right), math.expm1(shift), math.expm1(low), math.expm1(high)))
-    return steps
+    return tuple(steps)
 
 
 def shift_interval(left: np.ndarray, right: np.ndarray, confidence: float = INTERVAL) -> tuple[float, float, float]:
@@ -198,7 +204,7 @@ def _best_split(y: np.ndarray, min_segment: int, alpha: float, min_step: float) 
     if not min_segment <= best <= n - min_segment:
         return None
     left, right = y[:best], y[best:]
-    if _drift_fits_better(y, best):
+    if _drift_fits_better(y, best, scale):
         return None  # one slope explains the window better than two levels: a drift, not a step
     shift, low, high = shift_interval(left, right)
     if not reaches(math.expm1(low), math.expm1(shift), math.expm1(high), min_step):
@@ -218,23 +224,32 @@ def _split_costs(y: np.ndarray, scale: float) -> np.ndarray:
 
 def _huber_rows(rows: np.ndarray, scale: float) -> np.ndarray:
     """Huber loss (k = 1.345 scales) of each row around its level: one Huber step from its median (NaN: absent)."""
-    residual = rows - np.nanmedian(rows, axis=1, keepdims=True)
-    weights = np.minimum(1.0, HUBER_K * scale / np.maximum(np.abs(residual), 1e-300))
-    residual = residual - np.nansum(weights * residual, axis=1, keepdims=True) / np.nansum(
-        np.where(np.isnan(residual), 0.0, weights), axis=1, keepdims=True)
-    a = np.abs(residual) / scale
-    return np.nansum(np.where(a <= HUBER_K, 0.5 * a * a, HUBER_K * a - 0.5 * HUBER_K**2), axis=1)
+    present = ~np.isnan(rows)
+    counts = present.sum(axis=1)
+    ordered = np.sort(rows, axis=1)  # NaN sorts last: a row's values are its first `counts` entries
+    index = np.arange(len(rows))
+    low, high = np.maximum(counts - 1, 0) // 2, counts // 2
+    median = 0.5 * (ordered[index, low] + ordered[index, np.minimum(high, rows.shape[1] - 1)])
+    residual = np.where(present, rows - median[:, None], 0.0)
+    weights = np.where(present, np.minimum(1.0, HUBER_K * scale / np.maximum(np.abs(residual), 1e-300)), 0.0)
+    shift = (weights * residual).sum(axis=1) / np.maximum(weights.sum(axis=1), 1e-300)
+    a = np.abs(residual - shift[:, None]) / scale
+    return np.where(present, np.where(a <= HUBER_K, 0.5 * a * a, HUBER_K * a - 0.5 * HUBER_K**2), 0.0).sum(axis=1)
 
 
-def _drift_fits_better(y: np.ndarray, split: int) -> bool:
-    """A straight line (2 parameters) against two levels split at ``split`` (3: two means and where), by BIC."""
+def _drift_fits_better(y: np.ndarray, split: int, scale: float) -> bool:
+    """A straight line (2 parameters) against two levels split at ``split`` (3: two means and where), by BIC on
+    residuals clipped at 3 scales (one stalled run must not decide the shape)."""
     n = len(y)
     x = np.arange(n, dtype=float)
     slope, intercept = np.polyfit(x, y, 1)
-    line = float(np.sum((y - (slope * x + intercept)) ** 2))
-    levels = float(np.sum((y[:split] - y[:split].mean()) ** 2) + np.sum((y[split:] - y[split:].mean()) ** 2))
-    tiny = 1e-300
-    return n * math.log(max(line, tiny) / n) + 2 * math.log(n) <= n * math.log(max(levels, tiny) / n) + 3 * math.log(n)
+    levels = np.concatenate([y[:split] - np.median(y[:split]), y[split:] - np.median(y[split:])])
+
+    def cost(residual: np.ndarray) -> float:
+        return max(float(np.sum(np.minimum(np.abs(residual), 3.0 * scale) ** 2)), 1e-300)
+
+    line = cost(y - (slope * x + intercept))
+    return n * math.log(line / n) + 2 * math.log(n) <= n * math.log(cost(levels) / n) + 3 * math.log(n)
 
 
 def find_drift(values: Sequence[float], *, alpha: float = DRIFT_ALPHA, min_step: float = MIN_STEP,

@@ -112,6 +112,11 @@ def block(head: str, parts: Iterable[str], width: int = WIDTH) -> str:
     return "\n".join([head, *lines])
 
 
+def say(text: str, width: int = WIDTH) -> None:
+    """One message, wrapped at ``width`` between words (an id or a path is never cut), later lines indented."""
+    print(textwrap.fill(text, width, subsequent_indent="  ", break_long_words=False, break_on_hyphens=False))
+
+
 def _add(db: Path, files: list[Path], started: str | None = None) -> int:
     # every file is loaded before the store is touched: one bad file adds nothing
     loaded = []
@@ -126,8 +131,8 @@ def _add(db: Path, files: list[Path], started: str | None = None) -> int:
         outcomes = store.add(loaded, started)
         counts = store.counts()
     for outcome in outcomes:
-        print(outcome.describe())
-    print(f"{db}: {counts['runs']} runs, {counts['cells']} cells")
+        say(outcome.describe())
+    say(f"{db}: {counts['runs']} runs, {counts['cells']} cells")
     return EXIT_OK
 
 
@@ -160,8 +165,8 @@ def _steps(db: Path, cell: str) -> int:
             how = (f"a new series: {row.before_ips:.4g} -> {row.after_ips:.4g} img/s, not judged as a move",)
         print(block(f"{row.cell_id} on {row.machine}",
                     [f"{row.cause}: {size} at {row.first_run}", *how, row.software]))
-    print(f"{len(table)} step{'s' if len(table) != 1 else ''} (level: a change of level in one method's series, "
-          "with its 95% interval; method changed: a new series)")
+    say(f"{len(table)} step{'s' if len(table) != 1 else ''} (level: a change of level in one method's series, "
+        "with its 95% interval; method changed: a new series)")
     return EXIT_OK
 
 
@@ -173,8 +178,8 @@ def _alerts(db: Path, cell: str) -> int:
         size = f"{row.change:+.1%}" if row.kind == "step" else f"{row.change:+.2%}/run"
         print(block(f"{row.cell_id} on {row.machine}",
                     [f"{row.kind} {size} ({row.interval}) from {row.first_run}", row.detail, row.software]))
-    print(f"{len(table)} open alert{'s' if len(table) != 1 else ''} (the step that set each cell's current level, "
-          "and drifts of the current level)")
+    say(f"{len(table)} open alert{'s' if len(table) != 1 else ''} (the step that set each cell's current level, "
+        "and drifts of the current level)")
     return EXIT_OK
 
 
@@ -184,8 +189,8 @@ def _info(db: Path) -> int:
         machines = store.frame("SELECT machine, COUNT(*) AS runs, MIN(run_at) AS first, MAX(run_at) AS last "
                                "FROM runs GROUP BY machine ORDER BY runs DESC")
         version = store.conn.execute("SELECT version, written_by FROM detbench_schema").fetchone()
-    print(f"{db}: history schema {version[0]} (written by detbench {version[1]}); "
-          + ", ".join(f"{n} {t}" for t, n in counts.items() if t != "detbench_schema"))
+    say(f"{db}: history schema {version[0]} (written by detbench {version[1]}); "
+        + ", ".join(f"{n} {t}" for t, n in counts.items() if t != "detbench_schema"))
     for row in machines.itertuples():
         print(f"{row.machine}: {row.runs} runs, {str(row.first)[:10]} .. {str(row.last)[:10]}")
         sys.stdout.flush()  # a closed pipe is seen here, inside main

@@ -70,5 +70,7 @@ def describe_change(before: Mapping[str, Any], after: Mapping[str, Any]) -> str:
     for name in FIELDS:
         old, new = before.get(name), after.get(name)
         if old != new:
-            parts.append(f"{name.replace('_', ' ')} {_show(old)} -> {_show(new)}")
+            label = name.replace("_", " ")
+            scalar = not isinstance(old, Mapping) and not isinstance(new, Mapping)
+            parts.append(f"{label} {_show(old)} -> {_show(new)}" if scalar else f"{label} policy changed")
     return "; ".join(parts)
