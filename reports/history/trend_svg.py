@@ -51,7 +51,7 @@ def _label(value: float) -> str:
     return f"{value:,.0f}" if value >= 100 else f"{value:.3g}"
 
 
-def _change(before: pd.Series, after: pd.Series) -> tuple[str, bool]:
+def _change(before: Mapping[str, object], after: Mapping[str, object]) -> tuple[str, bool]:
     """What changed at ``after`` (short, for the mark's label) and whether the method did."""
     parts = []
     for key, name in CHANGE_KEYS:
@@ -59,7 +59,7 @@ def _change(before: pd.Series, after: pd.Series) -> tuple[str, bool]:
             parts.append(f"{name} {after.get(key)}")
     method_changed = before.get("method_key") != after.get("method_key")
     if method_changed:
-        old, new = json.loads(before.get("method") or "{}"), json.loads(after.get("method") or "{}")
+        old, new = json.loads(str(before.get("method") or "{}")), json.loads(str(after.get("method") or "{}"))
         fields = [name.replace("_", " ") for name in FIELDS if old.get(name) != new.get(name)]
         parts.append(", ".join(fields) or "post-processing")
     return ", ".join(parts), method_changed
@@ -122,15 +122,18 @@ def trend(cell_id: str, points: pd.DataFrame, steps: pd.DataFrame,
                            "colour": colour, "dash": "" if newest[machine] == method_key else "4 3"})
     for machine in machines:
         view.legend.append({"colour": COLOURS[machines.index(machine) % len(COLOURS)], "label": machine})
-    for i, row in points.iterrows():
+    wanted = ["machine", "run_at", "label", "throughput_ips", "torch", "image", "method_key", "method",
+              *(key for key, _ in CHANGE_KEYS if key not in ("torch", "image"))]
+    records = points[[c for c in dict.fromkeys(wanted) if c in points.columns]].to_dict("records")
+    for i, row in enumerate(records):
         colour = COLOURS[machines.index(row["machine"]) % len(COLOURS)]
         when = str(row["run_at"])[:16].replace("T", " ")
-        view.points.append({"x": x(int(i)), "y": y(row["throughput_ips"]), "colour": colour,
+        view.points.append({"x": x(i), "y": y(row["throughput_ips"]), "colour": colour,
                             "title": f"{row['label']} ({when} UTC, {row['machine']}): {row['throughput_ips']:.4g} "
                                      f"img/s; torch {row.get('torch')}, image {row.get('image') or 'n/a'}"})
         if i:
-            previous = points.iloc[int(i) - 1]
-            slot = round(x(int(i)) - plot_w / n / 2, 1)
+            previous = records[i - 1]
+            slot = round(x(i) - plot_w / n / 2, 1)
             if previous["machine"] != row["machine"]:
                 view.marks.append({"x": slot, "label": str(row["machine"])[:28], "title": f"{row['machine']} from here",
                                    "kind": "machine"})
