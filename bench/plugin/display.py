@@ -78,7 +78,8 @@ def _config_id(cell: Cell) -> str:
 
 def summary_table(results: Iterable[CellResult]) -> Group:
     """One row per cell, under its model's line: status, throughput, paired ratio to eager fp32, latency, memory,
-    compile, MFU (GiB: peak memory); a reason or note is a numbered footnote below the table (fits :data:`WIDTH` columns)."""
+    compile, MFU (GiB: peak memory); a reason or note is a numbered footnote below the table (fits :data:`WIDTH`
+    columns)."""
     table = Table(title="detbench cells", title_justify="left", header_style="bold", box=None, pad_edge=False,
                   padding=(0, 1, 0, 0))
     table.add_column("cell", no_wrap=True)

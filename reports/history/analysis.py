@@ -3,16 +3,20 @@
 A *series* is one cell's throughput over runs, oldest first (images/s, ok runs only). Everything works on the
 logarithm, so a move is a ratio and a 10 % step means the same at 5 and at 5000 images/s.
 
-**Steps** (:func:`find_steps`): binary segmentation with a rank test. In a window of the series, every split that
-leaves at least :data:`MIN_SEGMENT` runs on each side is scored by the standardised Mann-Whitney statistic of the
-two sides (computed for all splits at once from the ranks); the best split is then tested with
-``scipy.stats.mannwhitneyu`` (two-sided), its p-value multiplied by the number of splits tried (Bonferroni: the
-split was chosen because it looked best). A split is a step when that adjusted p-value is below
-:data:`STEP_ALPHA` *and* the medians of the two sides differ by at least :data:`MIN_STEP`; the window is then cut
-there and both halves are searched again. One outlying run cannot be a step: it would need :data:`MIN_SEGMENT` runs
-on its side, and ranks do not let one extreme value dominate. A step is reported at its first run (the first run of
-the new level); a step in the last ``MIN_SEGMENT - 1`` runs is not detectable yet (the band comparison judges the
-newest run).
+**Steps** (:func:`find_steps`): binary segmentation. In a window of the series, the split whose two sides fit their
+own levels best (Huber loss) is a step when it leaves at least :data:`MIN_SEGMENT` runs on each side, one straight
+line does not fit the window as well (AIC: a drift is not a step), the two sides differ by ``scipy.stats.mannwhitneyu``
+(two-sided) with the p-value multiplied by the number of splits tried (Bonferroni: the split was chosen because it
+looked best) below :data:`STEP_ALPHA`, *and* the Hodges-Lehmann estimate of the move has an :data:`INTERVAL`
+interval that reaches :data:`MIN_STEP` (the data do not show the move smaller than the minimum; applying the minimum
+to the sample medians missed half of all true 5 % steps however quiet the data). Both halves are then searched again.
+One outlying run cannot be a step: it would need :data:`MIN_SEGMENT` runs on its side, and ranks do not let one
+extreme value dominate. A step is reported at its first run (the first run of the new level); a step in the last
+``MIN_SEGMENT - 1`` runs is not detectable yet (the band comparison judges the newest run).
+
+**Drift** (:func:`find_drift`): each level of :data:`MIN_DRIFT_RUNS` runs or more, Kendall's tau against the run
+order below :data:`DRIFT_ALPHA`, the Theil-Sen slope with its interval, the move over the level reaching
+:data:`MIN_STEP`. ``reports/history/simulate.py`` states how often each is found.
 
 **Band** (:func:`noise_band`): the series is cut at its steps; the between-run noise is the standard deviation of
 the runs around their own segment's mean (log scale, ``n - segments`` degrees of freedom), so a past step does not
@@ -40,6 +44,7 @@ HUBER_K = 1.345  # the step's location: Huber loss, 95 % efficient on Gaussian n
 INTERVAL = 0.95  # the interval given with every step's and drift's estimate
 DRIFT_ALPHA = 0.01  # Kendall's trend test, per level
 MIN_DRIFT_RUNS = 8  # runs a level needs before it is tested for drift
+DRIFT_PENALTY = 2.0  # what a step's extra parameter (where) costs against a line (AIC; BIC's log n loses steps)
 
 REGRESSION = "regression"
 IMPROVEMENT = "improvement"
@@ -165,7 +170,7 @@ def shift_interval(left: np.ndarray, right: np.ndarray, confidence: float = INTE
     diffs = np.sort((right[:, None] - left[None, :]).ravel())
     n1, n2 = len(left), len(right)
     z = float(stats.norm.ppf(0.5 + confidence / 2))
-    k = int(math.floor(n1 * n2 / 2 - z * math.sqrt(n1 * n2 * (n1 + n2 + 1) / 12.0)))
+    k = math.floor(n1 * n2 / 2 - z * math.sqrt(n1 * n2 * (n1 + n2 + 1) / 12.0))
     k = min(max(k, 0), len(diffs) - 1)
     return float(np.median(diffs)), float(diffs[k]), float(diffs[len(diffs) - 1 - k])
 
@@ -238,7 +243,7 @@ def _huber_rows(rows: np.ndarray, scale: float) -> np.ndarray:
 
 
 def _drift_fits_better(y: np.ndarray, split: int, scale: float) -> bool:
-    """A straight line (2 parameters) against two levels split at ``split`` (3: two means and where), by BIC on
+    """A straight line (2 parameters) against two levels split at ``split`` (3: two means and where), by AIC on
     residuals clipped at 3 scales (one stalled run must not decide the shape)."""
     n = len(y)
     x = np.arange(n, dtype=float)
@@ -249,7 +254,7 @@ def _drift_fits_better(y: np.ndarray, split: int, scale: float) -> bool:
         return max(float(np.sum(np.minimum(np.abs(residual), 3.0 * scale) ** 2)), 1e-300)
 
     line = cost(y - (slope * x + intercept))
-    return n * math.log(line / n) + 2 * math.log(n) <= n * math.log(cost(levels) / n) + 3 * math.log(n)
+    return n * math.log(line / n) <= n * math.log(cost(levels) / n) + DRIFT_PENALTY
 
 
 def find_drift(values: Sequence[float], *, alpha: float = DRIFT_ALPHA, min_step: float = MIN_STEP,

@@ -159,6 +159,7 @@ def _steps(db: Path, cell: str) -> int:
     table = table[table["cell_id"].str.contains(cell, regex=False)] if cell else table
     for row in table.itertuples():
         size = f"{row.change:+.1%}" + (f" ({row.interval})" if row.interval else "")
+        how: tuple[str, ...]
         if row.cause == "level":
             how = (f"{row.before_ips:.4g} -> {row.after_ips:.4g} img/s", f"{row.runs_before} runs before, "
                    f"{row.runs_after} after", f"p={row.p_value:.2g}")

@@ -48,7 +48,7 @@ def generated_run(template: Run, index: int, total: int, rng: np.random.Generato
     results = []
     for i, result in enumerate(template.results):
         factor = float(np.exp(rng.normal(0.0, NOISE))) * (1.0 + SLOWDOWN if i < 3 and index >= 2 * total // 3 else 1.0)
-        results.append(dataclasses.replace(result, throughput_ips=result.throughput_ips * factor))
+        results.append(dataclasses.replace(result, throughput_ips=float(result.throughput_ips or 0.0) * factor))
     when = START + dt.timedelta(days=index / 4)
     run = Run(label=f"generated-{index:05d}", path=Path(f"generated-{index:05d}.json"), kind="pytest-benchmark",
               results=results, environment=template.environment, datetime=when.isoformat())
@@ -62,7 +62,7 @@ def fill(db: Path, template: Run, runs: int, rng: np.random.Generator) -> float:
         store.conn.execute("BEGIN IMMEDIATE")
         for index in range(runs):
             run, digest = generated_run(template, index, runs, rng)
-            store._add_run(run, digest, None)  # noqa: SLF001 - the add path without its per-run refresh
+            store._add_run(run, digest, None)
         derive.refresh_all(store.conn)
         store.conn.execute("COMMIT")
     return time.perf_counter() - started
@@ -119,7 +119,8 @@ def main(argv: list[str] | None = None) -> int:
         check_s = time_quick_check(db)
     figures = {"runs": args.runs, "cells": args.cells, "fill_s": round(fill_s, 2),
                "add_s": [round(s, 3) for s in adds], "add_median_s": round(statistics.median(adds), 3),
-               "add_max_s": round(max(adds), 3), "quick_check_s": round(check_s, 3), "report_s": None if report_s is None else round(report_s, 2),
+               "add_max_s": round(max(adds), 3), "quick_check_s": round(check_s, 3),
+               "report_s": None if report_s is None else round(report_s, 2),
                "store_bytes": size, "template": args.template.name, "seed": args.seed}
     print(f"{args.runs} runs x {args.cells} cells (filled in {fill_s:.1f} s, {size / 2**20:.0f} MiB): add "
           f"median {figures['add_median_s']} s, max {figures['add_max_s']} s over {args.adds} adds (SQLite's "

@@ -203,7 +203,9 @@ def steps_table(store: Store, series: pd.DataFrame | None = None) -> pd.DataFram
     for _, step in steps.iterrows():
         cell = position.get((step["machine"], step["cell_id"]))
         at = cell.index[cell["run_id"] == step["run_id"]] if cell is not None else []
-        software = what_changed(cell.iloc[at[0] - 1], cell.iloc[at[0]]) if cell is not None and len(at) and at[0] else ""
+        software = ""
+        if cell is not None and len(at) and at[0]:
+            software = what_changed(cell.iloc[at[0] - 1], cell.iloc[at[0]])
         rows.append({"cell_id": step["cell_id"], "machine": step["machine"], "first_run": run_name(step),
                      "cause": step["cause"], "before_ips": step["before_ips"], "after_ips": step["after_ips"],
                      "change": step["change"], "change_low": step["change_low"], "change_high": step["change_high"],
@@ -245,7 +247,8 @@ def open_alerts(store: Store, series: pd.DataFrame | None = None, steps: pd.Data
         rows.append({"cell_id": drift["cell_id"], "machine": drift["machine"], "kind": "drift",
                      "first_run": run_name(drift), "change": drift["rate"],
                      "interval": interval_text(drift["rate_low"], drift["rate_high"]),
-                     "detail": f"{drift['rate']:+.2%} per run over {drift['runs']} runs ({drift['change']:+.1%} in all)",
+                     "detail": f"{drift['rate']:+.2%} per run over {drift['runs']} runs "
+                               f"({drift['change']:+.1%} in all)",
                      "software": ""})
     table = pd.DataFrame(rows, columns=ALERT_COLUMNS)
     if table.empty:

@@ -42,7 +42,8 @@ def test_journals_are_placed_on_their_own_dates(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "no start time in the file, placed at the time added (--started sets it)" in " ".join(out.split())
     assert max(len(line) for line in out.splitlines()) <= 100
-    assert main(["add", str(db), str(EXAMPLES / "h100-quick-run1.journal.jsonl"), "--started", "2026-11-24T12:40Z"]) == 0
+    run1 = str(EXAMPLES / "h100-quick-run1.journal.jsonl")
+    assert main(["add", str(db), run1, "--started", "2026-11-24T12:40Z"]) == 0
     times = _times(db)
     assert times["h100-quick-run1"] == ("2026-11-24T12:40:00.000000Z", "started")
     assert times["h100-detr"][1] == "added"
@@ -153,3 +154,19 @@ def test_a_closed_pipe_ends_quietly(tmp_path, monkeypatch, capsys):
     capsys.readouterr()
     monkeypatch.setattr("sys.stdout", _ClosedPipe())
     assert main(["info", str(db)]) == 0  # `detbench-history info DB | head -1`: no traceback
+
+
+@pytest.mark.timing
+def test_an_add_to_a_generated_store_stays_under_a_second(tmp_path):
+    """A small twin of ``python -m reports.history.generate`` (the 3,000-run figure in docs/history.md): 40 runs of
+    15 cells, then one more run added and timed as ``detbench-history add`` does it."""
+    import numpy as np
+
+    from reports.history import generate
+
+    rng = np.random.default_rng(1)
+    template = generate.template_run(generate.TEMPLATE, 15)
+    db = tmp_path / "history.db"
+    generate.fill(db, template, 40, rng)
+    (seconds,) = generate.time_adds(db, template, 40, 40, 1, rng)
+    assert seconds < 1.0
