@@ -15,6 +15,7 @@ import argparse
 import dataclasses
 import datetime as dt
 import json
+import os
 import statistics
 import sys
 import tempfile
@@ -68,31 +69,42 @@ def fill(db: Path, template: Run, runs: int, rng: np.random.Generator) -> float:
     return time.perf_counter() - started
 
 
-def time_adds(db: Path, template: Run, first: int, total: int, adds: int, rng: np.random.Generator) -> list[float]:
+def time_adds(db: Path, template: Run, first: int, total: int, adds: int, rng: np.random.Generator,
+              cpu: list[float] | None = None) -> list[float]:
+    """Wall seconds of each add (``cpu``: filled with the process's CPU seconds of each, which a busy machine does not
+    inflate)."""
     seconds = []
     for index in range(first, first + adds):
         run, digest = generated_run(template, index, total, rng)
-        started = time.perf_counter()
+        started, started_cpu = time.perf_counter(), time.process_time()
         with closing_store(db) as store:
             store.add([(run, digest)])
         seconds.append(time.perf_counter() - started)
+        if cpu is not None:
+            cpu.append(time.process_time() - started_cpu)
     return seconds
 
 
-def time_quick_check(db: Path) -> float:
-    """The damage check every add runs first (it reads the whole file)."""
+def time_quick_check(db: Path) -> tuple[float, float]:
+    """The damage check every add runs first (it reads the whole file): wall and CPU seconds."""
     with closing_store(db, readonly=True) as store:
-        started = time.perf_counter()
+        started, started_cpu = time.perf_counter(), time.process_time()
         store.conn.execute("PRAGMA quick_check(3)").fetchall()
-        return time.perf_counter() - started
+        return time.perf_counter() - started, time.process_time() - started_cpu
 
 
-def time_report(db: Path, template: Path, out: Path) -> float:
+def time_report(db: Path | None, template: Path, out: Path) -> tuple[float, float]:
+    """``detbench-report TEMPLATE [--history DB]`` in this process (its output silenced): wall and CPU seconds."""
+    import contextlib  # noqa: PLC0415
+    import io  # noqa: PLC0415
+
     from reports.cli import main as report_main  # noqa: PLC0415 - only with --report
 
-    started = time.perf_counter()
-    report_main([str(template), "--history", str(db), "--out", str(out)])
-    return time.perf_counter() - started
+    history = ["--history", str(db)] if db else []
+    started, started_cpu = time.perf_counter(), time.process_time()
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+        report_main([str(template), *history, "--out", str(out)])
+    return time.perf_counter() - started, time.process_time() - started_cpu
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -103,6 +115,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--report", action="store_true", help="also time detbench-report --history on the store")
     parser.add_argument("--template", type=Path, default=TEMPLATE)
     parser.add_argument("--db", type=Path, default=None, help="the store to write (default: a temporary one)")
+    parser.add_argument("--reuse", action="store_true", help="--db is a store this tool generated: time the adds "
+                        "(and the report) on it without filling it again")
     parser.add_argument("--seed", type=int, default=20261205)
     parser.add_argument("--json", default="", help="write the figures here as JSON")
     args = parser.parse_args(argv)
@@ -110,22 +124,33 @@ def main(argv: list[str] | None = None) -> int:
     template = template_run(args.template, args.cells)
     with tempfile.TemporaryDirectory() as tmp:
         db = args.db or Path(tmp) / "history.db"
-        if db.exists():
-            raise SystemExit(f"{db}: exists; the generator writes a new store")
-        fill_s = fill(db, template, args.runs, rng)
-        adds = time_adds(db, template, args.runs, args.runs + args.adds, args.adds, rng)
-        report_s = time_report(db, args.template, Path(tmp) / "report") if args.report else None
+        if db.exists() and not args.reuse:
+            raise SystemExit(f"{db}: exists; the generator writes a new store (--reuse times adds on it)")
+        fill_s = None if args.reuse else fill(db, template, args.runs, rng)
+        with closing_store(db, readonly=True) as store:
+            runs = int(store.conn.execute("SELECT COUNT(*) FROM runs").fetchone()[0])
+        cpu: list[float] = []
+        rng = np.random.default_rng([args.seed, runs])  # new measurements, also on a reused store
+        adds = time_adds(db, template, runs, runs + args.adds, args.adds, rng, cpu)
+        reports = {}
+        if args.report:  # without the history first (the same page's other sections), then with it
+            time_report(None, args.template, Path(tmp) / "warm")  # imports and caches, not counted
+            reports = {"without": time_report(None, args.template, Path(tmp) / "without"),
+                       "with": time_report(db, args.template, Path(tmp) / "with")}
         size = db.stat().st_size
-        check_s = time_quick_check(db)
-    figures = {"runs": args.runs, "cells": args.cells, "fill_s": round(fill_s, 2),
+        check_s, check_cpu_s = time_quick_check(db)
+    figures = {"runs": runs, "cells": args.cells, "fill_s": None if fill_s is None else round(fill_s, 2),
                "add_s": [round(s, 3) for s in adds], "add_median_s": round(statistics.median(adds), 3),
-               "add_max_s": round(max(adds), 3), "quick_check_s": round(check_s, 3),
-               "report_s": None if report_s is None else round(report_s, 2),
+               "add_max_s": round(max(adds), 3), "add_cpu_s": [round(s, 3) for s in cpu],
+               "add_cpu_median_s": round(statistics.median(cpu), 3), "quick_check_s": round(check_s, 3),
+               "quick_check_cpu_s": round(check_cpu_s, 3),
+               "report_s": {k: {"wall": round(w, 2), "cpu": round(c, 2)} for k, (w, c) in reports.items()} or None,
+               "load_average_1min": round(os.getloadavg()[0], 1), "cpus": os.cpu_count(),
                "store_bytes": size, "template": args.template.name, "seed": args.seed}
-    print(f"{args.runs} runs x {args.cells} cells (filled in {fill_s:.1f} s, {size / 2**20:.0f} MiB): add "
-          f"median {figures['add_median_s']} s, max {figures['add_max_s']} s over {args.adds} adds (SQLite's "
-          f"quick_check alone {check_s:.2f} s)"
-          + (f"; report with --history {report_s:.2f} s" if report_s is not None else ""))
+    print(f"{runs} runs x {args.cells} cells ({size / 2**20:.0f} MiB): add median {figures['add_median_s']} s wall, "
+          f"{figures['add_cpu_median_s']} s CPU over {args.adds} adds (SQLite's quick_check alone {check_s:.2f} s "
+          f"wall, {check_cpu_s:.2f} s CPU); load average {figures['load_average_1min']} on {os.cpu_count()} CPUs"
+          + "".join(f"; report {k} --history {w:.2f} s wall, {c:.2f} s CPU" for k, (w, c) in reports.items()))
     if args.json:
         Path(args.json).write_text(json.dumps(figures, indent=1) + "\n", encoding="utf-8")
     return 0

@@ -175,6 +175,7 @@ class AddOutcome:
     conflicts: list[str] = field(default_factory=list)  # cell ids stored for the run with another measurement
     already: bool = False  # the same file (bytes) was added before
     undated: bool = False  # no start time in the file (a journal from before its header): placed when added
+    dated: bool = False  # this file gave a run added before it its start time
 
     def describe(self) -> str:
         name = Path(self.path).name
@@ -191,6 +192,8 @@ class AddOutcome:
             text += f"; {len(self.conflicts)} cells kept as first stored (measured differently here)"
         if self.undated:
             text += "; no start time in the file, placed at the time added (--started sets it)"
+        if self.dated:
+            text += "; the run's start time taken from this file"
         return text
 
 
@@ -360,6 +363,7 @@ class Store:
             fields["started_at"] = started
         new_run = run_id is None
         moved: list[str] = []
+        dated = False
         if run_id is None:
             run_id = hashlib.sha256("\n".join(sorted(h for _, h in cells)).encode()).hexdigest()[:32]
             seq = int(self.conn.execute("SELECT COALESCE(MAX(seq), 0) + 1 FROM runs").fetchone()[0])
@@ -373,6 +377,7 @@ class Store:
             changed = self.conn.execute("UPDATE runs SET started_at = ?, run_at = ?, run_at_source = 'started' "
                                         "WHERE run_id = ? AND started_at IS NULL",
                                         (fields["started_at"], fields["started_at"], run_id)).rowcount
+            dated = bool(changed)
             if changed:
                 moved = [r[0] for r in self.conn.execute("SELECT cell_id FROM cells WHERE run_id = ?", (run_id,))]
         label, env_key, machine, run_method = self.conn.execute(
@@ -401,7 +406,7 @@ class Store:
         self.conn.execute("INSERT INTO sources (sha256, run_id, path, cells, added_at) VALUES (?, ?, ?, ?, ?)",
                           (digest, run_id, str(run.path), len(cells), now))
         outcome = AddOutcome(str(run.path), run_id, label, new_run, added, known, conflicts,
-                             undated=new_run and not fields["started_at"])
+                             undated=new_run and not fields["started_at"], dated=dated)
         return outcome, env_key, machine, sorted(set(moved))
 
 

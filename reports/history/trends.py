@@ -16,7 +16,6 @@ from reports.load import Run
 
 # what a run's software is, for the marks on the trend plots and the "environment change" column
 SOFTWARE_KEYS = (("torch", "torch"), ("image", "image"), ("driver", "driver"), ("cuda", "CUDA"), ("cudnn", "cuDNN"))
-MARK_KEYS = ("torch", "image")  # the changes drawn on the trend plots
 
 JUDGED_COLUMNS = ["cell_id", "model", "mode", "variant", "status", "throughput_ips", "level_ips", "low_ips", "high_ips",
                   "band", "band_runs", "change", "verdict", "gating", "reason"]
@@ -107,20 +106,6 @@ def software_change(before: pd.Series, after: pd.Series, keys: tuple[str, ...] |
         if old != new:
             parts.append(f"{name} {old or 'n/a'} -> {new or 'n/a'}")
     return "; ".join(parts)
-
-
-def marks(runs: pd.DataFrame) -> pd.DataFrame:
-    """Per machine, the runs where torch or the image changed from the machine's previous run."""
-    rows = []
-    for machine, group in runs.sort_values(["run_at", "seq"]).groupby("machine", sort=True):
-        previous = None
-        for _, row in group.iterrows():
-            if previous is not None:
-                text = software_change(previous, row, MARK_KEYS)
-                if text:
-                    rows.append({"machine": machine, "run_id": row["run_id"], "run_at": row["run_at"], "text": text})
-            previous = row
-    return pd.DataFrame(rows, columns=["machine", "run_id", "run_at", "text"])
 
 
 MOVE_COLUMNS = ["cell_id", "machine", "previous_run", "last_run", "previous_ips", "last_ips", "change", "band",
