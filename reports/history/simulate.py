@@ -45,7 +45,9 @@ class Rates:
     drift_rate_median: float | None = None  # the median reported rate per run, over the series with a drift
 
     def row(self) -> dict[str, object]:
-        return {**asdict(self.scenario), **{k: v for k, v in asdict(self).items() if k != "scenario"}}
+        s = self.scenario
+        counts = {k: v for k, v in asdict(self).items() if k != "scenario"}
+        return {"scenario": s.name, "noise": s.noise, "step_size": s.step, "drift_per_run": s.drift, **counts}
 
 
 SCENARIOS = (
