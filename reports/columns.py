@@ -97,7 +97,7 @@ def fmt_ratio_spread(median: Any, q1: Any, q3: Any) -> str:
 
 # ---------- the column specification ----------
 
-Kind = Literal["text", "num", "status", "reason", "verdict"]
+Kind = Literal["text", "num", "status", "reason", "verdict", "wrap", "band"]
 
 
 @dataclass(frozen=True)

@@ -48,3 +48,12 @@ def conclude(result: CellResult, strict: bool) -> None:
     if strict:
         pytest.fail(message, pytrace=False)
     pytest.xfail(message)
+
+
+def quiet_benchmark_table(config: pytest.Config) -> None:
+    """pytest-benchmark's own results table off while detbench prints its summary (``--detbench-benchmark-table``
+    keeps it): the same figures in a table wider than a log. Its ``quiet`` flag (``--benchmark-quiet``) keeps the
+    JSON, the saved runs and ``--benchmark-compare-fail``."""
+    session = getattr(config, "_benchmarksession", None)
+    if session is not None and not config.getoption("detbench_benchmark_table", default=False):
+        session.quiet = True

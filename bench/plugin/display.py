@@ -9,15 +9,16 @@ from __future__ import annotations
 
 import io
 import statistics
+import textwrap
 from collections.abc import Iterable, Sequence
 from typing import Literal
 
-from rich.console import Console
+from rich.console import Console, Group
 from rich.table import Table
 from rich.text import Text
 
 from bench.core.advice import Advice, break_even_text, gain_text, runner_up_text
-from bench.core.schema import CellResult
+from bench.core.schema import Cell, CellResult
 
 STATUS_STYLE = {"ok": "green", "partial": "yellow", "oom": "magenta", "error": "red", "skipped": "yellow",
                 "timeout": "red"}
@@ -29,7 +30,7 @@ def render(renderable: object, color: bool, width: int = 160) -> str:
     console = Console(file=buffer, force_terminal=color, color_system="standard" if color else None,
                       width=width, highlight=False)
     console.print(renderable)
-    return buffer.getvalue().rstrip("\n")
+    return "\n".join(line.rstrip() for line in buffer.getvalue().rstrip("\n").splitlines())
 
 
 def group_line(label: str, cells: int, done: int, total: int, isolation: str) -> Text:
@@ -73,33 +74,59 @@ def result_line(result: CellResult, index: int, total: int) -> Text:
     return text
 
 
-def summary_table(results: Iterable[CellResult]) -> Table:
-    """One row per cell: status, throughput, paired ratio to eager fp32, latency, memory, compile, MFU."""
-    table = Table(title="detbench cells", show_lines=False, header_style="bold")
+WIDTH = 100  # the summary reads at 100 columns and in a log (no tty): ids are never wrapped, long texts are footnotes
+
+
+def _config_id(cell: Cell) -> str:
+    """A cell's id without its model (``infer-eager-fp32-bs8-gpu1``): the rows under a model's own line."""
+    return cell.id[len(cell.model) + 1:] if cell.id.startswith(cell.model + "-") else cell.id
+
+
+def summary_table(results: Iterable[CellResult]) -> Group:
+    """One row per cell, under its model's line: status, throughput, paired ratio to eager fp32, latency, memory,
+    compile, MFU (GiB: peak memory); a reason or note is a numbered footnote below the table (fits :data:`WIDTH`
+    columns)."""
+    table = Table(title="detbench cells", title_justify="left", header_style="bold", box=None, pad_edge=False,
+                  padding=(0, 1, 0, 0))
     table.add_column("cell", no_wrap=True)
     columns: tuple[tuple[str, Literal["left", "right"]], ...] = (
         ("status", "left"), ("img/s", "right"), ("ratio", "right"), ("median ms", "right"), ("p90 ms", "right"),
-        ("CoV", "right"), ("peak GiB", "right"), ("compile s", "right"), ("MFU", "right"), ("det/img", "right"),
-        ("note", "left"))
+        ("GiB", "right"), ("compile s", "right"), ("MFU", "right"), ("note", "left"))
     for name, justify in columns:
         table.add_column(name, justify=justify, no_wrap=True)
+    notes: list[str] = []
+    model = None
     for r in results:
+        if r.cell.model != model:
+            model = r.cell.model
+            table.add_row(Text(model, style="bold"))
         lat = r.latency
+        note = r.reason or ("warm-up not converged" if r.warmup_converged is False else "")
+        if note:
+            notes.append(note)
         table.add_row(
-            r.cell.id,
+            "  " + _config_id(r.cell),
             Text(r.status, style=STATUS_STYLE[r.status]),
             _num(r.throughput_ips, ".1f"),
             _num(r.ratio.median if r.ratio else None, ".2f", "×"),
             _num(lat.median_ms if lat else None, ".2f"),
             _num(lat.p90_ms if lat else None, ".2f"),
-            _num(lat.cov if lat else None, ".3f"),
             _num(r.peak_memory_bytes / 2**30 if r.peak_memory_bytes is not None else None, ".2f"),
             _num(r.compile_s, ".1f"),
             _num(r.mfu * 100 if r.mfu is not None else None, ".1f", "%"),
-            _num(r.detections_per_image.get("mean") if r.detections_per_image else None, ".1f"),
-            (r.reason or ("warm-up not converged" if r.warmup_converged is False else ""))[:80],
+            f"[{len(notes)}]" if note else "",
         )
-    return table
+    return Group(table, *footnotes(notes))
+
+
+def footnotes(texts: Sequence[str], width: int = WIDTH) -> list[Text]:
+    """``[n] text`` wrapped at ``width`` with a hanging indent (a long reason never widens a table)."""
+    out = []
+    for n, text in enumerate(texts, 1):
+        mark = f"[{n}] "
+        wrapped = textwrap.wrap(" ".join(str(text).split()), width - len(mark), break_long_words=True) or [""]
+        out.append(Text(mark + ("\n" + " " * len(mark)).join(wrapped), style="dim"))
+    return out
 
 
 def _num(value: float | None, fmt: str, suffix: str = "") -> str:
@@ -141,11 +168,44 @@ def advice_cells(item: Advice) -> list[str]:
             _num(best.gpu_util_pct, ".0f", "%"), not_tried_text(item), failed_text(item), "; ".join(item.notes)]
 
 
-def advice_table(advice: Sequence[Advice]) -> Table:
-    """The advice for the run's closing summary: one row per detector, mode and GPU count (text is not markup)."""
-    table = Table(title="detbench: what should I use?", header_style="bold")
-    for name, justify in ADVICE_COLUMNS:
-        table.add_column(name, justify=justify, overflow="fold")
+def wrap_parts(parts: Sequence[str], width: int = WIDTH, indent: str = "  ", separator: str = "; ") -> list[str]:
+    """``parts`` on lines of at most ``width`` columns, broken between parts (a part longer than a line is wrapped
+    between its words); every line but the first indented."""
+    lines: list[str] = []
+    line = ""
+    for part in (p for p in parts if p):
+        candidate = f"{line}{separator}{part}" if line else (indent if lines else "") + part
+        if len(candidate) <= width or not line:
+            line = candidate
+            continue
+        lines.append(line + separator.rstrip())
+        line = indent + part
+    if line:
+        lines.append(line)
+    out: list[str] = []
+    for line in lines:  # a single part wider than a line: between its words
+        out.extend(textwrap.wrap(line, width, subsequent_indent=indent + "  ", break_long_words=False,
+                                 break_on_hyphens=False, drop_whitespace=True) if len(line) > width else [line])
+    return out
+
+
+def advice_table(advice: Sequence[Advice], width: int = WIDTH) -> Group:
+    """The advice for the run's closing summary, one block per detector, mode and GPU count: the headline first, the
+    rest wrapped at ``width`` between its parts (text is not markup)."""
+    blocks: list[Text] = [Text("detbench: what should I use?", style="bold")]
     for item in advice:
-        table.add_row(*(Text(cell or "-") for cell in advice_cells(item)))
-    return table
+        cells = dict(zip((name for name, _ in ADVICE_COLUMNS), advice_cells(item), strict=True))
+        parts = [f"{cells['detector']} {cells['mode']}, {cells['GPUs']} GPU(s):"]
+        if item.best is None:
+            parts.append("nothing ran ok")
+        else:
+            parts += [f"use {cells['use']} at batch {cells['batch']},", f"{cells['img/s']} img/s",
+                      f"({cells['vs eager fp32']} vs eager fp32)"]
+        details = [f"{name}: {cells[name]}" for name in ("runner-up", "peak GiB", "compile s", "break-even", "MFU",
+                                                          "GPU util", "not tried", "failed (reason)", "notes")
+                   if cells.get(name) not in (None, "", "-")]
+        head = wrap_parts(parts, width, separator=" ")
+        body = wrap_parts(details, width - 2) if details else []
+        blocks.append(Text("\n".join([*head, *("  " + line.lstrip() if i == 0 else "  " + line
+                                                for i, line in enumerate(body))])))
+    return Group(*blocks)

@@ -67,6 +67,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
             group.addoption(*names, **spec)
         except (ValueError, argparse.ArgumentError):  # the short name is taken: the prefixed one alone
             group.addoption(names[-1], **spec)
+    group.addoption("--detbench-benchmark-table", action="store_true", dest="detbench_benchmark_table",
+                    help="also print pytest-benchmark's own results table after detbench's summary (off by default)")
 
 
 def runs_the_matrix(config: pytest.Config) -> bool:
@@ -250,6 +252,10 @@ def pytest_sessionstart(session: pytest.Session) -> None:
     turned off, so the file is whole or absent, holds every cell, and a full disk is one line."""
     state = session.config.stash.get(STATE, None)
     bench_session = getattr(session.config, "_benchmarksession", None)  # pytest-benchmark's, set at configure
+    if state is not None:
+        from bench.plugin.bridge import quiet_benchmark_table  # noqa: PLC0415
+
+        quiet_benchmark_table(session.config)  # its table off while detbench prints the summary
     if state is None or bench_session is None or not getattr(bench_session, "json", None):
         return
     if hasattr(bench_session.json, "close"):  # pytest-benchmark < 5 opened the file while parsing the options

@@ -18,6 +18,7 @@ these checks.
 from __future__ import annotations
 
 import datetime as _dt
+import functools
 import hashlib
 import json
 import math
@@ -33,10 +34,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from reports.history import analysis
+from bench.core.journal import read_run_header
+from reports.history import derive, method
 from reports.load import Run, redact_environment
 
-SCHEMA_VERSION = 1  # the history store's own schema (not the cell result schema)
+SCHEMA_VERSION = 2  # the history store's own schema (not the cell result schema)
 APPLICATION_ID = 0x64627368  # "dbsh": PRAGMA application_id of a detbench history store
 BUSY_TIMEOUT_S = 60.0
 SQLITE_MAGIC = b"SQLite format 3\x00"
@@ -45,7 +47,7 @@ SQLITE_MAGIC = b"SQLite format 3\x00"
 # and host canary are left out: leases of one machine kind are what the band is to cover).
 FINGERPRINT = ("gpu", "gpu_count", "driver", "torch", "torchvision", "cuda", "cudnn", "nccl", "image", "hostname",
                "cpu", "python")
-ENV_KEY = ("machine", "driver", "torch", "torchvision", "cuda", "cudnn", "image")
+ENV_KEY = ("machine", "driver", "torch", "torchvision", "cuda", "cudnn", "image", "method_key")
 
 SCHEMA = """
 CREATE TABLE detbench_schema (
@@ -58,14 +60,18 @@ CREATE TABLE runs (
     seq INTEGER NOT NULL UNIQUE,    -- order in which runs were added
     label TEXT NOT NULL,            -- the first file's name without extension
     kind TEXT NOT NULL,             -- pytest-benchmark, journal or interleaved
-    started_at TEXT,                -- pytest-benchmark's datetime (UTC); NULL for a journal alone
+    started_at TEXT,                -- pytest-benchmark's datetime, else the journal header's started_utc (UTC)
     added_at TEXT NOT NULL,         -- UTC
-    run_at TEXT NOT NULL,           -- started_at, else added_at: the time axis of every trend
+    run_at TEXT NOT NULL,           -- started_at, else the file's modification time, else added_at: the time axis
+    run_at_source TEXT NOT NULL,    -- where run_at came from: started, file modified, added
     machine TEXT NOT NULL,          -- the GPU name (else 'CPU <cpu>', else 'unknown'): one trend line each
     gpu TEXT, gpu_count INTEGER, driver TEXT, torch TEXT, torchvision TEXT, cuda TEXT, cudnn TEXT, nccl TEXT,
     image TEXT, hostname TEXT, cpu TEXT, python TEXT,
     host_canary_ms REAL,            -- median over all blocks of the run (higher: a slower host)
-    env_key TEXT NOT NULL,          -- hash of machine, driver, torch, torchvision, cuda, cudnn, image
+    method TEXT NOT NULL,           -- the options that change a measurement and the detbench version, JSON
+    method_key TEXT NOT NULL,       -- hash of method
+    detbench_version TEXT,
+    env_key TEXT NOT NULL,          -- hash of machine, driver, torch, torchvision, cuda, cudnn, image, method_key
     environment TEXT NOT NULL       -- the whole fingerprint, JSON
 );
 CREATE TABLE sources (
@@ -88,13 +94,18 @@ CREATE TABLE cells (
     block_spread REAL,              -- IQR / median of the block throughputs (within-run noise)
     host_canary_ms REAL,            -- median over this cell's blocks
     gpu_util_pct REAL, peak_memory_bytes INTEGER,
+    postprocess_policy TEXT,        -- the cell's post-processing policy (part of its method)
+    method_key TEXT NOT NULL,       -- hash of the run's method and postprocess_policy: one series per method
     result_sha256 TEXT NOT NULL UNIQUE,
     result TEXT NOT NULL,           -- the cell result, JSON, without per-iteration times and telemetry series
     PRIMARY KEY (run_id, cell_id)
 );
 CREATE INDEX cells_by_cell ON cells(cell_id, run_id);
 CREATE INDEX runs_by_time ON runs(run_at, seq);
-CREATE TABLE bands (                -- derived, refreshed by every add: each cell's band per environment
+-- covering indexes for one cell's series (an add reads 2 per cell it touches): the rows hold kB of JSON each
+CREATE INDEX cells_series ON cells(cell_id, run_id, status, throughput_ips, method_key);
+CREATE INDEX runs_series ON runs(run_id, env_key, machine, run_at, seq);
+CREATE TABLE bands (                -- derived, refreshed for the cells an add touches: band per environment
     env_key TEXT NOT NULL, cell_id TEXT NOT NULL,
     runs INTEGER NOT NULL,          -- ok runs the band stands on (below 3: weak)
     segment_runs INTEGER NOT NULL,  -- runs since the last step
@@ -102,29 +113,46 @@ CREATE TABLE bands (                -- derived, refreshed by every add: each cel
     band REAL,                      -- high_ips / level_ips - 1
     PRIMARY KEY (env_key, cell_id)
 );
-CREATE TABLE steps (                -- derived, refreshed by every add: steps of each cell's series per machine
+CREATE TABLE steps (                -- derived, refreshed for the cells an add touches
     machine TEXT NOT NULL, cell_id TEXT NOT NULL,
     run_id TEXT NOT NULL,           -- the first run of the new level
-    before_ips REAL NOT NULL, after_ips REAL NOT NULL, change REAL NOT NULL, p_value REAL NOT NULL,
+    cause TEXT NOT NULL,            -- 'level' (found in one method's series) or 'method changed' (a new series)
+    before_ips REAL NOT NULL, after_ips REAL NOT NULL,
+    change REAL NOT NULL,           -- level: the Hodges-Lehmann estimate; method changed: after / before - 1
+    change_low REAL, change_high REAL,  -- its 95 % interval (level steps)
+    p_value REAL,                   -- Mann-Whitney, adjusted for the splits tried (level steps)
     runs_before INTEGER NOT NULL, runs_after INTEGER NOT NULL,
     PRIMARY KEY (machine, cell_id, run_id)
+);
+CREATE TABLE drifts (               -- derived: a level that moves run by run
+    machine TEXT NOT NULL, cell_id TEXT NOT NULL,
+    first_run_id TEXT NOT NULL, last_run_id TEXT NOT NULL, runs INTEGER NOT NULL,
+    rate REAL NOT NULL,             -- per run (Theil-Sen), with its 95 % interval
+    rate_low REAL NOT NULL, rate_high REAL NOT NULL,
+    change REAL NOT NULL,           -- over the whole stretch
+    p_value REAL NOT NULL,          -- Kendall's tau against the run order
+    PRIMARY KEY (machine, cell_id, first_run_id)
 );
 CREATE VIEW cell_series AS
     SELECT r.run_at, r.seq, r.run_id, r.label, r.machine, r.env_key, r.gpu, r.driver, r.torch, r.cuda, r.cudnn,
            r.image, r.host_canary_ms AS run_host_canary_ms, c.cell_id, c.model, c.mode, c.variant, c.batch_size,
-           c.gpus, c.status, c.throughput_ips, c.latency_median_ms, c.latency_p99_ms, c.blocks, c.block_spread
+           c.gpus, c.status, c.throughput_ips, c.latency_median_ms, c.latency_p99_ms, c.blocks, c.block_spread,
+           c.method_key, c.postprocess_policy
     FROM cells c JOIN runs r USING (run_id);
 """
-TABLES = ("detbench_schema", "runs", "sources", "cells", "bands", "steps")
+TABLES = ("detbench_schema", "runs", "sources", "cells", "bands", "steps", "drifts")
 
-# version -> the statements (or function) taking a store of that version to the next, in one transaction
-MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {}
 
 
 class StoreError(Exception):
     """The store cannot be used; the message is one line naming the file."""
 
 
+# columns the store writes itself (hashes, times, names from the cell's id, detbench's own words): no secret to hide
+NOT_REDACTED = frozenset({"run_id", "result_sha256", "sha256", "run_at", "started_at", "added_at", "updated_at",
+                          "env_key", "method_key", "first_run_id", "last_run_id", "cell_id", "model", "mode",
+                          "compile", "precision", "batch_size", "memory_format", "variant", "status", "cause",
+                          "kind", "run_at_source"})
 DATABASE_ERRORS = (sqlite3.Error, pd.errors.DatabaseError)  # what reading or writing a damaged file raises
 
 
@@ -146,6 +174,8 @@ class AddOutcome:
     cells_known: int  # cells already stored for this run (same measurement)
     conflicts: list[str] = field(default_factory=list)  # cell ids stored for the run with another measurement
     already: bool = False  # the same file (bytes) was added before
+    undated: bool = False  # no start time in the file (a journal from before its header): placed when added
+    dated: bool = False  # this file gave a run added before it its start time
 
     def describe(self) -> str:
         name = Path(self.path).name
@@ -160,6 +190,10 @@ class AddOutcome:
             text = f"{name}: same run as {self.run_id[:12]} ({self.label}); its {self.cells_known} cells are stored"
         if self.conflicts:
             text += f"; {len(self.conflicts)} cells kept as first stored (measured differently here)"
+        if self.undated:
+            text += "; no start time in the file, placed at the time added (--started sets it)"
+        if self.dated:
+            text += "; the run's start time taken from this file"
         return text
 
 
@@ -255,8 +289,9 @@ class Store:
         """A query's rows; text through :func:`reports.load.redact_environment` (a store filled before runs were
         redacted on loading may hold a registry password in ``image`` or ``environment``)."""
         frame = pd.read_sql_query(sql, self.conn, params=list(params))
-        text = [c for c in frame.columns if not pd.api.types.is_numeric_dtype(frame[c])]
-        return frame.assign(**{c: frame[c].map(redact_environment) for c in text}) if text else frame
+        text = [c for c in frame.columns if not pd.api.types.is_numeric_dtype(frame[c]) and c not in NOT_REDACTED]
+        redact = functools.lru_cache(maxsize=None)(redact_environment)  # a run's text repeats in each of its cells
+        return frame.assign(**{c: frame[c].map(redact) for c in text}) if text else frame
 
     def counts(self) -> dict[str, int]:
         return {t: int(self.conn.execute(f"SELECT COUNT(*) FROM {t}").fetchone()[0]) for t in TABLES}
@@ -269,8 +304,8 @@ class Store:
         where = "WHERE c.status = 'ok' AND c.throughput_ips > 0" if ok_only else ""
         return self.frame(
             "SELECT r.run_id, r.seq, r.label, r.run_at, r.machine, r.env_key, r.torch, r.image, r.driver, r.cuda, "
-            "r.cudnn, c.cell_id, c.model, c.mode, c.variant, c.gpus, c.status, c.reason, c.throughput_ips, "
-            f"c.latency_median_ms, c.result_sha256 FROM cells c JOIN runs r USING (run_id) {where} "
+            "r.cudnn, r.method, c.method_key, c.cell_id, c.model, c.mode, c.variant, c.gpus, c.status, c.reason, "
+            f"c.throughput_ips, c.latency_median_ms, c.result_sha256 FROM cells c JOIN runs r USING (run_id) {where} "
             "ORDER BY r.run_at, r.seq, c.cell_id")
 
     def run_of_results(self, hashes: Iterable[str]) -> str | None:
@@ -284,26 +319,23 @@ class Store:
 
     # --- writing ---
 
-    def add(self, runs: Sequence[tuple[Run, str]]) -> list[AddOutcome]:
-        """Add loaded runs (with each file's sha256) in one transaction; refresh the bands and steps they touch."""
+    def add(self, runs: Sequence[tuple[Run, str]], started: str | None = None) -> list[AddOutcome]:
+        """Add loaded runs (with each file's sha256) in one transaction; refresh the bands, steps and drifts of the
+        cells they touch. ``started`` (UTC text) dates a run whose files carry no start time."""
         outcomes: list[AddOutcome] = []
 
         def work() -> None:
             outcomes.clear()
             self.conn.execute("BEGIN IMMEDIATE")
             try:
-                touched_env: set[str] = set()
-                touched_machine: set[str] = set()
+                bands: set[tuple[str, str]] = set()
+                series: set[tuple[str, str]] = set()
                 for run, digest in runs:
-                    outcome, env_key, machine = self._add_run(run, digest)
+                    outcome, env_key, machine, cells = self._add_run(run, digest, started)
                     outcomes.append(outcome)
-                    if not outcome.already:  # new cells, or a start time that reorders the series
-                        touched_env.add(env_key)
-                        touched_machine.add(machine)
-                for env_key in sorted(touched_env):
-                    self._refresh_bands(env_key)
-                for machine in sorted(touched_machine):
-                    self._refresh_steps(machine)
+                    bands.update((env_key, cell_id) for cell_id in cells)
+                    series.update((machine, cell_id) for cell_id in cells)
+                derive.refresh(self.conn, bands, series)
                 self.conn.execute("COMMIT")
             except BaseException:
                 self.conn.execute("ROLLBACK")
@@ -316,29 +348,40 @@ class Store:
             self.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         return outcomes
 
-    def _add_run(self, run: Run, digest: str) -> tuple[AddOutcome, str, str]:
+    def _add_run(self, run: Run, digest: str, started: str | None) -> tuple[AddOutcome, str, str, list[str]]:
+        """Add one file; returns what it did, the run's environment and machine, and the cells whose series moved
+        (new cells, or every cell of a run whose start time it supplied)."""
         row = self.conn.execute("SELECT r.run_id, r.label, r.env_key, r.machine FROM sources s JOIN runs r "
                                 "USING (run_id) WHERE s.sha256 = ?", (digest,)).fetchone()
         if row:
-            return (AddOutcome(str(run.path), row[0], row[1], False, 0, 0, already=True), row[2], row[3])
+            return (AddOutcome(str(run.path), row[0], row[1], False, 0, 0, already=True), row[2], row[3], [])
         cells = [(result, _cell_hash(result)) for result in run.results]
         run_id = self.run_of_results(h for _, h in cells)
         now = _utc_now()
         fields = run_fields(run)
+        if fields["started_at"] is None and started:
+            fields["started_at"] = started
         new_run = run_id is None
+        moved: list[str] = []
+        dated = False
         if run_id is None:
             run_id = hashlib.sha256("\n".join(sorted(h for _, h in cells)).encode()).hexdigest()[:32]
             seq = int(self.conn.execute("SELECT COALESCE(MAX(seq), 0) + 1 FROM runs").fetchone()[0])
             values = {"run_id": run_id, "seq": seq, "label": run_label(run), "kind": run.kind, "added_at": now,
-                      "run_at": fields["started_at"] or now, **fields}
+                      "run_at": fields["started_at"] or now,
+                      "run_at_source": "started" if fields["started_at"] else "added", **fields}
             names = ", ".join(values)
             self.conn.execute(f"INSERT INTO runs ({names}) VALUES ({', '.join('?' * len(values))})",
                               list(values.values()))
-        else:  # a later file of the same run (its journal, or the JSON of a journal): fill what was unknown
-            started = fields["started_at"]
-            self.conn.execute("UPDATE runs SET started_at = COALESCE(started_at, ?), "
-                              "run_at = CASE WHEN started_at IS NULL AND ? IS NOT NULL THEN ? ELSE run_at END "
-                              "WHERE run_id = ?", (started, started, started, run_id))
+        elif fields["started_at"]:  # a later file of the same run (the JSON of a journal): its start time
+            changed = self.conn.execute("UPDATE runs SET started_at = ?, run_at = ?, run_at_source = 'started' "
+                                        "WHERE run_id = ? AND started_at IS NULL",
+                                        (fields["started_at"], fields["started_at"], run_id)).rowcount
+            dated = bool(changed)
+            if changed:
+                moved = [r[0] for r in self.conn.execute("SELECT cell_id FROM cells WHERE run_id = ?", (run_id,))]
+        label, env_key, machine, run_method = self.conn.execute(
+            "SELECT label, env_key, machine, method_key FROM runs WHERE run_id = ?", (run_id,)).fetchone()
         stored = dict(self.conn.execute("SELECT cell_id, result_sha256 FROM cells WHERE run_id = ?", (run_id,)))
         added = known = 0
         conflicts = []
@@ -353,41 +396,18 @@ class Store:
                 known += 1  # the same measurement stored under another run: keep it there
                 continue
             values = cell_fields(result)
-            values.update(run_id=run_id, result_sha256=cell_hash)
+            values.update(run_id=run_id, result_sha256=cell_hash,
+                          method_key=method.cell_key(run_method, values["postprocess_policy"]))
             names = ", ".join(values)
             self.conn.execute(f"INSERT INTO cells ({names}) VALUES ({', '.join('?' * len(values))})",
                               list(values.values()))
+            moved.append(result.cell.id)
             added += 1
         self.conn.execute("INSERT INTO sources (sha256, run_id, path, cells, added_at) VALUES (?, ?, ?, ?, ?)",
                           (digest, run_id, str(run.path), len(cells), now))
-        label, env_key, machine = self.conn.execute("SELECT label, env_key, machine FROM runs WHERE run_id = ?",
-                                                    (run_id,)).fetchone()
-        return AddOutcome(str(run.path), run_id, label, new_run, added, known, conflicts), env_key, machine
-
-    def _refresh_bands(self, env_key: str) -> None:
-        self.conn.execute("DELETE FROM bands WHERE env_key = ?", (env_key,))
-        frame = self.frame("SELECT c.cell_id, c.throughput_ips FROM cells c JOIN runs r USING (run_id) "
-                           "WHERE r.env_key = ? AND c.status = 'ok' AND c.throughput_ips > 0 "
-                           "ORDER BY r.run_at, r.seq", (env_key,))
-        for cell_id, group in frame.groupby("cell_id", sort=True):
-            band = analysis.noise_band(list(group["throughput_ips"]))
-            if band is None:
-                continue
-            self.conn.execute("INSERT INTO bands VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                              (env_key, cell_id, band.runs, band.segment_runs, band.level, band.sd, band.low,
-                               band.high, band.half_width))
-
-    def _refresh_steps(self, machine: str) -> None:
-        self.conn.execute("DELETE FROM steps WHERE machine = ?", (machine,))
-        frame = self.frame("SELECT c.cell_id, r.run_id, c.throughput_ips FROM cells c JOIN runs r USING (run_id) "
-                           "WHERE r.machine = ? AND c.status = 'ok' AND c.throughput_ips > 0 "
-                           "ORDER BY r.run_at, r.seq", (machine,))
-        for cell_id, group in frame.groupby("cell_id", sort=True):
-            ids = list(group["run_id"])
-            for step in analysis.find_steps(list(group["throughput_ips"])):
-                self.conn.execute("INSERT INTO steps VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                                  (machine, cell_id, ids[step.index], step.before, step.after, step.change,
-                                   step.p_value, step.runs_before, step.runs_after))
+        outcome = AddOutcome(str(run.path), run_id, label, new_run, added, known, conflicts,
+                             undated=new_run and not fields["started_at"], dated=dated)
+        return outcome, env_key, machine, sorted(set(moved))
 
 
 def open_store(path: str | Path, *, create: bool = False, readonly: bool = False) -> Store:
@@ -496,6 +516,55 @@ def _migrate(path: Path, conn: sqlite3.Connection) -> None:
         raise
 
 
+def _migrate_1(conn: sqlite3.Connection) -> None:
+    """Schema 1 -> 2: each run's method (read from its stored cells) joins its environment key and each cell gets its
+    method's key, so a method change starts a new series; journal runs stored at the time added get their header's
+    start time (when the file is still where it was added from); steps gain their interval and cause, drifts their
+    table; every derived table is computed again."""
+    for statement in ("ALTER TABLE runs ADD COLUMN run_at_source TEXT NOT NULL DEFAULT 'added'",
+                      "ALTER TABLE runs ADD COLUMN method TEXT NOT NULL DEFAULT '{}'",
+                      "ALTER TABLE runs ADD COLUMN method_key TEXT NOT NULL DEFAULT ''",
+                      "ALTER TABLE runs ADD COLUMN detbench_version TEXT",
+                      "ALTER TABLE cells ADD COLUMN postprocess_policy TEXT",
+                      "ALTER TABLE cells ADD COLUMN method_key TEXT NOT NULL DEFAULT ''",
+                      "UPDATE runs SET run_at_source = 'started' WHERE started_at IS NOT NULL",
+                      "DROP TABLE steps", "DROP VIEW cell_series"):
+        conn.execute(statement)
+    for statement in statements(SCHEMA):
+        if statement.startswith(("CREATE TABLE steps", "CREATE TABLE drifts", "CREATE VIEW cell_series",
+                                 "CREATE INDEX cells_series", "CREATE INDEX runs_series")):
+            conn.execute(statement)
+    runs = conn.execute("SELECT run_id, kind, started_at, " + ", ".join(ENV_KEY[:-1]) + " FROM runs").fetchall()
+    for run_id, kind, started, *env in runs:
+        first = conn.execute("SELECT result FROM cells WHERE run_id = ? ORDER BY cell_id LIMIT 1",
+                             (run_id,)).fetchone()
+        run_method = method.method_of(json.loads(first[0])) if first else {}
+        run_key = method.key(run_method)
+        fields = dict(zip(ENV_KEY[:-1], env, strict=True), method_key=run_key)
+        conn.execute("UPDATE runs SET method = ?, method_key = ?, detbench_version = ?, env_key = ? WHERE run_id = ?",
+                     (json.dumps(run_method, sort_keys=True, default=str), run_key, _text(run_method.get("detbench")),
+                      env_key_of(fields), run_id))
+        if kind == "journal" and started is None:
+            for (path,) in conn.execute("SELECT path FROM sources WHERE run_id = ?", (run_id,)).fetchall():
+                with suppress(OSError, ValueError):
+                    header = read_run_header(path)
+                    when = started_at(header.get("started_utc")) if isinstance(header, dict) else None
+                    if when:
+                        conn.execute("UPDATE runs SET started_at = ?, run_at = ?, run_at_source = 'started' "
+                                     "WHERE run_id = ?", (when, when, run_id))
+                        break
+        for cell_id, result in conn.execute("SELECT cell_id, result FROM cells WHERE run_id = ?",
+                                            (run_id,)).fetchall():
+            policy = method.postprocess_policy(json.loads(result))
+            conn.execute("UPDATE cells SET postprocess_policy = ?, method_key = ? WHERE run_id = ? AND cell_id = ?",
+                         (policy, method.cell_key(run_key, policy), run_id, cell_id))
+    derive.refresh_all(conn)
+
+
+# version -> the function taking a store of that version to the next, inside the migration's one transaction
+MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {1: _migrate_1}
+
+
 # --- one run and one cell as rows -----------------------------------------------------------------------
 
 
@@ -557,10 +626,26 @@ def run_fields(run: Run) -> dict[str, Any]:
     canaries = [b.host_canary_ms for r in run.results if r.measurement for b in r.measurement.blocks
                 if isinstance(b.host_canary_ms, (int, float)) and b.host_canary_ms > 0]
     fields["host_canary_ms"] = statistics.median(canaries) if canaries else None
+    run_method = method.method_of(run.results[0].to_dict()) if run.results else {}
+    fields["method"] = json.dumps(run_method, sort_keys=True, default=str)
+    fields["method_key"] = method.key(run_method)
+    fields["detbench_version"] = _text(run_method.get("detbench"))
     fields["env_key"] = env_key_of(fields)
     fields["environment"] = json.dumps(env, sort_keys=True, default=str)
-    fields["started_at"] = started_at(run.datetime)
+    fields["started_at"] = started_at(run.datetime or journal_started(run))
     return fields
+
+
+def journal_started(run: Run) -> str | None:
+    """A journal's ``started_utc`` (its header line), None for a journal from before the header or another file."""
+    if run.kind != "journal":
+        return None
+    try:
+        header = read_run_header(run.path)
+    except (OSError, ValueError):
+        return None
+    value = header.get("started_utc") if isinstance(header, dict) else None
+    return value if isinstance(value, str) else None
 
 
 def _num(value: Any) -> float | None:
@@ -601,6 +686,7 @@ def cell_fields(result: Any) -> dict[str, Any]:
         "host_canary_ms": statistics.median(canaries) if canaries else None,
         "gpu_util_pct": tel.gpu_util_pct_mean if tel else None,
         "peak_memory_bytes": result.peak_memory_bytes,
+        "postprocess_policy": method.postprocess_policy(lean),
         "result": json.dumps(lean, sort_keys=True, separators=(",", ":")),
     }
 

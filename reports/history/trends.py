@@ -4,17 +4,18 @@ HTML report alike."""
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 
 import pandas as pd
 
 from reports.history import analysis
+from reports.history import method as method_module
 from reports.history.store import Store, _cell_hash, run_fields
 from reports.load import Run
 
 # what a run's software is, for the marks on the trend plots and the "environment change" column
 SOFTWARE_KEYS = (("torch", "torch"), ("image", "image"), ("driver", "driver"), ("cuda", "CUDA"), ("cudnn", "cuDNN"))
-MARK_KEYS = ("torch", "image")  # the changes drawn on the trend plots
 
 JUDGED_COLUMNS = ["cell_id", "model", "mode", "variant", "status", "throughput_ips", "level_ips", "low_ips", "high_ips",
                   "band", "band_runs", "change", "verdict", "gating", "reason"]
@@ -107,22 +108,9 @@ def software_change(before: pd.Series, after: pd.Series, keys: tuple[str, ...] |
     return "; ".join(parts)
 
 
-def marks(runs: pd.DataFrame) -> pd.DataFrame:
-    """Per machine, the runs where torch or the image changed from the machine's previous run."""
-    rows = []
-    for machine, group in runs.sort_values(["run_at", "seq"]).groupby("machine", sort=True):
-        previous = None
-        for _, row in group.iterrows():
-            if previous is not None:
-                text = software_change(previous, row, MARK_KEYS)
-                if text:
-                    rows.append({"machine": machine, "run_id": row["run_id"], "run_at": row["run_at"], "text": text})
-            previous = row
-    return pd.DataFrame(rows, columns=["machine", "run_id", "run_at", "text"])
-
-
 MOVE_COLUMNS = ["cell_id", "machine", "previous_run", "last_run", "previous_ips", "last_ips", "change", "band",
-                "band_runs", "verdict", "software", "step"]
+                "band_text", "band_runs", "verdict", "software", "step"]
+METHOD_CHANGED = "method changed"
 
 
 def run_name(row: pd.Series) -> str:
@@ -130,32 +118,47 @@ def run_name(row: pd.Series) -> str:
     return f"{str(row['run_at'])[:16].replace('T', ' ')} {row['label']}"
 
 
-def largest_moves(store: Store, threshold: float, limit: int = 30) -> pd.DataFrame:
+def what_changed(before: pd.Series, after: pd.Series) -> str:
+    """The software change and the method change between two runs' rows (``series`` rows), or ``""``."""
+    parts = [software_change(before, after)]
+    if "method" in before and before.get("method") != after.get("method"):
+        parts.append(method_module.describe_change(json.loads(before["method"] or "{}"),
+                                                   json.loads(after["method"] or "{}")))
+    if "method_key" in before and before.get("method_key") != after.get("method_key") and not parts[-1]:
+        parts.append("post-processing policy")
+    return "; ".join(p for p in parts if p)
+
+
+def largest_moves(store: Store, threshold: float, limit: int = 30, series: pd.DataFrame | None = None) -> pd.DataFrame:
     """Per machine and cell, the move from the second-last to the last ok run, judged against the band of the
-    same-environment runs before the last one; the ``limit`` largest moves first."""
-    series = store.series()
-    steps = store.frame("SELECT s.*, r.run_at, r.label FROM steps s JOIN runs r USING (run_id)")
+    same-environment, same-method runs before the last one; the ``limit`` largest moves first. Two runs of another
+    method are not a move: their verdict is ``method changed``."""
+    series = store.series() if series is None else series
+    steps = store.frame("SELECT s.*, r.run_at, r.label FROM steps s JOIN runs r USING (run_id) WHERE s.cause = 'level'")
+    latest_step = {(m, c): g.sort_values("run_at").iloc[-1] for (m, c), g in steps.groupby(["machine", "cell_id"])}
     rows = []
     for (machine, cell_id), group in series.groupby(["machine", "cell_id"], sort=True):
         if len(group) < 2:
             continue
         previous, last = group.iloc[-2], group.iloc[-1]
         earlier = group.iloc[:-1]
-        same = earlier[earlier["env_key"] == last["env_key"]]
+        same = earlier[(earlier["env_key"] == last["env_key"]) & (earlier["method_key"] == last["method_key"])]
         band = analysis.noise_band(list(same["throughput_ips"])) if len(same) else None
-        verdict = analysis.judge(float(last["throughput_ips"]), band, threshold)
-        cell_steps = steps[(steps["machine"] == machine) & (steps["cell_id"] == cell_id)].sort_values("run_at")
+        verdict = analysis.judge(float(last["throughput_ips"]), band, threshold).verdict
+        if previous["method_key"] != last["method_key"]:
+            verdict = METHOD_CHANGED
         step = ""
-        if len(cell_steps):
-            latest = cell_steps.iloc[-1]
-            step = f"{run_name(latest)} ({latest['change']:+.1%})"
+        if (machine, cell_id) in latest_step:
+            latest = latest_step[(machine, cell_id)]
+            step = f"{latest['change']:+.1%} at {run_name(latest)}"
+        shown = band if band is not None and not band.weak else None
         rows.append({"cell_id": cell_id, "machine": machine, "previous_run": run_name(previous),
                      "last_run": run_name(last), "previous_ips": previous["throughput_ips"],
                      "last_ips": last["throughput_ips"],
                      "change": last["throughput_ips"] / previous["throughput_ips"] - 1.0,
-                     "band": band.half_width if band and not band.weak else None,
+                     "band": shown.half_width if shown else None, "band_text": shown.text() if shown else "",
                      "band_runs": band.runs if band else 0,
-                     "verdict": verdict.verdict, "software": software_change(previous, last), "step": step})
+                     "verdict": verdict, "software": what_changed(previous, last), "step": step})
     table = pd.DataFrame(rows, columns=MOVE_COLUMNS)
     if table.empty:
         return table
@@ -163,23 +166,77 @@ def largest_moves(store: Store, threshold: float, limit: int = 30) -> pd.DataFra
     return table.loc[order].head(limit).reset_index(drop=True)
 
 
-STEP_COLUMNS = ["cell_id", "machine", "first_run", "before_ips", "after_ips", "change", "p_value", "runs_before",
-                "runs_after", "software"]
+STEP_COLUMNS = ["cell_id", "machine", "first_run", "cause", "before_ips", "after_ips", "change", "change_low",
+                "change_high", "interval", "p_value", "runs_before", "runs_after", "software", "run_at"]
 
 
-def steps_table(store: Store) -> pd.DataFrame:
-    """Every step the store found (first run of the new level), with what changed in the software at that run."""
+def interval_text(low: float | None, high: float | None) -> str:
+    """``-12.1%..-8.0%`` (a 95 % interval), or ``""``."""
+    if low is None or high is None or pd.isna(low) or pd.isna(high):
+        return ""
+    return f"{low:+.1%}..{high:+.1%}"
+
+
+def steps_table(store: Store, series: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Every step the store found (first run of the new level; ``method changed``: the first run of a new method),
+    with what changed in the software or the method at that run."""
     steps = store.frame("SELECT s.*, r.run_at, r.label, r.seq FROM steps s JOIN runs r USING (run_id) "
                         "ORDER BY r.run_at, r.seq, s.cell_id")
-    series = store.series()
+    series = store.series() if series is None else series
+    position = {key: group.reset_index(drop=True) for key, group in series.groupby(["machine", "cell_id"])}
     rows = []
     for _, step in steps.iterrows():
-        cell = series[(series["machine"] == step["machine"]) & (series["cell_id"] == step["cell_id"])]
-        cell = cell.reset_index(drop=True)
-        at = cell.index[cell["run_id"] == step["run_id"]]
-        software = software_change(cell.iloc[at[0] - 1], cell.iloc[at[0]]) if len(at) and at[0] else ""
+        cell = position.get((step["machine"], step["cell_id"]))
+        at = cell.index[cell["run_id"] == step["run_id"]] if cell is not None else []
+        software = ""
+        if cell is not None and len(at) and at[0]:
+            software = what_changed(cell.iloc[at[0] - 1], cell.iloc[at[0]])
         rows.append({"cell_id": step["cell_id"], "machine": step["machine"], "first_run": run_name(step),
-                     "before_ips": step["before_ips"], "after_ips": step["after_ips"], "change": step["change"],
-                     "p_value": step["p_value"], "runs_before": step["runs_before"], "runs_after": step["runs_after"],
-                     "software": software})
+                     "cause": step["cause"], "before_ips": step["before_ips"], "after_ips": step["after_ips"],
+                     "change": step["change"], "change_low": step["change_low"], "change_high": step["change_high"],
+                     "interval": interval_text(step["change_low"], step["change_high"]), "p_value": step["p_value"],
+                     "runs_before": step["runs_before"], "runs_after": step["runs_after"], "software": software,
+                     "run_at": step["run_at"]})
     return pd.DataFrame(rows, columns=STEP_COLUMNS)
+
+
+ALERT_COLUMNS = ["cell_id", "machine", "kind", "first_run", "change", "interval", "detail", "software"]
+
+
+def open_alerts(store: Store, series: pd.DataFrame | None = None, steps: pd.DataFrame | None = None) -> pd.DataFrame:
+    """What a team should look at now, per machine and cell, in the series of the cell's newest method: the step
+    that set the current level (slowdowns first, then the largest), and a drift of the current level with its rate.
+    An alert stays until a later step sets another level."""
+    series = store.series() if series is None else series
+    steps = steps_table(store, series) if steps is None else steps
+    drifts = store.frame("SELECT d.*, r.run_at, r.label, l.run_at AS last_at FROM drifts d JOIN runs r ON "
+                         "r.run_id = d.first_run_id JOIN runs l ON l.run_id = d.last_run_id")
+    newest = {key: group.iloc[-1] for key, group in series.groupby(["machine", "cell_id"])}
+    rows = []
+    level = steps[steps["cause"] == "level"]
+    for (machine, cell_id), group in level.groupby(["machine", "cell_id"]):
+        last = newest.get((machine, cell_id))
+        step = group.sort_values("run_at").iloc[-1]
+        later_method = steps[(steps["machine"] == machine) & (steps["cell_id"] == cell_id)
+                             & (steps["cause"] == METHOD_CHANGED) & (steps["run_at"] > step["run_at"])]
+        if last is None or len(later_method):
+            continue  # the cell's newest runs are another method's series
+        rows.append({"cell_id": cell_id, "machine": machine, "kind": "step", "first_run": step["first_run"],
+                     "change": step["change"], "interval": step["interval"],
+                     "detail": f"{step['before_ips']:.4g} -> {step['after_ips']:.4g} img/s, {step['runs_after']} "
+                               "runs since", "software": step["software"]})
+    for _, drift in drifts.iterrows():
+        last = newest.get((drift["machine"], drift["cell_id"]))
+        if last is None or last["run_id"] != drift["last_run_id"]:
+            continue  # a drift of an earlier level (or method)
+        rows.append({"cell_id": drift["cell_id"], "machine": drift["machine"], "kind": "drift",
+                     "first_run": run_name(drift), "change": drift["rate"],
+                     "interval": interval_text(drift["rate_low"], drift["rate_high"]),
+                     "detail": f"{drift['rate']:+.2%} per run over {drift['runs']} runs "
+                               f"({drift['change']:+.1%} in all)",
+                     "software": ""})
+    table = pd.DataFrame(rows, columns=ALERT_COLUMNS)
+    if table.empty:
+        return table
+    table = table.assign(_order=table["change"].map(lambda c: (c >= 0, -abs(c))))
+    return table.sort_values("_order", kind="stable").drop(columns="_order").reset_index(drop=True)

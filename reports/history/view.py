@@ -4,64 +4,75 @@ objects; ``templates/history.html.j2`` lays them out with autoescaping like the 
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
 from reports import columns as C  # noqa: N812 - as in reports.html
-from reports import plots
-from reports.history import analysis
+from reports.history import analysis, trend_svg
 from reports.history.store import DATABASE_ERRORS, closing_store, damaged
-from reports.history.trends import judge_run, largest_moves, marks, steps_table
+from reports.history.trends import judge_run, largest_moves, open_alerts, steps_table
 from reports.html import TableView
 from reports.load import Run
 
 MAX_TREND_CELLS = 12  # trend figures drawn; every cell's figures are in the store
 MOVES_SHOWN = 30
 
+
+def _pair(a: str, b: str) -> Callable[[Mapping[str, Any]], str]:
+    return lambda row: "" if C.is_missing(row.get(a)) else f"{C.fmt_num(row.get(a))} → {C.fmt_num(row.get(b))}"
+
+
+# the key columns first (what moved, by how much, against which band, the verdict, what changed), so they read at
+# 1400 px without scrolling; long texts wrap (class "wrap")
 MOVES = [
-    C.Column("cell_id", "cell"),
-    C.Column("machine", "machine"),
-    C.Column("previous_run", "previous run"),
-    C.Column("last_run", "last run"),
-    C.Column("previous_ips", "previous img/s", C.fmt_num, "num"),
-    C.Column("last_ips", "last img/s", C.fmt_num, "num"),
+    C.Column("cell_id", "cell", kind="wrap"),
     C.Column("change", "change", C.fmt_signed_pct, "num"),
-    C.Column("band", "band ±", C.fmt_pct, "num"),
-    C.Column("band_runs", "band runs", C.fmt_int, "num"),
+    C.Column("band_text", "band", kind="band"),
     C.Column("verdict", "verdict", kind="verdict"),
-    C.Column("software", "software change"),
-    C.Column("step", "latest step"),
+    C.Column("software", "what changed", kind="wrap"),
+    C.Column("last_run", "last run", kind="wrap"),
+    C.Column("last_ips", "img/s", display=_pair("previous_ips", "last_ips")),
+    C.Column("band_runs", "band runs", C.fmt_int, "num"),
+    C.Column("step", "latest step", kind="wrap"),
+    C.Column("machine", "machine", kind="wrap"),
 ]
 STEPS = [
-    C.Column("cell_id", "cell"),
-    C.Column("machine", "machine"),
-    C.Column("first_run", "first run moved"),
-    C.Column("before_ips", "img/s before", C.fmt_num, "num"),
-    C.Column("after_ips", "img/s after", C.fmt_num, "num"),
+    C.Column("cell_id", "cell", kind="wrap"),
     C.Column("change", "change", C.fmt_signed_pct, "num"),
+    C.Column("interval", "95% interval", kind="band"),
+    C.Column("cause", "cause"),
+    C.Column("software", "what changed at that run", kind="wrap"),
+    C.Column("first_run", "first run moved", kind="wrap"),
+    C.Column("after_ips", "img/s", display=_pair("before_ips", "after_ips")),
     C.Column("runs_before", "runs before", C.fmt_int, "num"),
-    C.Column("runs_after", "runs after", C.fmt_int, "num"),
-    C.Column("p_value", "p (adjusted)", lambda v: "" if C.is_missing(v) else f"{float(v):.2g}", "num"),
-    C.Column("software", "software change at that run"),
+    C.Column("runs_after", "after", C.fmt_int, "num"),
+    C.Column("machine", "machine", kind="wrap"),
+]
+ALERTS = [
+    C.Column("cell_id", "cell", kind="wrap"),
+    C.Column("kind", "kind"),
+    C.Column("change", "size", display=lambda r: (f"{r['change']:+.1%}" if r["kind"] == "step"
+                                                        else f"{r['change']:+.2%}/run")),
+    C.Column("interval", "95% interval", kind="band"),
+    C.Column("software", "what changed at that run", kind="wrap"),
+    C.Column("first_run", "since", kind="wrap"),
+    C.Column("detail", "detail", kind="wrap"),
+    C.Column("machine", "machine", kind="wrap"),
 ]
 JUDGED = [
-    C.Column("cell_id", "cell"),
+    C.Column("cell_id", "cell", kind="wrap"),
     C.Column("status", "status", kind="status"),
     C.Column("throughput_ips", "img/s", C.fmt_num, "num"),
     C.Column("level_ips", "band level img/s", C.fmt_num, "num"),
-    C.Column("band", "band ±", C.fmt_pct, "num"),
+    C.Column("band_text", "band", kind="band"),
     C.Column("band_runs", "band runs", C.fmt_int, "num"),
     C.Column("change", "change", C.fmt_signed_pct, "num"),
     C.Column("verdict", "verdict", kind="verdict"),
     C.Column("reason", "why", kind="reason"),
 ]
-
-
-def _when(values: pd.Series) -> pd.Series:
-    """The store's UTC text times as naive UTC datetimes (what matplotlib's date axis takes)."""
-    return pd.to_datetime(values, utc=True, format="ISO8601").dt.tz_localize(None)
 
 
 def history_view(path: str | Path, report_runs: list[Run], threshold: float) -> dict[str, Any]:
@@ -72,49 +83,60 @@ def history_view(path: str | Path, report_runs: list[Run], threshold: float) -> 
         raise damaged(Path(path), exc) from None
 
 
+def _band_text(table: pd.DataFrame) -> pd.DataFrame:
+    texts = [analysis.Band(0, 0, lv, None, lo, hi).text() if not (C.is_missing(lo) or C.is_missing(hi)) else ""
+             for lv, lo, hi in zip(table["level_ips"], table["low_ips"], table["high_ips"], strict=True)]
+    return table.assign(band_text=texts)
+
+
 def _history_view(path: str | Path, report_runs: list[Run], threshold: float) -> dict[str, Any]:
     with closing_store(path, readonly=True) as store:
         runs = store.runs()
         series = store.series()
         counts = store.counts()
-        moves = largest_moves(store, threshold, MOVES_SHOWN)
-        steps = steps_table(store)
-        step_points = store.frame("SELECT s.machine, s.cell_id, s.run_id FROM steps s")
+        moves = largest_moves(store, threshold, MOVES_SHOWN, series)
+        steps = steps_table(store, series)
+        alerts = open_alerts(store, series, steps)
+        step_points = store.frame("SELECT machine, cell_id, run_id, change, cause FROM steps")
+        bands = store.frame("SELECT * FROM bands")
         judged = [judge_run(store, run, threshold) for run in report_runs]
     per_machine = runs.groupby("machine", sort=False).size().sort_values(ascending=False)
     span = f", {str(runs['run_at'].min())[:10]} to {str(runs['run_at'].max())[:10]}" if len(runs) else ""
     summary = (f"{Path(path).name}: {counts['runs']} runs, {counts['cells']} cell results{span}; "
                + "; ".join(f"{machine}: {n} runs" for machine, n in per_machine.items()))
-    figures, figures_note = _figures(runs, series, step_points, report_runs)
+    undated = int((runs["run_at_source"] == "added").sum()) if len(runs) else 0
+    figures, figures_note = _figures(series, step_points, bands, report_runs)
     judged_views = []
     for i, judgement in enumerate(judged):
         table_id = f"history-judged-{i}"
         judged_views.append({
             "label": judgement.label, "summary": judgement.summary(),
             "selects": {"verdict": sorted(judgement.table["verdict"].unique())},
-            "table": TableView(table_id, JUDGED, C.records(judgement.table), row_attrs=("verdict", "status")),
+            "table": TableView(table_id, JUDGED, C.records(_band_text(judgement.table)),
+                               row_attrs=("verdict", "status")),
         })
     return {
         "summary": summary,
+        "undated": undated,
         "threshold_pct": f"{threshold * 100:g}",
         "min_runs": analysis.MIN_BAND_RUNS,
+        "alerts": TableView("history-alerts", ALERTS, C.records(alerts), row_attrs=()) if len(alerts) else None,
         "judged": judged_views,
         "moves": TableView("history-moves", MOVES, C.records(moves), row_attrs=("verdict",)) if len(moves) else None,
-        "steps": TableView("history-steps", STEPS, C.records(steps), row_attrs=()) if len(steps) else None,
+        "steps": TableView("history-steps", STEPS, C.records(steps), row_attrs=("cause",)) if len(steps) else None,
         "figures": figures,
         "figures_note": figures_note,
     }
 
 
-def _figures(runs: pd.DataFrame, series: pd.DataFrame, step_points: pd.DataFrame,
-             report_runs: list[Run]) -> tuple[list[plots.Figure], str]:
-    """Trend figures for up to MAX_TREND_CELLS cells: the report's cells first, cells with a step, then the largest
-    last move."""
+def _figures(series: pd.DataFrame, step_points: pd.DataFrame, bands: pd.DataFrame,
+             report_runs: list[Run]) -> tuple[list[trend_svg.Trend], str]:
+    """Trends of up to MAX_TREND_CELLS cells: the report's cells first, cells with a step, then the largest last
+    move."""
     if series.empty:
         return [], "No ok cell result in the store."
-    series = series.assign(when=_when(series["run_at"]))
     wanted = {r.cell.id for run in report_runs for r in run.results}
-    stepped = set(step_points["cell_id"])
+    stepped = set(step_points.loc[step_points["cause"] == "level", "cell_id"])
     score: dict[str, tuple[bool, bool, float]] = {}
     for (_machine, cell_id), group in series.groupby(["machine", "cell_id"], sort=True):
         ips = list(group["throughput_ips"])
@@ -123,25 +145,18 @@ def _figures(runs: pd.DataFrame, series: pd.DataFrame, step_points: pd.DataFrame
         score[cell_id] = (cell_id in wanted, cell_id in stepped, max(old[2], move))
     ordered = sorted(score, key=lambda c: (not score[c][0], not score[c][1], -score[c][2], c))
     shown = ordered[:MAX_TREND_CELLS]
-    changes = marks(runs)
-    changes = changes.assign(when=_when(changes["run_at"])) if len(changes) else changes.assign(when=pd.Series())
+    by_cell = dict(tuple(series.groupby("cell_id", sort=False)))
+    band_of = {(row.env_key, row.cell_id): row for row in bands.itertuples()}
     figures = []
     for cell_id in shown:
-        points = series[series["cell_id"] == cell_id]
-        spans = points.groupby("machine")["when"].agg(["min", "max"])
-        cell_marks = changes[changes["machine"].isin(spans.index)]
-        if len(cell_marks):
-            low = cell_marks["machine"].map(spans["min"])
-            high = cell_marks["machine"].map(spans["max"])
-            cell_marks = cell_marks[(cell_marks["when"] >= low) & (cell_marks["when"] <= high)]
-        hits = step_points[step_points["cell_id"] == cell_id].merge(
-            points[["machine", "run_id", "when", "throughput_ips"]], on=["machine", "run_id"])
-        figure = plots.history_trend(
-            cell_id,
-            points[["machine", "when", "throughput_ips", "latency_median_ms"]].rename(columns={"when": "run_at"}),
-            cell_marks[["machine", "when", "text"]].rename(columns={"when": "run_at"}),
-            hits[["machine", "when", "throughput_ips"]].rename(columns={"when": "run_at"}),
-        )
+        points = by_cell[cell_id]
+        machine_bands = {}
+        for machine, mine in points.groupby("machine", sort=False):
+            row = band_of.get((mine.iloc[-1]["env_key"], cell_id))
+            if row is not None and row.runs >= analysis.MIN_BAND_RUNS and not C.is_missing(row.low_ips):
+                machine_bands[machine] = {"low_ips": row.low_ips, "high_ips": row.high_ips,
+                                          "level_ips": row.level_ips, "runs": row.runs}
+        figure = trend_svg.trend(cell_id, points, step_points[step_points["cell_id"] == cell_id], machine_bands)
         if figure is not None:
             figures.append(figure)
     note = (f"Trends of {len(shown)} of {len(ordered)} cells (the report's cells first, then cells with a step, then "

@@ -56,9 +56,16 @@ def test_the_history_section(tmp_path, history):
     steps = section[section.index('id="history-steps"'):]
     assert STEPPED.id in steps and "nightly-seed11-20" in steps and "torch 2.11.0+cu130 -&gt; 2.12.0+cu130" in steps
     assert 'id="history-moves"' in section and "NVIDIA H200" in section
-    figures = re.findall(r'<img alt="History of ([^"]+)" src="data:image/png;base64,', section)
+    figures = re.findall(r'<figure class="trend" data-cell="([^"]+)">', section)
     assert sorted(figures) == sorted(c.id for c in CELLS)
     assert figures[0] == STEPPED.id  # a report cell with a step comes first
+    trend = section[section.index(f'data-cell="{STEPPED.id}"'):].split("</figure>")[0]
+    assert '<rect class="band"' in trend and '<path class="step"' in trend  # the band drawn, the step marked
+    assert "torch 2.12.0+cu130" in trend  # the mark where torch changed, labelled
+    assert "<title>nightly-seed11-20 (" in trend  # every point names its run
+    # the key columns first: cell, change, band, verdict, what changed
+    heads = re.findall(r'<th data-col="(\w+)"', section[section.index('id="history-moves"'):])[:5]
+    assert heads == ["cell_id", "change", "band_text", "verdict", "software"]
 
 
 def test_without_history_the_page_has_no_history(tmp_path, history):

@@ -97,7 +97,7 @@ def test_a_10pct_step_is_found_at_the_right_run_and_noise_alone_gives_none():
     assert false == 0  # noise alone: no step in 200 histories of 30 runs
 
 
-@pytest.mark.parametrize("run_noise, exact_min, false_max", [(0.03, 0.85, 0.0), (0.05, 0.40, 0.01)])
+@pytest.mark.parametrize("run_noise, exact_min, false_max", [(0.03, 0.85, 0.01), (0.05, 0.40, 0.01)])
 def test_detection_rates_at_more_noise(run_noise, exact_min, false_max):
     exact = false = 0
     seeds = range(200)
@@ -176,8 +176,11 @@ def test_store_finds_the_step_at_the_right_run(tmp_path, seed, capsys):
     assert steps.iloc[0]["first_run"].endswith(f"nightly-seed{seed}-20")
     assert steps.iloc[0]["change"] == pytest.approx(-0.10, abs=0.03)
     assert len(bands) == len(CELLS) and set(bands["runs"]) == {30}
+    capsys.readouterr()
     assert history_main(["steps", str(db)]) == 0
-    assert "moved -" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert f"{stepped.id} on NVIDIA H100 80GB HBM3\n  level: -" in out and "nightly-seed" in out
+    assert max(len(line) for line in out.splitlines()) <= 100  # an id on its own line, details wrapped below
 
 
 def test_compare_judges_a_new_run_against_the_band(tmp_path, capsys):
@@ -221,3 +224,23 @@ def test_two_runs_behind_the_band_is_weak(tmp_path, capsys):
     assert history_main(["compare", str(db), str(files[2]), "--fail-on-regression"]) == 0
     out = capsys.readouterr().out
     assert "3 weak" in out and "a band needs 3 same-environment runs" in out
+
+
+# --- the committed simulation (reports.history.simulate; docs/history.md quotes its 1000-series output) -----------
+
+
+def test_the_simulation_meets_the_stated_rates():
+    """200 series per scenario (the committed figures use 1000): no false step on noise, a 10 % step at 3 % noise
+    at the right run, a -0.5 %/run drift reported as drift, a 5 % step at 1 % noise found (the 5 % minimum is judged
+    on the estimate's interval, not on the sample medians)."""
+    from reports.history import simulate
+
+    noise = simulate.run(simulate.Scenario("noise", 0.03), 200, 1)
+    step = simulate.run(simulate.Scenario("step", 0.03, step=-0.10), 200, 2)
+    drift = simulate.run(simulate.Scenario("drift", 0.03, drift=-0.005), 200, 3)
+    small = simulate.run(simulate.Scenario("step", 0.01, step=-0.05), 200, 4)
+    # the committed 1000-series figures: 6/1000, 850/1000, 918/1000, 937/1000; here with room for 200 series
+    assert noise.any_step <= 2  # <= 1 %
+    assert step.right_run >= 160
+    assert drift.drift >= 170 and drift.drift_rate_median == pytest.approx(-0.005, abs=0.001)
+    assert small.any_step >= 170

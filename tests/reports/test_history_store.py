@@ -224,7 +224,7 @@ def test_a_store_from_a_newer_detbench_is_refused(tmp_path, capsys):
     for argv in (["add", str(db), str(EXAMPLES / "h100-yolo.json")], ["info", str(db)]):
         assert main(argv) == 2
         err = one_line_error(capsys)
-        assert "written by a newer detbench (history schema 99; this detbench reads up to 1)" in err
+        assert "written by a newer detbench (history schema 99; this detbench reads up to 2)" in err
     assert db.read_bytes() == before
 
 
@@ -237,29 +237,29 @@ def test_an_older_store_is_migrated_in_one_transaction(tmp_path, monkeypatch, ca
         conn.execute("ALTER TABLE runs ADD COLUMN note TEXT")
         raise sqlite3.OperationalError("disk I/O error")
 
-    monkeypatch.setattr(store_module, "SCHEMA_VERSION", 2)
-    monkeypatch.setattr(store_module, "MIGRATIONS", {1: broken})
+    monkeypatch.setattr(store_module, "SCHEMA_VERSION", 3)
+    monkeypatch.setattr(store_module, "MIGRATIONS", {2: broken})
     with pytest.raises(StoreError, match="not a usable history store"):
         open_store(db)
-    with pytest.raises(StoreError, match="history schema 1 is older than this detbench's 2; run `detbench-history "
+    with pytest.raises(StoreError, match="history schema 2 is older than this detbench's 3; run `detbench-history "
                                          "migrate"):
         open_store(db, readonly=True)
     conn = sqlite3.connect(db)
-    assert conn.execute("SELECT version FROM detbench_schema").fetchone() == (1,)
+    assert conn.execute("SELECT version FROM detbench_schema").fetchone() == (2,)
     assert "note" not in [r[1] for r in conn.execute("PRAGMA table_info(runs)")]  # rolled back
     conn.close()
-    monkeypatch.setattr(store_module, "MIGRATIONS", {1: lambda c: c.execute("ALTER TABLE runs ADD COLUMN note TEXT")})
+    monkeypatch.setattr(store_module, "MIGRATIONS", {2: lambda c: c.execute("ALTER TABLE runs ADD COLUMN note TEXT")})
     assert main(["migrate", str(db)]) == 0
     with closing_store(db, readonly=True) as store:
-        assert store.conn.execute("SELECT version FROM detbench_schema").fetchone() == (2,)
+        assert store.conn.execute("SELECT version FROM detbench_schema").fetchone() == (3,)
         assert "note" in set(store.runs().columns)
         assert store.counts() == counts
     monkeypatch.setattr(store_module, "MIGRATIONS", {})
-    monkeypatch.setattr(store_module, "SCHEMA_VERSION", 3)
+    monkeypatch.setattr(store_module, "SCHEMA_VERSION", 4)
     capsys.readouterr()
     assert main(["add", str(db), str(EXAMPLES / "h100-yolo.json")]) == 2
     err = one_line_error(capsys)
-    assert "history schema 2 cannot be migrated by this detbench (reads 3); nothing was changed" in err
+    assert "history schema 3 cannot be migrated by this detbench (reads 4); nothing was changed" in err
 
 
 def test_missing_store_and_usage_errors(tmp_path, capsys):

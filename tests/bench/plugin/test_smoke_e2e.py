@@ -47,6 +47,9 @@ def test_smoke_run_exits_zero_and_prints_the_summary(smoke_run):
     assert "median per-cell overhead (wall minus timed region): eager" in proc.stdout
     assert "tiny_convnet @ 32x32 x1 GPU  2 cell(s), interleaved rounds (model)" in proc.stdout
     assert "detbench: what should I use?" in proc.stdout  # the closing summary's advice (bench.core.advice)
+    assert "Name (time in" not in proc.stdout  # pytest-benchmark's own table is off (--detbench-benchmark-table)
+    table = proc.stdout.split("detbench cells\n")[1].split("median per-cell overhead")[0]
+    assert max(len(line) for line in table.splitlines()) <= 100  # reads at 100 columns and in a log
 
 
 @pytest.mark.xdist_group("smoke_run")  # one worker runs the module's smoke run once
