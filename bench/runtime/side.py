@@ -107,6 +107,12 @@ class Side:
 
         options = RunOptions.from_dict(options_dict)
         import_model_modules(options.model_modules)
+        if self.device.type == "cpu" and "OMP_NUM_THREADS" not in os.environ:
+            import torch  # noqa: PLC0415
+
+            # the gate's sides share the cores (every pair on them at once while setting up, and a neighbour's
+            # work): OpenMP threads that spin waiting for each other would time the other processes instead
+            torch.set_num_threads(1)
         shared: dict[Any, GroupShared] = {}
         compiled_alive: set[Any] = set()
         for data in cells:

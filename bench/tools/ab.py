@@ -233,6 +233,7 @@ def run_sides(baseline: Side, candidate: Side, args: argparse.Namespace, out: Pa
                   "timed_s": round(run.timed_s, 1), "duty_cycle": round(run.duty_cycle, 3),
                   "side_runs": [str(f) for f in files]}
         _write(out, baseline, candidate, args, verdicts, detail)
+        args.detail = detail  # the verdict line printed at the end says the rounds run
         return verdicts
 
     def cut(run: ab_sides.GateRun) -> None:
@@ -313,7 +314,7 @@ def build_parser() -> argparse.ArgumentParser:
                              "and hand their time to the rest (alpha split between the two looks)")
     parser.add_argument("--pairs", type=int, default=0, help="sides: fresh baseline/candidate worker pairs, the unit "
                                                              "of the verdict (default 0: sized from the first side, "
-                                                             "8 on a GPU with the memory, 2 a core on the CPU)")
+                                                             "8 on a GPU with the memory, 4 a core on the CPU)")
     parser.add_argument("--rounds", type=int, default=None, help="rounds (sides: per pair, at most; default 6 without "
                                                                  "--budget-s, else as many as it allows; rounds: "
                                                                  "default 5)")
@@ -423,7 +424,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             verdicts = run_rounds(baseline, candidate, args, out)
         _print_table(verdicts)
-        print(_line(verdicts, args), flush=True)
+        print(_line(verdicts, args, getattr(args, "detail", None)), flush=True)
     except (ABError, OptionError, OSError) as exc:
         print(f"detbench-ab: {redact_value(' '.join(str(exc).split()))}", file=sys.stderr)
         return EXIT_USAGE

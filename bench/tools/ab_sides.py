@@ -67,7 +67,7 @@ CUT_WAIT_S = 20.0  # after a signal, the sides have this long in all to give the
 RESULT_RESERVE_S = 5.0  # of a budget, kept for asking the sides for their results
 MIN_PAIRS, GPU_PAIRS = 2, 8
 GPU_BYTES_PER_SIDE = 4 << 30  # free device memory a side is assumed to need (a detector at batch 8 and its copy)
-CPU_PAIRS_PER_CORE = 2  # on the CPU each pair shares the cores (docs/ab.md: the CPU acceptance runs)
+CPU_PAIRS_PER_CORE = 4  # on the CPU every pair shares the cores, one torch thread a side (docs/ab.md)
 # An interpreter side runs this detbench (its bench and envcheck, from a source checkout), whatever its working
 # directory holds (a `tests/bench/` shadows `bench`) and whether or not its venv has detbench installed; the plugin
 # is loaded by module, so no entry point is needed. From an installed (site-packages) detbench the side's own
@@ -470,7 +470,7 @@ def _timed_rounds(records: dict[str, CellRecord], sides: list[SideProcess], gate
     timed_began = time.perf_counter()
     deadline = None if gate.budget_s is None else began + gate.budget_s - RESULT_RESERVE_S
     look_at = None if deadline is None else timed_began + (deadline - timed_began) / 2
-    alpha = look_alpha(ALPHA, gate.looks)
+    alpha = look_alpha(ALPHA, gate.looks, 1)
     while gate.rounds is None or state["rounds"] < gate.rounds:
         active = [cid for cid, r in records.items() if r.iterations and r.stopped is None]
         live = [p for p in range(gate.pairs) if sides[2 * p].alive and sides[2 * p + 1].alive]

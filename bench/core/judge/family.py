@@ -18,8 +18,8 @@ The **detectable change** of a cell is the slowdown it would flag with probabili
 ``max(t(1 - alpha/m, df) * se, log(1/(1 - floor))) + t(power, df) * se`` on the log scale, ``m`` the cells judged
 (Holm's first step, the strictest: a conservative figure).
 
-Sequential looks (``detbench-ab --budget-s``): each look spends ``alpha / looks`` (Bonferroni over the looks,
-:func:`look_alpha`): a cell flagged at any look is a family-wise error at most ``alpha`` in all.
+Sequential looks (``detbench-ab --budget-s``): the first of two looks spends a fifth of ``alpha``, the last the
+rest (a Bonferroni split, :func:`look_alpha`): the chance of a false flag at either look is at most ``alpha``.
 """
 
 from __future__ import annotations
@@ -85,11 +85,20 @@ def holm(p_values: Sequence[float]) -> list[float]:
     return adjusted
 
 
-def look_alpha(alpha: float, looks: int) -> float:
-    """The level each of ``looks`` sequential looks spends (Bonferroni over the looks)."""
-    if looks < 1:
-        raise ValueError(f"looks must be >= 1, got {looks}")
-    return alpha / looks
+FIRST_LOOK_SHARE = 0.2  # of alpha, spent at the first of two looks; the rest at the last
+
+
+def look_alpha(alpha: float, looks: int, look: int | None = None) -> float:
+    """The level look ``look`` (1-based; default the last) of ``looks`` spends. Two looks: ``FIRST_LOOK_SHARE``
+    (a fifth) of ``alpha`` at the first, the rest at the last, a Bonferroni split (the levels sum to ``alpha``,
+    so the chance of any false flag over both looks is at most ``alpha``): the first look stops only clear
+    cases, the last keeps most of the power. One look: all of it."""
+    if looks not in (1, 2):
+        raise ValueError(f"looks must be 1 or 2, got {looks}")
+    look = looks if look is None else look
+    if looks == 1:
+        return alpha
+    return alpha * FIRST_LOOK_SHARE if look == 1 else alpha * (1.0 - FIRST_LOOK_SHARE)
 
 
 def check_floor(floor: float) -> None:

@@ -266,16 +266,14 @@ def simulate(noise: Noise, design: Design, plants: Sequence[float] | None = None
     pair_sd = np.array([c.pair_sd for c in noise.cells])
     logs = _noise(rng, noise, block_sd, pair_sd, runs, design.pairs, design.rounds, design.block_s)
     logs -= np.log1p(np.asarray(plants))[None, :, None, None]
-    alpha = look_alpha(design.alpha, design.looks)
     regression = np.zeros((runs, cells), dtype=bool)
     improvement = np.zeros((runs, cells), dtype=bool)
     early = np.zeros((runs, cells), dtype=bool)
     if design.looks == 2 and design.rounds >= 2:
-        regression, improvement, _, _ = _judge(logs[..., : design.rounds // 2], alpha, design.floor)
+        regression, improvement, _, _ = _judge(logs[..., : design.rounds // 2],
+                                               look_alpha(design.alpha, 2, 1), design.floor)
         early = regression.copy()
-    elif design.looks != 1:
-        raise ValueError(f"looks must be 1 or 2, got {design.looks}")
-    final_reg, final_imp, se, df = _judge(logs, alpha, design.floor)
+    final_reg, final_imp, se, df = _judge(logs, look_alpha(design.alpha, design.looks), design.floor)
     regression |= final_reg
     improvement |= final_imp
     unplanted = np.asarray(plants) == 0
