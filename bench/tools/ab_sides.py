@@ -64,7 +64,8 @@ EXIT_AFTER_EOF_S = 10.0  # a side whose output ended has this long to exit by it
 PAD_ENV = "DETBENCH_AB_PAD"
 MAX_PAD = 4096
 CUT_WAIT_S = 20.0  # after a signal, the sides have this long in all to give their results
-RESULT_RESERVE_S = 5.0  # of a budget, kept for asking the sides for their results
+RESULT_RESERVE_S = 5.0  # of a budget, kept for asking the sides for their results and ending them ...
+RESERVE_PER_SIDE_S = 0.5  # ... and this much more a side
 MIN_PAIRS, GPU_PAIRS = 2, 8
 GPU_BYTES_PER_SIDE = 4 << 30  # free device memory a side is assumed to need (a detector at batch 8 and its copy)
 CPU_PAIRS_PER_CORE = 4  # on the CPU every pair shares the cores, one torch thread a side (docs/ab.md)
@@ -195,6 +196,7 @@ class SideProcess:
         self.hello: dict[str, Any] = {}
         self.calibrated: dict[str, dict[str, Any]] = {}  # cell id -> its post-processing as this side set it up
         self.in_flight: str | None = None  # the command whose answer has not come yet (_ask)
+        self.quitting = False
 
     def start(self) -> None:
         self.supervisor.start()
@@ -245,13 +247,20 @@ class SideProcess:
             self.failure = f"{self.name} {why}" + (f"; last output: {last[-1][:300]}" if last else "")
         return SideFailed(self.failure)
 
-    def stop(self) -> None:
+    def quit(self) -> None:
+        """Ask a live side to exit (it is waited for in :meth:`stop`): every side is asked first, then all wait."""
+        if self.supervisor.proc is not None and self.alive and not self.quitting:
+            self.quitting = True
+            with contextlib.suppress(SideFailed):
+                self.send({"cmd": "quit"})
+
+    def stop(self, wait_s: float = 30.0) -> None:
         if self.supervisor.proc is None:
             return
         if self.alive:
             try:
-                self.send({"cmd": "quit"})
-                self.supervisor.proc.wait(timeout=30)
+                self.quit()
+                self.supervisor.proc.wait(timeout=max(0.1, wait_s))
             except (SideFailed, Exception):  # noqa: BLE001 - stopping: whatever happens, the supervisor kills
                 pass
         self.supervisor.kill()
@@ -405,9 +414,7 @@ def run_gate(baseline: Side, candidate: Side, plan: Callable[[dict[str, Any] | N
                  f"iteration(s) each), {state['setup']:.0f} s since the start")
         _timed_rounds(records, sides, gate, rng, began, state, progress,
                       (lambda: on_round(snapshot())) if on_round is not None else None)
-        for side in sides:
-            if side.alive:
-                results.setdefault(side.name, []).extend(_side_results(side, records, gate.side_timeout_s))
+        _collect_results(sides, results, time.perf_counter() + gate.side_timeout_s)
     except KeyboardInterrupt:  # a signal (SIGTERM, Ctrl-C): what the sides measured is asked for, then they end
         stack.close()  # a second signal now ends every side at once (envcheck.isolate's guard)
         if records:
@@ -424,8 +431,11 @@ def run_gate(baseline: Side, candidate: Side, plan: Callable[[dict[str, Any] | N
         raise
     finally:
         stack.close()
+        for side in sides:  # all asked at once, then each waited for: 16 sides end in the time of one
+            side.quit()
+        ends = time.perf_counter() + 30.0
         for side in sides:
-            side.stop()
+            side.stop(ends - time.perf_counter())
     return snapshot()
 
 
@@ -466,9 +476,10 @@ def _timed_rounds(records: dict[str, CellRecord], sides: list[SideProcess], gate
     in a random order, and which side of a pair goes first is drawn for each visit. With a budget, the first
     look comes at half the timed part: cells decided there stop and hand their time to the rest."""
     statistic = BLOCK_STATS[gate.block_stat]
-    block_timeout = max(60.0, 40 * gate.block_s)
+    block_timeout = max(40 * gate.block_s, min(60.0, gate.side_timeout_s))  # a block answers fast, or it hangs
     timed_began = time.perf_counter()
-    deadline = None if gate.budget_s is None else began + gate.budget_s - RESULT_RESERVE_S
+    reserve = RESULT_RESERVE_S + RESERVE_PER_SIDE_S * len(sides)
+    deadline = None if gate.budget_s is None else began + gate.budget_s - reserve
     look_at = None if deadline is None else timed_began + (deadline - timed_began) / 2
     alpha = look_alpha(ALPHA, gate.looks, 1)
     while gate.rounds is None or state["rounds"] < gate.rounds:
@@ -583,18 +594,31 @@ def _collect_cut(sides: list[SideProcess], records: dict[str, CellRecord],
     within :data:`CUT_WAIT_S`, after which the sides are ended with what came."""
     deadline = time.perf_counter() + CUT_WAIT_S
     for side in sides:
-        if not side.alive or not side.hello.get("ready"):
-            continue
-        try:
-            if side.in_flight is not None:  # a block (or another answer) in flight when the signal came
+        if side.alive and side.in_flight is not None:  # a block (or another answer) in flight when the signal came
+            try:
                 side.next_event(max(0.1, deadline - time.perf_counter()), "finishing its answer")
                 side.in_flight = None
-            for cell_id in side.hello.get("ready", ()):
-                left = deadline - time.perf_counter()
-                if left <= 0:
-                    return
-                event = _ask(side, {"cmd": "result", "cell": cell_id}, left, {"result"})
-                if event is not None and event.get("event") == "result":
+            except (SideFailed, KeyboardInterrupt):
+                continue
+    _collect_results(sides, results, deadline)
+
+
+def _collect_results(sides: list[SideProcess], results: dict[str, list[CellResult]], deadline: float) -> None:
+    """Every live side's cells' results, asked of all sides at once, answered by ``deadline``."""
+    asked = []
+    for side in sides:
+        if side.alive and side.in_flight is None and side.hello.get("ready"):
+            try:
+                for cell_id in side.hello["ready"]:
+                    side.send({"cmd": "result", "cell": cell_id})
+                asked.append(side)
+            except SideFailed:
+                continue
+    for side in asked:
+        try:
+            for _ in side.hello["ready"]:
+                event = side.next_event(max(0.1, deadline - time.perf_counter()), "giving its results")
+                if event.get("event") == "result":
                     results.setdefault(side.name, []).append(CellResult.from_dict(event["result"], source=side.name))
         except (SideFailed, KeyboardInterrupt):
             continue
@@ -707,19 +731,10 @@ def _paired_block(record: CellRecord, base: SideProcess, cand: SideProcess, roun
     return timed
 
 
-def _side_results(side: SideProcess, records: dict[str, CellRecord], timeout_s: float) -> list[CellResult]:
-    out = []
-    for cell_id in side.hello.get("ready", ()):
-        event = _ask(side, {"cmd": "result", "cell": cell_id}, timeout_s, {"result"})
-        if event is not None and event.get("event") == "result":
-            out.append(CellResult.from_dict(event["result"], source=side.name))
-    return out
-
-
 def _side_facts(side: SideProcess) -> dict[str, Any]:
     env = side.hello.get("environment") or {}
     return {"name": side.name, "label": side.spec.label, "pair": side.pair, "command": side.spec.describe(),
-            "pid": side.hello.get("pid"), "failure": side.failure, "log": str(side.log),
+            "pid": side.hello.get("pid"), "failure": side.failure, "log": str(side.log), "env_pad": side.pad,
             "environment": redact_tree({k: env.get(k) for k in ("torch", "torchvision", "cuda_runtime", "cudnn", "gpu",
                                                                  "driver", "image", "python")})}
 

@@ -20,7 +20,8 @@ from typing import Any
 
 import numpy as np
 
-MAX_RATIO = 1e3  # a ratio beyond 1000x either way is a broken figure (bench.core.significance says the same)
+from bench.core.significance import MAX_RATIO, MAX_THROUGHPUT_IPS
+
 MAD_SCALE = 1.4826  # MAD -> SD under normal noise
 
 
@@ -59,7 +60,7 @@ def pair_evidence(pairs: Sequence[Sequence[float]]) -> Evidence:
     cleaned = [plausible_ratios(rounds) for rounds in pairs]
     aside = sum(len(r) for r in pairs) - sum(len(c) for c in cleaned)
     logs = [np.log(c) for c in cleaned if len(c)]
-    note = f"{aside} implausible ratio(s) set aside; " if aside else ""
+    note = f"{aside} implausible ratio{'s' if aside != 1 else ''} set aside; " if aside else ""
     rounds = sum(len(d) for d in logs)
     if not logs:
         return Evidence(None, None, 0, 0, "worker pair", note=note + "no paired round")
@@ -80,21 +81,28 @@ def two_sample_evidence(baseline: Sequence[float], candidate: Sequence[float], u
                         weak: bool = False) -> Evidence:
     """Welch's t on log throughput (images/s), one value per unit on each side; fewer than 2 a side: not
     estimable. Identical values on both sides (no spread at all) give a zero standard error."""
-    base = np.log(np.asarray([v for v in baseline if v and math.isfinite(v) and v > 0], dtype=float))
-    cand = np.log(np.asarray([v for v in candidate if v and math.isfinite(v) and v > 0], dtype=float))
+    base, cand = np.log(_plausible_ips(baseline)), np.log(_plausible_ips(candidate))
+    aside = len(baseline) + len(candidate) - len(base) - len(cand)
     units = min(len(base), len(cand))
+    aside_note = f"; {aside} implausible throughput(s) set aside" if aside else ""
     if not len(base) or not len(cand):
-        return Evidence(None, None, 0, units, unit, weak, f"no {unit} on a side")
+        return Evidence(None, None, 0, units, unit, weak, f"no {unit} on a side{aside_note}")
     estimate = float(cand.mean() - base.mean())
     if units < 2:
-        return Evidence(estimate, None, 0, units, unit, weak, f"{len(base)} vs {len(cand)} {unit}s: need 2 a side")
+        return Evidence(estimate, None, 0, units, unit, weak,
+                        f"{len(base)} vs {len(cand)} {unit}s: need 2 a side{aside_note}")
     vb, vc = float(base.var(ddof=1)) / len(base), float(cand.var(ddof=1)) / len(cand)
     se = math.sqrt(vb + vc)
     if se == 0:
         df = float(len(base) + len(cand) - 2)
     else:  # Welch-Satterthwaite
         df = (vb + vc) ** 2 / (vb**2 / (len(base) - 1) + vc**2 / (len(cand) - 1))
-    return Evidence(estimate, se, df, units, unit, weak, f"{len(base)} vs {len(cand)} {unit}s")
+    return Evidence(estimate, se, df, units, unit, weak, f"{len(base)} vs {len(cand)} {unit}s{aside_note}")
+
+
+def _plausible_ips(values: Sequence[float]) -> np.ndarray:
+    data = np.asarray([float(v) for v in values if v is not None], dtype=float)
+    return data[np.isfinite(data) & (data > 0) & (data <= MAX_THROUGHPUT_IPS)]
 
 
 def prediction_evidence(value: float, level_log: float, sd: float | None, df: int, segment_runs: int) -> Evidence:
