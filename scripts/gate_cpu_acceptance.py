@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -48,6 +49,7 @@ def run(out: Path, condition: str, runs: int, budget_s: float, pairs: int, start
         neighbour = subprocess.Popen([sys.executable, str(ROOT / "scripts" / "busy_neighbour.py"), "--on-s", "5",
                                       "--off-s", "5"])
         began = time.monotonic()
+        proc = None
         try:
             with open(out / f"{condition}-{k}.log", "w") as log:
                 proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT,
@@ -58,6 +60,9 @@ def run(out: Path, condition: str, runs: int, budget_s: float, pairs: int, start
                     proc.terminate()
                     code = proc.wait(timeout=60)
         finally:
+            if proc is not None and proc.poll() is None:  # this script was ended: so is the run (its sides with it)
+                proc.terminate()
+                proc.wait(timeout=60)
             neighbour.terminate()
             neighbour.wait(timeout=10)
         print(f"{condition}-{k}: exit {code}, {time.monotonic() - began:.0f} s", flush=True)
@@ -133,6 +138,8 @@ def _round(value: float | None) -> float | None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    # ended (SIGTERM): the run under way and its neighbour are ended on the way out (run's finally)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
     go = sub.add_parser("run")
