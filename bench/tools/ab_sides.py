@@ -1,16 +1,18 @@
 """``detbench-ab``'s default mode: each environment a set of long-lived sides, blocks alternating between them.
 
-For every worker pair (one baseline side, one candidate side: fresh processes, bench.runtime.side) the cells are
-set up once on both sides; then, round after round, each cell runs one short block on one side and then on the
-other (which side goes first alternates), the GPU held by one side at a time, so the host's drift is common to
-both blocks of a round and cancels in their ratio. Each round of pair p gives one candidate/baseline throughput
-ratio; the rounds of several fresh pairs are judged together by :func:`bench.core.significance.judge_nested`,
-which estimates the per-process offset between pairs rather than assuming it away (docs/ab.md: the noise
-study). All sides are pinned to the same CPUs unless told otherwise: fresh processes on different cores of the
-lent VMs sat apart by several %, on the same cores not measurably (docs/ab.md).
+For every worker pair (one baseline side, one candidate side: fresh processes, bench.runtime.side, each with an
+environment padding of random length) the cells are set up once on both sides, with a short fixed warm-up, and
+every side runs each cell at the post-processing threshold the first baseline side calibrated. Then, round
+after round, every live pair times every undecided cell once, the visits in a random order and which side goes
+first drawn for each: one block on one side, then one on the other, the device held by one side at a time, so
+the host's drift is common to both blocks and cancels in their ratio. The worker process is the unit: per cell,
+the median of each pair's round log-ratios, then the mean and a t interval over the pairs, the cells of the run
+judged together (:mod:`bench.core.judge`). With a budget (``--budget-s``) a first look at half the timed part
+stops the cells decided there and hands their time to the rest.
 
 A side that dies, hangs (no answer within ``--side-timeout``) or disagrees on the cells is recorded with its
-reason; its pair stops and the rest go on. Nothing here waits forever.
+reason; its pair stops and the rest go on. A signal (SIGTERM, Ctrl-C) asks the sides for what they measured,
+within :data:`CUT_WAIT_S`, before they are ended. Nothing here waits forever.
 """
 
 from __future__ import annotations
@@ -65,7 +67,7 @@ PAD_ENV = "DETBENCH_AB_PAD"
 MAX_PAD = 4096
 CUT_WAIT_S = 20.0  # after a signal, the sides have this long in all to give their results
 RESULT_RESERVE_S = 5.0  # of a budget, kept for asking the sides for their results and ending them ...
-RESERVE_PER_SIDE_S = 0.5  # ... and this much more a side
+RESERVE_PER_SIDE_S = 1.5  # ... and this much more a side (16 CPU sides under load: ~25 s)
 MIN_PAIRS, GPU_PAIRS = 2, 8
 GPU_BYTES_PER_SIDE = 4 << 30  # free device memory a side is assumed to need (a detector at batch 8 and its copy)
 CPU_PAIRS_PER_CORE = 4  # on the CPU every pair shares the cores, one torch thread a side (docs/ab.md)

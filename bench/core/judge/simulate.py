@@ -278,7 +278,8 @@ def simulate(noise: Noise, design: Design, plants: Sequence[float] | None = None
     improvement |= final_imp
     unplanted = np.asarray(plants) == 0
     flagged_any = (regression | improvement)[:, unplanted].any(axis=-1) if unplanted.any() else np.zeros(runs, bool)
-    detectable = [float(np.median([detectable_change(float(s), float(d), cells, design.floor, design.alpha, POWER)
+    final_alpha = look_alpha(design.alpha, design.looks)
+    detectable = [float(np.median([detectable_change(float(s), float(d), cells, design.floor, final_alpha, POWER)
                                    for s, d in zip(se[:200, c], df[:200, c], strict=True)])) for c in range(cells)]
     planted = ~unplanted
     return Simulated(runs, float(flagged_any.mean()), [float(x) for x in regression.mean(axis=0)], detectable,
