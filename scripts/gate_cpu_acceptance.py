@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import signal
 import subprocess
@@ -80,6 +81,9 @@ def table(outs: list[Path], json_path: Path | None) -> int:
                 "run": ab_json.parent.name, "pairs": data["pairs"], "rounds_per_pair": data["rounds_per_pair"],
                 "wall_s": data["wall_s"], "setup_s": data["setup_s"], "timed_s": data["timed_s"],
                 "duty_cycle": data["duty_cycle"], "cut": data.get("cut", False), "plants": planted,
+                "block_s": data["block_s"], "seed": data.get("seed"),
+                "log_ratios": {cid: [[round(math.log(r["base_ms"] / r["cand_ms"]), 5) for r in rounds]
+                                     for rounds in cell["blocks"].values()] for cid, cell in data["cells"].items()},
                 "cells": {cid: {"verdict": v["verdict"], "ratio": _round(v.get("ratio")), "low": _round(v.get("low")),
                                 "high": _round(v.get("high")), "detectable": _round(v.get("detectable")),
                                 "adjusted_p": _round(v.get("adjusted_p"))} for cid, v in verdicts.items()},

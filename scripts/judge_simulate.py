@@ -3,8 +3,8 @@
 ``python scripts/judge_simulate.py [--runs N] [--json FILE]`` prints, seeded:
 
 - gate: the noise fitted on the committed H200 gate runs (docs/examples/gate-h200*) and on the committed CPU
-  acceptance runs (docs/examples/gate-cpu), then per design the family-wise false-flag rate of same-software runs
-  and each cell's detectable change (bench.core.judge.simulate);
+  acceptance runs (docs/examples/gate-cpu/acceptance.json), then per design the family-wise false-flag rate of
+  same-software runs and each cell's detectable change (bench.core.judge.simulate);
 - history: ``detbench-history compare`` on a 15-cell run of unchanged software against 8 earlier runs per cell
   (between-run noise 3 %, log-normal): the share of runs that fail, judged by the one judge
   (reports.history.analysis.judge_cells) and, for reference, by the former per-cell rule (analysis.judge);
@@ -27,7 +27,7 @@ from reports.history import analysis
 
 ROOT = Path(__file__).resolve().parents[1]
 H200 = sorted(ROOT.glob("docs/examples/gate-h200*/**/ab.json"))
-CPU = sorted(ROOT.glob("docs/examples/gate-cpu/*/ab.json"))
+CPU = sorted(ROOT.glob("docs/examples/gate-cpu/acceptance.json"))
 SEED = 20261205
 
 
@@ -91,12 +91,14 @@ def main(argv: list[str] | None = None) -> int:
             planted = simulate.simulate(noise, design, [0.10, 0.05] + [0.0] * (len(noise.cells) - 2),
                                         runs=args.runs)
             print(f"  {design.pairs} pairs x {design.rounds} rounds x {design.block_s:g} s, {design.looks} look(s), "
-                  f"floor {design.floor:.0%}: family-wise false flags {result.false_flag_rate:.1%} over "
-                  f"{len(noise.cells)} cells; a 10 % plant in {noise.cells[0].name} flagged "
+                  f"floor {design.floor:.0%}, {len(noise.cells)} cells: a false regression in "
+                  f"{result.false_regression_rate:.1%} of the runs, any false flag in {result.false_flag_rate:.1%}; "
+                  f"a 10 % plant in {noise.cells[0].name} flagged "
                   f"{planted.flag_rate[0]:.0%}, 5 % in {noise.cells[1].name} {planted.flag_rate[1]:.0%}")
             for cell, detectable in zip(noise.cells, result.detectable, strict=True):
                 print(f"    {cell.name:58s} block {cell.block_sd:5.1%}  detectable {detectable:.1%}")
             entry["designs"].append({"design": design.__dict__, "false_flag_rate": result.false_flag_rate,
+                                     "false_regression_rate": result.false_regression_rate,
                                      "detectable": dict(zip([c.name for c in noise.cells], result.detectable,
                                                             strict=True)),
                                      "planted_10_flag_rate": planted.flag_rate[0],

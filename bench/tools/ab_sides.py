@@ -382,8 +382,9 @@ def run_gate(baseline: Side, candidate: Side, plan: Callable[[dict[str, Any] | N
     stack = contextlib.ExitStack()
     try:
         sides[0].start()
-        _expect_hello(sides[0], gate.side_timeout_s)
-        if gate.pairs == 0:
+        sized = gate.pairs == 0  # sized from the first side's hello: it is awaited before the others start
+        if sized:
+            _expect_hello(sides[0], gate.side_timeout_s)
             gate = dataclasses.replace(gate, pairs=default_pairs(sides[0].hello))
             progress(f"{gate.pairs} worker pairs (sized from the first side: {_capacity(sides[0].hello)})")
         sides += [SideProcess(candidate, 0, out, int(rng.integers(0, MAX_PAD)))] + [
@@ -391,7 +392,7 @@ def run_gate(baseline: Side, candidate: Side, plan: Callable[[dict[str, Any] | N
             for spec in (baseline, candidate)]
         for side in sides[1:]:
             side.start()
-        for side in sides[1:]:
+        for side in sides[int(sized):]:
             _expect_hello(side, gate.side_timeout_s)
         stack.enter_context(_signals_ask_first())
         reference = next((s.hello.get("environment") for s in sides if s.alive and s.spec.label == "baseline"), None)

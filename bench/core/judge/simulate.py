@@ -77,6 +77,7 @@ class Simulated:
 
     runs: int
     false_flag_rate: float  # runs flagging any cell without a plant (a regression or an improvement)
+    false_regression_rate: float  # runs flagging a regression in a cell without a plant (the gate fails)
     flag_rate: list[float]  # per cell: share of runs flagging it as a regression
     detectable: list[float]  # per cell: median detectable change (family doc of bench.core.judge.family)
     stopped_early: float = 0.0  # share of planted cells flagged at the first look
@@ -113,10 +114,14 @@ def fit_nu(share: float, scales: float = 3.0) -> float:
     return math.exp((low + high) / 2)
 
 
-def rounds_of(path: Path) -> tuple[dict[str, list[list[float]]], float]:
-    """Per cell, per pair, the log round ratios of an ``ab.json`` (baseline / candidate block time) and its
-    block length."""
+def runs_of(path: Path) -> list[tuple[dict[str, list[list[float]]], float]]:
+    """Per run in a file, per cell, per pair, the log round ratios (baseline / candidate block time) and the block
+    length: an ``ab.json`` (one run), or a summary holding ``runs`` with their ``log_ratios`` (the CPU acceptance
+    summary, scripts/gate_cpu_acceptance.py)."""
     data = json.loads(Path(path).read_text())
+    if "runs" in data:
+        return [({cid: [p for p in pairs if p] for cid, pairs in run["log_ratios"].items()
+                  if sum(1 for p in pairs if p) >= 2}, float(run.get("block_s") or 0.25)) for run in data["runs"]]
     out: dict[str, list[list[float]]] = {}
     for cell_id, cell in data.get("cells", {}).items():
         pairs = [[math.log(r["base_ms"] / r["cand_ms"]) for r in rounds if r.get("cand_ms", 0) > 0 and
@@ -124,7 +129,7 @@ def rounds_of(path: Path) -> tuple[dict[str, list[list[float]]], float]:
         pairs = [p for p in pairs if p]
         if len(pairs) >= 2:
             out[cell_id] = pairs
-    return out, float(data.get("block_s") or 0.5)
+    return [(out, float(data.get("block_s") or 0.5))]
 
 
 def fit(paths: Iterable[Path], *, iteration_share: float = 0.2, seed: int = SEED) -> Noise:
@@ -137,9 +142,9 @@ def fit(paths: Iterable[Path], *, iteration_share: float = 0.2, seed: int = SEED
     fitted noise), pooled over the cells."""
     per_cell: dict[str, list[list[float]]] = {}
     by_slot: dict[tuple[int, int, int], dict[str, float]] = {}  # (run, pair, round index) -> cell -> residual
-    block_s = 0.5
-    for run_index, path in enumerate(paths):
-        cells, block_s = rounds_of(path)
+    runs = [run for path in paths for run in runs_of(path)]
+    block_s = runs[-1][1] if runs else 0.5
+    for run_index, (cells, _) in enumerate(runs):
         for cell_id, pairs in cells.items():
             per_cell.setdefault(cell_id, []).extend(pairs)
             for p, rounds in enumerate(pairs):
@@ -278,17 +283,19 @@ def simulate(noise: Noise, design: Design, plants: Sequence[float] | None = None
     improvement |= final_imp
     unplanted = np.asarray(plants) == 0
     flagged_any = (regression | improvement)[:, unplanted].any(axis=-1) if unplanted.any() else np.zeros(runs, bool)
+    failed = regression[:, unplanted].any(axis=-1) if unplanted.any() else np.zeros(runs, bool)
     final_alpha = look_alpha(design.alpha, design.looks)
     detectable = [float(np.median([detectable_change(float(s), float(d), cells, design.floor, final_alpha, POWER)
                                    for s, d in zip(se[:200, c], df[:200, c], strict=True)])) for c in range(cells)]
     planted = ~unplanted
-    return Simulated(runs, float(flagged_any.mean()), [float(x) for x in regression.mean(axis=0)], detectable,
+    return Simulated(runs, float(flagged_any.mean()), float(failed.mean()), [float(x) for x in regression.mean(axis=0)],
+                     detectable,
                      float(early[:, planted].mean()) if planted.any() else 0.0, plants)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.core.judge.simulate", description=__doc__.split("\n")[0])
-    parser.add_argument("files", nargs="+", type=Path, help="ab.json files to fit the noise on")
+    parser.add_argument("files", nargs="+", type=Path, help="ab.json files (or a CPU acceptance summary) to fit on")
     parser.add_argument("--pairs", type=int, default=8)
     parser.add_argument("--rounds", type=int, default=6)
     parser.add_argument("--block-s", type=float, default=0.25)
@@ -303,8 +310,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"fitted on {len(args.files)} file(s): nu {noise.nu:.2f}, rho {noise.rho:.2f}, pair noise level SD "
           f"{noise.pair_level_sd:.2f}, fitted block {noise.fitted_block_s:g} s")
     print(f"design {design.pairs} pairs x {design.rounds} rounds x {design.block_s:g} s blocks, floor "
-          f"{design.floor:.0%}, {design.looks} look(s), {result.runs} simulated runs: family-wise false flags "
-          f"{result.false_flag_rate:.1%} over {len(noise.cells)} cells")
+          f"{design.floor:.0%}, {design.looks} look(s), {result.runs} simulated runs over {len(noise.cells)} cells: a "
+          f"false regression in {result.false_regression_rate:.1%}, any false flag in {result.false_flag_rate:.1%}")
     for cell, detectable in sorted(zip(noise.cells, result.detectable, strict=True), key=lambda x: x[0].name):
         print(f"  {cell.name:48s} block {cell.block_sd:.1%}  pair {cell.pair_sd:.1%}  detectable {detectable:.1%}")
     if args.json:

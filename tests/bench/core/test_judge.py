@@ -149,6 +149,7 @@ def test_pure_noise_false_flags_stay_within_the_family_level():
     result = simulate.simulate(NOISE, simulate.Design(8, 6, 0.25), runs=1500, seed=7)
     assert result.false_flag_rate < 0.05 + 3 * math.sqrt(0.05 * 0.95 / 1500)
     assert result.false_flag_rate > 0.001  # a judge that never flags would pass the line above
+    assert result.false_regression_rate <= result.false_flag_rate
 
 
 def test_a_planted_change_is_found_and_one_below_the_detectable_change_is_not_reliably():
