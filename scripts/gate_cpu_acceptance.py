@@ -10,7 +10,8 @@ that busy-loops a core 5 s on / 5 s off (scripts/busy_neighbour.py). Conditions,
 ``same``: the same software on both sides (nothing may be flagged). ``planted``: the candidate carries a relative
 busy-wait slowdown (``DETBENCH_TEST_SLOWDOWN``: a fraction of the step's own time) of 10 % in one cell and 5 % in
 another, in the same run. Each run writes OUT/CONDITION-K/ (ab.json, summary.md, the sides' run files and logs);
-``table`` prints every run's verdicts and writes the summary docs/ab.md quotes.
+``table`` prints every run's verdicts and writes the summary docs/ab.md quotes (the process walls and exit codes
+from OUT/driver.log, where the caller keeps ``run``'s output).
 """
 
 from __future__ import annotations
@@ -70,15 +71,31 @@ def run(out: Path, condition: str, runs: int, budget_s: float, pairs: int, start
     return 0
 
 
+def process_walls(out: Path) -> dict[str, tuple[int, float]]:
+    """Each run's exit code and process wall (start to exit, the sides' ending included), from the lines ``run``
+    printed (``same-1: exit 0, 257 s``) and the caller kept in OUT/driver.log."""
+    log = out / "driver.log"
+    found = {}
+    for line in log.read_text().splitlines() if log.is_file() else []:
+        name, _, rest = line.partition(": exit ")
+        code, _, wall = rest.partition(", ")
+        if code.strip().lstrip("-").isdigit() and wall.endswith(" s"):
+            found[name.strip()] = (int(code), float(wall[:-2]))
+    return found
+
+
 def table(outs: list[Path], json_path: Path | None) -> int:
     rows = []
     for out in outs:
+        walls = process_walls(out)
         for ab_json in sorted(out.glob("*/ab.json")):
             data = json.loads(ab_json.read_text())
+            exit_code, process_wall = walls.get(ab_json.parent.name, (None, None))
             planted = _plants(data)
             verdicts = {cid: v for cid, v in data["verdicts"].items()}
             rows.append({
-                "run": ab_json.parent.name, "pairs": data["pairs"], "rounds_per_pair": data["rounds_per_pair"],
+                "run": ab_json.parent.name, "exit": exit_code, "process_wall_s": process_wall,
+                "pairs": data["pairs"], "rounds_per_pair": data["rounds_per_pair"],
                 "wall_s": data["wall_s"], "setup_s": data["setup_s"], "timed_s": data["timed_s"],
                 "duty_cycle": data["duty_cycle"], "cut": data.get("cut", False), "plants": planted,
                 "block_s": data["block_s"], "seed": data.get("seed"),
@@ -116,7 +133,8 @@ def _summary(rows: list[dict]) -> dict:
                  "runs_flagging_an_unplanted_cell": sum(
                      any(c["verdict"] in ("regression", "improvement") for cid, c in r["cells"].items()
                          if cid not in r["plants"]) for r in runs),
-                 "wall_s_max": max(r["wall_s"] for r in runs),
+                 "process_wall_s_max": max((r["process_wall_s"] or 0.0) for r in runs),
+                 "fixed_s_median": sorted(r["setup_s"] for r in runs)[len(runs) // 2],
                  "duty_cycle_median": sorted(r["duty_cycle"] for r in runs)[len(runs) // 2]}
         plants = sorted({(cid, f) for r in runs for cid, f in r["plants"].items()})
         for cid, fraction in plants:
