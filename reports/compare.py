@@ -3,10 +3,13 @@
 A cell ok on both sides is judged one of two ways (the table's ``basis`` column says which):
 
 - **Repeats** (runs made with ``--repeats N``, N >= 3 on both sides): each repeat of a cell (measured at
-  another moment of its run, by a fresh worker) gives one throughput, the median of its blocks, and
-  :func:`bench.core.significance.judge_unpaired` tests those: the between-repeat spread, where a shared host's
-  noise lives, is what the test sees. A change is flagged only when it exceeds the threshold *and* the
-  bootstrap interval of the ratio of medians excludes 1; an interval too wide to decide is ``inconclusive``.
+  another moment of its run, by a fresh worker) gives one throughput, the median of its blocks, and Welch's t
+  on their logarithms (:func:`bench.core.judge.two_sample_evidence`) tests those: the between-repeat spread,
+  where a shared host's noise lives, is what the test sees. Every cell judged so is judged together with the
+  others by :func:`bench.core.judge.decide` (the one judge of detbench-ab and detbench-history too): Holm
+  across the cells, one-sided for regressions and improvements apart, so a pair of runs of unchanged software
+  flags any cell at most 5 % of the time; a change is flagged only when it also exceeds the threshold (the
+  floor); a cell the noise leaves undecided is ``inconclusive``, with the slowdown it could have seen.
 - **Blocks** (schema v2 results with fewer repeats): each side's timed blocks give one throughput each and
   are tested the same way. With two repeats on both sides a flag must also exceed the between-repeat spread
   (the relative range of the repeats' medians, both sides in quadrature), else the cell is ``inconclusive``.
@@ -53,13 +56,13 @@ from typing import Any, TypeGuard
 
 import pandas as pd
 
-from bench.core import significance
+from bench.core import judge, significance
 from reports.load import Run
 
-REGRESSION = significance.REGRESSION  # "regression": the names CI and the tests grep stay fixed
-IMPROVEMENT = significance.IMPROVEMENT  # "improvement"
-UNCHANGED = significance.UNCHANGED  # "unchanged": judged on blocks, no change beyond the threshold
-INCONCLUSIVE = significance.INCONCLUSIVE  # "inconclusive": too noisy, too few blocks, or the host differs
+REGRESSION = judge.REGRESSION  # "regression": the names CI and the tests grep stay fixed
+IMPROVEMENT = judge.IMPROVEMENT  # "improvement"
+UNCHANGED = judge.UNCHANGED  # "unchanged": judged on blocks, no change beyond the threshold
+INCONCLUSIVE = judge.INCONCLUSIVE  # "inconclusive": too noisy, too few blocks, or the host differs
 WITHIN_NOISE = "within noise"  # noise band rule: beyond the threshold, inside the band
 WITHIN_THRESHOLD = "within threshold"  # noise band rule
 BOTH_FAILED = "both not ok"
@@ -379,7 +382,11 @@ def compare_runs(
     base = frame.loc[frame["run"] == baseline, cols]
     cand = frame.loc[frame["run"] == candidate, cols]
     merged = base.merge(cand, on=_KEY, how="outer", suffixes=("_base", "_cand"), indicator=True)
-    rows = [_compare_row(row, threshold, evidence, host, between_run_band) for row in merged.to_dict("records")]
+    rows = [_judge_row(row, threshold, evidence, host, between_run_band) for row in merged.to_dict("records")]
+    _judge_family(rows, threshold, between_run_band)
+    for out in rows:
+        _check_host(out, host)
+        out["gating"] = _gates(out)
     table = pd.DataFrame(rows, columns=TABLE_COLUMNS)
     table[_NUMERIC] = table[_NUMERIC].astype(float)  # all-None columns would otherwise stay object dtype
     table["gating"] = table["gating"].astype(bool)
@@ -389,13 +396,6 @@ def compare_runs(
         host=host, repeats=(evidence[0].repeats, evidence[1].repeats) if evidence else (0, 0),
         between_run_band=between_run_band,
     )
-
-
-def _compare_row(row: dict, threshold: float, evidence: tuple[RunEvidence, RunEvidence] | None,
-                 host: HostCheck, stated: float | None = None) -> dict:
-    out = _judge_row(row, threshold, evidence, host, stated)
-    out["gating"] = _gates(out)
-    return out
 
 
 def _gates(out: dict[str, Any]) -> bool:
@@ -480,6 +480,11 @@ def _judge_row(row: dict, threshold: float, evidence: tuple[RunEvidence, RunEvid
                      stated)
     else:
         _judge_band(out, row, threshold, stated)
+    return out
+
+
+def _check_host(out: dict[str, Any], host: HostCheck) -> None:
+    """A flag on a host-bound cell between two different hosts is inconclusive: the host may have moved it."""
     if host.differs and out["verdict"] in (REGRESSION, IMPROVEMENT) and out["host_bound"] is not False:
         util = (
             f"GPU utilisation {_pct_text(out['gpu_util_base'])} / {_pct_text(out['gpu_util_cand'])}"
@@ -490,7 +495,6 @@ def _judge_row(row: dict, threshold: float, evidence: tuple[RunEvidence, RunEvid
             f"would be a {out['verdict']} ({out['why']})"
         )
         out["verdict"], out["host_differs"] = INCONCLUSIVE, True
-    return out
 
 
 def _invalid_sides(out: dict[str, Any], evidence: tuple[RunEvidence, RunEvidence] | None) -> str:
@@ -507,38 +511,26 @@ def _invalid_sides(out: dict[str, Any], evidence: tuple[RunEvidence, RunEvidence
 
 def _judge_units(out: dict[str, Any], blocks: tuple[list[float], list[float]],
                  repeats: tuple[list[float], list[float]], threshold: float, stated: float | None = None) -> None:
-    """Test the repeats' medians when both sides have enough repeats, else the blocks (see the module doc);
-    a stated between-run band must be exceeded too, and makes a single-repeat verdict strong."""
+    """The cell's evidence: the repeats' medians when both sides have enough repeats, else the blocks (see the
+    module doc); the verdict comes with the other cells' (:func:`_judge_family`)."""
     n_base, n_cand = len(repeats[0]), len(repeats[1])
     spread_b, spread_c = _between_repeats(repeats[0]), _between_repeats(repeats[1])
     if min(n_base, n_cand) >= MIN_BLOCKS:
-        estimate = significance.judge_unpaired(repeats[0], repeats[1], threshold, unit="repeat")
+        evidence = judge.two_sample_evidence(repeats[0], repeats[1], "repeat")
         basis = BASIS_REPEATS
     elif min(n_base, n_cand) >= 2:
-        estimate = significance.judge_unpaired(blocks[0], blocks[1], threshold, unit="block")
+        evidence = judge.two_sample_evidence(blocks[0], blocks[1], "block")
         basis = BASIS_BLOCKS_BAND
     else:
-        estimate = significance.judge_unpaired(blocks[0], blocks[1], threshold, unit="block", weak=stated is None)
+        evidence = judge.two_sample_evidence(blocks[0], blocks[1], "block", weak=stated is None)
         basis = BASIS_BLOCKS
         spread_b, spread_c = significance.relative_spread(blocks[0]), significance.relative_spread(blocks[1])
+    if min(len(blocks[0]), len(blocks[1])) < MIN_BLOCKS and basis != BASIS_REPEATS:
+        few = f"too few samples ({len(blocks[0])} vs {len(blocks[1])} blocks; need {MIN_BLOCKS} a side)"
+        evidence = judge.Evidence(evidence.estimate, None, 0, evidence.units, "block", evidence.weak, few)
     noise = math.hypot(spread_b or 0.0, spread_c or 0.0)
-    verdict, why = estimate.verdict, estimate.reason
-    ratio = estimate.ratio
-    flagged = verdict in (REGRESSION, IMPROVEMENT)
-    if basis == BASIS_BLOCKS_BAND and flagged and ratio is not None and abs(ratio - 1.0) <= noise:
-        verdict = INCONCLUSIVE
-        why = f"the blocks say {ratio - 1.0:+.1%}, inside the between-repeat spread ±{noise:.1%}"
-    move = _fold(ratio)
-    if verdict in (REGRESSION, IMPROVEMENT) and stated is not None and ratio is not None and move is not None \
-            and move <= stated:
-        verdict = INCONCLUSIVE
-        why = f"a {move:.1%} move ({ratio - 1.0:+.1%}), inside the stated between-run band ±{stated:.0%}"
     out.update(
-        ratio=estimate.ratio,
-        change=None if estimate.ratio is None else estimate.ratio - 1.0,
-        ci_low=estimate.low,
-        ci_high=estimate.high,
-        p_value=estimate.p_value,
+        evidence=evidence,
         blocks_base=len(blocks[0]),
         blocks_cand=len(blocks[1]),
         repeats_base=n_base,
@@ -548,10 +540,33 @@ def _judge_units(out: dict[str, Any], blocks: tuple[list[float], list[float]],
         noise_band=noise,
         band=max(threshold, noise, stated or 0.0),
         basis=basis,
-        weak=estimate.weak,
-        verdict=verdict,
-        why=why,
+        weak=evidence.weak,
+        verdict=INCONCLUSIVE,
     )
+
+
+def _judge_family(rows: list[dict[str, Any]], threshold: float, stated: float | None) -> None:
+    """Every cell judged on units, judged together (bench.core.judge.decide: Holm across these cells, the
+    threshold as the floor); then the two-repeat spread and a stated between-run band must be exceeded too."""
+    judged = {i: out.pop("evidence") for i, out in enumerate(rows) if out.get("evidence") is not None}
+    for out in rows:
+        out.pop("evidence", None)
+    verdicts = judge.decide({str(i): e for i, e in judged.items()}, threshold)
+    for i in judged:
+        out, v = rows[i], verdicts[str(i)]
+        verdict, why, ratio = v.verdict, v.reason, v.ratio
+        flagged = verdict in (REGRESSION, IMPROVEMENT)
+        if out["basis"] == BASIS_BLOCKS_BAND and flagged and ratio is not None and \
+                abs(ratio - 1.0) <= out["noise_band"]:
+            verdict = INCONCLUSIVE
+            why = f"the blocks say {ratio - 1.0:+.1%}, inside the between-repeat spread ±{out['noise_band']:.1%}"
+        move = _fold(ratio)
+        if verdict in (REGRESSION, IMPROVEMENT) and stated is not None and ratio is not None and move is not None \
+                and move <= stated:
+            verdict = INCONCLUSIVE
+            why = f"a {move:.1%} move ({ratio - 1.0:+.1%}), inside the stated between-run band ±{stated:.0%}"
+        out.update(ratio=ratio, change=None if ratio is None else ratio - 1.0, ci_low=v.low, ci_high=v.high,
+                   p_value=v.adjusted_p, verdict=verdict, why=why)
 
 
 def _between_repeats(values: list[float]) -> float | None:

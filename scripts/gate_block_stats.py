@@ -2,7 +2,8 @@
 
 ``python scripts/gate_block_stats.py RUN_DIR`` (a detbench-ab --out folder: ab.json and <side>-<pair>.json). Every
 side's run file holds each block's iterations; this rebuilds every round's candidate/baseline ratio with the
-block's median, lower quartile, minimum and mean, judges each cell with the gate's nested test, and prints per
+block's median, lower quartile, minimum and mean, judges the cells together with the one judge
+(bench.core.judge), and prints per
 statistic the mean log-width of the 95 % intervals and each cell's verdict, ratio and interval (with the planted
 change, where the candidate had one, checked against the interval). docs/ab.md quotes its output.
 """
@@ -16,9 +17,10 @@ from pathlib import Path
 
 import numpy as np
 
+from bench.core.judge import decide, pair_evidence
 from bench.core.record import load_results
-from bench.core.significance import judge_nested
 
+FLOOR = 0.02
 STATISTICS = {"median": np.median, "p25": lambda x: np.percentile(x, 25), "min": np.min, "mean": np.mean}
 
 
@@ -55,6 +57,7 @@ def main(folder: str, first_round: int = 1) -> int:
     pairs = ab["pairs"]
     for name, statistic in STATISTICS.items():
         rows, widths = [], []
+        evidence = {}
         for cell_id in sorted(ab["verdicts"]):
             per_pair = []
             for pair in range(pairs):
@@ -62,21 +65,21 @@ def main(folder: str, first_round: int = 1) -> int:
                 cand = sides.get(f"candidate-{pair}", {}).get(cell_id, {})
                 per_pair.append([float(statistic(base[r]) / statistic(cand[r])) for r in sorted(base)
                                  if r >= first_round and r in cand and base[r] and cand[r]])
-            estimate = judge_nested(per_pair, ab["threshold"])
+            evidence[cell_id] = pair_evidence(per_pair)
+        for cell_id, estimate in decide(evidence, FLOOR).items():
             truth = planted(ab, cell_id)
-            if estimate.low is None or estimate.ratio is None:
+            if estimate.low is None or estimate.high is None or estimate.ratio is None:
                 rows.append(f"  {cell_id:55s} {estimate.verdict}")
                 continue
             widths.append(math.log(estimate.high / estimate.low))
             check = "" if truth is None else (f"  planted {truth:.3f} " +
                                               ("inside" if estimate.low <= truth <= estimate.high else "OUTSIDE"))
-            noise = estimate.noise
-            split = "" if noise is None or noise.within_sd is None else (
-                f"  round noise {noise.within_sd:.1%}, pair offset "
-                f"{'-' if noise.between_sd is None else f'{noise.between_sd:.1%}'}")
+            split = "" if estimate.within_sd is None else (
+                f"  round noise {estimate.within_sd:.1%}, pair spread "
+                f"{'-' if estimate.between_sd is None else f'{estimate.between_sd:.1%}'}")
             rows.append(f"  {cell_id:55s} {estimate.verdict:12s} {estimate.ratio:.3f} "
                         f"[{estimate.low:.3f}, {estimate.high:.3f}]{check}{split}")
-        print(f"{name}: mean log-width of the 95 % intervals {np.mean(widths):.3f}")
+        print(f"{name}: mean log-width of the intervals {np.mean(widths):.3f}")
         print("\n".join(rows))
     return 0
 

@@ -24,7 +24,7 @@ from typing import Any, BinaryIO, TextIO
 
 from bench.core.schema import CellResult, SchemaError
 
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2  # 2: the side's probe and thresholds commands, its fixed warm-up
 PREFIX = "@detbench "
 
 

@@ -2,15 +2,19 @@
 
 It builds each cell once (the same :class:`~bench.runtime.session.CellSession` set-up as the matrix) and then
 times blocks on command, so a coordinator (``detbench-ab``) can alternate short blocks between a baseline and a
-candidate side, the GPU held by one side at a time. Commands come on stdin, one JSON object a line; every answer
-is one event on stdout (bench.runtime.protocol), so the protocol goes through ``docker run -i`` unchanged:
+candidate side, the device held by one side at a time. Commands come on stdin, one JSON object a line; every
+answer is one event on stdout (bench.runtime.protocol), so the protocol goes through ``docker run -i`` unchanged:
 
 - on start: ``hello`` (protocol version, pid, the environment fingerprint);
-- ``{"cmd": "setup", "cells": [...], "options": {...}}``: one ``ready`` or one final ``result`` (the set-up failed:
-  skipped, oom, error) per cell, then ``ok``. No warm-up here: the sides set up at the same time, and a warm-up
-  among them neither converges nor says what one side alone runs at;
-- ``{"cmd": "warmup", "cell": ID}``: warm the cell up alone until stable; ``ok`` with its iterations, whether it
-  converged and the steady median (ms);
+- ``{"cmd": "setup", "cells": [...], "options": {...}, "warmup_iterations": N}``: one ``ready`` (with the set-up
+  seconds, of which build and post-processing calibration, and the calibrated post-processing) or one final
+  ``result`` (the set-up failed: skipped, oom, error) per cell, then ``ok``. Each cell is warmed up by a fixed
+  ``N`` untimed iterations right after its set-up (the sides set up at the same time: a warm-up until stable
+  would neither converge nor say what one side alone runs at);
+- ``{"cmd": "thresholds", "cell": ID, "postprocess": {...}}``: run the cell at another side's calibrated score
+  threshold (every side of a gate runs the same post-processing); ``ok`` with ``applied``;
+- ``{"cmd": "probe", "cell": ID, "iterations": N}``: N untimed-as-a-block iterations; ``ok`` with their median
+  (ms), which sizes the blocks;
 - ``{"cmd": "pin", "cpus": [2, 3]}``: every thread of this process onto these CPUs; ``ok`` with the CPUs;
 - ``{"cmd": "block", "cell": ID, "round": R, "iterations": N}``: one timed block of exactly N iterations; ``block``
   with its record and the iterations' times, or a final ``result`` when the cell failed (it is then dropped);
@@ -26,6 +30,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import statistics
 import sys
 from typing import Any, TextIO
 
@@ -57,7 +62,15 @@ class Side:
         from bench.runtime.protocol import PROTOCOL_VERSION  # noqa: PLC0415
         from envcheck.fingerprint import collect  # noqa: PLC0415
 
-        self.events.emit("hello", protocol=PROTOCOL_VERSION, pid=os.getpid(), environment=collect())
+        free = None
+        if self.device.type == "cuda":
+            import torch  # noqa: PLC0415
+
+            free = int(torch.cuda.mem_get_info(self.device)[0])
+        cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+        # what sizes the gate's worker pairs: the device's free memory, else the CPUs this side may use
+        self.events.emit("hello", protocol=PROTOCOL_VERSION, pid=os.getpid(), environment=collect(), cpus=cpus,
+                         free_bytes=free)
 
     def handle(self, command: dict[str, Any]) -> bool:
         """Answer one command; False when the side should end."""
@@ -65,13 +78,15 @@ class Side:
         if verb == "quit":
             return False
         if verb == "setup":
-            self.setup(command["cells"], command["options"])
+            self.setup(command["cells"], command["options"], int(command.get("warmup_iterations", 0)))
         elif verb == "pin":
             self.events.emit("ok", cpus=pin_threads({int(c) for c in command["cpus"]}))
         elif verb == "block":
             self.block(str(command["cell"]), int(command["round"]), int(command["iterations"]))
-        elif verb == "warmup":
-            self.warm_up(str(command["cell"]))
+        elif verb == "probe":
+            self.probe(str(command["cell"]), int(command["iterations"]))
+        elif verb == "thresholds":
+            self.thresholds(str(command["cell"]), command["postprocess"])
         elif verb == "result":
             session = self.sessions.get(str(command["cell"]))
             if session is None:
@@ -79,11 +94,11 @@ class Side:
             else:
                 self.events.result(session.result(), final=True)
         else:
-            self.events.emit("error", message=f"unknown command {verb!r}; valid: setup, pin, warmup, block, result, "
-                                              "quit")
+            self.events.emit("error", message=f"unknown command {verb!r}; valid: setup, thresholds, probe, pin, "
+                                              "block, result, quit")
         return True
 
-    def setup(self, cells: list[dict[str, Any]], options_dict: dict[str, Any]) -> None:
+    def setup(self, cells: list[dict[str, Any]], options_dict: dict[str, Any], warmup_iterations: int = 0) -> None:
         from bench.core.options import RunOptions, import_model_modules  # noqa: PLC0415
         from bench.core.schema import Cell  # noqa: PLC0415
         from bench.runtime.build import GroupShared  # noqa: PLC0415
@@ -92,6 +107,12 @@ class Side:
 
         options = RunOptions.from_dict(options_dict)
         import_model_modules(options.model_modules)
+        if self.device.type == "cpu" and "OMP_NUM_THREADS" not in os.environ:
+            import torch  # noqa: PLC0415
+
+            # the gate's sides share the cores (every pair on them at once while setting up, and a neighbour's
+            # work): OpenMP threads that spin waiting for each other would time the other processes instead
+            torch.set_num_threads(1)
         shared: dict[Any, GroupShared] = {}
         compiled_alive: set[Any] = set()
         for data in cells:
@@ -112,21 +133,38 @@ class Side:
             if cell.compiled:
                 compiled_alive.add(cell.group_key)
             self.sessions[cell.id] = session
-            self.events.emit("ready", cell=cell.id, setup_s=round(session.setup.total_s or 0.0, 3))
+            if warmup_iterations > 0:
+                session.time_steps(warmup_iterations)
+            times = session.setup
+            self.events.emit("ready", cell=cell.id, setup_s=round(times.total_s or 0.0, 3),
+                             build_s=round(times.build_s or 0.0, 3),
+                             calibration_s=round(times.postprocess_calibration_s or 0.0, 3),
+                             postprocess=session.postprocess)
         self.events.emit("ok", cells=len(self.sessions))
 
-    def warm_up(self, cell_id: str) -> None:
-        from bench.measure import timing  # noqa: PLC0415
-
+    def probe(self, cell_id: str, iterations: int) -> None:
         session = self.sessions.get(cell_id)
         if session is None:
             self.events.emit("error", message=f"no cell {cell_id!r} is set up on this side")
             return
-        assert session.step is not None
-        warm = timing.warm_up(session.step, session.sync, session.options.warmup_policy(self.device.type))
-        session.warm = warm
-        self.events.emit("ok", cell=cell_id, iterations=warm.iterations, converged=warm.converged,
-                         median_ms=warm.median_ms, seconds=round(warm.seconds, 3))
+        times = session.time_steps(max(1, iterations))
+        self.events.emit("ok", cell=cell_id, iterations=len(times), median_ms=statistics.median(times))
+
+    def thresholds(self, cell_id: str, postprocess: dict[str, Any]) -> None:
+        from bench.models.postprocess import PostprocessLoad, apply_score_thresh  # noqa: PLC0415
+
+        session = self.sessions.get(cell_id)
+        if session is None or session.prepared is None:
+            self.events.emit("error", message=f"no cell {cell_id!r} is set up on this side")
+            return
+        load = PostprocessLoad.from_dict(postprocess)
+        try:
+            apply_score_thresh(session.prepared.model, load)
+        except ValueError:  # no torchvision thresholds (a classifier, a detector with its own): nothing to share
+            self.events.emit("ok", cell=cell_id, applied=False)
+            return
+        session.threshold = load  # re-applied before every block (a shared model's variants take turns)
+        self.events.emit("ok", cell=cell_id, applied=True, score_thresh=load.score_thresh)
 
     def block(self, cell_id: str, round_index: int, iterations: int) -> None:
         from bench.runtime.failures import classify_failure, is_sticky_cuda_error  # noqa: PLC0415

@@ -7,11 +7,14 @@ A comparison of two runs made at different times mixes the change with the host'
 
 - ``sides`` (default): each environment runs long-lived workers (bench.runtime.side) that build every cell
   once; the coordinator alternates short blocks between the baseline and the candidate of several fresh
-  worker pairs and judges the per-round ratios with the per-process offset modelled
-  (bench.tools.ab_sides, bench.core.significance.judge_nested).
+  worker pairs in a random order, within a time budget, and judges each cell over the pairs, the worker
+  process as the unit (bench.tools.ab_sides).
 - ``rounds``: for a side that can only run once per command (a template writing ``{json}``): each round runs the
   baseline's and the candidate's whole ``pytest bench/`` back to back, in alternating order; one ratio per
-  round and cell (:func:`bench.core.significance.judge_paired`).
+  round and cell, each round a fresh pair of processes.
+
+Both judge all cells of the run together (:mod:`bench.core.judge`: Holm across the cells, a floor, each cell's
+detectable change stated).
 
 A side is a Python interpreter (two venvs), a command template (``docker run -i ... {worker}`` for sides,
 ``... --benchmark-json={json}`` for rounds), or this interpreter with extra environment settings. ``--out`` gets
@@ -27,6 +30,7 @@ import dataclasses
 import json
 import os
 import re
+import secrets
 import signal
 import sys
 import threading
@@ -50,7 +54,8 @@ EXIT_INTERRUPTED = 130
 PYTEST_USAGE_ERROR = 4  # pytest's exit code for options it (or the bench plugin) refuses
 TEMPLATE_FIELDS = ("{worker}", "{json}", "{dir}", "{name}", "{args}")
 MODES = ("sides", "rounds")
-DEFAULTS = {"sides": {"rounds": 6, "threshold": 0.03}, "rounds": {"rounds": 5, "threshold": 0.05}}
+DEFAULTS = {"sides": {"threshold": 0.02, "block_s": 0.25}, "rounds": {"rounds": 5, "threshold": 0.05}}
+SIDES_ROUNDS = 6  # rounds per pair in the sides mode without a budget
 
 
 class ABError(ValueError):
@@ -129,20 +134,22 @@ def cell_ratios(rounds: list[tuple[SideRound, SideRound]]) -> dict[str, list[flo
 
 
 def judge(rounds: list[tuple[SideRound, SideRound]], threshold: float) -> dict[str, dict[str, Any]]:
-    """Verdict per cell; a cell the candidate never measured where the baseline did is a regression."""
-    from bench.core import significance as sig  # noqa: PLC0415
+    """Verdict per cell, the cells judged together (bench.core.judge; each round a fresh pair of processes, so a
+    round is a unit); a cell the candidate never measured where the baseline did is a regression."""
+    from bench.core.judge import REGRESSION, decide, pair_evidence  # noqa: PLC0415
 
-    verdicts: dict[str, dict[str, Any]] = {}
-    for cell_id, ratios in cell_ratios(rounds).items():
-        cand_ok = any(cell_id in cand.throughput_ips for _, cand in rounds)
-        if not ratios and not cand_ok:
+    ratios = cell_ratios(rounds)
+    lost = {}
+    for cell_id, values in ratios.items():
+        if not values and not any(cell_id in cand.throughput_ips for _, cand in rounds):
             statuses = sorted({cand.status.get(cell_id, "missing") for _, cand in rounds})
-            verdicts[cell_id] = {"verdict": sig.REGRESSION, "ratios": [],
-                                 "reason": f"measured in the baseline, not in the candidate ({', '.join(statuses)})"}
-            continue
-        estimate = sig.judge_paired(ratios, threshold)
-        verdicts[cell_id] = {**estimate.to_dict(), "ratios": ratios}
-    return verdicts
+            lost[cell_id] = f"measured in the baseline, not in the candidate ({', '.join(statuses)})"
+    verdicts = decide({cid: pair_evidence([[r] for r in values]) for cid, values in ratios.items()
+                       if cid not in lost}, threshold)
+    out: dict[str, dict[str, Any]] = {cid: {"verdict": REGRESSION, "ratios": [], "reason": why}
+                                      for cid, why in lost.items()}
+    out.update({cid: {**v.to_dict(), "ratios": ratios[cid]} for cid, v in verdicts.items()})
+    return out
 
 
 def run_rounds(baseline: Side, candidate: Side, args: argparse.Namespace, out: Path) -> dict[str, Any]:
@@ -198,33 +205,43 @@ def run_sides(baseline: Side, candidate: Side, args: argparse.Namespace, out: Pa
         raise ABError("no cell to compare: the matrix options select none")
     # the sides count no FLOPs and sample no telemetry: the gate compares times, and set-up time is wall time
     options = dataclasses.replace(run_config.options, count_flops=False, telemetry_hz=0.0)
-    block_s = args.block_s or options.rounds_policy("cuda").block_s
-    pin = ab_sides.choose_cpus(args.pin_cpus)
+    seed = args.seed if args.seed is not None else secrets.randbits(32)
+    rounds = args.rounds if args.rounds is not None else (None if args.budget_s is not None else SIDES_ROUNDS)
+    gate = ab_sides.GatePlan(pairs=args.pairs, block_s=args.block_s, floor=args.threshold, rounds=rounds,
+                             budget_s=args.budget_s, block_stat=args.block_stat, seed=seed,
+                             pin=ab_sides.choose_cpus(args.pin_cpus), side_timeout_s=args.side_timeout)
     note_same_sides(baseline, candidate)
-    print(f"detbench-ab: up to {len(cells)} cell(s), {args.pairs} worker pair(s) x {args.rounds} round(s) of "
-          f"~{block_s:g} s blocks, threshold {args.threshold:.0%}, CPUs {pin or 'not pinned'}", flush=True)
+    spend = f"a budget of {args.budget_s:g} s (first look at half its timed part)" if args.budget_s else \
+        f"{rounds} round(s)"
+    print(f"detbench-ab: up to {len(cells)} cell(s), {args.pairs or 'auto'} worker pair(s), ~{args.block_s:g} s "
+          f"blocks, {spend}, floor {args.threshold:.0%}, seed {seed}, CPUs {gate.pin or 'not pinned'}", flush=True)
     run_id = new_run_id()
 
     def record(run: ab_sides.GateRun, files: list[Path]) -> dict[str, Any]:
-        verdicts = {cid: {**estimate.to_dict(), "ratios": next(r for r in run.cells if r.cell.id == cid).ratios()}
-                    for cid, estimate in run.verdicts.items()}
-        detail = {"mode": "sides", "run_id": run_id, "pairs": run.pairs, "rounds_per_pair": run.rounds,
-                  "block_s": run.block_s, "block_stat": run.block_stat, "pinned_cpus": run.pinned,
+        by_id = {r.cell.id: r for r in run.cells}
+        verdicts = {cid: {**verdict.to_dict(), "ratios": by_id[cid].ratios()} for cid, verdict in run.verdicts.items()}
+        detail = {"mode": "sides", "run_id": run_id, "pairs": run.plan.pairs, "rounds_per_pair": run.rounds,
+                  "block_s": run.plan.block_s, "block_stat": run.plan.block_stat, "pinned_cpus": run.plan.pin,
+                  "budget_s": run.plan.budget_s, "looks": run.plan.looks, "seed": run.plan.seed,
+                  "warmup_iterations": run.plan.warmup_iterations, "cut": run.cut,
                   "options": options.to_dict(),
                   "skipped": skipped, "sides_started": run.sides, "notes": run.notes,
-                  "cells": {r.cell.id: {"iterations": r.iterations, "blocks": r.blocks, "failures": r.failures}
-                            for r in run.cells},
+                  "cells": {r.cell.id: {"iterations": r.iterations, "blocks": r.blocks, "failures": r.failures,
+                                        "score_thresh": r.score_thresh,
+                                        "stopped_at_first_look": r.stopped is not None} for r in run.cells},
                   "wall_s": round(run.wall_s, 1), "setup_s": round(run.setup_s, 1),
                   "timed_s": round(run.timed_s, 1), "duty_cycle": round(run.duty_cycle, 3),
                   "side_runs": [str(f) for f in files]}
         _write(out, baseline, candidate, args, verdicts, detail)
+        args.detail = detail  # the verdict line printed at the end says the rounds run
         return verdicts
 
-    run = ab_sides.run_gate(baseline, candidate, plan, options, pairs=args.pairs, rounds=args.rounds,
-                            block_s=block_s, threshold=args.threshold, pin=pin, out=out,
-                            side_timeout_s=args.side_timeout, block_stat=args.block_stat,
+    def cut(run: ab_sides.GateRun) -> None:
+        record(run, ab_sides.write_side_runs(run, out, options, run_id))
+
+    run = ab_sides.run_gate(baseline, candidate, plan, options, gate, out=out,
                             progress=lambda line: print(line, flush=True),
-                            on_round=lambda so_far: record(so_far, []))
+                            on_round=lambda so_far: record(so_far, []), on_cut=cut)
     verdicts = record(run, ab_sides.write_side_runs(run, out, options, run_id))
     print(f"wall {run.wall_s:.0f} s (set-up {run.setup_s:.0f} s), timed {run.timed_s:.0f} s: duty cycle "
           f"{run.duty_cycle:.0%}", flush=True)
@@ -272,9 +289,9 @@ def verdict_line(verdicts: dict[str, dict[str, Any]], threshold: float, rounds: 
               for name in ("regression", "improvement", "unchanged", "inconclusive")}
     if not verdicts:
         return "VERDICT: nothing comparable (no cell was measured by the baseline)"
-    return (f"VERDICT: {counts['regression']} regression(s), {counts['improvement']} improvement(s) beyond "
-            f"{threshold:.0%} at 95% confidence; {counts['unchanged']} unchanged, {counts['inconclusive']} "
-            f"inconclusive; {len(verdicts)} cells, {rounds} {unit}")
+    return (f"VERDICT: {counts['regression']} regression(s), {counts['improvement']} improvement(s) beyond the "
+            f"{threshold:.0%} floor, family-wise 5% (Holm over the cells); {counts['unchanged']} unchanged, "
+            f"{counts['inconclusive']} inconclusive; {len(verdicts)} cells, {rounds} {unit}")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -291,14 +308,21 @@ def build_parser() -> argparse.ArgumentParser:
                             help=f"environment setting for the {side} (repeatable)")
     parser.add_argument("--mode", choices=MODES, default=None,
                         help="sides (default) or rounds (default when a template writes {json})")
-    parser.add_argument("--pairs", type=int, default=4, help="sides: fresh baseline/candidate worker pairs (default "
-                                                            "4; the per-process offset is estimated between them)")
-    parser.add_argument("--rounds", type=int, default=None, help="paired rounds (sides: per pair, default 6; "
-                                                                 "rounds: default 5; at least 3 in all to judge)")
-    parser.add_argument("--block-s", type=float, default=None, help="sides: seconds per timed block (default: the "
-                                                                    "device's, 0.5 on a GPU)")
+    parser.add_argument("--budget-s", type=float, default=None,
+                        help="sides: wall seconds for the whole run, set-up included (the main knob): rounds go on "
+                             "until it is spent, with a first look at half the timed part where decided cells stop "
+                             "and hand their time to the rest (alpha split between the two looks)")
+    parser.add_argument("--pairs", type=int, default=0, help="sides: fresh baseline/candidate worker pairs, the unit "
+                                                             "of the verdict (default 0: sized from the first side, "
+                                                             "8 on a GPU with the memory, 4 a core on the CPU)")
+    parser.add_argument("--rounds", type=int, default=None, help="rounds (sides: per pair, at most; default 6 without "
+                                                                 "--budget-s, else as many as it allows; rounds: "
+                                                                 "default 5)")
+    parser.add_argument("--block-s", type=float, default=None, help="sides: seconds per timed block (default 0.25)")
     parser.add_argument("--threshold", type=float, default=None,
-                        help="smallest change that counts (default 0.03 sides, 0.05 rounds)")
+                        help="the floor: the smallest change flagged (default 0.02 sides, 0.05 rounds)")
+    parser.add_argument("--seed", type=int, default=None, help="sides: seed of the random order and paddings "
+                                                               "(default: a fresh one, recorded in ab.json)")
     parser.add_argument("--block-stat", choices=("p25", "median", "min"), default="p25",
                         help="sides: what a block contributes, a statistic of its iterations' times (default p25, the "
                              "lower quartile: host stalls lengthen a minority of iterations, a real change all)")
@@ -371,11 +395,15 @@ def main(argv: list[str] | None = None) -> int:
         for name, value in DEFAULTS[args.mode].items():
             if getattr(args, name) is None:
                 setattr(args, name, value)
-        if args.rounds < 1:
+        if args.rounds is not None and args.rounds < 1:
             raise ABError(f"--rounds must be >= 1, got {args.rounds}")
-        if not 1 <= args.pairs <= 16:
-            raise ABError(f"--pairs must be within 1..16 (each pair is two processes holding every cell), got "
-                          f"{args.pairs}")
+        if args.pairs != 0 and not 2 <= args.pairs <= 16:
+            raise ABError(f"--pairs must be 0 (auto) or within 2..16 (the pairs are the units of the verdict; each is "
+                          f"two processes holding every cell), got {args.pairs}")
+        if args.budget_s is not None and not 10 <= args.budget_s <= 1e6:
+            raise ABError(f"--budget-s must be within [10, 1e6] seconds, got {args.budget_s}")
+        if args.budget_s is not None and args.mode == "rounds":
+            raise ABError("--budget-s is for --mode sides; --mode rounds takes --rounds")
         if not 0 <= args.threshold < 1:
             raise ABError(f"--threshold must be a fraction in [0, 1), got {args.threshold}")
         if args.block_s is not None and not 0 < args.block_s <= 60:
@@ -396,7 +424,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             verdicts = run_rounds(baseline, candidate, args, out)
         _print_table(verdicts)
-        print(_line(verdicts, args), flush=True)
+        print(_line(verdicts, args, getattr(args, "detail", None)), flush=True)
     except (ABError, OptionError, OSError) as exc:
         print(f"detbench-ab: {redact_value(' '.join(str(exc).split()))}", file=sys.stderr)
         return EXIT_USAGE
@@ -423,8 +451,9 @@ def _stop_on_sigterm(signum: int, frame: Any) -> None:
 
 def _line(verdicts: dict[str, dict[str, Any]], args: argparse.Namespace, detail: dict[str, Any] | None = None) -> str:
     if args.mode == "sides":
-        done = (detail or {}).get("rounds_per_pair", args.rounds)
-        return verdict_line(verdicts, args.threshold, done * args.pairs, f"rounds ({args.pairs} worker pairs x {done})")
+        detail = detail or {}
+        pairs, done = detail.get("pairs", args.pairs), detail.get("rounds_per_pair", args.rounds or 0)
+        return verdict_line(verdicts, args.threshold, done * pairs, f"rounds ({pairs} worker pairs x up to {done})")
     return verdict_line(verdicts, args.threshold, len((detail or {}).get("rounds", [])) or args.rounds)
 
 
@@ -456,22 +485,26 @@ def summary_markdown(verdicts: dict[str, dict[str, Any]], line: str, baseline: S
     out = [f"### detbench-ab: {_side_text(candidate)} vs {_side_text(baseline)}", "", f"**{line}**", ""]
     detail = detail or {}
     if detail.get("mode") == "sides":
-        out += [f"{detail['pairs']} fresh worker pairs x {detail['rounds_per_pair']} rounds of "
-                f"~{detail['block_s']:g} s blocks; CPUs {detail.get('pinned_cpus') or 'not pinned'}; "
-                f"wall {detail.get('wall_s')} s, timed {detail.get('timed_s')} s "
-                f"(duty cycle {detail.get('duty_cycle', 0):.0%})", ""]
-    out += ["| cell | verdict | ratio | 95% interval | rounds | block noise | pair offset | why |",
-            "|---|---|---|---|---|---|---|---|"]
+        spend = f"a budget of {detail['budget_s']:g} s, {detail.get('looks')} looks" if detail.get("budget_s") \
+            else "no budget, one look"
+        out += [f"{detail['pairs']} fresh worker pairs x up to {detail['rounds_per_pair']} rounds of "
+                f"~{detail['block_s']:g} s blocks in a random order ({spend}; seed {detail.get('seed')}); CPUs "
+                f"{detail.get('pinned_cpus') or 'not pinned'}; wall {detail.get('wall_s')} s, set-up "
+                f"{detail.get('setup_s')} s, timed {detail.get('timed_s')} s (duty cycle "
+                f"{detail.get('duty_cycle', 0):.0%}){'; cut by a signal' if detail.get('cut') else ''}", ""]
+    out += ["| cell | verdict | ratio | interval | detectable | units | rounds | block noise | pair spread | why |",
+            "|---|---|---|---|---|---|---|---|---|---|"]
     for cell_id, v in sorted(verdicts.items(), key=lambda kv: (order.get(kv[1]["verdict"], 4), kv[0])):
         ratio = "-" if v.get("ratio") is None else f"{v['ratio']:.3f}"
         interval = f"{v['low']:.3f}-{v['high']:.3f}" if v.get("low") is not None else "-"
-        noise = v.get("noise") or {}
-        within = "-" if noise.get("within_sd") is None else f"{noise['within_sd']:.1%}"
-        between = "-" if noise.get("between_sd") is None else f"{noise['between_sd']:.1%}"
-        rounds = sum(len(r) for r in v.get("ratios", [])) if v.get("ratios") and isinstance(
-            v["ratios"][0], list) else len(v.get("ratios", []))
+        detectable = "-" if v.get("detectable") is None else f">= {v['detectable']:.1%}"
+        within = "-" if v.get("within_sd") is None else f"{v['within_sd']:.1%}"
+        between = "-" if v.get("between_sd") is None else f"{v['between_sd']:.1%}"
+        ratios = v.get("ratios") or []
+        rounds = sum(len(r) for r in ratios) if ratios and isinstance(ratios[0], list) else len(ratios)
         why = str(v.get("reason", "")).replace("|", "/")
-        out.append(f"| {cell_id} | {v['verdict']} | {ratio} | {interval} | {rounds} | {within} | {between} | {why} |")
+        out.append(f"| {cell_id} | {v['verdict']} | {ratio} | {interval} | {detectable} | {v.get('units', '-')} | "
+                   f"{rounds} | {within} | {between} | {why} |")
     for note in detail.get("notes", []):
         out.append(f"\n- {str(note).replace('|', '/')}")
     return "\n".join(out) + "\n"
@@ -485,8 +518,9 @@ def _print_table(verdicts: dict[str, dict[str, Any]]) -> None:
     for cell_id, v in sorted(verdicts.items()):
         ratio = v.get("ratio")
         interval = f"{v['low']:.3f}-{v['high']:.3f}" if v.get("low") is not None else "-"
+        detectable = "" if v.get("detectable") is None else f", could see a slowdown >= {v['detectable']:.1%}"
         print(f"{cell_id:60s} {v['verdict']:12s} ratio {ratio if ratio is None else f'{ratio:.3f}'} "
-              f"({interval})")
+              f"({interval}){detectable}")
 
 
 if __name__ == "__main__":

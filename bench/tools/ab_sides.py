@@ -1,42 +1,55 @@
 """``detbench-ab``'s default mode: each environment a set of long-lived sides, blocks alternating between them.
 
-For every worker pair (one baseline side, one candidate side: fresh processes, bench.runtime.side) the cells are
-set up once on both sides; then, round after round, each cell runs one short block on one side and then on the
-other (which side goes first alternates), the GPU held by one side at a time, so the host's drift is common to
-both blocks of a round and cancels in their ratio. Each round of pair p gives one candidate/baseline throughput
-ratio; the rounds of several fresh pairs are judged together by :func:`bench.core.significance.judge_nested`,
-which estimates the per-process offset between pairs rather than assuming it away (docs/ab.md: the noise
-study). All sides are pinned to the same CPUs unless told otherwise: fresh processes on different cores of the
-lent VMs sat apart by several %, on the same cores not measurably (docs/ab.md).
+For every worker pair (one baseline side, one candidate side: fresh processes, bench.runtime.side, each with an
+environment padding of random length) the cells are set up once on both sides, with a short fixed warm-up, and
+every side runs each cell at the post-processing threshold the first baseline side calibrated. Then, round
+after round, every live pair times every undecided cell once, the visits in a random order and which side goes
+first drawn for each: one block on one side, then one on the other, the device held by one side at a time, so
+the host's drift is common to both blocks and cancels in their ratio. The worker process is the unit: per cell,
+the median of each pair's round log-ratios, then the mean and a t interval over the pairs, the cells of the run
+judged together (:mod:`bench.core.judge`). With a budget (``--budget-s``) a first look at half the timed part
+stops the cells decided there and hands their time to the rest.
 
 A side that dies, hangs (no answer within ``--side-timeout``) or disagrees on the cells is recorded with its
-reason; its pair stops and the rest go on. Nothing here waits forever.
+reason; its pair stops and the rest go on. A signal (SIGTERM, Ctrl-C) asks the sides for what they measured,
+within :data:`CUT_WAIT_S`, before they are ended. Nothing here waits forever.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import queue
 import secrets
 import shlex
 import shutil
+import signal
 import statistics
 import sys
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from bench.core.groups import rotation
+from bench.core.judge import (
+    ALPHA,
+    IMPROVEMENT,
+    REGRESSION,
+    UNCHANGED,
+    CellVerdict,
+    Evidence,
+    decide,
+    look_alpha,
+    pair_evidence,
+)
 from bench.core.options import RunOptions
 from bench.core.record import RunRecord
 from bench.core.schema import Cell, CellResult
-from bench.core.significance import REGRESSION, ChangeEstimate, judge_nested
 from bench.runtime.protocol import PROTOCOL_VERSION, decode
 from envcheck.isolate import PACKAGE_ROOT, Supervisor, describe_exit, reap, tail
 from envcheck.redact import redact_setting, redact_tree, redact_value
@@ -46,6 +59,18 @@ WORKER = "python -m bench.runtime.side"
 # tree (a worker whose parent died, a double fork) is still found and killed with the side (:func:`tagged`).
 TAG_ENV = "DETBENCH_AB_SIDE"
 EXIT_AFTER_EOF_S = 10.0  # a side whose output ended has this long to exit by itself before it is killed
+# Each side's environment carries a padding of random length (0 to MAX_PAD bytes), so a layout effect of the
+# environment's size (stack and heap addresses shift with it) is drawn afresh for every process and averages out
+# over the pairs instead of favouring one side (Mytkowicz et al., "Producing wrong data without doing anything
+# obviously wrong!", ASPLOS 2009).
+PAD_ENV = "DETBENCH_AB_PAD"
+MAX_PAD = 4096
+CUT_WAIT_S = 20.0  # after a signal, the sides have this long in all to give their results
+RESULT_RESERVE_S = 5.0  # of a budget, kept for asking the sides for their results and ending them ...
+RESERVE_PER_SIDE_S = 1.5  # ... and this much more a side (16 CPU sides under load: ~25 s)
+MIN_PAIRS, GPU_PAIRS = 2, 8
+GPU_BYTES_PER_SIDE = 4 << 30  # free device memory a side is assumed to need (a detector at batch 8 and its copy)
+CPU_PAIRS_PER_CORE = 4  # on the CPU every pair shares the cores, one torch thread a side (docs/ab.md)
 # An interpreter side runs this detbench (its bench and envcheck, from a source checkout), whatever its working
 # directory holds (a `tests/bench/` shadows `bench`) and whether or not its venv has detbench installed; the plugin
 # is loaded by module, so no entry point is needed. From an installed (site-packages) detbench the side's own
@@ -162,15 +187,18 @@ def supervised(command: list[str] | str, log: Path, env: dict[str, str], pipes: 
 class SideProcess:
     """One running side, spoken to over its pipes; every answer is awaited with a deadline."""
 
-    def __init__(self, spec: Side, pair: int, out: Path) -> None:
-        self.spec, self.pair = spec, pair
+    def __init__(self, spec: Side, pair: int, out: Path, pad: int = 0) -> None:
+        self.spec, self.pair, self.pad = spec, pair, pad
         self.name = f"{spec.label}-{pair}"
         self.log = out / f"{self.name}.log"
-        env = {**os.environ, "PYTHONUNBUFFERED": "1", **dict(spec.env)}
+        env = {**os.environ, "PYTHONUNBUFFERED": "1", **dict(spec.env), PAD_ENV: "x" * pad}
         self.supervisor = supervised(spec.worker_command(), self.log, env, pipes=True)
         self.lines: queue.Queue[Any] = queue.Queue()
         self.failure: str | None = None
         self.hello: dict[str, Any] = {}
+        self.calibrated: dict[str, dict[str, Any]] = {}  # cell id -> its post-processing as this side set it up
+        self.in_flight: str | None = None  # the command whose answer has not come yet (_ask)
+        self.quitting = False
 
     def start(self) -> None:
         self.supervisor.start()
@@ -221,13 +249,20 @@ class SideProcess:
             self.failure = f"{self.name} {why}" + (f"; last output: {last[-1][:300]}" if last else "")
         return SideFailed(self.failure)
 
-    def stop(self) -> None:
+    def quit(self) -> None:
+        """Ask a live side to exit (it is waited for in :meth:`stop`): every side is asked first, then all wait."""
+        if self.supervisor.proc is not None and self.alive and not self.quitting:
+            self.quitting = True
+            with contextlib.suppress(SideFailed):
+                self.send({"cmd": "quit"})
+
+    def stop(self, wait_s: float = 30.0) -> None:
         if self.supervisor.proc is None:
             return
         if self.alive:
             try:
-                self.send({"cmd": "quit"})
-                self.supervisor.proc.wait(timeout=30)
+                self.quit()
+                self.supervisor.proc.wait(timeout=max(0.1, wait_s))
             except (SideFailed, Exception):  # noqa: BLE001 - stopping: whatever happens, the supervisor kills
                 pass
         self.supervisor.kill()
@@ -236,7 +271,7 @@ class SideProcess:
 
 @dataclass
 class CellRecord:
-    """One cell across the pairs: per pair and round, the baseline's and candidate's block medians."""
+    """One cell across the pairs: per pair and round, the baseline's and candidate's block statistics."""
 
     cell: Cell
     iterations: int = 0
@@ -245,10 +280,33 @@ class CellRecord:
     baseline_ok: bool = False
     candidate_ok: bool = False
     lost: dict[str, int] = field(default_factory=lambda: {"baseline": 0, "candidate": 0})  # sides lost mid-run
+    stopped: CellVerdict | None = None  # decided at the first look: timed no further, this verdict kept
+    score_thresh: float | None = None  # the post-processing threshold every side ran (None: the cell has none)
 
     def ratios(self) -> list[list[float]]:
         """Per pair, candidate/baseline throughput of every round (baseline block time / candidate block time)."""
         return [[r["base_ms"] / r["cand_ms"] for r in rounds if r["cand_ms"] > 0] for rounds in self.blocks.values()]
+
+
+@dataclass(frozen=True)
+class GatePlan:
+    """How a sides-mode run spends its time (detbench-ab's options, resolved)."""
+
+    pairs: int
+    block_s: float
+    floor: float
+    rounds: int | None = None  # rounds per pair at most (None: as many as the budget allows)
+    budget_s: float | None = None  # wall seconds for the whole run; a first look at half the timed part
+    warmup_iterations: int = 3  # fixed, untimed, right after each cell's set-up
+    probe_iterations: int = 3  # timed alone on one pair to size the blocks
+    block_stat: str = "p25"
+    seed: int = 0
+    pin: list[int] | None = None
+    side_timeout_s: float = 600.0
+
+    @property
+    def looks(self) -> int:
+        return 2 if self.budget_s is not None else 1
 
 
 @dataclass
@@ -257,17 +315,15 @@ class GateRun:
 
     cells: list[CellRecord]
     sides: list[dict[str, Any]]
-    verdicts: dict[str, ChangeEstimate]
+    verdicts: dict[str, CellVerdict]
     results: dict[str, list[CellResult]]  # side name -> its cells' results
     wall_s: float
     timed_s: float
     setup_s: float
-    pinned: list[int] | None
-    pairs: int
-    rounds: int
-    block_s: float
-    block_stat: str = "p25"
+    plan: GatePlan
+    rounds: int  # rounds begun (a round: every live pair times every undecided cell once)
     notes: list[str] = field(default_factory=list)
+    cut: bool = False  # ended by a signal before its last round
 
     @property
     def duty_cycle(self) -> float:
@@ -292,94 +348,283 @@ def choose_cpus(spec: str) -> list[int] | None:
     return cpus
 
 
-def run_gate(baseline: Side, candidate: Side, plan: Callable[[dict[str, Any] | None], Sequence[Cell]],
-             options: RunOptions, *, pairs: int, rounds: int, block_s: float, threshold: float,
-             pin: list[int] | None, out: Path, side_timeout_s: float, block_stat: str = "p25", progress: Any = print,
-             on_round: Any = None) -> GateRun:
-    """Run the sides, alternate the blocks, judge every cell (see the module docstring).
+def default_pairs(hello: dict[str, Any]) -> int:
+    """Worker pairs for a side like this one: on a GPU 8, fewer where its free memory gives a side less than
+    :data:`GPU_BYTES_PER_SIDE`; on the CPU as many as fit its cores (:data:`CPU_PAIRS_PER_CORE` a core)."""
+    free = hello.get("free_bytes")
+    if free:
+        return max(MIN_PAIRS, min(GPU_PAIRS, int(free) // (2 * GPU_BYTES_PER_SIDE)))
+    cpus = int(hello.get("cpus") or 1)
+    return max(MIN_PAIRS, min(GPU_PAIRS, CPU_PAIRS_PER_CORE * cpus))
 
-    ``plan(environment)`` gives the cells once the sides are up, from the first live baseline side's environment
-    fingerprint (its GPUs decide what can run: the coordinator may be a CPU-only CI runner driving containers).
-    ``on_round(run)`` gets the run so far after every round (the caller writes it: a cut run keeps its rounds)."""
+
+def run_gate(baseline: Side, candidate: Side, plan: Callable[[dict[str, Any] | None], Sequence[Cell]],
+             options: RunOptions, gate: GatePlan, *, out: Path, progress: Any = print, on_round: Any = None,
+             on_cut: Any = None) -> GateRun:
+    """Run the sides, alternate the blocks in a random order, judge every cell (see the module docstring).
+
+    ``gate.pairs`` 0: sized from what the first baseline side has (:func:`default_pairs`). ``plan(environment)``
+    gives the cells once the sides are up, from the first live baseline side's environment fingerprint (its GPUs
+    decide what can run: the coordinator may be a CPU-only CI runner driving containers). ``on_round(run)`` gets
+    the run so far after every round; ``on_cut(run)`` the run a signal cut, with the results the sides gave
+    within :data:`CUT_WAIT_S` (the caller writes both: a cut run keeps its rounds and its sides' run files)."""
     began = time.perf_counter()
-    sides = [SideProcess(spec, p, out) for p in range(pairs) for spec in (baseline, candidate)]
+    rng = np.random.default_rng(gate.seed)
+    sides = [SideProcess(baseline, 0, out, int(rng.integers(0, MAX_PAD)))]
     results: dict[str, list[CellResult]] = {}
     records: dict[str, CellRecord] = {}
-    timed = setup_s = 0.0
+    state: dict[str, Any] = {"timed": 0.0, "setup": 0.0, "rounds": 0}
     notes: list[str] = []
+
+    def snapshot(cut: bool = False) -> GateRun:
+        return _gate_run(records, sides, results, gate, began, state, notes, cut)
+
+    stack = contextlib.ExitStack()
     try:
-        for side in sides:
+        sides[0].start()
+        sized = gate.pairs == 0  # sized from the first side's hello: it is awaited before the others start
+        if sized:
+            _expect_hello(sides[0], gate.side_timeout_s)
+            gate = dataclasses.replace(gate, pairs=default_pairs(sides[0].hello))
+            progress(f"{gate.pairs} worker pairs (sized from the first side: {_capacity(sides[0].hello)})")
+        sides += [SideProcess(candidate, 0, out, int(rng.integers(0, MAX_PAD)))] + [
+            SideProcess(spec, p, out, int(rng.integers(0, MAX_PAD))) for p in range(1, gate.pairs)
+            for spec in (baseline, candidate)]
+        for side in sides[1:]:
             side.start()
-        for side in sides:
-            _expect_hello(side, side_timeout_s)
+        for side in sides[int(sized):]:
+            _expect_hello(side, gate.side_timeout_s)
+        stack.enter_context(_signals_ask_first())
         reference = next((s.hello.get("environment") for s in sides if s.alive and s.spec.label == "baseline"), None)
         cells = list(plan(reference))
-        records = {c.id: CellRecord(c) for c in cells}
+        records.update({c.id: CellRecord(c) for c in cells})
         setup_began = time.perf_counter()
         for side in sides:
             if side.alive:
-                side.send({"cmd": "setup", "cells": [c.to_dict() for c in cells], "options": options.to_dict()})
+                side.send({"cmd": "setup", "cells": [c.to_dict() for c in cells], "options": options.to_dict(),
+                           "warmup_iterations": gate.warmup_iterations})
         for side in sides:
-            _collect_setup(side, records, results, side_timeout_s)
-        setup_s = time.perf_counter() - setup_began
-        progress(f"set up {len(cells)} cell(s) on {sum(s.alive for s in sides)}/{len(sides)} side(s) "
-                 f"in {setup_s:.0f} s")
-        if pin is not None:
+            _collect_setup(side, records, results, gate.side_timeout_s)
+        _share_thresholds(sides, records, gate.side_timeout_s)
+        if gate.pin is not None:
             for side in sides:
-                _ask(side, {"cmd": "pin", "cpus": pin}, side_timeout_s, {"ok"})
-        block_timeout = max(60.0, 40 * block_s)
-        for record in records.values():  # alone on the GPU now: each side warms each cell up until stable
-            _warm_up(record, sides, block_s, options, side_timeout_s)
-        statistic = BLOCK_STATS[block_stat]
-        for round_index in range(1, rounds + 1):
-            for pair in range(pairs):
-                base, cand = sides[2 * pair], sides[2 * pair + 1]
-                # which side goes first flips every round (and between pairs), for every cell: an effect of going
-                # first or second cancels within each pair's rounds
-                for index in rotation(len(cells), round_index):
-                    record = records[cells[index].id]
-                    timed += _paired_block(record, base, cand, round_index, (round_index + pair) % 2, block_timeout,
-                                           statistic)
-            progress(f"round {round_index}/{rounds}: {_round_line(records, round_index)}")
-            if on_round is not None:
-                on_round(_gate_run(records, sides, results, threshold, began, timed, setup_s, pin, pairs,
-                                   round_index, block_s, block_stat, notes))
+                _ask(side, {"cmd": "pin", "cpus": gate.pin}, gate.side_timeout_s, {"ok"})
+        for record in records.values():  # alone on the device: one pair sizes the blocks, the same on every side
+            _size_blocks(record, sides, gate, options)
+        state["setup"] = time.perf_counter() - began  # every fixed cost: the sides' start, set-up, block sizing
+        progress(f"set up {len(cells)} cell(s) on {sum(s.alive for s in sides)}/{len(sides)} side(s) in "
+                 f"{time.perf_counter() - setup_began:.0f} s (a fixed warm-up of {gate.warmup_iterations} "
+                 f"iteration(s) each), {state['setup']:.0f} s since the start")
+        _timed_rounds(records, sides, gate, rng, began, state, progress,
+                      (lambda: on_round(snapshot())) if on_round is not None else None)
+        _collect_results(sides, results, time.perf_counter() + gate.side_timeout_s)
+    except KeyboardInterrupt:  # a signal (SIGTERM, Ctrl-C): what the sides measured is asked for, then they end
+        stack.close()  # a second signal now ends every side at once (envcheck.isolate's guard)
+        if records:
+            _collect_cut(sides, records, results)
+            notes.append("the run was cut by a signal: judged on the rounds it finished")
+            if on_cut is not None:
+                on_cut(snapshot(cut=True))
         for side in sides:
-            if side.alive:
-                results.setdefault(side.name, []).extend(_side_results(side, records, side_timeout_s))
-    except BaseException:  # interrupted (Ctrl-C, SIGTERM) or broken: no goodbye, every side is killed at once
+            side.failure = side.failure or f"{side.name} was ended: the run was interrupted"
+        raise
+    except BaseException:  # broken: no goodbye, every side is killed at once
         for side in sides:
             side.failure = side.failure or f"{side.name} was ended: the run was interrupted"
         raise
     finally:
+        stack.close()
+        for side in sides:  # all asked at once, then each waited for: 16 sides end in the time of one
+            side.quit()
+        ends = time.perf_counter() + 30.0
         for side in sides:
-            side.stop()
-    return _gate_run(records, sides, results, threshold, began, timed, setup_s, pin, pairs, rounds, block_s,
-                     block_stat, notes)
+            side.stop(ends - time.perf_counter())
+    return snapshot()
+
+
+@contextlib.contextmanager
+def _signals_ask_first() -> Iterator[None]:
+    """While the sides run: SIGTERM, SIGINT and SIGHUP raise KeyboardInterrupt here instead of killing the sides
+    at once (envcheck.isolate's guard, whose handlers come back after), so the sides can be asked for what they
+    measured first (:func:`_collect_cut`, bounded by :data:`CUT_WAIT_S`)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def ask_first(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt(f"stopped by signal {signum} ({signal.Signals(signum).name})")
+
+    saved = {signum: signal.getsignal(signum) for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)}
+    for signum, handler in saved.items():
+        if handler is not None and handler != signal.SIG_IGN:
+            signal.signal(signum, ask_first)
+    try:
+        yield
+    finally:
+        for signum, handler in saved.items():
+            if signal.getsignal(signum) is ask_first and handler is not None:
+                signal.signal(signum, handler)
+
+
+def _capacity(hello: dict[str, Any]) -> str:
+    if hello.get("free_bytes"):
+        return f"{int(hello['free_bytes']) / 2**30:.0f} GiB free on its GPU"
+    return f"{hello.get('cpus') or '?'} CPU(s), no GPU"
+
+
+def _timed_rounds(records: dict[str, CellRecord], sides: list[SideProcess], gate: GatePlan,
+                  rng: np.random.Generator, began: float, state: dict[str, Any], progress: Any,
+                  after_round: Callable[[], None] | None) -> None:
+    """Rounds until the budget (or the round cap) is spent. Each round visits every live pair and undecided cell
+    in a random order, and which side of a pair goes first is drawn for each visit. With a budget, the first
+    look comes at half the timed part: cells decided there stop and hand their time to the rest."""
+    statistic = BLOCK_STATS[gate.block_stat]
+    block_timeout = max(40 * gate.block_s, min(60.0, gate.side_timeout_s))  # a block answers fast, or it hangs
+    timed_began = time.perf_counter()
+    reserve = RESULT_RESERVE_S + RESERVE_PER_SIDE_S * len(sides)
+    deadline = None if gate.budget_s is None else began + gate.budget_s - reserve
+    look_at = None if deadline is None else timed_began + (deadline - timed_began) / 2
+    alpha = look_alpha(ALPHA, gate.looks, 1)
+    while gate.rounds is None or state["rounds"] < gate.rounds:
+        active = [cid for cid, r in records.items() if r.iterations and r.stopped is None]
+        live = [p for p in range(gate.pairs) if sides[2 * p].alive and sides[2 * p + 1].alive]
+        if not active or not live or (deadline is not None and time.perf_counter() >= deadline):
+            break
+        state["rounds"] += 1
+        round_index = state["rounds"]
+        visits = [(p, cid) for p in live for cid in active]
+        order = rng.permutation(len(visits))
+        for pair, cid in (visits[i] for i in order):
+            if deadline is not None and time.perf_counter() >= deadline:
+                break
+            state["timed"] += _paired_block(records[cid], sides[2 * pair], sides[2 * pair + 1], round_index,
+                                            bool(rng.integers(2)), block_timeout, statistic)
+        progress(f"round {round_index}: {_round_line(records, round_index)}")
+        if look_at is not None and time.perf_counter() >= look_at:
+            look_at = None
+            verdicts = judge_cells({cid: records[cid] for cid in active}, gate.floor, alpha)
+            decided = [cid for cid, v in verdicts.items() if v.verdict in (REGRESSION, IMPROVEMENT, UNCHANGED)]
+            for cid in decided:
+                records[cid].stopped = dataclasses.replace(
+                    verdicts[cid], reason=f"decided at the first look (round {round_index}): {verdicts[cid].reason}")
+            progress(f"first look after round {round_index} (alpha {alpha:g}): {len(decided)} cell(s) decided and "
+                     f"stopped{' (' + ', '.join(decided) + ')' if decided else ''}; {len(active) - len(decided)} "
+                     "go on")
+        if after_round is not None:
+            after_round()
 
 
 def _gate_run(records: dict[str, CellRecord], sides: list[SideProcess], results: dict[str, list[CellResult]],
-              threshold: float, began: float, timed: float, setup_s: float, pin: list[int] | None, pairs: int,
-              rounds: int, block_s: float, block_stat: str, notes: list[str]) -> GateRun:
+              gate: GatePlan, began: float, state: dict[str, Any], notes: list[str], cut: bool) -> GateRun:
     """The run as it stands: the verdict of every cell the baseline set up, every side's failure noted."""
     notes = [*notes, *(s.failure for s in sides if s.failure)]
-    verdicts = {cid: judge_cell(r, threshold) for cid, r in records.items() if r.baseline_ok}
+    alpha = look_alpha(ALPHA, gate.looks)
+    final = judge_cells({cid: r for cid, r in records.items() if r.stopped is None}, gate.floor, alpha)
+    verdicts = {cid: r.stopped if r.stopped is not None else final[cid] for cid, r in records.items()
+                if r.baseline_ok}
     return GateRun(list(records.values()), [_side_facts(s) for s in sides], verdicts, results,
-                   time.perf_counter() - began, timed, setup_s, pin, pairs, rounds, block_s, block_stat, notes)
+                   time.perf_counter() - began, state["timed"], state["setup"], gate, state["rounds"], notes, cut)
 
 
-def judge_cell(record: CellRecord, threshold: float) -> ChangeEstimate:
-    """The verdict: the nested paired test of the rounds; a cell the candidate never measured is a regression."""
-    ratios = [r for r in record.ratios() if r]
-    candidate_lost = record.lost["candidate"] > record.lost["baseline"]
-    if not ratios and (not record.candidate_ok or candidate_lost):
-        why = "; ".join(record.failures) or "the candidate did not set it up"
-        return ChangeEstimate(REGRESSION, None, None, None, None, 0, 0, "round", False,
-                              f"measured in the baseline, not in the candidate ({why})")
-    estimate = judge_nested(ratios, threshold)
-    if record.failures:
-        estimate = dataclasses.replace(estimate, reason=estimate.reason + "; " + "; ".join(record.failures))
-    return estimate
+def judge_cells(records: dict[str, CellRecord], floor: float, alpha: float = ALPHA) -> dict[str, CellVerdict]:
+    """The verdicts of the cells the baseline set up, judged together (bench.core.judge); a cell the candidate
+    never measured, or whose candidate side died where the baseline's did not, is a regression."""
+    evidence: dict[str, Evidence] = {}
+    lost: dict[str, str] = {}
+    for cid, record in records.items():
+        if not record.baseline_ok:
+            continue
+        ratios = [r for r in record.ratios() if r]
+        candidate_lost = record.lost["candidate"] > record.lost["baseline"]
+        if not ratios and (not record.candidate_ok or candidate_lost):
+            lost[cid] = "; ".join(record.failures) or "the candidate did not set it up"
+        evidence[cid] = pair_evidence(ratios)
+    verdicts = decide({cid: e for cid, e in evidence.items() if cid not in lost}, floor, alpha=alpha)
+    out = {}
+    for cid in evidence:
+        if cid in lost:
+            out[cid] = CellVerdict(REGRESSION, None, None, None, None, None, None, None, floor, alpha,
+                                   len(verdicts), 0, "worker pair", 0, False,
+                                   f"measured in the baseline, not in the candidate ({lost[cid]})")
+            continue
+        verdict = verdicts[cid]
+        failures = records[cid].failures
+        out[cid] = dataclasses.replace(verdict, reason=verdict.reason + "; " + "; ".join(failures)) if failures \
+            else verdict
+    return out
+
+
+def _share_thresholds(sides: list[SideProcess], records: dict[str, CellRecord], timeout_s: float) -> None:
+    """Every side runs each cell at the post-processing threshold the first baseline side calibrated, so the
+    sides do the same work whatever their software would have calibrated."""
+    for cid, record in records.items():
+        source = next((s for s in sides if s.alive and s.spec.label == "baseline" and cid in s.calibrated), None)
+        if source is None:
+            continue
+        postprocess = source.calibrated[cid]
+        record.score_thresh = postprocess.get("score_thresh")
+        for side in sides:
+            if side is source or cid not in side.hello.get("ready", ()):
+                continue
+            event = _ask(side, {"cmd": "thresholds", "cell": cid, "postprocess": postprocess}, timeout_s, {"ok"})
+            if event is None or event.get("event") != "ok":
+                record.failures.append(f"{side.name}: could not take the shared threshold "
+                                       f"({(event or {}).get('message', side.failure)})")
+
+
+def _size_blocks(record: CellRecord, sides: list[SideProcess], gate: GatePlan, options: RunOptions) -> None:
+    """Time a few iterations of the cell alone on the first live pair (both sides); the blocks' iteration count
+    comes from their median, the same on every side."""
+    medians = []
+    for side in [s for s in sides if s.alive and record.cell.id in s.hello.get("ready", ())][:2]:
+        event = _ask(side, {"cmd": "probe", "cell": record.cell.id, "iterations": gate.probe_iterations},
+                     gate.side_timeout_s, {"ok"})
+        if event is None:
+            record.lost[side.spec.label] += 1
+            record.failures.append(f"{side.failure}")
+        elif event.get("event") == "ok" and event.get("median_ms"):
+            medians.append(float(event["median_ms"]))
+        else:
+            record.failures.append(f"{side.name} probe: {event.get('message', event.get('event'))}")
+    minimum = options.rounds_policy("cuda").min_block_iterations
+    if medians:
+        record.iterations = max(minimum, round(gate.block_s * 1000.0 / statistics.median(medians)))
+
+
+def _collect_cut(sides: list[SideProcess], records: dict[str, CellRecord],
+                 results: dict[str, list[CellResult]]) -> None:
+    """After a signal: each live side finishes the answer it owes, then gives its cells' results; all of it
+    within :data:`CUT_WAIT_S`, after which the sides are ended with what came."""
+    deadline = time.perf_counter() + CUT_WAIT_S
+    for side in sides:
+        if side.alive and side.in_flight is not None:  # a block (or another answer) in flight when the signal came
+            try:
+                side.next_event(max(0.1, deadline - time.perf_counter()), "finishing its answer")
+                side.in_flight = None
+            except (SideFailed, KeyboardInterrupt):
+                continue
+    _collect_results(sides, results, deadline)
+
+
+def _collect_results(sides: list[SideProcess], results: dict[str, list[CellResult]], deadline: float) -> None:
+    """Every live side's cells' results, asked of all sides at once, answered by ``deadline``."""
+    asked = []
+    for side in sides:
+        if side.alive and side.in_flight is None and side.hello.get("ready"):
+            try:
+                for cell_id in side.hello["ready"]:
+                    side.send({"cmd": "result", "cell": cell_id})
+                asked.append(side)
+            except SideFailed:
+                continue
+    for side in asked:
+        try:
+            for _ in side.hello["ready"]:
+                event = side.next_event(max(0.1, deadline - time.perf_counter()), "giving its results")
+                if event.get("event") == "result":
+                    results.setdefault(side.name, []).append(CellResult.from_dict(event["result"], source=side.name))
+        except (SideFailed, KeyboardInterrupt):
+            continue
 
 
 def _expect_hello(side: SideProcess, timeout_s: float) -> None:
@@ -408,6 +653,8 @@ def _collect_setup(side: SideProcess, records: dict[str, CellRecord], results: d
                 break
             if kind == "ready":
                 ready.add(str(event.get("cell")))
+                if event.get("postprocess"):
+                    side.calibrated[str(event.get("cell"))] = dict(event["postprocess"])
             elif kind == "result":
                 failed = CellResult.from_dict(event["result"], source=side.name)
                 results.setdefault(side.name, []).append(failed)
@@ -435,8 +682,10 @@ def _ask(side: SideProcess, command: dict[str, Any], timeout_s: float, expect: s
     if not side.alive:
         return None
     try:
+        side.in_flight = str(command["cmd"])
         side.send(command)
         event = side.next_event(timeout_s, f"{command['cmd']} {command.get('cell', '')}".strip())
+        side.in_flight = None
     except SideFailed:
         return None
     if event.get("event") not in expect:
@@ -466,31 +715,7 @@ def _block(side: SideProcess, record: CellRecord, round_index: int, iterations: 
     return None
 
 
-def _warm_up(record: CellRecord, sides: list[SideProcess], block_s: float, options: RunOptions,
-             timeout_s: float) -> None:
-    """Each side warms the cell up alone until stable (the sides set up all at once, where no warm-up settles);
-    the blocks' iteration count comes from the sides' steady medians, the same on every side."""
-    medians = []
-    for side in sides:
-        if not side.alive or record.cell.id not in side.hello.get("ready", ()):
-            continue
-        event = _ask(side, {"cmd": "warmup", "cell": record.cell.id}, timeout_s, {"ok"})
-        if event is None:
-            record.lost[side.spec.label] += 1
-            record.failures.append(f"{side.failure}")
-        elif event.get("event") == "ok" and event.get("median_ms"):
-            medians.append(float(event["median_ms"]))
-            if not event.get("converged"):
-                record.failures.append(f"{side.name}: warm-up stopped unconverged after {event.get('iterations')} "
-                                       "iterations (judged anyway)")
-        else:
-            record.failures.append(f"{side.name} warm-up: {event.get('message', event.get('event'))}")
-    policy = options.rounds_policy("cuda")
-    if medians:
-        record.iterations = max(policy.min_block_iterations, round(block_s * 1000.0 / statistics.median(medians)))
-
-
-def _paired_block(record: CellRecord, base: SideProcess, cand: SideProcess, round_index: int, cand_first: int,
+def _paired_block(record: CellRecord, base: SideProcess, cand: SideProcess, round_index: int, cand_first: bool,
                   timeout_s: float, statistic: Any) -> float:
     """The cell's blocks of one round on both sides of a pair, back to back; their ratio is the round's."""
     if not record.iterations:
@@ -509,19 +734,10 @@ def _paired_block(record: CellRecord, base: SideProcess, cand: SideProcess, roun
     return timed
 
 
-def _side_results(side: SideProcess, records: dict[str, CellRecord], timeout_s: float) -> list[CellResult]:
-    out = []
-    for cell_id in side.hello.get("ready", ()):
-        event = _ask(side, {"cmd": "result", "cell": cell_id}, timeout_s, {"result"})
-        if event is not None and event.get("event") == "result":
-            out.append(CellResult.from_dict(event["result"], source=side.name))
-    return out
-
-
 def _side_facts(side: SideProcess) -> dict[str, Any]:
     env = side.hello.get("environment") or {}
     return {"name": side.name, "label": side.spec.label, "pair": side.pair, "command": side.spec.describe(),
-            "pid": side.hello.get("pid"), "failure": side.failure, "log": str(side.log),
+            "pid": side.hello.get("pid"), "failure": side.failure, "log": str(side.log), "env_pad": side.pad,
             "environment": redact_tree({k: env.get(k) for k in ("torch", "torchvision", "cuda_runtime", "cudnn", "gpu",
                                                                  "driver", "image", "python")})}
 

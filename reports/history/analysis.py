@@ -105,6 +105,7 @@ class Band:
     sd: float | None  # between-run SD of log throughput around the segment means (None: fewer than 2 runs)
     low: float | None  # 95 % prediction interval for one new run
     high: float | None
+    df: int = 0  # degrees of freedom of the between-run SD (runs - levels)
 
     @property
     def half_width(self) -> float | None:
@@ -317,7 +318,38 @@ def noise_band(values: Sequence[float], steps: Sequence[Step] | None = None) -> 
     residuals = np.concatenate([logs[a:b] - logs[a:b].mean() for a, b in parts])
     sd = float(np.sqrt((residuals**2).sum() / df))
     half = float(stats.t.ppf(0.5 + BAND_CONFIDENCE / 2, df)) * sd * math.sqrt(1.0 + 1.0 / (end - start))
-    return Band(n, end - start, math.exp(level), sd, math.exp(level - half), math.exp(level + half))
+    return Band(n, end - start, math.exp(level), sd, math.exp(level - half), math.exp(level + half), df)
+
+
+def judge_cells(cells: dict[str, tuple[float, Band | None]], threshold: float) -> dict[str, Judgement]:
+    """A new run's cells against their bands, judged together (``cells``: id -> (throughput, band)).
+
+    The one judge of every verdict (bench.core.judge): each cell's distance from its band's level in units of the
+    prediction error (``sd * sqrt(1 + 1/m)``, t with the band's degrees of freedom), Holm across the run's cells
+    (regressions and improvements apart), so a run of unchanged software flags any of its cells at most 5 % of the
+    time; a flag must also exceed ``threshold`` (the floor). A cell with a weak band or none keeps its verdict
+    from :func:`judge`."""
+    from bench.core import judge as one_judge  # noqa: PLC0415
+
+    evidence = {cid: one_judge.prediction_evidence(value, math.log(band.level), band.sd, band.df, band.segment_runs)
+                for cid, (value, band) in cells.items()
+                if band is not None and not band.weak and band.sd is not None and band.df >= 1}
+    verdicts = one_judge.decide(evidence, threshold)
+    out = {}
+    for cid, (value, band) in cells.items():
+        single = judge(value, band, threshold)
+        if cid not in verdicts or band is None or band.half_width is None:
+            out[cid] = single
+            continue
+        v = verdicts[cid]
+        width = f"band ±{band.half_width:.1%} on {band.runs} runs"
+        change = value / band.level - 1.0
+        family = f"Holm p {v.adjusted_p:.2g} over {v.cells} cells"
+        if v.verdict in (REGRESSION, IMPROVEMENT):
+            out[cid] = Judgement(v.verdict, change, f"{change:+.1%}: {family}, beyond ±{threshold:.0%} ({width})")
+        else:
+            out[cid] = Judgement(UNCHANGED, change, f"{change:+.1%}: {family}, not flagged ({width})")
+    return out
 
 
 def judge(value: float, band: Band | None, threshold: float) -> Judgement:

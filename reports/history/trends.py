@@ -65,6 +65,7 @@ def judge_run(store: Store, run: Run, threshold: float) -> RunJudgement:
     elif fields["started_at"]:
         same = same[same["run_at"] < fields["started_at"]]
     rows = []
+    judged: dict[int, tuple[float, analysis.Band | None]] = {}
     for result in run.results:
         cell = result.cell
         history = same[same["cell_id"] == cell.id]
@@ -82,14 +83,16 @@ def judge_run(store: Store, run: Run, threshold: float) -> RunJudgement:
             rows.append(row)
             continue
         band = analysis.noise_band(list(ok["throughput_ips"]))
-        verdict = analysis.judge(float(result.throughput_ips), band, threshold)
         if band is not None:  # a band on fewer than 3 runs is not shown (t with 1 degree of freedom: +-1000 %)
             row.update(level_ips=band.level)
             if not band.weak:
                 row.update(low_ips=band.low, high_ips=band.high, band=band.half_width)
-        row.update(change=verdict.change, verdict=verdict.verdict, reason=verdict.reason,
-                   gating=verdict.verdict == analysis.REGRESSION)
+        judged[len(rows)] = (float(result.throughput_ips), band)
         rows.append(row)
+    # the run's cells judged together (one judge for every verdict, Holm across the cells)
+    for index, verdict in analysis.judge_cells({str(i): vb for i, vb in judged.items()}, threshold).items():
+        rows[int(index)].update(change=verdict.change, verdict=verdict.verdict, reason=verdict.reason,
+                                gating=verdict.verdict == analysis.REGRESSION)
     table = pd.DataFrame(rows, columns=JUDGED_COLUMNS)
     return RunJudgement(run.label, fields["machine"], own is not None, table, threshold)
 

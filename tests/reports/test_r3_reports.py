@@ -10,7 +10,7 @@ import json
 
 import pytest
 
-from bench.core import significance
+from bench.core import judge
 from bench.core.record import RunRecord
 from reports.cli import EXIT_BAD_INPUT, EXIT_OK, main
 from reports.compare import GATE_PASS, INVALID, gate
@@ -86,15 +86,11 @@ def test_the_cli_names_invalid_cells_in_the_verdict_and_comparison_json(tmp_path
     assert "### Invalid: cand vs base (1)" in (tmp_path / "out" / "summary.md").read_text()
 
 
-def test_the_paired_judges_set_implausible_ratios_aside_and_say_so():
-    estimate = significance.judge_paired([1.0, 1.01, 0.99, 1.0, 1e300], 0.05)
-    assert estimate.units_baseline == 4 and "1 implausible ratio set aside" in estimate.reason
-    assert len(estimate.reason) < 300
-    nested = significance.judge_nested([[1.0, 1.01, 0.99], [1.0, 1e-300, 1.02]], 0.05)
-    assert nested.units_baseline == 5 and "1 implausible ratio set aside" in nested.reason
-    unpaired = significance.judge_unpaired([40.0, 41.0, 39.0, 0.0], [40.0, 41.0, 8e303, 39.5], 0.05)
-    assert (unpaired.units_baseline, unpaired.units_candidate) == (3, 3)
-    assert "2 implausible throughputs set aside" in unpaired.reason
+def test_the_judge_sets_implausible_ratios_and_throughputs_aside_and_says_so():
+    paired = judge.pair_evidence([[1.0, 1.01, 0.99], [1.0, 1e-300, 1.02]])
+    assert paired.units == 2 and "1 implausible ratio set aside" in paired.note and len(paired.note) < 300
+    unpaired = judge.two_sample_evidence([40.0, 41.0, 39.0, 0.0], [40.0, 41.0, 8e303, 39.5], "repeat")
+    assert unpaired.units == 3 and "2 implausible throughput(s) set aside" in unpaired.note
 
 
 def test_csv_text_cells_cannot_start_a_formula_and_numbers_stay_numbers(tmp_path):

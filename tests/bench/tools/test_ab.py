@@ -6,7 +6,9 @@ from pathlib import Path
 
 import pytest
 
+from bench.core.schema import Cell
 from bench.tools import ab
+from bench.tools.ab_sides import CellRecord, default_pairs, judge_cells
 
 ROOT = Path(__file__).resolve().parents[3]
 
@@ -98,3 +100,23 @@ def test_the_summary_lists_regressions_and_inconclusive_cells_first_with_the_ver
     assert rows == ["a-infer-eager-fp32-bs8-gpu1", "z-infer-eager-fp32-bs1-gpu1", "b-infer-eager-fp32-bs1-gpu1"]
     assert f"**{line}**" in text and "1 inconclusive" in line
     assert "candidate (`this interpreter` with DETBENCH_TEST_SLOWDOWN=a:0.1) vs baseline (`docker run base:1" in text
+
+
+def test_worker_pairs_are_sized_from_the_first_sides_device():
+    assert default_pairs({"free_bytes": 80 << 30, "cpus": 16}) == 8  # an H100: 8 pairs
+    assert default_pairs({"free_bytes": 20 << 30}) == 2  # a small GPU: what its memory holds, at least 2
+    assert default_pairs({"cpus": 2}) == 8 and default_pairs({"cpus": 1}) == 4  # the CPU: 4 a core, at most 8
+
+
+def test_the_sides_cells_are_judged_together_and_a_cell_the_candidate_lost_is_a_regression():
+    def record(model: str, ratio: float, candidate_ok: bool = True) -> CellRecord:
+        r = CellRecord(Cell(model, "infer", "eager", "fp32", 8, 1), baseline_ok=True, candidate_ok=candidate_ok)
+        if candidate_ok:
+            r.blocks = {p: [{"base_ms": 10.0 * ratio * (1 + 0.01 * ((p + k) % 3 - 1)), "cand_ms": 10.0}
+                            for k in range(4)] for p in range(6)}
+        return r
+
+    verdicts = judge_cells({"a": record("a", 1.0), "b": record("b", 0.8), "c": record("c", 1.0, False)}, 0.02)
+    assert verdicts["b"].verdict == "regression" and verdicts["b"].cells == 2  # the lost cell takes no share
+    assert verdicts["c"].verdict == "regression" and "not in the candidate" in verdicts["c"].reason
+    assert verdicts["a"].verdict in ("unchanged", "inconclusive")

@@ -59,5 +59,7 @@ def test_a_planted_threefold_slowdown_is_a_paired_regression_and_exit_3(ab_run, 
     assert code == ab.EXIT_REGRESSION, payload["verdict_line"] + "\n" + logs
     verdict = payload["verdicts"][CELL]
     assert verdict["verdict"] == "regression" and len(verdict["ratios"]) == 5
-    assert verdict["ratio"] < 0.6 and verdict["high"] < 0.95  # 1 / 3 = 0.33 planted
+    # 1 / 3 = 0.33 planted; each round is a fresh process pair, the unit of the judge (a t over the 5 rounds: one
+    # round a loaded host stalls widens the interval, the one-sided family-wise test still flags the cell)
+    assert verdict["ratio"] < 0.6 and verdict["adjusted_p"] <= 0.05 and verdict["units"] == 5
     assert payload["verdict_line"].startswith("VERDICT: 1 regression(s)")

@@ -1,12 +1,13 @@
 """detbench-ab's sides mode on the CPU: the line protocol of a real long-lived side, the gate end to end with tiny
 models (a planted change, a side that dies, one that hangs, a `docker run -i` template through a fake docker, a
-side speaking another protocol version), and its usage errors. Statistics on synthetic data with per-process
-offsets: tests/bench/core/test_significance.py."""
+side speaking another protocol version, a budget with its first look, a SIGTERM that keeps the sides' results),
+and its usage errors. The judge on synthetic data: tests/bench/core/test_judge.py."""
 
 from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -14,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from bench.core.record import load_results
 from bench.runtime.faults import FAULT_ENV, SLOWDOWN_ENV
 from bench.runtime.protocol import PROTOCOL_VERSION, decode
 from bench.tools import ab
@@ -45,8 +47,9 @@ def gate(out: Path, *options: str) -> tuple[int, dict]:
 def test_a_side_speaks_the_line_protocol(side_env):
     cell = {"model": "tiny_convnet", "mode": "infer", "batch_size": 2, "image_size": [32, 32]}
     options = {"model_modules": ["tests.bench.tiny_models"], "count_flops": False, "telemetry_hz": 0}
-    commands = [{"cmd": "setup", "cells": [cell, {**cell, "model": "no_such_model"}], "options": options},
-                {"cmd": "warmup", "cell": "tiny_convnet-infer-eager-fp32-bs2-gpu1-32x32"},
+    commands = [{"cmd": "setup", "cells": [cell, {**cell, "model": "no_such_model"}], "options": options,
+                 "warmup_iterations": 2},
+                {"cmd": "probe", "cell": "tiny_convnet-infer-eager-fp32-bs2-gpu1-32x32", "iterations": 2},
                 {"cmd": "block", "cell": "tiny_convnet-infer-eager-fp32-bs2-gpu1-32x32", "round": 1, "iterations": 3},
                 {"cmd": "result", "cell": "tiny_convnet-infer-eager-fp32-bs2-gpu1-32x32"}, {"cmd": "dance"},
                 {"cmd": "quit"}]
@@ -59,7 +62,8 @@ def test_a_side_speaks_the_line_protocol(side_env):
     assert kinds == ["hello", "ready", "result", "ok", "ok", "block", "result", "error"], kinds
     assert events[0]["protocol"] == PROTOCOL_VERSION and events[0]["environment"]["torch"]
     assert events[2]["result"]["status"] in ("error", "skipped") and "no_such_model" in events[2]["result"]["reason"]
-    assert events[4]["iterations"] >= 2 and events[4]["median_ms"] > 0  # warmed up alone until stable
+    assert events[1]["setup_s"] > 0 and events[1]["postprocess"] is None  # a classifier: nothing to calibrate
+    assert events[4]["iterations"] == 2 and events[4]["median_ms"] > 0  # the probe that sizes the blocks
     block = events[5]["block"]
     assert block["round"] == 1 and block["iterations"] == 3 and len(events[5]["times_ms"]) == 3
     assert block["median_ms"] == pytest.approx(sorted(events[5]["times_ms"])[1], abs=1e-5)
@@ -75,7 +79,12 @@ def test_a_planted_slowdown_is_a_regression_and_the_unplanted_cell_is_not(side_e
     planted, other = payload["verdicts"][CELL], payload["verdicts"][NHWC]
     assert planted["verdict"] == "regression" and planted["ratio"] < 0.6  # 1 / 3 planted
     assert other["verdict"] != "regression"
-    assert planted["noise"]["pairs"] == 2 and planted["noise"]["rounds"] == 8
+    assert planted["units"] == 2 and sum(map(len, planted["ratios"])) == 8 and planted["cells"] == 2
+    assert 0 < planted["detectable"] < 1 and ">= " in (tmp_path / "summary.md").read_text()
+    # the order is random: both sides went first in some rounds; every side had its own environment padding
+    firsts = {r["first"] for rounds in payload["cells"][CELL]["blocks"].values() for r in rounds}
+    assert firsts <= {"baseline", "candidate"} and payload["seed"] is not None
+    assert len({s["env_pad"] for s in payload["sides_started"]}) > 1
     assert payload["mode"] == "sides" and 0 < payload["duty_cycle"] < 1 and payload["timed_s"] > 0
     # every side's cells as an ordinary run file; no side process left
     runs = sorted(p.name for p in tmp_path.glob("*-?.json"))
@@ -90,18 +99,19 @@ def test_a_side_that_dies_is_recorded_and_the_other_pairs_go_on(side_env, tmp_pa
     # the fault fires in every side at round 2: every side dies there, and rounds 1's ratios remain
     verdict = payload["verdicts"][CELL]
     assert any("exited with code 3 while block" in note for note in payload["notes"]), payload["notes"]
-    assert verdict["noise"]["rounds"] >= 2 and verdict["verdict"] in ("inconclusive", "unchanged")
+    assert sum(map(len, verdict["ratios"])) >= 2 and verdict["verdict"] in ("inconclusive", "unchanged")
     assert code in (ab.EXIT_OK, ab.EXIT_REGRESSION)
 
 
 @pytest.mark.timing  # its sides must answer within 8 s: both "hung" beside xdist workers under load
 def test_a_hung_side_is_killed_at_the_side_timeout(side_env, tmp_path):
     began = time.monotonic()
-    code, payload = gate(tmp_path, "--pairs", "1", "--rounds", "3", "--side-timeout", "8", "--candidate-env",
+    code, payload = gate(tmp_path, "--pairs", "2", "--rounds", "3", "--side-timeout", "20", "--candidate-env",
                          f"{FAULT_ENV}=tiny_convnet-infer-eager-fp32-channels_last-bs4:hang@round2")
-    assert time.monotonic() - began < 90
-    assert any("candidate-0 hung: no answer to block" in n for n in payload["notes"]), payload["notes"]
-    assert payload["verdicts"][NHWC]["noise"]["rounds"] == 1  # round 1 only; the candidate was lost in round 2
+    assert time.monotonic() - began < 150
+    for name in ("candidate-0", "candidate-1"):
+        assert any(f"{name} hung: no answer to block" in n for n in payload["notes"]), payload["notes"]
+    assert sum(map(len, payload["verdicts"][NHWC]["ratios"])) == 2  # round 1 only; both candidates lost in round 2
     assert not [s["pid"] for s in payload["sides_started"] if s["pid"] and is_alive(s["pid"])]
     assert code in (ab.EXIT_OK, ab.EXIT_REGRESSION)
 
@@ -121,14 +131,14 @@ exec "$@"
 """)
     fake.chmod(0o755)
     monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
-    code, payload = gate(tmp_path / "out", "--pairs", "1", "--rounds", "3",
+    code, payload = gate(tmp_path / "out", "--pairs", "2", "--rounds", "3",
                          "--baseline-cmd", "docker run -i --rm base:1 {worker}",
                          "--candidate-cmd", "docker run -i --rm cand:2 {worker}")
     assert code in (ab.EXIT_OK, ab.EXIT_REGRESSION), payload["verdict_line"]
     recorded = calls.read_text().splitlines()
-    assert sorted(recorded) == ["run -i --rm base:1 python -m bench.runtime.side",
-                                "run -i --rm cand:2 python -m bench.runtime.side"]
-    assert payload["verdicts"][CELL]["noise"]["rounds"] == 3
+    assert sorted(recorded) == ["run -i --rm base:1 python -m bench.runtime.side"] * 2 + [
+        "run -i --rm cand:2 python -m bench.runtime.side"] * 2
+    assert sum(map(len, payload["verdicts"][CELL]["ratios"])) == 6
     assert payload["sides"][0]["template"] == "docker run -i --rm base:1 {worker}"
 
 
@@ -136,7 +146,7 @@ def test_a_side_speaking_another_protocol_is_refused_naming_both_versions(side_e
     old = tmp_path / "old_side.py"
     old.write_text("import json, sys\nprint('@detbench ' + json.dumps({'event': 'hello', 'protocol': 0}))\n"
                    "sys.stdout.flush()\nsys.stdin.readline()\n")
-    code, payload = gate(tmp_path / "out", "--pairs", "1", "--rounds", "3", "--candidate-cmd",
+    code, payload = gate(tmp_path / "out", "--pairs", "2", "--rounds", "3", "--candidate-cmd",
                          f"{sys.executable} {old} {{worker}}")
     assert any(f"speaks protocol 0, this detbench-ab {PROTOCOL_VERSION}" in n for n in payload["notes"])
     assert payload["verdicts"][CELL]["verdict"] == "regression"  # the candidate measured nothing
@@ -148,7 +158,8 @@ def test_a_side_speaking_another_protocol_is_refused_naming_both_versions(side_e
     (["--mode", "sides", "--candidate-cmd", "docker run img --out {json}"], "must start the side with {worker}"),
     (["--baseline-cmd", "docker run -i b {worker}", "--candidate-cmd", "x --json {json}"], "give both sides the same"),
     (["--pin-cpus", "99999"], "bad --pin-cpus '99999'; valid: auto, none, or CPUs"),
-    (["--pairs", "0"], "--pairs must be within 1..16"),
+    (["--pairs", "1"], "--pairs must be 0 (auto) or within 2..16"),
+    (["--budget-s", "5"], "--budget-s must be within [10, 1e6] seconds"),
     (["--", "--gpus", "2"], "unknown matrix option(s) for the sides mode: --gpus 2"),
     (["--", "--precisions", "fp64"], "unknown precision 'fp64'"),
 ])
@@ -156,3 +167,44 @@ def test_bad_sides_input_is_one_line_and_exit_2(argv, message, capsys, tmp_path)
     assert ab.main(["--out", str(tmp_path), *argv]) == ab.EXIT_USAGE
     err = capsys.readouterr().err.strip()
     assert message in err and "\n" not in err, err
+
+
+@pytest.mark.timing
+@pytest.mark.timeout(300)
+def test_a_budget_stops_the_cells_decided_at_the_first_look_and_the_rest_go_on(side_env, tmp_path):
+    code, payload = gate(tmp_path, "--pairs", "2", "--budget-s", "60", "--seed", "3", "--candidate-env",
+                         f"{SLOWDOWN_ENV}=tiny_convnet-infer-eager-fp32-bs4:4.0")
+    planted, other = payload["verdicts"][CELL], payload["verdicts"][NHWC]
+    assert payload["budget_s"] == 60 and payload["looks"] == 2 and payload["wall_s"] < 60 + 30
+    assert planted["verdict"] == "regression" and "decided at the first look" in planted["reason"]
+    assert payload["cells"][CELL]["stopped_at_first_look"] and not payload["cells"][NHWC]["stopped_at_first_look"]
+    # the undecided cell got the time the decided one gave up
+    assert sum(map(len, other["ratios"])) > sum(map(len, planted["ratios"]))
+    assert code == ab.EXIT_REGRESSION
+
+
+@pytest.mark.timeout(300)
+def test_a_run_cut_by_sigterm_writes_the_sides_run_files_for_what_they_measured(side_env, tmp_path):
+    out = tmp_path / "out"
+    proc = subprocess.Popen([sys.executable, "-m", "bench.tools.ab", "--out", str(out), "--block-s", "0.05",
+                             "--pin-cpus", "none", "--pairs", "2", "--rounds", "10000", "--", *MATRIX],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + 200
+        while time.monotonic() < deadline:  # until two rounds are on file
+            ab_json = out / "ab.json"
+            if ab_json.is_file() and json.loads(ab_json.read_text()).get("rounds_per_pair", 0) >= 2:
+                break
+            time.sleep(0.5)
+        proc.send_signal(signal.SIGTERM)
+        output, _ = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+    assert proc.returncode == ab.EXIT_INTERRUPTED, output[-2000:]
+    payload = json.loads((out / "ab.json").read_text())
+    assert payload["cut"] and payload["rounds_per_pair"] >= 2
+    assert sorted(Path(f).name for f in payload["side_runs"]) == [
+        "baseline-0.json", "baseline-1.json", "candidate-0.json", "candidate-1.json"]
+    results = load_results(out / "baseline-0.json")
+    assert {r.status for r in results} == {"ok"} and all(r.measurement and r.measurement.blocks for r in results)
+    assert not [s["pid"] for s in payload["sides_started"] if s["pid"] and is_alive(s["pid"])]

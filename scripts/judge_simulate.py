@@ -1,0 +1,129 @@
+"""Simulations of the one judge (bench.core.judge) behind every verdict; docs/ab.md quotes the output.
+
+``python scripts/judge_simulate.py [--runs N] [--json FILE]`` prints, seeded:
+
+- gate: the noise fitted on the committed H200 gate runs (docs/examples/gate-h200*) and on the committed CPU
+  acceptance runs (docs/examples/gate-cpu/acceptance.json), then per design the family-wise false-flag rate of
+  same-software runs and each cell's detectable change (bench.core.judge.simulate);
+- history: ``detbench-history compare`` on a 15-cell run of unchanged software against 8 earlier runs per cell
+  (between-run noise 3 %, log-normal): the share of runs that fail, judged by the one judge
+  (reports.history.analysis.judge_cells) and, for reference, by the former per-cell rule (analysis.judge);
+- report: ``detbench-report --fail-on-regression`` on two runs of 15 cells with 3 repeats a side (between-repeat
+  noise 3 %): the share of runs that flag a cell, with the judge's two-run evidence and Holm across the cells.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from bench.core import judge
+from bench.core.judge import simulate
+from reports.history import analysis
+
+ROOT = Path(__file__).resolve().parents[1]
+H200 = sorted(ROOT.glob("docs/examples/gate-h200*/**/ab.json"))
+CPU = sorted(ROOT.glob("docs/examples/gate-cpu/acceptance.json"))
+SEED = 20261205
+
+
+def history_fail_rate(runs: int, cells: int = 15, history: int = 8, noise: float = 0.03, threshold: float = 0.05,
+                      seed: int = SEED) -> tuple[float, float]:
+    """Share of pure-noise runs that ``detbench-history compare --fail-on-regression`` fails: (one judge, former
+    per-cell rule)."""
+    rng = np.random.default_rng(seed)
+    family = single = 0
+    for _ in range(runs):
+        series = np.exp(rng.normal(0.0, noise, (cells, history + 1))) * 100.0
+        bands = {str(c): (float(series[c, -1]), analysis.noise_band(list(series[c, :-1]))) for c in range(cells)}
+        verdicts = analysis.judge_cells(bands, threshold)
+        family += any(v.verdict == analysis.REGRESSION for v in verdicts.values())
+        single += any(analysis.judge(value, band, threshold).verdict == analysis.REGRESSION
+                      for value, band in bands.values())
+    return family / runs, single / runs
+
+
+def report_flag_rate(runs: int, cells: int = 15, repeats: int = 3, noise: float = 0.03, threshold: float = 0.05,
+                     seed: int = SEED) -> float:
+    """Share of pure-noise run pairs in which the two-run judge flags any cell (regression or improvement)."""
+    rng = np.random.default_rng(seed)
+    flagged = 0
+    for _ in range(runs):
+        values = np.exp(rng.normal(0.0, noise, (cells, 2, repeats))) * 100.0
+        evidence = {str(c): judge.two_sample_evidence(list(values[c, 0]), list(values[c, 1]), "repeat")
+                    for c in range(cells)}
+        flagged += any(v.verdict in (judge.REGRESSION, judge.IMPROVEMENT)
+                       for v in judge.decide(evidence, threshold).values())
+    return flagged / runs
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--runs", type=int, default=4000, help="simulated gate runs per design")
+    parser.add_argument("--history-runs", type=int, default=2000)
+    parser.add_argument("--parts", default="h200,cpu,history", help="comma-separated: h200, cpu, history")
+    parser.add_argument("--json", type=Path)
+    args = parser.parse_args(argv)
+    parts = set(args.parts.split(","))
+    out: dict = {"seed": SEED}
+    fits = {"h200": H200, "cpu": CPU}
+    for name, files in fits.items():
+        if not files or name not in parts:
+            continue
+        noise = simulate.fit(files)
+        cells = len(noise.cells)
+        print(f"{name}: fitted on {len(files)} runs, {cells} cells: nu {noise.nu:.2f}, rho {noise.rho:.2f}, pair "
+              f"noise level SD {noise.pair_level_sd:.2f}, pair offset SD {noise.cells[0].pair_sd:.2%}")
+        entry: dict = {"files": [str(f.relative_to(ROOT)) for f in files], "noise": noise.to_dict(), "designs": []}
+        if name == "h200":  # the 8 inference cells of the gate's matrix
+            noise = simulate.Noise(tuple(c for c in noise.cells if "-infer-" in c.name), noise.nu, noise.rho,
+                                   noise.pair_level_sd, noise.fitted_block_s, noise.iteration_share)
+            designs = [simulate.Design(3, 4, 0.5), simulate.Design(8, 6, 0.25), simulate.Design(8, 6, 0.25, looks=2)]
+        else:
+            designs = [simulate.Design(8, 4, noise.fitted_block_s, looks=2), simulate.Design(8, 8, noise.fitted_block_s,
+                                                                                          looks=2)]
+        for design in designs:
+            result = simulate.simulate(noise, design, runs=args.runs)
+            planted = simulate.simulate(noise, design, [0.10, 0.05] + [0.0] * (len(noise.cells) - 2),
+                                        runs=args.runs)
+            print(f"  {design.pairs} pairs x {design.rounds} rounds x {design.block_s:g} s, {design.looks} look(s), "
+                  f"floor {design.floor:.0%}, {len(noise.cells)} cells: a false regression in "
+                  f"{result.false_regression_rate:.1%} of the runs, any false flag in {result.false_flag_rate:.1%}; "
+                  f"a 10 % plant in {noise.cells[0].name} flagged "
+                  f"{planted.flag_rate[0]:.0%}, 5 % in {noise.cells[1].name} {planted.flag_rate[1]:.0%}")
+            for cell, detectable in zip(noise.cells, result.detectable, strict=True):
+                print(f"    {cell.name:58s} block {cell.block_sd:5.1%}  detectable {detectable:.1%}")
+            entry["designs"].append({"design": design.__dict__, "false_flag_rate": result.false_flag_rate,
+                                     "false_regression_rate": result.false_regression_rate,
+                                     "detectable": dict(zip([c.name for c in noise.cells], result.detectable,
+                                                            strict=True)),
+                                     "planted_10_flag_rate": planted.flag_rate[0],
+                                     "planted_5_flag_rate": planted.flag_rate[1]})
+        out[name] = entry
+    if "history" not in parts:
+        return _write(args.json, out)
+    family, single = history_fail_rate(args.history_runs)
+    print(f"history compare, 15 cells x 8 earlier runs, 3 % between-run noise, {args.history_runs} pure-noise runs: "
+          f"fails {family:.1%} (one judge, Holm), {single:.1%} (the former per-cell rule)")
+    report = report_flag_rate(args.history_runs)
+    print(f"report --fail-on-regression, 15 cells, 3 repeats a side, 3 % noise, {args.history_runs} pure-noise "
+          f"pairs of runs: a cell flagged in {report:.1%}")
+    out["history"] = {"cells": 15, "earlier_runs": 8, "noise": 0.03, "runs": args.history_runs,
+                      "fail_rate_one_judge": family, "fail_rate_former_rule": single}
+    out["report"] = {"cells": 15, "repeats": 3, "noise": 0.03, "runs": args.history_runs, "flag_rate": report}
+    return _write(args.json, out)
+
+
+def _write(path: Path | None, out: dict) -> int:
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(out, indent=1) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
