@@ -342,7 +342,7 @@ def judge_cells(cells: dict[str, tuple[float, Band | None]], threshold: float) -
             out[cid] = single
             continue
         v = verdicts[cid]
-        width = f"band ±{band.half_width:.1%} on {band.runs} runs"
+        width = f"band {band.text()} on {band.runs} runs"
         change = value / band.level - 1.0
         family = f"Holm p {v.adjusted_p:.2g} over {v.cells} cells"
         if v.verdict in (REGRESSION, IMPROVEMENT):
