@@ -78,10 +78,10 @@ def test_the_smoke_matrix_and_the_report_run_from_an_empty_folder(installed):
 
 def test_detbench_ab_runs_from_an_empty_folder(installed):
     _, _, cwd = installed
-    done = run(installed, "-m", "bench.tools.ab", "--pairs", "1", "--rounds", "3", "--block-s", "0.05", "--pin-cpus",
+    done = run(installed, "-m", "bench.tools.ab", "--pairs", "2", "--rounds", "3", "--block-s", "0.05", "--pin-cpus",
                "none", "--out", "ab", "--", "--models", "resnet50", "--modes", "infer", "--precisions", "fp32",
                "--batch-sizes", "2", "--image-size", "32x32")
     assert done.returncode in (0, 3), done.stdout[-2000:] + done.stderr[-2000:]
     payload = json.loads((cwd / "ab" / "ab.json").read_text())
     (verdict,) = payload["verdicts"].values()
-    assert verdict["noise"]["rounds"] == 3 and payload["mode"] == "sides"
+    assert verdict["units"] == 2 and verdict["unit"] == "worker pair" and payload["mode"] == "sides"
