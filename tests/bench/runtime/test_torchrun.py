@@ -90,13 +90,15 @@ def test_an_oom_rank_is_an_oom_result_with_its_exception_text(fault):
 def test_a_hung_rank_times_out_and_every_process_is_killed(fault):
     fault("tiny_convnet-infer", "hang", rank=1)
     began = time.monotonic()
-    (infer,) = run_group([tiny("infer")], fast_options(cell_timeout_s=15.0), caps=CPU)
+    # 40 s: the ranks' start (torchrun and two torch imports) must fit inside it; 15 s did not when CI ran two
+    # torch lines at once on 2 cores ("no rank reported").
+    (infer,) = run_group([tiny("infer")], fast_options(cell_timeout_s=40.0), caps=CPU)
     assert infer.status == "timeout"
-    assert "cell timeout of 15 s: rank(s) [1] stopped in set_up" in infer.reason, infer.reason
+    assert "cell timeout of 40 s: rank(s) [1] stopped in set_up" in infer.reason, infer.reason
     assert infer.config["rank_phases"] == {0: "warm_up", 1: "set_up"}
     assert infer.config["launcher"]["killed_pids"]
     assert_no_rank_left(infer)
-    assert time.monotonic() - began < 60
+    assert time.monotonic() - began < 100
 
 
 def test_a_cell_asking_for_more_gpus_than_visible_is_skipped_with_the_count():
