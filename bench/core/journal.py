@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 from typing import Any, TextIO
 
-from bench.core.record import RUN_SCHEMA, cell_payload, journal_results
+from bench.core.record import RUN_SCHEMA, cell_payload, is_special_path, journal_results
 from bench.core.schema import CellResult
 
 _SAFE_ID = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")  # a run id that can go into a file name as it is
@@ -39,9 +39,9 @@ class JournalError(ValueError):
 
 
 def default_journal_path(benchmark_json: str | None, run_id: str | None = None) -> Path:
-    """Next to ``--benchmark-json`` (``X.json`` -> ``X.journal.jsonl``), else ``.detbench/journal-<run id>.jsonl``
+    """Next to ``--benchmark-json`` (``X.json`` -> ``X.journal.jsonl``) where that is a file's path, else ``.detbench/journal-<run id>.jsonl``
     (the run id: UTC time and 6 random hex digits, so runs started in the same second differ)."""
-    if benchmark_json:
+    if benchmark_json and not is_special_path(benchmark_json):  # no journal beside /dev/stdout or /dev/full
         target = Path(benchmark_json)
         return target.with_name(target.stem + ".journal.jsonl")
     return Path(".detbench") / f"journal-{run_id or new_run_id()}.jsonl"

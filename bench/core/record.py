@@ -20,6 +20,7 @@ import datetime
 import json
 import os
 import statistics
+import sys
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -132,13 +133,25 @@ def benchmark_entry(result: CellResult, options: dict[str, Any] | None, environm
 
 def write_file_atomically(path: str | os.PathLike[str], text: str) -> Path:
     """Write ``text`` so that ``path`` never holds half a file: into a temporary file beside it, synced, then renamed
-    over it (the temporary file is removed on any failure, e.g. a full disk, and the OSError raised). A path that
-    exists and is not a regular file (``/dev/stdout``, a pipe) is written in place."""
-    target = Path(path)
-    if target.exists() and not target.is_file():
-        with open(target, "w", encoding="utf-8") as sink:
-            sink.write(text)
-        return target
+    over it (the temporary file is removed on any failure, e.g. a full disk, and the OSError raised).
+
+    A symbolic link is written through: the file it points to is replaced and the link stays a link. A special
+    path (:func:`is_special_path`) is written in place: ``/dev/stdout``, ``/dev/stderr`` and ``/dev/fd/N`` through
+    the process's own descriptor (a log that stdout is redirected to gets the text where the output stands, never
+    truncated or replaced), a device or a pipe opened for writing."""
+    if is_special_path(path):
+        descriptor = _descriptor_named(path)
+        if descriptor is None:
+            with open(path, "w", encoding="utf-8") as sink:
+                sink.write(text)
+        else:
+            for stream in (sys.stdout, sys.stderr):
+                stream.flush()
+            data = text.encode("utf-8")
+            while data:
+                data = data[os.write(descriptor, data):]
+        return Path(path)
+    target = Path(os.path.realpath(path))  # through any link: renaming over a link would replace the link itself
     descriptor, partial = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".partial", dir=target.parent)
     try:
         with open(descriptor, "w", encoding="utf-8") as handle:
@@ -150,7 +163,30 @@ def write_file_atomically(path: str | os.PathLike[str], text: str) -> Path:
     except BaseException:
         Path(partial).unlink(missing_ok=True)
         raise
-    return target
+    return Path(path)
+
+
+def is_special_path(path: str | os.PathLike[str]) -> bool:
+    """Whether ``path`` names something other than a regular file: anything under ``/dev`` or ``/proc``
+    (``/dev/stdout``, ``/dev/full``: judged before links are followed, since ``/dev/stdout`` resolves to whatever
+    stdout is redirected to), or, links followed, an existing device, pipe or socket. Such a path is written in
+    place and gets no file beside it (no journal, no temporary file)."""
+    named = os.path.abspath(path)
+    if named.startswith(("/dev/", "/proc/")):
+        return True
+    real = os.path.realpath(path)
+    return os.path.exists(real) and not os.path.isfile(real) and not os.path.isdir(real)
+
+
+def _descriptor_named(path: str | os.PathLike[str]) -> int | None:
+    """The file descriptor a ``/dev/stdout``-like path names (1, 2, N of ``/dev/fd/N`` or ``/proc/self/fd/N``)."""
+    named = os.path.abspath(path)
+    if named in ("/dev/stdout", "/dev/stderr"):
+        return 1 if named.endswith("out") else 2
+    for prefix in ("/dev/fd/", "/proc/self/fd/"):
+        if named.startswith(prefix) and named[len(prefix):].isdigit():
+            return int(named[len(prefix):])
+    return None
 
 
 def _umask() -> int:
