@@ -3,9 +3,11 @@ the environment fingerprint in every benchmark JSON and journal line, the report
 
 A setting whose name reads as a secret (``HF_TOKEN``, ``MY_API_KEY``, ``AWS_SECRET_ACCESS_KEY``, ``PGPASSWORD``)
 is hidden whole; in any other value, what reads as a credential is: URL user info
-(``https://user:pw@registry/...``, also without a scheme), ``key=value`` / ``key: value`` pairs and ``--key value``
-options whose key reads as a secret (URL queries: ``?token=``, ``X-Amz-Signature=``, ``sig=``; DSNs:
-``password=``; headers: ``Authorization: Bearer ...``), bearer tokens, and the path of webhook URLs. Image tags
+(``https://user:pw@registry/...``, also without a scheme), ``key=value`` / ``key: value`` pairs and ``--key value`` /
+``--key=value`` options whose key reads as a secret (URL queries: ``?token=``, ``X-Amz-Signature=``, ``sig=``; DSNs:
+``password=``; headers: ``Authorization: Bearer ...``), bearer tokens (any case of the scheme word: ``token X``), the password of a
+``user:password`` given to a user option (``curl -u``, ``--user``), ``-p X`` of the clients whose ``-p`` is a password
+(mysql, mariadb, sshpass), and the path of webhook URLs. Image tags
 (``nvcr.io/nvidia/pytorch:24.05-py3``), digests and paths stay readable.
 """
 
@@ -19,7 +21,7 @@ REDACTED = "***"
 # camelCase: accessToken, X-Amz-Signature, MY_API_KEY) ...
 SECRET_WORDS = frozenset({
     "TOKEN", "TOKENS", "KEY", "SECRET", "SECRETS", "PASSWORD", "PASSWD", "PASS", "PWD", "PASSPHRASE", "CREDENTIAL",
-    "CREDENTIALS", "AUTH", "AUTHORIZATION", "JWT", "PAT", "SIG", "SIGNATURE", "BEARER", "COOKIE", "APIKEY",
+    "CREDENTIALS", "CREDS", "AUTH", "AUTHORIZATION", "JWT", "PAT", "SIG", "SIGNATURE", "BEARER", "COOKIE", "APIKEY",
 })
 # ... or when its letters, run together, hold one of these (PGPASSWORD, APIKEY, SECRETACCESSKEY, DB_PASSPHRASE).
 SECRET_PARTS = ("TOKEN", "SECRET", "PASSWORD", "PASSWD", "PASSPHRASE", "CREDENTIAL", "APIKEY", "ACCESSKEY",
@@ -39,9 +41,16 @@ _BARE_USERINFO = re.compile(r"(?P<lead>^|(?<=[\s='\"]))[^\s/@:'\"=]+:[^\s/@'\"]+
 _QUOTED = r"'(?:[^'\\]|\\.)*'|\"(?:[^\"\\]|\\.)*\""
 _KEY_VALUE = re.compile(
     r"(?P<key>(?<![\w.-])[A-Za-z_][\w.-]*)(?P<q>['\"]?)(?P<sep>\s*=\s*|:\s+|:(?=['\"])|\s*:\s*(?=['\"]))"
-    rf"(?P<value>(?:Bearer|Basic|Digest|Token)\s+[^\s'\"&;]+|{_QUOTED}|[^\s&;'\"]+)"
+    rf"(?P<value>(?i:Bearer|Basic|Digest|Token)\s+[^\s'\"&;]+|{_QUOTED}|[^\s&;'\"]+)"
 )
-_OPTION_VALUE = re.compile(rf"(?P<key>(?<![\w-])--?[A-Za-z][\w.-]*)(?P<sep>\s+)(?P<value>{_QUOTED}|[^\s-][^\s]*)")
+_OPTION_VALUE = re.compile(
+    rf"(?P<key>(?<![\w-])--?[A-Za-z][\w.-]*)(?P<sep>\s+|=)(?P<value>{_QUOTED}|(?<==)[^\s]+|[^\s-][^\s]*)")
+# user:password given to a user option (curl -u, --user, --proxy-user, psql -U): the user stays readable
+_USER_PASSWORD = re.compile(r"(?P<key>(?<![\w-])(?:-u|-U|--user|--username|--proxy-user|--basic-auth)(?:\s+|=))"
+                            r"(?P<quote>['\"]?)(?P<user>[^\s:'\"]+):(?P<password>[^\s'\"]+)")
+# -p PASSWORD / -pPASSWORD of the clients whose -p is a password (for most programs -p is a port or a plugin)
+_PASSWORD_P = re.compile(r"(?P<lead>\b(?:mysql|mysqldump|mysqladmin|mysqlsh|mariadb|mariadb-dump|sshpass)\b"
+                         r"[^|;&\n]*?\s-p)(?P<sep>\s*)(?P<value>[^\s-][^\s]*)")
 _BEARER = re.compile(r"(?i)\b(?P<scheme>bearer)\s+(?P<value>[A-Za-z0-9._~+/=-]+)")
 
 
@@ -57,6 +66,8 @@ def redact_value(value: str) -> str:
     value = _WEBHOOK.sub(lambda m: f"{m['base']}/{REDACTED}", value)
     value = _URL_USERINFO.sub(lambda m: f"{m['scheme']}{REDACTED}@", value)
     value = _BARE_USERINFO.sub(lambda m: f"{m['lead']}{REDACTED}@", value)
+    value = _USER_PASSWORD.sub(lambda m: f"{m['key']}{m['quote']}{m['user']}:{REDACTED}", value)
+    value = _PASSWORD_P.sub(lambda m: f"{m['lead']}{m['sep']}{REDACTED}", value)
     value = _KEY_VALUE.sub(_hide_if_secret, value)
     value = _OPTION_VALUE.sub(_hide_if_secret, value)
     return _BEARER.sub(lambda m: f"{m['scheme']} {REDACTED}", value)
@@ -71,7 +82,7 @@ def _hide_if_secret(match: re.Match[str]) -> str:
     if value.startswith(REDACTED):
         return match[0]
     quote = value[0] if value[:1] in ("'", '"') else ""
-    scheme = value.split(None, 1)[0] + " " if re.match(r"(?:Bearer|Basic|Digest|Token)\s", value) else ""
+    scheme = value.split(None, 1)[0] + " " if re.match(r"(?i:Bearer|Basic|Digest|Token)\s", value) else ""
     return before + f"{quote}{scheme}{REDACTED}{quote}"
 
 

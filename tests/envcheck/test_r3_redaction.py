@@ -37,11 +37,21 @@ VALUES = [
     ("docker run -e HF_TOKEN=hf_AbCdEfGh123 -i img", ["hf_AbCdEfGh123"], ["docker run -e HF_TOKEN="]),
     ("docker login --password Pa55word -u me reg", ["Pa55word"], ["-u me reg"]),
     ("postgres://u:p@h/db", ["u:p@"], ["@h/db"]),
+    # a key after "-" and "=", the scheme word in any case, user:password to a user option, mysql's -p
+    ("train.py --password=hunter2 --epochs 3", ["hunter2"], ["--password=", "--epochs 3"]),
+    ("--api-key=sk-abc123 --models a,b", ["sk-abc123"], ["--api-key=", "--models a,b"]),
+    ("curl -H 'Authorization: token ghp_T0kenValue' https://api", ["ghp_T0kenValue"], ["Authorization: token"]),
+    ("curl -u ci-bot:Rg5tryPw0rd https://registry", ["Rg5tryPw0rd"], ["-u ci-bot:", "https://registry"]),
+    ("fetch --user=ci-bot:Rg5tryPw0rd", ["Rg5tryPw0rd"], ["--user=ci-bot:"]),
+    ("mysql -u root -p S3cretPw db", ["S3cretPw"], ["mysql -u root -p"]),
+    ("mysql -uroot -pS3cretPw db", ["S3cretPw"], ["-uroot", " db"]),
+    ("sshpass -p S3cretPw ssh host", ["S3cretPw"], ["ssh host"]),
 ]
 HARMLESS = ["nvcr.io/nvidia/pytorch:24.05-py3", "/usr/local/cuda/bin:/opt/token-tools/bin:/usr/bin",
             "pytorch:24.05-py3@sha256:" + "a" * 64, "ghcr.io/org/detbench@sha256:" + "b" * 64, "/data/weights.pth",
             "--weights retinanet=/w/r.pth --models a,b", "max_split_size_mb:128,expandable_segments:True", "0,1",
-            "docker run -i --rm --gpus all detbench:cu128 {worker}"]
+            "docker run -i --rm --gpus all detbench:cu128 {worker}", "ssh -p 2222 host", "pytest -p no:cacheprovider",
+            "--models=a,b --image-size=320x320", "docker login -u me registry"]
 
 
 @pytest.mark.parametrize("value, secrets, kept", VALUES)
