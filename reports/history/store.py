@@ -309,13 +309,17 @@ class Store:
             "ORDER BY r.run_at, r.seq, c.cell_id")
 
     def run_of_results(self, hashes: Iterable[str]) -> str | None:
-        """The stored run most of these cell results belong to, if any."""
+        """The stored run that holds more than half of these cell results, if one does (a file that shares a cell
+        or two with a stored run, a merged or hand-edited one, is not that run)."""
         found: dict[str, int] = {}
+        total = 0
         for digest in hashes:
+            total += 1
             row = self.conn.execute("SELECT run_id FROM cells WHERE result_sha256 = ?", (digest,)).fetchone()
             if row:
                 found[row[0]] = found.get(row[0], 0) + 1
-        return max(found, key=lambda k: found[k]) if found else None
+        best = max(found, key=lambda k: found[k]) if found else None
+        return best if best is not None and 2 * found[best] > total else None
 
     # --- writing ---
 

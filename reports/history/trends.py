@@ -46,8 +46,9 @@ class RunJudgement:
         runs = self.table.loc[self.table["band_runs"] > 0, "band_runs"]
         stands = (f"bands stand on {int(runs.min())}-{int(runs.max())} same-environment runs" if len(runs)
                   else "no same-environment run in the store")
+        weak = f"; weak: fewer than {analysis.MIN_BAND_RUNS} runs" if analysis.WEAK in counts else ""
         return (f"history ({self.label} on {self.machine} vs the store's bands, threshold ±{self.threshold:.0%}): "
-                f"{', '.join(parts) or 'no cells'}; {stands}; weak: fewer than {analysis.MIN_BAND_RUNS} runs")
+                f"{', '.join(parts) or 'no cells'}; {stands}{weak}")
 
 
 def judge_run(store: Store, run: Run, threshold: float) -> RunJudgement:

@@ -111,3 +111,20 @@ def test_a_bad_store_is_one_line_and_no_report(tmp_path, capsys):
     assert report_main([str(EXAMPLES / "h100-quick.json"), "--history", str(tmp_path / "none.db"),
                         "--out", str(out)]) == 2
     assert "no such history store" in capsys.readouterr().err
+
+
+def test_compare_says_in_the_store_only_for_a_stored_run_and_weak_only_when_a_cell_is(tmp_path, history, capsys):
+    """``compare`` on a stored run says so; a file sharing one cell with a stored run is a new run (it used to be
+    called "in the store"); the summary mentions weak verdicts only when a cell has one."""
+    db, h100 = history
+    capsys.readouterr()
+    assert history_main(["compare", str(db), str(h100[-1])]) == 0
+    out = capsys.readouterr().out
+    assert "is in the store" in out and "weak:" not in out
+    data = json.loads(h100[-1].read_text())
+    for bench in data["benchmarks"][1:]:  # every cell but the first measured again
+        bench["extra_info"]["detbench"]["throughput_ips"] *= 1.001
+    mixed = tmp_path / "mixed.json"
+    mixed.write_text(json.dumps(data))
+    assert history_main(["compare", str(db), str(mixed)]) == 0
+    assert "is in the store" not in capsys.readouterr().out
