@@ -22,6 +22,7 @@ import functools
 import hashlib
 import json
 import math
+import os
 import sqlite3
 import statistics
 import time
@@ -254,11 +255,24 @@ def _file_problem(path: Path) -> str | None:
 
 
 def _connect(path: Path) -> sqlite3.Connection:
-    # read-write even for readers (they never write): SQLite falls back to read-only on a write-protected file, and
-    # the last connection to close removes the -wal and -shm files, which a mode=ro connection cannot
-    conn = sqlite3.connect(str(path), timeout=BUSY_TIMEOUT_S, isolation_level=None)
+    """A connection to the file at ``path``, named by a URI we build: a path that reads as a URI itself
+    (``file:x.db?mode=memory``) is a file of that name, never an in-memory database or another mode.
+
+    Read-write even for readers (they never write): SQLite falls back to read-only on a write-protected file, and
+    the last connection to close removes the -wal and -shm files, which a mode=ro connection cannot. On a read-only
+    file system (no -shm can be made there) the store is opened immutable: nothing can change it meanwhile."""
+    uri = path.resolve().as_uri() + ("?immutable=1" if on_read_only_file_system(path) else "")
+    conn = sqlite3.connect(uri, timeout=BUSY_TIMEOUT_S, isolation_level=None, uri=True)
     conn.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
     return conn
+
+
+def on_read_only_file_system(path: Path) -> bool:
+    """Whether ``path`` (an existing store) lies on a file system mounted read-only."""
+    try:
+        return path.exists() and bool(os.statvfs(path).f_flag & os.ST_RDONLY)
+    except OSError:
+        return False
 
 
 def _retry_locked(action: Callable[[], Any]) -> Any:

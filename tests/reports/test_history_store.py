@@ -289,3 +289,25 @@ def test_the_run_keeps_what_its_files_say(tmp_path):
         result = json.loads(store.conn.execute("SELECT result FROM cells LIMIT 1").fetchone()[0])
     assert rows == [("2026-11-24T13:16:29.076225Z", "2026-11-24T13:16:29.076225Z", "h100-quick")]
     assert "times_ms" not in result and result["schema"] == "detbench.cell"
+
+
+def test_a_path_that_reads_as_an_sqlite_uri_is_a_file_of_that_name(tmp_path, monkeypatch, capsys):
+    """``add 'file:x.db?mode=memory'`` used to report success and store nothing (an in-memory database)."""
+    monkeypatch.chdir(tmp_path)
+    run = str(EXAMPLES / "h100-quick.json")
+    assert main(["add", "file:x.db?mode=memory", run]) == 0
+    assert (tmp_path / "file:x.db?mode=memory").stat().st_size > 0
+    capsys.readouterr()
+    assert main(["info", "file:x.db?mode=memory"]) == 0
+    assert "1 runs" in capsys.readouterr().out.replace("\n", " ")
+
+
+def test_a_store_on_a_read_only_file_system_is_read(tmp_path, monkeypatch, capsys):
+    """A healthy store on a read-only mount opens immutable (no -shm file can be made there); the mount itself is
+    simulated, the store is real."""
+    db = _store(tmp_path)
+    monkeypatch.setattr(store_module, "on_read_only_file_system", lambda path: True)
+    capsys.readouterr()
+    assert main(["info", str(db)]) == 0
+    assert main(["compare", str(db), str(EXAMPLES / "h100-quick.json")]) == 0
+    assert not Path(f"{db}-shm").exists()
