@@ -145,6 +145,9 @@ def _sources(
             seen[os.path.realpath(path)] = path
             paths.append(path)
     baseline = None
+    if args.baseline and len(paths) < 2:
+        parser.error(f"--baseline {args.baseline} has no run to compare with (it is the only result file); give the "
+                     "candidate RUN files too")
     if args.baseline:
         key = os.path.realpath(args.baseline)
         baseline = next(i for i, p in enumerate(paths) if os.path.realpath(p) == key)

@@ -248,6 +248,17 @@ def test_the_same_file_given_twice_is_refused_in_one_line(tmp_path, run_file, ca
         assert "given twice" in err and "a.json" in err
 
 
+def test_a_baseline_with_no_candidate_is_refused(tmp_path, run_file, capsys):
+    """``--baseline X X`` (and ``--baseline X`` alone) used to pass the gate: nothing was compared."""
+    path = run_file("a.json")
+    for argv in ([str(path), "--baseline", str(path)], ["--baseline", str(path)]):
+        with pytest.raises(SystemExit) as info:
+            main([*argv, "--out", str(tmp_path / "o"), "--fail-on-regression"])
+        assert info.value.code == EXIT_BAD_INPUT
+        err = capsys.readouterr().err.strip().splitlines()[-1]
+        assert "no run to compare with" in err and "a.json" in err
+
+
 def test_a_second_label_for_the_same_file_is_refused(tmp_path, run_file, capsys):
     path = run_file("a.json")
     other = run_file("b.json")
