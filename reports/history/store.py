@@ -201,8 +201,12 @@ class AddOutcome:
 # --- opening --------------------------------------------------------------------------------------------
 
 
-def _utc_now() -> str:
-    return _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+def _utc_now(ahead: _dt.timedelta = _dt.timedelta(0)) -> str:
+    return (_dt.datetime.now(_dt.timezone.utc) + ahead).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+# how far ahead of this machine's clock a run's start may be (another machine's clock, time zones written wrong)
+FUTURE_TOLERANCE = _dt.timedelta(days=1)
 
 
 def _detbench_version() -> str:
@@ -379,6 +383,9 @@ class Store:
         fields = run_fields(run)
         if fields["started_at"] is None and started:
             fields["started_at"] = started
+        if fields["started_at"] and fields["started_at"] > _utc_now(FUTURE_TOLERANCE):
+            raise StoreError(f"{run.path}: dated {fields['started_at']}, in the future (a wrong clock where it ran?); "
+                             "nothing was added, since it would stay the newest run whatever came after")
         new_run = run_id is None
         moved: list[str] = []
         dated = False

@@ -311,3 +311,20 @@ def test_a_store_on_a_read_only_file_system_is_read(tmp_path, monkeypatch, capsy
     assert main(["info", str(db)]) == 0
     assert main(["compare", str(db), str(EXAMPLES / "h100-quick.json")]) == 0
     assert not Path(f"{db}-shm").exists()
+
+
+def test_a_run_dated_in_the_future_is_refused_and_nothing_is_added(tmp_path, capsys):
+    """A run dated 9999 used to stay the newest run for ever; now the add is refused in one line, atomically."""
+    db = _store(tmp_path)
+    data = json.loads((EXAMPLES / "h100-yolo.json").read_text())
+    data["datetime"] = "9999-01-01T00:00:00+00:00"
+    future = tmp_path / "future.json"
+    future.write_text(json.dumps(data))
+    before = db.read_bytes()
+    capsys.readouterr()
+    assert main(["add", str(db), str(EXAMPLES / "h100-matrix-extras.json"), str(future)]) == 2
+    err = one_line_error(capsys)
+    assert "future.json" in err and "9999-01-01" in err and "in the future" in err
+    with closing_store(db, readonly=True) as store:
+        assert store.counts()["runs"] == 1  # the good file of the same add was not added either
+    assert db.read_bytes() == before
