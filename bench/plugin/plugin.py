@@ -25,7 +25,7 @@ import pytest
 
 from bench.core import config as config_table
 from bench.core import matrix
-from bench.core.journal import Journal, JournalError, check_resume, read_journal
+from bench.core.journal import Journal, JournalError, check_resume, default_journal_path, read_journal
 from bench.core.options import OptionError, RunOptions, import_model_modules
 from bench.core.record import benchmark_entry, cell_payload, run_block, write_file_atomically
 from bench.core.schema import BATCH_MAX, Cell, CellResult
@@ -132,8 +132,12 @@ def _build_state(config: pytest.Config) -> RunState:
     environment = collect()
     # before the claim, which renames a journal at the same path aside
     resumed = _read_resume(run.resume, run.options.to_dict(), environment)
-    journal = Journal.claim(benchmark_json_path(config), run.journal, options=run.options.to_dict(),
-                            environment=environment)
+    if config.option.collectonly:  # nothing will run: no journal is claimed, no file touched or renamed aside
+        journal = Journal(run.journal or default_journal_path(benchmark_json_path(config)),
+                          options=run.options.to_dict(), environment=environment)
+    else:
+        journal = Journal.claim(benchmark_json_path(config), run.journal, options=run.options.to_dict(),
+                                environment=environment)
     # beside the journal (a resume: the resumed one's), so a run's repeats and its resume calibrate once
     calibration = calibration_dir(Path(run.resume) if run.resume else journal.path)
     return RunState(cells, run.options, capabilities, journal, run.filters, added, resumed=resumed,

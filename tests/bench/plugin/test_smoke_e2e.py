@@ -134,6 +134,20 @@ def test_bad_options_are_one_line_usage_errors(args, words, capsys, tmp_path, mo
     assert list(tmp_path.iterdir()) == []
 
 
+def test_collect_only_writes_nothing(capsys, tmp_path, monkeypatch):
+    """``--collect-only`` lists the cells and leaves no file behind (it used to leave a header-only journal, and to
+    rename an existing journal at the same path aside)."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "run.journal.jsonl").write_text("kept\n")
+    status = pytest.main(["--collect-only", "-q", "-p", "no:cacheprovider", str(ROOT / "bench"), "--profile", "smoke",
+                          f"--benchmark-json={tmp_path / 'run.json'}"])
+    assert status == pytest.ExitCode.OK
+    assert "test_cell[resnet50-infer-eager-fp32-bs2-gpu1-64x64]" in capsys.readouterr().out
+    # .benchmarks: pytest-benchmark's own storage folder, which it makes in the working folder of any run
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name != ".benchmarks") == ["run.journal.jsonl"]
+    assert (tmp_path / "run.journal.jsonl").read_text() == "kept\n"
+
+
 def test_a_bad_option_is_a_one_line_usage_error_end_to_end():
     proc = run_pytest("--collect-only", "--profile", "huge", timeout=120)
     assert proc.returncode == 4  # pytest's usage-error exit code
