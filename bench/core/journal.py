@@ -21,6 +21,7 @@ import time
 from pathlib import Path
 from typing import Any, TextIO
 
+from bench.core.options import RunOptions
 from bench.core.record import RUN_SCHEMA, cell_payload, is_special_path, journal_results
 from bench.core.schema import CellResult
 
@@ -32,6 +33,8 @@ RESUME_ENVIRONMENT_KEYS = ("gpu", "cpu", "cpu_count", "driver", "driver_cuda", "
                            "nccl", "python", "image")
 # RunOptions fields that change no figure, so a resume may set them anew: every other option must match.
 RESUME_FREE_OPTIONS = frozenset({"cell_timeout_s", "model_modules"})
+# RunOptions fields that set the rounds policy: compared as the policy they give (see _rounds_differences)
+ROUNDS_OPTIONS = frozenset({"rounds", "rounds_count", "block_s"})
 
 
 class JournalError(ValueError):
@@ -275,12 +278,27 @@ def check_resume(path: str | os.PathLike[str], results: list[CellResult], option
             raise JournalError(f"--detbench-resume {path}: cell {result.cell.id} holds no environment fingerprint or "
                                "options, so it cannot be checked against this run; start a new run")
         differences = _differences(result.environment, environment, RESUME_ENVIRONMENT_KEYS)
-        keys = sorted((set(stored_options) | set(options)) - RESUME_FREE_OPTIONS)
+        keys = sorted((set(stored_options) | set(options)) - RESUME_FREE_OPTIONS - ROUNDS_OPTIONS)
         differences += _differences(stored_options, options, keys)
+        differences += _rounds_differences(result, stored_options, options)
         if differences:
             raise JournalError(f"--detbench-resume {path} was measured otherwise ({'; '.join(differences)}); resume "
                                "only a journal of this machine, software and measurement options (the cells chosen "
                                "may differ), or start a new run")
+
+
+def _rounds_differences(result: CellResult, stored: dict[str, Any], current: dict[str, Any]) -> list[str]:
+    """The rounds policy in effect for the result's device kind, compared as a policy: ``--rounds 3`` given where
+    3 is that device's default measures as leaving it out does (the options alone would differ)."""
+    config = result.config if isinstance(result.config, dict) else {}
+    policy, device_type = config.get("rounds_policy"), config.get("device_type")
+    if not isinstance(policy, dict) or not isinstance(device_type, str):  # an older journal: the options as given
+        return _differences(stored, current, sorted(ROUNDS_OPTIONS))
+    try:
+        now = RunOptions.from_dict(current).rounds_policy(device_type).to_dict()
+    except (TypeError, ValueError):
+        return _differences(stored, current, sorted(ROUNDS_OPTIONS))
+    return _differences({"rounds policy": policy}, {"rounds policy": now}, ["rounds policy"])
 
 
 def _differences(stored: dict[str, Any], current: dict[str, Any], keys: Any) -> list[str]:

@@ -147,3 +147,28 @@ def test_the_pytest_face_refuses_a_journal_of_other_options_or_another_environme
                       f"--benchmark-json={tmp_path / 'again.json'}")
     assert same.returncode == 0, same.stdout[-3000:] + same.stderr[-3000:]
     assert "▶" not in same.stdout and "tiny_convnet-infer-eager-fp32-bs1-gpu1-32x32  OK" in same.stdout  # taken
+
+
+@pytest.mark.parametrize(("options", "refused"), [
+    (RunOptions(rounds_count=3), False),  # the CPU default given explicitly: measures as leaving it out
+    (RunOptions(block_s=0.1), False),
+    (RunOptions(rounds_count=7), True),
+    (RunOptions(block_s=0.3), True),
+])
+def test_the_rounds_options_are_compared_as_the_policy_in_effect(tmp_path, options, refused):
+    """A CPU journal of the default rounds policy (3 rounds of 0.1 s blocks): an explicit ``--rounds 3`` resumes it
+    (it used to be refused: ``rounds_count: journal null, this run 3``); another policy is refused, named."""
+    policy = RunOptions().rounds_policy("cpu")
+    assert (policy.rounds, policy.block_s) == (3, 0.1)
+    with Journal(tmp_path / "cpu.journal.jsonl", options=RunOptions().to_dict(), environment=ENVIRONMENT) as journal:
+        for cell in CELLS:
+            result = measured(cell, 10.0)
+            result.environment = ENVIRONMENT
+            result.config.update(rounds_policy=policy.to_dict(), device_type="cpu")
+            journal.append(result)
+    results = read_journal(journal.path)
+    if refused:
+        with pytest.raises(JournalError, match="rounds policy: journal"):
+            check_resume(journal.path, results, options.to_dict(), ENVIRONMENT)
+    else:
+        check_resume(journal.path, results, options.to_dict(), ENVIRONMENT)
