@@ -5,9 +5,9 @@ A setting whose name reads as a secret (``HF_TOKEN``, ``MY_API_KEY``, ``AWS_SECR
 is hidden whole; in any other value, what reads as a credential is: URL user info
 (``https://user:pw@registry/...``, also without a scheme), ``key=value`` / ``key: value`` pairs and ``--key value`` /
 ``--key=value`` options whose key reads as a secret (URL queries: ``?token=``, ``X-Amz-Signature=``, ``sig=``; DSNs:
-``password=``; headers: ``Authorization: Bearer ...``), bearer tokens (any case of the scheme word: ``token X``), the password of a
-``user:password`` given to a user option (``curl -u``, ``--user``), ``-p X`` of the clients whose ``-p`` is a password
-(mysql, mariadb, sshpass), and the path of webhook URLs. Image tags
+``password=``; headers: ``Authorization: Bearer ...``), bearer tokens (any case of the scheme word: ``token X``),
+the password of a ``user:password`` given to a user option (``curl -u``, ``--user``), ``-p X`` of the clients whose
+``-p`` is a password (mysql, mariadb, sshpass), and the path of webhook URLs. Image tags
 (``nvcr.io/nvidia/pytorch:24.05-py3``), digests and paths stay readable.
 """
 

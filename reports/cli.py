@@ -84,7 +84,8 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="F",
         help="the between-run (lease-to-lease) noise to assume, as a fold (0.3: one run up to 1.3x the other), e.g. "
         "from same-software reruns on other leases: every flag must exceed it, and single-repeat verdicts then gate "
-        f"(default: unstated; such verdicts are weak and gate only beyond a {LEASE_MOVE_MAX:.0%}% move)",  # %% for argparse
+        # %% once formatted: argparse %-formats help strings
+        f"(default: unstated; such verdicts are weak and gate only beyond a {LEASE_MOVE_MAX:.0%}% move)",
     )
     parser.add_argument(
         "--fail-on-regression",

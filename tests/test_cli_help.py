@@ -5,15 +5,14 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import tomllib
-from pathlib import Path
+from importlib import metadata
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
-# detbench itself is pytest (bench.plugin.cli); its options' help is rendered by tests/bench/core/test_config.py
-SCRIPTS = {name: target for name, target in
-           tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"].items() if name != "detbench"}
+# the installed console scripts; detbench itself is pytest (bench.plugin.cli), whose options' help
+# tests/bench/core/test_config.py renders
+SCRIPTS = {ep.name: ep.value for ep in metadata.distribution("detbench").entry_points
+           if ep.group == "console_scripts" and ep.name != "detbench"}
 
 
 def _parsers(parser: argparse.ArgumentParser) -> list[argparse.ArgumentParser]:

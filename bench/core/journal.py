@@ -42,7 +42,8 @@ class JournalError(ValueError):
 
 
 def default_journal_path(benchmark_json: str | None, run_id: str | None = None) -> Path:
-    """Next to ``--benchmark-json`` (``X.json`` -> ``X.journal.jsonl``) where that is a file's path, else ``.detbench/journal-<run id>.jsonl``
+    """Next to ``--benchmark-json`` (``X.json`` -> ``X.journal.jsonl``) where that is a file's path, else
+    ``.detbench/journal-<run id>.jsonl``
     (the run id: UTC time and 6 random hex digits, so runs started in the same second differ)."""
     if benchmark_json and not is_special_path(benchmark_json):  # no journal beside /dev/stdout or /dev/full
         target = Path(benchmark_json)
