@@ -122,6 +122,7 @@ class RunConfig:
     strict: bool = False
     journal: str | None = None
     resume: str | None = None
+    notes: tuple[str, ...] = ()  # options that take no effect as given: said once at the start (stderr)
 
 
 def resolve(values: Mapping[str, Any], *, cuda_available: bool, known_models: list[str],
@@ -154,8 +155,23 @@ def resolve(values: Mapping[str, Any], *, cuda_available: bool, known_models: li
         telemetry_hz=v["telemetry_hz"], cudnn_benchmark=v["cudnn_benchmark"] == "on", optimizer=v["optimizer"],
         model_modules=matrix.parse_csv(v["model_modules"]) or (), rounds_count=v["rounds"], block_s=v["block_s"],
         repeats=v["repeats"])
+    notes = []
+    if options.isolation == "inline" and options.cell_timeout_s != CELL_TIMEOUT_S:
+        notes.append(f"--cell-timeout {options.cell_timeout_s:g} bounds nothing here: inline isolation (the default "
+                     "on CPU) runs the cells in this process, which nothing stops; add --isolation model or cell")
     return RunConfig(profile, filters, options, bool(v["detbench_strict"]), v["detbench_journal"],
-                     v["detbench_resume"])
+                     v["detbench_resume"], tuple(notes))
+
+
+def _saved_by_torch(path: str) -> bool:
+    """Whether ``path`` starts as torch.save's files do: a zip archive (torch >= 1.6) or a pickle (the legacy
+    format); reading 2 bytes, so a wrong file (``/etc/passwd``) is refused before any cell instead of erroring each."""
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(2)
+    except OSError:
+        return False
+    return head == b"PK" or head[:1] == b"\x80"
 
 
 def parse_weights(items: list[str], known: list[str], *, local_files: bool = True) -> dict[str, str]:
@@ -173,6 +189,9 @@ def parse_weights(items: list[str], known: list[str], *, local_files: bool = Tru
                 what = "is a directory" if os.path.isdir(path) else "does not exist"
                 raise OptionError(f"--weights {name}={path}: {path} {what}; give a local state-dict file "
                                   "(nothing is downloaded)")
+            if local_files and not _saved_by_torch(path):
+                raise OptionError(f"--weights {name}={path}: not a file torch.save wrote (neither its zip format nor "
+                                  "a pickle); give a state dict saved with torch.save(model.state_dict(), PATH)")
             weights[name] = path
     return weights
 

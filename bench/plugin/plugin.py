@@ -122,6 +122,8 @@ def _build_state(config: pytest.Config) -> RunState:
     matrix.resolve_profile(opt.profile, cuda_available=False)  # validate the name before touching CUDA
     capabilities = matrix.probe_capabilities()
     run = config_table.resolve(values, cuda_available=capabilities.cuda_available, known_models=list_models())
+    for note in run.notes:
+        print(f"detbench: {note}", file=sys.stderr, flush=True)
     cells, added = matrix.add_gpu_twins(matrix.expand(run.profile, run.filters, list_models(),
                                                       capabilities.gpu_count))
     if run.options.repeats > 1 and any(c.searches_batch for c in cells):

@@ -65,3 +65,26 @@ def test_an_option_name_another_plugin_took_is_offered_with_the_detbench_prefix(
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
     assert "--detbench-profile" in done.stdout and "--detbench-models" in done.stdout and "--models" in done.stdout
+
+
+def test_a_weights_file_torch_did_not_save_is_refused_before_any_cell(tmp_path):
+    """``--weights resnet50=/etc/passwd`` used to error every cell of the model and exit 0."""
+    import torch
+
+    text = tmp_path / "passwd"
+    text.write_text("root:x:0:0:root:/root:/bin/bash\n")
+    with pytest.raises(OptionError, match=r"not a file torch\.save wrote") as err:
+        resolve("--weights", f"resnet50={text}")
+    assert str(text) in str(err.value) and "\n" not in str(err.value)
+    saved = tmp_path / "r.pth"
+    torch.save({"w": torch.zeros(1)}, saved)
+    assert resolve("--weights", f"resnet50={saved}").options.weights == {"resnet50": str(saved)}
+
+
+def test_a_cell_timeout_that_bounds_nothing_is_said(tmp_path):
+    """Inline isolation runs cells in the measuring process, which no timeout stops: a --cell-timeout there used to
+    be ignored silently; it is said once (not refused: the same command line may serve a GPU host)."""
+    (note,) = resolve("--cell-timeout", "30").notes
+    assert "--cell-timeout 30 bounds nothing here" in note and "--isolation model" in note
+    assert resolve("--cell-timeout", "30", "--isolation", "model").notes == ()
+    assert resolve().notes == ()

@@ -81,7 +81,7 @@ def test_weights_naming_a_missing_file_or_an_unknown_model_are_refused(tmp_path)
     assert "unknown model 'nope' in --weights; valid: retinanet_resnet50_fpn, resnet50" in one_line_error(
         "--weights", f"nope={tmp_path / 'missing.pth'}")
     state_dict = tmp_path / "r.pth"
-    state_dict.write_bytes(b"")
+    state_dict.write_bytes(b"PK\x03\x04")  # how torch.save's zip files start (an empty file is refused)
     assert resolve("--weights", f"resnet50={state_dict}").options.weights == {"resnet50": str(state_dict)}
 
 
