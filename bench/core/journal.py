@@ -87,6 +87,10 @@ class Journal:
             path, run_id = _reserve_default_journal()
         else:
             path = Path(journal_path) if journal_path else default_journal_path(str(json_path) if json_path else None)
+        if json_path is not None and os.path.realpath(path) == os.path.realpath(json_path):
+            raise JournalError(f"--detbench-journal and --benchmark-json both name {json_path}; the journal and the "
+                               f"JSON are two files (leave --detbench-journal out: it goes beside the JSON, as "
+                               f"{default_journal_path(str(json_path))})")
         if json_path is not None:
             _check_writable(json_path, "--benchmark-json")
         _check_writable(path, "journal")
@@ -177,6 +181,21 @@ def _check_writable(target: Path, what: str) -> None:
     except OSError as exc:
         raise JournalError(f"cannot write {what} {target}: folder {target.parent} is not writable "
                            f"({exc.strerror or exc})") from None
+
+
+def writer_of(target: Path) -> str | None:
+    """Who holds ``target``'s lock (``"pid N on HOST"``) while a live run writes it, else None; takes no lock."""
+    try:
+        handle = open(with_lock_name(target), encoding="utf-8")  # noqa: SIM115 - closed below
+    except OSError:
+        return None  # no lock file: nobody writes it
+    with handle:
+        try:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return handle.read().strip() or "another process"
+        fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+    return None
 
 
 def _lock(target: Path) -> TextIO:

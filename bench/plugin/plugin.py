@@ -25,7 +25,14 @@ import pytest
 
 from bench.core import config as config_table
 from bench.core import matrix
-from bench.core.journal import Journal, JournalError, check_resume, default_journal_path, read_journal
+from bench.core.journal import (
+    Journal,
+    JournalError,
+    check_resume,
+    default_journal_path,
+    read_journal,
+    writer_of,
+)
 from bench.core.options import OptionError, RunOptions, import_model_modules
 from bench.core.record import benchmark_entry, cell_payload, run_block, write_file_atomically
 from bench.core.schema import BATCH_MAX, Cell, CellResult
@@ -155,6 +162,10 @@ def _read_resume(path: str | None, options: dict[str, Any], environment: dict[st
     """The journal's results, refused (one line) when unreadable or measured elsewhere or otherwise."""
     if path is None:
         return []
+    writer = writer_of(Path(path))
+    if writer is not None:
+        raise JournalError(f"--detbench-resume {path} is being written by a live run ({writer}); resume it once that "
+                           "run has ended")
     try:
         results = read_journal(path)
     except OSError as exc:

@@ -175,3 +175,14 @@ def test_benchmark_json_given_as_an_open_file_by_older_pytest_benchmark_is_read_
     assert benchmark_json_path(SimpleNamespace(option=SimpleNamespace(benchmark_json=str(target)))) == str(target)
     assert benchmark_json_path(SimpleNamespace(option=SimpleNamespace(benchmark_json=target))) == str(target)
     assert benchmark_json_path(SimpleNamespace(option=SimpleNamespace())) is None
+
+
+def test_a_journal_named_as_the_json_is_refused_naming_the_default(tmp_path):
+    """``--detbench-journal`` equal to ``--benchmark-json`` used to be refused as "another detbench run (this very
+    process) is writing it"; now one line says both options name one file, and nothing is created."""
+    target = tmp_path / "x.json"
+    with pytest.raises(JournalError) as refused:
+        Journal.claim(target, target)
+    message = str(refused.value)
+    assert "both name" in message and str(tmp_path / "x.journal.jsonl") in message and "\n" not in message
+    assert list(tmp_path.iterdir()) == []

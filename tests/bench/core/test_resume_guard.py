@@ -110,6 +110,19 @@ def test_a_bad_journal_line_is_named_by_its_file_and_line(tmp_path):
     assert "line 1 column" not in str(refused.value) and f"{path}: line 2," in str(refused.value)
 
 
+def test_a_journal_a_live_run_is_writing_is_not_resumed(tmp_path):
+    """Resuming a journal whose run is still writing it would measure its cells twice; once that run has ended (its
+    lock released) the same journal resumes."""
+    live = Journal.claim(tmp_path / "live.json", options=RunOptions().to_dict(), environment=ENVIRONMENT)
+    try:
+        with pytest.raises(JournalError) as refused:
+            _read_resume(str(live.path), RunOptions().to_dict(), ENVIRONMENT)
+        assert "being written by a live run (pid" in str(refused.value) and str(live.path) in str(refused.value)
+    finally:
+        live.close()
+    assert _read_resume(str(live.path), RunOptions().to_dict(), ENVIRONMENT) == []
+
+
 def test_progress_after_a_resume_counts_within_the_runs_total(monkeypatch, tmp_path):
     _, results = _journal(tmp_path, RunOptions(repeats=3), ENVIRONMENT, repeats=range(3))
     whole = [r for r in results if r.cell.id != CELLS[3].id]  # d's repeats failed: measured again
