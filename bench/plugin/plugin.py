@@ -36,7 +36,6 @@ from bench.core.journal import (
 from bench.core.options import OptionError, RunOptions, import_model_modules
 from bench.core.record import benchmark_entry, cell_payload, run_block, write_file_atomically
 from bench.core.schema import BATCH_MAX, Cell, CellResult
-from bench.models.registry import UnknownModelError
 
 
 @dataclass
@@ -59,33 +58,71 @@ STATE = pytest.StashKey[RunState]()
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
-    """The run's options, from the one table (bench.core.config). The plugin is loaded in every pytest session of
-    an environment where detbench is installed: an option name another plugin already took (``--profile`` is
-    pytest-profiling's, say) is offered as ``--detbench-<name>`` only."""
+    """The run's options, from the one table (bench.core.config), as ``--detbench-<name>``: the plugin is loaded in
+    every pytest session of an environment where detbench is installed, before any project's conftest, so it takes
+    no name a project may use (``--seed``, ``--models``). The short names come only in a run of the matrix
+    (:func:`pytest_load_initial_conftests`)."""
     group = parser.getgroup("detbench", "detbench benchmark matrix")
     for option in config_table.OPTION_TABLE:
-        spec = config_table.argument_spec(option)
-        if option.name == "--model-modules":
-            spec["default"] = os.environ.get("DETBENCH_MODEL_MODULES")
-        names = [option.name]
-        if not option.name.startswith("--detbench-"):
-            names.append("--detbench-" + option.name[2:])
-        try:
-            group.addoption(*names, **spec)
-        except (ValueError, argparse.ArgumentError):  # the short name is taken: the prefixed one alone
-            group.addoption(names[-1], **spec)
+        group.addoption(_prefixed(option.name), **_spec(option))
     group.addoption("--detbench-benchmark-table", action="store_true", dest="detbench_benchmark_table",
                     help="also print pytest-benchmark's own results table after detbench's summary (off by default)")
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_load_initial_conftests(early_config: pytest.Config, parser: pytest.Parser, args: list[str]) -> Any:
+    """In a run of the matrix only, and after the project's own conftests: the short option names (``--models``,
+    ``--profile``), each one that nothing else took (``--profile`` is pytest-profiling's, say: then
+    ``--detbench-profile`` alone)."""
+    yield
+    known = early_config.known_args_namespace
+    if not names_the_matrix(getattr(known, "file_or_dir", None) or [], bool(getattr(known, "pyargs", False)),
+                            Path(early_config.invocation_params.dir)):
+        return
+    group = parser.getgroup("detbench", "detbench benchmark matrix")
+    for option in config_table.OPTION_TABLE:
+        if option.name != _prefixed(option.name):
+            with contextlib.suppress(ValueError, argparse.ArgumentError):  # taken: the prefixed name serves
+                group.addoption(option.name, **_spec(option))
+
+
+def _prefixed(name: str) -> str:
+    return name if name.startswith("--detbench-") else "--detbench-" + name[2:]
+
+
+def _spec(option: config_table.Option) -> dict[str, Any]:
+    """The option's keywords for pytest, its ``dest`` prefixed too (pytest refuses a second option of one dest, so
+    a project's ``--seed`` must not meet a ``seed`` of ours)."""
+    spec = config_table.argument_spec(option)
+    spec["dest"] = _dest(option)
+    if option.name == "--model-modules":
+        spec["default"] = os.environ.get("DETBENCH_MODEL_MODULES")
+    return spec
+
+
+def _dest(option: config_table.Option) -> str:
+    return option.dest if option.dest.startswith("detbench_") else "detbench_" + option.dest
+
+
+def option_values(config: pytest.Config) -> dict[str, Any]:
+    """The run's option values by the table's names (``{"seed": 0, "models": ...}``), as resolve() takes them."""
+    return {o.dest: getattr(config.option, _dest(o), None) for o in config_table.OPTION_TABLE}
 
 
 def runs_the_matrix(config: pytest.Config) -> bool:
     """Whether this pytest session collects the matrix (bench/plugin/test_cells.py): the plugin is installed for
     every pytest run of the environment and stays inert in the others."""
+    return names_the_matrix(config.args, bool(config.option.pyargs), Path(config.invocation_params.dir))
+
+
+def names_the_matrix(args: list[str], pyargs: bool, invocation_dir: Path) -> bool:
+    """Whether one of pytest's ``args`` (paths, or with ``--pyargs`` module names) is the bench package or lies in
+    this plugin's folder."""
     here = Path(__file__).resolve().parent
     package = here.parent
-    for arg in config.args:
-        target = arg.split("::", 1)[0]
-        if config.option.pyargs and not Path(target).exists():
+    for arg in args:
+        target = str(arg).split("::", 1)[0]
+        if pyargs and not Path(target).exists():
             spec = importlib.util.find_spec(target) if target.split(".")[0] == "bench" else None
             origin = spec.origin if spec is not None else None
             if origin is None:
@@ -93,7 +130,7 @@ def runs_the_matrix(config: pytest.Config) -> bool:
             path = Path(origin).resolve()
             path = path.parent if path.name == "__init__.py" else path
         else:
-            path = (Path(config.invocation_params.dir) / target).resolve()
+            path = (invocation_dir / target).resolve()
         if path == package or (package in path.parents and (path == here or here in path.parents)):
             return True
     return False
@@ -102,6 +139,11 @@ def runs_the_matrix(config: pytest.Config) -> bool:
 def pytest_configure(config: pytest.Config) -> None:
     if STATE in config.stash or not runs_the_matrix(config):
         return
+    if config.getoption("numprocesses", None) or hasattr(config, "workerinput"):
+        raise pytest.UsageError("detbench measures its cells one group at a time in one process: pytest-xdist (-n) "
+                                "would time them against each other; leave -n out")
+    from bench.models.registry import UnknownModelError  # noqa: PLC0415 (imports torch: only for the matrix)
+
     try:
         state = _build_state(config)
     except (OptionError, JournalError, UnknownModelError, ImportError) as exc:  # one line naming valid choices
@@ -120,13 +162,12 @@ def _interrupt_on_sigterm(signum: int, frame: Any) -> None:
 def _build_state(config: pytest.Config) -> RunState:
     from bench.models import list_models  # noqa: PLC0415
 
-    opt = config.option
-    import_model_modules(matrix.parse_csv(opt.model_modules) or ())
-    if opt.list_models:
+    values = option_values(config)
+    import_model_modules(matrix.parse_csv(values["model_modules"]) or ())
+    if values["list_models"]:
         print("\n".join(list_models()))
         pytest.exit("listed models", returncode=0)
-    values = {o.dest: getattr(opt, o.dest, None) for o in config_table.OPTION_TABLE}
-    matrix.resolve_profile(opt.profile, cuda_available=False)  # validate the name before touching CUDA
+    matrix.resolve_profile(values["profile"], cuda_available=False)  # validate the name before touching CUDA
     capabilities = matrix.probe_capabilities()
     run = config_table.resolve(values, cuda_available=capabilities.cuda_available, known_models=list_models())
     for note in run.notes:

@@ -61,10 +61,30 @@ def test_an_option_name_another_plugin_took_is_offered_with_the_detbench_prefix(
     (tmp_path / "profiling_like.py").write_text(
         "def pytest_addoption(parser):\n    parser.addoption('--profile', action='store_true')\n")
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(tmp_path), os.environ.get("PYTHONPATH")]))}
-    done = subprocess.run([sys.executable, "-m", "pytest", "-p", "profiling_like", "--help"], cwd=tmp_path, env=env,
-                          capture_output=True, text=True, timeout=120)
+    done = subprocess.run([sys.executable, "-m", "pytest", "-p", "profiling_like", "--pyargs", "bench", "--help"],
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
     assert "--detbench-profile" in done.stdout and "--detbench-models" in done.stdout and "--models" in done.stdout
+
+
+def test_another_projects_suite_keeps_its_options_and_imports_no_torch(tmp_path):
+    """Installed, the plugin loads in every pytest session of the environment, before any conftest: a project whose
+    conftest adds ``--seed`` or ``--models`` used to fail at start-up, and every session imported torch. Now such a
+    project's suite runs green with its own options, and nothing of detbench's imports torch there."""
+    (tmp_path / "conftest.py").write_text(
+        "def pytest_addoption(parser):\n"
+        "    parser.addoption('--seed', type=int, default=7)\n"
+        "    parser.addoption('--models', default='mine')\n"
+        "    parser.addoption('--profile', action='store_true')\n")
+    (tmp_path / "test_theirs.py").write_text(
+        "import sys\n\n"
+        "def test_own_options(request):\n"
+        "    assert request.config.getoption('--seed') == 3 and request.config.getoption('--models') == 'mine'\n"
+        "    assert 'torch' not in sys.modules\n")
+    done = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--seed", "3"],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    assert "1 passed" in done.stdout
 
 
 def test_a_weights_file_torch_did_not_save_is_refused_before_any_cell(tmp_path):
