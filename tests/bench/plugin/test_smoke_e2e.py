@@ -148,6 +148,17 @@ def test_collect_only_writes_nothing(capsys, tmp_path, monkeypatch):
     assert (tmp_path / "run.journal.jsonl").read_text() == "kept\n"
 
 
+def test_xdist_is_refused_in_one_line(capsys, tmp_path, monkeypatch):
+    """``pytest bench/ -n 2`` would time cells against each other (it used to crash every worker)."""
+    monkeypatch.chdir(tmp_path)
+    status = pytest.main(["--collect-only", "-q", "-p", "no:cacheprovider", str(ROOT / "bench"), "-n", "2",
+                          "--profile", "smoke"])
+    assert status == pytest.ExitCode.USAGE_ERROR
+    err = capsys.readouterr().err
+    errors = [line for line in err.splitlines() if line.startswith("ERROR:")]
+    assert len(errors) == 1 and "pytest-xdist (-n)" in errors[0] and "Traceback" not in err, err
+
+
 def test_a_bad_option_is_a_one_line_usage_error_end_to_end():
     proc = run_pytest("--collect-only", "--profile", "huge", timeout=120)
     assert proc.returncode == 4  # pytest's usage-error exit code
