@@ -163,9 +163,12 @@ def test_a_store_damaged_inside_gets_nothing_added(tmp_path, capsys):
     data[third: 2 * third] = b"\xa5" * third  # pages overwritten, length and header intact
     db.write_bytes(bytes(data))
     capsys.readouterr()
-    assert main(["add", str(db), str(EXAMPLES / "h100-yolo.json")]) == 2
-    err = one_line_error(capsys)
-    assert "restore it from a copy" in err and ("damaged" in err or "not a usable history store" in err)
+    # add, and the readers too (info, compare, steps used to answer from a damaged store)
+    for argv in (["add", str(db), str(EXAMPLES / "h100-yolo.json")], ["info", str(db)], ["steps", str(db)],
+                 ["compare", str(db), str(EXAMPLES / "h100-yolo.json")]):
+        assert main(argv) == 2, argv
+        err = one_line_error(capsys)
+        assert "restore it from a copy" in err and ("damaged" in err or "not a usable history store" in err)
     assert db.read_bytes() == bytes(data)
 
 
