@@ -174,7 +174,7 @@ class RunEvidence:
         blocks: dict[str, list[float]] = {}
         repeats: dict[str, list[float]] = {}
         canaries: list[float] = []
-        invalid = {r.cell.id: why for r in run.results if r.status == "ok" for why in [_implausible(r)] if why}
+        invalid = {r.cell.id: why for r in run.results if r.status == "ok" for why in [implausible_figures(r)] if why}
         for result in run.results:
             measured = result.measurement
             if measured is None or result.cell.id in invalid:
@@ -194,7 +194,7 @@ class RunEvidence:
         return cls(blocks, statistics.median(canaries) if canaries else None, repeats, invalid)
 
 
-def _implausible(result: Any) -> str | None:
+def implausible_figures(result: Any) -> str | None:
     """Why an ok cell's figures cannot be a measurement (its throughput, or a block's time), or None."""
     if result.throughput_ips is not None:
         why = significance.implausible_throughput(result.throughput_ips)

@@ -36,6 +36,7 @@ import numpy as np
 import pandas as pd
 
 from bench.core.journal import read_run_header
+from reports.compare import INVALID, implausible_figures
 from reports.history import derive, method
 from reports.load import Run, redact_environment
 
@@ -699,12 +700,16 @@ def cell_fields(result: Any) -> dict[str, Any]:
         lean["telemetry"] = dict(lean["telemetry"], devices=[
             {k: v for k, v in d.items() if k != "series"} if isinstance(d, dict) else d
             for d in lean["telemetry"].get("devices") or []])
+    status, reason = result.status, result.reason
+    why = implausible_figures(result) if status == "ok" else None
+    if why:  # stored, named, and out of every series and band: what detbench-report refuses to judge
+        status, reason = INVALID, f"implausible figures, not judged ({why})"
     return {
         "cell_id": cell.id, "model": cell.model, "mode": cell.mode, "compile": cell.compile,
         "precision": cell.precision, "batch_size": str(cell.batch_size), "measured_batch_size": batch,
         "gpus": cell.gpus, "image_size": f"{cell.image_size[0]}x{cell.image_size[1]}" if cell.image_size else None,
-        "memory_format": cell.memory_format, "variant": cell.configuration, "status": result.status,
-        "reason": result.reason, "throughput_ips": _num(result.throughput_ips),
+        "memory_format": cell.memory_format, "variant": cell.configuration, "status": status,
+        "reason": reason, "throughput_ips": _num(result.throughput_ips),
         "latency_median_ms": _num(lat.median_ms) if lat else None, "latency_p90_ms": _num(lat.p90_ms) if lat else None,
         "latency_p99_ms": _num(lat.p99_ms) if lat else None, "blocks": len(block_ips) if measured else None,
         "repeats": measured.repeats if measured else None, "block_spread": spread,

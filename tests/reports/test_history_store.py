@@ -331,3 +331,23 @@ def test_a_run_dated_in_the_future_is_refused_and_nothing_is_added(tmp_path, cap
     with closing_store(db, readonly=True) as store:
         assert store.counts()["runs"] == 1  # the good file of the same add was not added either
     assert db.read_bytes() == before
+
+
+def test_a_cell_the_report_refuses_as_implausible_is_stored_out_of_every_series(tmp_path):
+    """A block of 1e-300 ms (an ok cell's figure detbench-report refuses to judge) used to enter the history's
+    series and bands; it is stored as ``invalid`` with the report's reason, and no series holds it."""
+    import dataclasses
+
+    from tests.reports.generate import write_benchmark_json
+    from tests.reports.test_compare_blocks import GPU_BOUND, HOST_BOUND, cell_result
+
+    odd = cell_result(GPU_BOUND, 40.0, seed=3)
+    odd.measurement.blocks[0] = dataclasses.replace(odd.measurement.blocks[0], median_ms=1e-300)
+    run = write_benchmark_json(tmp_path / "odd.json", [odd, cell_result(HOST_BOUND, 100.0, seed=4)])
+    db = tmp_path / "history.db"
+    assert main(["add", str(db), str(run)]) == 0
+    with closing_store(db, readonly=True) as store:
+        rows = dict(store.conn.execute("SELECT cell_id, status || ': ' || COALESCE(reason, '') FROM cells"))
+        series = store.series(ok_only=True)
+    assert rows[GPU_BOUND.id].startswith("invalid: implausible figures, not judged (a block of 1e-300 ms")
+    assert rows[HOST_BOUND.id] == "ok: " and set(series["cell_id"]) == {HOST_BOUND.id}
