@@ -40,7 +40,7 @@ from reports.compare import INVALID, implausible_figures
 from reports.history import derive, method
 from reports.load import Run, redact_environment
 
-SCHEMA_VERSION = 2  # the history store's own schema (not the cell result schema)
+SCHEMA_VERSION = 3  # the history store's own schema (not the cell result schema)
 APPLICATION_ID = 0x64627368  # "dbsh": PRAGMA application_id of a detbench history store
 BUSY_TIMEOUT_S = 60.0
 SQLITE_MAGIC = b"SQLite format 3\x00"
@@ -74,7 +74,8 @@ CREATE TABLE runs (
     method_key TEXT NOT NULL,       -- hash of method
     detbench_version TEXT,
     env_key TEXT NOT NULL,          -- hash of machine, driver, torch, torchvision, cuda, cudnn, image, method_key
-    environment TEXT NOT NULL       -- the whole fingerprint, JSON
+    environment TEXT NOT NULL,      -- the whole fingerprint, JSON
+    detbench_run_id TEXT            -- the run id its files carry (a JSON and its own journal share it)
 );
 CREATE TABLE sources (
     sha256 TEXT PRIMARY KEY,        -- the file's bytes: adding the same file again changes nothing
@@ -380,6 +381,9 @@ class Store:
             return (AddOutcome(str(run.path), row[0], row[1], False, 0, 0, already=True), row[2], row[3], [])
         cells = [(result, _cell_hash(result)) for result in run.results]
         run_id = self.run_of_results(h for _, h in cells)
+        if run_id is None and run.run_id:  # a stopped run's JSON and journal: one run id, cells that may differ
+            row = self.conn.execute("SELECT run_id FROM runs WHERE detbench_run_id = ?", (run.run_id,)).fetchone()
+            run_id = row[0] if row else None
         now = _utc_now()
         fields = run_fields(run)
         if fields["started_at"] is None and started:
@@ -394,6 +398,7 @@ class Store:
             run_id = hashlib.sha256("\n".join(sorted(h for _, h in cells)).encode()).hexdigest()[:32]
             seq = int(self.conn.execute("SELECT COALESCE(MAX(seq), 0) + 1 FROM runs").fetchone()[0])
             values = {"run_id": run_id, "seq": seq, "label": run_label(run), "kind": run.kind, "added_at": now,
+                      "detbench_run_id": run.run_id,
                       "run_at": fields["started_at"] or now,
                       "run_at_source": "started" if fields["started_at"] else "added", **fields}
             names = ", ".join(values)
@@ -588,7 +593,13 @@ def _migrate_1(conn: sqlite3.Connection) -> None:
 
 
 # version -> the function taking a store of that version to the next, inside the migration's one transaction
-MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {1: _migrate_1}
+def _migrate_2(conn: sqlite3.Connection) -> None:
+    """Schema 2 -> 3: runs keep the run id their files carry, so a later file of the same run is known by it (runs
+    stored before keep none: their files are known by their cells, as before)."""
+    conn.execute("ALTER TABLE runs ADD COLUMN detbench_run_id TEXT")
+
+
+MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {1: _migrate_1, 2: _migrate_2}
 
 
 # --- one run and one cell as rows -----------------------------------------------------------------------

@@ -15,7 +15,7 @@ import pytest
 
 from reports.history import analysis, derive
 from reports.history.cli import main
-from reports.history.store import closing_store
+from reports.history.store import SCHEMA_VERSION, closing_store
 from reports.history.trends import largest_moves, open_alerts, steps_table
 from tests.reports.test_history_steps import CELLS, write_history
 from tests.reports.test_history_store import EXAMPLES
@@ -118,7 +118,7 @@ def test_a_schema_1_store_is_migrated(tmp_path):
     assert times["h100-quick-v2-part1"] == ("2026-11-27T17:15:45.000000Z", "started")  # from its header
     assert times["h100-detr"][1] == "added"
     with closing_store(db, readonly=True) as store:
-        assert store.conn.execute("SELECT version FROM detbench_schema").fetchone() == (2,)
+        assert store.conn.execute("SELECT version FROM detbench_schema").fetchone() == (SCHEMA_VERSION,)
         assert store.conn.execute("SELECT COUNT(*) FROM cells").fetchone() == before
         steps = steps_table(store)
     ssdlite = steps[steps["cell_id"] == SSDLITE]

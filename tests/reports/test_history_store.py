@@ -227,7 +227,8 @@ def test_a_store_from_a_newer_detbench_is_refused(tmp_path, capsys):
     for argv in (["add", str(db), str(EXAMPLES / "h100-yolo.json")], ["info", str(db)]):
         assert main(argv) == 2
         err = one_line_error(capsys)
-        assert "written by a newer detbench (history schema 99; this detbench reads up to 2)" in err
+        newest = store_module.SCHEMA_VERSION
+        assert f"written by a newer detbench (history schema 99; this detbench reads up to {newest})" in err
     assert db.read_bytes() == before
 
 
@@ -240,29 +241,30 @@ def test_an_older_store_is_migrated_in_one_transaction(tmp_path, monkeypatch, ca
         conn.execute("ALTER TABLE runs ADD COLUMN note TEXT")
         raise sqlite3.OperationalError("disk I/O error")
 
-    monkeypatch.setattr(store_module, "SCHEMA_VERSION", 3)
-    monkeypatch.setattr(store_module, "MIGRATIONS", {2: broken})
+    now = store_module.SCHEMA_VERSION  # the store as written today, migrated to a next schema
+    monkeypatch.setattr(store_module, "SCHEMA_VERSION", now + 1)
+    monkeypatch.setattr(store_module, "MIGRATIONS", {now: broken})
     with pytest.raises(StoreError, match="not a usable history store"):
         open_store(db)
-    with pytest.raises(StoreError, match="history schema 2 is older than this detbench's 3; run `detbench-history "
-                                         "migrate"):
+    with pytest.raises(StoreError, match=f"history schema {now} is older than this detbench's {now + 1}; run "
+                                         "`detbench-history migrate"):
         open_store(db, readonly=True)
     conn = sqlite3.connect(db)
-    assert conn.execute("SELECT version FROM detbench_schema").fetchone() == (2,)
+    assert conn.execute("SELECT version FROM detbench_schema").fetchone() == (now,)
     assert "note" not in [r[1] for r in conn.execute("PRAGMA table_info(runs)")]  # rolled back
     conn.close()
-    monkeypatch.setattr(store_module, "MIGRATIONS", {2: lambda c: c.execute("ALTER TABLE runs ADD COLUMN note TEXT")})
+    monkeypatch.setattr(store_module, "MIGRATIONS", {now: lambda c: c.execute("ALTER TABLE runs ADD COLUMN note TEXT")})
     assert main(["migrate", str(db)]) == 0
     with closing_store(db, readonly=True) as store:
-        assert store.conn.execute("SELECT version FROM detbench_schema").fetchone() == (3,)
+        assert store.conn.execute("SELECT version FROM detbench_schema").fetchone() == (now + 1,)
         assert "note" in set(store.runs().columns)
         assert store.counts() == counts
     monkeypatch.setattr(store_module, "MIGRATIONS", {})
-    monkeypatch.setattr(store_module, "SCHEMA_VERSION", 4)
+    monkeypatch.setattr(store_module, "SCHEMA_VERSION", now + 2)
     capsys.readouterr()
     assert main(["add", str(db), str(EXAMPLES / "h100-yolo.json")]) == 2
     err = one_line_error(capsys)
-    assert "history schema 3 cannot be migrated by this detbench (reads 4); nothing was changed" in err
+    assert f"history schema {now + 1} cannot be migrated by this detbench (reads {now + 2}); nothing was changed" in err
 
 
 def test_missing_store_and_usage_errors(tmp_path, capsys):
@@ -351,3 +353,26 @@ def test_a_cell_the_report_refuses_as_implausible_is_stored_out_of_every_series(
         series = store.series(ok_only=True)
     assert rows[GPU_BOUND.id].startswith("invalid: implausible figures, not judged (a block of 1e-300 ms")
     assert rows[HOST_BOUND.id] == "ok: " and set(series["cell_id"]) == {HOST_BOUND.id}
+
+
+def test_a_stopped_runs_json_and_journal_are_one_run(tmp_path, capsys):
+    """A run stopped by a signal writes a JSON and a journal whose cells differ (the journal's last lines are the
+    cells as they stood); they used to be stored as two runs. The run id both carry makes them one, the cell that
+    differs named as a conflict."""
+    from bench.core.journal import Journal
+    from bench.core.record import RunRecord
+    from tests.reports.generate import ENVIRONMENT
+    from tests.reports.test_compare_blocks import GPU_BOUND, HOST_BOUND, cell_result
+
+    first, second = cell_result(GPU_BOUND, 40.0, seed=1), cell_result(HOST_BOUND, 100.0, seed=2)
+    with Journal(tmp_path / "run.journal.jsonl", run_id="20261205T120000Z-abc123", options={},
+                 environment=ENVIRONMENT) as journal:
+        journal.append(first)
+        journal.append(cell_result(HOST_BOUND, 90.0, seed=3))  # the second cell as the journal last held it
+    RunRecord([first, second], options={}, environment=ENVIRONMENT, run_id="20261205T120000Z-abc123").write(
+        tmp_path / "run.json")
+    db = tmp_path / "history.db"
+    assert main(["add", str(db), str(tmp_path / "run.json")]) == 0
+    assert main(["add", str(db), str(tmp_path / "run.journal.jsonl")]) == 0
+    with closing_store(db, readonly=True) as store:
+        assert store.counts()["runs"] == 1 and store.counts()["cells"] == 2 and store.counts()["sources"] == 2
