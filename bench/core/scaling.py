@@ -129,6 +129,23 @@ def attach_scaling(result: CellResult, baseline: CellResult | None, source: str)
     elif baseline.status != "ok" or not baseline.throughput_ips:
         stats.scaling_note = f"the 1-GPU cell {baseline.cell.id} did not measure ({baseline.status}: {baseline.reason})"
     else:
-        stats.scaling_efficiency = scaling_efficiency(stats.throughput_ips, stats.world_size, baseline.throughput_ips)
+        efficiency = scaling_efficiency(stats.throughput_ips, stats.world_size, baseline.throughput_ips)
+        stats.scaling_efficiency = efficiency
         stats.baseline = {"cell_id": baseline.cell.id, "throughput_ips": baseline.throughput_ips, "source": source}
+        if efficiency > SUPERLINEAR:
+            stats.scaling_note = superlinear_note(efficiency, stats.world_size, stats.device_type)
     return result
+
+
+# an efficiency above this is said to be unlike scaling (block noise alone moves a figure a few per cent)
+SUPERLINEAR = 1.1
+
+
+def superlinear_note(efficiency: float, ranks: int, device_type: str) -> str:
+    """Why an efficiency above 1 is not a scaling figure: N ranks did more than N times one rank's work."""
+    why = ("CPU ranks share the host's cores (the 1-rank cell had them all, each of these ranks fewer threads), so "
+           "the two cells are different set-ups" if device_type == "cpu" else
+           "each GPU stepped faster than the 1-GPU cell did: check that both were measured alike (the same batch per "
+           "GPU, clocks, inputs)")
+    work = efficiency * ranks
+    return f"efficiency {efficiency:.2f} is above 1 ({ranks} ranks did {work:.2f}x one rank's work): {why}"

@@ -89,3 +89,17 @@ def test_a_missing_or_failed_baseline_says_why():
     aggregate.attach_scaling(result, failed, source="requested")
     assert "did not measure (oom: CUDA out of memory)" in result.distributed.to_dict()["scaling_note"]
     assert result.distributed.to_dict()["scaling_efficiency"] is None
+
+
+def test_an_efficiency_above_one_is_said_not_to_be_scaling():
+    """``--gpus 2`` on 2 CPU cores reported an efficiency of 2.97 with no note."""
+    stats = summarised(INFER, [rank(0, [100.0] * 3), rank(1, [100.0] * 3)])
+    stats.device_type = "cpu"
+    result = aggregate.apply_to_result(CellResult(INFER), stats)
+    aggregate.attach_scaling(result, CellResult(aggregate.one_gpu_twin(INFER), throughput_ips=54.0), source="run")
+    data = result.distributed.to_dict()
+    assert data["scaling_efficiency"] == pytest.approx(160 / 108)
+    assert data["scaling_note"].startswith("efficiency 1.48 is above 1 (2 ranks did 2.96x one rank's work): CPU ranks")
+    fair = aggregate.apply_to_result(CellResult(INFER), summarised(INFER, [rank(0, [100.0] * 3), rank(1, [100.0] * 3)]))
+    aggregate.attach_scaling(fair, CellResult(aggregate.one_gpu_twin(INFER), throughput_ips=100.0), source="run")
+    assert fair.distributed.to_dict()["scaling_note"] is None
