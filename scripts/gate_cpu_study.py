@@ -57,12 +57,31 @@ def halves_as_rounds(b: list[float], c: list[float]) -> list[tuple[list[float], 
     return first_half(b, c) + second_half(b, c)
 
 
+def without_first_iteration(b: list[float], c: list[float]) -> list[tuple[list[float], list[float]]]:
+    return [(b[1:] or b, c[1:] or c)]
+
+
 VARIANTS: dict[str, tuple[str, Rounds, int]] = {  # name -> (statistic, how a block gives rounds, first round)
     **{f"{stat}, 0.25-s blocks": (stat, whole, 1) for stat in STATISTICS},
     "p25, first half of each block": ("p25", first_half, 1),
     "p25, second half of each block": ("p25", second_half, 1),
     "p25, 0.125-s blocks emulated (halves as rounds)": ("p25", halves_as_rounds, 1),
-    "p25, first round left out": ("p25", whole, 2)}
+    "p25, first round left out": ("p25", whole, 2),
+    "p25, each block's first iteration left out": ("p25", without_first_iteration, 1)}
+
+
+def first_iterations(runs: list) -> dict[str, list[float]]:
+    """Per cell, the mean of each block's first three iterations over the block's median (every side, block):
+    what resuming a side after the other side's block costs."""
+    found: dict[str, list[list[float]]] = {}
+    for _name, _ab, sides in runs:
+        for cells in sides.values():
+            for cid, rounds in cells.items():
+                for times in rounds.values():
+                    if len(times) >= 3:
+                        middle = float(np.median(times))
+                        found.setdefault(cid, []).append([t / middle for t in times[:3]])
+    return {cid: [round(float(x), 3) for x in np.mean(v, axis=0)] for cid, v in sorted(found.items())}
 
 
 def load(out: Path) -> list[tuple[str, dict, dict[str, dict[str, dict[int, list[float]]]]]]:
@@ -124,10 +143,14 @@ def main(argv: list[str] | None = None) -> int:
         flagged = "; ".join(f"{short(cid)}: {n}" for cid, n in entry["planted_flagged"].items())
         print(f"{name:50s} false {entry['runs_flagging_an_unplanted_cell']}/{entry['runs']}, planted flagged "
               f"{flagged or '-'}; interval log-widths {widths}")
+    resumes = first_iterations(runs)
+    print("a block's first three iterations over its median: " + "; ".join(
+        f"{short(cid)} {' '.join(f'{x:.3f}' for x in v)}" for cid, v in resumes.items()))
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps({"runs": [name for name, _, _ in runs], "floor": FLOOR,
-                                         "variants": results}, indent=1) + "\n")
+                                         "variants": results, "first_iterations_over_block_median": resumes},
+                                        indent=1) + "\n")
     return 0
 
 
