@@ -29,6 +29,29 @@ ROOT = Path(__file__).resolve().parents[1]
 H200 = sorted(ROOT.glob("docs/examples/gate-h200*/**/ab.json"))
 CPU = sorted(ROOT.glob("docs/examples/gate-cpu/acceptance.json"))
 SEED = 20261205
+CPU_PLANTS = ("ssdlite320_mobilenet_v3_large-infer-eager-fp32-bs1-gpu1-160x160",  # 10 %
+              "resnet50-infer-eager-fp32-bs1-gpu1-160x160")  # 5 %
+CPU_BUDGET_S = 275.0  # scripts/gate_cpu_acceptance.py's
+
+
+def cpu_costs(path: Path) -> dict[str, float]:
+    """What a CPU acceptance run's time went to (medians over its runs): fixed seconds per side (the sides' start,
+    set-up and block sizing, less a constant 5 s), timed seconds per paired visit (two blocks, as the host's load
+    stretched them) and the seconds neither timed nor fixed (the coordinator between blocks, the results)."""
+    runs = json.loads(path.read_text())["runs"]
+    per_side = np.median([(r["setup_s"] - 5.0) / (2 * r["pairs"]) for r in runs])
+    visits = [sum(len(p) for pairs in r["log_ratios"].values() for p in pairs) for r in runs]
+    per_visit = np.median([r["timed_s"] / v for r, v in zip(runs, visits, strict=True)])
+    other = np.median([r["wall_s"] - r["setup_s"] - r["timed_s"] for r in runs])
+    return {"fixed_s_per_side": round(float(per_side), 2), "timed_s_per_visit": round(float(per_visit), 3),
+            "other_s": round(float(other), 1), "cells": 4.0, "budget_s": CPU_BUDGET_S}
+
+
+def cpu_rounds(costs: dict[str, float], pairs: int) -> int:
+    """Rounds per pair a CPU budget leaves for ``pairs`` worker pairs (detbench-ab's reserve: 5 s + 1.5 s a side)."""
+    sides = 2 * pairs
+    timed = costs["budget_s"] - 5.0 - costs["fixed_s_per_side"] * sides - (5.0 + 1.5 * sides) - costs["other_s"]
+    return max(2, int(timed / (costs["timed_s_per_visit"] * pairs * costs["cells"])))
 
 
 def history_fail_rate(runs: int, cells: int = 15, history: int = 8, noise: float = 0.03, threshold: float = 0.05,
@@ -83,26 +106,36 @@ def main(argv: list[str] | None = None) -> int:
             noise = simulate.Noise(tuple(c for c in noise.cells if "-infer-" in c.name), noise.nu, noise.rho,
                                    noise.pair_level_sd, noise.fitted_block_s, noise.iteration_share)
             designs = [simulate.Design(3, 4, 0.5), simulate.Design(8, 6, 0.25), simulate.Design(8, 6, 0.25, looks=2)]
+            ten, five = 0, 1  # plants as the H200 figures were first published: the first two cells
         else:
-            designs = [simulate.Design(8, 4, noise.fitted_block_s, looks=2), simulate.Design(8, 8, noise.fitted_block_s,
-                                                                                          looks=2)]
+            costs = cpu_costs(files[0])
+            entry["costs"] = costs
+            designs = [simulate.Design(8, rounds, noise.fitted_block_s, looks=2) for rounds in (4, 6, 8, 10)]
+            # the same wall (a budget of CPU_BUDGET_S) spent on fewer or more pairs: the rounds they leave
+            designs += [simulate.Design(pairs, cpu_rounds(costs, pairs), noise.fitted_block_s, looks=2)
+                        for pairs in (4, 6, 8, 10)]
+            names = [c.name for c in noise.cells]  # the acceptance's plants (scripts/gate_cpu_acceptance.py)
+            ten, five = names.index(CPU_PLANTS[0]), names.index(CPU_PLANTS[1])
         for design in designs:
             result = simulate.simulate(noise, design, runs=args.runs)
-            planted = simulate.simulate(noise, design, [0.10, 0.05] + [0.0] * (len(noise.cells) - 2),
-                                        runs=args.runs)
+            plants = [0.0] * len(noise.cells)
+            plants[ten], plants[five] = 0.10, 0.05
+            planted = simulate.simulate(noise, design, plants, runs=args.runs)
             print(f"  {design.pairs} pairs x {design.rounds} rounds x {design.block_s:g} s, {design.looks} look(s), "
                   f"floor {design.floor:.0%}, {len(noise.cells)} cells: a false regression in "
                   f"{result.false_regression_rate:.1%} of the runs, any false flag in {result.false_flag_rate:.1%}; "
-                  f"a 10 % plant in {noise.cells[0].name} flagged "
-                  f"{planted.flag_rate[0]:.0%}, 5 % in {noise.cells[1].name} {planted.flag_rate[1]:.0%}")
+                  f"a 10 % plant in {noise.cells[ten].name} flagged "
+                  f"{planted.flag_rate[ten]:.0%}, 5 % in {noise.cells[five].name} {planted.flag_rate[five]:.0%}")
             for cell, detectable in zip(noise.cells, result.detectable, strict=True):
                 print(f"    {cell.name:58s} block {cell.block_sd:5.1%}  detectable {detectable:.1%}")
             entry["designs"].append({"design": design.__dict__, "false_flag_rate": result.false_flag_rate,
                                      "false_regression_rate": result.false_regression_rate,
                                      "detectable": dict(zip([c.name for c in noise.cells], result.detectable,
                                                             strict=True)),
-                                     "planted_10_flag_rate": planted.flag_rate[0],
-                                     "planted_5_flag_rate": planted.flag_rate[1]})
+                                     "planted_10": noise.cells[ten].name,
+                                     "planted_10_flag_rate": planted.flag_rate[ten],
+                                     "planted_5": noise.cells[five].name,
+                                     "planted_5_flag_rate": planted.flag_rate[five]})
         out[name] = entry
     if "history" not in parts:
         return _write(args.json, out)

@@ -7,7 +7,9 @@ answer is one event on stdout (bench.runtime.protocol), so the protocol goes thr
 
 - on start: ``hello`` (protocol version, pid, the environment fingerprint);
 - ``{"cmd": "setup", "cells": [...], "options": {...}, "warmup_iterations": N}``: one ``ready`` (with the set-up
-  seconds, of which build and post-processing calibration, and the calibrated post-processing) or one final
+  seconds, of which build and post-processing calibration, the calibrated post-processing and whether it was
+  ``calibrated`` here or ``cached``: read from the calibration cache, ``DETBENCH_CALIBRATION_CACHE``, that
+  another side of the same software wrote) or one final
   ``result`` (the set-up failed: skipped, oom, error) per cell, then ``ok``. Each cell is warmed up by a fixed
   ``N`` untimed iterations right after its set-up (the sides set up at the same time: a warm-up until stable
   would neither converge nor say what one side alone runs at);
@@ -136,10 +138,15 @@ class Side:
             if warmup_iterations > 0:
                 session.time_steps(warmup_iterations)
             times = session.setup
+            # "calibrated" here, or read from the run's calibration cache (another side of the same software
+            # calibrated it: detbench-ab's leader), or None (nothing to calibrate: a classifier)
+            calibration = None if session.postprocess is None else (
+                "cached" if str(session.config.get("postprocess_calibration", "")).startswith("cached")
+                else "calibrated")
             self.events.emit("ready", cell=cell.id, setup_s=round(times.total_s or 0.0, 3),
                              build_s=round(times.build_s or 0.0, 3),
                              calibration_s=round(times.postprocess_calibration_s or 0.0, 3),
-                             postprocess=session.postprocess)
+                             calibration=calibration, postprocess=session.postprocess)
         self.events.emit("ok", cells=len(self.sessions))
 
     def probe(self, cell_id: str, iterations: int) -> None:

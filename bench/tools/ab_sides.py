@@ -27,6 +27,7 @@ import shutil
 import signal
 import statistics
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -64,6 +65,9 @@ EXIT_AFTER_EOF_S = 10.0  # a side whose output ended has this long to exit by it
 # over the pairs instead of favouring one side (Mytkowicz et al., "Producing wrong data without doing anything
 # obviously wrong!", ASPLOS 2009).
 PAD_ENV = "DETBENCH_AB_PAD"
+# bench.models.postprocess.CACHE_ENV (not imported: the coordinator imports no torch): a folder of calibrations,
+# written by the side that calibrates first and read by the sides of the same software (run_gate's leader)
+CALIBRATION_CACHE_ENV = "DETBENCH_CALIBRATION_CACHE"
 MAX_PAD = 4096
 CUT_WAIT_S = 20.0  # after a signal, the sides have this long in all to give their results
 RESULT_RESERVE_S = 5.0  # of a budget, kept for asking the sides for their results and ending them ...
@@ -187,16 +191,20 @@ def supervised(command: list[str] | str, log: Path, env: dict[str, str], pipes: 
 class SideProcess:
     """One running side, spoken to over its pipes; every answer is awaited with a deadline."""
 
-    def __init__(self, spec: Side, pair: int, out: Path, pad: int = 0) -> None:
+    def __init__(self, spec: Side, pair: int, out: Path, pad: int = 0, cache: Path | None = None) -> None:
         self.spec, self.pair, self.pad = spec, pair, pad
         self.name = f"{spec.label}-{pair}"
         self.log = out / f"{self.name}.log"
         env = {**os.environ, "PYTHONUNBUFFERED": "1", **dict(spec.env), PAD_ENV: "x" * pad}
+        if cache is not None:  # the run's calibration cache (run_gate): the leader writes it, the others read
+            env[CALIBRATION_CACHE_ENV] = str(cache)
         self.supervisor = supervised(spec.worker_command(), self.log, env, pipes=True)
         self.lines: queue.Queue[Any] = queue.Queue()
         self.failure: str | None = None
         self.hello: dict[str, Any] = {}
         self.calibrated: dict[str, dict[str, Any]] = {}  # cell id -> its post-processing as this side set it up
+        self.calibration: dict[str, str] = {}  # cell id -> "calibrated" (here) or "cached" (the leader's)
+        self.setup_s: float | None = None  # from sending the set-up to its last answer
         self.in_flight: str | None = None  # the command whose answer has not come yet (_ask)
         self.quitting = False
 
@@ -370,7 +378,8 @@ def run_gate(baseline: Side, candidate: Side, plan: Callable[[dict[str, Any] | N
     within :data:`CUT_WAIT_S` (the caller writes both: a cut run keeps its rounds and its sides' run files)."""
     began = time.perf_counter()
     rng = np.random.default_rng(gate.seed)
-    sides = [SideProcess(baseline, 0, out, int(rng.integers(0, MAX_PAD)))]
+    cache = Path(tempfile.mkdtemp(prefix=".calibration-", dir=out))  # the leader's calibrations, for the others
+    sides = [SideProcess(baseline, 0, out, int(rng.integers(0, MAX_PAD)), cache)]
     results: dict[str, list[CellResult]] = {}
     records: dict[str, CellRecord] = {}
     state: dict[str, Any] = {"timed": 0.0, "setup": 0.0, "rounds": 0}
@@ -380,31 +389,50 @@ def run_gate(baseline: Side, candidate: Side, plan: Callable[[dict[str, Any] | N
         return _gate_run(records, sides, results, gate, began, state, notes, cut)
 
     stack = contextlib.ExitStack()
-    try:
-        sides[0].start()
-        sized = gate.pairs == 0  # sized from the first side's hello: it is awaited before the others start
-        if sized:
-            _expect_hello(sides[0], gate.side_timeout_s)
-            gate = dataclasses.replace(gate, pairs=default_pairs(sides[0].hello))
-            progress(f"{gate.pairs} worker pairs (sized from the first side: {_capacity(sides[0].hello)})")
-        sides += [SideProcess(candidate, 0, out, int(rng.integers(0, MAX_PAD)))] + [
-            SideProcess(spec, p, out, int(rng.integers(0, MAX_PAD))) for p in range(1, gate.pairs)
-            for spec in (baseline, candidate)]
-        for side in sides[1:]:
-            side.start()
-        for side in sides[int(sized):]:
-            _expect_hello(side, gate.side_timeout_s)
-        stack.enter_context(_signals_ask_first())
-        reference = next((s.hello.get("environment") for s in sides if s.alive and s.spec.label == "baseline"), None)
-        cells = list(plan(reference))
-        records.update({c.id: CellRecord(c) for c in cells})
-        setup_began = time.perf_counter()
-        for side in sides:
+
+    def set_up(group: list[SideProcess], cells: list[Cell]) -> None:
+        for side in group:
             if side.alive:
                 side.send({"cmd": "setup", "cells": [c.to_dict() for c in cells], "options": options.to_dict(),
                            "warmup_iterations": gate.warmup_iterations})
-        for side in sides:
+        for side in group:
             _collect_setup(side, records, results, gate.side_timeout_s)
+
+    try:
+        # The leader (the first baseline side) starts alone and sets the cells up while the others start: it
+        # calibrates post-processing into the run's calibration cache, and the sides of the same software read
+        # it there instead of calibrating again (the cache's keys hold torch's and torchvision's versions: a side
+        # of other software calibrates itself); every side then runs the leader's thresholds (_share_thresholds).
+        leader = sides[0]
+        leader.start()
+        _expect_hello(leader, gate.side_timeout_s)
+        if gate.pairs == 0:  # sized from the leader's hello
+            gate = dataclasses.replace(gate, pairs=default_pairs(leader.hello))
+            progress(f"{gate.pairs} worker pairs (sized from the first side: {_capacity(leader.hello)})")
+        setup_began = time.perf_counter()
+        cells: list[Cell] = []
+        if leader.alive:
+            cells = list(plan(leader.hello.get("environment")))
+            records.update({c.id: CellRecord(c) for c in cells})
+            leader.send({"cmd": "setup", "cells": [c.to_dict() for c in cells], "options": options.to_dict(),
+                         "warmup_iterations": gate.warmup_iterations})
+        sides += [SideProcess(candidate, 0, out, int(rng.integers(0, MAX_PAD)), cache)] + [
+            SideProcess(spec, p, out, int(rng.integers(0, MAX_PAD)), cache) for p in range(1, gate.pairs)
+            for spec in (baseline, candidate)]
+        for side in sides[1:]:
+            side.start()
+        for side in sides[1:]:
+            _expect_hello(side, gate.side_timeout_s)
+        stack.enter_context(_signals_ask_first())
+        if not records:  # the leader died before it was given the cells: the others set up at once, uncached
+            reference = next((s.hello.get("environment") for s in sides if s.alive and s.spec.label == "baseline"),
+                             None)
+            cells = list(plan(reference))
+            records.update({c.id: CellRecord(c) for c in cells})
+            set_up(sides[1:], cells)
+        else:
+            _collect_setup(leader, records, results, gate.side_timeout_s)
+            set_up(sides[1:], cells)
         _share_thresholds(sides, records, gate.side_timeout_s)
         if gate.pin is not None:
             for side in sides:
@@ -412,9 +440,11 @@ def run_gate(baseline: Side, candidate: Side, plan: Callable[[dict[str, Any] | N
         for record in records.values():  # alone on the device: one pair sizes the blocks, the same on every side
             _size_blocks(record, sides, gate, options)
         state["setup"] = time.perf_counter() - began  # every fixed cost: the sides' start, set-up, block sizing
+        cached = sum(1 for s in sides if s.calibration and set(s.calibration.values()) == {"cached"})
+        calibrated = sum(1 for s in sides if "calibrated" in s.calibration.values())
         progress(f"set up {len(cells)} cell(s) on {sum(s.alive for s in sides)}/{len(sides)} side(s) in "
                  f"{time.perf_counter() - setup_began:.0f} s (a fixed warm-up of {gate.warmup_iterations} "
-                 f"iteration(s) each), {state['setup']:.0f} s since the start")
+                 f"iteration(s) each{_calibration_line(calibrated, cached)}), {state['setup']:.0f} s since the start")
         _timed_rounds(records, sides, gate, rng, began, state, progress,
                       (lambda: on_round(snapshot())) if on_round is not None else None)
         _collect_results(sides, results, time.perf_counter() + gate.side_timeout_s)
@@ -439,6 +469,7 @@ def run_gate(baseline: Side, candidate: Side, plan: Callable[[dict[str, Any] | N
         ends = time.perf_counter() + 30.0
         for side in sides:
             side.stop(ends - time.perf_counter())
+        shutil.rmtree(cache, ignore_errors=True)
     return snapshot()
 
 
@@ -464,6 +495,12 @@ def _signals_ask_first() -> Iterator[None]:
         for signum, handler in saved.items():
             if signal.getsignal(signum) is ask_first and handler is not None:
                 signal.signal(signum, handler)
+
+
+def _calibration_line(calibrated: int, cached: int) -> str:
+    if not calibrated and not cached:
+        return ""  # nothing to calibrate (classifiers)
+    return f"; post-processing calibrated on {calibrated} side(s), read from the leader's calibration on {cached}"
 
 
 def _capacity(hello: dict[str, Any]) -> str:
@@ -655,6 +692,8 @@ def _collect_setup(side: SideProcess, records: dict[str, CellRecord], results: d
                 ready.add(str(event.get("cell")))
                 if event.get("postprocess"):
                     side.calibrated[str(event.get("cell"))] = dict(event["postprocess"])
+                if event.get("calibration"):
+                    side.calibration[str(event.get("cell"))] = str(event["calibration"])
             elif kind == "result":
                 failed = CellResult.from_dict(event["result"], source=side.name)
                 results.setdefault(side.name, []).append(failed)
@@ -738,6 +777,7 @@ def _side_facts(side: SideProcess) -> dict[str, Any]:
     env = side.hello.get("environment") or {}
     return {"name": side.name, "label": side.spec.label, "pair": side.pair, "command": side.spec.describe(),
             "pid": side.hello.get("pid"), "failure": side.failure, "log": str(side.log), "env_pad": side.pad,
+            "calibration": dict(side.calibration),
             "environment": redact_tree({k: env.get(k) for k in ("torch", "torchvision", "cuda_runtime", "cudnn", "gpu",
                                                                  "driver", "image", "python")})}
 

@@ -89,6 +89,7 @@ def test_a_planted_slowdown_is_a_regression_and_the_unplanted_cell_is_not(side_e
     # every side's cells as an ordinary run file; no side process left
     runs = sorted(p.name for p in tmp_path.glob("*-?.json"))
     assert runs == ["baseline-0.json", "baseline-1.json", "candidate-0.json", "candidate-1.json"]
+    assert not list(tmp_path.glob(".calibration-*"))  # the run's calibration cache goes with the run
     assert not [s["pid"] for s in payload["sides_started"] if s["pid"] and is_alive(s["pid"])]
     assert "| regression |" in (tmp_path / "summary.md").read_text()
 
@@ -208,3 +209,27 @@ def test_a_run_cut_by_sigterm_writes_the_sides_run_files_for_what_they_measured(
     results = load_results(out / "baseline-0.json")
     assert {r.status for r in results} == {"ok"} and all(r.measurement and r.measurement.blocks for r in results)
     assert not [s["pid"] for s in payload["sides_started"] if s["pid"] and is_alive(s["pid"])]
+
+
+def test_a_side_of_the_same_software_reads_the_leaders_calibration_instead_of_calibrating(monkeypatch, tmp_path):
+    """detbench-ab calibrates post-processing once: the leader's set-up writes the run's calibration cache (the
+    folder run_gate gives every side), and a side of the same software reads the same threshold there."""
+    import io
+
+    from bench.models.postprocess import CACHE_ENV
+    from bench.runtime.side import Side
+    from bench.tools.ab_sides import CALIBRATION_CACHE_ENV
+
+    assert CALIBRATION_CACHE_ENV == CACHE_ENV  # the coordinator names the folder without importing torch
+    monkeypatch.setenv(CACHE_ENV, str(tmp_path))
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")  # else the side sets this process's torch threads to 1
+    cell = {"model": "ssdlite320_mobilenet_v3_large", "mode": "infer", "batch_size": 1, "image_size": [64, 64]}
+    options = {"count_flops": False, "telemetry_hz": 0}
+    ready = []
+    for _ in range(2):  # the leader, then another side of the same software
+        out = io.StringIO()
+        Side(out).setup([cell], options)
+        ready += [e for e in map(decode, out.getvalue().splitlines()) if e and e["event"] == "ready"]
+    assert [e["calibration"] for e in ready] == ["calibrated", "cached"]
+    assert ready[0]["postprocess"]["score_thresh"] == ready[1]["postprocess"]["score_thresh"]
+    assert ready[1]["calibration_s"] < ready[0]["calibration_s"]
