@@ -142,8 +142,10 @@ def test_interrupting_the_rounds_mode_ends_every_side_keeps_the_finished_round_i
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
 def test_interrupting_the_sides_mode_ends_every_side_and_what_it_started(tmp_path, signum):
     fake = fake_side(tmp_path)
-    proc = run_ab(tmp_path, "--pairs", "2", "--pin-cpus", "none", "--baseline-cmd", f"{fake} {{worker}}",
-                  "--candidate-cmd", f"FAKE_FROM_ROUND=0 {fake} {{worker}}", "--", *MATRIX)
+    # the leader (the first baseline side) starts alone and the others once it said hello: the fake sides never
+    # do, so a short side timeout lets the other three start
+    proc = run_ab(tmp_path, "--pairs", "2", "--pin-cpus", "none", "--side-timeout", "5", "--baseline-cmd",
+                  f"{fake} {{worker}}", "--candidate-cmd", f"FAKE_FROM_ROUND=0 {fake} {{worker}}", "--", *MATRIX)
     wait_for_pids(tmp_path, 8, proc)  # four sides, each with its grandchild
     proc.send_signal(signum)
     err = ended(proc)
