@@ -37,11 +37,41 @@ TORCH_LINE_PATHS = (
     "tests/envcheck/test_probe.py",
     "tests/test_imports.py",
 )
-# Exceptions inside those folders: the A/B protocol's tests (pairing, verdicts, the sides' line protocol) are
-# about detbench's own logic, whatever torch runs the tiny model under them.
+# Exceptions inside those folders, run once (docs/compat.md says why for each): a file-name prefix, or
+# 'file::test_name' for one test (all its parameters). Each is detbench's own logic behind a torch process, the same
+# on every line: the A/B protocol (pairing, verdicts, the sides' line protocol), and the supervision of planted
+# faults (a crash, a hang, a signal, a full disk), journals and resume, option handling and collection. What stays on
+# every line in these folders: the detectors, measuring, every torchrun/gloo test, the workers' real cells (one
+# group per launcher), torch's OOM types, the smoke run end to end, the compiled and DDP tools.
 PURE_PATHS = (
     "tests/bench/tools/test_ab",  # test_ab.py, test_ab_e2e.py, test_ab_sides.py and any test_ab_*.py to come
     "tests/bench/tools/test_r3_ab.py",
+    # journals cut by signals and resumed; repeats stopped by a signal; a full disk under --benchmark-json
+    "tests/bench/plugin/test_cut_and_resume.py",
+    "tests/bench/plugin/test_run_output_faults.py::test_a_repeats_run_stopped_by_a_signal_writes_the_repeats_it_finished",
+    "tests/bench/plugin/test_run_output_faults.py::test_a_full_disk_under_benchmark_json_is_one_line_and_a_non_zero_exit",
+    # the pytest face's options and collection (no cell runs), a run whose cells all skip, Ctrl-C's clean-up
+    "tests/bench/plugin/test_smoke_e2e.py::test_bad_options_are_one_line_usage_errors",
+    "tests/bench/plugin/test_smoke_e2e.py::test_a_bad_option_is_a_one_line_usage_error_end_to_end",
+    "tests/bench/plugin/test_smoke_e2e.py::test_cell_ids_select_cells_with_k",
+    "tests/bench/plugin/test_smoke_e2e.py::test_the_tune_profile_collects_eight_cells_per_model",
+    "tests/bench/plugin/test_smoke_e2e.py::test_a_run_where_no_cell_measured_still_writes_its_benchmark_json",
+    "tests/bench/plugin/test_smoke_e2e.py::test_sigterm_ends_the_run_and_its_worker_like_ctrl_c",
+    # a planted worker crash (SIGSEGV in set-up, exit mid-rounds) and a fresh worker; cell isolation's bookkeeping
+    "tests/bench/runtime/test_launch.py::test_a_crash_in_the_middle_of_a_set_up_is_recorded",
+    "tests/bench/runtime/test_launch.py::test_a_crash_during_the_rounds_loses_nothing_already_measured",
+    "tests/bench/runtime/test_launch.py::test_cell_isolation_runs_one_worker_per_cell",
+    # the clean-up after a signal: SIGTERM stays on every line (torchrun's own signal handling); SIGINT and the
+    # same clean-up through detbench's pytest face run once
+    "tests/bench/runtime/test_r3_cleanup.py::test_a_signal_to_a_plain_caller_ends_torchrun_its_ranks_and_the_group_folder[2]",
+    "tests/bench/runtime/test_r3_cleanup.py::test_sigterm_to_detbench_mid_group_leaves_nothing_behind",
+    # the batch search's bookkeeping over a planted OOM (torch's OOM types: test_r3_oom.py, test_launch.py)
+    "tests/bench/runtime/test_batch_search.py::test_the_real_probe_runs_each_batch_in_a_fresh_worker",
+    # repeats merged by the pytest face (the repeat logic; its cells are the smoke run's)
+    "tests/bench/runtime/test_run.py::test_pytest_face_repeats_real_cells",
+    # the interleaved tool's planted crash and hang
+    "tests/bench/tools/test_interleaved.py::test_cli_gives_each_model_a_worker_a_crash_is_recorded",
+    "tests/bench/tools/test_interleaved.py::test_a_hanging_variant_is_a_timeout",
 )
 # Every test gets this timeout unless it carries its own `@pytest.mark.timeout(N)` (DETBENCH_TEST_TIMEOUT_S
 # overrides it). It is set here, not as pyproject's `timeout` ini: that ini also governs `pytest bench/` run
@@ -114,18 +144,23 @@ def _dump_stacks_and_exit(stderr: object, nodeid: str, timeout: float) -> None:
         os._exit(1)
 
 
-def _matches(relative_path: str, pattern: str) -> bool:
-    """'dir/' a folder, 'x.py' that file, anything else a file-name prefix ('tests/bench/tools/test_ab')."""
+def _matches(test_id: str, pattern: str) -> bool:
+    """'dir/' a folder, 'x.py' that file, 'x.py::name' the tests whose name starts so (a test and its parameters),
+    anything else a file-name prefix ('tests/bench/tools/test_ab')."""
+    path = test_id.split("::", 1)[0]
+    if "::" in pattern:
+        return test_id.startswith(pattern)
     if pattern.endswith(".py"):
-        return relative_path == pattern
-    return relative_path.startswith(pattern)
+        return path == pattern
+    return path.startswith(pattern)
 
 
-def is_torch_line(relative_path: str) -> bool:
-    """Whether a test file (path relative to the checkout, '/'-separated) falls under the torch-line rule."""
-    if any(_matches(relative_path, p) for p in PURE_PATHS):
+def is_torch_line(test_id: str) -> bool:
+    """Whether a test ('path::name[params]', or its file alone; path relative to the checkout, '/'-separated)
+    falls under the torch-line rule."""
+    if any(_matches(test_id, p) for p in PURE_PATHS):
         return False
-    return any(_matches(relative_path, p) for p in TORCH_LINE_PATHS)
+    return any(_matches(test_id, p) for p in TORCH_LINE_PATHS)
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -137,7 +172,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             relative = Path(item.path).resolve().relative_to(ROOT).as_posix()
         except ValueError:  # a test outside the checkout: the folder rule does not apply
             continue
-        if is_torch_line(relative) and item.get_closest_marker("torch_line") is None:
+        test_id = relative + item.nodeid[len(item.nodeid.split("::", 1)[0]):]  # 'path::name[params]'
+        if is_torch_line(test_id) and item.get_closest_marker("torch_line") is None:
             item.add_marker(pytest.mark.torch_line)
 
 
