@@ -94,12 +94,26 @@ def pytest_configure(config: pytest.Config) -> None:
     if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
         signal.signal(signal.SIGINT, signal.default_int_handler)
     if _is_xdist_worker(config):
+        _share_the_cores(int(config.workerinput.get("workercount", 1)))  # type: ignore[attr-defined]
         # the controller's stderr, kept before any test's capture swaps fd 2
         config.stash[_STDERR] = os.fdopen(os.dup(sys.__stderr__.fileno()), "w", encoding="utf-8", errors="replace")
         # a `pytest bench/` the tests start must not take itself for an xdist worker: pytest-benchmark reads
         # PYTEST_XDIST_WORKER and then disables every benchmark (no --benchmark-json is written)
         for name in ("PYTEST_XDIST_WORKER", "PYTEST_XDIST_WORKER_COUNT", "PYTEST_XDIST_TESTRUNUID"):
             os.environ.pop(name, None)
+
+
+def _share_the_cores(workers: int) -> None:
+    """Each of N xdist workers (and what it starts: cells' workers, torchrun ranks) gets cores / N OpenMP threads,
+    unless OMP_NUM_THREADS is set. torch's default, a thread per core in every process, oversubscribes the cores N
+    times over, and its threads spin waiting for each other: on the 2-core machine with `-n 2` (load 13 from other
+    jobs) tests/bench/runtime/test_session.py took 455 s and 86 CPU-s, and 70 s and 19 CPU-s at one thread each
+    (docs/compat.md). `-n 1` (the timing tests) keeps torch's default."""
+    threads = max(1, (os.cpu_count() or 1) // max(1, workers))
+    if workers > 1 and "OMP_NUM_THREADS" not in os.environ:
+        os.environ["OMP_NUM_THREADS"] = str(threads)
+        if "torch" in sys.modules:  # a plugin imported it before this ran: it has read the variable already
+            sys.modules["torch"].set_num_threads(threads)
 
 
 def _is_xdist_worker(config: pytest.Config) -> bool:
