@@ -54,6 +54,9 @@ TORCH_LINES = tuple(TorchLine(*row) for row in TORCH_LINE_TABLE)
 # which measure the host and run serially in the main test run (two sessions share the 2 cores here).
 UNIT_TEST_SELECTION = ("-m", "torch_line and not timing")
 
+# Where .ci/run prefetches each PyPI line's wheels (<dir>/<torch>/) while the main test run runs.
+WHEELS_ENV = "DETBENCH_COMPAT_WHEELS"
+
 # The check that pip kept the pair it was given (a later install could otherwise swap torch unnoticed).
 _VERSION_CHECK = (
     "import sys, torch, torchvision; "
@@ -78,7 +81,13 @@ def run_line(session: nox.Session, line: TorchLine) -> None:
     main_venv = session.venv_backend == "none"
     if not main_venv:
         # --no-compile: torch's thousands of modules are byte-compiled on import, only those used (saves ~20 s).
-        session.install("--no-compile", f"torch=={line.torch}", f"torchvision=={line.torchvision}")
+        pair = (f"torch=={line.torch}", f"torchvision=={line.torchvision}")
+        wheels = prefetched_wheels(line)
+        if wheels is not None:  # .ci/run downloaded this pair's wheels while the main test run ran
+            session.install("--no-compile", "--no-index", "--find-links", str(wheels), *pair)
+            _drop(wheels)
+        else:
+            session.install("--no-compile", *pair)
         session.install("--no-compile", *project_dependencies())
         session.install("--no-compile", "--no-deps", "-e", ".")  # --no-deps: torch stays the pair above
     session.run("python", "-c", _VERSION_CHECK, line.torch, line.torchvision, external=main_venv)
@@ -108,9 +117,21 @@ def run_line(session: nox.Session, line: TorchLine) -> None:
         _drop_venv(session)
 
 
+def prefetched_wheels(line: TorchLine) -> Path | None:
+    """``$DETBENCH_COMPAT_WHEELS/<torch>``: the pair's wheels and their dependencies, where .ci/run's prefetch
+    finished downloading them (it renames the folder when complete); None otherwise (the install downloads)."""
+    root = os.environ.get(WHEELS_ENV)
+    folder = Path(root) / line.torch if root else None
+    return folder if folder is not None and folder.is_dir() else None
+
+
 def _drop_venv(session: nox.Session) -> None:
-    if os.environ.get("DETBENCH_COMPAT_DROP_VENVS") == "1":  # CI: free ~5 GB before the next line installs
-        shutil.rmtree(session.virtualenv.location, ignore_errors=True)
+    _drop(Path(session.virtualenv.location))
+
+
+def _drop(path: Path) -> None:
+    if os.environ.get("DETBENCH_COMPAT_DROP_VENVS") == "1":  # CI: free the disk (~5 GB a venv, ~2.7 GB of wheels)
+        shutil.rmtree(path, ignore_errors=True)
 
 
 def _register(line: TorchLine) -> None:

@@ -48,8 +48,8 @@ PURE_PATHS = (
     "tests/bench/tools/test_r3_ab.py",
     # journals cut by signals and resumed; repeats stopped by a signal; a full disk under --benchmark-json
     "tests/bench/plugin/test_cut_and_resume.py",
-    "tests/bench/plugin/test_run_output_faults.py::test_a_repeats_run_stopped_by_a_signal_writes_the_repeats_it_finished",
-    "tests/bench/plugin/test_run_output_faults.py::test_a_full_disk_under_benchmark_json_is_one_line_and_a_non_zero_exit",
+    "tests/bench/plugin/test_run_output_faults.py::test_a_repeats_run_stopped_by_a_signal",
+    "tests/bench/plugin/test_run_output_faults.py::test_a_full_disk_under_benchmark_json",
     # the pytest face's options and collection (no cell runs), a run whose cells all skip, Ctrl-C's clean-up
     "tests/bench/plugin/test_smoke_e2e.py::test_bad_options_are_one_line_usage_errors",
     "tests/bench/plugin/test_smoke_e2e.py::test_a_bad_option_is_a_one_line_usage_error_end_to_end",
@@ -63,7 +63,8 @@ PURE_PATHS = (
     "tests/bench/runtime/test_launch.py::test_cell_isolation_runs_one_worker_per_cell",
     # the clean-up after a signal: SIGTERM stays on every line (torchrun's own signal handling); SIGINT and the
     # same clean-up through detbench's pytest face run once
-    "tests/bench/runtime/test_r3_cleanup.py::test_a_signal_to_a_plain_caller_ends_torchrun_its_ranks_and_the_group_folder[2]",
+    "tests/bench/runtime/test_r3_cleanup.py::test_a_signal_to_a_plain_caller_ends_torchrun_its_ranks_and_the_group_"
+    "folder[2]",
     "tests/bench/runtime/test_r3_cleanup.py::test_sigterm_to_detbench_mid_group_leaves_nothing_behind",
     # the batch search's bookkeeping over a planted OOM (torch's OOM types: test_r3_oom.py, test_launch.py)
     "tests/bench/runtime/test_batch_search.py::test_the_real_probe_runs_each_batch_in_a_fresh_worker",

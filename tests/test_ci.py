@@ -49,6 +49,10 @@ def test_the_default_timeout_is_the_documented_one():
     assert f"{DEFAULT_TIMEOUT_S:g} s" in compat and "timeout_method" in compat
 
 
+SIGNAL_TO_TORCHRUN = ("tests/bench/runtime/test_r3_cleanup.py::"
+                      "test_a_signal_to_a_plain_caller_ends_torchrun_its_ranks_and_the_group_folder")
+
+
 @pytest.mark.parametrize("path, torch_line", [
     ("tests/bench/models/test_new.py", True),  # a new file in a torch folder lands in the set by itself
     ("tests/bench/runtime/test_engine.py", True),
@@ -63,12 +67,10 @@ def test_the_default_timeout_is_the_documented_one():
     ("tests/envcheck/test_nccl_links.py", False),  # a file entry is that file only
     # test-level exceptions: detbench's supervision of planted faults runs once; torchrun's SIGTERM on every line
     ("tests/bench/plugin/test_cut_and_resume.py::test_a_run_sigkilled_mid_group[38]", False),
-    ("tests/bench/runtime/test_launch.py::test_a_crash_in_the_middle_of_a_set_up_is_recorded_and_a_fresh_worker", False),
-    ("tests/bench/runtime/test_launch.py::test_one_worker_measures_the_group_interleaved_with_ratios_and_overhead", True),
-    ("tests/bench/runtime/test_r3_cleanup.py::test_a_signal_to_a_plain_caller_ends_torchrun_its_ranks_and_the_group_folder[2]",
-     False),
-    ("tests/bench/runtime/test_r3_cleanup.py::test_a_signal_to_a_plain_caller_ends_torchrun_its_ranks_and_the_group_folder[15]",
-     True),
+    ("tests/bench/runtime/test_launch.py::test_a_crash_in_the_middle_of_a_set_up_is_recorded_and_a_fresh", False),
+    ("tests/bench/runtime/test_launch.py::test_one_worker_measures_the_group_interleaved_with_ratios", True),
+    (f"{SIGNAL_TO_TORCHRUN}[2]", False),
+    (f"{SIGNAL_TO_TORCHRUN}[15]", True),
 ])
 def test_the_folder_rule(path, torch_line):
     assert is_torch_line(path) is torch_line
