@@ -10,7 +10,7 @@ Results: ``results/compat/<torch>/``.
     nox -l                      # the sessions
     nox -s torch-2.5.1          # one line
     nox -t compat               # every line, each in a fresh venv
-    nox --no-venv -s torch-2.14.1   # the constraints' line in the active venv (.ci/run; PyPI lines two at a time)
+    nox --no-venv -s torch-2.14.1   # the constraints' line in the active venv (.ci/run; the PyPI lines three at once)
     nox -R -s torch-2.5.1 -- tests/bench   # again in the same venv, without installing; only these unit tests
 """
 
@@ -51,7 +51,7 @@ TORCH_LINE_TABLE = (
 TORCH_LINES = tuple(TorchLine(*row) for row in TORCH_LINE_TABLE)
 
 # The unit tests a PyPI line runs: the torch-facing set (tests/conftest.py), without the timing-sensitive ones,
-# which measure the host and run serially in the main test run (two sessions share the 2 cores here).
+# which measure the host and run serially in the main test run (three sessions share the 2 cores in CI).
 UNIT_TEST_SELECTION = ("-m", "torch_line and not timing")
 
 # Where .ci/run prefetches each PyPI line's wheels (<dir>/<torch>/) while the main test run runs.
@@ -104,7 +104,7 @@ def run_line(session: nox.Session, line: TorchLine) -> None:
             _drop_venv(session)
         return
     # No extra is installed here: a test that needs one skips, naming it (tests/extras.py); CI's
-    # DETBENCH_REQUIRE_EXTRAS=1 is for the main test run, which installs them. Two sessions run at once in CI,
+    # DETBENCH_REQUIRE_EXTRAS=1 is for the main test run, which installs them. Three sessions run at once in CI,
     # each writing its results under the checkout: the checkout check (tests/conftest.py) is the main run's.
     session.run(
         "python", "-m", "pytest", "-q", "-p", "no:cacheprovider",
