@@ -24,7 +24,10 @@ def run_pytest(*args: str, env: dict | None = None, timeout: float = 240) -> sub
                           env={**os.environ, **(env or {})})
 
 
-@pytest.fixture(scope="module")
+# session scope: under pytest-xdist a module fixture was torn down between the group's tests (another module's
+# tests ran between them on that worker) and the smoke run ran twice (23 CPU-s each); the group keeps them on one
+# worker, where a session fixture runs once
+@pytest.fixture(scope="session")
 def smoke_run(tmp_path_factory):
     """The smoke profile on a real torchvision model plus tiny test models, one of them crashing its worker."""
     out = tmp_path_factory.mktemp("smoke")
