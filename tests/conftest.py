@@ -190,6 +190,26 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         test_id = relative + item.nodeid[len(item.nodeid.split("::", 1)[0]):]  # 'path::name[params]'
         if is_torch_line(test_id) and item.get_closest_marker("torch_line") is None:
             item.add_marker(pytest.mark.torch_line)
+    if _is_xdist_worker(config) and config.getvalue("loadgroup"):
+        _restore_xdist_groups(items)
+
+
+def _restore_xdist_groups(items: list[pytest.Item]) -> None:
+    """`--dist loadgroup` sends the tests of one `xdist_group` to one worker by the group's name, which pytest-xdist
+    (3.8) appends to each item's node id on the worker by setting ``item._nodeid``; pytest 9.2 reads node ids from
+    ``item._id`` instead, so the name was lost and the group's tests went to both workers (each running its module
+    fixture: the smoke run of test_smoke_e2e.py, the wheel of test_installed.py, envcheck in envcheck/test_cli.py).
+    Here the name is appended as xdist meant, where it is not already there."""
+    try:
+        from _pytest.nodeid import NodeId  # pytest >= 9.2 only
+    except ImportError:
+        return
+    for item in items:
+        marks = item.iter_markers("xdist_group")
+        names = {str(m.args[0] if m.args else m.kwargs.get("name", "default")) for m in marks}
+        suffix = "@" + "_".join(sorted(names))
+        if names and not item.nodeid.endswith(suffix) and hasattr(item, "_id"):
+            item._id = NodeId.parse(item.nodeid + suffix)
 
 
 # --- the checkout check: `git status --ignored` the same after the run as before it ------------------------

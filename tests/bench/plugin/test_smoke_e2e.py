@@ -24,9 +24,8 @@ def run_pytest(*args: str, env: dict | None = None, timeout: float = 240) -> sub
                           env={**os.environ, **(env or {})})
 
 
-# session scope: under pytest-xdist a module fixture was torn down between the group's tests (another module's
-# tests ran between them on that worker) and the smoke run ran twice (23 CPU-s each); the group keeps them on one
-# worker, where a session fixture runs once
+# session scope: the xdist group keeps these tests on one worker (tests/conftest.py), where a session fixture runs
+# once even if another module's tests run between them
 @pytest.fixture(scope="session")
 def smoke_run(tmp_path_factory):
     """The smoke profile on a real torchvision model plus tiny test models, one of them crashing its worker."""
