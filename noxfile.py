@@ -10,7 +10,7 @@ Results: ``results/compat/<torch>/``.
     nox -l                      # the sessions
     nox -s torch-2.5.1          # one line
     nox -t compat               # every line, each in a fresh venv
-    nox --no-venv -s torch-2.14.1   # the constraints' line in the active venv (.ci/run; PyPI lines two at a time)
+    nox --no-venv -s torch-2.14.1   # the constraints' line in the active venv (.ci/run; the PyPI lines three at once)
     nox -R -s torch-2.5.1 -- tests/bench   # again in the same venv, without installing; only these unit tests
 """
 
@@ -51,8 +51,11 @@ TORCH_LINE_TABLE = (
 TORCH_LINES = tuple(TorchLine(*row) for row in TORCH_LINE_TABLE)
 
 # The unit tests a PyPI line runs: the torch-facing set (tests/conftest.py), without the timing-sensitive ones,
-# which measure the host and run serially in the main test run (two sessions share the 2 cores here).
+# which measure the host and run serially in the main test run (three sessions share the 2 cores in CI).
 UNIT_TEST_SELECTION = ("-m", "torch_line and not timing")
+
+# Where .ci/run prefetches each PyPI line's wheels (<dir>/<torch>/) while the main test run runs.
+WHEELS_ENV = "DETBENCH_COMPAT_WHEELS"
 
 # The check that pip kept the pair it was given (a later install could otherwise swap torch unnoticed).
 _VERSION_CHECK = (
@@ -78,7 +81,13 @@ def run_line(session: nox.Session, line: TorchLine) -> None:
     main_venv = session.venv_backend == "none"
     if not main_venv:
         # --no-compile: torch's thousands of modules are byte-compiled on import, only those used (saves ~20 s).
-        session.install("--no-compile", f"torch=={line.torch}", f"torchvision=={line.torchvision}")
+        pair = (f"torch=={line.torch}", f"torchvision=={line.torchvision}")
+        wheels = prefetched_wheels(line)
+        if wheels is not None:  # .ci/run downloaded this pair's wheels while the main test run ran
+            session.install("--no-compile", "--no-index", "--find-links", str(wheels), *pair)
+            _drop(wheels)
+        else:
+            session.install("--no-compile", *pair)
         session.install("--no-compile", *project_dependencies())
         session.install("--no-compile", "--no-deps", "-e", ".")  # --no-deps: torch stays the pair above
     session.run("python", "-c", _VERSION_CHECK, line.torch, line.torchvision, external=main_venv)
@@ -95,7 +104,7 @@ def run_line(session: nox.Session, line: TorchLine) -> None:
             _drop_venv(session)
         return
     # No extra is installed here: a test that needs one skips, naming it (tests/extras.py); CI's
-    # DETBENCH_REQUIRE_EXTRAS=1 is for the main test run, which installs them. Two sessions run at once in CI,
+    # DETBENCH_REQUIRE_EXTRAS=1 is for the main test run, which installs them. Three sessions run at once in CI,
     # each writing its results under the checkout: the checkout check (tests/conftest.py) is the main run's.
     session.run(
         "python", "-m", "pytest", "-q", "-p", "no:cacheprovider",
@@ -108,9 +117,21 @@ def run_line(session: nox.Session, line: TorchLine) -> None:
         _drop_venv(session)
 
 
+def prefetched_wheels(line: TorchLine) -> Path | None:
+    """``$DETBENCH_COMPAT_WHEELS/<torch>``: the pair's wheels and their dependencies, where .ci/run's prefetch
+    finished downloading them (it renames the folder when complete); None otherwise (the install downloads)."""
+    root = os.environ.get(WHEELS_ENV)
+    folder = Path(root) / line.torch if root else None
+    return folder if folder is not None and folder.is_dir() else None
+
+
 def _drop_venv(session: nox.Session) -> None:
-    if os.environ.get("DETBENCH_COMPAT_DROP_VENVS") == "1":  # CI: free ~5 GB before the next line installs
-        shutil.rmtree(session.virtualenv.location, ignore_errors=True)
+    _drop(Path(session.virtualenv.location))
+
+
+def _drop(path: Path) -> None:
+    if os.environ.get("DETBENCH_COMPAT_DROP_VENVS") == "1":  # CI: free the disk (~5 GB a venv, ~2.7 GB of wheels)
+        shutil.rmtree(path, ignore_errors=True)
 
 
 def _register(line: TorchLine) -> None:

@@ -37,11 +37,42 @@ TORCH_LINE_PATHS = (
     "tests/envcheck/test_probe.py",
     "tests/test_imports.py",
 )
-# Exceptions inside those folders: the A/B protocol's tests (pairing, verdicts, the sides' line protocol) are
-# about detbench's own logic, whatever torch runs the tiny model under them.
+# Exceptions inside those folders, run once (docs/compat.md says why for each): a file-name prefix, or
+# 'file::test_name' for one test (all its parameters). Each is detbench's own logic behind a torch process, the same
+# on every line: the A/B protocol (pairing, verdicts, the sides' line protocol), and the supervision of planted
+# faults (a crash, a hang, a signal, a full disk), journals and resume, option handling and collection. What stays on
+# every line in these folders: the detectors, measuring, every torchrun/gloo test, the workers' real cells (one
+# group per launcher), torch's OOM types, the smoke run end to end, the compiled and DDP tools.
 PURE_PATHS = (
     "tests/bench/tools/test_ab",  # test_ab.py, test_ab_e2e.py, test_ab_sides.py and any test_ab_*.py to come
     "tests/bench/tools/test_r3_ab.py",
+    # journals cut by signals and resumed; repeats stopped by a signal; a full disk under --benchmark-json
+    "tests/bench/plugin/test_cut_and_resume.py",
+    "tests/bench/plugin/test_run_output_faults.py::test_a_repeats_run_stopped_by_a_signal",
+    "tests/bench/plugin/test_run_output_faults.py::test_a_full_disk_under_benchmark_json",
+    # the pytest face's options and collection (no cell runs), a run whose cells all skip, Ctrl-C's clean-up
+    "tests/bench/plugin/test_smoke_e2e.py::test_bad_options_are_one_line_usage_errors",
+    "tests/bench/plugin/test_smoke_e2e.py::test_a_bad_option_is_a_one_line_usage_error_end_to_end",
+    "tests/bench/plugin/test_smoke_e2e.py::test_cell_ids_select_cells_with_k",
+    "tests/bench/plugin/test_smoke_e2e.py::test_the_tune_profile_collects_eight_cells_per_model",
+    "tests/bench/plugin/test_smoke_e2e.py::test_a_run_where_no_cell_measured_still_writes_its_benchmark_json",
+    "tests/bench/plugin/test_smoke_e2e.py::test_sigterm_ends_the_run_and_its_worker_like_ctrl_c",
+    # a planted worker crash (SIGSEGV in set-up, exit mid-rounds) and a fresh worker; cell isolation's bookkeeping
+    "tests/bench/runtime/test_launch.py::test_a_crash_in_the_middle_of_a_set_up_is_recorded",
+    "tests/bench/runtime/test_launch.py::test_a_crash_during_the_rounds_loses_nothing_already_measured",
+    "tests/bench/runtime/test_launch.py::test_cell_isolation_runs_one_worker_per_cell",
+    # the clean-up after a signal: SIGTERM stays on every line (torchrun's own signal handling); SIGINT and the
+    # same clean-up through detbench's pytest face run once
+    "tests/bench/runtime/test_r3_cleanup.py::test_a_signal_to_a_plain_caller_ends_torchrun_its_ranks_and_the_group_"
+    "folder[2]",
+    "tests/bench/runtime/test_r3_cleanup.py::test_sigterm_to_detbench_mid_group_leaves_nothing_behind",
+    # the batch search's bookkeeping over a planted OOM (torch's OOM types: test_r3_oom.py, test_launch.py)
+    "tests/bench/runtime/test_batch_search.py::test_the_real_probe_runs_each_batch_in_a_fresh_worker",
+    # repeats merged by the pytest face (the repeat logic; its cells are the smoke run's)
+    "tests/bench/runtime/test_run.py::test_pytest_face_repeats_real_cells",
+    # the interleaved tool's planted crash and hang
+    "tests/bench/tools/test_interleaved.py::test_cli_gives_each_model_a_worker_a_crash_is_recorded",
+    "tests/bench/tools/test_interleaved.py::test_a_hanging_variant_is_a_timeout",
 )
 # Every test gets this timeout unless it carries its own `@pytest.mark.timeout(N)` (DETBENCH_TEST_TIMEOUT_S
 # overrides it). It is set here, not as pyproject's `timeout` ini: that ini also governs `pytest bench/` run
@@ -64,12 +95,26 @@ def pytest_configure(config: pytest.Config) -> None:
     if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
         signal.signal(signal.SIGINT, signal.default_int_handler)
     if _is_xdist_worker(config):
+        _share_the_cores(int(config.workerinput.get("workercount", 1)))  # type: ignore[attr-defined]
         # the controller's stderr, kept before any test's capture swaps fd 2
         config.stash[_STDERR] = os.fdopen(os.dup(sys.__stderr__.fileno()), "w", encoding="utf-8", errors="replace")
         # a `pytest bench/` the tests start must not take itself for an xdist worker: pytest-benchmark reads
         # PYTEST_XDIST_WORKER and then disables every benchmark (no --benchmark-json is written)
         for name in ("PYTEST_XDIST_WORKER", "PYTEST_XDIST_WORKER_COUNT", "PYTEST_XDIST_TESTRUNUID"):
             os.environ.pop(name, None)
+
+
+def _share_the_cores(workers: int) -> None:
+    """Each of N xdist workers (and what it starts: cells' workers, torchrun ranks) gets cores / N OpenMP threads,
+    unless OMP_NUM_THREADS is set. torch's default, a thread per core in every process, oversubscribes the cores N
+    times over, and its threads spin waiting for each other: on the 2-core machine with `-n 2` (load 13 from other
+    jobs) tests/bench/runtime/test_session.py took 455 s and 86 CPU-s, and 70 s and 19 CPU-s at one thread each
+    (docs/compat.md). `-n 1` (the timing tests) keeps torch's default."""
+    threads = max(1, (os.cpu_count() or 1) // max(1, workers))
+    if workers > 1 and "OMP_NUM_THREADS" not in os.environ:
+        os.environ["OMP_NUM_THREADS"] = str(threads)
+        if "torch" in sys.modules:  # a plugin imported it before this ran: it has read the variable already
+            sys.modules["torch"].set_num_threads(threads)
 
 
 def _is_xdist_worker(config: pytest.Config) -> bool:
@@ -114,18 +159,23 @@ def _dump_stacks_and_exit(stderr: object, nodeid: str, timeout: float) -> None:
         os._exit(1)
 
 
-def _matches(relative_path: str, pattern: str) -> bool:
-    """'dir/' a folder, 'x.py' that file, anything else a file-name prefix ('tests/bench/tools/test_ab')."""
+def _matches(test_id: str, pattern: str) -> bool:
+    """'dir/' a folder, 'x.py' that file, 'x.py::name' the tests whose name starts so (a test and its parameters),
+    anything else a file-name prefix ('tests/bench/tools/test_ab')."""
+    path = test_id.split("::", 1)[0]
+    if "::" in pattern:
+        return test_id.startswith(pattern)
     if pattern.endswith(".py"):
-        return relative_path == pattern
-    return relative_path.startswith(pattern)
+        return path == pattern
+    return path.startswith(pattern)
 
 
-def is_torch_line(relative_path: str) -> bool:
-    """Whether a test file (path relative to the checkout, '/'-separated) falls under the torch-line rule."""
-    if any(_matches(relative_path, p) for p in PURE_PATHS):
+def is_torch_line(test_id: str) -> bool:
+    """Whether a test ('path::name[params]', or its file alone; path relative to the checkout, '/'-separated)
+    falls under the torch-line rule."""
+    if any(_matches(test_id, p) for p in PURE_PATHS):
         return False
-    return any(_matches(relative_path, p) for p in TORCH_LINE_PATHS)
+    return any(_matches(test_id, p) for p in TORCH_LINE_PATHS)
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -137,8 +187,29 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             relative = Path(item.path).resolve().relative_to(ROOT).as_posix()
         except ValueError:  # a test outside the checkout: the folder rule does not apply
             continue
-        if is_torch_line(relative) and item.get_closest_marker("torch_line") is None:
+        test_id = relative + item.nodeid[len(item.nodeid.split("::", 1)[0]):]  # 'path::name[params]'
+        if is_torch_line(test_id) and item.get_closest_marker("torch_line") is None:
             item.add_marker(pytest.mark.torch_line)
+    if _is_xdist_worker(config) and config.getvalue("loadgroup"):
+        _restore_xdist_groups(items)
+
+
+def _restore_xdist_groups(items: list[pytest.Item]) -> None:
+    """`--dist loadgroup` sends the tests of one `xdist_group` to one worker by the group's name, which pytest-xdist
+    (3.8) appends to each item's node id on the worker by setting ``item._nodeid``; pytest 9.2 reads node ids from
+    ``item._id`` instead, so the name was lost and the group's tests went to both workers (each running its module
+    fixture: the smoke run of test_smoke_e2e.py, the wheel of test_installed.py, envcheck in envcheck/test_cli.py).
+    Here the name is appended as xdist meant, where it is not already there."""
+    try:
+        from _pytest.nodeid import NodeId  # pytest >= 9.2 only
+    except ImportError:
+        return
+    for item in items:
+        marks = item.iter_markers("xdist_group")
+        names = {str(m.args[0] if m.args else m.kwargs.get("name", "default")) for m in marks}
+        suffix = "@" + "_".join(sorted(names))
+        if names and not item.nodeid.endswith(suffix) and hasattr(item, "_id"):
+            item._id = NodeId.parse(item.nodeid + suffix)
 
 
 # --- the checkout check: `git status --ignored` the same after the run as before it ------------------------

@@ -24,7 +24,9 @@ def run_pytest(*args: str, env: dict | None = None, timeout: float = 240) -> sub
                           env={**os.environ, **(env or {})})
 
 
-@pytest.fixture(scope="module")
+# session scope: the xdist group keeps these tests on one worker (tests/conftest.py), where a session fixture runs
+# once even if another module's tests run between them
+@pytest.fixture(scope="session")
 def smoke_run(tmp_path_factory):
     """The smoke profile on a real torchvision model plus tiny test models, one of them crashing its worker."""
     out = tmp_path_factory.mktemp("smoke")
