@@ -14,24 +14,10 @@ import torch
 
 from bench.core.schema import RUNTIMES, DeployInfo
 from bench.runtime.deploy import cold, parity
-from bench.runtime.deploy.aot_inductor import AotInductor
 from bench.runtime.deploy.base import Artifact, DeployRuntime, NotSupportedError, Runner
-from bench.runtime.deploy.eager import Eager
-from bench.runtime.deploy.onnxruntime import OnnxRuntime
-from bench.runtime.deploy.torchscript import TorchScript
+from bench.runtime.deploy.registry import get_runtime
 
 __all__ = ["RUNTIMES", "Artifact", "DeployRuntime", "Deployed", "NotSupportedError", "deploy", "get_runtime"]
-
-_REGISTRY: dict[str, DeployRuntime] = {r.name: r for r in (Eager(), TorchScript(), OnnxRuntime(), AotInductor())}
-assert tuple(_REGISTRY) == RUNTIMES, "bench.core.schema.RUNTIMES and the registry must name the same runtimes"
-
-
-def get_runtime(name: str) -> DeployRuntime:
-    """The runtime called ``name``; a one-line error names the valid ones."""
-    if name not in _REGISTRY:
-        raise ValueError(f"unknown runtime {name!r}; valid: {', '.join(_REGISTRY)}")
-    return _REGISTRY[name]
-
 
 @dataclass
 class Deployed:

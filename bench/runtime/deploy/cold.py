@@ -62,8 +62,8 @@ def measure(artifact: Artifact, inputs: Any, reference: Any, device: torch.devic
 def main(argv: list[str]) -> int:
     import torch  # noqa: PLC0415
 
-    from bench.runtime.deploy import get_runtime  # noqa: PLC0415
     from bench.runtime.deploy.base import Artifact  # noqa: PLC0415
+    from bench.runtime.deploy.registry import get_runtime  # noqa: PLC0415
 
     spec = json.loads(Path(argv[0]).read_text())
     artifact = Artifact.from_dict(spec["artifact"])

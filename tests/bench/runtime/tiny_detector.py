@@ -24,8 +24,8 @@ def _backbone() -> nn.Module:
 
 def tiny_retinanet_model(num_classes: int = 4, **_: Any) -> RetinaNet:
     """RetinaNet on a 3-convolution backbone (one 8x8 feature map at 64x64), 6 anchors a location. The
-    classification head's weights are drawn wider than torchvision's (std 0.01) and the classification bias is 0 (not the 0.01 prior), so
-    random weights give spread scores around 0.5: no ties for the top-k to break arbitrarily."""
+    classification head's weights are drawn wider than torchvision's (std 0.3, not 0.01) and its bias is 0 (not the
+    0.01 prior), so random weights give spread scores: no ties for the top-k to break arbitrarily."""
     anchors = AnchorGenerator(sizes=((16, 32),), aspect_ratios=((0.5, 1.0, 2.0),))
     model = RetinaNet(_backbone(), num_classes, min_size=SIZE[0], max_size=SIZE[1], anchor_generator=anchors,
                       detections_per_img=30, topk_candidates=200)
