@@ -47,6 +47,8 @@ class OnnxRuntime:
         providers = ["CUDAExecutionProvider", "CPUExecutionProvider"] if cuda else ["CPUExecutionProvider"]
         options = ort.SessionOptions()
         options.log_severity_level = 3  # errors only
+        # idle intra-op threads sleep instead of spinning: other variants are timed in this process between its calls
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         session = ort.InferenceSession(str(artifact.path), options, providers=providers)
         artifact.provider = session.get_providers()[0]
         names = [i.name for i in session.get_inputs()]

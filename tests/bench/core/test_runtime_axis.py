@@ -7,6 +7,7 @@ from __future__ import annotations
 import pytest
 
 from bench.core import config, matrix
+from bench.core.advice import PARITY_DISAGREE, advise, within_latency
 from bench.core.options import OptionError
 from bench.core.ratios import finish_group
 from bench.core.schema import (
@@ -86,3 +87,29 @@ def test_a_deployed_cell_round_trips_with_its_break_even_against_the_eager_twin(
                     DeployInfo("torchscript", export_s=1.0))
     finish_group([eager, slower])
     assert slower.deploy.break_even_requests is None and "never pays off" in slower.deploy.break_even_basis
+
+
+def _at_latency(runtime: str, median_ms: float, p99_ms: float, verdict: str = "agree") -> CellResult:
+    cell = Cell("m", image_size=(320, 320), runtime=runtime)
+    result = _timed(cell, median_ms, None if runtime == "eager" else DeployInfo(runtime, parity=Parity(verdict)))
+    assert result.latency is not None
+    result.latency.p99_ms = p99_ms
+    if verdict == "disagree":
+        result.reason = "outputs disagree with eager FP32: box IoU 0.9 < 0.99"
+    return result
+
+
+def test_the_fastest_within_a_p99_budget_at_batch_1_and_never_a_disagreeing_cell():
+    results = [_at_latency("eager", 100.0, 140.0), _at_latency("torchscript", 80.0, 190.0),
+               _at_latency("onnxruntime", 60.0, 95.0, verdict="disagree"), _at_latency("aot-inductor", 90.0, 110.0)]
+    finish_group(results)
+    [item] = within_latency(results, 150.0)
+    assert item.pick.runtime == "aot-inductor" and [c.runtime for c in item.within] == ["aot-inductor", "eager"]
+    assert [c.runtime for c in item.over] == ["torchscript"]  # p99 190 ms; the disagreeing onnxruntime is nowhere
+    assert within_latency(results, 100.0)[0].pick is None
+    [advice] = advise(results)
+    assert advice.best.runtime == "torchscript" and "onnxruntime" not in {c.runtime for c in advice.ranked}
+    [failed] = advice.failures
+    assert failed.status == PARITY_DISAGREE and failed.reason.startswith("outputs disagree with eager FP32")
+    with pytest.raises(ValueError, match="positive number of milliseconds"):
+        within_latency(results, 0)
