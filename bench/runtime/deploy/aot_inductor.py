@@ -8,6 +8,7 @@ NMS, the R-CNN's ROI heads) runs eagerly around the loaded pieces. :attr:`Artifa
 
 from __future__ import annotations
 
+import importlib
 from pathlib import Path
 from typing import Any
 
@@ -35,9 +36,10 @@ class AotInductor:
     imports: tuple[str, ...] = ("torch._inductor",)  # what a serving process imports before loading
 
     def unavailable(self) -> str | None:
-        import torch._inductor  # noqa: PLC0415 - a submodule torch does not import by itself
-
-        if not hasattr(torch._inductor, "aoti_compile_and_package"):
+        # a submodule torch does not import by itself (imported by name: a local `import torch._inductor` would
+        # rebind this module's torch, tests/test_imports.py)
+        inductor = importlib.import_module("torch._inductor")
+        if not hasattr(inductor, "aoti_compile_and_package"):
             return f"torch._inductor.aoti_compile_and_package is not in torch {torch.__version__} (2.6 or later)"
         return None
 
@@ -66,8 +68,7 @@ class AotInductor:
                         pieces=paths, notes={"whole_model_export": whole_error})
 
     def load(self, artifact: Artifact, reference: Any, device: torch.device) -> Runner:
-        from torch._inductor import aoti_load_package  # noqa: PLC0415
-
+        aoti_load_package = importlib.import_module("torch._inductor").aoti_load_package
         if not artifact.pieces:
             return aoti_load_package(str(artifact.path))
         model = load_eager(artifact, device)

@@ -5,6 +5,7 @@ GPU, else the CPU provider. The optional extras ``onnx`` and ``onnxruntime`` bri
 from __future__ import annotations
 
 import importlib.util
+import inspect
 import warnings
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,11 @@ from torch.utils import _pytree
 from bench.runtime.deploy.base import Artifact, NotSupportedError, Runner, first_line
 
 OPSET = 17  # torchvision's detectors export from opset 11; 17 is what current ONNX Runtime releases all run
+
+
+def _torchscript_exporter() -> dict[str, Any]:
+    """``dynamo=False`` where torch.onnx.export has the switch (newer torch defaults to the dynamo exporter)."""
+    return {"dynamo": False} if "dynamo" in inspect.signature(torch.onnx.export).parameters else {}
 
 
 class OnnxRuntime:
@@ -32,8 +38,8 @@ class OnnxRuntime:
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # the tracer's TracerWarnings: one per data-dependent Python branch
-                torch.onnx.export(model, (inputs,), str(path), opset_version=OPSET, dynamo=False,
-                                  do_constant_folding=True)
+                torch.onnx.export(model, (inputs,), str(path), opset_version=OPSET, do_constant_folding=True,
+                                  **_torchscript_exporter())
         except Exception as exc:  # any exporter failure means this model does not export: recorded, not raised
             raise NotSupportedError(first_line(exc)) from exc
         return Artifact(self.name, path, exported=f"whole model (torch.onnx.export, TorchScript exporter, "
