@@ -346,7 +346,7 @@ class DeployInfo:
     cold_start_s: float | None = None  # load + first call in a fresh process (see cold_start_method)
     cold_import_s: float | None = None  # that process's imports (torch and the runtime) before the load
     cold_start_method: str | None = None
-    serving_peak_rss_bytes: int | None = None  # that fresh process's peak resident memory (ru_maxrss) after its call
+    serving_peak_rss_bytes: int | None = None  # that fresh process's peak resident memory (VmHWM) after its call
     break_even_requests: float | None = None  # export_s / per-request saving against eager (None: never)
     break_even_basis: str | None = None
     parity: Parity | None = None
