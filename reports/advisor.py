@@ -3,8 +3,9 @@
 The advice itself (what to use per detector, mode and GPU count, and the ranking rule) is
 :mod:`bench.core.advice`; ``detbench-report`` shows the same rows in its HTML and summary.md, the run's closing
 summary in the terminal. This module is only the command line: ``--json`` writes the advice, ``--goal`` says how
-close a model came to a throughput goal, ``--trace-args MODEL`` prints the best 1-GPU inference configuration of
-MODEL as ``python -m bench.tools.trace`` arguments (scripts/tune_search.sh profiles it).
+close a model came to a throughput goal, ``--p99-budget-ms X`` names per detector the fastest configuration at batch 1
+whose p99 latency is at most X ms (bench.core.advice.within_latency), ``--trace-args MODEL`` prints the best 1-GPU
+inference configuration of MODEL as ``python -m bench.tools.trace`` arguments (scripts/tune_search.sh profiles it).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import sys
 from collections.abc import Sequence
 from dataclasses import asdict
 
-from bench.core.advice import Advice, Candidate, advise_runs
+from bench.core.advice import Advice, Candidate, LatencyAdvice, advise_runs, within_latency
 from bench.core.schema import CellResult
 from reports.columns import ADVICE_SHORT_KEYS, advice_columns, advice_rows, rich_table
 from reports.load import LoadError, load_runs
@@ -31,6 +32,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--short", action="store_true", help="only model, configuration, images/s, gain, MFU, GPU util")
     parser.add_argument("--goal", action="append", default=[], metavar="MODEL=IMG_PER_S",
                         help="say how close MODEL's best 1-GPU inference came to a throughput goal (repeatable)")
+    parser.add_argument("--p99-budget-ms", type=float, default=None, metavar="MS",
+                        help="per detector, the fastest configuration at batch 1 (single stream) whose p99 latency is "
+                             "at most MS milliseconds, instead of the throughput advice")
     parser.add_argument("--trace-args", default=None, metavar="MODEL", help="print bench.tools.trace arguments for the "
                         "best 1-GPU inference configuration of MODEL and exit")
     args = parser.parse_args(argv)
@@ -46,6 +50,13 @@ def main(argv: list[str] | None = None) -> int:
     except LoadError as exc:
         print(f"reports.advisor: error: {exc}", file=sys.stderr)
         return 2
+    if args.p99_budget_ms is not None:
+        if not args.p99_budget_ms > 0:
+            parser.error(f"bad --p99-budget-ms {args.p99_budget_ms!r}; give a positive number of milliseconds, e.g. 50")
+        for line in latency_lines([a for run in runs for a in within_latency(run.results, args.p99_budget_ms,
+                                                                               run.label)]):
+            print(line)
+        return 0
     advice = advise_runs(runs)
     if args.trace_args:
         best = best_inference(advice, args.trace_args)
@@ -66,6 +77,24 @@ def main(argv: list[str] | None = None) -> int:
     for line in goal_lines(advice, goals):
         print(line)
     return 0
+
+
+def latency_lines(advice: Sequence[LatencyAdvice]) -> list[str]:
+    """``MODEL (run): use onnxruntime/fp32, p50 81.6 ms, p99 95.0 ms <= 100 ms`` per detector, or why none fits, with
+    the configurations over the budget."""
+    lines = []
+    for item in advice:
+        where = item.model + (f" ({item.run})" if item.run else "") + (f", {item.gpus} GPUs" if item.gpus > 1 else "")
+        pick = item.pick
+        if pick is None:
+            lines.append(f"{where}: nothing at batch 1 has p99 <= {item.p99_budget_ms:g} ms")
+        else:
+            lines.append(f"{where}: use {pick.configuration}, p50 {pick.median_ms:.1f} ms, p99 {pick.p99_ms:.1f} ms "
+                         f"<= {item.p99_budget_ms:g} ms")
+        if item.over:
+            over = ", ".join(f"{c.configuration} p99 {c.p99_ms:.1f} ms" for c in item.over)
+            lines.append(f"  over the budget: {over}")
+    return lines
 
 
 def terminal_text(renderable: object, width: int = 220) -> str:

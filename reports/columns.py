@@ -181,6 +181,35 @@ MATRIX: list[Column] = [
     Column("reason", "reason", kind="reason"),
 ]
 
+def fmt_mib(v: Any) -> str:
+    return "" if is_missing(v) else f"{float(v) / 2**20:,.0f} MiB"
+
+
+# Deployment runtimes (bench.runtime.deploy): one row per cell of a runtime other than eager
+DEPLOY: list[Column] = [
+    Column("run", "run"),
+    Column("model", "detector"),
+    Column("runtime", "runtime"),
+    Column("status", "status", kind="status"),
+    Column("parity", "parity vs eager fp32", kind="verdict"),
+    Column("parity_count_diff", "count diff", fmt_int, "num"),
+    Column("parity_min_box_iou", "min box IoU", fmt_num, "num"),
+    Column("parity_max_score_diff", "max score diff", fmt_num, "num"),
+    Column("parity_min_mask_iou", "min mask IoU", fmt_num, "num"),
+    Column("batch_size", "batch", fmt_int, "num"),
+    Column("latency_median_ms", "p50 ms", fmt_num, "num"),
+    Column("latency_p90_ms", "p90 ms", fmt_num, "num"),
+    Column("latency_p99_ms", "p99 ms", fmt_num, "num"),
+    Column("ratio", "vs eager (paired)", kind="num", display=_ratio_with_spread),
+    Column("export_s", "export s", fmt_num, "num"),
+    Column("export_break_even_requests", "break-even requests", fmt_num, "num"),
+    Column("artifact_bytes", "artifact", fmt_mib, "num"),
+    Column("cold_start_s", "cold start s", fmt_num, "num"),
+    Column("serving_peak_rss_bytes", "serving RSS", fmt_mib, "num"),
+    Column("deploy_exported", "exported", kind="reason"),
+    Column("reason", "reason", kind="reason"),
+]
+
 FAILURES: list[Column] = [
     Column("run", "run"),
     Column("cell_id", "cell"),

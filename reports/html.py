@@ -227,6 +227,20 @@ def host_banners(comparisons: list[Comparison]) -> list[str]:
     return banners
 
 
+def deploy_view(frame: pd.DataFrame) -> dict[str, Any] | None:
+    """Cells of deployment runtimes (other than eager), with their eager twins' latency beside them; None: none."""
+    deployed = frame[frame["runtime"] != "eager"]
+    if deployed.empty:
+        return None
+    keys = set(zip(deployed["run"], deployed["model"], deployed["batch_size"], deployed["image_size"], strict=True))
+    eager = frame[(frame["runtime"] == "eager") & (frame["compile"] == "eager") & (frame["precision"] == "fp32")]
+    twins = eager[[k in keys for k in zip(eager["run"], eager["model"], eager["batch_size"], eager["image_size"],
+                                            strict=True)]]
+    ordered = pd.concat([twins, deployed]).sort_values(["run", "model", "batch_size"], kind="stable")
+    return {"table": table_view(ordered, C.DEPLOY, "deploy-table", row_attrs=("status", "run", "model")),
+            "disagree": int((deployed["parity"] == "disagree").sum())}
+
+
 def failures_view(frame: pd.DataFrame) -> dict[str, Any] | None:
     bad = frame[frame["status"] != "ok"]
     if bad.empty:
@@ -397,6 +411,7 @@ def render(data: ReportData) -> str:
             comparisons=comparisons_view(data.comparisons),
             threshold_pct=f"{threshold * 100:g}",
             failures=failures_view(data.frame),
+            deploy=deploy_view(data.frame),
             plots=plots_view(data.frame),
             scaling=scaling_view(data.frame),
             telemetry=telemetry_view(data.runs),

@@ -327,6 +327,23 @@ COLUMNS = [
     "has_series",
     "device",
     "gpu",
+    # deployment runtimes (schema v4; None for eager cells)
+    "runtime",
+    "deploy_exported",
+    "deploy_provider",
+    "export_s",
+    "export_break_even_requests",
+    "artifact_bytes",
+    "load_s",
+    "cold_start_s",
+    "cold_import_s",
+    "serving_peak_rss_bytes",
+    "parity",
+    "parity_matched",
+    "parity_count_diff",
+    "parity_min_box_iou",
+    "parity_max_score_diff",
+    "parity_min_mask_iou",
 ]
 
 
@@ -400,6 +417,27 @@ def _row(run: Run, r: CellResult) -> dict[str, Any]:
         "has_series": bool(tel and any(d.has_series for d in tel.devices)),
         "device": r.device or "",
         "gpu": str(env.get("gpu") or ""),
+        "runtime": cell.runtime,
+        **_deploy_columns(r),
+    }
+
+
+def _deploy_columns(r: CellResult) -> dict[str, Any]:
+    """The deployment runtime's figures (bench.core.schema.DeployInfo); None where the cell has none."""
+    d = r.deploy
+    p = d.parity if d is not None else None
+    return {
+        "deploy_exported": d.exported if d else None, "deploy_provider": d.provider if d else None,
+        "export_s": _num(d.export_s) if d else None,
+        "export_break_even_requests": _num(d.break_even_requests) if d else None,
+        "artifact_bytes": _num(d.artifact_bytes) if d else None, "load_s": _num(d.load_s) if d else None,
+        "cold_start_s": _num(d.cold_start_s) if d else None, "cold_import_s": _num(d.cold_import_s) if d else None,
+        "serving_peak_rss_bytes": _num(d.serving_peak_rss_bytes) if d else None,
+        "parity": p.verdict if p else None, "parity_matched": p.matched if p else None,
+        "parity_count_diff": p.detections - p.reference_detections if p else None,
+        "parity_min_box_iou": _num(p.min_box_iou) if p else None,
+        "parity_max_score_diff": _num(p.max_score_diff) if p else None,
+        "parity_min_mask_iou": _num(p.min_mask_iou) if p else None,
     }
 
 

@@ -7,7 +7,7 @@ import os
 
 import pytest
 
-EXTRA_MODULES = {"detr": ("transformers", "scipy"), "yolo": ("ultralytics",)}
+EXTRA_MODULES = {"detr": ("transformers", "scipy"), "yolo": ("ultralytics",), "onnxruntime": ("onnx", "onnxruntime")}
 
 
 def require_extra(extra: str) -> None:

@@ -6,8 +6,9 @@ This module is pure: no torch, no pandas, no rendering (renderers format the num
 
 The ranking rule
 ----------------
-1. Candidates are the cells that ran ok with a throughput. Cells that did not (oom, error, timeout, skipped)
-   are never picked; they are listed with their recorded reason.
+1. Candidates are the cells that ran ok with a throughput and, for a deployment runtime, whose outputs agree with
+   eager FP32 (bench.runtime.deploy.parity). Cells that did not (oom, error, timeout, skipped, not-supported, or
+   outputs that disagree: status ``parity disagree``) are never picked; they are listed with their recorded reason.
 2. The batch size (and image size) the advice is given at is the one of the candidate with the highest
    throughput (images/s, the median over its timed blocks). Each batch size has its own baseline, so no paired
    ratio compares batch sizes: this one step is a plain throughput comparison.
@@ -27,6 +28,10 @@ The ranking rule
 4. Candidates at other batch sizes follow, by throughput.
 5. The pick and the runner-up are a **tie within the noise** when both gains are paired against the same
    baseline and the runner-up's upper quartile reaches the pick's lower quartile.
+
+A second question, for serving one request at a time: :func:`within_latency` names per detector the configuration
+at batch 1 (single stream) with the lowest median latency among those whose p99 is at most a budget, with the same
+exclusions (never a cell whose outputs disagree), and lists the others with their p99.
 """
 
 from __future__ import annotations
@@ -37,12 +42,13 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from bench.core.ratios import baseline_of
-from bench.core.schema import BATCH_MAX, COMPILE_MODES, MEMORY_FORMATS, PRECISIONS, Cell, CellResult
+from bench.core.schema import BATCH_MAX, COMPILE_MODES, MEMORY_FORMATS, PRECISIONS, RUNTIMES, Cell, CellResult
 
 REASON_CHARS = 240
 INTERLEAVED = "interleaved"  # both cells timed in rounds by one worker: a paired ratio with its spread
 NOT_INTERLEAVED = "not interleaved"  # timed by different workers: a plain throughput quotient, host drift included
 BASELINE = "baseline"  # the cell is eager FP32 itself
+PARITY_DISAGREE = "parity disagree"  # a failure's status: the cell ran, but its outputs differ from eager FP32
 
 
 @dataclass(frozen=True)
@@ -58,6 +64,7 @@ AXES: tuple[Axis, ...] = (
     Axis("compile", COMPILE_MODES, lambda c: c.compile),
     Axis("precision", PRECISIONS, lambda c: c.precision),
     Axis("memory format", MEMORY_FORMATS, lambda c: c.memory_format),
+    Axis("runtime", RUNTIMES, lambda c: c.runtime),
     Axis("batch", (BATCH_MAX,), lambda c: BATCH_MAX if c.searches_batch else "given"),
 )
 
@@ -100,6 +107,9 @@ class Candidate:
     graph_breaks: int | None = None
     mfu: float | None = None  # achieved / datasheet peak, 0..1
     gpu_util_pct: float | None = None  # mean over the timed region, 0..100
+    runtime: str = "eager"  # the deployment runtime (Cell.runtime)
+    median_ms: float | None = None  # per iteration (= per request at batch 1)
+    p99_ms: float | None = None
 
     @property
     def never_pays_off(self) -> bool:
@@ -203,15 +213,60 @@ def advise(results: Iterable[CellResult], run: str = "", axes: Sequence[Axis] = 
         universe.setdefault(result.cell.mode, {}).setdefault(result.cell.configuration, result.cell)
     advice = []
     for (model, mode, gpus), members in sorted(groups.items()):
-        ranked = _ranked([_candidate(r, by_id) for r in members if r.status == "ok" and r.throughput_ips])
-        failures = [FailedConfiguration(r.cell.id, r.cell.configuration, _batch(r) or r.cell.batch_size, r.status,
+        ranked = _ranked([_candidate(r, by_id) for r in members if _eligible(r)])
+        failures = [FailedConfiguration(r.cell.id, r.cell.configuration, _batch(r) or r.cell.batch_size,
+                                        PARITY_DISAGREE if r.status == "ok" else r.status,
                                         _one_line(r.reason or "no reason recorded"))
-                    for r in members if r.status != "ok"]
+                    for r in members if r.status != "ok" or disagrees(r)]
         item = Advice(run, model, mode, gpus, ranked, failures, _not_tried(members, axes),
                       _not_at_batch(members, ranked[0], universe[mode]) if ranked else [], _notes(members))
         item.tie = _tie(item)
         advice.append(item)
     return advice
+
+
+def disagrees(result: CellResult) -> bool:
+    """Whether a deployed cell's outputs disagree with eager FP32 (such a cell is never recommended)."""
+    parity = result.deploy.parity if result.deploy is not None else None
+    return parity is not None and parity.verdict == "disagree"
+
+
+def _eligible(result: CellResult) -> bool:
+    return result.status == "ok" and bool(result.throughput_ips) and not disagrees(result)
+
+
+@dataclass(frozen=True)
+class LatencyAdvice:
+    """Per (run, detector, GPU count): the batch-1 inference configuration with the lowest median latency among
+    those whose p99 is within ``p99_budget_ms`` (``pick`` None: none is), and the others over the budget."""
+
+    run: str
+    model: str
+    gpus: int
+    p99_budget_ms: float
+    pick: Candidate | None
+    within: list[Candidate] = field(default_factory=list)  # by median latency, the pick first
+    over: list[Candidate] = field(default_factory=list)  # p99 above the budget, by p99
+
+
+def within_latency(results: Iterable[CellResult], p99_budget_ms: float, run: str = "") -> list[LatencyAdvice]:
+    """The fastest configuration with p99 <= ``p99_budget_ms`` at batch 1 (single stream), per detector and GPU
+    count, over inference cells that ran ok (and agree with eager FP32). Raises ValueError for a budget <= 0."""
+    if not p99_budget_ms > 0:
+        raise ValueError(f"the p99 budget must be a positive number of milliseconds, got {p99_budget_ms!r}")
+    results = list(results)
+    by_id = {r.cell.id: r for r in results}
+    groups: dict[tuple[str, int], list[Candidate]] = {}
+    for r in results:
+        if r.cell.mode == "infer" and _batch(r) == 1 and _eligible(r) and r.latency is not None:
+            groups.setdefault((r.cell.model, r.cell.gpus), []).append(_candidate(r, by_id))
+    out = []
+    for (model, gpus), candidates in sorted(groups.items()):
+        within = sorted((c for c in candidates if c.p99_ms is not None and c.p99_ms <= p99_budget_ms),
+                        key=lambda c: (c.median_ms or 0.0, c.p99_ms or 0.0))
+        over = sorted((c for c in candidates if c not in within), key=lambda c: c.p99_ms or 0.0)
+        out.append(LatencyAdvice(run, model, gpus, p99_budget_ms, within[0] if within else None, within, over))
+    return out
 
 
 def advise_runs(runs: Iterable[RunLike]) -> list[Advice]:
@@ -238,7 +293,9 @@ def _candidate(result: CellResult, by_id: dict[str, CellResult]) -> Candidate:
         break_even_iterations=result.break_even_iterations if compiled else None,
         break_even_basis=result.break_even_basis if compiled else None,
         graph_breaks=result.graph_breaks, mfu=result.mfu,
-        gpu_util_pct=telemetry.gpu_util_pct_mean if telemetry is not None else None)
+        gpu_util_pct=telemetry.gpu_util_pct_mean if telemetry is not None else None, runtime=result.cell.runtime,
+        median_ms=result.latency.median_ms if result.latency else None,
+        p99_ms=result.latency.p99_ms if result.latency else None)
 
 
 def _ranked(candidates: list[Candidate]) -> list[Candidate]:

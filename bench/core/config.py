@@ -39,8 +39,8 @@ class Option:
 
 
 OPTION_TABLE: tuple[Option, ...] = (
-    Option("--profile", "matrix profile: auto, smoke, quick, full, tune (auto = smoke without CUDA, quick with it)",
-           default="auto"),
+    Option("--profile", "matrix profile: auto, smoke, quick, full, tune, deploy (auto = smoke without CUDA, quick with "
+                        "it)", default="auto"),
     Option("--models", "comma-separated model names (only these; see --list-models)"),
     Option("--modes", "comma-separated: infer,train (replaces the profile's modes)"),
     Option("--precisions", "comma-separated: fp32,amp-fp16,amp-bf16"),
@@ -51,6 +51,8 @@ OPTION_TABLE: tuple[Option, ...] = (
            default="default"),
     Option("--memory-format", "comma-separated: contiguous,channels_last (channels_last: convolutional models only; "
                               "default: the profile's choice)"),
+    Option("--runtimes", "comma-separated deployment runtimes: eager, torchscript, onnxruntime, aot-inductor "
+                         "(inference cells without torch.compile; default: the profile's choice, eager)"),
     Option("--cudnn-benchmark", "torch.backends.cudnn.benchmark: on (default) or off", default="on"),
     Option("--batch-sizes", "comma-separated positive integers or max (the largest batch that fits, searched), "
                             "e.g. 1,8,max"),
@@ -140,7 +142,7 @@ def resolve(values: Mapping[str, Any], *, cuda_available: bool, known_models: li
         batch_sizes=_parsed("--batch-sizes", matrix.parse_batch_sizes, v["batch_sizes"]),
         image_size=_parsed("--image-size", matrix.parse_image_size, v["image_size"]),
         gpus=_parsed("--gpus", matrix.parse_gpus, v["gpus"]),
-        memory_formats=matrix.parse_memory_formats(v["memory_format"]))
+        memory_formats=matrix.parse_memory_formats(v["memory_format"]), runtimes=matrix.parse_runtimes(v["runtimes"]))
     if not cuda_available and filters.gpus and max(filters.gpus) > 1:
         (cpu_host or CpuHost.probe()).check_ranks(max(filters.gpus))
     if v["cudnn_benchmark"] not in ("on", "off"):
@@ -199,7 +201,7 @@ def parse_weights(items: list[str], known: list[str], *, local_files: bool = Tru
 # Options whose empty value would silently mean "the profile's choice": an empty one is refused instead.
 _NON_EMPTY = {"models": "retinanet_resnet50_fpn (--list-models lists them)", "modes": "infer,train",
               "precisions": "fp32,amp-bf16", "compile": "eager,default", "memory_format": "channels_last",
-              "batch_sizes": "1,8,max", "image_size": "480x640", "gpus": "1,2"}
+              "batch_sizes": "1,8,max", "image_size": "480x640", "gpus": "1,2", "runtimes": "eager,onnxruntime"}
 
 
 def _refuse_empty(values: Mapping[str, Any]) -> None:

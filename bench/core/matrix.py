@@ -21,10 +21,11 @@ from bench.core.schema import (
     MEMORY_FORMATS,
     MODES,
     PRECISIONS,
+    RUNTIMES,
     Cell,
 )
 
-PROFILES = ("auto", "smoke", "quick", "full", "tune")
+PROFILES = ("auto", "smoke", "quick", "full", "tune", "deploy")
 # --compile: the modes, plus version 1's words: compiled (= --compile-mode, default "default") and both
 COMPILE_CHOICES = (*COMPILE_MODES, "compiled", "both")
 VISIBLE = -1  # in Block.gpus: every visible GPU count 1..N that is a power of two, and N
@@ -49,6 +50,7 @@ class Block:
     # a model named by --models that the profile does not list gets the axes of the blocks marked so (none marked:
     # of the first block)
     for_unlisted: bool = False
+    runtimes: tuple[str, ...] = ("eager",)  # deployment runtimes (RUNTIMES); others than eager: infer, eager compile
 
 
 # --- the profiles, as data -------------------------------------------------------------------------------
@@ -107,6 +109,12 @@ PROFILE_BLOCKS: dict[str, tuple[Block, ...]] = {
         Block(("retinanet_resnet50_fpn", "fasterrcnn_resnet50_fpn"), ("infer", "train"), ("eager",), ("amp-bf16",),
               (8,), gpus=(VISIBLE,)),
     ),
+    # Which way to ship each detector (issue 35): every torchvision detector on every deployment runtime, inference at
+    # batch 1, FP32, at 320x320 so the whole profile fits 20 minutes on a 2-core CPU (docs/runtimes.md).
+    "deploy": (
+        Block(TORCHVISION_DETECTORS, ("infer",), ("eager",), ("fp32",), (1,), image_size=(320, 320),
+              runtimes=RUNTIMES),
+    ),
     # Everything, where memory allows (cells that do not fit are recorded as `oom`).
     "full": (
         Block(("*",), MODES, ("eager", "default"), PRECISIONS, (1, 2, 4, 8, 16)),
@@ -129,9 +137,11 @@ class MatrixFilters:
     memory_formats: tuple[str, ...] | None = None
     image_size: tuple[int, int] | None = None
     gpus: tuple[int, ...] | None = None  # --gpus: replaces every block's GPU counts
+    runtimes: tuple[str, ...] | None = None  # --runtimes: deployment runtimes (inference cells, eager compile)
 
     def __post_init__(self) -> None:
         _check_all("mode", self.modes, MODES)
+        _check_all("runtime", self.runtimes, RUNTIMES)
         _check_all("precision", self.precisions, PRECISIONS)
         if isinstance(self.compile, str):  # one word as on the command line: "eager", "both", "reduce-overhead"
             object.__setattr__(self, "compile", parse_compile(self.compile))
@@ -197,19 +207,24 @@ def expand(profile: str, filters: MatrixFilters, known_models: Iterable[str], gp
                             size = filters.image_size or block.image_size
                             for layout in filters.memory_formats or block.memory_formats:
                                 for gpus in _gpu_counts(block.gpus, filters.gpus, gpu_count):
-                                    cell = Cell(model, mode, compile_mode, precision, batch, gpus, size, layout)
-                                    cells.setdefault(cell.id, cell)
+                                    for runtime in filters.runtimes or block.runtimes:
+                                        if runtime != "eager" and (mode != "infer" or compile_mode != "eager"):
+                                            continue  # a deployment runtime runs inference, not under compile
+                                        cell = Cell(model, mode, compile_mode, precision, batch, gpus, size, layout,
+                                                    runtime)
+                                        cells.setdefault(cell.id, cell)
     return matrix_order(list(cells.values()))
 
 
 def matrix_order(cells: list[Cell]) -> list[Cell]:
     """The order cells run in: by model, then GPU count (1-GPU cells first: they are the scaling references of the
-    multi-GPU ones); eager before compiled for the same configuration, so break-even can use the eager median;
+    multi-GPU ones); eager before compiled and before deployment runtimes (in RUNTIMES order) for the same
+    configuration, so break-even can use the eager median;
     bsmax cells last (they are searched after the group's other cells, in fresh workers); else as given."""
     order = {c.id: i for i, c in enumerate(cells)}
     return sorted(cells, key=lambda c: (c.model, c.gpus, c.mode, c.searches_batch, c.precision,
                                         _batch_key(c.batch_size), MEMORY_FORMATS.index(c.memory_format),
-                                        COMPILE_MODES.index(c.compile), order[c.id]))
+                                        COMPILE_MODES.index(c.compile), RUNTIMES.index(c.runtime), order[c.id]))
 
 
 def _batch_key(batch: int | str) -> tuple[int, int]:
@@ -233,8 +248,7 @@ def add_gpu_twins(cells: list[Cell]) -> tuple[list[Cell], dict[str, str]]:
     for cell in cells:
         if cell.gpus == 1:
             continue
-        twin = Cell(cell.model, cell.mode, cell.compile, cell.precision, cell.batch_size, 1, cell.image_size,
-                    cell.memory_format)
+        twin = dataclasses.replace(cell, gpus=1)
         if twin.id not in have:
             have.add(twin.id)
             out.append(twin)
@@ -339,6 +353,13 @@ def parse_compile(text: str | None, compiled_as: str = "default") -> tuple[str, 
         else:
             modes.append(compiled_as if part in COMPILE_ALIASES else part)
     return tuple(dict.fromkeys(modes))
+
+
+def parse_runtimes(text: str | None) -> tuple[str, ...] | None:
+    """``"eager,onnxruntime"`` -> both; a one-line error names the valid choices."""
+    parts = parse_csv(text)
+    _check_all("runtime", parts, RUNTIMES)
+    return tuple(dict.fromkeys(parts)) if parts else None
 
 
 def parse_memory_formats(text: str | None) -> tuple[str, ...] | None:

@@ -60,6 +60,8 @@ def finish_group(results: list[CellResult]) -> None:
     for result in by_id.values():
         base = by_id.get(baseline_of(result.cell).id)
         result.ratio = paired_ratio(result, base) if base is not None else None
+        if result.cell.deployed:
+            _deploy_break_even(result, by_id.get(dataclasses.replace(result.cell, runtime="eager").id))
         if not result.cell.compiled or result.latency is None:
             continue
         twin = by_id.get(eager_twin(result.cell).id)
@@ -72,3 +74,18 @@ def finish_group(results: list[CellResult]) -> None:
             f"compile_s / (eager median {twin.latency.median_ms:.3f} ms - compiled median "
             f"{result.latency.median_ms:.3f} ms), interleaved in one worker"
             + ("" if result.break_even_iterations is not None else ": compiled is not faster, never pays off"))
+
+
+def _deploy_break_even(result: CellResult, twin: CellResult | None) -> None:
+    """Requests (iterations) after which a deployed cell's export has paid for itself against its eager twin."""
+    info = result.deploy
+    if info is None or result.latency is None:
+        return
+    if twin is None or twin.latency is None:
+        info.break_even_basis = "eager twin not measured in this run"
+        return
+    info.break_even_requests = break_even_iterations(info.export_s, twin.latency.median_ms, result.latency.median_ms)
+    info.break_even_basis = (
+        f"export_s / (eager median {twin.latency.median_ms:.3f} ms - {result.cell.runtime} median "
+        f"{result.latency.median_ms:.3f} ms), interleaved in one worker"
+        + ("" if info.break_even_requests is not None else f": {result.cell.runtime} is not faster, never pays off"))

@@ -12,6 +12,10 @@ memory format, ``bsmax`` cells with their ``batch_search`` and ``compile_details
 Version 3 (issue 37) added the status ``partial``: a cell cut short (a signal, a dead worker) with the rounds it
 finished, never to be read as complete; and ``Measurement.planned_rounds`` / ``resumed_rounds``. Versions 1 and 2
 still load (they hold no partial cell).
+Version 4 (issue 35) added the deployment runtime axis: ``Cell.runtime`` (``eager`` when absent, so earlier ids and
+files are unchanged), the status ``not-supported`` (a runtime that cannot take the model, with the exporter's first
+error line) and ``CellResult.deploy`` (:class:`DeployInfo`: export seconds, artifact size, cold start, the split,
+output parity against eager FP32).
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ from typing import Any
 
 from bench.core.distributed_stats import DistributedStats
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 SCHEMA_NAME = "detbench.cell"
 
 MODES = ("infer", "train")
@@ -35,9 +39,13 @@ COMPILE_ALIASES = {"compiled": "default"}
 CUDA_GRAPH_MODES = ("reduce-overhead", "max-autotune")  # torch.compile modes that capture CUDA graphs
 PRECISIONS = ("fp32", "amp-fp16", "amp-bf16")
 MEMORY_FORMATS = ("contiguous", "channels_last")
+# How the cell's model is deployed (bench.runtime.deploy: one module each). "eager" is the model as built (and, with a
+# compile mode, torch.compile); the others export an artifact, load it back and run it: inference, compile eager only.
+RUNTIMES = ("eager", "torchscript", "onnxruntime", "aot-inductor")
 BATCH_MAX = "max"  # Cell.batch_size: the largest batch that fits, searched (bench.runtime.batch_search)
 # partial: cut short (a signal, a dead worker) after some of its rounds; it carries them, and a resume continues it
-STATUSES = ("ok", "partial", "oom", "error", "skipped", "timeout")
+# not-supported: a deployment runtime cannot take this model (the exporter's first error line is the reason)
+STATUSES = ("ok", "partial", "oom", "error", "skipped", "timeout", "not-supported")
 MEASURED = ("ok", "partial")  # statuses that carry timed blocks
 MAX_IMAGE_SIDE = 8192  # beyond any GPU's memory for a detector batch
 
@@ -68,6 +76,7 @@ class Cell:
     gpus: int = 1
     image_size: tuple[int, int] | None = None  # (height, width); None = the model's native size
     memory_format: str = "contiguous"  # channels_last: model (and 4-D inputs) in NHWC, convolutional models only
+    runtime: str = "eager"  # a deployment runtime (RUNTIMES); not eager: inference with compile "eager" only
 
     def __post_init__(self) -> None:
         if not isinstance(self.model, str) or not self.model:
@@ -77,6 +86,10 @@ class Cell:
         _choice("compile", self.compile, COMPILE_MODES)
         _choice("precision", self.precision, PRECISIONS)
         _choice("memory format", self.memory_format, MEMORY_FORMATS)
+        _choice("runtime", self.runtime, RUNTIMES)
+        if self.runtime != "eager" and (self.mode != "infer" or self.compile != "eager"):
+            raise ValueError(f"runtime {self.runtime!r} runs inference without torch.compile; got mode {self.mode!r}, "
+                             f"compile {self.compile!r}")
         if self.batch_size != BATCH_MAX and not (isinstance(self.batch_size, int) and _is_int(self.batch_size)
                                                  and 1 <= self.batch_size <= 1_000_000):
             raise ValueError(f"batch_size must be a positive integer or {BATCH_MAX!r}, got {self.batch_size!r}")
@@ -95,9 +108,19 @@ class Cell:
         size = f"-{self.image_size[0]}x{self.image_size[1]}" if self.image_size else ""
         layout = "" if self.memory_format == "contiguous" else f"-{self.memory_format}"
         return (
-            f"{self.model}-{self.mode}-{_COMPILE_TOKEN[self.compile]}-{_PRECISION_SHORT[self.precision]}{layout}"
+            f"{self.model}-{self.mode}-{self._variant_token}-{_PRECISION_SHORT[self.precision]}{layout}"
             f"-bs{self.batch_size}-gpu{self.gpus}{size}"
         )
+
+    @property
+    def _variant_token(self) -> str:
+        """The compile token, or the deployment runtime's name where it is not eager (ids of eager cells as before)."""
+        return _COMPILE_TOKEN[self.compile] if self.runtime == "eager" else self.runtime
+
+    @property
+    def deployed(self) -> bool:
+        """Whether the cell runs an exported artifact (a runtime other than eager)."""
+        return self.runtime != "eager"
 
     @property
     def compiled(self) -> bool:
@@ -121,7 +144,7 @@ class Cell:
         """The configuration without model, mode, batch and GPUs, in the id's words: ``eager/fp32``,
         ``compiled/amp-bf16/channels_last``, ``compiled-reduce-overhead/amp-bf16`` (the reports' variant)."""
         layout = "" if self.memory_format == "contiguous" else f"/{self.memory_format}"
-        return f"{_COMPILE_TOKEN[self.compile]}/{self.precision}{layout}"
+        return f"{self._variant_token}/{self.precision}{layout}"
 
     @property
     def group_key(self) -> tuple[str, tuple[int, int] | None, int]:
@@ -291,6 +314,46 @@ class BatchSearch:
 
 
 @dataclass
+class Parity:
+    """A deployed cell's detections against eager FP32 of the same weights on the same calibrated input
+    (bench.runtime.deploy.parity): boxes matched one-to-one by IoU, then scores, labels and masks compared."""
+
+    verdict: str  # agree | disagree
+    tolerance: dict[str, float] = field(default_factory=dict)  # the precision's limits the verdict applied
+    reference_detections: int = 0  # eager's detections over the batch
+    detections: int = 0  # the runtime's
+    matched: int = 0
+    unmatched_excused: int = 0  # on one side only, scored at the cut (within the score tolerance of the lowest kept)
+    unmatched: int = 0  # on one side only and not excused: a disagreement
+    min_box_iou: float | None = None  # over matched pairs
+    max_box_error_px: float | None = None  # largest coordinate difference of a matched pair
+    max_score_diff: float | None = None
+    label_agreement: float | None = None  # fraction of matched pairs with the same label
+    min_mask_iou: float | None = None  # Mask R-CNN: binarised at 0.5, over matched pairs
+    failures: list[str] = field(default_factory=list)  # each limit exceeded, in words
+
+
+@dataclass
+class DeployInfo:
+    """What deploying a cell's model on its runtime cost and gave (bench.runtime.deploy)."""
+
+    runtime: str
+    provider: str | None = None  # what executes it (e.g. ONNX Runtime's CPUExecutionProvider)
+    exported: str = "whole model"  # or the split: what was exported, what runs eagerly around it
+    export_s: float | None = None  # export / script / compile of the artifact, in this process
+    artifact_bytes: int | None = None  # on disk
+    load_s: float | None = None  # loading the artifact back, in this process
+    cold_start_s: float | None = None  # load + first call in a fresh process (see cold_start_method)
+    cold_import_s: float | None = None  # that process's imports (torch and the runtime) before the load
+    cold_start_method: str | None = None
+    serving_peak_rss_bytes: int | None = None  # that fresh process's peak resident memory (VmHWM) after its call
+    break_even_requests: float | None = None  # export_s / per-request saving against eager (None: never)
+    break_even_basis: str | None = None
+    parity: Parity | None = None
+    notes: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
 class RepeatFailure:
     """One repeat of a ``--repeats`` run that failed while another repeat of the cell measured it: the cell
     stays ``ok`` (its figures come from the repeats that finished) and lists these in ``repeat_failures``."""
@@ -427,6 +490,7 @@ class CellResult:
     repeat_failures: list[RepeatFailure] = field(default_factory=list)
     compile_details: CompileDetails | None = None  # compiled cells: recompilations, CUDA-graph skips and reasons
     batch_search: BatchSearch | None = None  # bsmax cells: the boundary; the figures are those at largest_fit
+    deploy: DeployInfo | None = None  # v4: cells of a deployment runtime (and not-supported ones: why)
     # where and how
     device: str | None = None
     telemetry: dict[str, Any] | None = None  # the sampler's summary; typed view: telemetry_summary
@@ -528,7 +592,7 @@ def _parse(data: dict[str, Any], version: int) -> CellResult:
         kwargs["latency"] = _record(LatencyStats, data["latency"], "latency")
     for name, record in (("setup", SetupTimes), ("measurement", Measurement), ("ratio", PairedRatio),
                          ("flops_info", FlopsInfo), ("failure", Failure), ("compile_details", CompileDetails),
-                         ("batch_search", BatchSearch)):
+                         ("batch_search", BatchSearch), ("deploy", DeployInfo)):
         if data.get(name) is not None:
             kwargs[name] = _record(record, data[name], name)
     failures = data.get("repeat_failures") or []
@@ -547,6 +611,7 @@ def _parse(data: dict[str, Any], version: int) -> CellResult:
 
 # lists of records inside a record
 _NESTED: dict[tuple[type, str], type] = {(Measurement, "blocks"): BlockRecord, (BatchSearch, "probes"): BatchProbe}
+_RECORDS: dict[tuple[type, str], type] = {(DeployInfo, "parity"): Parity}  # a record inside a record
 
 
 def _record(cls: type, data: Any, where: str) -> Any:
@@ -566,6 +631,10 @@ def _record(cls: type, data: Any, where: str) -> Any:
             values[key] = [_record(_NESTED[cls, key], b, f"{path}[{i}]") for i, b in enumerate(value)]
         elif cls is RepeatFailure and key == "failure" and value is not None:
             values[key] = _record(Failure, value, path)
+        elif (cls, key) in _RECORDS and value is not None:
+            values[key] = _record(_RECORDS[cls, key], value, path)
+        elif isinstance(value, list) and all(isinstance(v, str) for v in value):
+            values[key] = list(value)
         elif isinstance(value, bool) or value is None or isinstance(value, (str, dict)):
             values[key] = value
         elif isinstance(value, (int, float)):

@@ -38,12 +38,12 @@ def feed_benchmark(benchmark: Any, result: CellResult, options: dict[str, Any] |
 
 
 def conclude(result: CellResult, strict: bool) -> None:
-    """The test outcome: ok passes, skipped skips; oom/error/timeout are recorded results that xfail
+    """The test outcome: ok passes, skipped and not-supported skip; oom/error/timeout are recorded results that xfail
     (the run goes on and exits 0) unless ``strict`` (``--detbench-strict``), which fails them."""
     if result.status == "ok":
         return
-    if result.status == "skipped":
-        pytest.skip(result.reason or "skipped")
+    if result.status in ("skipped", "not-supported"):  # not-supported: a runtime that cannot take the model
+        pytest.skip(f"{result.status}: {result.reason}" if result.status != "skipped" else result.reason or "skipped")
     message = f"{result.status}: {result.reason or 'no reason given'}"
     if strict:
         pytest.fail(message, pytrace=False)

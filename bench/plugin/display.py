@@ -21,7 +21,7 @@ from bench.core.advice import Advice, break_even_text, gain_text, runner_up_text
 from bench.core.schema import Cell, CellResult
 
 STATUS_STYLE = {"ok": "green", "partial": "yellow", "oom": "magenta", "error": "red", "skipped": "yellow",
-                "timeout": "red"}
+                "timeout": "red", "not-supported": "yellow"}
 
 
 def render(renderable: object, color: bool, width: int = 160) -> str:

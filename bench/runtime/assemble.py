@@ -42,6 +42,11 @@ def cell_result(session: CellSession) -> CellResult:
     result.throughput_ips = statistics.median(batch * 1000.0 / b.median_ms for b in session.blocks)
     result.throughput_ips_p10, result.throughput_ips_p90 = spread.p10_ips, spread.p90_ips
     result.compile_details = session.compile_details
+    if session.deployed is not None:
+        result.deploy = session.deployed.info
+        parity = result.deploy.parity
+        if parity is not None and parity.verdict == "disagree":
+            result.reason = f"outputs disagree with eager FP32: {'; '.join(parity.failures)}"
     if cell.compiled and session.first_call_s is not None:
         result.compile_s = compile_seconds(session.first_call_s, result.latency.median_ms)
     result.measurement = Measurement(

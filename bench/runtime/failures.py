@@ -7,9 +7,10 @@ import traceback
 
 import torch
 
-from bench.core.schema import Cell, CellResult, Failure
+from bench.core.schema import Cell, CellResult, DeployInfo, Failure
 from bench.measure import memory
 from bench.models import MissingExtraError
+from bench.runtime.deploy.base import NotSupportedError
 from bench.runtime.device import device_name
 
 TAIL_CHARS = 4000
@@ -70,11 +71,15 @@ def requested_bytes(exc: BaseException) -> int | None:
 
 def classify_failure(cell: Cell, exc: BaseException, device: torch.device | str | None, *,
                      phase: str = "set-up") -> CellResult:
-    """The one failure classifier: OOM (GPU or host) -> ``oom``, a missing optional dependency -> ``skipped``, anything
-    else -> ``error`` with the traceback tail. (``timeout`` comes from the launcher, which kills hangs.)"""
+    """The one failure classifier: OOM (GPU or host) -> ``oom``, a missing optional dependency -> ``skipped``, a
+    deployment runtime that cannot take the model -> ``not-supported``, anything else -> ``error`` with the traceback
+    tail. (``timeout`` comes from the launcher, which kills hangs.)"""
     name = device_name(device) if isinstance(device, torch.device) else device
     if isinstance(exc, (MissingExtraError, NotApplicableError)):
         return CellResult(cell, status="skipped", reason=str(exc), device=name)
+    if isinstance(exc, NotSupportedError):  # a deployment runtime cannot take this model: a result, not a failure
+        return CellResult(cell, status="not-supported", reason=str(exc), device=name,
+                          deploy=DeployInfo(runtime=cell.runtime, exported="nothing (not supported)"))
     failure = Failure(error_type=type(exc).__name__, phase=phase,
                       traceback_tail="".join(traceback.format_exception(exc))[-TAIL_CHARS:])
     if is_out_of_memory(exc):

@@ -51,6 +51,7 @@ from bench.runtime.build import (
     resolved_config,
     to_memory_format,
 )
+from bench.runtime.deploy import Deployed, deploy
 from bench.runtime.dynamo import (
     configure_dynamo,
     cudagraph_skip_count,
@@ -112,6 +113,7 @@ class CellSession:
         # GPUs sampled in a telemetry block: this one (None), or a rank 0's whole node, or none ([])
         self.telemetry_gpus: list[int] | None = None
         self.config = resolved_config(cell, options, device)
+        self.deployed: Deployed | None = None  # a deployment runtime's loaded artifact (cells of runtime != eager)
 
     # -- set-up --------------------------------------------------------------------------------------------
     def set_up(self) -> None:
@@ -153,6 +155,8 @@ class CellSession:
             # these forwards come first, so cuDNN autotuning happens here rather than in the first call
             self.setup.postprocess_calibration_s = time.perf_counter() - mark
         self._count_flops()
+        if cell.deployed:
+            self._deploy()
 
         sync = self.sync
         if cell.compiled:
@@ -182,6 +186,17 @@ class CellSession:
             self.resident_bytes = max(torch.cuda.memory_allocated(device) - before, 0) + (
                 reused.device_bytes if reused is not None and not copied else 0)
         self.setup.total_s = time.perf_counter() - began
+
+    def _deploy(self) -> None:
+        """Export the (calibrated) model on the cell's runtime, load it back, check parity: the artifact then runs
+        every iteration (bench.runtime.deploy; NotSupportedError when the runtime cannot take the model)."""
+        p = self.prepared
+        assert p is not None
+        self._set_threshold()  # the exported artifact keeps the threshold this cell's batch size was calibrated to
+        self.deployed = deploy(p.model, p.inputs, self.cell.runtime, self.device, precision=self.cell.precision,
+                               cold_timeout_s=self.options.cell_timeout_s)
+        p.runnable = _DeployedModule(self.deployed.runner)
+        self.config["deployed"] = self.deployed.info.exported
 
     def _copy_in_layout(self, memory_format: str) -> SharedModel:
         """The group's shared inference model copied into ``memory_format``: the same weights, BatchNorm
@@ -387,3 +402,17 @@ class CellSession:
         self.prepared = None
         self.step = None
         self.last_output = None
+        if self.deployed is not None:
+            self.deployed.folder.cleanup()
+            self.deployed = None
+
+
+class _DeployedModule(torch.nn.Module):
+    """A deployed runner where the step expects a module (Prepared.runnable)."""
+
+    def __init__(self, runner: Callable[[Any], Any]) -> None:
+        super().__init__()
+        self.runner = runner
+
+    def forward(self, inputs: Any) -> Any:
+        return self.runner(inputs)

@@ -115,7 +115,8 @@ def test_failed_configurations_are_listed_with_their_reason_and_never_picked():
 def test_axis_values_the_run_did_not_try_are_named():
     item = advise([measured(cell(), 100.0), measured(cell("eager", "amp-bf16"), 140.0)])[0]
     assert item.not_tried == ["compile: default, max-autotune, reduce-overhead, max-autotune-no-cudagraphs",
-                              "precision: amp-fp16", "memory format: channels_last", "batch: max"]
+                              "precision: amp-fp16", "memory format: channels_last",
+                              "runtime: torchscript, onnxruntime, aot-inductor", "batch: max"]
     tried = advise([measured(cell(), 100.0), measured(cell(memory_format="channels_last"), 110.0)])[0]
     assert "memory format: channels_last" not in tried.not_tried
 
