@@ -37,13 +37,67 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+# torchrun's agent has been seen (torch 2.11.0, gloo on a loaded 2-core host) to stay for minutes after both its
+# workers exited; an agent alone this long after its workers is ended
+AGENT_EXIT_GRACE_S = 30.0
+
+
 def relaunch(args: argparse.Namespace, argv: list[str]) -> int:
     """Start this module under torchrun, one process per GPU, NVLink multicast off."""
     from bench.runtime.torchrun import child_env  # noqa: PLC0415
 
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(args.gpus),
                "-m", "bench.tools.plain_ddp", *argv]
-    return subprocess.run(command, env=child_env()).returncode
+    began = time.time()
+    with subprocess.Popen(command, env=child_env()) as agent:
+        code = wait_for_agent(agent)
+    if code is not None:
+        return code
+    written = bool(args.json) and os.path.exists(args.json) and os.path.getmtime(args.json) >= began
+    print(f"plain_ddp: torchrun's agent was still running {AGENT_EXIT_GRACE_S:g} s after its workers had exited, and "
+          f"was ended; {'rank 0 wrote ' + args.json if written else 'the outcome is what the workers printed'}",
+          file=sys.stderr, flush=True)
+    return 0 if written else 1
+
+
+def wait_for_agent(agent: subprocess.Popen[bytes], grace_s: float = AGENT_EXIT_GRACE_S,
+                   poll_s: float = 0.5) -> int | None:
+    """torchrun's exit code, or None when the agent outlived all of its workers by ``grace_s`` and was ended."""
+    alone_since: float | None = None
+    had_workers = False
+    while agent.poll() is None:
+        workers = children_of(agent.pid)
+        had_workers = had_workers or bool(workers)
+        if workers or not had_workers:
+            alone_since = None
+        elif alone_since is None:
+            alone_since = time.monotonic()
+        elif time.monotonic() - alone_since > grace_s:
+            agent.terminate()
+            try:
+                agent.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                agent.kill()
+                agent.wait()
+            return None
+        time.sleep(poll_s)
+    return agent.returncode
+
+
+def children_of(pid: int) -> list[int]:
+    """The live processes whose parent is ``pid`` (read from /proc; zombies are not alive)."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", encoding="utf-8", errors="replace") as handle:
+                fields = handle.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid and fields[0] not in "ZX":
+            found.append(int(entry))
+    return found
 
 
 def synthetic_batch(batch: int, height: int, width: int, device, generator):

@@ -9,6 +9,7 @@ import sys
 import pytest
 
 from bench.runtime.torchrun import child_env
+from bench.tools.plain_ddp import wait_for_agent
 
 
 # A detector's DDP steps over gloo on 2 CPU cores: it passed the 300 s default on three lines and ran past it on
@@ -26,3 +27,17 @@ def test_plain_ddp_starts_its_own_torchrun_and_reports_images_per_second(tmp_pat
     figures = json.loads(out.read_text())
     assert figures["gpus"] == 2 and len(figures["rank0_times_ms"]) == 2
     assert figures["throughput_ips"] == 4 * 1000.0 / figures["slowest_rank_median_ms"]
+
+
+@pytest.mark.timeout(60)
+def test_an_agent_that_outlives_its_workers_is_ended_after_the_grace():
+    """torchrun's agent stayed for minutes after both workers had exited (torch 2.11.0, CI): such an agent is ended
+    once it has been alone for the grace; an agent that exits by itself gives its own code."""
+    lingering = subprocess.Popen([sys.executable, "-c", "import subprocess, sys, time; "
+                                  "subprocess.run([sys.executable, '-c', 'import time; time.sleep(1)']); "
+                                  "time.sleep(600)"])
+    assert wait_for_agent(lingering, grace_s=1.0, poll_s=0.1) is None
+    assert lingering.poll() is not None  # ended, not left behind
+    prompt = subprocess.Popen([sys.executable, "-c", "import subprocess, sys; "
+                               "subprocess.run([sys.executable, '-c', 'pass']); sys.exit(3)"])
+    assert wait_for_agent(prompt, grace_s=60.0, poll_s=0.1) == 3
