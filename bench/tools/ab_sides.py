@@ -565,9 +565,11 @@ def _gate_run(records: dict[str, CellRecord], sides: list[SideProcess], results:
 
 def judge_cells(records: dict[str, CellRecord], floor: float, alpha: float = ALPHA) -> dict[str, CellVerdict]:
     """The verdicts of the cells the baseline set up, judged together (bench.core.judge); a cell the candidate
-    never measured, or whose candidate side died where the baseline's did not, is a regression."""
+    never measured, or whose candidate side died or hung where the baseline's did not (before or after rounds had
+    finished), is a regression."""
     evidence: dict[str, Evidence] = {}
     lost: dict[str, str] = {}
+    died: dict[str, str] = {}  # the candidate's side failed mid-run in this cell, the baseline's did not as often
     for cid, record in records.items():
         if not record.baseline_ok:
             continue
@@ -575,6 +577,9 @@ def judge_cells(records: dict[str, CellRecord], floor: float, alpha: float = ALP
         candidate_lost = record.lost["candidate"] > record.lost["baseline"]
         if not ratios and (not record.candidate_ok or candidate_lost):
             lost[cid] = "; ".join(record.failures) or "the candidate did not set it up"
+        elif candidate_lost:
+            died[cid] = (f"its side lost {record.lost['candidate']} block(s) where the baseline's lost "
+                         f"{record.lost['baseline']}: {'; '.join(record.failures)}")
         evidence[cid] = pair_evidence(ratios)
     verdicts = decide({cid: e for cid, e in evidence.items() if cid not in lost}, floor, alpha=alpha)
     out = {}
@@ -586,6 +591,10 @@ def judge_cells(records: dict[str, CellRecord], floor: float, alpha: float = ALP
             continue
         verdict = verdicts[cid]
         failures = records[cid].failures
+        if cid in died:  # a candidate that dies or hangs mid-run fails the gate, whatever its finished rounds say
+            out[cid] = dataclasses.replace(verdict, verdict=REGRESSION,
+                                           reason=f"the candidate failed mid-run ({died[cid]}); {verdict.reason}")
+            continue
         out[cid] = dataclasses.replace(verdict, reason=verdict.reason + "; " + "; ".join(failures)) if failures \
             else verdict
     return out

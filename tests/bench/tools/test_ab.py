@@ -102,6 +102,29 @@ def test_the_summary_lists_regressions_and_inconclusive_cells_first_with_the_ver
     assert "candidate (`this interpreter` with DETBENCH_TEST_SLOWDOWN=a:0.1) vs baseline (`docker run base:1" in text
 
 
+def test_a_candidate_that_dies_mid_run_is_a_regression_whatever_its_finished_rounds_say():
+    """A candidate side that died (or hung) after some rounds used to be judged on the rounds it finished: the gate
+    passed ("unchanged") where one that failed at start was a regression. Now both are, naming the failure; a
+    side lost on both sides as often (the host, not the candidate) is judged as before."""
+    def record(model: str, lost: dict[str, int]) -> CellRecord:
+        r = CellRecord(Cell(model, "infer", "eager", "fp32", 8, 1), baseline_ok=True, candidate_ok=True)
+        r.blocks = {p: [{"base_ms": 10.0 * (1 + 0.01 * ((p + k) % 3 - 1)), "cand_ms": 10.0} for k in range(4)]
+                    for p in range(6)}
+        r.lost.update(lost)
+        if lost["candidate"]:
+            r.failures.append("candidate-3 exited with code -11 while block")
+        return r
+
+    verdicts = judge_cells({"died": record("died", {"candidate": 1, "baseline": 0}),
+                            "both": record("both", {"candidate": 1, "baseline": 1}),
+                            "fine": record("fine", {"candidate": 0, "baseline": 0})}, 0.02)
+    assert verdicts["died"].verdict == "regression" and verdicts["died"].ratio is not None
+    assert verdicts["died"].reason.startswith("the candidate failed mid-run (its side lost 1 block(s) where the "
+                                              "baseline's lost 0: candidate-3 exited with code -11 while block)")
+    assert verdicts["both"].verdict in ("unchanged", "inconclusive")
+    assert verdicts["fine"].verdict in ("unchanged", "inconclusive")
+
+
 def test_worker_pairs_are_sized_from_the_first_sides_device():
     assert default_pairs({"free_bytes": 80 << 30, "cpus": 16}) == 8  # an H100: 8 pairs
     assert default_pairs({"free_bytes": 20 << 30}) == 2  # a small GPU: what its memory holds, at least 2

@@ -114,7 +114,10 @@ def test_a_hung_side_is_killed_at_the_side_timeout(side_env, tmp_path):
         assert any(f"{name} hung: no answer to block" in n for n in payload["notes"]), payload["notes"]
     assert sum(map(len, payload["verdicts"][NHWC]["ratios"])) == 2  # round 1 only; both candidates lost in round 2
     assert not [s["pid"] for s in payload["sides_started"] if s["pid"] and is_alive(s["pid"])]
-    assert code in (ab.EXIT_OK, ab.EXIT_REGRESSION)
+    # a candidate that hangs mid-run fails the gate (it used to pass on the round it had finished)
+    assert payload["verdicts"][NHWC]["verdict"] == "regression", payload["verdicts"][NHWC]
+    assert "the candidate failed mid-run" in payload["verdicts"][NHWC]["reason"]
+    assert code == ab.EXIT_REGRESSION
 
 
 def test_a_docker_template_runs_the_side_through_docker_run_i(side_env, tmp_path, monkeypatch):
