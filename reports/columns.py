@@ -69,6 +69,10 @@ def fmt_gib(v: Any) -> str:
     return "" if is_missing(v) else f"{float(v) / 2**30:.2f} GiB"
 
 
+def fmt_mib(v: Any) -> str:
+    return "" if is_missing(v) else f"{float(v) / 2**20:,.0f} MiB"
+
+
 def fmt_pct(v: Any) -> str:
     return "" if is_missing(v) else f"{float(v) * 100:.1f}%"
 
@@ -151,6 +155,13 @@ def _status_with_reason(row: Mapping[str, Any]) -> str:
     return f"{status} ({reason})" if reason else status
 
 
+# per-iteration latency percentiles (at batch 1: per request), in every table of cells
+LATENCY: list[Column] = [
+    Column("latency_median_ms", "p50 ms", fmt_num, "num"),
+    Column("latency_p90_ms", "p90 ms", fmt_num, "num"),
+    Column("latency_p99_ms", "p99 ms", fmt_num, "num"),
+]
+
 MATRIX: list[Column] = [
     Column("run", "run"),
     Column("model", "detector"),
@@ -163,9 +174,7 @@ MATRIX: list[Column] = [
     Column("throughput_ips", "images/s", fmt_num, "num"),
     Column("speedup_vs_eager_fp32", "vs eager fp32", fmt_ratio, "num"),
     Column("ratio", "paired ratio", kind="num", display=_ratio_with_spread),
-    Column("latency_median_ms", "p50 ms", fmt_num, "num"),
-    Column("latency_p90_ms", "p90 ms", fmt_num, "num"),
-    Column("latency_p99_ms", "p99 ms", fmt_num, "num"),
+    *LATENCY,
     Column("latency_cov", "CoV", fmt_pct, "num"),
     Column("peak_memory_bytes", "peak memory", fmt_gib, "num"),
     Column("achieved_tflops", "TFLOP/s", fmt_num, "num"),
@@ -181,10 +190,6 @@ MATRIX: list[Column] = [
     Column("reason", "reason", kind="reason"),
 ]
 
-def fmt_mib(v: Any) -> str:
-    return "" if is_missing(v) else f"{float(v) / 2**20:,.0f} MiB"
-
-
 # Deployment runtimes (bench.runtime.deploy): one row per cell of a runtime other than eager
 DEPLOY: list[Column] = [
     Column("run", "run"),
@@ -197,9 +202,7 @@ DEPLOY: list[Column] = [
     Column("parity_max_score_diff", "max score diff", fmt_num, "num"),
     Column("parity_min_mask_iou", "min mask IoU", fmt_num, "num"),
     Column("batch_size", "batch", fmt_int, "num"),
-    Column("latency_median_ms", "p50 ms", fmt_num, "num"),
-    Column("latency_p90_ms", "p90 ms", fmt_num, "num"),
-    Column("latency_p99_ms", "p99 ms", fmt_num, "num"),
+    *LATENCY,
     Column("ratio", "vs eager (paired)", kind="num", display=_ratio_with_spread),
     Column("export_s", "export s", fmt_num, "num"),
     Column("export_break_even_requests", "break-even requests", fmt_num, "num"),
