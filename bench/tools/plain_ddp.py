@@ -12,6 +12,7 @@ cudnn.benchmark is on, as in the suite's default. On a machine without CUDA it r
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import statistics
@@ -38,31 +39,38 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
 
 
 # torchrun's agent has been seen (torch 2.11.0, gloo on a loaded 2-core host) to stay for minutes after both its
-# workers exited; an agent alone this long after its workers is ended
+# workers exited, and a gloo worker (torch 2.5.1, CI) not to exit after rank 0 had written its figures: an agent alone
+# this long after its workers, or still running this long after rank 0's figures, is ended
 AGENT_EXIT_GRACE_S = 30.0
 
 
 def relaunch(args: argparse.Namespace, argv: list[str]) -> int:
     """Start this module under torchrun, one process per GPU, NVLink multicast off."""
+    import tempfile  # noqa: PLC0415
+
     from bench.runtime.torchrun import child_env  # noqa: PLC0415
 
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(args.gpus),
-               "-m", "bench.tools.plain_ddp", *argv]
-    began = time.time()
-    with subprocess.Popen(command, env=child_env()) as agent:
-        code = wait_for_agent(agent)
-    if code is not None:
-        return code
-    written = bool(args.json) and os.path.exists(args.json) and os.path.getmtime(args.json) >= began
-    print(f"plain_ddp: torchrun's agent was still running {AGENT_EXIT_GRACE_S:g} s after its workers had exited, and "
-          f"was ended; {'rank 0 wrote ' + args.json if written else 'the outcome is what the workers printed'}",
-          file=sys.stderr, flush=True)
+    with tempfile.TemporaryDirectory(prefix="plain-ddp-") as scratch:
+        figures_path = args.json or os.path.join(scratch, "figures.json")
+        worker_argv = argv if args.json else [*argv, "--json", figures_path]
+        command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node",
+                   str(args.gpus), "-m", "bench.tools.plain_ddp", *worker_argv]
+        began = time.time()
+        with subprocess.Popen(command, env=child_env()) as agent:
+            code = wait_for_agent(agent, figures_path, began)
+        if code is not None:
+            return code
+        written = figures_older_than(figures_path, began, 0.0)
+    print(f"plain_ddp: torchrun's agent was still running {AGENT_EXIT_GRACE_S:g} s after "
+          f"{'rank 0 had written its figures' if written else 'its workers had exited'}, and was ended"
+          f"{'' if written else '; rank 0 wrote no figures'}", file=sys.stderr, flush=True)
     return 0 if written else 1
 
 
-def wait_for_agent(agent: subprocess.Popen[bytes], grace_s: float = AGENT_EXIT_GRACE_S,
-                   poll_s: float = 0.5) -> int | None:
-    """torchrun's exit code, or None when the agent outlived all of its workers by ``grace_s`` and was ended."""
+def wait_for_agent(agent: subprocess.Popen[bytes], figures_path: str | None = None, began: float = 0.0,
+                   grace_s: float = AGENT_EXIT_GRACE_S, poll_s: float = 0.5) -> int | None:
+    """torchrun's exit code, or None when the agent was ended: it outlived all of its workers by ``grace_s``, or it
+    was still running ``grace_s`` after rank 0 wrote ``figures_path`` (at or after ``began``, epoch seconds)."""
     alone_since: float | None = None
     had_workers = False
     while agent.poll() is None:
@@ -72,16 +80,37 @@ def wait_for_agent(agent: subprocess.Popen[bytes], grace_s: float = AGENT_EXIT_G
             alone_since = None
         elif alone_since is None:
             alone_since = time.monotonic()
-        elif time.monotonic() - alone_since > grace_s:
-            agent.terminate()
-            try:
-                agent.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                agent.kill()
-                agent.wait()
+        lingered = alone_since is not None and time.monotonic() - alone_since > grace_s
+        if lingered or figures_older_than(figures_path, began, grace_s):
+            end_agent(agent)
             return None
         time.sleep(poll_s)
     return agent.returncode
+
+
+def figures_older_than(path: str | None, began: float, age_s: float) -> bool:
+    """Whether ``path`` was written at or after ``began`` (epoch seconds), more than ``age_s`` ago."""
+    if not path:
+        return False
+    try:
+        written = os.path.getmtime(path)
+    except OSError:
+        return False
+    return written >= began and time.time() - written > age_s
+
+
+def end_agent(agent: subprocess.Popen[bytes]) -> None:
+    """SIGTERM the agent (torchrun passes it on to its workers); SIGKILL it and any worker left after 10 s."""
+    workers = children_of(agent.pid)
+    agent.terminate()
+    try:
+        agent.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        agent.kill()
+        agent.wait()
+    for pid in workers:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, 9)
 
 
 def children_of(pid: int) -> list[int]:

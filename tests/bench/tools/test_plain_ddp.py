@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -41,3 +42,24 @@ def test_an_agent_that_outlives_its_workers_is_ended_after_the_grace():
     prompt = subprocess.Popen([sys.executable, "-c", "import subprocess, sys; "
                                "subprocess.run([sys.executable, '-c', 'pass']); sys.exit(3)"])
     assert wait_for_agent(prompt, grace_s=60.0, poll_s=0.1) == 3
+
+
+@pytest.mark.timeout(60)
+def test_an_agent_whose_worker_never_exits_after_the_figures_is_ended_with_it(tmp_path):
+    """A gloo worker did not exit after rank 0 had written its figures (torch 2.5.1, CI): the agent is ended the grace
+    after the figures, its worker with it; figures from before the run do not end it."""
+    figures = tmp_path / "plain.json"
+    figures.write_text("{}")  # a previous run's
+    worker = tmp_path / "worker.py"
+    worker.write_text(f"import time\ntime.sleep(2)\nopen({str(figures)!r}, 'w').write('{{}}')\ntime.sleep(600)\n")
+    began = time.time()
+    agent = subprocess.Popen([sys.executable, "-c",
+                              f"import subprocess, sys; subprocess.run([sys.executable, {str(worker)!r}])"])
+    try:
+        assert wait_for_agent(agent, str(figures), began, grace_s=1.0, poll_s=0.1) is None
+        assert time.time() - began > 3.0  # not ended for the previous run's figures
+        assert agent.poll() is not None
+    finally:
+        agent.kill()
+    time.sleep(0.5)
+    assert subprocess.run(["pgrep", "-f", str(worker)], capture_output=True).returncode == 1  # the worker is gone too
