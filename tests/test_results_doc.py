@@ -9,9 +9,10 @@ from pathlib import Path
 import pytest
 
 from bench.core.comparison import ModelComparison
+from tests.examples import RATIO_RUNS, example
 
 ROOT = Path(__file__).resolve().parents[1]
-RESULTS = sorted((ROOT / "docs" / "examples").glob("h100-ratios-*.json"))
+RESULTS = [example(name) for name in RATIO_RUNS]
 
 
 def committed_results() -> dict[tuple[str, str], ModelComparison]:

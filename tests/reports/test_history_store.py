@@ -14,25 +14,17 @@ import pytest
 from reports.history import store as store_module
 from reports.history.cli import main
 from reports.history.store import StoreError, closing_store, open_store
-from reports.load import LoadError, load_run
+from tests.examples import EXAMPLES, RUNS, example
 from tests.reports.test_history_steps import write_history
 
 ROOT = Path(__file__).resolve().parents[2]
-EXAMPLES = ROOT / "docs" / "examples"
 NAMED = ("h100-quick.json", "h100-quick.journal.jsonl", "h100-quick-run1.journal.jsonl", "h100-matrix-extras.json",
          "h100-yolo.json", "h100-detr.journal.jsonl", "multi-gpu/h100x4-multi-gpu.json")
 
 
 def example_runs() -> list[Path]:
-    """Every committed result file load_run accepts (envcheck, fidelity and noise-study files are not runs)."""
-    found = []
-    for path in sorted(EXAMPLES.rglob("*.json*")):
-        try:
-            load_run(path)
-        except LoadError:
-            continue
-        found.append(path)
-    return found
+    """Every committed run file, by name (tests/examples.py)."""
+    return [example(name) for name in RUNS]
 
 
 def one_line_error(capsys) -> str:

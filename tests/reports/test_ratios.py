@@ -9,9 +9,10 @@ from pathlib import Path
 import pytest
 
 from reports.ratios import main, ratio_markdown, variant_title
+from tests.examples import RATIO_RUNS, example
 
 ROOT = Path(__file__).resolve().parents[2]
-RESULTS = sorted((ROOT / "docs" / "examples").glob("h100-ratios-*.json"))
+RESULTS = [example(name) for name in RATIO_RUNS]
 FIGURE = re.compile(r"\d[\d,]*(?:\.\d+)?")
 
 

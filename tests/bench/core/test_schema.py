@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 
@@ -22,9 +21,7 @@ from bench.core.schema import (
 )
 from reports.cli import main as report_main
 from reports.load import LoadError, load_run
-
-ROOT = Path(__file__).resolve().parents[3]
-EXAMPLES = ROOT / "docs" / "examples"
+from tests.examples import EXAMPLES, RUNS, example
 
 
 def full_result() -> CellResult:
@@ -52,12 +49,10 @@ def test_a_current_version_result_round_trips_through_json():
     assert summary.available and summary.gpu_util_pct_mean == 80 and summary.devices[0].has_series
 
 
-@pytest.mark.parametrize("path", sorted(EXAMPLES.glob("h100-*.json")) + sorted(EXAMPLES.glob("*.jsonl")),
-                         ids=lambda p: p.name)
-def test_every_committed_result_file_still_loads(path):
+@pytest.mark.parametrize("name", RUNS)
+def test_every_committed_result_file_still_loads(name):
+    path = example(name)
     data = json.loads(path.read_text()) if path.suffix == ".json" else None
-    if isinstance(data, dict) and "benchmarks" not in data and data.get("schema") != "detbench.interleaved":
-        pytest.skip(f"{path.name} is not a run (probe or check output)")
     run = load_run(path)
     assert run.results
     if path.suffix == ".jsonl" or "benchmarks" in (data or {}):  # version 1: config pieces lifted into records
