@@ -26,3 +26,12 @@ def test_ci_runs_the_readme_test_command_verbatim():
     _, tests = quick_start_commands()
     ci = (ROOT / ".ci" / "run").read_text(encoding="utf-8")
     assert tests in ci.splitlines()
+
+
+def test_the_readme_is_a_page_and_the_docs_index_reaches_every_page():
+    """README ≤ 10 KB (lab results and notes live in docs/); docs/index.md links every page of docs/."""
+    assert len((ROOT / "README.md").read_bytes()) <= 10_000
+    index = (ROOT / "docs" / "index.md").read_text(encoding="utf-8")
+    linked = set(re.findall(r"\]\(([\w.-]+\.md)\)", index))
+    pages = {p.name for p in (ROOT / "docs").glob("*.md")} - {"index.md"}
+    assert pages <= linked, f"docs/index.md does not link {sorted(pages - linked)}"
