@@ -252,7 +252,7 @@ def gate_lines(comparisons: list) -> list[str]:
     regressions that do not gate."""
     lines = []
     for comp in comparisons:
-        if not comp.comparable:
+        if not comp.shared:
             continue  # every cell would be listed; the verdict says the runs share none
         against = comp.against_gate
         for kind, rows in ((REGRESSION, against), (ONLY_BASELINE, against), (INVALID, comp.invalid)):

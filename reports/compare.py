@@ -292,7 +292,10 @@ class Comparison:
 
     @property
     def comparable(self) -> bool:
-        return self.shared > 0
+        """Some cell is in both runs with no implausible figure on either side: a pair whose shared cells are all
+        invalid compares nothing (it used to pass the gate)."""
+        both = (self.table["status_base"] != "") & (self.table["status_cand"] != "")
+        return bool((both & (self.table["verdict"] != INVALID)).any())
 
     @property
     def weak(self) -> int:
@@ -650,7 +653,9 @@ def verdict_line(comparisons: list[Comparison], threshold: float) -> str:
         pairs = "; ".join(
             f"{c.candidate} and {c.baseline} share no cell "
             f"({_n(int((c.table['status_base'] != '').sum()), 'baseline cell')}"
-            f", {_n(int((c.table['status_cand'] != '').sum()), 'candidate cell')})"
+            f", {_n(int((c.table['status_cand'] != '').sum()), 'candidate cell')})" if not c.shared else
+            f"every cell {c.candidate} and {c.baseline} share has an implausible figure "
+            f"({_n(c.count(INVALID), 'invalid cell')}, not judged)"
             for c in incomparable
         )
         return f"VERDICT: nothing comparable: {pairs}" + _env_note(comparisons)

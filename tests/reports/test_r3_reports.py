@@ -12,8 +12,8 @@ import pytest
 
 from bench.core import judge
 from bench.core.record import RunRecord
-from reports.cli import EXIT_BAD_INPUT, EXIT_OK, main
-from reports.compare import GATE_PASS, INVALID, gate
+from reports.cli import EXIT_BAD_INPUT, EXIT_NOTHING_COMPARABLE, EXIT_OK, main
+from reports.compare import GATE_INCOMPARABLE, GATE_PASS, INVALID, gate, verdict_line
 from reports.history.store import closing_store
 from reports.load import load_run
 from tests.reports.generate import ENVIRONMENT, make_results, write_benchmark_json, write_journal
@@ -69,7 +69,14 @@ def test_throughput_zero_and_a_block_of_1e_300_ms_are_invalid_not_improvements(t
         assert f"{side}: a block of 1e-300 ms" in why[GPU_BOUND.id] and len(why[GPU_BOUND.id]) < 200
         assert "throughput 0 images/s is not positive" in why[HOST_BOUND.id]
         assert not comp.table["gating"].any() and comp.table["ratio"].isna().all()
-    assert gate([forward]) == GATE_PASS
+    # every shared cell invalid: nothing comparable (exit 4), not a pass; one judgeable cell beside them: compared
+    assert gate([forward]) == gate([backward]) == GATE_INCOMPARABLE
+    assert "every cell cand and base share has an implausible figure (2 invalid cells, not judged)" in verdict_line(
+        [forward], 0.05)
+    base.append(cell_result(dataclasses.replace(GPU_BOUND, batch_size=2), 40.0, seed=5))
+    cand.append(cell_result(dataclasses.replace(GPU_BOUND, batch_size=2), 40.0, seed=6))
+    forward, _ = compare_files(tmp_path, base, cand)
+    assert gate([forward]) == GATE_PASS and verdicts(forward)[base[2].cell.id] != INVALID
 
 
 def test_the_cli_names_invalid_cells_in_the_verdict_and_comparison_json(tmp_path, capsys):
@@ -77,9 +84,11 @@ def test_the_cli_names_invalid_cells_in_the_verdict_and_comparison_json(tmp_path
     bad = cell_result(GPU_BOUND, 40.0, seed=2)
     bad.throughput_ips = 0.0
     cand = write_benchmark_json(tmp_path / "cand.json", [bad])
-    assert main([str(base), str(cand), "--out", str(tmp_path / "out"), "--fail-on-regression"]) == EXIT_OK
+    # the candidate's only cell is implausible: nothing comparable, exit 4 (it used to pass with exit 0)
+    code = main([str(base), str(cand), "--out", str(tmp_path / "out"), "--fail-on-regression"])
+    assert code == EXIT_NOTHING_COMPARABLE
     out = capsys.readouterr().out
-    assert "1 invalid (implausible figures, not judged)" in out and "improvement(s)" not in out
+    assert "VERDICT: nothing comparable: every cell cand and base share has an implausible figure" in out
     assert f"invalid (implausible figures, not judged) (cand vs base): 1 cell: {GPU_BOUND.id}" in out
     summary = json.loads((tmp_path / "out" / "comparison.json").read_text())
     assert summary["comparisons"][0]["invalid"] == [GPU_BOUND.id]
