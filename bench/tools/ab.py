@@ -156,22 +156,32 @@ def run_rounds(baseline: Side, candidate: Side, args: argparse.Namespace, out: P
     note_same_sides(baseline, candidate)
     rounds: list[tuple[SideRound, SideRound]] = []
     began = time.perf_counter()
+
+    def record(cut: bool) -> None:
+        _write(out, baseline, candidate, args, judge(rounds, args.threshold), {
+            "mode": "rounds", "rounds": [[asdict(b), asdict(c)] for b, c in rounds],
+            "wall_s": round(time.perf_counter() - began, 1), "cut": cut})
+
     for index in range(args.rounds):
         order = (baseline, candidate) if index % 2 == 0 else (candidate, baseline)
         done = {}
-        for side in order:
-            record = done[side.label] = run_side(side, index, out, args.bench_args, args.round_timeout)
-            refused = usage_failure(record)
-            if refused:  # bad options: the first round says so, the others would only repeat it
-                raise ABError(refused)
-            if record.error:
-                print(f"detbench-ab: round {index} {record.side}: {redact_value(record.error)}", file=sys.stderr)
+        try:
+            for side in order:
+                side_round = done[side.label] = run_side(side, index, out, args.bench_args, args.round_timeout)
+                refused = usage_failure(side_round)
+                if refused:  # bad options: the first round says so, the others would only repeat it
+                    raise ABError(refused)
+                if side_round.error:
+                    print(f"detbench-ab: round {index} {side_round.side}: {redact_value(side_round.error)}",
+                          file=sys.stderr)
+        except KeyboardInterrupt:  # the round it cut is dropped; the files say the run was cut
+            if rounds:
+                record(cut=True)
+            raise
         rounds.append((done["baseline"], done["candidate"]))
         print(f"round {index + 1}/{args.rounds}: " + ", ".join(
             f"{r.side} {len(r.throughput_ips)} cells in {r.wall_s:.0f} s" for r in done.values()), flush=True)
-        verdicts = judge(rounds, args.threshold)
-        _write(out, baseline, candidate, args, verdicts, {"mode": "rounds", "rounds": [
-            [asdict(b), asdict(c)] for b, c in rounds], "wall_s": round(time.perf_counter() - began, 1)})
+        record(cut=False)
     return judge(rounds, args.threshold)
 
 
@@ -449,12 +459,18 @@ def _stop_on_sigterm(signum: int, frame: Any) -> None:
     raise KeyboardInterrupt(f"stopped by signal {signum} (SIGTERM)")
 
 
+CUT_NOTE = "; CUT BY A SIGNAL: judged on the rounds finished before it"
+
+
 def _line(verdicts: dict[str, dict[str, Any]], args: argparse.Namespace, detail: dict[str, Any] | None = None) -> str:
+    """The verdict line; a run cut by a signal says so in it (the line a CI job greps and publishes)."""
+    detail = detail or {}
+    cut = CUT_NOTE if detail.get("cut") else ""
     if args.mode == "sides":
-        detail = detail or {}
         pairs, done = detail.get("pairs", args.pairs), detail.get("rounds_per_pair", args.rounds or 0)
-        return verdict_line(verdicts, args.threshold, done * pairs, f"rounds ({pairs} worker pairs x up to {done})")
-    return verdict_line(verdicts, args.threshold, len((detail or {}).get("rounds", [])) or args.rounds)
+        return verdict_line(verdicts, args.threshold, done * pairs,
+                            f"rounds ({pairs} worker pairs x up to {done})") + cut
+    return verdict_line(verdicts, args.threshold, len(detail.get("rounds", [])) or args.rounds) + cut
 
 
 def _write(out: Path, baseline: Side, candidate: Side, args: argparse.Namespace,

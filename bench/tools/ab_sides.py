@@ -808,7 +808,7 @@ def write_side_runs(run: GateRun, out: Path, options: RunOptions, run_id: str) -
     env_by_side = {s["name"]: s.get("environment") for s in run.sides}
     for name, results in run.results.items():
         record = RunRecord(results, options.to_dict(), redact_tree(env_by_side.get(name)), f"{run_id}-{name}",
-                           "detbench-ab", {"ab_side": name})
+                           "detbench-ab", {"ab_side": name, "cut": run.cut})
         written.append(record.write(out / f"{name}.json"))
     return written
 

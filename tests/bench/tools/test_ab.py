@@ -143,3 +143,28 @@ def test_the_sides_cells_are_judged_together_and_a_cell_the_candidate_lost_is_a_
     assert verdicts["b"].verdict == "regression" and verdicts["b"].cells == 2  # the lost cell takes no share
     assert verdicts["c"].verdict == "regression" and "not in the candidate" in verdicts["c"].reason
     assert verdicts["a"].verdict in ("unchanged", "inconclusive")
+
+
+def test_a_rounds_run_cut_by_a_signal_keeps_its_finished_rounds_and_its_files_say_it_was_cut(tmp_path, monkeypatch):
+    """A SIGTERM (raised as KeyboardInterrupt) in round 3: ab.json and summary.md keep rounds 1-2 and say the run was
+    cut, in the verdict line a CI job greps; the exit is 130."""
+    import json
+
+    cell = "m-infer-eager-fp32-bs8-gpu1"
+    calls = []
+
+    def fake_run_side(side, index, out, bench_args, timeout_s):
+        calls.append(index)
+        if index == 2:
+            raise KeyboardInterrupt("stopped by signal 15 (SIGTERM)")
+        return side_round(side.label, index, {cell: 100.0 if side.label == "baseline" else 99.0})
+
+    monkeypatch.setattr(ab, "run_side", fake_run_side)
+    code = ab.main(["--mode", "rounds", "--rounds", "5", "--out", str(tmp_path), "--candidate-env", "X=1", "--",
+                    "--models", "resnet50"])
+    assert code == ab.EXIT_INTERRUPTED and max(calls) == 2
+    payload = json.loads((tmp_path / "ab.json").read_text())
+    assert payload["cut"] is True and len(payload["rounds"]) == 2
+    assert "CUT BY A SIGNAL" in payload["verdict_line"] and "2 paired rounds" in payload["verdict_line"]
+    assert "CUT BY A SIGNAL" in (tmp_path / "summary.md").read_text()
+    assert len(payload["verdicts"][cell]["ratios"]) == 2

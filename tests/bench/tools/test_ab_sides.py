@@ -207,6 +207,9 @@ def test_a_run_cut_by_sigterm_writes_the_sides_run_files_for_what_they_measured(
     assert proc.returncode == ab.EXIT_INTERRUPTED, output[-2000:]
     payload = json.loads((out / "ab.json").read_text())
     assert payload["cut"] and payload["rounds_per_pair"] >= 2
+    # every file says it was cut: the verdict line (ab.json, summary.md) and each side's run file
+    assert "CUT BY A SIGNAL" in payload["verdict_line"] and "CUT BY A SIGNAL" in (out / "summary.md").read_text()
+    assert json.loads((out / "candidate-1.json").read_text())["detbench"]["cut"] is True
     assert sorted(Path(f).name for f in payload["side_runs"]) == [
         "baseline-0.json", "baseline-1.json", "candidate-0.json", "candidate-1.json"]
     results = load_results(out / "baseline-0.json")
