@@ -31,8 +31,10 @@ import json
 import os
 import re
 import secrets
+import shutil
 import signal
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Sequence
@@ -85,10 +87,17 @@ def run_side(side: Side, round_index: int, out: Path, bench_args: Sequence[str],
     pytest that died is found by its tag, :func:`bench.tools.ab_sides.tagged`)."""
     json_path = out / f"{side.label}-round{round_index}.json"
     log = out / f"{side.label}-round{round_index}.log"
-    with supervised(side.command(json_path, bench_args), log, {**os.environ, **dict(side.env)}) as run:
-        timed_out = run.watch(timeout_s)
-        run.kill()  # before the other side's round: nothing of this one runs on
-        done = run.finish(timed_out)
+    env = {**os.environ, **dict(side.env)}
+    # the round's own TMPDIR (inside the side's): a worker killed at the round timeout leaves its group folders
+    # (detbench-group-*) there, and they go with the round
+    scratch = tempfile.mkdtemp(prefix=f"detbench-ab-{side.label}-round{round_index}-", dir=env.get("TMPDIR"))
+    try:
+        with supervised(side.command(json_path, bench_args), log, {**env, "TMPDIR": scratch}) as run:
+            timed_out = run.watch(timeout_s)
+            run.kill()  # before the other side's round: nothing of this one runs on
+            done = run.finish(timed_out)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
     record = SideRound(side.label, round_index, str(json_path), done.returncode, done.wall_s)
     if timed_out:
         record.error = f"timed out after {timeout_s:g} s; every process of the side was killed (log: {log})"

@@ -45,6 +45,7 @@ def fake_side(tmp_path: Path) -> Path:
                 for line in open(pids):
                     leaks.writelines(f"{{p}}\\n" for p in line.split()[1:] if alive(int(p)))
         child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"], start_new_session=True)
+        os.mkdir(os.path.join(os.environ.get("TMPDIR", "/tmp"), f"detbench-group-{{os.getpid()}}"))
         with open(pids, "a") as out:
             out.write(f"{{os.getpid()}} {{child.pid}}\\n")
         found = re.search(r"round(\\d+)", " ".join(sys.argv))
@@ -86,8 +87,12 @@ def test_a_pytest_that_exits_leaves_no_worker_running_into_the_other_sides_round
     assert_all_gone(tmp_path)
 
 
-def test_a_timed_out_side_round_takes_its_whole_tree_along(tmp_path):
+def test_a_timed_out_side_round_takes_its_whole_tree_along(tmp_path, monkeypatch):
+    """... and the group folders its worker made in $TMPDIR (each side-round has its own TMPDIR inside it)."""
     fake = fake_side(tmp_path)
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    monkeypatch.setenv("TMPDIR", str(tmp))
     began = time.monotonic()
     code = ab.main(["--mode", "rounds", "--rounds", "1", "--round-timeout", "2", "--baseline-python", str(fake),
                     "--candidate-python", str(fake), "--baseline-env", "FAKE_SLEEP=60", "--candidate-env",
@@ -95,6 +100,7 @@ def test_a_timed_out_side_round_takes_its_whole_tree_along(tmp_path):
     assert code == ab.EXIT_NOTHING_COMPARABLE and time.monotonic() - began < 30
     assert leaked(tmp_path) == ""
     assert_all_gone(tmp_path)
+    assert len(started(tmp_path)) == 4 and list(tmp.iterdir()) == []  # both sides made a folder; none is left
 
 
 def run_ab(tmp_path: Path, *argv: str) -> subprocess.Popen[str]:
