@@ -348,7 +348,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--pin-cpus", default="auto", help="sides: CPUs every side is pinned to (auto: two of this "
                                                            "process's, the same for all; none; or e.g. 2,3)")
     parser.add_argument("--side-timeout", type=float, default=config_table.CELL_TIMEOUT_S,
-                        help="sides: seconds a side may take to answer before it is killed as hung (default "
+                        help="sides: seconds a side may take to answer anything, a timed block included, before it "
+                             "is killed as hung (a block also within 40 blocks' time, at least 60 s; default "
                              f"{config_table.CELL_TIMEOUT_S:g})")
     parser.add_argument("--round-timeout", type=float, default=3600.0, help="rounds: seconds per side-round "
                                                                             "(default 3600)")

@@ -509,6 +509,12 @@ def _capacity(hello: dict[str, Any]) -> str:
     return f"{hello.get('cpus') or '?'} CPU(s), no GPU"
 
 
+def block_timeout_s(block_s: float, side_timeout_s: float) -> float:
+    """How long a side may take to answer one timed block: a block answers fast or it hangs, so 40 blocks' time
+    (at least 60 s), and never more than ``--side-timeout``, which bounds every wait for a side."""
+    return min(side_timeout_s, max(40 * block_s, 60.0))
+
+
 def _timed_rounds(records: dict[str, CellRecord], sides: list[SideProcess], gate: GatePlan,
                   rng: np.random.Generator, began: float, state: dict[str, Any], progress: Any,
                   after_round: Callable[[], None] | None) -> None:
@@ -516,7 +522,7 @@ def _timed_rounds(records: dict[str, CellRecord], sides: list[SideProcess], gate
     in a random order, and which side of a pair goes first is drawn for each visit. With a budget, the first
     look comes at half the timed part: cells decided there stop and hand their time to the rest."""
     statistic = BLOCK_STATS[gate.block_stat]
-    block_timeout = max(40 * gate.block_s, min(60.0, gate.side_timeout_s))  # a block answers fast, or it hangs
+    block_timeout = block_timeout_s(gate.block_s, gate.side_timeout_s)
     timed_began = time.perf_counter()
     reserve = RESULT_RESERVE_S + RESERVE_PER_SIDE_S * len(sides)
     deadline = None if gate.budget_s is None else began + gate.budget_s - reserve

@@ -168,3 +168,12 @@ def test_a_rounds_run_cut_by_a_signal_keeps_its_finished_rounds_and_its_files_sa
     assert "CUT BY A SIGNAL" in payload["verdict_line"] and "2 paired rounds" in payload["verdict_line"]
     assert "CUT BY A SIGNAL" in (tmp_path / "summary.md").read_text()
     assert len(payload["verdicts"][cell]["ratios"]) == 2
+
+
+def test_the_side_timeout_bounds_a_timed_block_too():
+    """A block waits at most --side-timeout (it used to wait 40 blocks' time whatever the option said), and at most
+    40 blocks' time (60 s at least) under a long --side-timeout."""
+    from bench.tools.ab_sides import block_timeout_s
+
+    assert block_timeout_s(0.25, 5.0) == 5.0 and block_timeout_s(1.0, 20.0) == 20.0
+    assert block_timeout_s(0.25, 600.0) == 60.0 and block_timeout_s(2.0, 600.0) == 80.0
