@@ -9,6 +9,7 @@ journal is a run header (``{"schema": "detbench.run", "run_id": ...}``); the sam
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import json
 import os
@@ -106,15 +107,27 @@ class Journal:
             for note in _keep_previous(self.path, self.benchmark_json):
                 print(f"detbench: {note}", file=sys.stderr, flush=True)
             self._handle = open(self.path, "w", encoding="utf-8")  # noqa: SIM115 - closed in close()
+            header = {"schema": RUN_SCHEMA, "run_id": self.run_id,
+                      "started_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                      "benchmark_json": str(self.benchmark_json) if self.benchmark_json else None,
+                      "host": socket.gethostname(), "pid": os.getpid(), "options": self.options,
+                      "environment": self.environment}
+            self._write(header)
+        except OSError as exc:  # a full disk at start: one line, and no empty journal or lock left behind
+            self._abandon()
+            raise JournalError(f"cannot write the journal {self.path} ({exc.strerror or exc})") from None
         except BaseException:
-            self._release()
+            self._abandon()
             raise
-        header = {"schema": RUN_SCHEMA, "run_id": self.run_id,
-                  "started_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                  "benchmark_json": str(self.benchmark_json) if self.benchmark_json else None,
-                  "host": socket.gethostname(), "pid": os.getpid(), "options": self.options,
-                  "environment": self.environment}
-        self._write(header)
+
+    def _abandon(self) -> None:
+        """Undo a failed open: the journal this run created (empty or a partial header) and every lock go."""
+        if self._handle is not None:
+            with contextlib.suppress(OSError):
+                self._handle.close()
+            self._handle = None
+            self.path.unlink(missing_ok=True)
+        self._release()
 
     def append(self, result: CellResult) -> None:
         if self._handle is None:
@@ -218,10 +231,16 @@ def _lock(target: Path) -> TextIO:
         if current == os.fstat(handle.fileno()).st_ino:
             break
         handle.close()
-    handle.seek(0)
-    handle.truncate()
-    handle.write(f"pid {os.getpid()} on {socket.gethostname()}\n")
-    handle.flush()
+    try:
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"pid {os.getpid()} on {socket.gethostname()}\n")
+        handle.flush()
+    except OSError as exc:  # a full disk: the lock file this call made goes, with one line saying why
+        lock_path.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):
+            handle.close()
+        raise JournalError(f"cannot write {lock_path} ({exc.strerror or exc})") from None
     return handle
 
 

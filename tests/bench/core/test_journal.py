@@ -186,3 +186,35 @@ def test_a_journal_named_as_the_json_is_refused_naming_the_default(tmp_path):
     message = str(refused.value)
     assert "both name" in message and str(tmp_path / "x.journal.jsonl") in message and "\n" not in message
     assert list(tmp_path.iterdir()) == []
+
+
+class _FullDisk:
+    """A file on a full disk: it opens (a new file takes an inode, not a block), every write fails with ENOSPC."""
+
+    def __init__(self, handle):
+        self._handle = handle
+
+    def write(self, text):
+        raise OSError(28, "No space left on device")
+
+    def __getattr__(self, name):
+        return getattr(self._handle, name)
+
+
+@pytest.mark.parametrize("full", ["lock", "journal"])
+def test_a_full_disk_at_start_is_one_line_and_leaves_no_lock_or_empty_journal(tmp_path, monkeypatch, full):
+    """It used to be a 45-line INTERNALERROR with a 0-byte ``.lock`` left behind."""
+    import builtins
+
+    from bench.core import journal as journal_module
+
+    def full_open(path, mode="r", *args, **kwargs):
+        handle = builtins.open(path, mode, *args, **kwargs)  # noqa: SIM115 - the journal closes it
+        return _FullDisk(handle) if str(path).endswith(".lock" if full == "lock" else ".jsonl") else handle
+
+    monkeypatch.setattr(journal_module, "open", full_open, raising=False)
+    with pytest.raises(JournalError) as error:
+        Journal.claim(tmp_path / "run.json", None)
+    message = str(error.value)
+    assert "No space left on device" in message and "\n" not in message
+    assert sorted(p.name for p in tmp_path.iterdir()) == []  # no lock, no empty journal
