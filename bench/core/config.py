@@ -15,6 +15,7 @@ from typing import Any
 
 from bench.core import matrix
 from bench.core.options import CELL_TIMEOUT_S, ISOLATION_ALIASES, ISOLATIONS, OptionError, RunOptions
+from bench.core.schema import COMPILE_ALIASES, COMPILE_MODES, MEMORY_FORMATS, MODES, PRECISIONS, Cell
 
 # A CPU rank (gloo, no CUDA) holds torch itself (~0.4 GiB resident) and a whole model: a ResNet-50-FPN detector's
 # weights, gradients, optimizer state and activations at benchmark sizes come to ~1.5 GiB more.
@@ -112,6 +113,45 @@ def argument_spec(option: Option) -> dict[str, Any]:
         if option.metavar:
             spec["metavar"] = option.metavar
     return spec
+
+
+# --- one cell, as the studies take it --------------------------------------------------------------------------
+
+def table_option(name: str) -> Option:
+    return next(o for o in OPTION_TABLE if o.name == name)
+
+
+def add_cell_arguments(parser: Any, *, model_required: bool = True, measuring: bool = False) -> None:
+    """The flags of one cell for a study (``bench.tools.fidelity``, ``trace``, a multi-GPU request): the matrix's
+    axes in the singular, with the matrix's defaults (eager FP32 inference, batch 1, contiguous, the model's own
+    image size). ``measuring`` adds the timing knobs (``--rounds``, ``--block-s``, ``--telemetry-hz``) with the
+    option table's defaults; :func:`cell_from` turns the parsed values into a :class:`Cell`."""
+    parser.add_argument("--model", required=model_required, default=None,
+                        help="the cell's model, a registry name (pytest bench/ --list-models lists them)")
+    parser.add_argument("--mode", default=MODES[0], choices=MODES)
+    parser.add_argument("--compile", default="eager", choices=(*COMPILE_MODES, *COMPILE_ALIASES),
+                        help="eager or a torch.compile mode (compiled = default)")
+    parser.add_argument("--precision", default=PRECISIONS[0], choices=PRECISIONS)
+    parser.add_argument("--memory-format", default=MEMORY_FORMATS[0], choices=MEMORY_FORMATS)
+    parser.add_argument("--batch-size", type=int, default=1)
+    parser.add_argument("--image-size", default=None, help="HEIGHTxWIDTH (default: the model's native size)")
+    parser.add_argument("--model-modules", **argument_spec(table_option("--model-modules")))
+    if measuring:
+        for name in ("--rounds", "--block-s", "--telemetry-hz"):
+            parser.add_argument(name, **argument_spec(table_option(name)))
+
+
+def cell_from(values: Any, gpus: int = 1) -> Cell:
+    """The :class:`Cell` that :func:`add_cell_arguments`' values name; :class:`OptionError` (one line) when the
+    values do not make one."""
+    try:
+        return Cell(values.model, values.mode, values.compile, values.precision, values.batch_size, gpus,
+                    _parsed("--image-size", matrix.parse_image_size, values.image_size),
+                    memory_format=values.memory_format)
+    except OptionError:
+        raise
+    except ValueError as exc:
+        raise OptionError(str(exc)) from None
 
 
 @dataclass(frozen=True)

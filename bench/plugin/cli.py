@@ -53,7 +53,7 @@ COMMANDS: dict[str, Command] = {
     "telemetry-overhead": Command("study: what the NVML telemetry sampler costs a GPU workload",
                                   "bench.tools.telemetry_overhead:main"),
     "smoke": Command("build, calibrate and run every registered detector once on this machine",
-                     "bench.models.smoke:main"),
+                     "bench.tools.smoke:main"),
 }
 
 

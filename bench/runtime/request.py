@@ -16,9 +16,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from bench.core import config as config_table
+from bench.core import matrix
 from bench.core.distributed_options import DistributedOptions
 from bench.core.options import RunOptions
-from bench.core.schema import MODES, PRECISIONS, Cell, CellResult
+from bench.core.schema import Cell, CellResult
 
 
 @dataclass
@@ -59,20 +61,22 @@ class GroupRequest:
         return cls.from_dict(json.loads(Path(path).read_text(encoding="utf-8")))
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description="Write a request for `torchrun ... -m bench.runtime.rank`.")
-    parser.add_argument("--model", required=True)
-    parser.add_argument("--mode", choices=MODES, default="train")
-    parser.add_argument("--precision", choices=PRECISIONS, default="amp-bf16")
-    parser.add_argument("--compile", choices=("eager", "compiled"), default="eager")
-    parser.add_argument("--batch-size", type=int, default=8, help="per GPU")
+    config_table.add_cell_arguments(parser)
     parser.add_argument("--gpus", type=int, required=True, help="world size: nodes x GPUs per node")
-    parser.add_argument("--cell-timeout", type=float, default=900.0)
+    parser.add_argument("--cell-timeout", **config_table.argument_spec(config_table.table_option("--cell-timeout")))
     parser.add_argument("--out", required=True)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        cell = Cell(args.model, args.mode, args.compile, args.precision, args.batch_size, args.gpus)
-        options = RunOptions(profile="multi-node", isolation="inline", cell_timeout_s=args.cell_timeout)
+        cell = config_table.cell_from(args, gpus=args.gpus)
+        options = RunOptions(profile="multi-node", isolation="inline", cell_timeout_s=args.cell_timeout,
+                             model_modules=matrix.parse_csv(args.model_modules) or ())
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -31,17 +31,17 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from bench.core import config as config_table
 from bench.core import matrix
 from bench.core.groups import rotation
-from bench.core.options import RoundsPolicy, RunOptions
-from bench.core.schema import PRECISIONS, Cell, CellResult
+from bench.core.options import RunOptions
+from bench.core.schema import Cell, CellResult
 from bench.measure.host import host_canary_ms
 from bench.runtime.device import cell_device, device_name
 from bench.runtime.session import CellSession
 
 THROUGHPUT_TOLERANCE = 0.05
 REPEAT_TOLERANCE = 0.03
-DEFAULT_ROUNDS = 6
 
 
 @dataclass
@@ -127,11 +127,13 @@ def bare_loop_ms(step: Callable[[], Any], sync: Callable[[], None], iterations: 
     return (time.perf_counter() - start) * 1000.0 / iterations
 
 
-def check(cell: Cell, options: RunOptions, rounds: int = DEFAULT_ROUNDS) -> FidelityReport:
-    """Set the cell up once (CellSession), then alternate its timed block and the bare loop for ``rounds``."""
+def check(cell: Cell, options: RunOptions, rounds: int | None = None) -> FidelityReport:
+    """Set the cell up once (CellSession), then alternate its timed block and the bare loop for ``rounds`` (None:
+    the matrix's rounds on this device)."""
+    device = cell_device()
+    rounds = options.rounds_policy(device.type).rounds if rounds is None else rounds
     if rounds < 2:
         raise ValueError(f"rounds must be >= 2 (repeatability compares halves), got {rounds}")
-    device = cell_device()
     session = CellSession(cell, options, device)
     session.set_up()
     policy = options.rounds_policy(device.type)
@@ -156,37 +158,33 @@ def check(cell: Cell, options: RunOptions, rounds: int = DEFAULT_ROUNDS) -> Fide
     return report
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m bench.tools.fidelity", description=__doc__.splitlines()[0])
-    parser.add_argument("--model", required=True)
-    parser.add_argument("--mode", default="infer", choices=("infer", "train"))
-    parser.add_argument("--compile", default="eager", choices=("eager", "compiled"))
-    parser.add_argument("--precision", default="fp32", choices=PRECISIONS)
-    parser.add_argument("--batch-size", type=int, default=1)
-    parser.add_argument("--image-size", default=None, help="HEIGHTxWIDTH (default: the model's native size)")
-    parser.add_argument("--rounds", type=int, default=DEFAULT_ROUNDS, help=f"default {DEFAULT_ROUNDS}")
-    parser.add_argument("--block-s", type=float, default=None, help="seconds per timed block (default: the matrix's)")
-    parser.add_argument("--telemetry-hz", type=float, default=50.0, help="sampler during the suite's region (0: off)")
-    parser.add_argument("--model-modules", default="", help="extra modules that register models")
+    config_table.add_cell_arguments(parser, measuring=True)
     parser.add_argument("--json", default=None, help="also write the report to this JSON file")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        cell = Cell(args.model, args.mode, args.compile, args.precision, args.batch_size, 1,
-                    matrix.parse_image_size(args.image_size))
+        cell = config_table.cell_from(args)
         options = RunOptions(profile="fidelity", telemetry_hz=args.telemetry_hz,
-                             model_modules=tuple(m for m in args.model_modules.split(",") if m),
-                             rounds=RoundsPolicy(rounds=args.rounds, block_s=args.block_s) if args.block_s else None)
+                             model_modules=matrix.parse_csv(args.model_modules) or (), rounds_count=args.rounds,
+                             block_s=args.block_s)
         from bench.core.options import import_model_modules  # noqa: PLC0415
         from bench.models import get_model  # noqa: PLC0415
 
         import_model_modules(options.model_modules)
         get_model(args.model)
-        if args.rounds < 2:
-            raise ValueError(f"--rounds must be >= 2, got {args.rounds}")
+        rounds = options.rounds_policy(cell_device().type).rounds
+        if rounds < 2:
+            raise ValueError(f"--rounds must be >= 2 (repeatability compares halves), got {rounds}")
     except ValueError as exc:
         parser.error(str(exc))
     try:
-        report = check(cell, options, args.rounds)
+        report = check(cell, options, rounds)
     except Exception as exc:  # noqa: BLE001 - OOM, a missing extra, a CUDA error: one line, exit 2
         from bench.runtime.failures import one_line  # noqa: PLC0415
 

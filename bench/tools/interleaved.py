@@ -25,6 +25,7 @@ import sys
 from dataclasses import dataclass
 from typing import Any
 
+from bench.core import config as config_table
 from bench.core import matrix
 from bench.core.comparison import SCHEMA_VERSION, ModelComparison, Ratio, VariantRun
 from bench.core.journal import new_run_id
@@ -34,6 +35,7 @@ from bench.core.record import RunRecord
 from bench.core.schema import MODES, Cell, CellResult
 from bench.models import get_model
 from bench.models.registry import UnknownModelError
+from bench.runtime.device import cell_device
 
 DEFAULT_VARIANTS = ("infer-eager-fp32", "infer-eager-bf16", "infer-compiled-fp32")
 # a variant's compile word: eager or compiled (torch.compile's default mode; the matrix's --compile has the others)
@@ -168,31 +170,40 @@ def _exit_on_sigterm(signum: int, frame: Any) -> None:
     raise SystemExit(128 + signum)
 
 
-def main(argv: list[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    signal.signal(signal.SIGTERM, _exit_on_sigterm)  # so a child model process is killed with us
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m bench.tools.interleaved", description=__doc__.splitlines()[0])
     parser.add_argument("--models", required=True, help="comma-separated registry names")
     parser.add_argument("--variants", default=",".join(DEFAULT_VARIANTS),
                         help="comma-separated MODE-COMPILE-PRECISION; the first is the baseline "
                              f"(default {','.join(DEFAULT_VARIANTS)})")
-    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--batch-size", type=int, default=1)
     parser.add_argument("--image-size", default=None, help="HEIGHTxWIDTH (default: each model's native size)")
-    parser.add_argument("--rounds", type=int, default=8, help="rounds of one block per variant (default 8)")
-    parser.add_argument("--block-s", type=float, default=1.0, help="seconds per timed block (default 1)")
-    parser.add_argument("--model-timeout-s", type=float, default=900.0,
-                        help="a model's worker is killed after this long without progress (default 900)")
+    for name in ("--rounds", "--block-s", "--model-modules"):  # the matrix's knobs, with its defaults
+        parser.add_argument(name, **config_table.argument_spec(config_table.table_option(name)))
+    # --model-timeout-s: this study's earlier name for the matrix's --cell-timeout
+    parser.add_argument("--cell-timeout", "--model-timeout-s",
+                        **config_table.argument_spec(config_table.table_option("--cell-timeout")))
     parser.add_argument("--inline", action="store_true", help="run in this process (no per-model worker)")
-    parser.add_argument("--model-modules", default="", help="extra modules that register models")
     parser.add_argument("--json", default=None, help="write the results here (after every model)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)  # so a child model process is killed with us
+    parser = build_parser()
     args = parser.parse_args(argv)
-    modules = tuple(m for m in args.model_modules.split(",") if m)
+    modules = matrix.parse_csv(args.model_modules) or ()
     try:
         variants = parse_variants(args.variants)
-        if args.rounds < 2:
-            raise InterleavedError(f"--rounds must be >= 2 (ratios are paired by round), got {args.rounds}")
-        if args.block_s <= 0 or args.batch_size < 1:
-            raise InterleavedError("--block-s must be > 0 and --batch-size >= 1")
+        options = RunOptions(profile="interleaved", telemetry_hz=0, count_flops=False, model_modules=modules,
+                             isolation="inline" if args.inline else "model", cell_timeout_s=args.cell_timeout,
+                             rounds_count=args.rounds, block_s=args.block_s)
+        policy = options.rounds_policy(cell_device().type)  # the matrix's rounds and blocks on this device
+        if policy.rounds < 2:
+            raise InterleavedError(f"--rounds must be >= 2 (ratios are paired by round), got {policy.rounds}")
+        if args.batch_size < 1:
+            raise InterleavedError(f"--batch-size must be >= 1, got {args.batch_size}")
         import_model_modules(modules)
         models = [m for m in args.models.split(",") if m]
         if not models:
@@ -202,12 +213,11 @@ def main(argv: list[str] | None = None) -> int:
         image_size = matrix.parse_image_size(args.image_size)
     except (InterleavedError, matrix.MatrixError, UnknownModelError, ValueError) as exc:
         parser.error(str(exc))
-    options = RunOptions(profile="interleaved", telemetry_hz=0, count_flops=False, model_modules=modules,
-                         isolation="inline" if args.inline else "model", cell_timeout_s=args.model_timeout_s)
     results: list[dict[str, Any]] = []
     cells: list[CellResult] = []
     for model in models:
-        result = compare_model(model, variants, args.batch_size, image_size, options, args.rounds, args.block_s)
+        result = compare_model(model, variants, args.batch_size, image_size, options, policy.rounds,
+                               policy.block_s)
         results.append(result.to_dict())
         cells.extend(result.cell_results())
         if args.json:

@@ -23,19 +23,23 @@ import time
 PRECISIONS = ("fp32", "bf16")
 
 
-def parse(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", default="retinanet_resnet50_fpn", help="a torchvision detection builder name")
-    parser.add_argument("--gpus", type=int, default=2)
-    parser.add_argument("--batch", type=int, default=8, help="images per GPU")
-    parser.add_argument("--precision", choices=PRECISIONS, default="bf16")
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m bench.tools.plain_ddp", description=__doc__.splitlines()[0])
+    parser.add_argument("--model", required=True, help="a torchvision detection builder name")
+    parser.add_argument("--gpus", type=int, required=True, help="processes (one per GPU)")
+    parser.add_argument("--batch", type=int, default=1, help="images per GPU")
+    parser.add_argument("--precision", choices=PRECISIONS, default="fp32")
     parser.add_argument("--height", type=int, default=800)
     parser.add_argument("--width", type=int, default=1333)
     parser.add_argument("--warmup", type=int, default=30, help="untimed steps first (cuDNN autotuning included)")
     parser.add_argument("--iterations", type=int, default=40, help="timed steps")
     parser.add_argument("--lr", type=float, default=1e-4)
     parser.add_argument("--json", help="rank 0 writes its figures here")
-    return parser.parse_args(argv)
+    return parser
+
+
+def parse(argv: list[str] | None) -> argparse.Namespace:
+    return build_parser().parse_args(argv)
 
 
 # torchrun's agent has been seen (torch 2.11.0, gloo on a loaded 2-core host) to stay for minutes after both its

@@ -44,11 +44,16 @@ def pairs(matrix: dict[str, CellResult], interleaved: dict[str, Any]) -> list[di
     return out
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m bench.tools.ratio_check", description=__doc__.splitlines()[0])
     parser.add_argument("matrix")
     parser.add_argument("interleaved")
     parser.add_argument("--json", default=None)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
     args = parser.parse_args(argv)
     with open(args.matrix, encoding="utf-8") as handle:
         matrix = matrix_ratios(json.load(handle))

@@ -18,6 +18,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from bench.core.options import GPU_ROUNDS
 from bench.measure.telemetry import DeviceSeries, TelemetryTracker, build_readers
 from envcheck import nvml
 
@@ -224,16 +225,26 @@ def environment(cuda_index: int) -> dict[str, Any]:
     }
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m bench.tools.telemetry_overhead",
+                                     description=__doc__.splitlines()[0])
     parser.add_argument("--workload", choices=WORKLOADS, action="append", help="repeatable; default: all")
-    parser.add_argument("--rounds", type=int, default=8, help="AB pairs per workload (default 8)")
-    parser.add_argument("--block-s", type=float, default=2.0, help="seconds per timed block (default 2)")
+    parser.add_argument("--rounds", type=int, default=None,
+                        help=f"AB pairs per workload (default: the matrix's GPU rounds, {GPU_ROUNDS.rounds})")
+    parser.add_argument("--block-s", type=float, default=None,
+                        help=f"seconds per timed block (default: the matrix's GPU block, {GPU_ROUNDS.block_s:g})")
     parser.add_argument("--rate-hz", type=float, default=50.0, help="sampler rate (default 50)")
     parser.add_argument("--no-pcie", action="store_true", help="leave out the PCIe-throughput lane")
     parser.add_argument("--cuda-index", type=int, default=0)
     parser.add_argument("--out", help="write the JSON report here")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
     args = parser.parse_args(argv)
+    args.rounds = GPU_ROUNDS.rounds if args.rounds is None else args.rounds
+    args.block_s = GPU_ROUNDS.block_s if args.block_s is None else args.block_s
     if args.rounds < 2 or args.block_s <= 0 or args.rate_hz <= 0:
         parser.error("--rounds must be >= 2, --block-s and --rate-hz > 0")
     import torch  # noqa: PLC0415

@@ -18,9 +18,10 @@ from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from bench.core import config as config_table
 from bench.core import matrix
 from bench.core.options import RunOptions, import_model_modules
-from bench.core.schema import COMPILE_ALIASES, COMPILE_MODES, MEMORY_FORMATS, MODES, PRECISIONS, Cell
+from bench.core.schema import Cell
 
 DEFAULT_STEPS = 10
 TOP = 12
@@ -159,22 +160,19 @@ def one_line(data: dict[str, Any]) -> str:
             f"{data['cpu_ms_per_step']:.1f} ms/step")
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m bench.tools.trace", description=__doc__.splitlines()[0])
-    parser.add_argument("--model", default=None, help="the cell's model (required unless --summary)")
-    parser.add_argument("--mode", default="infer", choices=MODES)
-    parser.add_argument("--compile", default="eager", choices=(*COMPILE_MODES, *COMPILE_ALIASES),
-                        help="eager or a torch.compile mode (compiled = default)")
-    parser.add_argument("--memory-format", default="contiguous", choices=MEMORY_FORMATS)
-    parser.add_argument("--precision", default="fp32", choices=PRECISIONS)
-    parser.add_argument("--batch-size", type=int, default=1)
-    parser.add_argument("--image-size", default=None, help="HEIGHTxWIDTH (default: the model's native size)")
+    config_table.add_cell_arguments(parser, model_required=False)
     parser.add_argument("--steps", type=int, default=DEFAULT_STEPS, help=f"profiled steps (default {DEFAULT_STEPS})")
-    parser.add_argument("--model-modules", default="", help="extra modules that register models")
     parser.add_argument("--json", default=None, help="write the summary to this JSON file")
     parser.add_argument("--chrome-trace", default=None, help="also export the raw trace (large) to this file")
     parser.add_argument("--summary", default=None, metavar="JSON", help="print the one-line account of a trace "
                         "written by --json and exit")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
     args = parser.parse_args(argv)
     if args.summary:
         try:
@@ -190,8 +188,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         modules = matrix.parse_csv(args.model_modules) or ()
         import_model_modules(modules)
-        cell = Cell(args.model, args.mode, args.compile, args.precision, args.batch_size,
-                    image_size=matrix.parse_image_size(args.image_size), memory_format=args.memory_format)
+        cell = config_table.cell_from(args)
         options = RunOptions(profile="trace", telemetry_hz=0.0, count_flops=False, model_modules=modules)
     except ValueError as exc:
         parser.error(str(exc))

@@ -1,6 +1,6 @@
 """Smoke-check registered models on this machine: build, calibrate, count FLOPs, eval forward fp32 and bf16.
 
-    python -m bench.models.smoke [--models a,b] [--batch-size 2] [--json out.json]
+    detbench smoke [--models a,b] [--batch-size 2] [--json out.json]   (python -m bench.tools.smoke)
 
 Not a benchmark: the forward time is a rough median for orientation; use ``pytest bench/`` for numbers.
 """
@@ -73,12 +73,16 @@ def check_model(name: str, batch_size: int, device: torch.device, seed: int = 0)
     return row
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="detbench smoke", description=__doc__.splitlines()[0])
     parser.add_argument("--models", help="comma-separated names (default: all registered)")
-    parser.add_argument("--batch-size", type=int, default=2)
+    parser.add_argument("--batch-size", type=int, default=1)
     parser.add_argument("--json", help="write the rows to this file")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     device = torch.device("cuda", 0) if torch.cuda.is_available() else torch.device("cpu")
     names = args.models.split(",") if args.models else list_models()
     header = {
