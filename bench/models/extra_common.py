@@ -6,8 +6,13 @@ stated number of candidates per image through, then measure what one real post-p
 
 from __future__ import annotations
 
-import torch
+from collections.abc import Callable
+from typing import Any
 
+import torch
+from torch import nn
+
+from bench.models.batchnorm import recalibrate_batchnorm
 from bench.models.postprocess import quantile_threshold as postprocess_quantile_threshold
 
 
@@ -23,6 +28,29 @@ def quantile_threshold(scores_per_image: list[torch.Tensor], target_per_image: i
         raise ValueError(f"target_candidates_per_image must be >= 1, got {target_per_image}")
     pooled = torch.cat([s.detach().flatten().float().cpu() for s in scores_per_image])
     return postprocess_quantile_threshold(pooled, target_per_image * len(scores_per_image))
+
+
+def calibrated_pass(adapter: nn.Module, inputs: Any, target_per_image: int, recalibrate_bn: bool,
+                    score: Callable[[], tuple[list[torch.Tensor], Callable[[], Any]]],
+                    bounds: tuple[float, float] | None = None) -> tuple[list[torch.Tensor], float, Any, int]:
+    """The adapters' one calibration: BatchNorm statistics from ``inputs`` (optional), then in eval mode without
+    gradients ``score()`` gives the candidates' scores per image and the real pass to run, the threshold that lets
+    ~``target_per_image`` through (clipped to ``bounds``) goes on ``adapter.score_thresh``, and the pass runs at it.
+    Returns (scores, threshold, the pass's outputs, BatchNorm layers recalibrated); the training flag is restored."""
+    bn_layers = recalibrate_batchnorm(adapter, inputs) if recalibrate_bn else 0
+    was_training = adapter.training
+    adapter.eval()
+    try:
+        with torch.no_grad():
+            scores, real_pass = score()
+            threshold = quantile_threshold(scores, target_per_image)
+            if bounds is not None:
+                threshold = min(max(threshold, bounds[0]), bounds[1])
+            setattr(adapter, "score_thresh", threshold)  # noqa: B010 - every adapter has one; nn.Module does not say so
+            outputs = real_pass()
+    finally:
+        adapter.train(was_training)
+    return scores, threshold, outputs, bn_layers
 
 
 def counts_above(scores_per_image: list[torch.Tensor], threshold: float) -> list[int]:

@@ -21,8 +21,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from bench.models.batchnorm import recalibrate_batchnorm
-from bench.models.extra_common import counts_above, make_pixel_batch, quantile_threshold, target_reached
+from bench.models.extra_common import calibrated_pass, counts_above, make_pixel_batch, target_reached
 from bench.models.registry import MissingExtraError, ModelSpec, register_model
 from bench.models.torchvision_detection import count_detections, load_local_weights, make_detection_targets
 
@@ -262,18 +261,12 @@ def calibrate_detr(
     if not isinstance(adapter, HFDetrDetector):
         raise TypeError(f"calibrate_detr needs an HFDetrDetector, got {type(adapter).__name__}")
     target = DEFAULT_TARGET_DETECTIONS if target_candidates_per_image is None else int(target_candidates_per_image)
-    bn_layers = recalibrate_batchnorm(adapter, inputs) if recalibrate_bn else 0
-    was_training = adapter.training
-    adapter.eval()
-    try:
-        with torch.no_grad():
-            raw = adapter.detector(pixel_values=adapter.pixel_values(inputs))
-            scores = list(adapter.candidate_scores(raw.logits).unbind(0))
-            threshold = quantile_threshold(scores, target)
-            adapter.score_thresh = threshold
-            outputs = adapter(inputs)
-    finally:
-        adapter.train(was_training)
+
+    def score() -> tuple[list[torch.Tensor], Any]:
+        raw = adapter.detector(pixel_values=adapter.pixel_values(inputs))
+        return list(adapter.candidate_scores(raw.logits).unbind(0)), lambda: adapter(inputs)
+
+    scores, threshold, outputs, bn_layers = calibrated_pass(adapter, inputs, target, recalibrate_bn, score)
     available = [int(s.numel()) for s in scores]
     passed = counts_above(scores, threshold)
     return PostprocessLoad(
@@ -338,19 +331,7 @@ def _detr_spec(variant: _Variant) -> ModelSpec:
     )
 
 
-# --- the registry entries --------------------------------------------------------------------------------
+# --- the registry entries: one per variant ------------------------------------------------------------------
 
-
-@register_model("detr_resnet50")
-def detr_resnet50() -> ModelSpec:
-    return _detr_spec(VARIANTS["detr_resnet50"])
-
-
-@register_model("deformable_detr_resnet50")
-def deformable_detr_resnet50() -> ModelSpec:
-    return _detr_spec(VARIANTS["deformable_detr_resnet50"])
-
-
-@register_model("rtdetr_resnet50")
-def rtdetr_resnet50() -> ModelSpec:
-    return _detr_spec(VARIANTS["rtdetr_resnet50"])
+for _name, _variant in VARIANTS.items():
+    register_model(_name)(partial(_detr_spec, _variant))

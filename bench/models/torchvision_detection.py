@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from functools import partial
 from typing import Any, cast
 
@@ -214,89 +215,42 @@ def _detector_spec(
     )
 
 
-# --- the registry entries --------------------------------------------------------------------------------
+# --- the registry entries: one row per torchvision detector (its builder has the same name) -----------------
 
 
-@register_model("fasterrcnn_resnet50_fpn")
-def fasterrcnn_resnet50_fpn() -> ModelSpec:
-    return _detector_spec("fasterrcnn_resnet50_fpn", "faster-rcnn", tvd.fasterrcnn_resnet50_fpn, RCNN_NATIVE_SIZE)
+@dataclass(frozen=True)
+class Detector:
+    """A torchvision detector as the registry builds it: ``torchvision.models.detection.<name>``, random init."""
+
+    family: str
+    native_size: tuple[int, int] = RCNN_NATIVE_SIZE
+    options: dict[str, Any] = field(default_factory=dict)  # _detector_spec's keywords
 
 
-@register_model("fasterrcnn_resnet50_fpn_v2")
-def fasterrcnn_resnet50_fpn_v2() -> ModelSpec:
-    return _detector_spec(
-        "fasterrcnn_resnet50_fpn_v2", "faster-rcnn", tvd.fasterrcnn_resnet50_fpn_v2, RCNN_NATIVE_SIZE
-    )
+_MOBILENET_SSD_NOTE = ("MobileNetV3-Large with reduced tail (torchvision's choice without a pretrained backbone, the "
+                       "same architecture as its COCO_V1 weights)")
+DETECTORS: dict[str, Detector] = {
+    "fasterrcnn_resnet50_fpn": Detector("faster-rcnn"),
+    "fasterrcnn_resnet50_fpn_v2": Detector("faster-rcnn"),
+    "fasterrcnn_mobilenet_v3_large_fpn": Detector(
+        "faster-rcnn", options={"extra_notes": {"rpn": "torchvision's mobilenet default rpn_score_thresh=0.05"}}),
+    "retinanet_resnet50_fpn": Detector("retinanet"),
+    "retinanet_resnet50_fpn_v2": Detector("retinanet"),
+    "maskrcnn_resnet50_fpn": Detector("mask-rcnn", options={"with_masks": True}),
+    "maskrcnn_resnet50_fpn_v2": Detector("mask-rcnn", options={"with_masks": True}),
+    "fcos_resnet50_fpn": Detector("fcos"),
+    "ssd300_vgg16": Detector("ssd", (300, 300), {"min_image_side": 268}),
+    "ssdlite320_mobilenet_v3_large": Detector("ssd", (320, 320), {"extra_notes": {"backbone": _MOBILENET_SSD_NOTE}}),
+    "keypointrcnn_resnet50_fpn": Detector("keypoint-rcnn", options={
+        "num_classes": 2, "num_keypoints": NUM_KEYPOINTS, "builder_kwargs": {"num_keypoints": NUM_KEYPOINTS},
+        "extra_notes": {"training_scales": "single scale: torchvision's multi-scale min_size choice is pinned off"}}),
+}
 
 
-@register_model("fasterrcnn_mobilenet_v3_large_fpn")
-def fasterrcnn_mobilenet_v3_large_fpn() -> ModelSpec:
-    return _detector_spec(
-        "fasterrcnn_mobilenet_v3_large_fpn",
-        "faster-rcnn",
-        tvd.fasterrcnn_mobilenet_v3_large_fpn,
-        RCNN_NATIVE_SIZE,
-        extra_notes={"rpn": "torchvision's mobilenet default rpn_score_thresh=0.05"},
-    )
+def _spec_of(name: str, detector: Detector) -> Callable[[], ModelSpec]:
+    return partial(_detector_spec, name, detector.family, getattr(tvd, name), detector.native_size,
+                   **detector.options)
 
 
-@register_model("retinanet_resnet50_fpn")
-def retinanet_resnet50_fpn() -> ModelSpec:
-    return _detector_spec("retinanet_resnet50_fpn", "retinanet", tvd.retinanet_resnet50_fpn, RCNN_NATIVE_SIZE)
-
-
-@register_model("retinanet_resnet50_fpn_v2")
-def retinanet_resnet50_fpn_v2() -> ModelSpec:
-    return _detector_spec("retinanet_resnet50_fpn_v2", "retinanet", tvd.retinanet_resnet50_fpn_v2, RCNN_NATIVE_SIZE)
-
-
-@register_model("maskrcnn_resnet50_fpn")
-def maskrcnn_resnet50_fpn() -> ModelSpec:
-    return _detector_spec(
-        "maskrcnn_resnet50_fpn", "mask-rcnn", tvd.maskrcnn_resnet50_fpn, RCNN_NATIVE_SIZE, with_masks=True
-    )
-
-
-@register_model("maskrcnn_resnet50_fpn_v2")
-def maskrcnn_resnet50_fpn_v2() -> ModelSpec:
-    return _detector_spec(
-        "maskrcnn_resnet50_fpn_v2", "mask-rcnn", tvd.maskrcnn_resnet50_fpn_v2, RCNN_NATIVE_SIZE, with_masks=True
-    )
-
-
-@register_model("fcos_resnet50_fpn")
-def fcos_resnet50_fpn() -> ModelSpec:
-    return _detector_spec("fcos_resnet50_fpn", "fcos", tvd.fcos_resnet50_fpn, RCNN_NATIVE_SIZE)
-
-
-@register_model("ssd300_vgg16")
-def ssd300_vgg16() -> ModelSpec:
-    return _detector_spec("ssd300_vgg16", "ssd", tvd.ssd300_vgg16, (300, 300), min_image_side=268)
-
-
-@register_model("ssdlite320_mobilenet_v3_large")
-def ssdlite320_mobilenet_v3_large() -> ModelSpec:
-    return _detector_spec(
-        "ssdlite320_mobilenet_v3_large",
-        "ssd",
-        tvd.ssdlite320_mobilenet_v3_large,
-        (320, 320),
-        extra_notes={
-            "backbone": "MobileNetV3-Large with reduced tail (torchvision's choice without a pretrained backbone, "
-            "the same architecture as its COCO_V1 weights)"
-        },
-    )
-
-
-@register_model("keypointrcnn_resnet50_fpn")
-def keypointrcnn_resnet50_fpn() -> ModelSpec:
-    return _detector_spec(
-        "keypointrcnn_resnet50_fpn",
-        "keypoint-rcnn",
-        tvd.keypointrcnn_resnet50_fpn,
-        RCNN_NATIVE_SIZE,
-        num_classes=2,
-        num_keypoints=NUM_KEYPOINTS,
-        builder_kwargs={"num_keypoints": NUM_KEYPOINTS},
-        extra_notes={"training_scales": "single scale: torchvision's multi-scale min_size choice is pinned off"},
-    )
+for _name, _detector in DETECTORS.items():
+    register_model(_name)(_spec_of(_name, _detector))

@@ -12,13 +12,13 @@ from __future__ import annotations
 import importlib.metadata
 import os
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import torch
 from torch import nn
 
-from bench.models.batchnorm import recalibrate_batchnorm
-from bench.models.extra_common import counts_above, make_pixel_batch, quantile_threshold, target_reached
+from bench.models.extra_common import calibrated_pass, counts_above, make_pixel_batch, target_reached
 from bench.models.registry import MissingExtraError, ModelSpec, register_model
 from bench.models.torchvision_detection import count_detections, load_local_weights, make_detection_targets
 
@@ -195,18 +195,13 @@ def calibrate_yolo(
     if not isinstance(adapter, YoloDetector):
         raise TypeError(f"calibrate_yolo needs a YoloDetector, got {type(adapter).__name__}")
     target = DEFAULT_TARGET_CANDIDATES if target_candidates_per_image is None else int(target_candidates_per_image)
-    bn_layers = recalibrate_batchnorm(adapter, inputs) if recalibrate_bn else 0
-    was_training = adapter.training
-    adapter.eval()
-    try:
-        with torch.no_grad():
-            predictions = adapter.raw_predictions(adapter.batch(inputs))
-            scores = adapter.candidate_scores(predictions)
-            threshold = min(max(quantile_threshold(scores, target), 0.0), 1.0)
-            adapter.score_thresh = threshold
-            outputs = adapter.postprocess(predictions)
-    finally:
-        adapter.train(was_training)
+
+    def score() -> tuple[list[torch.Tensor], Any]:
+        predictions = adapter.raw_predictions(adapter.batch(inputs))
+        return adapter.candidate_scores(predictions), lambda: adapter.postprocess(predictions)
+
+    scores, threshold, outputs, bn_layers = calibrated_pass(adapter, inputs, target, recalibrate_bn, score,
+                                                            bounds=(0.0, 1.0))
     passed = [min(n, MAX_NMS) for n in counts_above(scores, threshold)]
     return PostprocessLoad(
         policy=POLICY,
@@ -262,19 +257,7 @@ def _yolo_spec(variant: _Variant) -> ModelSpec:
     )
 
 
-# --- the registry entries --------------------------------------------------------------------------------
+# --- the registry entries: one per variant ------------------------------------------------------------------
 
-
-@register_model("yolov8n")
-def yolov8n() -> ModelSpec:
-    return _yolo_spec(VARIANTS["yolov8n"])
-
-
-@register_model("yolov8s")
-def yolov8s() -> ModelSpec:
-    return _yolo_spec(VARIANTS["yolov8s"])
-
-
-@register_model("yolo11n")
-def yolo11n() -> ModelSpec:
-    return _yolo_spec(VARIANTS["yolo11n"])
+for _name, _variant in VARIANTS.items():
+    register_model(_name)(partial(_yolo_spec, _variant))
