@@ -36,7 +36,7 @@ import statistics
 import sys
 from typing import Any, TextIO
 
-EXIT_STICKY = 75
+from bench.runtime.worker import EXIT_STICKY  # one exit code for a process ended by a sticky CUDA error
 
 
 def pin_threads(cpus: set[int]) -> list[int]:
@@ -49,7 +49,7 @@ def pin_threads(cpus: set[int]) -> list[int]:
     return sorted(os.sched_getaffinity(0))
 
 
-class Side:
+class SideWorker:
     """The cells of one side, set up once, timed on command."""
 
     def __init__(self, out: TextIO) -> None:
@@ -202,7 +202,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     # the events own stdout: anything else printed (a library's warning) goes to stderr
     out, sys.stdout = sys.stdout, sys.stderr
-    side = Side(out)
+    side = SideWorker(out)
     side.hello()
     for line in sys.stdin:
         if not line.strip():

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import sys
 
-EXIT_STICKY = 75
+EXIT_STICKY = 75  # a worker (or an A/B side) that ended after a sticky CUDA error; its cell's result comes first
 
 
 def main(argv: list[str]) -> int:

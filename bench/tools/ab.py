@@ -45,7 +45,7 @@ from typing import Any
 from bench.core import config as config_table
 from bench.core.options import OptionError
 from bench.core.record import write_file_atomically
-from bench.tools.ab_sides import Side, check_python, supervised
+from bench.tools.ab_sides import SideSpec, check_python, supervised
 from envcheck.isolate import tail
 from envcheck.redact import redact_setting, redact_tree, redact_value
 
@@ -81,7 +81,7 @@ class SideRound:
     error: str | None = None
 
 
-def run_side(side: Side, round_index: int, out: Path, bench_args: Sequence[str], timeout_s: float) -> SideRound:
+def run_side(side: SideSpec, round_index: int, out: Path, bench_args: Sequence[str], timeout_s: float) -> SideRound:
     """Run one side once; a failure or timeout is recorded, never raised. The side's whole process tree ends
     with it, however the round ends (a timed-out ``pytest`` takes its worker along; a worker left behind by a
     pytest that died is found by its tag, :func:`bench.tools.ab_sides.tagged`)."""
@@ -161,7 +161,7 @@ def judge(rounds: list[tuple[SideRound, SideRound]], threshold: float) -> dict[s
     return out
 
 
-def run_rounds(baseline: Side, candidate: Side, args: argparse.Namespace, out: Path) -> dict[str, Any]:
+def run_rounds(baseline: SideSpec, candidate: SideSpec, args: argparse.Namespace, out: Path) -> dict[str, Any]:
     note_same_sides(baseline, candidate)
     rounds: list[tuple[SideRound, SideRound]] = []
     began = time.perf_counter()
@@ -197,7 +197,7 @@ def run_rounds(baseline: Side, candidate: Side, args: argparse.Namespace, out: P
 # --- the sides mode -----------------------------------------------------------------------------------------
 
 
-def run_sides(baseline: Side, candidate: Side, args: argparse.Namespace, out: Path) -> dict[str, Any]:
+def run_sides(baseline: SideSpec, candidate: SideSpec, args: argparse.Namespace, out: Path) -> dict[str, Any]:
     from bench.core import matrix  # noqa: PLC0415
     from bench.core.journal import new_run_id  # noqa: PLC0415
     from bench.core.schema import Cell  # noqa: PLC0415
@@ -358,7 +358,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def parse_sides(args: argparse.Namespace) -> tuple[Side, Side]:
+def parse_sides(args: argparse.Namespace) -> tuple[SideSpec, SideSpec]:
     sides = []
     for label in ("baseline", "candidate"):
         template = getattr(args, f"{label}_cmd")
@@ -379,11 +379,11 @@ def parse_sides(args: argparse.Namespace) -> tuple[Side, Side]:
         python = getattr(args, f"{label}_python")
         if python is not None:
             check_python(python, f"--{label}-python")
-        sides.append(Side(label, python, template, tuple(env)))
+        sides.append(SideSpec(label, python, template, tuple(env)))
     return sides[0], sides[1]
 
 
-def note_same_sides(baseline: Side, candidate: Side) -> None:
+def note_same_sides(baseline: SideSpec, candidate: SideSpec) -> None:
     if (baseline.python, baseline.template, baseline.env) == (candidate.python, candidate.template, candidate.env):
         print("detbench-ab: baseline and candidate are the same; this measures the gate's own noise",
               file=sys.stderr)
@@ -483,7 +483,7 @@ def _line(verdicts: dict[str, dict[str, Any]], args: argparse.Namespace, detail:
     return verdict_line(verdicts, args.threshold, len(detail.get("rounds", [])) or args.rounds) + cut
 
 
-def _write(out: Path, baseline: Side, candidate: Side, args: argparse.Namespace,
+def _write(out: Path, baseline: SideSpec, candidate: SideSpec, args: argparse.Namespace,
            verdicts: dict[str, dict[str, Any]], detail: dict[str, Any]) -> None:
     """ab.json and summary.md, atomically (an interrupted A/B run keeps what it had), every value redacted (a CI
     job publishes both: settings, templates, options and the sides' messages may carry credentials)."""
@@ -496,7 +496,7 @@ def _write(out: Path, baseline: Side, candidate: Side, args: argparse.Namespace,
         write_file_atomically(out / name, text)
 
 
-def _side_dict(side: Side) -> dict[str, Any]:
+def _side_dict(side: SideSpec) -> dict[str, Any]:
     """A side as recorded: settings' values redacted (they leave the process in files a CI job publishes)."""
     data = asdict(side)
     data["env"] = [[name, redact_setting(name, value)] for name, value in side.env]
@@ -504,7 +504,7 @@ def _side_dict(side: Side) -> dict[str, Any]:
     return data
 
 
-def summary_markdown(verdicts: dict[str, dict[str, Any]], line: str, baseline: Side, candidate: Side,
+def summary_markdown(verdicts: dict[str, dict[str, Any]], line: str, baseline: SideSpec, candidate: SideSpec,
                      detail: dict[str, Any] | None = None) -> str:
     """The verdict line and one row per cell, regressions and inconclusive cells first."""
     order = {"regression": 0, "inconclusive": 1, "improvement": 2, "unchanged": 3}
@@ -536,7 +536,7 @@ def summary_markdown(verdicts: dict[str, dict[str, Any]], line: str, baseline: S
     return "\n".join(out) + "\n"
 
 
-def _side_text(side: Side) -> str:
+def _side_text(side: SideSpec) -> str:
     return side.describe().replace("|", "/")
 
 

@@ -107,7 +107,7 @@ class SideFailed(RuntimeError):  # noqa: N818 - the side failed; its message say
 
 
 @dataclass(frozen=True)
-class Side:
+class SideSpec:
     """How one environment runs: an interpreter (a venv's python), or a shell template (a ``docker run ...``), plus
     environment settings. A template holds ``{worker}`` (a long-lived side) or ``{json}`` (a round per process)."""
 
@@ -191,7 +191,7 @@ def supervised(command: list[str] | str, log: Path, env: dict[str, str], pipes: 
 class SideProcess:
     """One running side, spoken to over its pipes; every answer is awaited with a deadline."""
 
-    def __init__(self, spec: Side, pair: int, out: Path, pad: int = 0, cache: Path | None = None) -> None:
+    def __init__(self, spec: SideSpec, pair: int, out: Path, pad: int = 0, cache: Path | None = None) -> None:
         self.spec, self.pair, self.pad = spec, pair, pad
         self.name = f"{spec.label}-{pair}"
         self.log = out / f"{self.name}.log"
@@ -366,7 +366,7 @@ def default_pairs(hello: dict[str, Any]) -> int:
     return max(MIN_PAIRS, min(GPU_PAIRS, CPU_PAIRS_PER_CORE * cpus))
 
 
-def run_gate(baseline: Side, candidate: Side, plan: Callable[[dict[str, Any] | None], Sequence[Cell]],
+def run_gate(baseline: SideSpec, candidate: SideSpec, plan: Callable[[dict[str, Any] | None], Sequence[Cell]],
              options: RunOptions, gate: GatePlan, *, out: Path, progress: Any = print, on_round: Any = None,
              on_cut: Any = None) -> GateRun:
     """Run the sides, alternate the blocks in a random order, judge every cell (see the module docstring).

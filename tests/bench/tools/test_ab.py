@@ -58,7 +58,7 @@ def test_one_round_is_inconclusive():
 
 
 def test_interpreter_side_runs_pytest_on_the_installed_bench_package(tmp_path: Path):
-    command = ab.Side("baseline", python="/venv/bin/python").command(tmp_path / "b.json", ["--models", "x"])
+    command = ab.SideSpec("baseline", python="/venv/bin/python").command(tmp_path / "b.json", ["--models", "x"])
     # this checkout's bench first (bench.tools.ab_sides.run_module), then pytest on the bench package, the plugin
     # loaded by module (no entry point needed in the side's venv)
     assert command[0] == "/venv/bin/python" and command[4:6] == ["pytest", str(ROOT / "bench")]
@@ -68,7 +68,7 @@ def test_interpreter_side_runs_pytest_on_the_installed_bench_package(tmp_path: P
 
 
 def test_template_side_fills_the_fields_quoted(tmp_path: Path):
-    side = ab.Side("candidate", template="docker run -v {dir}:/results img pytest bench/ "
+    side = ab.SideSpec("candidate", template="docker run -v {dir}:/results img pytest bench/ "
                                          "--benchmark-json=/results/{name} {args}")
     command = side.command(tmp_path / "c r.json", ["--models", "a b"])
     assert command == (f"docker run -v {tmp_path}:/results img pytest bench/ --benchmark-json=/results/'c r.json' "
@@ -94,8 +94,8 @@ def test_the_summary_lists_regressions_and_inconclusive_cells_first_with_the_ver
     verdicts["b-infer-eager-fp32-bs1-gpu1"] = ab.judge(rounds_of([100.0] * 3, [100.0] * 3), 0.05)[
         "m-infer-eager-fp32-bs8-gpu1"]
     line = ab.verdict_line(verdicts, 0.05, 5)
-    text = ab.summary_markdown(verdicts, line, ab.Side("baseline", template="docker run base:1 {json}"),
-                               ab.Side("candidate", env=(("DETBENCH_TEST_SLOWDOWN", "a:0.1"),)))
+    text = ab.summary_markdown(verdicts, line, ab.SideSpec("baseline", template="docker run base:1 {json}"),
+                               ab.SideSpec("candidate", env=(("DETBENCH_TEST_SLOWDOWN", "a:0.1"),)))
     rows = [r.split(" | ")[0].lstrip("| ") for r in text.splitlines() if r.startswith("| ") and "-gpu1" in r]
     assert rows == ["a-infer-eager-fp32-bs8-gpu1", "z-infer-eager-fp32-bs1-gpu1", "b-infer-eager-fp32-bs1-gpu1"]
     assert f"**{line}**" in text and "1 inconclusive" in line

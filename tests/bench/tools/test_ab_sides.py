@@ -223,7 +223,7 @@ def test_a_side_of_the_same_software_reads_the_leaders_calibration_instead_of_ca
     import io
 
     from bench.models.postprocess import CACHE_ENV
-    from bench.runtime.side import Side
+    from bench.runtime.side import SideWorker
     from bench.tools.ab_sides import CALIBRATION_CACHE_ENV
 
     assert CALIBRATION_CACHE_ENV == CACHE_ENV  # the coordinator names the folder without importing torch
@@ -234,7 +234,7 @@ def test_a_side_of_the_same_software_reads_the_leaders_calibration_instead_of_ca
     ready = []
     for _ in range(2):  # the leader, then another side of the same software
         out = io.StringIO()
-        Side(out).setup([cell], options)
+        SideWorker(out).setup([cell], options)
         ready += [e for e in map(decode, out.getvalue().splitlines()) if e and e["event"] == "ready"]
     assert [e["calibration"] for e in ready] == ["calibrated", "cached"]
     assert ready[0]["postprocess"]["score_thresh"] == ready[1]["postprocess"]["score_thresh"]
