@@ -395,7 +395,19 @@ class CellSession:
     # -- result --------------------------------------------------------------------------------------------
     def result(self) -> CellResult:
         """The cell's result from everything measured so far (status ok once a block was timed)."""
-        return assemble.cell_result(self)
+        return assemble.cell_result(self.cell, self.device, self.measured())
+
+    def measured(self) -> assemble.Measured:
+        """What this session has measured so far, as the record the result is assembled from."""
+        spec = self.prepared.spec if self.prepared is not None else None
+        return assemble.Measured(
+            options=self.options, config=self.config, setup=self.setup, flops_info=self.flops_info,
+            first_call_s=self.first_call_s, graph_breaks=self.graph_breaks, postprocess=self.postprocess,
+            runtime_notes=self.runtime_notes, telemetry=self.telemetry, telemetry_round=self.telemetry_round,
+            peak_bytes=self.peak_bytes, warm=self.warm, times_ms=self.times_ms, blocks=self.blocks,
+            resumed_rounds=self.resumed_rounds, compile_details=self.compile_details,
+            deploy=self.deployed.info if self.deployed is not None else None, flop_count=self.flop_count,
+            last_output=self.last_output, count_detections=spec.count_detections if spec is not None else None)
 
     def close(self) -> None:
         """Drop the model, inputs and compiled code references so the memory can be given back."""

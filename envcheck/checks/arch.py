@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from envcheck.registry import register_check
+from envcheck.check import register_check
 from envcheck.result import Outcome, failed, passed
 
 

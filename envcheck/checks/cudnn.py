@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from envcheck.check import register_check
 from envcheck.probe import native_bf16_supported
-from envcheck.registry import register_check
 from envcheck.result import Outcome, failed, passed
 
 # Relative L2 error allowed against the CPU FP32 reference: FP32 may run as TF32 (10-bit mantissa),

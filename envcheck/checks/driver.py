@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from envcheck import nvml, tables
-from envcheck.registry import register_check
+from envcheck.check import register_check
 from envcheck.result import Outcome, failed, passed, skipped, warned
 
 DRIVER_DOWNLOAD = "https://www.nvidia.com/Download/index.aspx"

@@ -7,7 +7,7 @@ import os
 from typing import Any
 
 from envcheck import nvml
-from envcheck.registry import register_check
+from envcheck.check import register_check
 from envcheck.result import Outcome, failed, passed, skipped, warned, worst
 
 TEMPERATURE_WARN_C = 85

@@ -8,7 +8,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from envcheck.registry import register_check
+from envcheck.check import register_check
 from envcheck.result import Outcome, failed, passed, warned, worst
 
 GIB = 1024**3

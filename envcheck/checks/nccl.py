@@ -8,8 +8,8 @@ import os
 from typing import Any
 
 from envcheck import isolate, links
+from envcheck.check import register_check
 from envcheck.nccl_worker import DEFAULT_SIZES, parse_sizes
-from envcheck.registry import register_check
 from envcheck.result import Outcome, failed, passed, warned
 
 LARGE_MESSAGE_BYTES = 256 * 1024**2  # from here on an all-reduce is bandwidth-bound on NVLink

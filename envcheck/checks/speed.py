@@ -7,8 +7,8 @@ from collections.abc import Callable
 from typing import Any
 
 from envcheck import tables
+from envcheck.check import register_check
 from envcheck.probe import native_bf16_supported
-from envcheck.registry import register_check
 from envcheck.result import Outcome, failed, passed, warned
 
 WARN_FRACTION = 0.5

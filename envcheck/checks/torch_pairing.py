@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from envcheck import tables
-from envcheck.registry import register_check
+from envcheck.check import register_check
 from envcheck.result import Outcome, failed, passed
 
 

@@ -6,7 +6,7 @@ import os
 from typing import Any
 
 from envcheck import fingerprint, nvml
-from envcheck.registry import register_check
+from envcheck.check import register_check
 from envcheck.result import Outcome, failed, passed, skipped, warned
 
 CONTAINER_GPU_REMEDY = (
