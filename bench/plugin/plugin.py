@@ -308,17 +308,12 @@ def pytest_benchmark_update_json(config: pytest.Config, benchmarks: Any, output_
 def pytest_sessionstart(session: pytest.Session) -> None:
     """detbench writes ``--benchmark-json`` itself (:func:`pytest_sessionfinish`): pytest-benchmark's writer is
     turned off, so the file is whole or absent, holds every cell, and a full disk is one line."""
-    state = session.config.stash.get(STATE, None)
-    bench_session = getattr(session.config, "_benchmarksession", None)  # pytest-benchmark's, set at configure
-    if state is not None:
-        from bench.plugin.bridge import quiet_benchmark_table  # noqa: PLC0415
-
-        quiet_benchmark_table(session.config)  # its table off while detbench prints the summary
-    if state is None or bench_session is None or not getattr(bench_session, "json", None):
+    if session.config.stash.get(STATE, None) is None:
         return
-    if hasattr(bench_session.json, "close"):  # pytest-benchmark < 5 opened the file while parsing the options
-        bench_session.json.close()
-    bench_session.json = None
+    from bench.plugin.bridge import quiet_benchmark_table, take_over_json  # noqa: PLC0415
+
+    quiet_benchmark_table(session.config)  # its table off while detbench prints the summary
+    take_over_json(session.config)
 
 
 @pytest.hookimpl(trylast=True)
@@ -329,18 +324,19 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
     write (a full disk) leaves no partial file, says so in one line and makes the exit status non-zero."""
     config = session.config
     state = config.stash.get(STATE, None)
-    bench_session = getattr(config, "_benchmarksession", None)
     run = state.run if state else None
     target = state.journal.benchmark_json if state else None
-    if state is None or target is None or bench_session is None or getattr(bench_session, "disabled", False):
+    if state is None or target is None:
         return
-    if not bench_session.benchmarks and (run is None or not run.results):
-        return  # nothing ran: no file, as pytest-benchmark does
-    from pytest_benchmark.utils import safe_dumps  # noqa: PLC0415
+    from bench.plugin import bridge  # noqa: PLC0415
 
+    if not bridge.writes_json(config):
+        return
+    fed = bridge.fed_benchmarks(config)
+    if not fed and (run is None or not run.results):
+        return  # nothing ran: no file, as pytest-benchmark does
     try:
-        write_file_atomically(target, safe_dumps(_benchmark_json(config, bench_session, state), ensure_ascii=True,
-                                                 indent=4))
+        write_file_atomically(target, bridge.dumps(bridge.run_json(config, _unfed_entries(fed, state))))
     except OSError as exc:
         print(f"detbench: cannot write --benchmark-json {target}: {exc.strerror or exc}; every finished cell is in "
               f"the journal {state.journal.path}", file=sys.stderr, flush=True)
@@ -348,23 +344,14 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
             session.exitstatus = pytest.ExitCode.INTERNAL_ERROR
 
 
-def _benchmark_json(config: pytest.Config, bench_session: Any, state: RunState) -> dict[str, Any]:
-    """The run file: pytest-benchmark's layout from its hooks, with the run's measured cells no test fed added."""
-    hook = config.hook
-    commit_info = hook.pytest_benchmark_generate_commit_info(config=config)
-    hook.pytest_benchmark_update_commit_info(config=config, commit_info=commit_info)
-    output_json = hook.pytest_benchmark_generate_json(config=config, benchmarks=bench_session.benchmarks,
-                                                      include_data=True, machine_info=bench_session.get_machine_info(),
-                                                      commit_info=commit_info)
-    fed = {(entry.get("extra_info") or {}).get("detbench", {}).get("cell_id") for entry in output_json["benchmarks"]}
+def _unfed_entries(fed: list[Any], state: RunState) -> list[dict[str, Any]]:
+    """The run's measured cells that no test fed (a cut ``--repeats`` run's merged repeats), as benchmark entries."""
+    fed_ids = {(getattr(b, "extra_info", None) or {}).get("detbench", {}).get("cell_id") for b in fed}
     options = state.options.to_dict()
     results = state.run.results.values() if state.run else []
-    output_json["benchmarks"] += [
-        benchmark_entry(r, options, state.journal.environment, f"bench/plugin/test_cells.py::test_cell[{r.cell.id}]",
-                        r.cell.id)
-        for r in results if r.status == "ok" and r.times_ms and r.cell.id not in fed]
-    hook.pytest_benchmark_update_json(config=config, benchmarks=bench_session.benchmarks, output_json=output_json)
-    return output_json
+    return [benchmark_entry(r, options, state.journal.environment,
+                            f"bench/plugin/test_cells.py::test_cell[{r.cell.id}]", r.cell.id)
+            for r in results if r.status == "ok" and r.times_ms and r.cell.id not in fed_ids]
 
 
 def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
