@@ -22,7 +22,7 @@ def test_plain_ddp_starts_its_own_torchrun_and_reports_images_per_second(tmp_pat
                "--gpus", "2", "--batch", "2", "--precision", "fp32", "--height", "64", "--width", "64",
                "--warmup", "1", "--iterations", "2", "--json", str(out)]
     # two torchrun ranks on a busy 2-core machine
-    done = subprocess.run(command, env=child_env(), capture_output=True, text=True, timeout=300)
+    done = subprocess.run(command, env=child_env(), capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "plain DDP ssdlite320_mobilenet_v3_large fp32 2x2:" in done.stdout
     figures = json.loads(out.read_text())
