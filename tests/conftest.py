@@ -178,6 +178,12 @@ def is_torch_line(test_id: str) -> bool:
     return any(_matches(test_id, p) for p in TORCH_LINE_PATHS)
 
 
+# The timing phase (`pytest -n 2 --dist loadgroup -m timing`): the tests that measure speed run one after another on
+# one worker; those that mostly wait on a timeout (`waits`: seconds of CPU in a minute) run on the other beside them,
+# so the phase takes as long as its measuring tests (135 s against 216 s one after another: docs/compat.md).
+TIMING_MEASURES, TIMING_WAITS = "timing-measures", "timing-waits"
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     default_timeout = float(os.environ.get(TIMEOUT_ENV) or DEFAULT_TIMEOUT_S)
     for item in items:
@@ -190,6 +196,9 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         test_id = relative + item.nodeid[len(item.nodeid.split("::", 1)[0]):]  # 'path::name[params]'
         if is_torch_line(test_id) and item.get_closest_marker("torch_line") is None:
             item.add_marker(pytest.mark.torch_line)
+        if item.get_closest_marker("timing") is not None and item.get_closest_marker("xdist_group") is None:
+            item.add_marker(pytest.mark.xdist_group(TIMING_WAITS if item.get_closest_marker("waits") else
+                                                    TIMING_MEASURES))
     if _is_xdist_worker(config) and config.getvalue("loadgroup"):
         _restore_xdist_groups(items)
 

@@ -76,6 +76,7 @@ def test_an_oom_in_one_batch_size_does_not_end_the_group(monkeypatch):
 
 
 @pytest.mark.timing  # a wall-clock bound (< 150 s) with a 20 s cell timeout: failed beside xdist workers, loaded
+@pytest.mark.waits  # ~7 / ~14 CPU-s over 26 / 49 s of wall: it waits on the timeout
 def test_a_hang_is_killed_as_a_timeout_and_the_rest_is_measured(monkeypatch):
     monkeypatch.setenv("DETBENCH_TEST_FAULT", f"{BS2.id}:hang")
     began = time.monotonic()

@@ -105,6 +105,7 @@ def test_a_side_that_dies_is_recorded_and_the_other_pairs_go_on(side_env, tmp_pa
 
 
 @pytest.mark.timing  # its sides must answer within 8 s: both "hung" beside xdist workers under load
+@pytest.mark.waits  # ~7 / ~14 CPU-s over 26 / 49 s of wall: it waits on the timeout
 def test_a_hung_side_is_killed_at_the_side_timeout(side_env, tmp_path):
     began = time.monotonic()
     code, payload = gate(tmp_path, "--pairs", "2", "--rounds", "3", "--side-timeout", "20", "--candidate-env",

@@ -125,6 +125,8 @@ def test_cli_gives_each_model_a_worker_a_crash_is_recorded_and_the_rest_still_ru
     assert "died of SIGSEGV" in done.stdout and "train-eager-fp32" in done.stdout
 
 
+@pytest.mark.timing
+@pytest.mark.waits  # ~10 CPU-s over 29 s: it waits on the model timeout
 def test_a_hanging_variant_is_a_timeout_and_the_other_variants_are_still_measured(tmp_path):
     out = tmp_path / "ratios.json"
     command = [sys.executable, "-m", "bench.tools.interleaved", "--models", "tiny_convnet",

@@ -159,6 +159,8 @@ def test_interrupting_the_sides_mode_ends_every_side_and_what_it_started(tmp_pat
     assert_all_gone(tmp_path)
 
 
+@pytest.mark.timing
+@pytest.mark.waits  # ~4 CPU-s over 16 s: it waits on the side timeout
 def test_a_hung_side_and_what_it_started_are_killed_at_the_side_timeout(tmp_path):
     fake = fake_side(tmp_path)
     proc = run_ab(tmp_path, "--pairs", "2", "--pin-cpus", "none", "--side-timeout", "3", "--baseline-cmd",
