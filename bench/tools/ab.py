@@ -45,7 +45,7 @@ from typing import Any
 from bench.core import config as config_table
 from bench.core.options import OptionError
 from bench.core.record import write_file_atomically
-from bench.tools.ab_sides import SideSpec, check_python, supervised
+from bench.runtime.side_client import SideSpec, check_python, supervised
 from envcheck.isolate import tail
 from envcheck.redact import redact_setting, redact_tree, redact_value
 
@@ -84,7 +84,7 @@ class SideRound:
 def run_side(side: SideSpec, round_index: int, out: Path, bench_args: Sequence[str], timeout_s: float) -> SideRound:
     """Run one side once; a failure or timeout is recorded, never raised. The side's whole process tree ends
     with it, however the round ends (a timed-out ``pytest`` takes its worker along; a worker left behind by a
-    pytest that died is found by its tag, :func:`bench.tools.ab_sides.tagged`)."""
+    pytest that died is found by its tag, :func:`bench.runtime.side_client.tagged`)."""
     json_path = out / f"{side.label}-round{round_index}.json"
     log = out / f"{side.label}-round{round_index}.log"
     env = {**os.environ, **dict(side.env)}

@@ -59,7 +59,7 @@ def test_one_round_is_inconclusive():
 
 def test_interpreter_side_runs_pytest_on_the_installed_bench_package(tmp_path: Path):
     command = ab.SideSpec("baseline", python="/venv/bin/python").command(tmp_path / "b.json", ["--models", "x"])
-    # this checkout's bench first (bench.tools.ab_sides.run_module), then pytest on the bench package, the plugin
+    # this checkout's bench first (bench.runtime.side_client.run_module), then pytest on the bench package, the plugin
     # loaded by module (no entry point needed in the side's venv)
     assert command[0] == "/venv/bin/python" and command[4:6] == ["pytest", str(ROOT / "bench")]
     plugin = command.index("bench.plugin.plugin")

@@ -225,7 +225,7 @@ def test_a_side_of_the_same_software_reads_the_leaders_calibration_instead_of_ca
 
     from bench.models.postprocess import CACHE_ENV
     from bench.runtime.side import SideWorker
-    from bench.tools.ab_sides import CALIBRATION_CACHE_ENV
+    from bench.runtime.side_client import CALIBRATION_CACHE_ENV
 
     assert CALIBRATION_CACHE_ENV == CACHE_ENV  # the coordinator names the folder without importing torch
     monkeypatch.setenv(CACHE_ENV, str(tmp_path))
