@@ -13,7 +13,7 @@ A comparison of two runs made at different times mixes the change with the host'
   baseline's and the candidate's whole ``pytest bench/`` back to back, in alternating order; one ratio per
   round and cell, each round a fresh pair of processes.
 
-Both judge all cells of the run together (:mod:`bench.core.judge`: Holm across the cells, a floor, each cell's
+Both judge all cells of the run together (:mod:`bench.core.stats.judge`: Holm across the cells, a floor, each cell's
 detectable change stated).
 
 A side is a Python interpreter (two venvs), a command template (``docker run -i ... {worker}`` for sides,
@@ -143,9 +143,9 @@ def cell_ratios(rounds: list[tuple[SideRound, SideRound]]) -> dict[str, list[flo
 
 
 def judge(rounds: list[tuple[SideRound, SideRound]], threshold: float) -> dict[str, dict[str, Any]]:
-    """Verdict per cell, the cells judged together (bench.core.judge; each round a fresh pair of processes, so a
+    """Verdict per cell, the cells judged together (bench.core.stats.judge; each round a fresh pair of processes, so a
     round is a unit); a cell the candidate never measured where the baseline did is a regression."""
-    from bench.core.judge import REGRESSION, decide, pair_evidence  # noqa: PLC0415
+    from bench.core.stats.judge import REGRESSION, decide, pair_evidence  # noqa: PLC0415
 
     ratios = cell_ratios(rounds)
     lost = {}

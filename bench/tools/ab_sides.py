@@ -7,7 +7,7 @@ after round, every live pair times every undecided cell once, the visits in a ra
 first drawn for each: one block on one side, then one on the other, the device held by one side at a time, so
 the host's drift is common to both blocks and cancels in their ratio. The worker process is the unit: per cell,
 the median of each pair's round log-ratios, then the mean and a t interval over the pairs, the cells of the run
-judged together (:mod:`bench.core.judge`). With a budget (``--budget-s``) a first look at half the timed part
+judged together (:mod:`bench.core.stats.judge`). With a budget (``--budget-s``) a first look at half the timed part
 stops the cells decided there and hands their time to the rest.
 
 A side that dies, hangs (no answer within ``--side-timeout``) or disagrees on the cells is recorded with its
@@ -33,7 +33,10 @@ from typing import Any
 
 import numpy as np
 
-from bench.core.judge import (
+from bench.core.options import RunOptions
+from bench.core.record import RunRecord
+from bench.core.schema import Cell, CellResult
+from bench.core.stats.judge import (
     ALPHA,
     IMPROVEMENT,
     REGRESSION,
@@ -44,9 +47,6 @@ from bench.core.judge import (
     look_alpha,
     pair_evidence,
 )
-from bench.core.options import RunOptions
-from bench.core.record import RunRecord
-from bench.core.schema import Cell, CellResult
 from bench.runtime.protocol import PROTOCOL_VERSION
 from bench.runtime.side_client import (
     MAX_PAD,
@@ -366,7 +366,7 @@ def _gate_run(records: dict[str, CellRecord], sides: list[SideProcess], results:
 
 
 def judge_cells(records: dict[str, CellRecord], floor: float, alpha: float = ALPHA) -> dict[str, CellVerdict]:
-    """The verdicts of the cells the baseline set up, judged together (bench.core.judge); a cell the candidate
+    """The verdicts of the cells the baseline set up, judged together (bench.core.stats.judge); a cell the candidate
     never measured, or whose candidate side died or hung where the baseline's did not (before or after rounds had
     finished), is a regression."""
     evidence: dict[str, Evidence] = {}

@@ -1,5 +1,5 @@
 """``detbench-report --fail-on-regression`` and ``detbench-history compare`` judged by the one judge
-(bench.core.judge): the cells of one verdict together, Holm across them, the threshold as floor. Seeded,
+(bench.core.stats.judge): the cells of one verdict together, Holm across them, the threshold as floor. Seeded,
 in-process; the thousands-of-runs figures are scripts/judge_simulate.py's (docs/ab.md)."""
 
 from __future__ import annotations

@@ -10,8 +10,8 @@ import json
 
 import pytest
 
-from bench.core import judge
 from bench.core.record import RunRecord
+from bench.core.stats import judge
 from reports.cli import EXIT_BAD_INPUT, EXIT_NOTHING_COMPARABLE, EXIT_OK, main
 from reports.compare import GATE_INCOMPARABLE, GATE_PASS, INVALID, gate, verdict_line
 from reports.history.store import closing_store

@@ -1,6 +1,6 @@
 """The verdicts of one run's cells, judged together: family-wise error control, a floor, the detectable change.
 
-For every cell with evidence (:class:`~bench.core.judge.evidence.Evidence`: an estimate ``d`` of log(candidate /
+For every cell with evidence (:class:`~bench.core.stats.judge.evidence.Evidence`: an estimate ``d`` of log(candidate /
 baseline throughput), its standard error ``se`` on ``df`` degrees of freedom), ``t = d / se`` gives two one-sided
 p-values (``scipy.stats.t``): slower (a regression) and faster (an improvement). Across the cells of one verdict,
 Holm's step-down adjustment is applied to each family apart (regressions; improvements), so the chance that a run
@@ -29,7 +29,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from bench.core.judge.evidence import Evidence
+from bench.core.stats.judge.evidence import Evidence
 
 REGRESSION = "regression"
 IMPROVEMENT = "improvement"

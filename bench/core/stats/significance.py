@@ -1,7 +1,7 @@
-"""Plausibility and spread of throughput figures, for the verdicts (bench.core.judge) and the reports.
+"""Plausibility and spread of throughput figures, for the verdicts (bench.core.stats.judge) and the reports.
 
 The judging itself (paired estimates over worker pairs, two-run comparisons, a run against its history; Holm
-across the cells, the floor, the detectable change) is :mod:`bench.core.judge`, the one judge of every verdict.
+across the cells, the floor, the detectable change) is :mod:`bench.core.stats.judge`, the one judge of every verdict.
 What stays here: which figures are no measurement of this suite (never judged, named instead), and the relative
 spread a report shows beside a verdict.
 """

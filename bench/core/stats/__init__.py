@@ -1,0 +1,10 @@
+"""The statistics of the domain, no torch: per-iteration latency and throughput (:mod:`.latency`), the plausibility
+and spread of throughput figures (:mod:`.significance`), and the one judge of every verdict over many cells
+(:mod:`.judge`: ``detbench-ab``, ``detbench-report --fail-on-regression``, ``detbench-history compare``).
+
+``from bench.core import stats`` gives the latency functions directly (``stats.latency_stats``, ``stats.percentile``).
+"""
+
+from bench.core.stats.latency import Throughput, latency_stats, percentile, throughput
+
+__all__ = ["Throughput", "latency_stats", "percentile", "throughput"]
