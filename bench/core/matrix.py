@@ -110,7 +110,7 @@ PROFILE_BLOCKS: dict[str, tuple[Block, ...]] = {
               (8,), gpus=(VISIBLE,)),
     ),
     # Which way to ship each detector (issue 35): every torchvision detector on every deployment runtime, inference at
-    # batch 1, FP32, at 320x320 so the whole profile fits 20 minutes on a 2-core CPU (docs/runtimes.md).
+    # batch 1, FP32, at 320x320: the whole profile took 19 min 43 s on the 2-core CPU VM (docs/runtimes.md).
     "deploy": (
         Block(TORCHVISION_DETECTORS, ("infer",), ("eager",), ("fp32",), (1,), image_size=(320, 320),
               runtimes=RUNTIMES),
