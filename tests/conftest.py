@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import traceback
 from collections.abc import Callable
@@ -15,10 +16,28 @@ from pathlib import Path
 
 import pytest
 
-from envcheck import nvml
-from tests.fakes.nvml import FakeGpu, make_fake_nvml
-
 ROOT = Path(__file__).resolve().parents[1]
+
+
+def _share_the_bytecode_cache() -> None:
+    """Compiled modules go to one cache outside the checkout (``PYTHONPYCACHEPREFIX``) that this run's processes,
+    and the processes they start, share: a test run starts hundreds of Python processes (``pytest bench/``, cells'
+    workers, A/B sides, torchrun ranks), each importing torch. Where ``PYTHONDONTWRITEBYTECODE`` is set (this
+    project's CI machine) nothing was cached and each import compiled whatever the install had not; the README's
+    test install skips compiling (``pip install --no-compile``, 39 s of CI's install: docs/compat.md) and the
+    modules a test imports are compiled here once. A prefix the user set is kept."""
+    prefix = os.environ.get("PYTHONPYCACHEPREFIX") or os.path.join(
+        tempfile.gettempdir(), f"detbench-tests-pycache-{os.getuid()}")
+    os.environ["PYTHONPYCACHEPREFIX"] = prefix
+    os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
+    sys.pycache_prefix = prefix
+    sys.dont_write_bytecode = False
+
+
+_share_the_bytecode_cache()
+
+from envcheck import nvml  # noqa: E402 (after the bytecode cache is set)
+from tests.fakes.nvml import FakeGpu, make_fake_nvml  # noqa: E402
 
 # The folder rule (docs/compat.md): tests under these paths exercise torch/torchvision themselves (models,
 # measuring, the worker processes and torchrun, the pytest face that runs cells, the tools that time a model,
