@@ -1,4 +1,5 @@
-"""The device a cell runs on: which one, its name, TF32 flags, and giving memory back after a failure."""
+"""The device a cell runs on: which one, its name, TF32 flags, the process's heap before the first model, and giving
+memory back after a failure."""
 
 from __future__ import annotations
 
@@ -29,6 +30,23 @@ def tf32_flags() -> dict[str, bool]:
     """Whether fp32 matmuls / cuDNN convolutions may run in TF32 (decides which peak an fp32 cell uses)."""
     return {"matmul_allow_tf32": bool(torch.backends.cuda.matmul.allow_tf32),
             "cudnn_allow_tf32": bool(torch.backends.cudnn.allow_tf32)}
+
+
+_FROZEN = False
+
+
+def freeze_startup_objects() -> None:
+    """Move what the process holds before its first model (modules, torch's and pytest's registries: ~370k objects
+    here) out of the garbage collector's generations, once per process (``gc.freeze``, after a collection). A full
+    collection then traverses only what came later: one at a group's end took 0.13-0.15 s with torch, torchvision
+    and pytest imported, 0.3 ms after this (2-core CPU VM, torch 2.14.1), and one that Python starts by itself
+    inside a timed block no longer adds a tenth of a second to it. The frozen objects live as long as the process,
+    as modules do anyway."""
+    global _FROZEN
+    if not _FROZEN:
+        gc.collect()
+        gc.freeze()
+        _FROZEN = True
 
 
 def release_memory(device: torch.device) -> None:

@@ -27,7 +27,7 @@ from bench.core.options import RunOptions
 from bench.core.schema import Cell, CellResult
 from bench.runtime import faults
 from bench.runtime.build import GroupShared, ModelWrapper
-from bench.runtime.device import release_memory
+from bench.runtime.device import freeze_startup_objects, release_memory
 from bench.runtime.failures import WorkerMustEnd, classify_failure, is_sticky_cuda_error
 from bench.runtime.protocol import EventLog
 from bench.runtime.session import CellSession
@@ -75,6 +75,7 @@ def measure_group(cells: list[Cell], options: RunOptions, device: torch.device, 
     ``prior``: cell id -> a partial result of an earlier worker; its blocks are kept and only the rounds it
     lacks are timed. Raises :class:`WorkerMustEnd` after recording a sticky CUDA error; everything else is a
     result."""
+    freeze_startup_objects()
     events = events or EventLog(None)
     team = team or Solo()
     prior = prior or {}
