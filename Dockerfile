@@ -82,10 +82,12 @@ COPY --chown=detbench:detbench pyproject.toml README.md ./
 COPY --chown=detbench:detbench envcheck/ ./envcheck/
 COPY --chown=detbench:detbench bench/ ./bench/
 COPY --chown=detbench:detbench reports/ ./reports/
+# the one importable name: links to the three folders above (pyproject.toml)
+COPY --chown=detbench:detbench detbench/ ./detbench/
 # --no-deps: every dependency is installed above with pins; the diff proves the base's stack is unchanged.
 RUN python -m pip install --no-cache-dir --no-deps . \
  && python docker/base-constraints.py | diff -u docker/base-constraints.txt - \
- && python -c "import envcheck, bench, reports, torch, torchvision, pytest_benchmark, pynvml, pandas, matplotlib, rich" \
+ && python -c "import detbench.envcheck, detbench.bench, detbench.reports, torch, torchvision, pytest_benchmark, pynvml, pandas, matplotlib, rich" \
  && envcheck --help >/dev/null \
  && chmod 0755 docker/*.sh \
  && chown -R detbench:detbench /opt/detbench

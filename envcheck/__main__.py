@@ -1,7 +1,7 @@
-"""`python -m envcheck`."""
+"""`python -m detbench.envcheck`."""
 
 import sys
 
-from envcheck.cli import main
+from detbench.envcheck.cli import main
 
 sys.exit(main())

@@ -1,5 +1,5 @@
 """A check: its id, title, severity and small function ``fn(ctx) -> Outcome``, and the decorator that registers it
-(each module of envcheck/checks uses it; :mod:`envcheck.registry` lists them in run order)."""
+(each module of envcheck/checks uses it; :mod:`detbench.envcheck.registry` lists them in run order)."""
 
 from __future__ import annotations
 
@@ -7,10 +7,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from envcheck.result import SEVERITIES, Outcome
+from detbench.envcheck.result import SEVERITIES, Outcome
 
 if TYPE_CHECKING:
-    from envcheck.context import Context
+    from detbench.envcheck.context import Context
 
 CheckFn = Callable[["Context"], Outcome]
 

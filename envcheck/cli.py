@@ -1,4 +1,4 @@
-"""`envcheck` / `python -m envcheck`: the preflight's command line.
+"""`envcheck` / `python -m detbench.envcheck`: the preflight's command line.
 
 Exit codes: 0 pass (warnings allowed), 1 a failed check or an unmet requirement, 2 usage error, or the
 --json-out file could not be written (the table and verdict are printed first).
@@ -13,13 +13,13 @@ import os
 import sys
 from pathlib import Path
 
-from envcheck import fingerprint
-from envcheck.context import Context
-from envcheck.options import AMP_DTYPES, MAX_TIMEOUT_S, Options, check_timeout, parse_capability
-from envcheck.registry import check_ids
-from envcheck.report import Report, render_plain, render_table
-from envcheck.requirements import evaluate
-from envcheck.runner import run_checks
+from detbench.envcheck import fingerprint
+from detbench.envcheck.context import Context
+from detbench.envcheck.options import AMP_DTYPES, MAX_TIMEOUT_S, Options, check_timeout, parse_capability
+from detbench.envcheck.registry import check_ids
+from detbench.envcheck.report import Report, render_plain, render_table
+from detbench.envcheck.requirements import evaluate
+from detbench.envcheck.runner import run_checks
 
 
 def _capability(text: str) -> str:

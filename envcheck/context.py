@@ -10,8 +10,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from envcheck import isolate
-from envcheck.options import Options
+from detbench.envcheck import isolate
+from detbench.envcheck.options import Options
 
 ProbeFn = Callable[[float], dict[str, Any]]
 
@@ -35,11 +35,11 @@ def no_cuda_facts() -> dict[str, Any] | None:
 
 
 def run_probe(timeout_s: float) -> dict[str, Any]:
-    """Run :mod:`envcheck.probe` in a child process; a hang or crash becomes an ``error`` entry."""
+    """Run :mod:`detbench.envcheck.probe` in a child process; a hang or crash becomes an ``error`` entry."""
     fast = no_cuda_facts()
     if fast is not None:
         return fast
-    (child,) = isolate.run_children([isolate.python_module("envcheck.probe")], timeout_s, isolate.child_env())
+    (child,) = isolate.run_children([isolate.python_module("detbench.envcheck.probe")], timeout_s, isolate.child_env())
     if child.timed_out:
         return {"cuda_available": False, "device_count": 0, "devices": [], "timed_out": True,
                 "error": f"CUDA initialisation did not finish within {timeout_s:g} s (hung driver or GPU)"}

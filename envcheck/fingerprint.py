@@ -11,8 +11,8 @@ import socket
 from functools import lru_cache
 from typing import Any
 
-from envcheck import nvml
-from envcheck.redact import redact_value
+from detbench.envcheck import nvml
+from detbench.envcheck.redact import redact_value
 
 IMAGE_ENV_VARS = ("DETBENCH_IMAGE", "CONTAINER_IMAGE", "IMAGE_NAME")
 

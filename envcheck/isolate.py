@@ -33,7 +33,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-PACKAGE_ROOT = str(Path(__file__).resolve().parent.parent)
+# the folder holding the detbench package: a checkout (detbench/ links to its envcheck/) or site-packages
+PACKAGE_ROOT = str(Path(__file__).absolute().parents[2])
 TAIL_CHARS = 3000
 POLL_S = 0.1
 REAP_POLL_S = 0.05  # how often reap() looks again at a child that has not ended

@@ -1,7 +1,7 @@
 """What joins a set of GPUs (NVLink, directly or through NVSwitch, or PCIe) and the bandwidth it allows.
 
 Read from NVML (link state, remote device, topology common ancestor, P2P status); the rates come from
-:mod:`envcheck.tables`. Degrade-safe: without NVML the budget is "unknown" with the reason, never an error.
+:mod:`detbench.envcheck.tables`. Degrade-safe: without NVML the budget is "unknown" with the reason, never an error.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from dataclasses import asdict, dataclass, field
 from itertools import combinations
 from typing import Any
 
-from envcheck import nvml, tables
+from detbench.envcheck import nvml, tables
 
 
 @dataclass(frozen=True)
@@ -80,7 +80,8 @@ def _nvlink_budget(rows: list[dict[str, Any]], pairs: list[dict[str, Any]]) -> L
     via = "via NVSwitch" if all(p["via_nvswitch"] for p in pairs) else "direct"
     name = tables.nvlink_name(row["nvlink_version"])
     if rates[slowest] is None:
-        return LinkBudget("nvlink", None, f"{name} {via}: rate of this version not in envcheck.tables", rows, pairs)
+        return LinkBudget("nvlink", None, f"{name} {via}: rate of this version not in detbench.envcheck.tables",
+                          rows, pairs)
     return LinkBudget("nvlink", rates[slowest],
                       f"{name}, {row['nvlinks_to_set']} links into the set on GPU {row['cuda_index']} ({via}): "
                       f"{rates[slowest]:.0f} GB/s per direction", rows, pairs)

@@ -1,4 +1,4 @@
-"""The all-reduce sweep of the NCCL check: ``python -m envcheck.nccl_worker --world-size N``.
+"""The all-reduce sweep of the NCCL check: ``python -m detbench.envcheck.nccl_worker --world-size N``.
 
 Like nccl-tests' ``all_reduce_perf -b 1M -e 1G -f 4``: for each message size, the sum is checked on every
 rank, then a few warm-up all-reduces and ``--iterations`` timed back to back between two CUDA events (the

@@ -1,4 +1,4 @@
-"""CUDA probe, run in a child process by :mod:`envcheck.context`: CUDA init can hang or abort the process.
+"""CUDA probe, run in a child process by :mod:`detbench.envcheck.context`: CUDA init can hang or abort the process.
 
 Prints one JSON object: whether CUDA works, the devices, the compiled arch list, bf16 support.
 """

@@ -1,12 +1,12 @@
 """The check registry: the built-in checks (envcheck/checks, one module per concern), in the order they run.
 
-A check is defined and registered with :func:`envcheck.check.register_check`; this module loads the built-in ones
-and looks them up, so the checks import nothing of it (no import circle).
+A check is defined and registered with :func:`detbench.envcheck.check.register_check`; this module loads the built-in
+ones and looks them up, so the checks import nothing of it (no import circle).
 """
 
 from __future__ import annotations
 
-from envcheck.check import REGISTERED, Check, CheckFn, register_check
+from detbench.envcheck.check import REGISTERED, Check, CheckFn, register_check
 
 __all__ = ["Check", "CheckFn", "UnknownCheckError", "check_ids", "get_check", "list_checks", "register_check"]
 
@@ -17,7 +17,7 @@ class UnknownCheckError(ValueError):
 
 
 def _load_builtin() -> None:
-    import envcheck.checks  # noqa: F401, PLC0415 - registers the built-in checks
+    import detbench.envcheck.checks  # noqa: F401, PLC0415 - registers the built-in checks
 
 
 def list_checks() -> list[Check]:

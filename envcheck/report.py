@@ -7,13 +7,15 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from envcheck.options import Options
-from envcheck.redact import REDACTED as REDACTED  # the one redaction (envcheck.redact), published from here
-from envcheck.redact import is_secret_name as is_secret_name
-from envcheck.redact import redact_setting, redact_tree
-from envcheck.redact import redact_value as redact_value
-from envcheck.requirements import RequirementResult
-from envcheck.result import CheckResult
+from detbench.envcheck.options import Options
+from detbench.envcheck.redact import (
+    REDACTED as REDACTED,  # the one redaction (detbench.envcheck.redact), published from here
+)
+from detbench.envcheck.redact import is_secret_name as is_secret_name
+from detbench.envcheck.redact import redact_setting, redact_tree
+from detbench.envcheck.redact import redact_value as redact_value
+from detbench.envcheck.requirements import RequirementResult
+from detbench.envcheck.result import CheckResult
 
 SCHEMA_NAME = "detbench.envcheck"
 SCHEMA_VERSION = 1

@@ -6,9 +6,9 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from envcheck.context import Context
-from envcheck.options import parse_capability
-from envcheck.result import CheckResult
+from detbench.envcheck.context import Context
+from detbench.envcheck.options import parse_capability
+from detbench.envcheck.result import CheckResult
 
 
 @dataclass

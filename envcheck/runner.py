@@ -7,10 +7,10 @@ import threading
 import time
 import traceback
 
-from envcheck.context import Context
-from envcheck.options import MAX_TIMEOUT_S
-from envcheck.registry import Check, list_checks
-from envcheck.result import CheckResult, Outcome, failed, skipped
+from detbench.envcheck.context import Context
+from detbench.envcheck.options import MAX_TIMEOUT_S
+from detbench.envcheck.registry import Check, list_checks
+from detbench.envcheck.result import CheckResult, Outcome, failed, skipped
 
 QUICK_SKIPS_NCCL_UNLESS_REQUIRED = "nccl"
 

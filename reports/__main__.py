@@ -1,5 +1,5 @@
-"""``python -m reports`` is ``detbench-report``."""
+"""``python -m detbench.reports`` is ``detbench-report``."""
 
-from reports.cli import main
+from detbench.reports.cli import main
 
 raise SystemExit(main())

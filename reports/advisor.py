@@ -1,11 +1,13 @@
-"""``python -m reports.advisor RESULT...``: the advice table (bench.core.advice) over result files, on the terminal.
+"""``python -m detbench.reports.advisor RESULT...``: the advice table (detbench.bench.core.advice) over result files, on
+the terminal.
 
 The advice itself (what to use per detector, mode and GPU count, and the ranking rule) is
-:mod:`bench.core.advice`; ``detbench-report`` shows the same rows in its HTML and summary.md, the run's closing
+:mod:`detbench.bench.core.advice`; ``detbench-report`` shows the same rows in its HTML and summary.md, the run's closing
 summary in the terminal. This module is only the command line: ``--json`` writes the advice, ``--goal`` says how
 close a model came to a throughput goal, ``--p99-budget-ms X`` names per detector the fastest configuration at batch 1
-whose p99 latency is at most X ms (bench.core.advice.within_latency), ``--trace-args MODEL`` prints the best 1-GPU
-inference configuration of MODEL as ``python -m bench.tools.trace`` arguments (scripts/tune_search.sh profiles it).
+whose p99 latency is at most X ms (detbench.bench.core.advice.within_latency), ``--trace-args MODEL`` prints the best
+1-GPU inference configuration of MODEL as ``python -m detbench.bench.tools.trace`` arguments (scripts/tune_search.sh
+profiles it).
 """
 
 from __future__ import annotations
@@ -17,15 +19,15 @@ import sys
 from collections.abc import Sequence
 from dataclasses import asdict
 
-from bench.core.advice import Advice, Candidate, LatencyAdvice, advise_runs, within_latency
-from bench.core.schema import CellResult
-from reports.columns import ADVICE_SHORT_KEYS, advice_columns, advice_rows, rich_table
-from reports.load import LoadError, load_runs
+from detbench.bench.core.advice import Advice, Candidate, LatencyAdvice, advise_runs, within_latency
+from detbench.bench.core.schema import CellResult
+from detbench.reports.columns import ADVICE_SHORT_KEYS, advice_columns, advice_rows, rich_table
+from detbench.reports.load import LoadError, load_runs
 
 
 def main(argv: list[str] | None = None) -> int:
     """Print the advice table; exit 2 on an unreadable file or a --trace-args model without an ok cell."""
-    parser = argparse.ArgumentParser(prog="python -m reports.advisor",
+    parser = argparse.ArgumentParser(prog="python -m detbench.reports.advisor",
                                      description="The advice table (what should I use?) over result files.")
     parser.add_argument("runs", nargs="+", metavar="RESULT")
     parser.add_argument("--json", default=None, help="write the advice (one object per detector, mode, GPU count)")
@@ -35,8 +37,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--p99-budget-ms", type=float, default=None, metavar="MS",
                         help="per detector, the fastest configuration at batch 1 (single stream) whose p99 latency is "
                              "at most MS milliseconds, instead of the throughput advice")
-    parser.add_argument("--trace-args", default=None, metavar="MODEL", help="print bench.tools.trace arguments for the "
-                        "best 1-GPU inference configuration of MODEL and exit")
+    parser.add_argument("--trace-args", default=None, metavar="MODEL",
+                        help="print detbench.bench.tools.trace arguments for the best 1-GPU inference configuration "
+                             "of MODEL and exit")
     args = parser.parse_args(argv)
     goals = {}
     for item in args.goal:
@@ -48,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         runs = load_runs([(None, p) for p in args.runs])
     except LoadError as exc:
-        print(f"reports.advisor: error: {exc}", file=sys.stderr)
+        print(f"detbench.reports.advisor: error: {exc}", file=sys.stderr)
         return 2
     if args.p99_budget_ms is not None:
         if not args.p99_budget_ms > 0:
@@ -61,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.trace_args:
         best = best_inference(advice, args.trace_args)
         if best is None:
-            print(f"reports.advisor: error: no ok 1-GPU inference cell of {args.trace_args} in these files",
+            print(f"detbench.reports.advisor: error: no ok 1-GPU inference cell of {args.trace_args} in these files",
                   file=sys.stderr)
             return 2
         by_id = {r.cell.id: r for run in runs for r in run.results}
@@ -126,8 +129,8 @@ def goal_lines(advice: Sequence[Advice], goals: dict[str, float]) -> list[str]:
 
 
 def trace_arguments(result: CellResult, batch_size: int | None = None) -> list[str]:
-    """``python -m bench.tools.trace`` arguments that set up the same configuration as ``result``'s cell (at the
-    batch its blocks ran at: for a ``bsmax`` cell the largest that fit)."""
+    """``python -m detbench.bench.tools.trace`` arguments that set up the same configuration as ``result``'s cell (at
+    the batch its blocks ran at: for a ``bsmax`` cell the largest that fit)."""
     cell = result.cell
     batch = batch_size or result.measured_batch_size or 0
     args = ["--model", cell.model, "--mode", cell.mode, "--compile", cell.compile, "--precision", cell.precision,

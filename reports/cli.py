@@ -5,7 +5,7 @@ malformed, foreign or too deeply nested file, the same file twice, one run twice
 bad option) or an output that cannot be written;
 3 --fail-on-regression and a regression beyond the threshold and noise, or a baseline cell without a candidate
 result (a weak regression, judged on one repeat a side with no --between-run-band, counts only beyond the widest
-lease-to-lease move, reports.compare.LEASE_MOVE_MAX); 4 --fail-on-regression and two runs that share no cell
+lease-to-lease move, detbench.reports.compare.LEASE_MOVE_MAX); 4 --fail-on-regression and two runs that share no cell
 (nothing comparable).
 """
 
@@ -21,10 +21,10 @@ from pathlib import Path
 
 import pandas as pd
 
-from bench.core.advice import advise_runs
-from reports import html, markdown
-from reports.columns import advice_rows, csv_text, with_speedup
-from reports.compare import (
+from detbench.bench.core.advice import advise_runs
+from detbench.reports import html, markdown
+from detbench.reports.columns import advice_rows, csv_text, with_speedup
+from detbench.reports.compare import (
     GATE_FAIL,
     GATE_INCOMPARABLE,
     IMPROVEMENT,
@@ -37,8 +37,8 @@ from reports.compare import (
     gate,
     verdict_line,
 )
-from reports.load import LoadError, check_distinct, load_runs, tidy
-from reports.ratios import RatiosError, ratio_markdown
+from detbench.reports.load import LoadError, check_distinct, load_runs, tidy
+from detbench.reports.ratios import RatiosError, ratio_markdown
 
 EXIT_OK = 0
 EXIT_BAD_INPUT = 2
@@ -66,7 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--ratios-markdown",
         action="store_true",
-        help="the RUN files are bench.tools.interleaved results: print their paired-ratio tables as Markdown "
+        help="the RUN files are detbench.bench.tools.interleaved results: print their paired-ratio tables as Markdown "
         "(the tables of docs/results-h100.md) and exit",
     )
     parser.add_argument(
@@ -194,8 +194,8 @@ def main(argv: list[str] | None = None) -> int:
     verdict = verdict_line(comparisons, args.threshold)
     history = None
     if args.history is not None:
-        from reports.history.store import StoreError  # noqa: PLC0415  (only with --history)
-        from reports.history.view import history_view  # noqa: PLC0415
+        from detbench.reports.history.store import StoreError  # noqa: PLC0415  (only with --history)
+        from detbench.reports.history.view import history_view  # noqa: PLC0415
 
         try:
             history = history_view(args.history, runs, args.threshold)
@@ -238,7 +238,8 @@ def main(argv: list[str] | None = None) -> int:
 
 def _ratios_markdown(paths: list[str], parser: argparse.ArgumentParser) -> int:
     if not paths:
-        parser.error("--ratios-markdown needs bench.tools.interleaved result files (docs/examples/h100-ratios-*.json)")
+        parser.error("--ratios-markdown needs detbench.bench.tools.interleaved result files "
+                     "(docs/examples/h100-ratios-*.json)")
     try:
         print(ratio_markdown(paths), end="")
     except RatiosError as exc:
@@ -284,7 +285,7 @@ class OutputError(Exception):
 def render_outputs(data: html.ReportData) -> dict[str, str]:
     """File name -> content: report.html, summary.md, cells.csv, recommendations.csv (the advice, one row per
     run, detector, mode and GPU count), comparison.csv (when comparing); text cells of the CSVs made safe for
-    spreadsheets (:func:`reports.columns.csv_safe`)."""
+    spreadsheets (:func:`detbench.reports.columns.csv_safe`)."""
     files = {
         "report.html": html.render(data),
         "summary.md": markdown.render(data, html_name="report.html"),

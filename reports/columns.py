@@ -14,7 +14,7 @@ from typing import Any, Literal
 
 import pandas as pd
 
-from bench.core.advice import Advice, break_even_text, gain_text, runner_up_text
+from detbench.bench.core.advice import Advice, break_even_text, gain_text, runner_up_text
 
 # ---------- value formatting (the only copy) ----------
 
@@ -190,7 +190,7 @@ MATRIX: list[Column] = [
     Column("reason", "reason", kind="reason"),
 ]
 
-# Deployment runtimes (bench.runtime.deploy): one row per cell of a runtime other than eager
+# Deployment runtimes (detbench.bench.runtime.deploy): one row per cell of a runtime other than eager
 DEPLOY: list[Column] = [
     Column("run", "run"),
     Column("model", "detector"),
@@ -381,7 +381,7 @@ def records(frame: pd.DataFrame) -> list[dict[str, Any]]:
     return frame.to_dict("records")
 
 
-# ---------- the advice (bench.core.advice) as rows ----------
+# ---------- the advice (detbench.bench.core.advice) as rows ----------
 
 
 def not_tried_text(item: Advice) -> str:

@@ -4,9 +4,9 @@ A cell ok on both sides is judged one of two ways (the table's ``basis`` column 
 
 - **Repeats** (runs made with ``--repeats N``, N >= 3 on both sides): each repeat of a cell (measured at
   another moment of its run, by a fresh worker) gives one throughput, the median of its blocks, and Welch's t
-  on their logarithms (:func:`bench.core.stats.judge.two_sample_evidence`) tests those: the between-repeat spread,
-  where a shared host's noise lives, is what the test sees. Every cell judged so is judged together with the
-  others by :func:`bench.core.stats.judge.decide` (the one judge of detbench-ab and detbench-history too): Holm
+  on their logarithms (:func:`detbench.bench.core.stats.judge.two_sample_evidence`) tests those: the between-repeat
+  spread, where a shared host's noise lives, is what the test sees. Every cell judged so is judged together with the
+  others by :func:`detbench.bench.core.stats.judge.decide` (the one judge of detbench-ab and detbench-history too): Holm
   across the cells, one-sided for regressions and improvements apart, so a pair of runs of unchanged software
   flags any cell at most 5 % of the time; a change is flagged only when it also exceeds the threshold (the
   floor); a cell the noise leaves undecided is ``inconclusive``, with the slowdown it could have seen.
@@ -56,8 +56,8 @@ from typing import Any, TypeGuard
 
 import pandas as pd
 
-from bench.core.stats import judge, significance
-from reports.load import Run
+from detbench.bench.core.stats import judge, significance
+from detbench.reports.load import Run
 
 REGRESSION = judge.REGRESSION  # "regression": the names CI and the tests grep stay fixed
 IMPROVEMENT = judge.IMPROVEMENT  # "improvement"
@@ -363,7 +363,7 @@ def compare_runs(
     runs: tuple[Run, Run] | None = None,
     between_run_band: float | None = None,
 ) -> Comparison:
-    """Compare two runs of the tidy table (see :func:`reports.load.tidy`) cell by cell.
+    """Compare two runs of the tidy table (see :func:`detbench.reports.load.tidy`) cell by cell.
 
     ``runs``: the (baseline, candidate) :class:`Run` objects; their blocks and host canaries give the block
     verdicts and the host check, and their environments the fingerprint check. Without them every cell is
@@ -549,7 +549,7 @@ def _judge_units(out: dict[str, Any], blocks: tuple[list[float], list[float]],
 
 
 def _judge_family(rows: list[dict[str, Any]], threshold: float, stated: float | None) -> None:
-    """Every cell judged on units, judged together (bench.core.stats.judge.decide: Holm across these cells, the
+    """Every cell judged on units, judged together (detbench.bench.core.stats.judge.decide: Holm across these cells, the
     threshold as the floor); then the two-repeat spread and a stated between-run band must be exceeded too."""
     judged = {i: out.pop("evidence") for i, out in enumerate(rows) if out.get("evidence") is not None}
     for out in rows:

@@ -19,14 +19,14 @@ import jinja2
 import pandas as pd
 from markupsafe import Markup
 
-from bench.core.advice import INTERLEAVED, NOT_INTERLEAVED, Advice
-from reports import columns as C  # noqa: N812 - `columns` is a parameter name throughout this module
-from reports import plots
-from reports.assets import CSS, JS
+from detbench.bench.core.advice import INTERLEAVED, NOT_INTERLEAVED, Advice
+from detbench.reports import columns as C  # noqa: N812 - `columns` is a parameter name throughout this module
+from detbench.reports import plots
+from detbench.reports.assets import CSS, JS
 
 # Formatters used to live here; markdown.py (and others) still import them from this module.
-from reports.columns import fmt_gib, fmt_num, fmt_pct, fmt_ratio, fmt_signed_pct  # noqa: F401
-from reports.compare import (
+from detbench.reports.columns import fmt_gib, fmt_num, fmt_pct, fmt_ratio, fmt_signed_pct  # noqa: F401
+from detbench.reports.compare import (
     CANARY_TOLERANCE,
     GATE_NONE,
     GATE_PASS,
@@ -38,7 +38,7 @@ from reports.compare import (
     Comparison,
     gate,
 )
-from reports.load import Run
+from detbench.reports.load import Run
 
 MAX_TELEMETRY_CELLS = 300
 MAX_SERIES_POINTS = 200
@@ -79,11 +79,11 @@ class ReportData:
     title: str
     runs: list[Run]
     frame: pd.DataFrame  # tidy table with speedup_vs_eager_fp32
-    advice: list[Advice]  # bench.core.advice: one per run, detector, mode and GPU count
+    advice: list[Advice]  # detbench.bench.core.advice: one per run, detector, mode and GPU count
     comparisons: list[Comparison]
     verdict: str
     threshold: float
-    history: dict[str, Any] | None = None  # reports.history.view.history_view: the --history section
+    history: dict[str, Any] | None = None  # detbench.reports.history.view.history_view: the --history section
     generated: str = field(default_factory=lambda: _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"))
 
 
@@ -105,7 +105,7 @@ def script_json(data: Any) -> str:
 def environment() -> jinja2.Environment:
     """The template environment: autoescape on for every template, undefined names are errors."""
     env = jinja2.Environment(
-        loader=jinja2.PackageLoader("reports", "templates"),
+        loader=jinja2.PackageLoader("detbench.reports", "templates"),
         autoescape=True,
         undefined=jinja2.StrictUndefined,
         trim_blocks=False,

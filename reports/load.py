@@ -1,8 +1,8 @@
 """Result files -> runs -> one tidy pandas table (one row per cell per run).
 
 Reads pytest-benchmark JSON (``benchmarks[i].extra_info.detbench``), the run journal (``*.jsonl``, one
-cell result per line, so an interrupted run can still be reported) and ``python -m bench.tools.interleaved``
-results (their variants are cells too). Every cell goes through :meth:`bench.core.schema.CellResult.from_dict`,
+cell result per line, so an interrupted run can still be reported) and ``python -m detbench.bench.tools.interleaved``
+results (their variants are cells too). Every cell goes through :meth:`detbench.bench.core.schema.CellResult.from_dict`,
 which validates it (schema versions 1 and 2); anything else raises :class:`LoadError` with a one-line
 reason naming the file and the field.
 """
@@ -19,11 +19,11 @@ from typing import Any
 
 import pandas as pd
 
-from bench.core import comparison as legacy
-from bench.core import record
-from bench.core.repeats import merge_repeats
-from bench.core.schema import CellResult, SchemaError
-from envcheck.redact import redact_tree
+from detbench.bench.core import comparison as legacy
+from detbench.bench.core import record
+from detbench.bench.core.repeats import merge_repeats
+from detbench.bench.core.schema import CellResult, SchemaError
+from detbench.envcheck.redact import redact_tree
 
 
 class LoadError(ValueError):
@@ -41,7 +41,7 @@ class Run:
     environment: dict[str, Any] = field(default_factory=dict)
     datetime: str | None = None
     notes: list[str] = field(default_factory=list)  # non-fatal oddities worth showing (skipped lines, ...)
-    run_id: str | None = None  # the run's id (bench.core.journal): a JSON and its own journal share it
+    run_id: str | None = None  # the run's id (detbench.bench.core.journal): a JSON and its own journal share it
 
     def by_cell_id(self) -> dict[str, CellResult]:
         return {r.cell.id: r for r in self.results}
@@ -87,8 +87,8 @@ def _parse(path: Path, text: str) -> Run:
 
 
 def redact_environment(value: Any) -> Any:
-    """An environment fingerprint (or any part of it) as it may be shown: :func:`envcheck.redact.redact_tree` (an
-    older file may carry a registry URL with ``user:password@`` in ``image`` or a token in a setting, and everything
+    """An environment fingerprint (or any part of it) as it may be shown: :func:`detbench.envcheck.redact.redact_tree`
+    (an older file may carry a registry URL with ``user:password@`` in ``image`` or a token in a setting, and everything
     a report shows or writes comes from here)."""
     return redact_tree(value)
 
@@ -104,7 +104,7 @@ def _load_benchmark_json(path: Path, data: Any) -> Run:
     foreign = sum(1 for b in data["benchmarks"] if not (
         isinstance(b, dict) and isinstance(b.get("extra_info"), dict) and "detbench" in b["extra_info"]))
     # cells that measured nothing (oom, error, skipped, timeout) have no stats, so pytest-benchmark leaves them out of
-    # "benchmarks"; the run keeps them, with its options, in the top-level "detbench" block (bench.core.record)
+    # "benchmarks"; the run keeps them, with its options, in the top-level "detbench" block (detbench.bench.core.record)
     block = data.get("detbench")
     if block is not None and not isinstance(block, dict):
         raise LoadError(f"{path}: top-level 'detbench' must be an object, got a {type(block).__name__}")
@@ -138,7 +138,8 @@ def _load_benchmark_json(path: Path, data: Any) -> Run:
 
 
 def _load_interleaved(path: Path, data: dict[str, Any]) -> Run:
-    """An old ``python -m bench.tools.interleaved`` file (bench.core.comparison reads its models as cells)."""
+    """An old ``python -m detbench.bench.tools.interleaved`` file (detbench.bench.core.comparison reads its models
+    as cells)."""
     results: list[CellResult] = []
     models = data.get("models")
     if not isinstance(models, list):
@@ -423,7 +424,7 @@ def _row(run: Run, r: CellResult) -> dict[str, Any]:
 
 
 def _deploy_columns(r: CellResult) -> dict[str, Any]:
-    """The deployment runtime's figures (bench.core.schema.DeployInfo); None where the cell has none."""
+    """The deployment runtime's figures (detbench.bench.core.schema.DeployInfo); None where the cell has none."""
     d = r.deploy
     p = d.parity if d is not None else None
     return {
@@ -445,7 +446,7 @@ def _block_spread(block_ms: list[float]) -> float | None:
     """Between-block spread: interquartile range of the block medians over their median (None below 2)."""
     if len(block_ms) < 2:
         return None
-    from bench.core.stats import percentile  # noqa: PLC0415
+    from detbench.bench.core.stats import percentile  # noqa: PLC0415
 
     median = statistics.median(block_ms)
     return (percentile(block_ms, 75) - percentile(block_ms, 25)) / median if median > 0 else None

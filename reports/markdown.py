@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pandas as pd
 
-from bench.core.advice import NOT_INTERLEAVED
-from reports.columns import (
+from detbench.bench.core.advice import NOT_INTERLEAVED
+from detbench.reports.columns import (
     COMPARISON_INCONCLUSIVE,
     COMPARISON_SUMMARY,
     FAILURES,
@@ -15,7 +15,7 @@ from reports.columns import (
     markdown_table,
     md_cell,
 )
-from reports.compare import (
+from detbench.reports.compare import (
     CANARY_TOLERANCE,
     IMPROVEMENT,
     LEASE_MOVE_MAX,
@@ -25,7 +25,7 @@ from reports.compare import (
     Comparison,
     RunEvidence,
 )
-from reports.html import ReportData
+from detbench.reports.html import ReportData
 
 MAX_ROWS = 20
 
@@ -117,7 +117,7 @@ def _unjudged(comp: Comparison, title: str, sel: pd.DataFrame, text: str) -> lis
 
 
 def _advice(data: ReportData) -> list[str]:
-    """The advice table (bench.core.advice; the same rows as the HTML section and the terminal)."""
+    """The advice table (detbench.bench.core.advice; the same rows as the HTML section and the terminal)."""
     if not data.advice:
         return []
     out = ["### What should I use?", ""]

@@ -1,9 +1,9 @@
-"""Markdown tables of paired ratios from committed ``python -m bench.tools.interleaved`` results (the old
-``detbench.interleaved`` files, read by bench.core.comparison).
+"""Markdown tables of paired ratios from committed ``python -m detbench.bench.tools.interleaved`` results (the old
+``detbench.interleaved`` files, read by detbench.bench.core.comparison).
 
-Usage: ``python -m reports.ratios docs/examples/h100-ratios-*.json`` (or ``detbench-report --ratios-markdown``).
-One table per variant set (inference, training step, ...), one row per model: the baseline's images/s, then
-each variant's paired ratio to the baseline (median over rounds with its interquartile range) and, for
+Usage: ``python -m detbench.reports.ratios docs/examples/h100-ratios-*.json`` (or ``detbench-report
+--ratios-markdown``). One table per variant set (inference, training step, ...), one row per model: the baseline's
+images/s, then each variant's paired ratio to the baseline (median over rounds with its interquartile range) and, for
 compiled variants, compile time, graph breaks and whether compiling pays against the eager variant of the
 same precision, paired by round. Break-even iterations are filled in for files written before the field.
 """
@@ -15,16 +15,16 @@ import sys
 from collections.abc import Iterable
 from pathlib import Path
 
-from bench.core import stats
-from bench.core.comparison import ModelComparison, eager_twin_variant, fill_break_even
-from reports.columns import fmt_ratio_spread, md_cell
+from detbench.bench.core import stats
+from detbench.bench.core.comparison import ModelComparison, eager_twin_variant, fill_break_even
+from detbench.reports.columns import fmt_ratio_spread, md_cell
 
 _PRECISION = {"fp32": "FP32", "bf16": "bf16", "fp16": "fp16"}
 _MODE = {"infer": "detector", "train": "detector (training step)"}
 
 
 class RatiosError(ValueError):
-    """A file that is not a ``bench.tools.interleaved`` result; the message names the file."""
+    """A file that is not a ``detbench.bench.tools.interleaved`` result; the message names the file."""
 
 
 def load_comparisons(paths: Iterable[str | Path]) -> list[ModelComparison]:
@@ -40,13 +40,14 @@ def load_comparisons(paths: Iterable[str | Path]) -> list[ModelComparison]:
         models = block.get("models") if isinstance(block, dict) else data.get("models") if isinstance(data, dict) \
             else None
         if not isinstance(models, list):
-            raise RatiosError(f"{path}: not a bench.tools.interleaved result (no 'models' list)")
+            raise RatiosError(f"{path}: not a detbench.bench.tools.interleaved result (no 'models' list)")
         for i, model in enumerate(models):
             if isinstance(model, dict) and model.get("status") == "ok":
                 try:
                     results.append(ModelComparison.from_dict(model))
                 except (ValueError, KeyError, TypeError) as exc:
-                    raise RatiosError(f"{path}: models[{i}] is not a bench.tools.interleaved result ({exc})") from exc
+                    raise RatiosError(f"{path}: models[{i}] is not a detbench.bench.tools.interleaved result "
+                                      f"({exc})") from exc
     for result in results:
         fill_break_even(result.variants)
     return results
@@ -127,13 +128,14 @@ def ratio_markdown(paths: Iterable[str | Path]) -> str:
 def main(argv: list[str] | None = None) -> int:
     paths = sys.argv[1:] if argv is None else argv
     if not paths:
-        print("usage: python -m reports.ratios FILE.json [FILE.json ...]  (bench.tools.interleaved results)",
+        print("usage: python -m detbench.reports.ratios FILE.json [FILE.json ...]  "
+              "(detbench.bench.tools.interleaved results)",
               file=sys.stderr)
         return 2
     try:
         print(ratio_markdown(paths), end="")
     except RatiosError as exc:
-        print(f"reports.ratios: error: {exc}", file=sys.stderr)
+        print(f"detbench.reports.ratios: error: {exc}", file=sys.stderr)
         return 2
     return 0
 

@@ -16,7 +16,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from reports.load import load_run  # noqa: E402
+from detbench.reports.load import load_run  # noqa: E402
 
 
 def _num(value: float | None, digits: int = 1) -> str:

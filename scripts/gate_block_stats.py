@@ -3,7 +3,7 @@
 ``python scripts/gate_block_stats.py RUN_DIR`` (a detbench-ab --out folder: ab.json and <side>-<pair>.json). Every
 side's run file holds each block's iterations; this rebuilds every round's candidate/baseline ratio with the
 block's median, lower quartile, minimum and mean, judges the cells together with the one judge
-(bench.core.stats.judge), and prints per
+(detbench.bench.core.stats.judge), and prints per
 statistic the mean log-width of the 95 % intervals and each cell's verdict, ratio and interval (with the planted
 change, where the candidate had one, checked against the interval). docs/ab.md quotes its output.
 """
@@ -17,8 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.core.record import load_results
-from bench.core.stats.judge import decide, pair_evidence
+from detbench.bench.core.record import load_results
+from detbench.bench.core.stats.judge import decide, pair_evidence
 
 FLOOR = 0.02
 STATISTICS = {"median": np.median, "p25": lambda x: np.percentile(x, 25), "min": np.min, "mean": np.mean}

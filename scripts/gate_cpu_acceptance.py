@@ -43,7 +43,7 @@ def run(out: Path, condition: str, runs: int, budget_s: float, pairs: int, start
     out.mkdir(parents=True, exist_ok=True)
     for k in range(start, start + runs):
         folder = out / f"{condition}-{k}"
-        command = [sys.executable, "-m", "bench.tools.ab", "--out", str(folder), "--budget-s", f"{budget_s:g}",
+        command = [sys.executable, "-m", "detbench.bench.tools.ab", "--out", str(folder), "--budget-s", f"{budget_s:g}",
                    "--pairs", str(pairs), "--pin-cpus", "none"]
         if condition == "planted":
             plant = ",".join(f"{cell}:{fraction:g}" for cell, fraction in PLANTS.items())

@@ -3,8 +3,8 @@
 ``python scripts/gate_cpu_study.py OUT [--json FILE]``: OUT holds the acceptance runs (``same-K/`` and
 ``planted-K/``, each a detbench-ab --out folder: ab.json and every side's run file with each block's iterations;
 scripts/gate_cpu_acceptance.py). Every run's rounds are rebuilt from the sides' iterations under variants of the
-design and judged with the one judge (bench.core.stats.judge: pair medians, t over pairs, Holm across the run's cells,
-floor 2 %, at the last look's level), over all the runs of the folder:
+design and judged with the one judge (detbench.bench.core.stats.judge: pair medians, t over pairs, Holm across the run's
+cells, floor 2 %, at the last look's level), over all the runs of the folder:
 
 - the block's statistic: lower quartile (the gate's), median, tenth percentile, minimum, mean;
 - shorter blocks: each block's first half only, its second half only (half the timed seconds, the same rounds),
@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 from gate_block_stats import block_times, planted  # this script's folder is on sys.path
 
-from bench.core.stats.judge import ALPHA, IMPROVEMENT, REGRESSION, decide, look_alpha, pair_evidence
+from detbench.bench.core.stats.judge import ALPHA, IMPROVEMENT, REGRESSION, decide, look_alpha, pair_evidence
 
 FLOOR = 0.02
 STATISTICS: dict[str, Callable[[list[float]], float]] = {

@@ -31,7 +31,7 @@ case $PART in
         [[ $PART == planted ]] && plant=(--candidate-env "DETBENCH_TEST_SLOWDOWN=$PLANT")
         echo "== $name ($PART): detbench-ab ${EXTRA[*]} ${plant[*]}"
         # a TERM to this script (timeout) goes on to detbench-ab, which ends its sides and keeps its rounds
-        "$PY" -m bench.tools.ab --out "$OUT/$name" "${plant[@]}" "${EXTRA[@]}" -- "${CELLS_ARGS[@]}" \
+        "$PY" -m detbench.bench.tools.ab --out "$OUT/$name" "${plant[@]}" "${EXTRA[@]}" -- "${CELLS_ARGS[@]}" \
             > "$OUT/$name.log" 2>&1 &
         child=$!
         trap 'kill -TERM "$child" 2>/dev/null' TERM INT

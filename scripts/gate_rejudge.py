@@ -1,4 +1,5 @@
-"""Re-judge committed sides-mode gate runs with the one judge (bench.core.stats.judge; docs/ab.md quotes the output).
+"""Re-judge committed sides-mode gate runs with the one judge (detbench.bench.core.stats.judge; docs/ab.md quotes the
+output).
 
 ``python scripts/gate_rejudge.py RUN_DIR...`` reads each RUN_DIR/ab.json (its per-pair, per-round ratios), judges
 every run's inference cells together (pair medians, t over pairs, Holm across the cells, the floor) and counts the
@@ -14,7 +15,7 @@ from pathlib import Path
 
 from gate_block_stats import planted  # this script's folder is on sys.path
 
-from bench.core.stats.judge import IMPROVEMENT, REGRESSION, decide, pair_evidence
+from detbench.bench.core.stats.judge import IMPROVEMENT, REGRESSION, decide, pair_evidence
 
 FLOOR = 0.02
 

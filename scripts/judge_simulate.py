@@ -1,13 +1,13 @@
-"""Simulations of the one judge (bench.core.stats.judge) behind every verdict; docs/ab.md quotes the output.
+"""Simulations of the one judge (detbench.bench.core.stats.judge) behind every verdict; docs/ab.md quotes the output.
 
 ``python scripts/judge_simulate.py [--runs N] [--json FILE]`` prints, seeded:
 
 - gate: the noise fitted on the committed H200 gate runs (docs/examples/gate-h200*) and on the committed CPU
   acceptance runs (docs/examples/gate-cpu/acceptance.json), then per design the family-wise false-flag rate of
-  same-software runs and each cell's detectable change (bench.core.stats.judge.simulate);
+  same-software runs and each cell's detectable change (detbench.bench.core.stats.judge.simulate);
 - history: ``detbench-history compare`` on a 15-cell run of unchanged software against 8 earlier runs per cell
   (between-run noise 3 %, log-normal): the share of runs that fail, judged by the one judge
-  (reports.history.analysis.judge_cells) and, for reference, by the former per-cell rule (analysis.judge);
+  (detbench.reports.history.analysis.judge_cells) and, for reference, by the former per-cell rule (analysis.judge);
 - report: ``detbench-report --fail-on-regression`` on two runs of 15 cells with 3 repeats a side (between-repeat
   noise 3 %): the share of runs that flag a cell, with the judge's two-run evidence and Holm across the cells.
 """
@@ -21,9 +21,9 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.core.stats import judge
-from bench.core.stats.judge import simulate
-from reports.history import analysis
+from detbench.bench.core.stats import judge
+from detbench.bench.core.stats.judge import simulate
+from detbench.reports.history import analysis
 
 ROOT = Path(__file__).resolve().parents[1]
 H200 = sorted(ROOT.glob("docs/examples/gate-h200*/**/ab.json"))

@@ -13,7 +13,7 @@ NEW=$PWD
 export PYTHONUNBUFFERED=1
 PY=${PYTHON:-python3}
 for which in old new; do
-    if [[ $which == old ]]; then tree=$OLD plugin=(); else tree=$NEW plugin=(-p bench.plugin.plugin); fi
+    if [[ $which == old ]]; then tree=$OLD plugin=(); else tree=$NEW plugin=(-p detbench.bench.plugin.plugin); fi
     for run in smoke quick; do
         args=(--profile smoke)
         [[ $run == quick ]] && args=(--profile quick --models "$MODEL")

@@ -19,7 +19,7 @@ for c in 2 4 8; do (( c <= gpus )) && counts+=",$c"; done
 plain_ddp() {  # the plainest DDP loop on $1 GPUs, appended to plain-ddp.jsonl with a label
     local tmp
     tmp=$(mktemp)
-    python3 -m bench.tools.plain_ddp --model retinanet_resnet50_fpn --gpus "$1" --batch 8 --precision bf16 \
+    python3 -m detbench.bench.tools.plain_ddp --model retinanet_resnet50_fpn --gpus "$1" --batch 8 --precision bf16 \
         --json "$tmp" && python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); d["label"]=sys.argv[2]; print(json.dumps(d))' \
         "$tmp" "$2" >>"$out/plain-ddp.jsonl"
     rm -f "$tmp"

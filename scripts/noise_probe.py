@@ -65,10 +65,10 @@ def _pin_all_threads(cpus: set[int]) -> None:
 def worker(model: str, precision: str, bench: bool) -> int:
     import torch
 
-    from bench.core.options import RunOptions
-    from bench.core.schema import Cell
-    from bench.runtime.build import GroupShared
-    from bench.runtime.session import CellSession
+    from detbench.bench.core.options import RunOptions
+    from detbench.bench.core.schema import Cell
+    from detbench.bench.runtime.build import GroupShared
+    from detbench.bench.runtime.session import CellSession
 
     device = torch.device("cuda", 0) if torch.cuda.is_available() else torch.device("cpu")  # CPU: a dry run
     options = RunOptions(profile="probe", telemetry_hz=0, cudnn_benchmark=bench, count_flops=False)

@@ -16,7 +16,7 @@
 # A model that finished (OUTDIR/tune-MODEL.done) is not run again; one whose call was cut short resumes from its
 # journal (--detbench-resume: finished cells are kept), so parts of a run add up across calls.
 # Writes: OUTDIR/gpu.txt, tune-MODEL.{json,journal.jsonl,log}, trace-retinanet.{json,txt}, combined.journal.jsonl,
-# advice.json, report/ (detbench-report, as python -m reports, over the combined journal).
+# advice.json, report/ (detbench-report, as python -m detbench.reports, over the combined journal).
 set -uo pipefail
 usage() {
   echo "usage: bash scripts/tune_search.sh [--budget SECONDS] [--goal MODEL=IMG_PER_S]... OUTDIR [MODEL... | trace | table]" >&2
@@ -54,10 +54,10 @@ for word in "${words[@]}"; do
     trace)
       retina="$out/tune-retinanet_resnet50_fpn.journal.jsonl"
       if [ ! -s "$retina" ]; then echo "trace: run retinanet_resnet50_fpn first ($retina missing)"; continue; fi
-      # the best 1-GPU inference configuration the search found for RetinaNet, as bench.tools.trace arguments
-      if args=$(python3 -m reports.advisor "$retina" --trace-args retinanet_resnet50_fpn); then
+      # the best 1-GPU inference configuration the search found for RetinaNet, as detbench.bench.tools.trace arguments
+      if args=$(python3 -m detbench.reports.advisor "$retina" --trace-args retinanet_resnet50_fpn); then
         # shellcheck disable=SC2086  # the advisor prints plain words (model, mode, compile, precision, sizes)
-        timeout --kill-after=20 "$budget" python3 -m bench.tools.trace $args --steps 20 \
+        timeout --kill-after=20 "$budget" python3 -m detbench.bench.tools.trace $args --steps 20 \
             --json "$out/trace-retinanet.json" > "$out/trace-retinanet.txt" 2>&1
         tail -30 "$out/trace-retinanet.txt"
       fi ;;
@@ -82,10 +82,10 @@ done
 mapfile -t journals < <(ls "$out"/tune-*.journal.jsonl 2>/dev/null)
 if [ ${#journals[@]} -gt 0 ]; then
   cat "${journals[@]}" > "$out/combined.journal.jsonl"
-  python3 -m reports "$out/combined.journal.jsonl" --out "$out/report" --title "detbench tune" > "$out/report.log" 2>&1 \
-      || echo "python -m reports failed: $(tail -1 "$out/report.log")"
+  python3 -m detbench.reports "$out/combined.journal.jsonl" --out "$out/report" --title "detbench tune" > "$out/report.log" 2>&1 \
+      || echo "python -m detbench.reports failed: $(tail -1 "$out/report.log")"
   if [ -s "$out/trace-retinanet.json" ]; then
-    python3 -m bench.tools.trace --summary "$out/trace-retinanet.json"
+    python3 -m detbench.bench.tools.trace --summary "$out/trace-retinanet.json"
   fi
-  python3 -m reports.advisor "$out/combined.journal.jsonl" --json "$out/advice.json" --short "${goals[@]}"
+  python3 -m detbench.reports.advisor "$out/combined.journal.jsonl" --json "$out/advice.json" --short "${goals[@]}"
 fi

@@ -36,7 +36,7 @@ def _share_the_bytecode_cache() -> None:
 
 _share_the_bytecode_cache()
 
-from envcheck import nvml  # noqa: E402 (after the bytecode cache is set)
+from detbench.envcheck import nvml  # noqa: E402 (after the bytecode cache is set)
 from tests.fakes.nvml import FakeGpu, make_fake_nvml  # noqa: E402
 
 # The folder rule (docs/compat.md): tests under these paths exercise torch/torchvision themselves (models,

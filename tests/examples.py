@@ -10,12 +10,12 @@ from pathlib import Path
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "docs" / "examples"
 
-# the interleaved H100 comparisons docs/results-h100.md quotes (reports.ratios regenerates its tables)
+# the interleaved H100 comparisons docs/results-h100.md quotes (detbench.reports.ratios regenerates its tables)
 RATIO_RUNS = ("h100-ratios-1.json", "h100-ratios-2.json", "h100-ratios-3.json", "h100-ratios-deformable-detr.json",
               "h100-ratios-detr.json", "h100-ratios-keypoint.json", "h100-ratios-rtdetr.json", "h100-ratios-yolo.json",
               "h100-ratios-yolo11n-train.json", "h100-ratios-yolo11n.json", "h100-ratios-yolov8s-train.json")
 
-# every committed run file (what reports.load.load_run reads: run JSON, journal, interleaved or A/B side files)
+# every committed run file (what detbench.reports.load.load_run reads: run JSON, journal, interleaved or A/B side files)
 RUNS = (
     "cpu-deploy.json",
     *(f"gate-h200/{side}-{k}.json" for side in ("baseline", "candidate") for k in range(3)),

@@ -9,7 +9,7 @@ from importlib import metadata
 
 import pytest
 
-# the installed console scripts; detbench itself is pytest (bench.plugin.cli), whose options' help
+# the installed console scripts; detbench itself is pytest (detbench.bench.plugin.cli), whose options' help
 # tests/bench/core/test_config.py renders
 SCRIPTS = {ep.name: ep.value for ep in metadata.distribution("detbench").entry_points
            if ep.group == "console_scripts" and ep.name != "detbench"}

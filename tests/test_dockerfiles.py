@@ -25,7 +25,7 @@ from pathlib import Path
 import pytest
 from packaging.requirements import Requirement
 
-from envcheck import tables
+from detbench.envcheck import tables
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCKERFILE = ROOT / "Dockerfile"
@@ -626,7 +626,7 @@ def test_healthcheck_requires_a_gpu_and_launches_no_kernels(fake_envcheck):
     assert args[0] == "envcheck" and "--require-gpu" in args
     only = {args[i + 1] for i, a in enumerate(args) if a == "--only"}
     assert only, "the health check must select checks (it runs during the benchmark)"
-    from envcheck.registry import check_ids, get_check
+    from detbench.envcheck.registry import check_ids, get_check
 
     assert only <= set(check_ids()), f"unknown check ids in docker/healthcheck.sh: {only - set(check_ids())}"
     assert not any(get_check(i).slow for i in only)

@@ -11,9 +11,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-from bench.core import matrix
-from bench.core.config import OPTION_TABLE
-from bench.models import list_models
+from detbench.bench.core import matrix
+from detbench.bench.core.config import OPTION_TABLE
+from detbench.bench.models import list_models
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "scripts" / "gate_proof.sh"

@@ -35,6 +35,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("envcheck", "bench", "reports")
+NAMESPACE = "detbench"
 
 # Layers low to high; a module may import its own layer or any lower one (rule b).
 LAYERS = ("envcheck", "bench.core", "bench.measure", "bench.models", "bench.runtime", ("bench.plugin", "bench.tools"))
@@ -101,6 +102,12 @@ def _is_internal(name: str) -> bool:
     return name.split(".")[0] in PACKAGES
 
 
+def _checkout_name(name: str) -> str:
+    """``detbench.bench.core`` -> ``bench.core``: installed, the three packages live under the ``detbench`` namespace
+    (pyproject.toml); the graph names each module by its folder in the checkout."""
+    return name.removeprefix(NAMESPACE + ".")
+
+
 def imports_of(name: str, source: str, modules: dict[str, Path],
                type_only: bool = False) -> tuple[list[tuple[str, int]], list[tuple[str, int]]]:
     """(edges, unresolved) of one module: the internal modules it imports, each with its line, and the internal
@@ -122,14 +129,14 @@ def imports_of(name: str, source: str, modules: dict[str, Path],
     for node in _import_nodes(ast.parse(source), type_only):
         if isinstance(node, ast.Import):
             for alias in node.names:
-                add(alias.name, node.lineno, exact=True)
+                add(_checkout_name(alias.name), node.lineno, exact=True)
             continue
         if node.level:
             base_parts = package.split(".")
             base_parts = base_parts[: len(base_parts) - (node.level - 1)]
             base = ".".join([*base_parts, node.module] if node.module else base_parts)
         else:
-            base = node.module or ""
+            base = _checkout_name(node.module or "")
         if not _is_internal(base):
             continue
         if base not in modules:
@@ -352,6 +359,23 @@ def test_every_internal_import_names_an_existing_module(graph: Graph):
     _check("unresolved", violations(graph)["unresolved"])
 
 
+def bare_imports(modules: dict[str, Path], root: Path = ROOT) -> list[str]:
+    """Absolute imports of the three packages by their bare names (``from bench.core import x``): installed, only
+    ``detbench.bench``, ``detbench.envcheck`` and ``detbench.reports`` exist, and a bare name would import whatever
+    else is called ``bench`` on the user's path (their own project's package)."""
+    found = []
+    for path in modules.values():
+        for node in _import_nodes(ast.parse(path.read_text()), type_only=True):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else (
+                [node.module or ""] if not node.level else [])
+            found += [f"{path.relative_to(root)}:{node.lineno}: {n}" for n in names if _is_internal(n)]
+    return found
+
+
+def test_every_import_of_the_packages_goes_through_the_detbench_namespace(graph: Graph):
+    assert bare_imports(graph.modules) == []
+
+
 # The checker itself, on made-up trees: each rule must fail when broken.
 
 def _tree(tmp_path: Path, files: dict[str, str]) -> Graph:
@@ -374,8 +398,8 @@ def _pairs(edges: list[Edge]) -> set[tuple[str, str]]:
 
 def test_checker_sees_function_level_relative_and_submodule_imports(tmp_path: Path):
     graph = _tree(tmp_path, {
-        "bench/core/a.py": "def f():\n    from bench.runtime import worker\n",
-        "bench/core/b.py": "from . import a\nfrom .a import f\nimport bench.measure.timing as t\n",
+        "bench/core/a.py": "def f():\n    from detbench.bench.runtime import worker\n",
+        "bench/core/b.py": "from . import a\nfrom .a import f\nimport detbench.bench.measure.timing as t\n",
         "bench/measure/timing.py": "",
         "bench/runtime/worker.py": "",
         "bench/runtime/c.py": "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    import reports.cli\n"
@@ -394,6 +418,9 @@ def test_checker_sees_function_level_relative_and_submodule_imports(tmp_path: Pa
                                        ("bench.core.b", "bench.measure.timing"),
                                        ("bench.runtime.c", "bench.tools.x")}
     assert not found["bench-imports-reports"]  # the TYPE_CHECKING import is left out
+    # the namespace's names and the bare ones make the same edges; the bare ones are flagged, type-only too
+    assert sorted(bare_imports(graph.modules, tmp_path)) == ["bench/runtime/c.py:3: reports.cli",
+                                                             "bench/runtime/c.py:5: bench.tools.x"]
 
 
 def test_checker_flags_each_rule(tmp_path: Path):

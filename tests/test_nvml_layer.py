@@ -1,6 +1,6 @@
 """The thin NVML layer: degrade to None, map CUDA ordinals to NVML devices by UUID."""
 
-from envcheck import nvml
+from detbench.envcheck import nvml
 from tests.fakes.nvml import NOT_SUPPORTED, FakeGpu, NVMLError_LibraryNotFound
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from bench.core.comparison import ModelComparison
+from detbench.bench.core.comparison import ModelComparison
 from tests.examples import RATIO_RUNS, example
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -1,14 +1,14 @@
 """What should I use? One piece of advice per (run, detector, mode, GPU count), from cell results, by one rule.
 
 The pytest plugin's closing summary (bench/plugin/display.py), ``detbench-report`` (HTML, summary.md,
-recommendations.csv) and ``python -m reports.advisor`` all render these typed rows; none ranks on its own.
+recommendations.csv) and ``python -m detbench.reports.advisor`` all render these typed rows; none ranks on its own.
 This module is pure: no torch, no pandas, no rendering (renderers format the numbers).
 
 The ranking rule
 ----------------
 1. Candidates are the cells that ran ok with a throughput and, for a deployment runtime, whose outputs agree with
-   eager FP32 (bench.runtime.deploy.parity). Cells that did not (oom, error, timeout, skipped, not-supported, or
-   outputs that disagree: status ``parity disagree``) are never picked; they are listed with their recorded reason.
+   eager FP32 (detbench.bench.runtime.deploy.parity). Cells that did not (oom, error, timeout, skipped, not-supported,
+   or outputs that disagree: status ``parity disagree``) are never picked; they are listed with their recorded reason.
 2. The batch size (and image size) the advice is given at is the one of the candidate with the highest
    throughput (images/s, the median over its timed blocks). Each batch size has its own baseline, so no paired
    ratio compares batch sizes: this one step is a plain throughput comparison.
@@ -41,8 +41,8 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from bench.core.ratios import baseline_of
-from bench.core.schema import BATCH_MAX, COMPILE_MODES, MEMORY_FORMATS, PRECISIONS, RUNTIMES, Cell, CellResult
+from detbench.bench.core.ratios import baseline_of
+from detbench.bench.core.schema import BATCH_MAX, COMPILE_MODES, MEMORY_FORMATS, PRECISIONS, RUNTIMES, Cell, CellResult
 
 REASON_CHARS = 240
 INTERLEAVED = "interleaved"  # both cells timed in rounds by one worker: a paired ratio with its spread
@@ -162,7 +162,7 @@ class Advice:
 
 
 class RunLike(Protocol):
-    """What :func:`advise_runs` needs of a run (e.g. ``reports.load.Run``)."""
+    """What :func:`advise_runs` needs of a run (e.g. ``detbench.reports.load.Run``)."""
 
     label: str
     results: list[CellResult]
@@ -369,7 +369,7 @@ def _one_line(text: str) -> str:
     return text if len(text) <= REASON_CHARS else text[: REASON_CHARS - 1] + "…"
 
 
-# --- the advice in words: the terminal (bench.plugin.display) and the reports say the same ---------------
+# --- the advice in words: the terminal (detbench.bench.plugin.display) and the reports say the same ---------------
 
 
 def gain_text(gain: Gain) -> str:

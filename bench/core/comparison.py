@@ -1,4 +1,4 @@
-"""A model's comparison of variants (``python -m bench.tools.interleaved``): each variant's blocks, its paired
+"""A model's comparison of variants (``python -m detbench.bench.tools.interleaved``): each variant's blocks, its paired
 ratios to the first variant, and the variants as ordinary cell results.
 
 The study writes these summaries into an ordinary run (its ``detbench.models``); files of the older
@@ -14,9 +14,9 @@ import statistics
 from dataclasses import dataclass, field
 from typing import Any
 
-from bench.core import stats
-from bench.core.ratios import break_even_iterations
-from bench.core.schema import MODES, BlockRecord, Cell, CellResult, LatencyStats, Measurement, PairedRatio
+from detbench.bench.core import stats
+from detbench.bench.core.ratios import break_even_iterations
+from detbench.bench.core.schema import MODES, BlockRecord, Cell, CellResult, LatencyStats, Measurement, PairedRatio
 
 SCHEMA_NAME = "detbench.interleaved"
 SCHEMA_VERSION = 2
@@ -185,7 +185,7 @@ def model_results(data: dict[str, Any], schema_version: Any) -> list[CellResult]
 
 def fill_break_even(runs: list[VariantRun]) -> None:
     """Break-even of each compiled variant against its eager twin, for version-1 files written before the
-    field existed (new results carry it, from the same formula: bench.core.ratios.break_even_iterations)."""
+    field existed (new results carry it, from the same formula: detbench.bench.core.ratios.break_even_iterations)."""
     medians = {r.variant: r.latency.median_ms for r in runs if r.status == "ok" and r.latency is not None}
     for run in runs:
         if run.compile_s is None or run.variant not in medians:

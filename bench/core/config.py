@@ -2,7 +2,7 @@
 
 :data:`OPTION_TABLE` lists each option once (name, type, default, help); the pytest plugin and ``detbench-ab``
 both build their command lines from it, and :func:`resolve` turns the parsed values into a :class:`RunConfig`:
-validated (one :class:`~bench.core.options.OptionError` line naming the valid choices), with the defaults that
+validated (one :class:`~detbench.bench.core.options.OptionError` line naming the valid choices), with the defaults that
 depend on the device (isolation, rounds, block length, warm-up) taken for the device the run has.
 """
 
@@ -13,9 +13,9 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from bench.core import matrix
-from bench.core.options import CELL_TIMEOUT_S, ISOLATION_ALIASES, ISOLATIONS, OptionError, RunOptions
-from bench.core.schema import COMPILE_ALIASES, COMPILE_MODES, MEMORY_FORMATS, MODES, PRECISIONS, Cell
+from detbench.bench.core import matrix
+from detbench.bench.core.options import CELL_TIMEOUT_S, ISOLATION_ALIASES, ISOLATIONS, OptionError, RunOptions
+from detbench.bench.core.schema import COMPILE_ALIASES, COMPILE_MODES, MEMORY_FORMATS, MODES, PRECISIONS, Cell
 
 # A CPU rank (gloo, no CUDA) holds torch itself (~0.4 GiB resident) and a whole model: a ResNet-50-FPN detector's
 # weights, gradients, optimizer state and activations at benchmark sizes come to ~1.5 GiB more.
@@ -122,9 +122,9 @@ def table_option(name: str) -> Option:
 
 
 def add_cell_arguments(parser: Any, *, model_required: bool = True, measuring: bool = False) -> None:
-    """The flags of one cell for a study (``bench.tools.fidelity``, ``trace``, a multi-GPU request): the matrix's
-    axes in the singular, with the matrix's defaults (eager FP32 inference, batch 1, contiguous, the model's own
-    image size). ``measuring`` adds the timing knobs (``--rounds``, ``--block-s``, ``--telemetry-hz``) with the
+    """The flags of one cell for a study (``detbench.bench.tools.fidelity``, ``trace``, a multi-GPU request): the
+    matrix's axes in the singular, with the matrix's defaults (eager FP32 inference, batch 1, contiguous, the model's
+    own image size). ``measuring`` adds the timing knobs (``--rounds``, ``--block-s``, ``--telemetry-hz``) with the
     option table's defaults; :func:`cell_from` turns the parsed values into a :class:`Cell`."""
     parser.add_argument("--model", required=model_required, default=None,
                         help="the cell's model, a registry name (pytest bench/ --list-models lists them)")
@@ -159,7 +159,7 @@ class RunConfig:
     """A run's fully resolved configuration: which cells (profile + filters) and how (options)."""
 
     profile: str
-    filters: Any  # bench.core.matrix.MatrixFilters
+    filters: Any  # detbench.bench.core.matrix.MatrixFilters
     options: RunOptions
     strict: bool = False
     journal: str | None = None
@@ -274,7 +274,7 @@ class CpuHost:
 
     @classmethod
     def probe(cls) -> CpuHost:
-        from envcheck.checks.host import available_memory_bytes, usable_cpu_count  # noqa: PLC0415
+        from detbench.envcheck.checks.host import available_memory_bytes, usable_cpu_count  # noqa: PLC0415
 
         return cls(usable_cpu_count() or 1, available_memory_bytes())
 

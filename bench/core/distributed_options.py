@@ -17,7 +17,7 @@ class DistributedOptions:
     bucket_cap_mb: float = 25.0  # DistributedDataParallel's default
     find_unused_parameters: bool = False  # True only for models whose loss skips parameters (costs a graph walk)
     gradient_as_bucket_view: bool = False
-    time_allreduce: bool = True  # a comm hook marks each bucket's all-reduce (bench.measure.ddp_comm)
+    time_allreduce: bool = True  # a comm hook marks each bucket's all-reduce (detbench.bench.measure.ddp_comm)
 
     def __post_init__(self) -> None:
         if self.backend not in BACKENDS:

@@ -1,7 +1,7 @@
 """What a multi-GPU cell measured beyond a one-GPU cell: per-rank figures and the group's aggregate.
 
 Part of the result schema (``CellResult.distributed``, schema v2); :meth:`DistributedStats.from_dict` reads it
-back. Pure dataclasses: bench.core.schema imports this module.
+back. Pure dataclasses: detbench.bench.core.schema imports this module.
 """
 
 from __future__ import annotations

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from bench.core.schema import Cell, CellResult
+from detbench.bench.core.schema import Cell, CellResult
 
 
 def rotation(count: int, round_index: int) -> list[int]:

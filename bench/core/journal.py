@@ -22,14 +22,14 @@ import time
 from pathlib import Path
 from typing import Any, TextIO
 
-from bench.core.options import RunOptions
-from bench.core.record import RUN_SCHEMA, cell_payload, is_special_path, journal_results
-from bench.core.schema import CellResult
+from detbench.bench.core.options import RunOptions
+from detbench.bench.core.record import RUN_SCHEMA, cell_payload, is_special_path, journal_results
+from detbench.bench.core.schema import CellResult
 
 _SAFE_ID = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")  # a run id that can go into a file name as it is
 
-# The fingerprint fields (envcheck.fingerprint) that name the machine and its software: a resumed run must match
-# them. Host noise (host name, kernel build, CUDA_VISIBLE_DEVICES, GPU UUIDs) may differ.
+# The fingerprint fields (detbench.envcheck.fingerprint) that name the machine and its software: a resumed run must
+# match them. Host noise (host name, kernel build, CUDA_VISIBLE_DEVICES, GPU UUIDs) may differ.
 RESUME_ENVIRONMENT_KEYS = ("gpu", "cpu", "cpu_count", "driver", "driver_cuda", "torch", "torchvision", "cuda", "cudnn",
                            "nccl", "python", "image")
 # RunOptions fields that change no figure, so a resume may set them anew: every other option must match.
@@ -351,5 +351,6 @@ def _differences(stored: dict[str, Any], current: dict[str, Any], keys: Any) -> 
 
 
 def read_journal(path: str | os.PathLike[str]) -> list[CellResult]:
-    """Every complete line of a journal as a whole CellResult (see :func:`bench.core.record.journal_results`)."""
+    """Every complete line of a journal as a whole CellResult (see
+    :func:`detbench.bench.core.record.journal_results`)."""
     return journal_results(Path(path).read_text(encoding="utf-8").splitlines(), str(path))

@@ -11,8 +11,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from bench.core.options import OptionError
-from bench.core.schema import (
+from detbench.bench.core.options import OptionError
+from detbench.bench.core.schema import (
     BATCH_MAX,
     COMPILE_ALIASES,
     COMPILE_MODES,
@@ -43,7 +43,8 @@ class Block:
     modes: tuple[str, ...] = ("infer",)
     compile: tuple[str, ...] = ("eager",)
     precisions: tuple[str, ...] = ("fp32",)
-    batch_sizes: tuple[int | str, ...] = (1,)  # BATCH_MAX: the largest batch that fits (bench.runtime.batch_search)
+    # BATCH_MAX: the largest batch that fits (detbench.bench.runtime.batch_search)
+    batch_sizes: tuple[int | str, ...] = (1,)
     image_size: tuple[int, int] | None = None
     gpus: tuple[int, ...] = (1,)  # VISIBLE expands to the machine's counts (only counts > 1 of it here)
     memory_formats: tuple[str, ...] = ("contiguous",)
@@ -282,7 +283,7 @@ def probe_capabilities() -> Capabilities:
     """Ask torch what this machine can run (initialises CUDA when it is present)."""
     import torch  # noqa: PLC0415
 
-    from envcheck.probe import native_bf16_supported  # noqa: PLC0415
+    from detbench.envcheck.probe import native_bf16_supported  # noqa: PLC0415
 
     cuda = torch.cuda.is_available()
     return Capabilities(
@@ -299,7 +300,7 @@ def skip_reason(cell: Cell, caps: Capabilities) -> str | None:
     visible = caps.gpu_count if caps.cuda_available else 0
     if caps.cuda_available and cell.gpus > visible:
         return f"needs {cell.gpus} GPUs, {visible} visible"
-    # gpus > 1 without CUDA: bench.distributed runs the ranks on the CPU over gloo (or says why it cannot)
+    # gpus > 1 without CUDA: detbench.bench.distributed runs the ranks on the CPU over gloo (or says why it cannot)
     if cell.precision != "fp32" and not caps.cuda_available:
         return f"{cell.precision} autocast is GPU-only in this suite (CPU runs fp32)"
     if cell.precision == "amp-bf16" and not caps.bf16_supported:

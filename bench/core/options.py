@@ -1,6 +1,6 @@
 """Run-wide options: :class:`RunOptions` (what travels to every worker and is recorded once per run) and the
 warm-up and timing policies, with their defaults per device kind. The command-line table that fills them is
-bench.core.config."""
+detbench.bench.core.config."""
 
 from __future__ import annotations
 
@@ -113,7 +113,7 @@ class RunOptions:
     rounds: RoundsPolicy | None = None  # a whole policy; None = the device kind's default, with the two below
     rounds_count: int | None = None  # --rounds alone: the device's block length stays
     block_s: float | None = None  # --block-s alone: the device's round count stays
-    repeats: int = 1  # separate measurements of every cell at different moments of the run (bench.runtime.run)
+    repeats: int = 1  # separate measurements of every cell at different moments of the run (detbench.bench.runtime.run)
 
     def __post_init__(self) -> None:
         self.isolation = ISOLATION_ALIASES.get(self.isolation, self.isolation)

@@ -9,8 +9,8 @@ from __future__ import annotations
 import dataclasses
 import statistics
 
-from bench.core import stats
-from bench.core.schema import Cell, CellResult, PairedRatio
+from detbench.bench.core import stats
+from detbench.bench.core.schema import Cell, CellResult, PairedRatio
 
 
 def baseline_of(cell: Cell) -> Cell:

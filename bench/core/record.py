@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench.core.schema import SCHEMA_NAME, SCHEMA_VERSION, CellResult, SchemaError
+from detbench.bench.core.schema import SCHEMA_NAME, SCHEMA_VERSION, CellResult, SchemaError
 
 RUN_SCHEMA = "detbench.run"
 

@@ -14,8 +14,8 @@ import statistics
 from collections.abc import Sequence
 from typing import TypeVar
 
-from bench.core import stats
-from bench.core.schema import MEASURED, CellResult, RepeatFailure
+from detbench.bench.core import stats
+from detbench.bench.core.schema import MEASURED, CellResult, RepeatFailure
 
 T = TypeVar("T")
 
@@ -109,7 +109,7 @@ def _sum_or_none(values: list[float | None]) -> float | None:
 def repaired_ratios(results: dict[str, CellResult]) -> None:
     """Recompute each merged cell's paired ratio to its baseline, pairing blocks on (repeat, round): a
     repeat's blocks were interleaved with the baseline's blocks of the same repeat and round only."""
-    from bench.core.ratios import baseline_of, paired_ratio  # noqa: PLC0415 (imports torch; reports merge journals without it)
+    from detbench.bench.core.ratios import baseline_of, paired_ratio  # noqa: PLC0415 (imports torch; reports merge journals without it)
 
     for result in results.values():
         if result.status != "ok" or result.measurement is None:

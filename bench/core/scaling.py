@@ -17,9 +17,9 @@ from dataclasses import replace
 from statistics import mean
 from typing import Any
 
-from bench.core import stats as bench_stats
-from bench.core.distributed_stats import DistributedStats, RankFigures
-from bench.core.schema import Cell, CellResult
+from detbench.bench.core import stats as bench_stats
+from detbench.bench.core.distributed_stats import DistributedStats, RankFigures
+from detbench.bench.core.schema import Cell, CellResult
 
 
 def rank_figures(rank: int, times_ms: Sequence[float], batch_size: int, **facts: Any) -> RankFigures:

@@ -26,7 +26,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from bench.core.distributed_stats import DistributedStats
+from detbench.bench.core.distributed_stats import DistributedStats
 
 SCHEMA_VERSION = 4
 SCHEMA_NAME = "detbench.cell"
@@ -39,10 +39,11 @@ COMPILE_ALIASES = {"compiled": "default"}
 CUDA_GRAPH_MODES = ("reduce-overhead", "max-autotune")  # torch.compile modes that capture CUDA graphs
 PRECISIONS = ("fp32", "amp-fp16", "amp-bf16")
 MEMORY_FORMATS = ("contiguous", "channels_last")
-# How the cell's model is deployed (bench.runtime.deploy: one module each). "eager" is the model as built (and, with a
-# compile mode, torch.compile); the others export an artifact, load it back and run it: inference, compile eager only.
+# How the cell's model is deployed (detbench.bench.runtime.deploy: one module each). "eager" is the model as built (and,
+# with a compile mode, torch.compile); the others export an artifact, load it back and run it: inference, compile eager
+# only.
 RUNTIMES = ("eager", "torchscript", "onnxruntime", "aot-inductor")
-BATCH_MAX = "max"  # Cell.batch_size: the largest batch that fits, searched (bench.runtime.batch_search)
+BATCH_MAX = "max"  # Cell.batch_size: the largest batch that fits, searched (detbench.bench.runtime.batch_search)
 # partial: cut short (a signal, a dead worker) after some of its rounds; it carries them, and a resume continues it
 # not-supported: a deployment runtime cannot take this model (the exporter's first error line is the reason)
 STATUSES = ("ok", "partial", "oom", "error", "skipped", "timeout", "not-supported")
@@ -66,7 +67,7 @@ class SchemaError(ValueError):
 class Cell:
     """One point of the matrix: (detector, mode, compile, precision, batch size, GPU count, image size, memory
     format). ``compile`` is ``eager`` or a torch.compile mode; ``batch_size`` is an integer or :data:`BATCH_MAX`
-    (the largest batch that fits, found by bench.runtime.batch_search)."""
+    (the largest batch that fits, found by detbench.bench.runtime.batch_search)."""
 
     model: str
     mode: str = "infer"
@@ -129,7 +130,8 @@ class Cell:
 
     @property
     def batch(self) -> int:
-        """The concrete batch size; a :data:`BATCH_MAX` cell has none until bench.runtime.batch_search resolves it."""
+        """The concrete batch size; a :data:`BATCH_MAX` cell has none until detbench.bench.runtime.batch_search
+        resolves it."""
         if isinstance(self.batch_size, str):
             raise ValueError(f"{self.id}: batch size {self.batch_size!r} must be resolved first (a batch search)")
         return self.batch_size
@@ -296,7 +298,7 @@ class BatchProbe:
 
 @dataclass
 class BatchSearch:
-    """Where the OOM boundary lies for a ``bsmax`` cell, and how it was found (bench.runtime.batch_search)."""
+    """Where the OOM boundary lies for a ``bsmax`` cell, and how it was found (detbench.bench.runtime.batch_search)."""
 
     start: int
     limit: int
@@ -316,7 +318,7 @@ class BatchSearch:
 @dataclass
 class Parity:
     """A deployed cell's detections against eager FP32 of the same weights on the same calibrated input
-    (bench.runtime.deploy.parity): boxes matched one-to-one by IoU, then scores, labels and masks compared."""
+    (detbench.bench.runtime.deploy.parity): boxes matched one-to-one by IoU, then scores, labels and masks compared."""
 
     verdict: str  # agree | disagree
     tolerance: dict[str, float] = field(default_factory=dict)  # the precision's limits the verdict applied
@@ -335,7 +337,7 @@ class Parity:
 
 @dataclass
 class DeployInfo:
-    """What deploying a cell's model on its runtime cost and gave (bench.runtime.deploy)."""
+    """What deploying a cell's model on its runtime cost and gave (detbench.bench.runtime.deploy)."""
 
     runtime: str
     provider: str | None = None  # what executes it (e.g. ONNX Runtime's CPUExecutionProvider)
@@ -381,7 +383,7 @@ class DeviceTelemetry:
 
 @dataclass
 class TelemetrySummary:
-    """Typed view of a cell's telemetry summary (bench.measure.telemetry.TelemetryTracker.summary)."""
+    """Typed view of a cell's telemetry summary (detbench.bench.measure.telemetry.TelemetryTracker.summary)."""
 
     available: bool
     reason: str | None
@@ -475,7 +477,7 @@ class CellResult:
     flops_info: FlopsInfo | None = None
     # post-processing load
     detections_per_image: dict[str, float] | None = None  # mean / min / max over the measured batch
-    postprocess: dict[str, Any] | None = None  # bench.models.postprocess.PostprocessLoad.to_dict()
+    postprocess: dict[str, Any] | None = None  # detbench.bench.models.postprocess.PostprocessLoad.to_dict()
     # v2: set-up, measurement, ratio, failure
     setup: SetupTimes | None = None
     measurement: Measurement | None = None

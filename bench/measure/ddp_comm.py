@@ -20,7 +20,7 @@ import torch
 import torch.distributed as dist
 from torch.distributed.algorithms.ddp_comm_hooks import default_hooks
 
-from bench.core.distributed_stats import AllReduceStats
+from detbench.bench.core.distributed_stats import AllReduceStats
 
 Interval = tuple[float, float]  # (handed over, finished), ms from the step's start
 

@@ -20,8 +20,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from bench.measure import telemetry_stats as stats
-from envcheck import nvml
+from detbench.bench.measure import telemetry_stats as stats
+from detbench.envcheck import nvml
 
 NAN = float("nan")
 PCIE_KB = 1024  # NVML reports PCIe throughput in KB/s

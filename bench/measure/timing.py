@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from bench.core.options import MeasurePolicy, WarmupPolicy
+from detbench.bench.core.options import MeasurePolicy, WarmupPolicy
 
 Step = Callable[[], Any]
 Sync = Callable[[], None]

@@ -1,6 +1,6 @@
 """Models the suite can benchmark, found by name: ``get_model("retinanet_resnet50_fpn")``."""
 
-from bench.models.registry import (
+from detbench.bench.models.registry import (
     MissingExtraError,
     ModelSpec,
     UnknownModelError,

@@ -1,7 +1,7 @@
 """Parts shared by the optional-extra detector adapters (DETR family, YOLO): pixel batches, score calibration.
 
-Calibration follows bench.models.postprocess's policy for torchvision detectors: pick the score threshold that lets a
-stated number of candidates per image through, then measure what one real post-processing pass produced.
+Calibration follows detbench.bench.models.postprocess's policy for torchvision detectors: pick the score threshold that
+lets a stated number of candidates per image through, then measure what one real post-processing pass produced.
 """
 
 from __future__ import annotations
@@ -12,17 +12,18 @@ from typing import Any
 import torch
 from torch import nn
 
-from bench.models.batchnorm import recalibrate_batchnorm
-from bench.models.postprocess import quantile_threshold as postprocess_quantile_threshold
+from detbench.bench.models.batchnorm import recalibrate_batchnorm
+from detbench.bench.models.postprocess import quantile_threshold as postprocess_quantile_threshold
 
 
 def quantile_threshold(scores_per_image: list[torch.Tensor], target_per_image: int) -> float:
     """The threshold t for which count(score > t) over the batch is closest to ``target_per_image`` x images.
 
-    Scores are pooled over the batch (as bench.models.postprocess does), so per-image counts vary around the target.
-    The threshold is always a value the scores' own dtype holds exactly (one of the scores, or -1 when every
+    Scores are pooled over the batch (as detbench.bench.models.postprocess does), so per-image counts vary around the
+    target. The threshold is always a value the scores' own dtype holds exactly (one of the scores, or -1 when every
     candidate should pass), since a bf16/fp16 score compared with a float rounds the float to its dtype and a
-    "just below the minimum" float would round back onto the minimum (see bench.models.postprocess.quantile_threshold).
+    "just below the minimum" float would round back onto the minimum (see
+    detbench.bench.models.postprocess.quantile_threshold).
     """
     if target_per_image < 1:
         raise ValueError(f"target_candidates_per_image must be >= 1, got {target_per_image}")
@@ -59,7 +60,8 @@ def counts_above(scores_per_image: list[torch.Tensor], threshold: float) -> list
 
 
 def target_reached(counts: list[int], target_per_image: int, tolerance: float) -> bool:
-    """bench.models.postprocess's criterion: the measured mean per image is within ``tolerance`` of the target."""
+    """detbench.bench.models.postprocess's criterion: the measured mean per image is within ``tolerance`` of the
+    target."""
     return abs(sum(counts) / len(counts) - target_per_image) <= tolerance * target_per_image
 
 

@@ -21,9 +21,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from bench.models.extra_common import calibrated_pass, counts_above, make_pixel_batch, target_reached
-from bench.models.registry import MissingExtraError, ModelSpec, register_model
-from bench.models.torchvision_detection import count_detections, load_local_weights, make_detection_targets
+from detbench.bench.models.extra_common import calibrated_pass, counts_above, make_pixel_batch, target_reached
+from detbench.bench.models.registry import MissingExtraError, ModelSpec, register_model
+from detbench.bench.models.torchvision_detection import count_detections, load_local_weights, make_detection_targets
 
 EXTRA = "detr"
 INSTALL_COMMAND = "pip install 'detbench[detr]'"
@@ -250,12 +250,12 @@ def calibrate_detr(
 ) -> Any:
     """Set the adapter's score threshold so ~target detections per image pass; measure one real pass.
 
-    Same policy as bench.models.postprocess (score quantile pooled over the batch). There is no NMS: the
+    Same policy as detbench.bench.models.postprocess (score quantile pooled over the batch). There is no NMS: the
     candidates are the post-processing's top-k (Deformable DETR: 100 of queries x classes; RT-DETR: as many
     as queries; DETR: one per query), so candidates and detections are the same count. BatchNorm layers
     (RT-DETR's encoder; DETR/Deformable DETR backbones use FrozenBatchNorm2d) get the inputs' statistics first.
     """
-    from bench.models.postprocess import POLICY, TARGET_TOLERANCE, CountStats, PostprocessLoad  # noqa: PLC0415
+    from detbench.bench.models.postprocess import POLICY, TARGET_TOLERANCE, CountStats, PostprocessLoad  # noqa: PLC0415
 
     adapter = getattr(model, "_orig_mod", model)
     if not isinstance(adapter, HFDetrDetector):

@@ -29,8 +29,8 @@ from torchvision.models.detection.generalized_rcnn import GeneralizedRCNN
 from torchvision.models.detection.ssd import SSD
 from torchvision.ops import boxes as box_ops
 
-from bench.models.batchnorm import recalibrate_batchnorm
-from bench.models.registry import ModelSpec
+from detbench.bench.models.batchnorm import recalibrate_batchnorm
+from detbench.bench.models.registry import ModelSpec
 
 POLICY = "score-quantile"
 # Candidates per image entering the head's NMS (see docs/models.md for why these numbers).
@@ -72,7 +72,7 @@ class PostprocessLoad:
     detections_per_image: CountStats  # measured after NMS and the cap
     target_reached: bool  # measured mean within TARGET_TOLERANCE of the target
     calibration_batch_size: int
-    batchnorm_layers_recalibrated: int  # see bench.models.batchnorm; 0 = left as built
+    batchnorm_layers_recalibrated: int  # see detbench.bench.models.batchnorm; 0 = left as built
     # Set when a group's variants share one calibrated model: the cell that calibrated it (the candidates and
     # detections above are then re-measured at this cell's batch and precision, the threshold is that cell's).
     calibrated_by: str | None = None
@@ -119,7 +119,7 @@ def calibrate_postprocess(
     """Set ``model``'s score threshold so ~target candidates per image enter the head's NMS; measure it.
 
     First (``recalibrate_bn``) sets BatchNorm running statistics from ``inputs`` so random-init activations
-    keep a realistic scale (see bench.models.batchnorm). Then runs two eval forwards under no_grad on
+    keep a realistic scale (see detbench.bench.models.batchnorm). Then runs two eval forwards under no_grad on
     ``inputs`` (use the batch you will time, on its device, inside the same autocast context, before
     torch.compile). Only the score threshold changes; nms_thresh, the top-k
     caps and detections_per_img stay at torchvision's defaults. Returns None where not applicable
@@ -294,7 +294,7 @@ class CalibrationKey:
     seed: int
     weights: str | None  # a local state-dict path, else the seeded random weights
     device: str  # cpu, or the GPU's name: kernels differ in their last bits
-    images: int  # the images the BatchNorm statistics are set from (bench.runtime.build.CALIBRATION_IMAGES)
+    images: int  # the images the BatchNorm statistics are set from (detbench.bench.runtime.build.CALIBRATION_IMAGES)
     batch_size: int | None = None  # None: the group's BatchNorm statistics; else that batch's FP32 threshold
 
     def file_name(self) -> str:

@@ -44,9 +44,9 @@ class ModelSpec:
     count_detections(outputs) -> detections per image of one eval forward; None for non-detectors.
     notes: plain facts about the configuration (transform, thresholds, norm layers), recorded with results.
     calibrate(model, inputs, target_candidates_per_image | None, *, recalibrate_bn) ->
-        bench.models.postprocess.PostprocessLoad: sets and measures the post-processing load of a detector whose
-        post-processing bench.models.postprocess does not know (DETR family, YOLO); None =
-        bench.models.postprocess.calibrate_postprocess handles it.
+        detbench.bench.models.postprocess.PostprocessLoad: sets and measures the post-processing load of a detector
+        whose post-processing detbench.bench.models.postprocess does not know (DETR family, YOLO); None =
+        detbench.bench.models.postprocess.calibrate_postprocess handles it.
     """
 
     name: str
@@ -110,7 +110,7 @@ def get_model(name: str) -> ModelSpec:
 # The built-in models register themselves like any plugin module (--model-modules): importing a module runs its
 # @register_model decorators. Named here, imported on first use: the registry knows no builder module, so builders
 # can import the registry, and listing the models costs nothing until it is asked for.
-BUILTIN_MODULES = ("bench.models.builtin",)
+BUILTIN_MODULES = ("detbench.bench.models.builtin",)
 
 
 def _load_builtin_models() -> None:

@@ -13,8 +13,8 @@ import torchvision
 from torch import nn
 from torchvision import models as tvm
 
-from bench.models.registry import ModelSpec, register_model
-from bench.models.torchvision_detection import load_local_weights
+from detbench.bench.models.registry import ModelSpec, register_model
+from detbench.bench.models.torchvision_detection import load_local_weights
 
 IMAGENET_NUM_CLASSES = 1000
 

@@ -19,7 +19,7 @@ from torch import nn
 from torchvision.models import detection as tvd
 from torchvision.models.detection.ssd import SSD
 
-from bench.models.registry import ModelSpec, register_model
+from detbench.bench.models.registry import ModelSpec, register_model
 
 COCO_NUM_CLASSES = 91  # torchvision's COCO label space (index 0 = background)
 NUM_KEYPOINTS = 17

@@ -18,9 +18,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from bench.models.extra_common import calibrated_pass, counts_above, make_pixel_batch, target_reached
-from bench.models.registry import MissingExtraError, ModelSpec, register_model
-from bench.models.torchvision_detection import count_detections, load_local_weights, make_detection_targets
+from detbench.bench.models.extra_common import calibrated_pass, counts_above, make_pixel_batch, target_reached
+from detbench.bench.models.registry import MissingExtraError, ModelSpec, register_model
+from detbench.bench.models.torchvision_detection import count_detections, load_local_weights, make_detection_targets
 
 EXTRA = "yolo"
 INSTALL_COMMAND = "pip install 'detbench[yolo]'"
@@ -31,7 +31,8 @@ DEFAULT_CONF = 0.25  # ultralytics' predict default, replaced by the calibrated 
 NMS_IOU = 0.7  # ultralytics' cfg default that its predictors pass (non_max_suppression's own default is 0.45)
 DETECTIONS_PER_IMG = 100  # = torchvision's detections_per_img (ultralytics' predict default max_det is 300)
 MAX_NMS = 30000  # ultralytics' cap on boxes entering NMS
-DEFAULT_TARGET_CANDIDATES = 1000  # = bench.models.postprocess's dense-detector target: boxes entering NMS per image
+# = detbench.bench.models.postprocess's dense-detector target: boxes entering NMS per image
+DEFAULT_TARGET_CANDIDATES = 1000
 NO_TIME_LIMIT_S = 1e9  # non_max_suppression stops early after 2 s + 0.05 s/image by default: never let it cut work
 
 
@@ -185,11 +186,13 @@ def yolo_training_loss(model: nn.Module, inputs: Any, targets: Any) -> torch.Ten
 def calibrate_yolo(
     model: nn.Module, inputs: Any, target_candidates_per_image: int | None = None, *, recalibrate_bn: bool = True
 ) -> Any:
-    """Set the confidence threshold so ~target boxes per image enter NMS (bench.models.postprocess's policy); measure.
+    """Set the confidence threshold so ~target boxes per image enter NMS (detbench.bench.models.postprocess's policy);
+    measure.
 
-    BatchNorm running statistics are first set from ``inputs`` (see bench.models.batchnorm), as for torchvision.
+    BatchNorm running statistics are first set from ``inputs`` (see detbench.bench.models.batchnorm), as for
+    torchvision.
     """
-    from bench.models.postprocess import POLICY, TARGET_TOLERANCE, CountStats, PostprocessLoad  # noqa: PLC0415
+    from detbench.bench.models.postprocess import POLICY, TARGET_TOLERANCE, CountStats, PostprocessLoad  # noqa: PLC0415
 
     adapter = getattr(model, "_orig_mod", model)
     if not isinstance(adapter, YoloDetector):

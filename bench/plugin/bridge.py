@@ -15,8 +15,8 @@ from typing import Any
 
 import pytest
 
-from bench.core.record import cell_payload
-from bench.core.schema import CellResult
+from detbench.bench.core.record import cell_payload
+from detbench.bench.core.schema import CellResult
 
 FIXTURE_MODE = "detbench: device-timed iterations"
 
@@ -24,7 +24,8 @@ FIXTURE_MODE = "detbench: device-timed iterations"
 def feed_benchmark(benchmark: Any, result: CellResult, options: dict[str, Any] | None = None,
                    environment: dict[str, Any] | None = None) -> None:
     """Attach the result as ``extra_info["detbench"]`` and, for ok cells, its times as the stats. The run's options
-    and environment, held once by the run (bench.core.record), and the iterations the stats hold are left out."""
+    and environment, held once by the run (detbench.bench.core.record), and the iterations the stats hold are left
+    out."""
     feeds = result.status == "ok" and bool(result.times_ms) and not getattr(benchmark, "disabled", False)
     benchmark.extra_info["detbench"] = cell_payload(result, options, environment, iterations_in_stats=feeds)
     benchmark.extra_info["detbench_status"] = result.status

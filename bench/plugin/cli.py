@@ -4,7 +4,8 @@
 bench`` with the same options (``pytest bench/`` in a checkout does the same; ``detbench run --help`` lists them);
 ``detbench --models ...`` (options first, no command) is the same run. ``detbench check|report|history|ab`` are
 ``envcheck``, ``detbench-report``, ``detbench-history`` and ``detbench-ab`` (those names stay), and the studies
-(``detbench fidelity``, ``trace``, ...) are the ``python -m bench.tools.*`` programs. ``detbench --help`` lists them.
+(``detbench fidelity``, ``trace``, ...) are the ``python -m detbench.bench.tools.*`` programs. ``detbench --help`` lists
+them.
 """
 
 from __future__ import annotations
@@ -32,34 +33,34 @@ class Command:
 RUN = "run"
 COMMANDS: dict[str, Command] = {
     RUN: Command("the benchmark matrix: detectors x eager/compiled x precisions x batch sizes x GPUs (pytest)",
-                 "bench.plugin.cli:run_matrix"),
-    "check": Command("preflight: will this machine or image run my job? (envcheck)", "envcheck.cli:main"),
+                 "detbench.bench.plugin.cli:run_matrix"),
+    "check": Command("preflight: will this machine or image run my job? (envcheck)", "detbench.envcheck.cli:main"),
     "report": Command("HTML, Markdown and CSV reports of run files; --fail-on-regression gates (detbench-report)",
-                      "reports.cli:main"),
+                      "detbench.reports.cli:main"),
     "history": Command("every run in one SQLite file: trends, steps, a new run against its history "
-                       "(detbench-history)", "reports.history.cli:main"),
+                       "(detbench-history)", "detbench.reports.history.cli:main"),
     "ab": Command("the A/B gate: baseline and candidate environments timed side by side (detbench-ab)",
-                  "bench.tools.ab:main"),
+                  "detbench.bench.tools.ab:main"),
     "fidelity": Command("study: does the suite measure what a plain training or inference loop measures?",
-                        "bench.tools.fidelity:main"),
+                        "detbench.bench.tools.fidelity:main"),
     "plain-ddp": Command("study: the plainest DDP training loop under torchrun, the multi-GPU fidelity reference",
-                         "bench.tools.plain_ddp:main"),
+                         "detbench.bench.tools.plain_ddp:main"),
     "interleaved": Command("study: ratios between variants of one model, timed in interleaved rounds",
-                           "bench.tools.interleaved:main"),
+                           "detbench.bench.tools.interleaved:main"),
     "ratio-check": Command("study: do the matrix's paired ratios agree with the interleaved study's?",
-                           "bench.tools.ratio_check:main"),
+                           "detbench.bench.tools.ratio_check:main"),
     "trace": Command("study: where a cell's time goes (torch.profiler trace and a kernel table)",
-                     "bench.tools.trace:main"),
+                     "detbench.bench.tools.trace:main"),
     "telemetry-overhead": Command("study: what the NVML telemetry sampler costs a GPU workload",
-                                  "bench.tools.telemetry_overhead:main"),
+                                  "detbench.bench.tools.telemetry_overhead:main"),
     "smoke": Command("build, calibrate and run every registered detector once on this machine",
-                     "bench.tools.smoke:main"),
+                     "detbench.bench.tools.smoke:main"),
 }
 
 
 def run_matrix(argv: list[str]) -> int:
-    """The matrix: ``pytest --pyargs bench`` with these options."""
-    return int(pytest.main(["--pyargs", "bench", "-p", "no:cacheprovider", *argv]))
+    """The matrix: ``pytest --pyargs detbench.bench`` with these options."""
+    return int(pytest.main(["--pyargs", "detbench.bench", "-p", "no:cacheprovider", *argv]))
 
 
 def usage() -> str:

@@ -1,5 +1,5 @@
 """Terminal display of a run: one rich line per cell as it starts and finishes, a summary table, and the advice
-(bench.core.advice: what should I use?).
+(detbench.bench.core.advice: what should I use?).
 
 Rendering is kept apart from the data: functions return text (rendered by rich, with or without
 colour) that the pytest face writes through its terminal reporter.
@@ -17,8 +17,8 @@ from rich.console import Console, Group
 from rich.table import Table
 from rich.text import Text
 
-from bench.core.advice import Advice, break_even_text, gain_text, runner_up_text
-from bench.core.schema import Cell, CellResult
+from detbench.bench.core.advice import Advice, break_even_text, gain_text, runner_up_text
+from detbench.bench.core.schema import Cell, CellResult
 
 STATUS_STYLE = {"ok": "green", "partial": "yellow", "oom": "magenta", "error": "red", "skipped": "yellow",
                 "timeout": "red", "not-supported": "yellow"}
@@ -133,7 +133,8 @@ def _num(value: float | None, fmt: str, suffix: str = "") -> str:
     return "-" if value is None else f"{value:{fmt}}{suffix}"
 
 
-# --- the advice (bench.core.advice); reports/columns.py writes the same rows for the HTML and summary.md --------
+# --- the advice (detbench.bench.core.advice); reports/columns.py writes the same rows for the HTML and summary.md
+# --------
 
 ADVICE_COLUMNS: tuple[tuple[str, Literal["left", "right"]], ...] = (
     ("detector", "left"), ("mode", "left"), ("GPUs", "right"), ("use", "left"), ("batch", "right"),

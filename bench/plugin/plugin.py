@@ -23,9 +23,9 @@ from typing import Any
 
 import pytest
 
-from bench.core import config as config_table
-from bench.core import matrix
-from bench.core.journal import (
+from detbench.bench.core import config as config_table
+from detbench.bench.core import matrix
+from detbench.bench.core.journal import (
     Journal,
     JournalError,
     check_resume,
@@ -33,9 +33,9 @@ from bench.core.journal import (
     read_journal,
     writer_of,
 )
-from bench.core.options import OptionError, RunOptions, import_model_modules
-from bench.core.record import benchmark_entry, cell_payload, run_block, write_file_atomically
-from bench.core.schema import BATCH_MAX, Cell, CellResult
+from detbench.bench.core.options import OptionError, RunOptions, import_model_modules
+from detbench.bench.core.record import benchmark_entry, cell_payload, run_block, write_file_atomically
+from detbench.bench.core.schema import BATCH_MAX, Cell, CellResult
 
 
 @dataclass
@@ -50,17 +50,18 @@ class RunState:
     added: dict[str, str] = field(default_factory=dict)  # cell id -> why the run added it
     selected: list[Cell] | None = None  # after -k / deselection
     resumed: list[CellResult] = field(default_factory=list)  # --detbench-resume: results taken, not measured
-    calibration_dir: Path | None = None  # the run's calibration cache (bench.models.postprocess.CalibrationCache)
-    run: Any = None  # bench.runtime.run.BenchRun, made on the first cell
+    # the run's calibration cache (detbench.bench.models.postprocess.CalibrationCache)
+    calibration_dir: Path | None = None
+    run: Any = None  # detbench.bench.runtime.run.BenchRun, made on the first cell
 
 
 STATE = pytest.StashKey[RunState]()
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
-    """The run's options, from the one table (bench.core.config), as ``--detbench-<name>``: the plugin is loaded in
-    every pytest session of an environment where detbench is installed, before any project's conftest, so it takes
-    no name a project may use (``--seed``, ``--models``). The short names come only in a run of the matrix
+    """The run's options, from the one table (detbench.bench.core.config), as ``--detbench-<name>``: the plugin is
+    loaded in every pytest session of an environment where detbench is installed, before any project's conftest, so it
+    takes no name a project may use (``--seed``, ``--models``). The short names come only in a run of the matrix
     (:func:`pytest_load_initial_conftests`)."""
     group = parser.getgroup("detbench", "detbench benchmark matrix")
     for option in config_table.OPTION_TABLE:
@@ -123,7 +124,7 @@ def names_the_matrix(args: list[str], pyargs: bool, invocation_dir: Path) -> boo
     for arg in args:
         target = str(arg).split("::", 1)[0]
         if pyargs and not Path(target).exists():
-            spec = importlib.util.find_spec(target) if target.split(".")[0] == "bench" else None
+            spec = importlib.util.find_spec(target) if _names_bench(target) else None
             origin = spec.origin if spec is not None else None
             if origin is None:
                 continue
@@ -136,13 +137,17 @@ def names_the_matrix(args: list[str], pyargs: bool, invocation_dir: Path) -> boo
     return False
 
 
+def _names_bench(module: str) -> bool:
+    return module == "detbench.bench" or module.startswith("detbench.bench.")
+
+
 def pytest_configure(config: pytest.Config) -> None:
     if STATE in config.stash or not runs_the_matrix(config):
         return
     if config.getoption("numprocesses", None) or hasattr(config, "workerinput"):
         raise pytest.UsageError("detbench measures its cells one group at a time in one process: pytest-xdist (-n) "
                                 "would time them against each other; leave -n out")
-    from bench.models.registry import UnknownModelError  # noqa: PLC0415 (imports torch: only for the matrix)
+    from detbench.bench.models.registry import UnknownModelError  # noqa: PLC0415 (imports torch: only for the matrix)
 
     try:
         state = _build_state(config)
@@ -160,7 +165,7 @@ def _interrupt_on_sigterm(signum: int, frame: Any) -> None:
 
 
 def _build_state(config: pytest.Config) -> RunState:
-    from bench.models import list_models  # noqa: PLC0415
+    from detbench.bench.models import list_models  # noqa: PLC0415
 
     values = option_values(config)
     import_model_modules(matrix.parse_csv(values["model_modules"]) or ())
@@ -177,7 +182,7 @@ def _build_state(config: pytest.Config) -> RunState:
     if run.options.repeats > 1 and any(c.searches_batch for c in cells):
         raise matrix.MatrixError(f"batch size {BATCH_MAX} is not repeated (each repeat may find another boundary); "
                                  "run the search without --repeats, then repeat the batch size it found")
-    from envcheck.fingerprint import collect  # noqa: PLC0415
+    from detbench.envcheck.fingerprint import collect  # noqa: PLC0415
 
     environment = collect()
     # before the claim, which renames a journal at the same path aside
@@ -242,9 +247,9 @@ def pytest_collection_finish(session: pytest.Session) -> None:
 def _bench_run(config: pytest.Config) -> Any:
     state = _state(config)
     if state.run is None:
-        from bench.models.postprocess import CACHE_ENV  # noqa: PLC0415 (imports torch)
-        from bench.plugin.display import group_line, render, result_line  # noqa: PLC0415
-        from bench.runtime.run import BenchRun, RunDisplay  # noqa: PLC0415
+        from detbench.bench.models.postprocess import CACHE_ENV  # noqa: PLC0415 (imports torch)
+        from detbench.bench.plugin.display import group_line, render, result_line  # noqa: PLC0415
+        from detbench.bench.runtime.run import BenchRun, RunDisplay  # noqa: PLC0415
 
         reporter = config.pluginmanager.getplugin("terminalreporter")
         capture = config.pluginmanager.getplugin("capturemanager")
@@ -285,13 +290,13 @@ def detbench_strict(request: pytest.FixtureRequest) -> bool:
 
 
 def pytest_benchmark_update_machine_info(config: pytest.Config, machine_info: dict[str, Any]) -> None:
-    from envcheck.fingerprint import collect  # noqa: PLC0415
+    from detbench.envcheck.fingerprint import collect  # noqa: PLC0415
 
     machine_info["detbench_environment"] = collect()
 
 
 def pytest_benchmark_update_json(config: pytest.Config, benchmarks: Any, output_json: dict[str, Any]) -> None:
-    """The run's own block (bench.core.record): options and id once; cells that measured nothing (skipped, oom,
+    """The run's own block (detbench.bench.core.record): options and id once; cells that measured nothing (skipped, oom,
     error, timeout) have no stats, so pytest-benchmark leaves them out of ``benchmarks``: they are kept here."""
     state = config.stash.get(STATE, None)
     if state is None:
@@ -310,7 +315,7 @@ def pytest_sessionstart(session: pytest.Session) -> None:
     turned off, so the file is whole or absent, holds every cell, and a full disk is one line."""
     if session.config.stash.get(STATE, None) is None:
         return
-    from bench.plugin.bridge import quiet_benchmark_table, take_over_json  # noqa: PLC0415
+    from detbench.bench.plugin.bridge import quiet_benchmark_table, take_over_json  # noqa: PLC0415
 
     quiet_benchmark_table(session.config)  # its table off while detbench prints the summary
     take_over_json(session.config)
@@ -328,7 +333,7 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
     target = state.journal.benchmark_json if state else None
     if state is None or target is None:
         return
-    from bench.plugin import bridge  # noqa: PLC0415
+    from detbench.bench.plugin import bridge  # noqa: PLC0415
 
     if not bridge.writes_json(config):
         return
@@ -358,8 +363,8 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
     state = config.stash.get(STATE, None)
     if state is None or state.run is None or not state.run.results:
         return
-    from bench.core.advice import advise  # noqa: PLC0415
-    from bench.plugin.display import advice_table, overhead_line, render, summary_table  # noqa: PLC0415
+    from detbench.bench.core.advice import advise  # noqa: PLC0415
+    from detbench.bench.plugin.display import advice_table, overhead_line, render, summary_table  # noqa: PLC0415
 
     results = list(state.run.results.values())
     terminalreporter.write_sep("=", "detbench summary")
@@ -376,7 +381,7 @@ def pytest_unconfigure(config: pytest.Config) -> None:
     if state is not None:
         state.journal.close()
         if state.calibration_dir is not None and state.run is not None:
-            from bench.models.postprocess import CACHE_ENV  # noqa: PLC0415 (imports torch)
+            from detbench.bench.models.postprocess import CACHE_ENV  # noqa: PLC0415 (imports torch)
 
             if os.environ.get(CACHE_ENV) == str(state.calibration_dir):
                 del os.environ[CACHE_ENV]

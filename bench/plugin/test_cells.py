@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from bench.plugin.bridge import conclude, feed_benchmark
+from detbench.bench.plugin.bridge import conclude, feed_benchmark
 
 
 def test_cell(detbench_cell, detbench_run, detbench_strict, benchmark):

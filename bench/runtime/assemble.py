@@ -11,10 +11,10 @@ from typing import Any
 
 import torch
 
-from bench.core import stats
-from bench.core.options import RunOptions
-from bench.core.ratios import compile_seconds
-from bench.core.schema import (
+from detbench.bench.core import stats
+from detbench.bench.core.options import RunOptions
+from detbench.bench.core.ratios import compile_seconds
+from detbench.bench.core.schema import (
     BlockRecord,
     Cell,
     CellResult,
@@ -24,15 +24,15 @@ from bench.core.schema import (
     Measurement,
     SetupTimes,
 )
-from bench.measure import memory
-from bench.measure.flops import FlopCount
-from bench.measure.timing import WarmupResult
-from bench.runtime.device import device_name, tf32_flags
+from detbench.bench.measure import memory
+from detbench.bench.measure.flops import FlopCount
+from detbench.bench.measure.timing import WarmupResult
+from detbench.bench.runtime.device import device_name, tf32_flags
 
 
 @dataclass
 class Measured:
-    """What a cell's session has measured so far (:meth:`bench.runtime.session.CellSession.measured`)."""
+    """What a cell's session has measured so far (:meth:`detbench.bench.runtime.session.CellSession.measured`)."""
 
     options: RunOptions
     config: dict[str, Any]
@@ -122,11 +122,11 @@ def _fill_flops(cell: Cell, device: torch.device, measured: Measured, result: Ce
     result.achieved_tflops = result.flops_per_image * result.throughput_ips / 1e12
     if device.type != "cuda":
         return
-    from envcheck.tables import gpu_spec  # noqa: PLC0415
+    from detbench.envcheck.tables import gpu_spec  # noqa: PLC0415
 
     spec = gpu_spec(torch.cuda.get_device_name(device))
     if spec is None:
-        measured.flops_info.peak_basis = "GPU not in envcheck.tables.GPU_SPECS"
+        measured.flops_info.peak_basis = "GPU not in detbench.envcheck.tables.GPU_SPECS"
         return
     basis = cell.precision
     if basis == "fp32" and any(tf32_flags().values()):

@@ -1,5 +1,5 @@
-"""The launcher interface: what one attempt at a group of cells hands back (bench.runtime.launch runs the attempts;
-bench.runtime.torchrun is one launcher among them)."""
+"""The launcher interface: what one attempt at a group of cells hands back (detbench.bench.runtime.launch runs the
+attempts; detbench.bench.runtime.torchrun is one launcher among them)."""
 
 from __future__ import annotations
 
@@ -7,9 +7,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from bench.core.options import RunOptions
-from bench.core.schema import Cell, CellResult
-from bench.runtime.protocol import GroupProgress
+from detbench.bench.core.options import RunOptions
+from detbench.bench.core.schema import Cell, CellResult
+from detbench.bench.runtime.protocol import GroupProgress
 
 
 @dataclass

@@ -14,8 +14,8 @@ import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from bench.core.options import RoundsPolicy, RunOptions, WarmupPolicy
-from bench.core.schema import BatchProbe, BatchSearch, Cell, CellResult
+from detbench.bench.core.options import RoundsPolicy, RunOptions, WarmupPolicy
+from detbench.bench.core.schema import BatchProbe, BatchSearch, Cell, CellResult
 
 Probe = Callable[[Cell], CellResult]
 
@@ -59,7 +59,7 @@ def search(template: Cell, probe: Probe, *, start: int = DEFAULT_START, limit: i
     """Find the largest batch of ``template``'s configuration that fits, probing with ``probe``.
 
     ``probe(cell)`` runs one concrete cell and returns its result; only status ``oom`` is a memory boundary (on
-    the CPU too: an allocator failure, MemoryError or an OOM-killed worker is ``oom``, bench.runtime.failures).
+    the CPU too: an allocator failure, MemoryError or an OOM-killed worker is ``oom``, detbench.bench.runtime.failures).
     Any other failure (error, timeout, skipped) ends the search, recorded with its reason: it says nothing
     about memory. The batch axis is assumed monotonic (if b fits, every smaller batch fits)."""
     _check(start, limit, tolerance)
@@ -116,8 +116,8 @@ def _stop_reason(record: BatchSearch) -> str:
 def isolated_probe(options: RunOptions, run: Callable[[list[Cell], RunOptions], list[CellResult]],
                    rounds: RoundsPolicy | None = None) -> Probe:
     """A probe that runs one cell in a fresh worker process through ``run`` (the suite's launcher,
-    bench.runtime.launch.run_group, with ``isolation="cell"``): the real set-up path and one short timed block per
-    round. ``rounds`` defaults to
+    detbench.bench.runtime.launch.run_group, with ``isolation="cell"``): the real set-up path and one short timed block
+    per round. ``rounds`` defaults to
     :data:`PROBE_ROUNDS`, or to at most two of the run's own rounds when the run sets them; the warm-up to
     :data:`PROBE_WARMUP` unless the run sets one."""
     if rounds is None:

@@ -10,16 +10,16 @@ from typing import Any
 
 import torch
 
-from bench.core.options import RunOptions
-from bench.core.schema import CUDA_GRAPH_MODES, Cell
-from bench.measure import timing
-from bench.measure.flops import FlopCount
-from bench.models import ModelSpec, get_model
-from bench.models.postprocess import PostprocessLoad
-from bench.models.registry import configure_size
-from bench.runtime import device as host
-from bench.runtime.device import device_name, tf32_flags
-from bench.runtime.failures import HostMemoryError, NotApplicableError
+from detbench.bench.core.options import RunOptions
+from detbench.bench.core.schema import CUDA_GRAPH_MODES, Cell
+from detbench.bench.measure import timing
+from detbench.bench.measure.flops import FlopCount
+from detbench.bench.models import ModelSpec, get_model
+from detbench.bench.models.postprocess import PostprocessLoad
+from detbench.bench.models.registry import configure_size
+from detbench.bench.runtime import device as host
+from detbench.bench.runtime.device import device_name, tf32_flags
+from detbench.bench.runtime.failures import HostMemoryError, NotApplicableError
 
 AUTOCAST_DTYPES = {"amp-fp16": torch.float16, "amp-bf16": torch.bfloat16}
 # Images a group's BatchNorm statistics are set from, whatever the cells' batch sizes: statistics from a single
@@ -150,8 +150,9 @@ def prepare(cell: Cell, options: RunOptions, device: torch.device, shared: Share
         to_memory_format(model, cell.memory_format, cell.model)
     model.train(cell.mode == "train")
     batch = cell.batch_size
-    if not isinstance(batch, int):  # a bsmax cell is searched (bench.runtime.batch_search), a concrete batch per probe
-        raise ValueError(f"{cell.id}: batch size {batch!r} must be resolved before set-up (bench.runtime.batch_search)")
+    if not isinstance(batch, int):  # a bsmax cell is searched (runtime.batch_search), a concrete batch per probe
+        raise ValueError(f"{cell.id}: batch size {batch!r} must be resolved before set-up "
+                         "(detbench.bench.runtime.batch_search)")
     check_host_memory(batch, size, device)
     generator = torch.Generator(device=device).manual_seed(options.seed)
     inputs = inputs_in_format(spec.make_inputs(batch, size, device, generator), cell.memory_format)

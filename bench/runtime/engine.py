@@ -1,17 +1,17 @@
 """Measure one group of cells (same model, image size and GPU count) in one process, interleaved.
 
-Every cell is set up once through :class:`~bench.runtime.session.CellSession`; then the rounds visit the
+Every cell is set up once through :class:`~detbench.bench.runtime.session.CellSession`; then the rounds visit the
 set-up cells in rotating order, one block of about ``block_s`` seconds each, so that variants are compared
 under the same host conditions (host-bound detector cells move 10-60 % with the host). An OOM drops only its
-cell; a sticky CUDA error ends the group (:class:`~bench.runtime.failures.WorkerMustEnd`), as a crash would.
-Every step is an event (bench.runtime.protocol): a ``phase`` before each set-up and block, the cell's
+cell; a sticky CUDA error ends the group (:class:`~detbench.bench.runtime.failures.WorkerMustEnd`), as a crash would.
+Every step is an event (detbench.bench.runtime.protocol): a ``phase`` before each set-up and block, the cell's
 ``result`` so far after each (status ``partial`` until its last round: set-up figures first, then every block),
 so a process that dies loses nothing it measured. ``prior`` hands in partial results of a cut worker: each such
 cell is set up the same way again and times only the rounds it lacks (``--detbench-resume``, or a fresh attempt
 after a worker was killed from outside).
 
 A :class:`Team` says how the group's processes work together: :class:`Solo` (one process: the process and
-inline launchers) or the ranks of a torchrun job (bench.runtime.rank), which warm up together, agree on each
+inline launchers) or the ranks of a torchrun job (detbench.bench.runtime.rank), which warm up together, agree on each
 block's iteration count, start every block at a barrier and gather their figures on rank 0. The rounds are
 the same either way, so multi-GPU cells get paired ratios too.
 """
@@ -22,15 +22,15 @@ import time
 
 import torch
 
-from bench.core.groups import rotation
-from bench.core.options import RunOptions
-from bench.core.schema import Cell, CellResult
-from bench.runtime import faults
-from bench.runtime.build import GroupShared, ModelWrapper
-from bench.runtime.device import freeze_startup_objects, release_memory
-from bench.runtime.failures import WorkerMustEnd, classify_failure, is_sticky_cuda_error
-from bench.runtime.protocol import EventLog
-from bench.runtime.session import CellSession
+from detbench.bench.core.groups import rotation
+from detbench.bench.core.options import RunOptions
+from detbench.bench.core.schema import Cell, CellResult
+from detbench.bench.runtime import faults
+from detbench.bench.runtime.build import GroupShared, ModelWrapper
+from detbench.bench.runtime.device import freeze_startup_objects, release_memory
+from detbench.bench.runtime.failures import WorkerMustEnd, classify_failure, is_sticky_cuda_error
+from detbench.bench.runtime.protocol import EventLog
+from detbench.bench.runtime.session import CellSession
 
 
 class Team:

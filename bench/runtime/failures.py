@@ -7,11 +7,11 @@ import traceback
 
 import torch
 
-from bench.core.schema import Cell, CellResult, DeployInfo, Failure
-from bench.measure import memory
-from bench.models import MissingExtraError
-from bench.runtime.deploy.base import NotSupportedError
-from bench.runtime.device import device_name
+from detbench.bench.core.schema import Cell, CellResult, DeployInfo, Failure
+from detbench.bench.measure import memory
+from detbench.bench.models import MissingExtraError
+from detbench.bench.runtime.deploy.base import NotSupportedError
+from detbench.bench.runtime.device import device_name
 
 TAIL_CHARS = 4000
 # errors after which the CUDA context is unusable: the worker must end (a fresh one takes the rest)
@@ -54,7 +54,8 @@ def is_sticky_cuda_error(exc: BaseException) -> bool:
 
 
 def is_out_of_memory(exc: BaseException) -> bool:
-    """A GPU's OOM (bench.measure.memory.is_oom) or the host's: MemoryError, or torch's CPU allocator failing."""
+    """A GPU's OOM (detbench.bench.measure.memory.is_oom) or the host's: MemoryError, or torch's CPU allocator
+    failing."""
     if memory.is_oom(exc) or isinstance(exc, MemoryError):
         return True
     return isinstance(exc, RuntimeError) and any(word in str(exc).lower() for word in CPU_OOM_WORDS)

@@ -53,9 +53,9 @@ def trigger(kind: str) -> None:
     elif kind == "oom":
         oom = getattr(torch, "OutOfMemoryError", None) or torch.cuda.OutOfMemoryError
         raise oom("CUDA out of memory. Tried to allocate 2.50 GiB. GPU 0 has a total capacity of 79.19 GiB "
-                  "(raised by bench.runtime.faults for a test)")
+                  "(raised by detbench.bench.runtime.faults for a test)")
     elif kind == "raise":
-        raise RuntimeError("injected failure (bench.runtime.faults)")
+        raise RuntimeError("injected failure (detbench.bench.runtime.faults)")
     else:
         raise ValueError(f"unknown fault {kind!r}; valid: {', '.join(KINDS)}")
 

@@ -1,7 +1,7 @@
 """Where a group of cells runs: one launcher interface, one retry loop, one supervisor.
 
-A :class:`Launcher` makes one *attempt* at a group: it runs the engine (bench.runtime.engine) somewhere and
-hands back what the engine's events said (bench.runtime.protocol) and, when the attempt ended early, why.
+A :class:`Launcher` makes one *attempt* at a group: it runs the engine (detbench.bench.runtime.engine) somewhere and
+hands back what the engine's events said (detbench.bench.runtime.protocol) and, when the attempt ended early, why.
 :func:`run_group` is the same for every launcher: cells with a final result are done; the cell that was
 running when an attempt crashed, hung or hit a sticky CUDA error is recorded as ``error`` / ``timeout`` /
 ``oom`` with the output tail; a fresh attempt takes the rest (so each crash costs one cell at most) and continues
@@ -12,8 +12,8 @@ figures (not torchrun's: rank 0's view is not the group's).
 
 - :class:`InlineLauncher` (``--isolation inline``, the default on a CPU): the engine in this process.
 - :class:`ProcessLauncher` (``model``, the default on a GPU: a worker per group; ``cell``: a worker per cell):
-  ``python -m bench.runtime.worker`` under :class:`envcheck.isolate.Supervisor`.
-- :class:`bench.runtime.torchrun.TorchrunLauncher`: groups of more than one GPU, one rank per GPU.
+  ``python -m detbench.bench.runtime.worker`` under :class:`detbench.envcheck.isolate.Supervisor`.
+- :class:`detbench.bench.runtime.torchrun.TorchrunLauncher`: groups of more than one GPU, one rank per GPU.
 
 Child processes get the user's environment as it is (plus detbench importable): a setting a machine needs
 (NCCL's, say) is the user's to make.
@@ -27,23 +27,23 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, cast
 
-from bench.core.groups import apply_overhead, group_label
-from bench.core.options import RunOptions, import_model_modules
-from bench.core.ratios import finish_group
-from bench.core.scaling import attach_scaling, one_gpu_twin
-from bench.core.schema import Cell, CellResult, Failure, SchemaError
-from bench.runtime.attempt import Attempt, AttemptFailure, ContinuingLauncher, Launcher, ResultListener
-from bench.runtime.batch_search import isolated_probe, search_cell
-from bench.runtime.protocol import EventLog, EventTail, GroupProgress
-from bench.runtime.request import GroupRequest
-from bench.runtime.torchrun import TorchrunLauncher
-from envcheck.isolate import Supervisor, child_env, python_module, scratch_dir
+from detbench.bench.core.groups import apply_overhead, group_label
+from detbench.bench.core.options import RunOptions, import_model_modules
+from detbench.bench.core.ratios import finish_group
+from detbench.bench.core.scaling import attach_scaling, one_gpu_twin
+from detbench.bench.core.schema import Cell, CellResult, Failure, SchemaError
+from detbench.bench.runtime.attempt import Attempt, AttemptFailure, ContinuingLauncher, Launcher, ResultListener
+from detbench.bench.runtime.batch_search import isolated_probe, search_cell
+from detbench.bench.runtime.protocol import EventLog, EventTail, GroupProgress
+from detbench.bench.runtime.request import GroupRequest
+from detbench.bench.runtime.torchrun import TorchrunLauncher
+from detbench.envcheck.isolate import Supervisor, child_env, python_module, scratch_dir
 
 
 class InlineLauncher:
     """The engine in this process: no isolation, so a sticky CUDA error ends the rest of the group. On the CPU the
-    process's address space is capped at what the host has available (bench.runtime.device.host_memory_cap), so a
-    cell too large for the host fails to allocate (``oom``) and the group goes on."""
+    process's address space is capped at what the host has available (detbench.bench.runtime.device.host_memory_cap), so
+    a cell too large for the host fails to allocate (``oom``) and the group goes on."""
 
     isolation = "inline"
     keeps_partial = True
@@ -51,9 +51,9 @@ class InlineLauncher:
 
     def attempt(self, cells: list[Cell], options: RunOptions, *, prior: dict[str, CellResult] | None = None,
                 on_result: ResultListener | None = None) -> Attempt:
-        from bench.runtime.device import cell_device, host_memory_cap  # noqa: PLC0415 (imports torch)
-        from bench.runtime.engine import measure_group  # noqa: PLC0415
-        from bench.runtime.failures import WorkerMustEnd, is_out_of_memory, one_line  # noqa: PLC0415
+        from detbench.bench.runtime.device import cell_device, host_memory_cap  # noqa: PLC0415 (imports torch)
+        from detbench.bench.runtime.engine import measure_group  # noqa: PLC0415
+        from detbench.bench.runtime.failures import WorkerMustEnd, is_out_of_memory, one_line  # noqa: PLC0415
 
         import_model_modules(options.model_modules)
         began = time.perf_counter()
@@ -91,7 +91,7 @@ class ProcessLauncher:
         with scratch_dir("detbench-worker-") as tmp:
             request, events, output = Path(tmp, "request.json"), Path(tmp, "events.jsonl"), Path(tmp, "output.txt")
             GroupRequest(cells, options, prior=list((prior or {}).values())).write(request)
-            command = python_module("bench.runtime.worker", str(request), str(events))
+            command = python_module("detbench.bench.runtime.worker", str(request), str(events))
             tail = EventTail(events, _forward(on_result))  # the heartbeat forwards each block as it ends
             try:
                 with Supervisor(command, output, env=child_env()) as worker:
@@ -156,7 +156,7 @@ def run_group(cells: list[Cell], options: RunOptions, *, baselines: dict[str, Ce
     cells = list({c.id: c for c in cells}.values())  # a cell listed twice is measured once
     if not cells:
         return []
-    # bsmax cells: the largest batch that fits, each probe in a fresh worker (bench.runtime.batch_search)
+    # bsmax cells: the largest batch that fits, each probe in a fresh worker (detbench.bench.runtime.batch_search)
     searched = [c for c in cells if c.searches_batch]
     fixed = [c for c in cells if not c.searches_batch]
     results: list[CellResult] = []

@@ -7,7 +7,8 @@ with :data:`PREFIX`, so output a library prints on the same stream is never mist
 - ``hello``: a process is up (``protocol``, ``pid``, ``torch``; a side adds its environment);
 - ``phase``: ``cell`` (an id or null) entered ``phase`` (``set-up``, ``warm-up``, ``round N``, ``done``);
 - ``result``: a cell's result so far (``final`` false after each block, true at the end of the group);
-- ``ready`` / ``block`` / ``error`` / ``ok``: a side's answers to the coordinator's commands (bench.runtime.side).
+- ``ready`` / ``block`` / ``error`` / ``ok``: a side's answers to the coordinator's commands
+(detbench.bench.runtime.side).
 
 :class:`GroupProgress` folds a stream into what a launcher needs: the latest result per cell, the cell being
 worked on and its phase, so a worker that dies or hangs loses nothing it had measured.
@@ -22,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO, TextIO
 
-from bench.core.schema import CellResult, SchemaError
+from detbench.bench.core.schema import CellResult, SchemaError
 
 PROTOCOL_VERSION = 2  # 2: the side's probe and thresholds commands, its fixed warm-up
 PREFIX = "@detbench "
@@ -103,7 +104,8 @@ class EventTail:
     the file's size (a supervisor's heartbeat), so a launcher forwards progress while its worker runs.
 
     The file is created and opened at once and read through that handle: a signal's clean-up may remove the
-    folder it lives in (envcheck.isolate) before the last :meth:`poll`, which still reads every event written."""
+    folder it lives in (detbench.envcheck.isolate) before the last :meth:`poll`, which still reads every event
+    written."""
 
     def __init__(self, path: str | os.PathLike[str], listener: Callable[[dict[str, Any]], None] | None) -> None:
         self.listener = listener

@@ -1,12 +1,12 @@
-"""One rank of a multi-GPU cell group: ``torchrun ... -m bench.runtime.rank REQUEST.json EVENTS.jsonl``.
+"""One rank of a multi-GPU cell group: ``torchrun ... -m detbench.bench.runtime.rank REQUEST.json EVENTS.jsonl``.
 
 Reads the standard torchrun variables (RANK, LOCAL_RANK, WORLD_SIZE, LOCAL_WORLD_SIZE, GROUP_RANK,
 MASTER_ADDR/PORT), joins the process group (nccl on GPUs, device = LOCAL_RANK; gloo on the CPU) and measures
-the request's group with the same engine as one GPU (bench.runtime.engine), as a :class:`RankTeam`: every
+the request's group with the same engine as one GPU (detbench.bench.runtime.engine), as a :class:`RankTeam`: every
 cell is set up (DDP-wrapped for training), the ranks warm it up together until every rank is stable, agree
 on each block's iteration count, start every block at a barrier, and visit the cells in the same interleaved
 rounds, so multi-GPU cells carry paired ratios too; at the end every rank's figures are gathered on rank 0,
-which writes the group's events (bench.runtime.protocol) to EVENTS.jsonl and samples telemetry on its node.
+which writes the group's events (detbench.bench.runtime.protocol) to EVENTS.jsonl and samples telemetry on its node.
 
 Each rank keeps ``EVENTS.jsonl.ranks/rank<R>.json`` (pid, phase, cell) current, so a launcher that has to
 kill a hung group can say which rank stopped where. An exception ends the rank; torchrun's error file
@@ -30,22 +30,22 @@ import torch
 import torch.distributed as dist
 from torch.distributed.elastic.multiprocessing.errors import record
 
-from bench.core import scaling as aggregate
-from bench.core.distributed_options import DistributedOptions
-from bench.core.options import RunOptions, import_model_modules
-from bench.core.schema import Cell, CellResult
-from bench.measure import timing
-from bench.measure.ddp_comm import AllReduceTimer, CudaClock, HostClock
-from bench.models import MissingExtraError
-from bench.runtime import faults
-from bench.runtime.build import ModelWrapper
-from bench.runtime.device import release_memory
-from bench.runtime.engine import Team, measure_group
-from bench.runtime.failures import NotApplicableError
-from bench.runtime.protocol import EventLog
-from bench.runtime.rank_status import StatusFile
-from bench.runtime.request import GroupRequest
-from bench.runtime.session import CellSession
+from detbench.bench.core import scaling as aggregate
+from detbench.bench.core.distributed_options import DistributedOptions
+from detbench.bench.core.options import RunOptions, import_model_modules
+from detbench.bench.core.schema import Cell, CellResult
+from detbench.bench.measure import timing
+from detbench.bench.measure.ddp_comm import AllReduceTimer, CudaClock, HostClock
+from detbench.bench.models import MissingExtraError
+from detbench.bench.runtime import faults
+from detbench.bench.runtime.build import ModelWrapper
+from detbench.bench.runtime.device import release_memory
+from detbench.bench.runtime.engine import Team, measure_group
+from detbench.bench.runtime.failures import NotApplicableError
+from detbench.bench.runtime.protocol import EventLog
+from detbench.bench.runtime.rank_status import StatusFile
+from detbench.bench.runtime.request import GroupRequest
+from detbench.bench.runtime.session import CellSession
 
 FAULT_RANK_ENV = "DETBENCH_TEST_FAULT_RANK"  # test-only: fire DETBENCH_TEST_FAULT on this rank alone
 PROCESS_GROUP_GRACE_S = 60.0  # collectives time out after the launcher's own deadline, never before it
@@ -250,7 +250,7 @@ def _keep_fault_on_one_rank(rank: int) -> None:
 @record
 def main(argv: list[str]) -> int:
     if len(argv) != 2:
-        print("usage: torchrun ... -m bench.runtime.rank REQUEST.json EVENTS.jsonl", file=sys.stderr)
+        print("usage: torchrun ... -m detbench.bench.runtime.rank REQUEST.json EVENTS.jsonl", file=sys.stderr)
         return 2
     request, events_path = GroupRequest.read(argv[0]), Path(argv[1])
     status = StatusFile(events_path, int(os.environ["RANK"]))

@@ -1,9 +1,9 @@
 """The request a multi-GPU group runs (cells, run options, distribution options), as one JSON file.
 
 ``run_group`` writes it for torchrun's ranks; for a multi-node job write one yourself and start
-``torchrun ... -m bench.runtime.rank REQUEST.json RESULT.jsonl`` on every node (docs/distributed.md)::
+``torchrun ... -m detbench.bench.runtime.rank REQUEST.json RESULT.jsonl`` on every node (docs/distributed.md)::
 
-    python -m bench.runtime.request --model retinanet_resnet50_fpn --mode train --precision amp-bf16 \\
+    python -m detbench.bench.runtime.request --model retinanet_resnet50_fpn --mode train --precision amp-bf16 \\
         --batch-size 8 --gpus 16 --out request.json
 """
 
@@ -16,11 +16,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench.core import config as config_table
-from bench.core import matrix
-from bench.core.distributed_options import DistributedOptions
-from bench.core.options import RunOptions
-from bench.core.schema import Cell, CellResult
+from detbench.bench.core import config as config_table
+from detbench.bench.core import matrix
+from detbench.bench.core.distributed_options import DistributedOptions
+from detbench.bench.core.options import RunOptions
+from detbench.bench.core.schema import Cell, CellResult
 
 
 @dataclass
@@ -30,7 +30,7 @@ class GroupRequest:
     cells: list[Cell]
     options: RunOptions
     distributed: DistributedOptions = field(default_factory=DistributedOptions)
-    prior: list[CellResult] = field(default_factory=list)  # partial results to continue (bench.runtime.engine)
+    prior: list[CellResult] = field(default_factory=list)  # partial results to continue (detbench.bench.runtime.engine)
 
     def __post_init__(self) -> None:
         if not self.cells:
@@ -62,7 +62,7 @@ class GroupRequest:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description="Write a request for `torchrun ... -m bench.runtime.rank`.")
+    parser = argparse.ArgumentParser(description="Write a request for `torchrun ... -m detbench.bench.runtime.rank`.")
     config_table.add_cell_arguments(parser)
     parser.add_argument("--gpus", type=int, required=True, help="world size: nodes x GPUs per node")
     parser.add_argument("--cell-timeout", **config_table.argument_spec(config_table.table_option("--cell-timeout")))

@@ -3,7 +3,7 @@
 The pytest face (bench/plugin/plugin.py) owns one :class:`BenchRun`; ``test_cell`` asks it for one cell, and the
 first cell of a group measures the whole group (the cells pytest selected), so later cells of the group
 return their stored result. With ``--repeats N`` the first cell measures the whole run: every group N times,
-the group order rotated per repeat (bench.core.repeats), a fresh worker per group and repeat; each repeat's
+the group order rotated per repeat (detbench.bench.core.repeats), a fresh worker per group and repeat; each repeat's
 results are journalled as they finish and the repeats of a cell are merged into its one result at the end.
 Each cell's result so far reaches the journal as each of its blocks ends (status ``partial``, set-up figures
 first), so a cut run (a signal, a dead worker) keeps every finished round; a run stopped by Ctrl-C or SIGTERM
@@ -17,15 +17,15 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from bench.core import matrix
-from bench.core.groups import group_label
-from bench.core.journal import Journal
-from bench.core.options import RunOptions
-from bench.core.record import latest_lines
-from bench.core.repeats import merge_repeats, repaired_ratios, repeat_order, tag_repeat
-from bench.core.scaling import one_gpu_twin
-from bench.core.schema import MEASURED, Cell, CellResult
-from bench.runtime.launch import run_group
+from detbench.bench.core import matrix
+from detbench.bench.core.groups import group_label
+from detbench.bench.core.journal import Journal
+from detbench.bench.core.options import RunOptions
+from detbench.bench.core.record import latest_lines
+from detbench.bench.core.repeats import merge_repeats, repaired_ratios, repeat_order, tag_repeat
+from detbench.bench.core.scaling import one_gpu_twin
+from detbench.bench.core.schema import MEASURED, Cell, CellResult
+from detbench.bench.runtime.launch import run_group
 
 
 @dataclass(frozen=True)

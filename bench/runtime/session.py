@@ -1,10 +1,10 @@
 """A cell set up once, then timed in blocks: :class:`CellSession`.
 
-:meth:`CellSession.set_up` builds (bench.runtime.build), sizes, calibrates post-processing, counts FLOPs,
+:meth:`CellSession.set_up` builds (detbench.bench.runtime.build), sizes, calibrates post-processing, counts FLOPs,
 compiles (dynamo reset and counters cleared first), makes the first call, warms up until stable and reads
 graph breaks; :meth:`CellSession.time_block` times one block of iterations with the trackers (host canary,
 memory, telemetry) around it; :meth:`CellSession.result` assembles what was measured so far
-(bench.runtime.assemble). The engine, the ranks, the A/B sides and the studies all use it.
+(detbench.bench.runtime.assemble). The engine, the ranks, the A/B sides and the studies all use it.
 """
 
 from __future__ import annotations
@@ -19,15 +19,23 @@ from typing import Any, cast
 
 import torch
 
-from bench.core.options import RunOptions, import_model_modules
-from bench.core.schema import CUDA_GRAPH_MODES, BlockRecord, Cell, CellResult, CompileDetails, FlopsInfo, SetupTimes
-from bench.measure import memory, timing
-from bench.measure.flops import FlopCount, count_flops
-from bench.measure.host import host_canary_ms
-from bench.measure.telemetry import TelemetryTracker
-from bench.models import get_model
-from bench.models.batchnorm import recalibrate_batchnorm
-from bench.models.postprocess import (
+from detbench.bench.core.options import RunOptions, import_model_modules
+from detbench.bench.core.schema import (
+    CUDA_GRAPH_MODES,
+    BlockRecord,
+    Cell,
+    CellResult,
+    CompileDetails,
+    FlopsInfo,
+    SetupTimes,
+)
+from detbench.bench.measure import memory, timing
+from detbench.bench.measure.flops import FlopCount, count_flops
+from detbench.bench.measure.host import host_canary_ms
+from detbench.bench.measure.telemetry import TelemetryTracker
+from detbench.bench.models import get_model
+from detbench.bench.models.batchnorm import recalibrate_batchnorm
+from detbench.bench.models.postprocess import (
     CalibrationCache,
     CalibrationKey,
     PostprocessLoad,
@@ -35,8 +43,8 @@ from bench.models.postprocess import (
     calibrate_postprocess,
     restate_postprocess,
 )
-from bench.runtime import assemble, faults
-from bench.runtime.build import (
+from detbench.bench.runtime import assemble, faults
+from detbench.bench.runtime.build import (
     CALIBRATION_IMAGES,
     FLOP_COUNT_BATCH,
     GroupShared,
@@ -51,8 +59,8 @@ from bench.runtime.build import (
     resolved_config,
     to_memory_format,
 )
-from bench.runtime.deploy import Deployed, deploy
-from bench.runtime.dynamo import (
+from detbench.bench.runtime.deploy import Deployed, deploy
+from detbench.bench.runtime.dynamo import (
     configure_dynamo,
     cudagraph_skip_count,
     cudagraph_skip_messages,
@@ -189,7 +197,7 @@ class CellSession:
 
     def _deploy(self) -> None:
         """Export the (calibrated) model on the cell's runtime, load it back, check parity: the artifact then runs
-        every iteration (bench.runtime.deploy; NotSupportedError when the runtime cannot take the model)."""
+        every iteration (detbench.bench.runtime.deploy; NotSupportedError when the runtime cannot take the model)."""
         p = self.prepared
         assert p is not None
         self._set_threshold()  # the exported artifact keeps the threshold this cell's batch size was calibrated to
@@ -258,7 +266,8 @@ class CellSession:
             return restate_postprocess(p.model, p.spec, p.inputs, known, known.calibrated_by or cell.id)
 
     def _calibration_key(self) -> CalibrationKey:
-        """The key of this group's calibrations in the run's cache (see bench.models.postprocess.CalibrationCache)."""
+        """The key of this group's calibrations in the run's cache (see
+        detbench.bench.models.postprocess.CalibrationCache)."""
         assert self.prepared is not None
         device = torch.cuda.get_device_name(self.device) if self.device.type == "cuda" else self.device.type
         height, width = self.prepared.image_size

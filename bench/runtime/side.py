@@ -1,9 +1,10 @@
-"""A long-lived A/B side: ``python -m bench.runtime.side`` (also inside ``docker run -i IMAGE ...``).
+"""A long-lived A/B side: ``python -m detbench.bench.runtime.side`` (also inside ``docker run -i IMAGE ...``).
 
-It builds each cell once (the same :class:`~bench.runtime.session.CellSession` set-up as the matrix) and then
+It builds each cell once (the same :class:`~detbench.bench.runtime.session.CellSession` set-up as the matrix) and then
 times blocks on command, so a coordinator (``detbench-ab``) can alternate short blocks between a baseline and a
 candidate side, the device held by one side at a time. Commands come on stdin, one JSON object a line; every
-answer is one event on stdout (bench.runtime.protocol), so the protocol goes through ``docker run -i`` unchanged:
+answer is one event on stdout (detbench.bench.runtime.protocol), so the protocol goes through ``docker run -i``
+unchanged:
 
 - on start: ``hello`` (protocol version, pid, the environment fingerprint);
 - ``{"cmd": "setup", "cells": [...], "options": {...}, "warmup_iterations": N}``: one ``ready`` (with the set-up
@@ -36,7 +37,7 @@ import statistics
 import sys
 from typing import Any, TextIO
 
-from bench.runtime.worker import EXIT_STICKY  # one exit code for a process ended by a sticky CUDA error
+from detbench.bench.runtime.worker import EXIT_STICKY  # one exit code for a process ended by a sticky CUDA error
 
 
 def pin_threads(cpus: set[int]) -> list[int]:
@@ -53,16 +54,16 @@ class SideWorker:
     """The cells of one side, set up once, timed on command."""
 
     def __init__(self, out: TextIO) -> None:
-        from bench.runtime.device import cell_device  # noqa: PLC0415 (imports torch)
-        from bench.runtime.protocol import EventLog  # noqa: PLC0415
+        from detbench.bench.runtime.device import cell_device  # noqa: PLC0415 (imports torch)
+        from detbench.bench.runtime.protocol import EventLog  # noqa: PLC0415
 
         self.events = EventLog(out)
         self.device = cell_device()
         self.sessions: dict[str, Any] = {}  # cell id -> CellSession
 
     def hello(self) -> None:
-        from bench.runtime.protocol import PROTOCOL_VERSION  # noqa: PLC0415
-        from envcheck.fingerprint import collect  # noqa: PLC0415
+        from detbench.bench.runtime.protocol import PROTOCOL_VERSION  # noqa: PLC0415
+        from detbench.envcheck.fingerprint import collect  # noqa: PLC0415
 
         free = None
         if self.device.type == "cuda":
@@ -101,11 +102,11 @@ class SideWorker:
         return True
 
     def setup(self, cells: list[dict[str, Any]], options_dict: dict[str, Any], warmup_iterations: int = 0) -> None:
-        from bench.core.options import RunOptions, import_model_modules  # noqa: PLC0415
-        from bench.core.schema import Cell  # noqa: PLC0415
-        from bench.runtime.build import GroupShared  # noqa: PLC0415
-        from bench.runtime.failures import classify_failure, is_sticky_cuda_error  # noqa: PLC0415
-        from bench.runtime.session import CellSession  # noqa: PLC0415
+        from detbench.bench.core.options import RunOptions, import_model_modules  # noqa: PLC0415
+        from detbench.bench.core.schema import Cell  # noqa: PLC0415
+        from detbench.bench.runtime.build import GroupShared  # noqa: PLC0415
+        from detbench.bench.runtime.failures import classify_failure, is_sticky_cuda_error  # noqa: PLC0415
+        from detbench.bench.runtime.session import CellSession  # noqa: PLC0415
 
         options = RunOptions.from_dict(options_dict)
         import_model_modules(options.model_modules)
@@ -158,7 +159,7 @@ class SideWorker:
         self.events.emit("ok", cell=cell_id, iterations=len(times), median_ms=statistics.median(times))
 
     def thresholds(self, cell_id: str, postprocess: dict[str, Any]) -> None:
-        from bench.models.postprocess import PostprocessLoad, apply_score_thresh  # noqa: PLC0415
+        from detbench.bench.models.postprocess import PostprocessLoad, apply_score_thresh  # noqa: PLC0415
 
         session = self.sessions.get(cell_id)
         if session is None or session.prepared is None:
@@ -174,7 +175,7 @@ class SideWorker:
         self.events.emit("ok", cell=cell_id, applied=True, score_thresh=load.score_thresh)
 
     def block(self, cell_id: str, round_index: int, iterations: int) -> None:
-        from bench.runtime.failures import classify_failure, is_sticky_cuda_error  # noqa: PLC0415
+        from detbench.bench.runtime.failures import classify_failure, is_sticky_cuda_error  # noqa: PLC0415
 
         session = self.sessions.get(cell_id)
         if session is None:
@@ -197,7 +198,7 @@ class SideWorker:
 
 def main(argv: list[str] | None = None) -> int:
     if argv:
-        print("usage: python -m bench.runtime.side  (commands on stdin, events on stdout; see its docstring)",
+        print("usage: python -m detbench.bench.runtime.side  (commands on stdin, events on stdout; see its docstring)",
               file=sys.stderr)
         return 2
     # the events own stdout: anything else printed (a library's warning) goes to stderr

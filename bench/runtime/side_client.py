@@ -1,7 +1,8 @@
 """The coordinator's end of the A/B side protocol: how an environment runs a side (:class:`SideSpec`), one running
 side spoken to over its pipes (:class:`SideProcess`), and the supervision that ends a side's whole process tree
-with it. The other end, the side's command loop, is :mod:`bench.runtime.side`; both speak
-:mod:`bench.runtime.protocol`. ``detbench-ab`` (bench.tools.ab, bench.tools.ab_sides) drives them."""
+with it. The other end, the side's command loop, is :mod:`detbench.bench.runtime.side`; both speak
+:mod:`detbench.bench.runtime.protocol`. ``detbench-ab`` (detbench.bench.tools.ab, detbench.bench.tools.ab_sides) drives
+them."""
 
 from __future__ import annotations
 
@@ -18,11 +19,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bench.runtime.protocol import decode
-from envcheck.isolate import PACKAGE_ROOT, Supervisor, describe_exit, reap, tail
-from envcheck.redact import redact_setting, redact_value
+from detbench.bench.runtime.protocol import decode
+from detbench.envcheck.isolate import PACKAGE_ROOT, Supervisor, describe_exit, reap, tail
+from detbench.envcheck.redact import redact_setting, redact_value
 
-WORKER = "python -m bench.runtime.side"
+WORKER = "python -m detbench.bench.runtime.side"
 # Every process a side starts carries this setting (a fresh token per side process): whatever leaves the side's
 # tree (a worker whose parent died, a double fork) is still found and killed with the side (:func:`tagged`).
 TAG_ENV = "DETBENCH_AB_SIDE"
@@ -32,23 +33,22 @@ EXIT_AFTER_EOF_S = 10.0  # a side whose output ended has this long to exit by it
 # over the pairs instead of favouring one side (Mytkowicz et al., "Producing wrong data without doing anything
 # obviously wrong!", ASPLOS 2009).
 PAD_ENV = "DETBENCH_AB_PAD"
-# bench.models.postprocess.CACHE_ENV (not imported: the coordinator imports no torch): a folder of calibrations,
-# written by the side that calibrates first and read by the sides of the same software (run_gate's leader)
+# detbench.bench.models.postprocess.CACHE_ENV (not imported: the coordinator imports no torch): a folder of
+# calibrations, written by the side that calibrates first and read by the sides of the same software (run_gate's leader)
 CALIBRATION_CACHE_ENV = "DETBENCH_CALIBRATION_CACHE"
 MAX_PAD = 4096
-# An interpreter side runs this detbench (its bench and envcheck, from a source checkout), whatever its working
-# directory holds (a `tests/bench/` shadows `bench`) and whether or not its venv has detbench installed; the plugin
+# An interpreter side runs this detbench (its detbench package, from a source checkout), whatever its working
+# directory holds and whether or not its venv has detbench installed; the plugin
 # is loaded by module, so no entry point is needed. From an installed (site-packages) detbench the side's own
 # install runs: putting this venv's site-packages on another venv's path would mix their torch.
 _BOOTSTRAP = """import importlib.util, os, runpy, sys
 root, module = sys.argv[1:3]
 del sys.argv[1:3]
-for name in ("envcheck", "bench"):
-    folder = os.path.join(root, name)
-    spec = importlib.util.spec_from_file_location(name, os.path.join(folder, "__init__.py"),
-                                                  submodule_search_locations=[folder])
-    sys.modules[name] = package = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(package)
+folder = os.path.join(root, "detbench")
+spec = importlib.util.spec_from_file_location("detbench", os.path.join(folder, "__init__.py"),
+                                              submodule_search_locations=[folder])
+sys.modules["detbench"] = package = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(package)
 runpy.run_module(module, run_name="__main__", alter_sys=True)
 """
 _EOF = object()
@@ -69,10 +69,10 @@ class SideSpec:
     env: tuple[tuple[str, str], ...] = ()
 
     def worker_command(self) -> list[str] | str:
-        """The command of a long-lived side (bench.runtime.side)."""
+        """The command of a long-lived side (detbench.bench.runtime.side)."""
         if self.template is not None:
             return self.template.replace("{worker}", WORKER)
-        return run_module(self.python or sys.executable, "bench.runtime.side")
+        return run_module(self.python or sys.executable, "detbench.bench.runtime.side")
 
     def command(self, json_path: Path, bench_args: Sequence[str]) -> list[str] | str:
         """The command of one round-per-process run of ``pytest bench/``: a list (interpreter) or a shell string."""
@@ -81,9 +81,9 @@ class SideSpec:
                                         name=shlex.quote(json_path.name), args=quote_args(bench_args),
                                         worker=WORKER)
         # the bench package by its folder when it is this checkout's (a `bench` where the side runs is not it)
-        target = [str(Path(PACKAGE_ROOT, "bench"))] if from_checkout() else ["--pyargs", "bench"]
+        target = [str(Path(PACKAGE_ROOT, "bench"))] if from_checkout() else ["--pyargs", "detbench.bench"]
         return run_module(self.python or sys.executable, "pytest", *target, "-q", "-p", "no:cacheprovider",
-                          "-p", "no:detbench", "-p", "bench.plugin.plugin", f"--benchmark-json={json_path}",
+                          "-p", "no:detbench", "-p", "detbench.bench.plugin.plugin", f"--benchmark-json={json_path}",
                           *bench_args)
 
     def describe(self) -> str:

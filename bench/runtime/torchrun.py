@@ -1,12 +1,12 @@
 """The torchrun launcher: a group of multi-GPU cells (same GPU count N > 1, same model), one rank per GPU.
 
-``python -m torch.distributed.run --standalone --nproc-per-node N -m bench.runtime.rank REQUEST EVENTS`` runs
-under the one supervisor (envcheck.isolate). Rank 0 writes the group's events (bench.runtime.protocol) as
-every process launcher's worker does; the cell timeout counts from the latest. When the group times out, or a
+``python -m torch.distributed.run --standalone --nproc-per-node N -m detbench.bench.runtime.rank REQUEST EVENTS`` runs
+under the one supervisor (detbench.envcheck.isolate). Rank 0 writes the group's events (detbench.bench.runtime.protocol)
+as every process launcher's worker does; the cell timeout counts from the latest. When the group times out, or a
 rank dies (torchrun then stops the others), every process of the job is killed (torchrun's workers lead
 sessions of their own: they are found through /proc and the ranks' status files), and the cell that was
 running is recorded as ``timeout`` / ``error`` / ``oom`` naming the rank and its message (from torchrun's
-error file, ``@record``); the launcher's retry loop (bench.runtime.launch) gives the rest a fresh job.
+error file, ``@record``); the launcher's retry loop (detbench.bench.runtime.launch) gives the rest a fresh job.
 """
 
 from __future__ import annotations
@@ -18,15 +18,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bench.core.matrix import Capabilities, probe_capabilities, skip_reason
-from bench.core.options import RunOptions
-from bench.core.scaling import one_gpu_twin
-from bench.core.schema import Cell, CellResult
-from bench.runtime.attempt import Attempt, AttemptFailure
-from bench.runtime.protocol import GroupProgress
-from bench.runtime.rank_status import PHASES, rank_statuses
-from bench.runtime.request import GroupRequest
-from envcheck.isolate import Supervisor, child_env, describe_exit, is_alive, oom_kill_count, scratch_dir
+from detbench.bench.core.matrix import Capabilities, probe_capabilities, skip_reason
+from detbench.bench.core.options import RunOptions
+from detbench.bench.core.scaling import one_gpu_twin
+from detbench.bench.core.schema import Cell, CellResult
+from detbench.bench.runtime.attempt import Attempt, AttemptFailure
+from detbench.bench.runtime.protocol import GroupProgress
+from detbench.bench.runtime.rank_status import PHASES, rank_statuses
+from detbench.bench.runtime.request import GroupRequest
+from detbench.envcheck.isolate import Supervisor, child_env, describe_exit, is_alive, oom_kill_count, scratch_dir
 
 # What a rank raises when a peer went away: it is that peer's victim, not the cause (gloo's TCP pair, NCCL).
 _PEER_LOST = re.compile(r"Connection reset by peer|Connection closed by peer|Broken pipe|remote process exited"
@@ -40,7 +40,7 @@ _FAILURE = re.compile(r"^[ \t]*rank[ \t]*:[ \t]*(\d+)[^\n]*\n[ \t]*exitcode[ \t]
 def torchrun_command(nproc: int, request_path: Path, result_path: Path, log_dir: Path) -> list[str]:
     return [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(nproc),
             "--max-restarts", "0", "--log-dir", str(log_dir), "--redirects", "3",
-            "-m", "bench.runtime.rank", str(request_path), str(result_path)]
+            "-m", "detbench.bench.runtime.rank", str(request_path), str(result_path)]
 
 
 def group_skip_reason(cell: Cell, caps: Capabilities) -> str | None:
@@ -100,7 +100,7 @@ class TorchrunLauncher:
                 job.kill()  # torchrun's workers lead sessions of their own: take them all, always
                 done = job.finish(timed_out)
             progress = GroupProgress.read(events_path)
-            facts = {"command": f"torchrun --standalone --nproc-per-node {nproc} -m bench.runtime.rank",
+            facts = {"command": f"torchrun --standalone --nproc-per-node {nproc} -m detbench.bench.runtime.rank",
                      "returncode": done.returncode, "wall_s": done.wall_s,
                      "rank_pids": {r: s.get("pid") for r, s in statuses.items()}, "killed_pids": done.killed_pids}
             failure = None
@@ -215,6 +215,6 @@ def _rank_stderr_tail(log_dir: Path, local_rank: int) -> str:
 def _is_rank_process(pid: int) -> bool:
     """A pid from a rank's status file that is still that rank (never a reused pid)."""
     try:
-        return is_alive(pid) and b"bench.runtime.rank" in Path(f"/proc/{pid}/cmdline").read_bytes()
+        return is_alive(pid) and b"detbench.bench.runtime.rank" in Path(f"/proc/{pid}/cmdline").read_bytes()
     except OSError:
         return False

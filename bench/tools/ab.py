@@ -5,16 +5,16 @@
 A comparison of two runs made at different times mixes the change with the host's drift (the lent VMs move
 10-60 % on host-bound cells between leases), so both sides run here, now, alternating. Two modes:
 
-- ``sides`` (default): each environment runs long-lived workers (bench.runtime.side) that build every cell
+- ``sides`` (default): each environment runs long-lived workers (detbench.bench.runtime.side) that build every cell
   once; the coordinator alternates short blocks between the baseline and the candidate of several fresh
   worker pairs in a random order, within a time budget, and judges each cell over the pairs, the worker
-  process as the unit (bench.tools.ab_sides).
+  process as the unit (detbench.bench.tools.ab_sides).
 - ``rounds``: for a side that can only run once per command (a template writing ``{json}``): each round runs the
   baseline's and the candidate's whole ``pytest bench/`` back to back, in alternating order; one ratio per
   round and cell, each round a fresh pair of processes.
 
-Both judge all cells of the run together (:mod:`bench.core.stats.judge`: Holm across the cells, a floor, each cell's
-detectable change stated).
+Both judge all cells of the run together (:mod:`detbench.bench.core.stats.judge`: Holm across the cells, a floor, each
+cell's detectable change stated).
 
 A side is a Python interpreter (two venvs), a command template (``docker run -i ... {worker}`` for sides,
 ``... --benchmark-json={json}`` for rounds), or this interpreter with extra environment settings. ``--out`` gets
@@ -42,12 +42,12 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench.core import config as config_table
-from bench.core.options import OptionError
-from bench.core.record import write_file_atomically
-from bench.runtime.side_client import SideSpec, check_python, supervised
-from envcheck.isolate import tail
-from envcheck.redact import redact_setting, redact_tree, redact_value
+from detbench.bench.core import config as config_table
+from detbench.bench.core.options import OptionError
+from detbench.bench.core.record import write_file_atomically
+from detbench.bench.runtime.side_client import SideSpec, check_python, supervised
+from detbench.envcheck.isolate import tail
+from detbench.envcheck.redact import redact_setting, redact_tree, redact_value
 
 SCHEMA_NAME = "detbench.ab"
 SCHEMA_VERSION = 2  # 2: the sides mode, its pairs and noise split; version 1 files (rounds) read the same keys
@@ -84,7 +84,7 @@ class SideRound:
 def run_side(side: SideSpec, round_index: int, out: Path, bench_args: Sequence[str], timeout_s: float) -> SideRound:
     """Run one side once; a failure or timeout is recorded, never raised. The side's whole process tree ends
     with it, however the round ends (a timed-out ``pytest`` takes its worker along; a worker left behind by a
-    pytest that died is found by its tag, :func:`bench.runtime.side_client.tagged`)."""
+    pytest that died is found by its tag, :func:`detbench.bench.runtime.side_client.tagged`)."""
     json_path = out / f"{side.label}-round{round_index}.json"
     log = out / f"{side.label}-round{round_index}.log"
     env = {**os.environ, **dict(side.env)}
@@ -117,7 +117,7 @@ def usage_failure(record: SideRound) -> str | None:
 
 
 def _read_results(record: SideRound, json_path: Path, log: Path) -> None:
-    from bench.core.record import RecordError, load_results  # noqa: PLC0415
+    from detbench.bench.core.record import RecordError, load_results  # noqa: PLC0415
 
     try:
         results = load_results(json_path)
@@ -143,9 +143,9 @@ def cell_ratios(rounds: list[tuple[SideRound, SideRound]]) -> dict[str, list[flo
 
 
 def judge(rounds: list[tuple[SideRound, SideRound]], threshold: float) -> dict[str, dict[str, Any]]:
-    """Verdict per cell, the cells judged together (bench.core.stats.judge; each round a fresh pair of processes, so a
-    round is a unit); a cell the candidate never measured where the baseline did is a regression."""
-    from bench.core.stats.judge import REGRESSION, decide, pair_evidence  # noqa: PLC0415
+    """Verdict per cell, the cells judged together (detbench.bench.core.stats.judge; each round a fresh pair of
+    processes, so a round is a unit); a cell the candidate never measured where the baseline did is a regression."""
+    from detbench.bench.core.stats.judge import REGRESSION, decide, pair_evidence  # noqa: PLC0415
 
     ratios = cell_ratios(rounds)
     lost = {}
@@ -198,11 +198,11 @@ def run_rounds(baseline: SideSpec, candidate: SideSpec, args: argparse.Namespace
 
 
 def run_sides(baseline: SideSpec, candidate: SideSpec, args: argparse.Namespace, out: Path) -> dict[str, Any]:
-    from bench.core import matrix  # noqa: PLC0415
-    from bench.core.journal import new_run_id  # noqa: PLC0415
-    from bench.core.schema import Cell  # noqa: PLC0415
-    from bench.models import list_models  # noqa: PLC0415
-    from bench.tools import ab_sides  # noqa: PLC0415
+    from detbench.bench.core import matrix  # noqa: PLC0415
+    from detbench.bench.core.journal import new_run_id  # noqa: PLC0415
+    from detbench.bench.core.schema import Cell  # noqa: PLC0415
+    from detbench.bench.models import list_models  # noqa: PLC0415
+    from detbench.bench.tools import ab_sides  # noqa: PLC0415
 
     run_config = _matrix_config(args.bench_args, list_models())
     skipped: dict[str, str] = {}
@@ -271,7 +271,7 @@ def run_sides(baseline: SideSpec, candidate: SideSpec, args: argparse.Namespace,
 
 def capabilities_of(environment: dict[str, Any]) -> Any:
     """What a side's environment fingerprint says it can run (its GPUs, bf16 from compute capability 8.0)."""
-    from bench.core.matrix import Capabilities  # noqa: PLC0415
+    from detbench.bench.core.matrix import Capabilities  # noqa: PLC0415
 
     gpus = environment.get("gpus") or []
     majors = [int(str(g.get("compute_capability", "0")).split(".")[0]) for g in gpus]
@@ -290,7 +290,7 @@ def _matrix_config(bench_args: Sequence[str], known_models: list[str]) -> config
     if unknown:
         valid = ", ".join(o.name for o in config_table.OPTION_TABLE if o.gate)
         raise ABError(f"unknown matrix option(s) for the sides mode: {' '.join(unknown)}; valid: {valid}")
-    from bench.core.options import import_model_modules  # noqa: PLC0415
+    from detbench.bench.core.options import import_model_modules  # noqa: PLC0415
 
     import_model_modules(tuple(filter(None, (values.model_modules or "").split(","))))
     # the sides run on GPUs even where this coordinator has none (a CI runner driving containers): an `auto`
@@ -433,7 +433,7 @@ def main(argv: list[str] | None = None) -> int:
                 raise ABError(f"--{name.replace('_', '-')} must be between 0 and 1e6 seconds, got "
                               f"{getattr(args, name)}")
         if args.mode == "sides":
-            from bench.tools.ab_sides import choose_cpus  # noqa: PLC0415
+            from detbench.bench.tools.ab_sides import choose_cpus  # noqa: PLC0415
 
             choose_cpus(args.pin_cpus)
         baseline, candidate = parse_sides(args)

@@ -1,14 +1,14 @@
 """``detbench-ab``'s default mode: each environment a set of long-lived sides, blocks alternating between them.
 
-For every worker pair (one baseline side, one candidate side: fresh processes, bench.runtime.side, each with an
+For every worker pair (one baseline side, one candidate side: fresh processes, detbench.bench.runtime.side, each with an
 environment padding of random length) the cells are set up once on both sides, with a short fixed warm-up, and
 every side runs each cell at the post-processing threshold the first baseline side calibrated. Then, round
 after round, every live pair times every undecided cell once, the visits in a random order and which side goes
 first drawn for each: one block on one side, then one on the other, the device held by one side at a time, so
 the host's drift is common to both blocks and cancels in their ratio. The worker process is the unit: per cell,
 the median of each pair's round log-ratios, then the mean and a t interval over the pairs, the cells of the run
-judged together (:mod:`bench.core.stats.judge`). With a budget (``--budget-s``) a first look at half the timed part
-stops the cells decided there and hands their time to the rest.
+judged together (:mod:`detbench.bench.core.stats.judge`). With a budget (``--budget-s``) a first look at half the timed
+part stops the cells decided there and hands their time to the rest.
 
 A side that dies, hangs (no answer within ``--side-timeout``) or disagrees on the cells is recorded with its
 reason; its pair stops and the rest go on. A signal (SIGTERM, Ctrl-C) asks the sides for what they measured,
@@ -33,10 +33,10 @@ from typing import Any
 
 import numpy as np
 
-from bench.core.options import RunOptions
-from bench.core.record import RunRecord
-from bench.core.schema import Cell, CellResult
-from bench.core.stats.judge import (
+from detbench.bench.core.options import RunOptions
+from detbench.bench.core.record import RunRecord
+from detbench.bench.core.schema import Cell, CellResult
+from detbench.bench.core.stats.judge import (
     ALPHA,
     IMPROVEMENT,
     REGRESSION,
@@ -47,14 +47,14 @@ from bench.core.stats.judge import (
     look_alpha,
     pair_evidence,
 )
-from bench.runtime.protocol import PROTOCOL_VERSION
-from bench.runtime.side_client import (
+from detbench.bench.runtime.protocol import PROTOCOL_VERSION
+from detbench.bench.runtime.side_client import (
     MAX_PAD,
     SideFailed,
     SideProcess,
     SideSpec,
 )
-from envcheck.redact import redact_tree
+from detbench.envcheck.redact import redact_tree
 
 CUT_WAIT_S = 20.0  # after a signal, the sides have this long in all to give their results
 RESULT_RESERVE_S = 5.0  # of a budget, kept for asking the sides for their results and ending them ...
@@ -245,7 +245,7 @@ def run_gate(baseline: SideSpec, candidate: SideSpec, plan: Callable[[dict[str, 
                       (lambda: on_round(snapshot())) if on_round is not None else None)
         _collect_results(sides, results, time.perf_counter() + gate.side_timeout_s)
     except KeyboardInterrupt:  # a signal (SIGTERM, Ctrl-C): what the sides measured is asked for, then they end
-        stack.close()  # a second signal now ends every side at once (envcheck.isolate's guard)
+        stack.close()  # a second signal now ends every side at once (detbench.envcheck.isolate's guard)
         if records:
             _collect_cut(sides, records, results)
             notes.append("the run was cut by a signal: judged on the rounds it finished")
@@ -272,7 +272,7 @@ def run_gate(baseline: SideSpec, candidate: SideSpec, plan: Callable[[dict[str, 
 @contextlib.contextmanager
 def _signals_ask_first() -> Iterator[None]:
     """While the sides run: SIGTERM, SIGINT and SIGHUP raise KeyboardInterrupt here instead of killing the sides
-    at once (envcheck.isolate's guard, whose handlers come back after), so the sides can be asked for what they
+    at once (detbench.envcheck.isolate's guard, whose handlers come back after), so the sides can be asked for what they
     measured first (:func:`_collect_cut`, bounded by :data:`CUT_WAIT_S`)."""
     if threading.current_thread() is not threading.main_thread():
         yield
@@ -366,9 +366,9 @@ def _gate_run(records: dict[str, CellRecord], sides: list[SideProcess], results:
 
 
 def judge_cells(records: dict[str, CellRecord], floor: float, alpha: float = ALPHA) -> dict[str, CellVerdict]:
-    """The verdicts of the cells the baseline set up, judged together (bench.core.stats.judge); a cell the candidate
-    never measured, or whose candidate side died or hung where the baseline's did not (before or after rounds had
-    finished), is a regression."""
+    """The verdicts of the cells the baseline set up, judged together (detbench.bench.core.stats.judge); a cell the
+    candidate never measured, or whose candidate side died or hung where the baseline's did not (before or after rounds
+    had finished), is a regression."""
     evidence: dict[str, Evidence] = {}
     lost: dict[str, str] = {}
     died: dict[str, str] = {}  # the candidate's side failed mid-run in this cell, the baseline's did not as often

@@ -1,6 +1,6 @@
-"""Does the suite measure what a plain loop measures? ``python -m bench.tools.fidelity --model X [...]``
+"""Does the suite measure what a plain loop measures? ``python -m detbench.bench.tools.fidelity --model X [...]``
 
-The cell is set up once by the matrix's own :class:`~bench.runtime.session.CellSession` (build, size, inputs,
+The cell is set up once by the matrix's own :class:`~detbench.bench.runtime.session.CellSession` (build, size, inputs,
 post-processing calibration, FLOPs, compile, warm-up), then timed in rounds that alternate, in rotating
 order, between
 - the matrix's timed block, exactly as the engine runs it (:meth:`CellSession.time_block`: host canary,
@@ -31,14 +31,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from bench.core import config as config_table
-from bench.core import matrix
-from bench.core.groups import rotation
-from bench.core.options import RunOptions
-from bench.core.schema import Cell, CellResult
-from bench.measure.host import host_canary_ms
-from bench.runtime.device import cell_device, device_name
-from bench.runtime.session import CellSession
+from detbench.bench.core import config as config_table
+from detbench.bench.core import matrix
+from detbench.bench.core.groups import rotation
+from detbench.bench.core.options import RunOptions
+from detbench.bench.core.schema import Cell, CellResult
+from detbench.bench.measure.host import host_canary_ms
+from detbench.bench.runtime.device import cell_device, device_name
+from detbench.bench.runtime.session import CellSession
 
 THROUGHPUT_TOLERANCE = 0.05
 REPEAT_TOLERANCE = 0.03
@@ -159,7 +159,8 @@ def check(cell: Cell, options: RunOptions, rounds: int | None = None) -> Fidelit
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m bench.tools.fidelity", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m detbench.bench.tools.fidelity",
+                                     description=__doc__.splitlines()[0])
     config_table.add_cell_arguments(parser, measuring=True)
     parser.add_argument("--json", default=None, help="also write the report to this JSON file")
     return parser
@@ -173,8 +174,8 @@ def main(argv: list[str] | None = None) -> int:
         options = RunOptions(profile="fidelity", telemetry_hz=args.telemetry_hz,
                              model_modules=matrix.parse_csv(args.model_modules) or (), rounds_count=args.rounds,
                              block_s=args.block_s)
-        from bench.core.options import import_model_modules  # noqa: PLC0415
-        from bench.models import get_model  # noqa: PLC0415
+        from detbench.bench.core.options import import_model_modules  # noqa: PLC0415
+        from detbench.bench.models import get_model  # noqa: PLC0415
 
         import_model_modules(options.model_modules)
         get_model(args.model)
@@ -186,9 +187,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         report = check(cell, options, rounds)
     except Exception as exc:  # noqa: BLE001 - OOM, a missing extra, a CUDA error: one line, exit 2
-        from bench.runtime.failures import one_line  # noqa: PLC0415
+        from detbench.bench.runtime.failures import one_line  # noqa: PLC0415
 
-        print(f"python -m bench.tools.fidelity: {cell.id}: {type(exc).__name__}: {one_line(exc)}", file=sys.stderr)
+        print(f"python -m detbench.bench.tools.fidelity: {cell.id}: {type(exc).__name__}: {one_line(exc)}",
+              file=sys.stderr)
         return 2
     data = report.to_dict()
     if args.json:

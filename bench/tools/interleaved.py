@@ -1,18 +1,18 @@
 """Ratios between variants of one model, timed in interleaved rounds: a study over the matrix's engine.
 
-``python -m bench.tools.interleaved --models retinanet_resnet50_fpn \
+``python -m detbench.bench.tools.interleaved --models retinanet_resnet50_fpn \
 --variants infer-eager-fp32,infer-eager-bf16,infer-compiled-fp32``
 
 Host-bound detector cells move with the host: on the lent H100 VM the same loop switches between two
 speeds (RetinaNet bf16 bs8: ~62 and ~85 ms per iteration) for tens of seconds at a time
 (``docs/examples/h100-host-noise.json``). Cells timed one after another can land in different states,
 so a ratio of two cells timed minutes apart is partly the host's. The matrix therefore measures each
-model's variants in one worker, interleaved (bench.runtime.engine); this command runs exactly that engine on the
-variants you name (each becomes a cell; one worker per model, as the matrix's ``--isolation model``),
+model's variants in one worker, interleaved (detbench.bench.runtime.engine); this command runs exactly that engine on
+the variants you name (each becomes a cell; one worker per model, as the matrix's ``--isolation model``),
 and reports each variant's ratio to the *first* variant, paired by round, with its interquartile range.
-``--json`` writes an ordinary run (bench.core.record: pytest-benchmark's layout, every variant a cell result that
-``detbench-report`` reads), with this study's per-model summary (variants, ratios to the first) in its
-``detbench.models`` (bench.core.comparison); files of the older ``detbench.interleaved`` schema still load.
+``--json`` writes an ordinary run (detbench.bench.core.record: pytest-benchmark's layout, every variant a cell result
+that ``detbench-report`` reads), with this study's per-model summary (variants, ratios to the first) in its
+``detbench.models`` (detbench.bench.core.comparison); files of the older ``detbench.interleaved`` schema still load.
 """
 
 from __future__ import annotations
@@ -25,17 +25,17 @@ import sys
 from dataclasses import dataclass
 from typing import Any
 
-from bench.core import config as config_table
-from bench.core import matrix
-from bench.core.comparison import SCHEMA_VERSION, ModelComparison, Ratio, VariantRun
-from bench.core.journal import new_run_id
-from bench.core.options import RoundsPolicy, RunOptions, import_model_modules
-from bench.core.ratios import paired_ratio
-from bench.core.record import RunRecord
-from bench.core.schema import MODES, Cell, CellResult
-from bench.models import get_model
-from bench.models.registry import UnknownModelError
-from bench.runtime.device import cell_device
+from detbench.bench.core import config as config_table
+from detbench.bench.core import matrix
+from detbench.bench.core.comparison import SCHEMA_VERSION, ModelComparison, Ratio, VariantRun
+from detbench.bench.core.journal import new_run_id
+from detbench.bench.core.options import RoundsPolicy, RunOptions, import_model_modules
+from detbench.bench.core.ratios import paired_ratio
+from detbench.bench.core.record import RunRecord
+from detbench.bench.core.schema import MODES, Cell, CellResult
+from detbench.bench.models import get_model
+from detbench.bench.models.registry import UnknownModelError
+from detbench.bench.runtime.device import cell_device
 
 DEFAULT_VARIANTS = ("infer-eager-fp32", "infer-eager-bf16", "infer-compiled-fp32")
 # a variant's compile word: eager or compiled (torch.compile's default mode; the matrix's --compile has the others)
@@ -80,10 +80,10 @@ class Variant:
 
 def compare_model(model: str, variants: list[Variant], batch_size: int, image_size: tuple[int, int] | None,
                   options: RunOptions, rounds: int, block_s: float) -> ModelComparison:
-    """Measure the variants as one group (bench.runtime.launch.run_group, ``options.isolation`` says where) in
+    """Measure the variants as one group (detbench.bench.runtime.launch.run_group, ``options.isolation`` says where) in
     ``rounds`` interleaved rounds of ``block_s`` blocks, then summarise with ratios to the first variant."""
-    from bench.runtime.launch import run_group  # noqa: PLC0415
-    from envcheck.fingerprint import collect  # noqa: PLC0415
+    from detbench.bench.runtime.launch import run_group  # noqa: PLC0415
+    from detbench.envcheck.fingerprint import collect  # noqa: PLC0415
 
     options = dataclasses.replace(options, rounds=RoundsPolicy(rounds=rounds, block_s=block_s, min_block_iterations=3))
     cells = [v.cell(model, batch_size, image_size) for v in variants]
@@ -171,7 +171,8 @@ def _exit_on_sigterm(signum: int, frame: Any) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m bench.tools.interleaved", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m detbench.bench.tools.interleaved",
+                                     description=__doc__.splitlines()[0])
     parser.add_argument("--models", required=True, help="comma-separated registry names")
     parser.add_argument("--variants", default=",".join(DEFAULT_VARIANTS),
                         help="comma-separated MODE-COMPILE-PRECISION; the first is the baseline "
@@ -229,9 +230,9 @@ def main(argv: list[str] | None = None) -> int:
 
 def _write_json(path: str, models: list[dict[str, Any]], cells: list[CellResult], options: RunOptions) -> None:
     """An ordinary run (atomically, after every model): the variants' cells, the study's summary beside them."""
-    from envcheck.fingerprint import collect  # noqa: PLC0415
+    from detbench.envcheck.fingerprint import collect  # noqa: PLC0415
 
-    RunRecord(cells, options.to_dict(), collect(), new_run_id(), "bench.tools.interleaved",
+    RunRecord(cells, options.to_dict(), collect(), new_run_id(), "detbench.bench.tools.interleaved",
               {"study": "interleaved", "study_schema_version": SCHEMA_VERSION, "models": models}).write(path)
 
 

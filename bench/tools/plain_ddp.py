@@ -1,6 +1,6 @@
 """The plainest DDP training loop: the fidelity reference for the suite's multi-GPU training cell.
 
-    python -m bench.tools.plain_ddp --model retinanet_resnet50_fpn --gpus 4 --batch 8 --precision bf16
+    python -m detbench.bench.tools.plain_ddp --model retinanet_resnet50_fpn --gpus 4 --batch 8 --precision bf16
 
 A torchvision detector (random init), SGD, synthetic images and boxes, one process per GPU through
 torchrun (it starts torchrun itself when not already under it), a fixed warm-up, then every step timed
@@ -24,7 +24,8 @@ PRECISIONS = ("fp32", "bf16")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m bench.tools.plain_ddp", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m detbench.bench.tools.plain_ddp",
+                                     description=__doc__.splitlines()[0])
     parser.add_argument("--model", required=True, help="a torchvision detection builder name")
     parser.add_argument("--gpus", type=int, required=True, help="processes (one per GPU)")
     parser.add_argument("--batch", type=int, default=1, help="images per GPU")
@@ -52,13 +53,13 @@ def relaunch(args: argparse.Namespace, argv: list[str]) -> int:
     """Start this module under torchrun, one process per GPU, NVLink multicast off."""
     import tempfile  # noqa: PLC0415
 
-    from bench.runtime.torchrun import child_env  # noqa: PLC0415
+    from detbench.bench.runtime.torchrun import child_env  # noqa: PLC0415
 
     with tempfile.TemporaryDirectory(prefix="plain-ddp-") as scratch:
         figures_path = args.json or os.path.join(scratch, "figures.json")
         worker_argv = argv if args.json else [*argv, "--json", figures_path]
         command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node",
-                   str(args.gpus), "-m", "bench.tools.plain_ddp", *worker_argv]
+                   str(args.gpus), "-m", "detbench.bench.tools.plain_ddp", *worker_argv]
         began = time.time()
         with subprocess.Popen(command, env=child_env()) as agent:
             code = wait_for_agent(agent, figures_path, began)

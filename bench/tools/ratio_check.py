@@ -1,7 +1,7 @@
-"""Do the matrix's paired ratios agree with ``bench.tools.interleaved``'s, measured in the same sitting?
+"""Do the matrix's paired ratios agree with ``detbench.bench.tools.interleaved``'s, measured in the same sitting?
 
-``python -m bench.tools.ratio_check MATRIX.json INTERLEAVED.json [--json OUT]`` pairs every interleaved ratio whose
-baseline is eager fp32 with the matrix cell of the same id (whose ``ratio`` is to the same baseline) and prints
+``python -m detbench.bench.tools.ratio_check MATRIX.json INTERLEAVED.json [--json OUT]`` pairs every interleaved ratio
+whose baseline is eager fp32 with the matrix cell of the same id (whose ``ratio`` is to the same baseline) and prints
 both with their IQRs and the difference; the last line is the largest absolute difference.
 """
 
@@ -12,8 +12,8 @@ import json
 import sys
 from typing import Any
 
-from bench.core.comparison import ModelComparison
-from bench.core.schema import CellResult
+from detbench.bench.core.comparison import ModelComparison
+from detbench.bench.core.schema import CellResult
 
 
 def matrix_ratios(data: dict[str, Any]) -> dict[str, CellResult]:
@@ -45,7 +45,8 @@ def pairs(matrix: dict[str, CellResult], interleaved: dict[str, Any]) -> list[di
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m bench.tools.ratio_check", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m detbench.bench.tools.ratio_check",
+                                     description=__doc__.splitlines()[0])
     parser.add_argument("matrix")
     parser.add_argument("interleaved")
     parser.add_argument("--json", default=None)

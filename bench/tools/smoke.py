@@ -1,6 +1,6 @@
 """Smoke-check registered models on this machine: build, calibrate, count FLOPs, eval forward fp32 and bf16.
 
-    detbench smoke [--models a,b] [--batch-size 2] [--json out.json]   (python -m bench.tools.smoke)
+    detbench smoke [--models a,b] [--batch-size 2] [--json out.json]   (python -m detbench.bench.tools.smoke)
 
 Not a benchmark: the forward time is a rough median for orientation; use ``pytest bench/`` for numbers.
 """
@@ -18,9 +18,9 @@ from typing import Any
 
 import torch
 
-from bench.measure.flops import count_flops
-from bench.models.postprocess import calibrate_postprocess
-from bench.models.registry import MissingExtraError, configure_size, get_model, list_models
+from detbench.bench.measure.flops import count_flops
+from detbench.bench.models.postprocess import calibrate_postprocess
+from detbench.bench.models.registry import MissingExtraError, configure_size, get_model, list_models
 
 ROUGH_REPEATS = 5
 STABLE_WITHIN = 0.1  # warm up until two consecutive forwards differ by less than 10%

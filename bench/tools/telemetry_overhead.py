@@ -1,8 +1,8 @@
-"""Measure what the telemetry sampler costs a GPU workload: ``python -m bench.tools.telemetry_overhead``.
+"""Measure what the telemetry sampler costs a GPU workload: ``python -m detbench.bench.tools.telemetry_overhead``.
 
 Runs fixed GPU workloads (a loop of large bf16 matmuls; a torchvision resnet50 forward at batch 64 under
 bf16 autocast) in blocks timed with CUDA events, alternating blocks with and without a
-:class:`~bench.measure.telemetry.TelemetryTracker` (AB BA AB ... so slow drifts cancel), and reports the median
+:class:`~detbench.bench.measure.telemetry.TelemetryTracker` (AB BA AB ... so slow drifts cancel), and reports the median
 throughput of each, the difference in %, the sampler's achieved rate, power, energy per iteration and
 the latency of each NVML query. Writes JSON (``--out``) and prints a short table last.
 """
@@ -18,9 +18,9 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from bench.core.options import GPU_ROUNDS
-from bench.measure.telemetry import DeviceSeries, TelemetryTracker, build_readers
-from envcheck import nvml
+from detbench.bench.core.options import GPU_ROUNDS
+from detbench.bench.measure.telemetry import DeviceSeries, TelemetryTracker, build_readers
+from detbench.envcheck import nvml
 
 WORKLOADS = ("matmul", "resnet50", "retinanet")
 
@@ -53,9 +53,9 @@ def make_workload(name: str, device: Any) -> tuple[Callable[[], None], int]:
     if name == "retinanet":
         # A detection cell as the matrix runs it: retinanet_resnet50_fpn, bs8, 800x1333, bf16 autocast, with the
         # calibrated post-processing load (host-side NMS work included, so sampler/GIL contention would show).
-        from bench.models import get_model  # noqa: PLC0415
-        from bench.models.postprocess import calibrate_postprocess  # noqa: PLC0415
-        from bench.models.registry import configure_size  # noqa: PLC0415
+        from detbench.bench.models import get_model  # noqa: PLC0415
+        from detbench.bench.models.postprocess import calibrate_postprocess  # noqa: PLC0415
+        from detbench.bench.models.registry import configure_size  # noqa: PLC0415
 
         spec = get_model("retinanet_resnet50_fpn")
         torch.manual_seed(0)
@@ -226,7 +226,7 @@ def environment(cuda_index: int) -> dict[str, Any]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m bench.tools.telemetry_overhead",
+    parser = argparse.ArgumentParser(prog="python -m detbench.bench.tools.telemetry_overhead",
                                      description=__doc__.splitlines()[0])
     parser.add_argument("--workload", choices=WORKLOADS, action="append", help="repeatable; default: all")
     parser.add_argument("--rounds", type=int, default=None,

@@ -1,7 +1,7 @@
-"""Where a cell's time goes: ``python -m bench.tools.trace --model retinanet_resnet50_fpn --precision amp-bf16 ...``
+"""Where a cell's time goes: ``detbench trace --model retinanet_resnet50_fpn --precision amp-bf16 ...``
 
-The cell is set up by the suite's own :class:`~bench.runtime.session.CellSession` (warm-up included), then a few steps
-run under ``torch.profiler``. The summary answers "is this cell host-bound?": the GPU's busy share of the wall
+The cell is set up by the suite's own :class:`~detbench.bench.runtime.session.CellSession` (warm-up included), then a
+few steps run under ``torch.profiler``. The summary answers "is this cell host-bound?": the GPU's busy share of the wall
 time (union of CUDA kernel intervals over the profiled window; its complement is the idle share), the host's
 CPU time per step against the GPU's kernel time per step, and the top operators by self CPU time and by self
 CUDA time (post-processing ops such as ``torchvision::nms`` show up here). The profiler adds host overhead of
@@ -18,10 +18,10 @@ from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from bench.core import config as config_table
-from bench.core import matrix
-from bench.core.options import RunOptions, import_model_modules
-from bench.core.schema import Cell
+from detbench.bench.core import config as config_table
+from detbench.bench.core import matrix
+from detbench.bench.core.options import RunOptions, import_model_modules
+from detbench.bench.core.schema import Cell
 
 DEFAULT_STEPS = 10
 TOP = 12
@@ -109,8 +109,8 @@ def trace(cell: Cell, options: RunOptions, steps: int = DEFAULT_STEPS, chrome_tr
     """Set ``cell`` up through CellSession, then profile ``steps`` steps."""
     import torch  # noqa: PLC0415
 
-    from bench.runtime.device import cell_device, device_name  # noqa: PLC0415
-    from bench.runtime.session import CellSession  # noqa: PLC0415
+    from detbench.bench.runtime.device import cell_device, device_name  # noqa: PLC0415
+    from detbench.bench.runtime.session import CellSession  # noqa: PLC0415
 
     device = cell_device()
     session = CellSession(cell, options, device)
@@ -161,7 +161,7 @@ def one_line(data: dict[str, Any]) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m bench.tools.trace", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m detbench.bench.tools.trace", description=__doc__.splitlines()[0])
     config_table.add_cell_arguments(parser, model_required=False)
     parser.add_argument("--steps", type=int, default=DEFAULT_STEPS, help=f"profiled steps (default {DEFAULT_STEPS})")
     parser.add_argument("--json", default=None, help="write the summary to this JSON file")

@@ -18,8 +18,8 @@ os.environ.setdefault("YOLO_OFFLINE", "1")
 
 import torch
 
-from bench.measure.flops import count_flops
-from bench.models import get_model
+from detbench.bench.measure.flops import count_flops
+from detbench.bench.models import get_model
 
 MODELS = ["yolov8n", "deformable_detr_resnet50", "detr_resnet50", "rtdetr_resnet50", "yolo11n", "yolov8s"]
 BATCH = 2

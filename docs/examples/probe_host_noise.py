@@ -22,11 +22,11 @@ from typing import Any
 
 import torch
 
-from bench.core.options import RunOptions
-from bench.core.schema import Cell
-from bench.measure.telemetry import TelemetryTracker
-from bench.models.postprocess import calibrate_postprocess
-from bench.runtime.build import autocast_context, make_step, prepare
+from detbench.bench.core.options import RunOptions
+from detbench.bench.core.schema import Cell
+from detbench.bench.measure.telemetry import TelemetryTracker
+from detbench.bench.models.postprocess import calibrate_postprocess
+from detbench.bench.runtime.build import autocast_context, make_step, prepare
 
 CELLS = [
     Cell("retinanet_resnet50_fpn", "infer", "eager", "amp-bf16", 8, 1, None),

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from envcheck.check import register_check
-from envcheck.result import Outcome, failed, passed
+from detbench.envcheck.check import register_check
+from detbench.envcheck.result import Outcome, failed, passed
 
 
 def arch_support(capability: tuple[int, int], arch_list: list[str]) -> str | None:

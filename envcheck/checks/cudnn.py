@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from envcheck.check import register_check
-from envcheck.probe import native_bf16_supported
-from envcheck.result import Outcome, failed, passed
+from detbench.envcheck.check import register_check
+from detbench.envcheck.probe import native_bf16_supported
+from detbench.envcheck.result import Outcome, failed, passed
 
 # Relative L2 error allowed against the CPU FP32 reference: FP32 may run as TF32 (10-bit mantissa),
 # fp16 has 10 mantissa bits, bf16 only 7.

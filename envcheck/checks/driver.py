@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from envcheck import nvml, tables
-from envcheck.check import register_check
-from envcheck.result import Outcome, failed, passed, skipped, warned
+from detbench.envcheck import nvml, tables
+from detbench.envcheck.check import register_check
+from detbench.envcheck.result import Outcome, failed, passed, skipped, warned
 
 DRIVER_DOWNLOAD = "https://www.nvidia.com/Download/index.aspx"
 

@@ -6,9 +6,9 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from envcheck import nvml
-from envcheck.check import register_check
-from envcheck.result import Outcome, failed, passed, skipped, warned, worst
+from detbench.envcheck import nvml
+from detbench.envcheck.check import register_check
+from detbench.envcheck.result import Outcome, failed, passed, skipped, warned, worst
 
 TEMPERATURE_WARN_C = 85
 POWER_LIMIT_WARN_FRACTION = 0.9  # enforced limit below 90% of the default: someone capped the GPU

@@ -8,8 +8,8 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from envcheck.check import register_check
-from envcheck.result import Outcome, failed, passed, warned, worst
+from detbench.envcheck.check import register_check
+from detbench.envcheck.result import Outcome, failed, passed, warned, worst
 
 GIB = 1024**3
 SHM_FAIL_BYTES = 1 * GIB  # Docker's default is 64 MiB: DataLoader workers die with "bus error"

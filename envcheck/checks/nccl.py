@@ -7,10 +7,10 @@ import json
 import os
 from typing import Any
 
-from envcheck import isolate, links
-from envcheck.check import register_check
-from envcheck.nccl_worker import DEFAULT_SIZES, parse_sizes
-from envcheck.result import Outcome, failed, passed, warned
+from detbench.envcheck import isolate, links
+from detbench.envcheck.check import register_check
+from detbench.envcheck.nccl_worker import DEFAULT_SIZES, parse_sizes
+from detbench.envcheck.result import Outcome, failed, passed, warned
 
 LARGE_MESSAGE_BYTES = 256 * 1024**2  # from here on an all-reduce is bandwidth-bound on NVLink
 JUDGE_FRACTION = 0.5  # busbw below this share of the link's per-direction rate warns
@@ -34,7 +34,7 @@ def nccl_env() -> dict[str, str]:
 
 
 def worker_command(world_size: int, timeout_s: float, sizes: str = DEFAULT_SIZES, backend: str = "nccl") -> list[str]:
-    return isolate.python_module("envcheck.nccl_worker", "--world-size", str(world_size), "--sizes", sizes,
+    return isolate.python_module("detbench.envcheck.nccl_worker", "--world-size", str(world_size), "--sizes", sizes,
                                  "--backend", backend, "--timeout", str(timeout_s))
 
 

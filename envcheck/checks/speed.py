@@ -6,10 +6,10 @@ import statistics
 from collections.abc import Callable
 from typing import Any
 
-from envcheck import tables
-from envcheck.check import register_check
-from envcheck.probe import native_bf16_supported
-from envcheck.result import Outcome, failed, passed, warned
+from detbench.envcheck import tables
+from detbench.envcheck.check import register_check
+from detbench.envcheck.probe import native_bf16_supported
+from detbench.envcheck.result import Outcome, failed, passed, warned
 
 WARN_FRACTION = 0.5
 FAIL_FRACTION = 0.25

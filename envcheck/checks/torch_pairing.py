@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from envcheck import tables
-from envcheck.check import register_check
-from envcheck.result import Outcome, failed, passed
+from detbench.envcheck import tables
+from detbench.envcheck.check import register_check
+from detbench.envcheck.result import Outcome, failed, passed
 
 
 def _wheel_index(torch_version: str) -> str:

@@ -5,9 +5,9 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from envcheck import fingerprint, nvml
-from envcheck.check import register_check
-from envcheck.result import Outcome, failed, passed, skipped, warned
+from detbench.envcheck import fingerprint, nvml
+from detbench.envcheck.check import register_check
+from detbench.envcheck.result import Outcome, failed, passed, skipped, warned
 
 CONTAINER_GPU_REMEDY = (
     "start the container with GPUs: `docker run --gpus all ...` (NVIDIA Container Toolkit installed), "

@@ -1,5 +1,5 @@
 import sys
 
-from reports.history.cli import main
+from detbench.reports.history.cli import main
 
 sys.exit(main())

@@ -324,12 +324,12 @@ def noise_band(values: Sequence[float], steps: Sequence[Step] | None = None) -> 
 def judge_cells(cells: dict[str, tuple[float, Band | None]], threshold: float) -> dict[str, Judgement]:
     """A new run's cells against their bands, judged together (``cells``: id -> (throughput, band)).
 
-    The one judge of every verdict (bench.core.stats.judge): each cell's distance from its band's level in units of the
-    prediction error (``sd * sqrt(1 + 1/m)``, t with the band's degrees of freedom), Holm across the run's cells
-    (regressions and improvements apart), so a run of unchanged software flags any of its cells at most 5 % of the
+    The one judge of every verdict (detbench.bench.core.stats.judge): each cell's distance from its band's level in
+    units of the prediction error (``sd * sqrt(1 + 1/m)``, t with the band's degrees of freedom), Holm across the run's
+    cells (regressions and improvements apart), so a run of unchanged software flags any of its cells at most 5 % of the
     time; a flag must also exceed ``threshold`` (the floor). A cell with a weak band or none keeps its verdict
     from :func:`judge`."""
-    from bench.core.stats import judge as one_judge  # noqa: PLC0415
+    from detbench.bench.core.stats import judge as one_judge  # noqa: PLC0415
 
     evidence = {cid: one_judge.prediction_evidence(value, math.log(band.level), band.sd, band.df, band.segment_runs)
                 for cid, (value, band) in cells.items()

@@ -15,10 +15,10 @@ import textwrap
 from collections.abc import Iterable
 from pathlib import Path
 
-from reports.history import analysis
-from reports.history.store import DATABASE_ERRORS, StoreError, closing_store, damaged, file_sha256, started_at
-from reports.history.trends import judge_run, open_alerts, steps_table
-from reports.load import LoadError, load_run
+from detbench.reports.history import analysis
+from detbench.reports.history.store import DATABASE_ERRORS, StoreError, closing_store, damaged, file_sha256, started_at
+from detbench.reports.history.trends import judge_run, open_alerts, steps_table
+from detbench.reports.load import LoadError, load_run
 
 EXIT_OK = 0
 EXIT_BAD_INPUT = 2

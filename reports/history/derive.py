@@ -1,9 +1,9 @@
 """The store's derived tables (``bands``, ``steps``, ``drifts``), refreshed per cell series: an ``add`` recomputes
 only the series its cells touch, so its cost does not grow with the number of cells in the store.
 
-A *series* is one cell on one machine kind measured with one method (:mod:`reports.history.method`): where the method
-changes, a new series starts and the change is kept as a step whose cause is ``method changed``, never judged as a
-move and never sharing a band. Steps and drifts are searched in the last :data:`ANALYSED_RUNS` runs of each series
+A *series* is one cell on one machine kind measured with one method (:mod:`detbench.reports.history.method`): where the
+method changes, a new series starts and the change is kept as a step whose cause is ``method changed``, never judged as
+a move and never sharing a band. Steps and drifts are searched in the last :data:`ANALYSED_RUNS` runs of each series
 (older ones stay as they were found); bands stand on the last :data:`ANALYSED_RUNS` runs of their environment.
 """
 
@@ -13,7 +13,7 @@ import sqlite3
 import statistics
 from collections.abc import Iterable
 
-from reports.history import analysis
+from detbench.reports.history import analysis
 
 ANALYSED_RUNS = 300  # runs of a series searched for steps and drifts on every add
 LEVEL = "level"

@@ -1,5 +1,5 @@
 """A generated history store, and what an ``add`` and the history report cost on it
-(``python -m reports.history.generate``).
+(``python -m detbench.reports.history.generate``).
 
 Every run is a copy of one committed result file's ok cells (``--template``, 15 cells by default) with each cell's
 throughput moved by run-to-run noise (3 %), a slowdown on a few cells two thirds of the way, and one start time per
@@ -24,9 +24,9 @@ from pathlib import Path
 
 import numpy as np
 
-from reports.history import derive
-from reports.history.store import closing_store
-from reports.load import Run, load_run
+from detbench.reports.history import derive
+from detbench.reports.history.store import closing_store
+from detbench.reports.load import Run, load_run
 
 TEMPLATE = Path(__file__).resolve().parents[2] / "docs" / "examples" / "h100-quick-v2-part2.json"
 NOISE = 0.03
@@ -98,7 +98,7 @@ def time_report(db: Path | None, template: Path, out: Path) -> tuple[float, floa
     import contextlib  # noqa: PLC0415
     import io  # noqa: PLC0415
 
-    from reports.cli import main as report_main  # noqa: PLC0415 - only with --report
+    from detbench.reports.cli import main as report_main  # noqa: PLC0415 - only with --report
 
     history = ["--history", str(db)] if db else []
     started, started_cpu = time.perf_counter(), time.process_time()
@@ -108,7 +108,8 @@ def time_report(db: Path | None, template: Path, out: Path) -> tuple[float, floa
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m reports.history.generate", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m detbench.reports.history.generate",
+                                     description=__doc__.split("\n")[0])
     parser.add_argument("--runs", type=int, default=3000)
     parser.add_argument("--cells", type=int, default=15)
     parser.add_argument("--adds", type=int, default=5, help="runs added one at a time and timed (default 5)")

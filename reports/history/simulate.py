@@ -1,10 +1,11 @@
-"""The step and drift finder's error rates on seeded synthetic histories (``python -m reports.history.simulate``).
+"""The step and drift finder's error rates on seeded synthetic histories
+(``python -m detbench.reports.history.simulate``).
 
 Each run's figure is the median of 10 blocks (4 % block-to-block noise) times the run's own offset (``noise``: the
 run-to-run SD, log scale), as in ``tests/reports/test_history_steps.py``. A scenario is a kind of series (pure noise,
 a step of a size after 20 of 30 runs, a drift per run over 30 runs) at a noise level; each is analysed by
-:func:`reports.history.analysis.analyse` and counted: a step anywhere, a step at the right run (the first run of the
-new level), within one run, a drift reported. docs/history.md quotes the committed output
+:func:`detbench.reports.history.analysis.analyse` and counted: a step anywhere, a step at the right run (the first run
+of the new level), within one run, a drift reported. docs/history.md quotes the committed output
 (``docs/examples/history-simulation.json``).
 """
 
@@ -18,7 +19,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from reports.history import analysis
+from detbench.reports.history import analysis
 
 BLOCKS = 10
 BLOCK_NOISE = 0.04
@@ -104,7 +105,8 @@ def table(results: list[Rates]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m reports.history.simulate", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m detbench.reports.history.simulate",
+                                     description=__doc__.split("\n")[0])
     parser.add_argument("--series", type=int, default=1000, help="series per scenario (default 1000)")
     parser.add_argument("--seed", type=int, default=20261205)
     parser.add_argument("--json", default="", help="write the rates here as JSON")

@@ -35,10 +35,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from bench.core.journal import read_run_header
-from reports.compare import INVALID, implausible_figures
-from reports.history import derive, method
-from reports.load import Run, redact_environment
+from detbench.bench.core.journal import read_run_header
+from detbench.reports.compare import INVALID, implausible_figures
+from detbench.reports.history import derive, method
+from detbench.reports.load import Run, redact_environment
 
 SCHEMA_VERSION = 3  # the history store's own schema (not the cell result schema)
 APPLICATION_ID = 0x64627368  # "dbsh": PRAGMA application_id of a detbench history store
@@ -53,7 +53,7 @@ ENV_KEY = ("machine", "driver", "torch", "torchvision", "cuda", "cudnn", "image"
 
 SCHEMA = """
 CREATE TABLE detbench_schema (
-    version INTEGER NOT NULL,       -- the history store's schema version (reports.history.store.SCHEMA_VERSION)
+    version INTEGER NOT NULL,       -- the history store's schema version (history.store.SCHEMA_VERSION)
     written_by TEXT NOT NULL,       -- detbench version that created or last migrated the store
     updated_at TEXT NOT NULL
 );
@@ -306,8 +306,8 @@ class Store:
     # --- reading ---
 
     def frame(self, sql: str, params: Sequence[Any] = ()) -> pd.DataFrame:
-        """A query's rows; text through :func:`reports.load.redact_environment` (a store filled before runs were
-        redacted on loading may hold a registry password in ``image`` or ``environment``)."""
+        """A query's rows; text through :func:`detbench.reports.load.redact_environment` (a store filled before runs
+        were redacted on loading may hold a registry password in ``image`` or ``environment``)."""
         frame = pd.read_sql_query(sql, self.conn, params=list(params))
         text = [c for c in frame.columns if not pd.api.types.is_numeric_dtype(frame[c]) and c not in NOT_REDACTED]
         redact = functools.lru_cache(maxsize=None)(redact_environment)  # a run's text repeats in each of its cells

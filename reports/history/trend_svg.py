@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 
-from reports.history.method import FIELDS
+from detbench.reports.history.method import FIELDS
 
 WIDTH, HEIGHT = 660, 230
 LEFT, RIGHT, TOP, BOTTOM = 56, 12, 22, 30

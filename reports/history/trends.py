@@ -9,10 +9,10 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from reports.history import analysis
-from reports.history import method as method_module
-from reports.history.store import Store, _cell_hash, run_fields
-from reports.load import Run
+from detbench.reports.history import analysis
+from detbench.reports.history import method as method_module
+from detbench.reports.history.store import Store, _cell_hash, run_fields
+from detbench.reports.load import Run
 
 # what a run's software is, for the marks on the trend plots and the "environment change" column
 SOFTWARE_KEYS = (("torch", "torch"), ("image", "image"), ("driver", "driver"), ("cuda", "CUDA"), ("cudnn", "cuDNN"))

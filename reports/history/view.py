@@ -10,12 +10,12 @@ from typing import Any
 
 import pandas as pd
 
-from reports import columns as C  # noqa: N812 - as in reports.html
-from reports.history import analysis, trend_svg
-from reports.history.store import DATABASE_ERRORS, closing_store, damaged
-from reports.history.trends import judge_run, largest_moves, open_alerts, steps_table
-from reports.html import TableView
-from reports.load import Run
+from detbench.reports import columns as C  # noqa: N812 - as in detbench.reports.html
+from detbench.reports.history import analysis, trend_svg
+from detbench.reports.history.store import DATABASE_ERRORS, closing_store, damaged
+from detbench.reports.history.trends import judge_run, largest_moves, open_alerts, steps_table
+from detbench.reports.html import TableView
+from detbench.reports.load import Run
 
 MAX_TREND_CELLS = 12  # trend figures drawn; every cell's figures are in the store
 MOVES_SHOWN = 30

@@ -9,8 +9,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from bench.models import ModelSpec, register_model
-from bench.models.registry import MissingExtraError
+from detbench.bench.models import ModelSpec, register_model
+from detbench.bench.models.registry import MissingExtraError
 
 
 def _build(weights_path: str | None = None) -> nn.Module:

@@ -6,8 +6,8 @@ from typing import Any
 
 import pytest
 
-from envcheck.context import Context
-from envcheck.options import Options
+from detbench.envcheck.context import Context
+from detbench.envcheck.options import Options
 
 NO_GPU = {"torch_cuda": "13.0", "cuda_available": False, "device_count": 0, "devices": [], "arch_list": [],
           "bf16_supported": False, "mps_available": False, "error": None, "timed_out": False}

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from envcheck.checks import arch
+from detbench.envcheck.checks import arch
 from tests.envcheck.conftest import one_gpu
 
 

@@ -6,11 +6,12 @@ import sys
 
 import pytest
 
-from envcheck.report import REDACTED, SCHEMA_NAME, SCHEMA_VERSION, redact_environment
+from detbench.envcheck.report import REDACTED, SCHEMA_NAME, SCHEMA_VERSION, redact_environment
 
 
 def envcheck(*args, env=None):
-    return subprocess.run([sys.executable, "-m", "envcheck", *args], capture_output=True, text=True, timeout=180,
+    return subprocess.run([sys.executable, "-m", "detbench.envcheck", *args], capture_output=True, text=True,
+                          timeout=180,
                           env=env)
 
 
@@ -124,7 +125,7 @@ def test_require_gpu_fails_on_cpu(tmp_path):
     (["--bogus"], "unrecognized arguments: --bogus"),
 ])
 def test_usage_errors_exit_2(args, words, capsys):
-    from envcheck.cli import main
+    from detbench.envcheck.cli import main
 
     with pytest.raises(SystemExit) as exit_info:
         main(args)

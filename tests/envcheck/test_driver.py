@@ -2,7 +2,7 @@
 
 import torch
 
-from envcheck.checks import driver
+from detbench.envcheck.checks import driver
 
 
 def test_old_driver_fails_naming_the_minimum(fake_nvml, make_ctx, monkeypatch):

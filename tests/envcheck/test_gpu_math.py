@@ -2,7 +2,7 @@
 
 import pytest
 
-from envcheck.checks import cudnn, speed, tv_ops
+from detbench.envcheck.checks import cudnn, speed, tv_ops
 
 
 def test_conv_reference_against_itself_is_exact():
@@ -24,8 +24,8 @@ def test_speed_judgement(measured, peak, status):
 
 
 def test_gpu_checks_skip_without_a_gpu(make_ctx):
-    from envcheck.registry import get_check
-    from envcheck.runner import run_check
+    from detbench.envcheck.registry import get_check
+    from detbench.envcheck.runner import run_check
 
     for check_id in ("arch", "cudnn", "tv_ops", "nccl", "speed"):
         result, finished = run_check(get_check(check_id), make_ctx())

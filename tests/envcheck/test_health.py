@@ -2,7 +2,7 @@
 
 import pytest
 
-from envcheck.checks import health
+from detbench.envcheck.checks import health
 from tests.fakes.nvml import NOT_SUPPORTED, FakeGpu
 
 

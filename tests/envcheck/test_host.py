@@ -2,7 +2,7 @@
 
 from collections import namedtuple
 
-from envcheck.checks import host
+from detbench.envcheck.checks import host
 
 Usage = namedtuple("Usage", "total used free")
 GIB = 1024**3

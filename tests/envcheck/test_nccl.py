@@ -7,9 +7,9 @@ import time
 import pytest
 import torch
 
-from envcheck.checks import nccl
-from envcheck.links import LinkBudget
-from envcheck.nccl_worker import parse_sizes
+from detbench.envcheck.checks import nccl
+from detbench.envcheck.links import LinkBudget
+from detbench.envcheck.nccl_worker import parse_sizes
 
 HANG = [sys.executable, "-c", "import time; time.sleep(600)"]
 

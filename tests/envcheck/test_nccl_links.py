@@ -2,8 +2,8 @@
 
 import pytest
 
-from envcheck import nvml
-from envcheck.links import describe_links
+from detbench.envcheck import nvml
+from detbench.envcheck.links import describe_links
 from tests.fakes.nvml import NOT_SUPPORTED, FakeGpu, FakeNvLink
 
 NVSWITCH = "0000:c0:00.0"

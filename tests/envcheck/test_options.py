@@ -4,7 +4,7 @@ import math
 
 import pytest
 
-from envcheck.options import MAX_TIMEOUT_S, Options
+from detbench.envcheck.options import MAX_TIMEOUT_S, Options
 
 
 @pytest.mark.parametrize("bad", [math.nan, math.inf, 1e10, 0.0, -1.0])

@@ -2,7 +2,7 @@
 
 import torch
 
-from envcheck.probe import native_bf16_supported
+from detbench.envcheck.probe import native_bf16_supported
 
 
 def test_emulated_bf16_is_not_support(monkeypatch):

@@ -11,11 +11,11 @@ import threading
 
 import pytest
 
-from envcheck import cli
-from envcheck.options import MAX_TIMEOUT_S
-from envcheck.registry import Check
-from envcheck.result import Outcome, passed
-from envcheck.runner import longer_timeout, run_check
+from detbench.envcheck import cli
+from detbench.envcheck.options import MAX_TIMEOUT_S
+from detbench.envcheck.registry import Check
+from detbench.envcheck.result import Outcome, passed
+from detbench.envcheck.runner import longer_timeout, run_check
 
 
 def test_the_remedy_of_a_hang_names_a_timeout_envcheck_accepts(make_ctx):
@@ -38,7 +38,8 @@ def test_the_longer_timeout_suggested_is_longer_and_within_what_envcheck_takes(t
 
 
 def test_a_json_out_that_cannot_be_written_is_exit_2_in_the_printed_json_too():
-    proc = subprocess.run([sys.executable, "-m", "envcheck", "--json", "--json-out", "/dev/full", "--only", "host"],
+    proc = subprocess.run([sys.executable, "-m", "detbench.envcheck", "--json", "--json-out", "/dev/full", "--only",
+                           "host"],
                           capture_output=True, text=True, timeout=120)
     document = json.loads(proc.stdout)
     assert proc.returncode == 2 and document["exit_code"] == 2, (proc.returncode, document["exit_code"])
@@ -48,7 +49,7 @@ def test_a_json_out_that_cannot_be_written_is_exit_2_in_the_printed_json_too():
 
 
 def test_the_table_shows_the_exit_code_the_process_returns():
-    proc = subprocess.run([sys.executable, "-m", "envcheck", "--json-out", "/dev/full", "--only", "host"],
+    proc = subprocess.run([sys.executable, "-m", "detbench.envcheck", "--json-out", "/dev/full", "--only", "host"],
                           capture_output=True, text=True, timeout=120, env={**os.environ, "COLUMNS": "200"})
     assert proc.returncode == 2
     assert "(exit 2)" in proc.stdout and "(exit 0)" not in proc.stdout, proc.stdout[-500:]

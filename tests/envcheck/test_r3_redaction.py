@@ -11,8 +11,8 @@ import sys
 
 import pytest
 
-from envcheck import fingerprint
-from envcheck.report import REDACTED, redact_environment, redact_setting, redact_value
+from detbench.envcheck import fingerprint
+from detbench.envcheck.report import REDACTED, redact_environment, redact_setting, redact_value
 
 REGISTRY = "https://ci-bot:Rg5tryPw0rd@registry.example.com/team/detbench:cu128"
 PRESIGNED = ("https://bucket.s3.amazonaws.com/images/detbench.tar?X-Amz-Algorithm=AWS4-HMAC-SHA256"
@@ -103,7 +103,8 @@ def test_the_envcheck_json_file_stdout_and_table_carry_no_secret(tmp_path):
            "Pg5ecret!", "DETBENCH_AUTH_HEADER": "Authorization: Bearer eyJhbGciOiJIUzI1NiJ9.e30.s1gn",
            "DETBENCH_DB": "host=db user=u password=Pg5ecret! dbname=x"}
     out = tmp_path / "envcheck.json"
-    runs = [subprocess.run([sys.executable, "-m", "envcheck", *extra, "--only", "host", "--json-out", str(out)],
+    runs = [subprocess.run([sys.executable, "-m", "detbench.envcheck", *extra, "--only", "host", "--json-out",
+                            str(out)],
                            capture_output=True, text=True, env=env, timeout=120) for extra in (["--json"], [])]
     document = json.loads(runs[0].stdout)
     published = out.read_text() + "".join(r.stdout + r.stderr for r in runs)

@@ -4,11 +4,11 @@ import io
 import json
 from pathlib import Path
 
-from envcheck.options import Options
-from envcheck.registry import check_ids
-from envcheck.report import SCHEMA_NAME, SCHEMA_VERSION, Report, render_plain
-from envcheck.requirements import RequirementResult
-from envcheck.result import CheckResult
+from detbench.envcheck.options import Options
+from detbench.envcheck.registry import check_ids
+from detbench.envcheck.report import SCHEMA_NAME, SCHEMA_VERSION, Report, render_plain
+from detbench.envcheck.requirements import RequirementResult
+from detbench.envcheck.result import CheckResult
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "docs" / "examples" / "envcheck-h100.json"
 

@@ -5,10 +5,10 @@ import time
 
 import pytest
 
-from envcheck import context, isolate
-from envcheck.registry import Check, UnknownCheckError, check_ids, get_check
-from envcheck.result import Outcome, passed
-from envcheck.runner import run_check, run_checks
+from detbench.envcheck import context, isolate
+from detbench.envcheck.registry import Check, UnknownCheckError, check_ids, get_check
+from detbench.envcheck.result import Outcome, passed
+from detbench.envcheck.runner import run_check, run_checks
 
 
 def test_hanging_check_fails_after_the_timeout(make_ctx):
@@ -74,8 +74,8 @@ def test_cpu_machine_probe_needs_no_child():
 
 
 def test_probe_runs_once_within_90_percent_of_the_timeout():
-    from envcheck.context import Context
-    from envcheck.options import Options
+    from detbench.envcheck.context import Context
+    from detbench.envcheck.options import Options
 
     calls = []
     ctx = Context(Options(timeout_s=10), probe=lambda timeout_s: calls.append(timeout_s) or {"error": None})

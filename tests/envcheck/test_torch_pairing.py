@@ -2,8 +2,8 @@
 
 import torch
 
-from envcheck import tables
-from envcheck.checks import torch_pairing
+from detbench.envcheck import tables
+from detbench.envcheck.checks import torch_pairing
 
 
 def test_real_pair_passes(make_ctx):

@@ -1,9 +1,9 @@
 """Visibility and requirements: a CPU machine passes unless the job says it needs a GPU."""
 
 
-from envcheck.checks import visibility
-from envcheck.requirements import evaluate
-from envcheck.result import CheckResult
+from detbench.envcheck.checks import visibility
+from detbench.envcheck.requirements import evaluate
+from detbench.envcheck.result import CheckResult
 from tests.envcheck.conftest import NO_GPU, one_gpu
 from tests.fakes.nvml import FakeGpu
 

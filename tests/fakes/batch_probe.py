@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from bench.core.schema import Cell, CellResult
+from detbench.bench.core.schema import Cell, CellResult
 
 GIB = 2**30
 

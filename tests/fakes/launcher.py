@@ -1,4 +1,4 @@
-"""A fake ``bench.runtime.launch.run_group``: synthetic results with blocks, a call log, planted failures.
+"""A fake ``detbench.bench.runtime.launch.run_group``: synthetic results with blocks, a call log, planted failures.
 
 Used by the suite tests to check repeats, ordering, merging and resuming without starting a worker."""
 
@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from bench.core.schema import BlockRecord, Cell, CellResult, Measurement, SetupTimes
+from detbench.bench.core.schema import BlockRecord, Cell, CellResult, Measurement, SetupTimes
 
 
 def measured(cell: Cell, median_ms: float, rounds: int = 3, iterations: int = 4, setup_s: float = 1.0) -> CellResult:

@@ -1,6 +1,6 @@
 """A fake `pynvml` module: the one shared NVML fake for envcheck and telemetry tests.
 
-Build one with :func:`make_fake_nvml`, install it with ``envcheck.nvml.load(importer=lambda: fake)``
+Build one with :func:`make_fake_nvml`, install it with ``detbench.envcheck.nvml.load(importer=lambda: fake)``
 (or the ``fake_nvml`` fixture in tests/conftest.py). Each GPU is a :class:`FakeGpu` whose fields the test
 sets; a field set to ``NOT_SUPPORTED`` makes that query raise NVMLError_NotSupported, ``gone=True`` makes
 every query on the GPU raise NVMLError_GpuIsLost (a GPU that fell off the bus mid-run).

@@ -11,7 +11,7 @@ import statistics
 import sys
 from pathlib import Path
 
-from bench.core.schema import Cell, CellResult, LatencyStats
+from detbench.bench.core.schema import Cell, CellResult, LatencyStats
 
 # (bs1 eager fp32 infer images/s on the synthetic GPU, GFLOPs per image, base memory GiB, GiB per image)
 MODELS = {

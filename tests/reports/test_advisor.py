@@ -1,5 +1,6 @@
-"""The advice (bench.core.advice) as rendered: the report's HTML section and summary.md, recommendations.csv, the
-terminal table of the run's closing summary, and ``python -m reports.advisor``. One set of rows, the same words."""
+"""The advice (detbench.bench.core.advice) as rendered: the report's HTML section and summary.md, recommendations.csv,
+the terminal table of the run's closing summary, and ``python -m detbench.reports.advisor``. One set of rows, the same
+words."""
 
 from __future__ import annotations
 
@@ -7,12 +8,12 @@ import json
 
 import pandas as pd
 
-from bench.core.advice import INTERLEAVED, advise
-from bench.core.schema import CellResult
-from bench.plugin import display
-from reports import columns as C  # noqa: N812 - the same alias as reports/html.py
-from reports.advisor import goal_lines, main
-from reports.cli import main as report_main
+from detbench.bench.core.advice import INTERLEAVED, advise
+from detbench.bench.core.schema import CellResult
+from detbench.bench.plugin import display
+from detbench.reports import columns as C  # noqa: N812 - the same alias as reports/html.py
+from detbench.reports.advisor import goal_lines, main
+from detbench.reports.cli import main as report_main
 from tests.bench.core.test_advice import MODEL, cell, measured
 from tests.reports.generate import write_journal
 

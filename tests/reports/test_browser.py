@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from reports.cli import main
+from detbench.reports.cli import main
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 # CI sets DETBENCH_REQUIRE_BROWSER=1 after installing chromium, so a missing browser fails there, not skips.

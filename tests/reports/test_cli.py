@@ -9,7 +9,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from reports.cli import EXIT_BAD_INPUT, EXIT_NOTHING_COMPARABLE, EXIT_OK, EXIT_REGRESSION, main
+from detbench.reports.cli import EXIT_BAD_INPUT, EXIT_NOTHING_COMPARABLE, EXIT_OK, EXIT_REGRESSION, main
 from tests.reports.generate import make_results, write_benchmark_json, write_journal
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -112,7 +112,7 @@ def test_bad_input_is_one_line_on_stderr_and_exit_2(tmp_path, content):
     bad = tmp_path / "bad.json"
     bad.write_text(content)
     proc = subprocess.run(
-        [sys.executable, "-m", "reports", str(bad), "--out", str(tmp_path / "o")],
+        [sys.executable, "-m", "detbench.reports", str(bad), "--out", str(tmp_path / "o")],
         capture_output=True,
         text=True,
         timeout=60,
@@ -163,7 +163,7 @@ def test_a_real_cpu_smoke_run_loads(tmp_path):
     the CPU (no GPU: no telemetry, no driver), with its journal."""
     from pathlib import Path
 
-    from reports.load import load_run
+    from detbench.reports.load import load_run
 
     data = Path(__file__).resolve().parents[1] / "data"
     run = load_run(data / "smoke_cpu.json")

@@ -5,7 +5,7 @@ import math
 import pytest
 from rich.console import Console
 
-from reports import columns as C  # noqa: N812 - the same alias as reports/html.py
+from detbench.reports import columns as C  # noqa: N812 - the same alias as reports/html.py
 
 
 @pytest.mark.parametrize(
@@ -44,7 +44,7 @@ def test_markdown_table_escapes_cells_and_aligns_numbers():
 
 
 def test_a_paired_gain_shows_its_spread_and_an_unpaired_one_its_quotient_or_why_there_is_none():
-    from bench.core.advice import Gain
+    from detbench.bench.core.advice import Gain
 
     gain = next(c for c in C.ADVICE if c.key == "gain_over_eager_fp32")
     paired = {"gain_over_eager_fp32": 1.2, "gain_text": C.gain_text(Gain(1.2, 1.1, 1.3, "interleaved"))}

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from reports.compare import (
+from detbench.reports.compare import (
     GATE_FAIL,
     GATE_INCOMPARABLE,
     GATE_NONE,
@@ -21,7 +21,7 @@ from reports.compare import (
     relative_spread,
     verdict_line,
 )
-from reports.load import load_runs, tidy
+from detbench.reports.load import load_runs, tidy
 from tests.reports.generate import make_results
 
 

@@ -9,9 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bench.core.schema import BlockRecord, Cell, CellResult, Measurement
-from reports.cli import EXIT_OK, EXIT_REGRESSION, main
-from reports.compare import (
+from detbench.bench.core.schema import BlockRecord, Cell, CellResult, Measurement
+from detbench.reports.cli import EXIT_OK, EXIT_REGRESSION, main
+from detbench.reports.compare import (
     BASIS_BAND,
     BASIS_BLOCKS,
     GATE_FAIL,
@@ -24,7 +24,7 @@ from reports.compare import (
     gate,
     verdict_line,
 )
-from reports.load import load_runs, tidy
+from detbench.reports.load import load_runs, tidy
 from tests.reports.generate import ENVIRONMENT, write_benchmark_json
 
 HOST_BOUND = Cell("ssdlite320_mobilenet_v3_large", "infer", "eager", "fp32", 8, 1)

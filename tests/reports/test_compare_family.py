@@ -1,14 +1,14 @@
 """``detbench-report --fail-on-regression`` and ``detbench-history compare`` judged by the one judge
-(bench.core.stats.judge): the cells of one verdict together, Holm across them, the threshold as floor. Seeded,
+(detbench.bench.core.stats.judge): the cells of one verdict together, Holm across them, the threshold as floor. Seeded,
 in-process; the thousands-of-runs figures are scripts/judge_simulate.py's (docs/ab.md)."""
 
 from __future__ import annotations
 
 import numpy as np
 
-from bench.core.schema import Cell
-from reports.compare import IMPROVEMENT, REGRESSION, gate
-from reports.history import analysis
+from detbench.bench.core.schema import Cell
+from detbench.reports.compare import IMPROVEMENT, REGRESSION, gate
+from detbench.reports.history import analysis
 from tests.reports.test_compare_blocks import compare_files, verdicts
 from tests.reports.test_compare_repeats import repeated
 

@@ -7,10 +7,10 @@ import json
 import numpy as np
 import pytest
 
-from bench.core.repeats import merge_repeats, tag_repeat
-from bench.core.schema import Cell, CellResult
-from reports.cli import EXIT_REGRESSION, main
-from reports.compare import (
+from detbench.bench.core.repeats import merge_repeats, tag_repeat
+from detbench.bench.core.schema import Cell, CellResult
+from detbench.reports.cli import EXIT_REGRESSION, main
+from detbench.reports.compare import (
     BASIS_BLOCKS,
     BASIS_BLOCKS_BAND,
     BASIS_REPEATS,
@@ -21,7 +21,7 @@ from reports.compare import (
     RunEvidence,
     gate,
 )
-from reports.load import load_runs
+from detbench.reports.load import load_runs
 from tests.reports.generate import write_benchmark_json
 from tests.reports.test_compare_blocks import GPU_BOUND, cell_result, compare_files, verdicts
 

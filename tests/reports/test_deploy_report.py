@@ -7,9 +7,9 @@ from __future__ import annotations
 import csv
 import io
 
-from bench.core.record import RunRecord
-from bench.core.schema import BlockRecord, Cell, CellResult, DeployInfo, LatencyStats, Measurement, Parity
-from reports.cli import main
+from detbench.bench.core.record import RunRecord
+from detbench.bench.core.schema import BlockRecord, Cell, CellResult, DeployInfo, LatencyStats, Measurement, Parity
+from detbench.reports.cli import main
 
 
 def _timed(cell: Cell, median_ms: float, deploy: DeployInfo | None = None) -> CellResult:

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from reports.cli import main as report_main
-from reports.history.cli import main as history_main
+from detbench.reports.cli import main as report_main
+from detbench.reports.history.cli import main as history_main
 from tests.reports.test_browser import _chromium, self_test
 from tests.reports.test_history_store import EXAMPLES, example_runs
 

@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from reports.history import analysis, derive
-from reports.history.cli import main
-from reports.history.store import SCHEMA_VERSION, closing_store
-from reports.history.trends import largest_moves, open_alerts, steps_table
+from detbench.reports.history import analysis, derive
+from detbench.reports.history.cli import main
+from detbench.reports.history.store import SCHEMA_VERSION, closing_store
+from detbench.reports.history.trends import largest_moves, open_alerts, steps_table
 from tests.reports.test_history_steps import CELLS, write_history
 from tests.reports.test_history_store import EXAMPLES
 
@@ -158,11 +158,11 @@ def test_a_closed_pipe_ends_quietly(tmp_path, monkeypatch, capsys):
 
 @pytest.mark.timing
 def test_an_add_to_a_generated_store_stays_under_a_second(tmp_path):
-    """A small twin of ``python -m reports.history.generate`` (the 3,000-run figure in docs/history.md): 40 runs of
-    15 cells, then one more run added and timed as ``detbench-history add`` does it."""
+    """A small twin of ``python -m detbench.reports.history.generate`` (the 3,000-run figure in docs/history.md): 40
+    runs of 15 cells, then one more run added and timed as ``detbench-history add`` does it."""
     import numpy as np
 
-    from reports.history import generate
+    from detbench.reports.history import generate
 
     rng = np.random.default_rng(1)
     template = generate.template_run(generate.TEMPLATE, 15)

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from reports.cli import main as report_main
-from reports.history.cli import main as history_main
+from detbench.reports.cli import main as report_main
+from detbench.reports.history.cli import main as history_main
 from tests.reports.test_history_steps import CELLS, write_history
 
 ROOT = Path(__file__).resolve().parents[2]

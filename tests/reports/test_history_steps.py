@@ -12,12 +12,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bench.core.schema import BlockRecord, Cell, CellResult, LatencyStats, Measurement
-from reports.history import analysis
-from reports.history.cli import main as history_main
-from reports.history.store import closing_store
-from reports.history.trends import judge_run, steps_table
-from reports.load import load_run
+from detbench.bench.core.schema import BlockRecord, Cell, CellResult, LatencyStats, Measurement
+from detbench.reports.history import analysis
+from detbench.reports.history.cli import main as history_main
+from detbench.reports.history.store import closing_store
+from detbench.reports.history.trends import judge_run, steps_table
+from detbench.reports.load import load_run
 from tests.reports.generate import ENVIRONMENT, benchmark_json
 
 BLOCKS = 10
@@ -226,14 +226,15 @@ def test_two_runs_behind_the_band_is_weak(tmp_path, capsys):
     assert "3 weak" in out and "a band needs 3 same-environment runs" in out
 
 
-# --- the committed simulation (reports.history.simulate; docs/history.md quotes its 1000-series output) -----------
+# --- the committed simulation (detbench.reports.history.simulate; docs/history.md quotes its 1000-series output)
+# -----------
 
 
 def test_the_simulation_meets_the_stated_rates():
     """200 series per scenario (the committed figures use 1000): no false step on noise, a 10 % step at 3 % noise
     at the right run, a -0.5 %/run drift reported as drift, a 5 % step at 1 % noise found (the 5 % minimum is judged
     on the estimate's interval, not on the sample medians)."""
-    from reports.history import simulate
+    from detbench.reports.history import simulate
 
     noise = simulate.run(simulate.Scenario("noise", 0.03), 200, 1)
     step = simulate.run(simulate.Scenario("step", 0.03, step=-0.10), 200, 2)

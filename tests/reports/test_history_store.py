@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from reports.history import store as store_module
-from reports.history.cli import main
-from reports.history.store import StoreError, closing_store, open_store
+from detbench.reports.history import store as store_module
+from detbench.reports.history.cli import main
+from detbench.reports.history.store import StoreError, closing_store, open_store
 from tests.examples import EXAMPLES, RUNS, example
 from tests.reports.test_history_steps import write_history
 
@@ -101,7 +101,7 @@ def test_plain_sql_sees_the_schema_the_docs_describe(tmp_path):
 
 
 def _add_process(db: Path, files: list[Path]) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "reports.history", "add", str(db), *map(str, files)],
+    return subprocess.Popen([sys.executable, "-m", "detbench.reports.history", "add", str(db), *map(str, files)],
                             cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
@@ -351,8 +351,8 @@ def test_a_stopped_runs_json_and_journal_are_one_run(tmp_path, capsys):
     """A run stopped by a signal writes a JSON and a journal whose cells differ (the journal's last lines are the
     cells as they stood); they used to be stored as two runs. The run id both carry makes them one, the cell that
     differs named as a conflict."""
-    from bench.core.journal import Journal
-    from bench.core.record import RunRecord
+    from detbench.bench.core.journal import Journal
+    from detbench.bench.core.record import RunRecord
     from tests.reports.generate import ENVIRONMENT
     from tests.reports.test_compare_blocks import GPU_BOUND, HOST_BOUND, cell_result
 

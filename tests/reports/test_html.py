@@ -5,12 +5,12 @@ import json
 import re
 from html.parser import HTMLParser
 
-from bench.core.advice import advise_runs
-from reports import columns
-from reports.cli import main
-from reports.columns import with_speedup
-from reports.html import ReportData, render, script_json
-from reports.load import load_runs, tidy
+from detbench.bench.core.advice import advise_runs
+from detbench.reports import columns
+from detbench.reports.cli import main
+from detbench.reports.columns import with_speedup
+from detbench.reports.html import ReportData, render, script_json
+from detbench.reports.load import load_runs, tidy
 from tests.reports.generate import make_results, write_benchmark_json
 
 EVIL_MODEL = "<script>alert(1)</script>"

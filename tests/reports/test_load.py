@@ -4,8 +4,8 @@ import json
 
 import pytest
 
-from bench.core.schema import CellResult
-from reports.load import COLUMNS, LoadError, load_run, load_runs, tidy
+from detbench.bench.core.schema import CellResult
+from detbench.reports.load import COLUMNS, LoadError, load_run, load_runs, tidy
 from tests.reports.generate import make_results, write_journal
 
 

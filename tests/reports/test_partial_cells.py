@@ -7,11 +7,11 @@ from __future__ import annotations
 import copy
 import dataclasses
 
-from bench.core.repeats import merge_repeats, tag_repeat
-from bench.core.schema import Cell
-from reports.compare import INCONCLUSIVE, compare_runs
-from reports.history.store import closing_store, file_sha256
-from reports.load import load_run, load_runs, tidy
+from detbench.bench.core.repeats import merge_repeats, tag_repeat
+from detbench.bench.core.schema import Cell
+from detbench.reports.compare import INCONCLUSIVE, compare_runs
+from detbench.reports.history.store import closing_store, file_sha256
+from detbench.reports.load import load_run, load_runs, tidy
 from tests.fakes.launcher import measured
 from tests.reports.conftest import SMALL
 from tests.reports.generate import make_results, write_benchmark_json, write_journal

@@ -2,11 +2,11 @@ from __future__ import annotations
 
 import pytest
 
-from bench.core.advice import advise_runs
-from reports import plots
-from reports.columns import with_speedup
-from reports.html import ReportData, render
-from reports.load import load_runs, tidy
+from detbench.bench.core.advice import advise_runs
+from detbench.reports import plots
+from detbench.reports.columns import with_speedup
+from detbench.reports.html import ReportData, render
+from detbench.reports.load import load_runs, tidy
 
 
 def _frame(run_file, **kwargs):

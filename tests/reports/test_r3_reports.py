@@ -10,12 +10,12 @@ import json
 
 import pytest
 
-from bench.core.record import RunRecord
-from bench.core.stats import judge
-from reports.cli import EXIT_BAD_INPUT, EXIT_NOTHING_COMPARABLE, EXIT_OK, main
-from reports.compare import GATE_INCOMPARABLE, GATE_PASS, INVALID, gate, verdict_line
-from reports.history.store import closing_store
-from reports.load import load_run
+from detbench.bench.core.record import RunRecord
+from detbench.bench.core.stats import judge
+from detbench.reports.cli import EXIT_BAD_INPUT, EXIT_NOTHING_COMPARABLE, EXIT_OK, main
+from detbench.reports.compare import GATE_INCOMPARABLE, GATE_PASS, INVALID, gate, verdict_line
+from detbench.reports.history.store import closing_store
+from detbench.reports.load import load_run
 from tests.reports.generate import ENVIRONMENT, make_results, write_benchmark_json, write_journal
 from tests.reports.test_compare_blocks import GPU_BOUND, HOST_BOUND, cell_result, compare_files, verdicts
 

@@ -1,4 +1,4 @@
-"""reports.ratios regenerates docs/results-h100.md's ratio tables from the committed interleaved results."""
+"""detbench.reports.ratios regenerates docs/results-h100.md's ratio tables from the committed interleaved results."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from reports.ratios import main, ratio_markdown, variant_title
+from detbench.reports.ratios import main, ratio_markdown, variant_title
 from tests.examples import RATIO_RUNS, example
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -77,4 +77,4 @@ def test_cli_prints_the_tables_and_rejects_a_foreign_file(tmp_path, capsys):
     foreign.write_text('{"benchmarks": []}')
     assert main([str(foreign)]) == 2
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "x.json: not a bench.tools.interleaved result" in err
+    assert err.count("\n") == 1 and "x.json: not a detbench.bench.tools.interleaved result" in err

@@ -6,7 +6,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from bench.core.schema import LatencyStats
+from detbench.bench.core.schema import LatencyStats
 
 
 def percentile(sorted_values: Sequence[float], q: float) -> float:

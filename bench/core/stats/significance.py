@@ -1,8 +1,8 @@
-"""Plausibility and spread of throughput figures, for the verdicts (bench.core.stats.judge) and the reports.
+"""Plausibility and spread of throughput figures, for the verdicts (detbench.bench.core.stats.judge) and the reports.
 
 The judging itself (paired estimates over worker pairs, two-run comparisons, a run against its history; Holm
-across the cells, the floor, the detectable change) is :mod:`bench.core.stats.judge`, the one judge of every verdict.
-What stays here: which figures are no measurement of this suite (never judged, named instead), and the relative
+across the cells, the floor, the detectable change) is :mod:`detbench.bench.core.stats.judge`, the one judge of every
+verdict. What stays here: which figures are no measurement of this suite (never judged, named instead), and the relative
 spread a report shows beside a verdict.
 """
 
@@ -13,8 +13,8 @@ from collections.abc import Sequence
 import numpy as np
 
 MIN_UNITS = 3  # per side; below this no interval is believable
-# Figures no cell of this suite can produce (a corrupt or hand-edited file): never judged. reports.compare marks a
-# cell carrying one invalid (named, out of the verdicts); the judge sets such units aside and says so.
+# Figures no cell of this suite can produce (a corrupt or hand-edited file): never judged. detbench.reports.compare
+# marks a cell carrying one invalid (named, out of the verdicts); the judge sets such units aside and says so.
 MAX_THROUGHPUT_IPS = 1e7  # images/s: ~100x the fastest small-image classifier at a large batch on an H100
 MAX_RATIO = 1e3  # a candidate 1000x faster or slower than its baseline on the same cell is a broken figure
 

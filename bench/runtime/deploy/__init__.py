@@ -12,10 +12,10 @@ from typing import Any
 
 import torch
 
-from bench.core.schema import RUNTIMES, DeployInfo
-from bench.runtime.deploy import cold, parity
-from bench.runtime.deploy.base import Artifact, DeployRuntime, NotSupportedError, Runner
-from bench.runtime.deploy.registry import get_runtime
+from detbench.bench.core.schema import RUNTIMES, DeployInfo
+from detbench.bench.runtime.deploy import cold, parity
+from detbench.bench.runtime.deploy.base import Artifact, DeployRuntime, NotSupportedError, Runner
+from detbench.bench.runtime.deploy.registry import get_runtime
 
 __all__ = ["RUNTIMES", "Artifact", "DeployRuntime", "Deployed", "NotSupportedError", "deploy", "get_runtime"]
 

@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-from bench.runtime.deploy.base import Artifact, NotSupportedError, Runner, first_line, load_eager, save_eager
+from detbench.bench.runtime.deploy.base import Artifact, NotSupportedError, Runner, first_line, load_eager, save_eager
 
 # the network's pieces, first found first: the backbone (and FPN), then the dense head that feeds post-processing
 SPLIT_PIECES = (("backbone",), ("head", "rpn.head"))

@@ -1,8 +1,8 @@
 """The deployment-runtime interface: export a model to an artifact, load it back as a serving process would, run it.
 
-One small module per runtime implements :class:`DeployRuntime` and registers itself in bench.runtime.deploy; adding
-TensorRT or another is one file. Outputs keep the eager model's structure (a list of per-image dicts for detectors),
-so post-processing, parity and detection counts read every runtime's outputs the same way.
+One small module per runtime implements :class:`DeployRuntime` and registers itself in detbench.bench.runtime.deploy;
+adding TensorRT or another is one file. Outputs keep the eager model's structure (a list of per-image dicts for
+detectors), so post-processing, parity and detection counts read every runtime's outputs the same way.
 """
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ class Artifact:
         return _bytes(self.path)
 
     def to_dict(self) -> dict[str, Any]:
-        """What a fresh process needs to load it (bench.runtime.deploy.cold)."""
+        """What a fresh process needs to load it (detbench.bench.runtime.deploy.cold)."""
         return {"runtime": self.runtime, "path": str(self.path), "exported": self.exported,
                 "eager_path": str(self.eager_path) if self.eager_path else None, "pieces": dict(self.pieces)}
 

@@ -1,5 +1,5 @@
 """Cold start as a serving process sees it: a fresh Python process imports torch and the runtime, loads the
-artifact and makes the first call; it reports each part. Run as ``python -m bench.runtime.deploy.cold SPEC``
+artifact and makes the first call; it reports each part. Run as ``python -m detbench.bench.runtime.deploy.cold SPEC``
 (SPEC: a JSON file naming the artifact, the inputs and the reference outputs, saved with torch.save)."""
 
 from __future__ import annotations
@@ -16,9 +16,10 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     import torch
 
-    from bench.runtime.deploy.base import Artifact
+    from detbench.bench.runtime.deploy.base import Artifact
 
-METHOD = ("a fresh `python -m bench.runtime.deploy.cold` process: artifact load + first call; its start (interpreter, "
+METHOD = ("a fresh `python -m detbench.bench.runtime.deploy.cold` process: artifact load + first call; its start "
+          "(interpreter, "
           "torch and the runtime's imports, from the parent's spawn) stated apart as cold_import_s; the OS file cache "
           "is warm from the export")
 
@@ -47,7 +48,7 @@ def measure(artifact: Artifact, inputs: Any, reference: Any, device: torch.devic
     spec.write_text(json.dumps({"artifact": artifact.to_dict(), "data": str(folder / "cold_inputs.pt"),
                                 "device": str(device)}))
     spawned = time.time()  # wall clock: the child reads it against its own
-    done = subprocess.run([sys.executable, "-m", "bench.runtime.deploy.cold", str(spec), repr(spawned)],
+    done = subprocess.run([sys.executable, "-m", "detbench.bench.runtime.deploy.cold", str(spec), repr(spawned)],
                           capture_output=True,
                           text=True, timeout=timeout_s, check=False)
     lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
@@ -73,8 +74,8 @@ def peak_rss_bytes() -> int | None:
 def main(argv: list[str]) -> int:
     import torch  # noqa: PLC0415
 
-    from bench.runtime.deploy.base import Artifact  # noqa: PLC0415
-    from bench.runtime.deploy.registry import get_runtime  # noqa: PLC0415
+    from detbench.bench.runtime.deploy.base import Artifact  # noqa: PLC0415
+    from detbench.bench.runtime.deploy.registry import get_runtime  # noqa: PLC0415
 
     spec = json.loads(Path(argv[0]).read_text())
     artifact = Artifact.from_dict(spec["artifact"])

@@ -7,7 +7,7 @@ from typing import Any
 
 import torch
 
-from bench.runtime.deploy.base import Artifact, Runner, load_eager, save_eager
+from detbench.bench.runtime.deploy.base import Artifact, Runner, load_eager, save_eager
 
 
 class Eager:

@@ -13,7 +13,7 @@ from typing import Any
 import torch
 from torch.utils import _pytree
 
-from bench.runtime.deploy.base import Artifact, NotSupportedError, Runner, first_line
+from detbench.bench.runtime.deploy.base import Artifact, NotSupportedError, Runner, first_line
 
 OPSET = 17  # torchvision's detectors export from opset 11; 17 is what current ONNX Runtime releases all run
 

@@ -14,7 +14,7 @@ import torch
 from scipy.optimize import linear_sum_assignment
 from torchvision.ops import box_iou
 
-from bench.core.schema import Parity
+from detbench.bench.core.schema import Parity
 
 MATCH_IOU = 0.5  # a pair below this is no match: both count as unmatched
 # limits per precision: FP32 differs from eager by reassociated sums only; AMP by a rounding of every layer

@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-from bench.core.schema import RUNTIMES
-from bench.runtime.deploy.aot_inductor import AotInductor
-from bench.runtime.deploy.base import DeployRuntime
-from bench.runtime.deploy.eager import Eager
-from bench.runtime.deploy.onnxruntime import OnnxRuntime
-from bench.runtime.deploy.torchscript import TorchScript
+from detbench.bench.core.schema import RUNTIMES
+from detbench.bench.runtime.deploy.aot_inductor import AotInductor
+from detbench.bench.runtime.deploy.base import DeployRuntime
+from detbench.bench.runtime.deploy.eager import Eager
+from detbench.bench.runtime.deploy.onnxruntime import OnnxRuntime
+from detbench.bench.runtime.deploy.torchscript import TorchScript
 
 _REGISTRY: dict[str, DeployRuntime] = {r.name: r for r in (Eager(), TorchScript(), OnnxRuntime(), AotInductor())}
-assert tuple(_REGISTRY) == RUNTIMES, "bench.core.schema.RUNTIMES and the registry must name the same runtimes"
+assert tuple(_REGISTRY) == RUNTIMES, "detbench.bench.core.schema.RUNTIMES and the registry must name the same runtimes"
 
 
 def get_runtime(name: str) -> DeployRuntime:

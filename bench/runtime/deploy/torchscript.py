@@ -7,7 +7,7 @@ from typing import Any
 
 import torch
 
-from bench.runtime.deploy.base import Artifact, NotSupportedError, Runner, first_line
+from detbench.bench.runtime.deploy.base import Artifact, NotSupportedError, Runner, first_line
 
 
 class TorchScript:

@@ -1,5 +1,5 @@
-"""bench.core.advice: one pick per detector, mode and GPU count, ranked by paired ratios to eager FP32 where the
-cells were interleaved, with the failures, what was not tried and the notes.
+"""detbench.bench.core.advice: one pick per detector, mode and GPU count, ranked by paired ratios to eager FP32 where
+the cells were interleaved, with the failures, what was not tried and the notes.
 
 Rendering (HTML, summary.md, terminal, command line): tests/reports/test_advisor.py."""
 
@@ -10,8 +10,8 @@ import sys
 
 import pytest
 
-from bench.core.advice import BASELINE, INTERLEAVED, NOT_INTERLEAVED, advise, advise_runs
-from bench.core.schema import (
+from detbench.bench.core.advice import BASELINE, INTERLEAVED, NOT_INTERLEAVED, advise, advise_runs
+from detbench.bench.core.schema import (
     BatchProbe,
     BatchSearch,
     BlockRecord,
@@ -231,6 +231,6 @@ def test_advice_for_runs_carries_each_runs_label():
 
 
 def test_the_module_needs_neither_torch_nor_pandas():
-    code = ("import sys, bench.core.advice; bad = {'torch', 'pandas', 'rich', 'reports'} & set(sys.modules); "
+    code = ("import sys, detbench.bench.core.advice; bad = {'torch', 'pandas', 'rich', 'reports'} & set(sys.modules); "
             "assert not bad, bad")
     subprocess.run([sys.executable, "-c", code], check=True)

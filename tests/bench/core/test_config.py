@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from bench.core import config
-from bench.core.options import CELL_TIMEOUT_S, CPU_ROUNDS, GPU_ROUNDS, OptionError, RunOptions
+from detbench.bench.core import config
+from detbench.bench.core.options import CELL_TIMEOUT_S, CPU_ROUNDS, GPU_ROUNDS, OptionError, RunOptions
 
 ROOT = Path(__file__).resolve().parents[3]
 MODELS = ["retinanet_resnet50_fpn", "resnet50"]
@@ -61,7 +61,8 @@ def test_an_option_name_another_plugin_took_is_offered_with_the_detbench_prefix(
     (tmp_path / "profiling_like.py").write_text(
         "def pytest_addoption(parser):\n    parser.addoption('--profile', action='store_true')\n")
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(tmp_path), os.environ.get("PYTHONPATH")]))}
-    done = subprocess.run([sys.executable, "-m", "pytest", "-p", "profiling_like", "--pyargs", "bench", "--help"],
+    done = subprocess.run([sys.executable, "-m", "pytest", "-p", "profiling_like", "--pyargs", "detbench.bench",
+                           "--help"],
                           cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
     assert "--detbench-profile" in done.stdout and "--detbench-models" in done.stdout and "--models" in done.stdout

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from bench.core.journal import Journal, JournalError, read_journal, read_run_header
-from bench.core.schema import Cell, CellResult
+from detbench.bench.core.journal import Journal, JournalError, read_journal, read_run_header
+from detbench.bench.core.schema import Cell, CellResult
 
 
 def _skipped(reason: str, batch_size: int = 1) -> CellResult:
@@ -54,7 +54,7 @@ def test_the_run_id_is_in_the_journal_header_and_read_journal_skips_it(tmp_path)
 
 
 def test_the_report_loader_reads_a_claimed_journal(tmp_path):
-    from reports.load import load_run
+    from detbench.reports.load import load_run
 
     path = tmp_path / "j.jsonl"
     with Journal.claim(None, path) as journal:
@@ -68,7 +68,7 @@ def test_a_second_concurrent_writer_is_refused_in_one_line(tmp_path):
         first.append(_skipped("first run"))
         # another process: the lock is on the file system, not in this interpreter
         code = (
-            "import sys\nfrom bench.core.journal import Journal, JournalError\n"
+            "import sys\nfrom detbench.bench.core.journal import Journal, JournalError\n"
             f"try:\n    Journal.claim({str(target)!r}, None)\nexcept JournalError as exc:\n"
             "    print(exc)\n    sys.exit(3)\n"
         )
@@ -167,7 +167,7 @@ def test_the_pytest_face_keeps_the_previous_run_and_says_so(tmp_path):
 def test_benchmark_json_given_as_an_open_file_by_older_pytest_benchmark_is_read_as_its_path(tmp_path):
     from types import SimpleNamespace
 
-    from bench.plugin.plugin import benchmark_json_path
+    from detbench.bench.plugin.plugin import benchmark_json_path
 
     target = tmp_path / "run.json"
     with open(target, "wb") as handle:  # pytest-benchmark < 5 hands argparse.FileType("wb") objects
@@ -206,7 +206,7 @@ def test_a_full_disk_at_start_is_one_line_and_leaves_no_lock_or_empty_journal(tm
     """It used to be a 45-line INTERNALERROR with a 0-byte ``.lock`` left behind."""
     import builtins
 
-    from bench.core import journal as journal_module
+    from detbench.bench.core import journal as journal_module
 
     def full_open(path, mode="r", *args, **kwargs):
         handle = builtins.open(path, mode, *args, **kwargs)  # noqa: SIM115 - the journal closes it

@@ -1,6 +1,6 @@
-"""The one judge (bench.core.stats.judge): evidence per design, Holm across the cells, the floor, the detectable change,
-the sequential looks' alpha, and the simulation harness kept honest (a planted change is found; pure noise flags
-within bounds). Everything in-process, seeded, in well under a second a test."""
+"""The one judge (detbench.bench.core.stats.judge): evidence per design, Holm across the cells, the floor, the
+detectable change, the sequential looks' alpha, and the simulation harness kept honest (a planted change is found; pure
+noise flags within bounds). Everything in-process, seeded, in well under a second a test."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ import math
 import numpy as np
 import pytest
 
-from bench.core.stats import judge
-from bench.core.stats.judge import simulate
-from bench.core.stats.significance import implausible_throughput, relative_spread
+from detbench.bench.core.stats import judge
+from detbench.bench.core.stats.judge import simulate
+from detbench.bench.core.stats.significance import implausible_throughput, relative_spread
 
 
 def pairs_of(rng: np.random.Generator, ratio: float, pairs: int = 8, rounds: int = 6, block_sd: float = 0.03,

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 
-from bench.core import matrix
-from bench.core.matrix import Capabilities, MatrixError, MatrixFilters
-from bench.core.ratios import eager_twin
-from bench.core.schema import Cell
-from bench.models import list_models
+from detbench.bench.core import matrix
+from detbench.bench.core.matrix import Capabilities, MatrixError, MatrixFilters
+from detbench.bench.core.ratios import eager_twin
+from detbench.bench.core.schema import Cell
+from detbench.bench.models import list_models
 
 MODELS = list_models()
 CPU = Capabilities(cuda_available=False)
@@ -126,7 +126,7 @@ def test_auto_profile_follows_cuda():
         (Cell("resnet50", precision="amp-bf16"), CPU, "GPU-only"),
         (Cell("resnet50", precision="amp-fp16"), CPU, "GPU-only"),
         (Cell("resnet50", gpus=2), H100, "needs 2 GPUs, 1 visible"),
-        (Cell("resnet50", gpus=2), CPU, None),  # bench.distributed runs the ranks over gloo
+        (Cell("resnet50", gpus=2), CPU, None),  # detbench.bench.distributed runs the ranks over gloo
         (Cell("resnet50", precision="amp-bf16"),
          Capabilities(cuda_available=True, gpu_count=1, bf16_supported=False, device_name="Tesla T4"),
          "bf16 is not supported on Tesla T4"),

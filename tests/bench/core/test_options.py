@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from bench.core.options import RoundsPolicy, RunOptions
+from detbench.bench.core.options import RoundsPolicy, RunOptions
 
 
 @pytest.mark.parametrize("kwargs, words", [

@@ -7,8 +7,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from bench.core.journal import default_journal_path
-from bench.core.record import is_special_path, write_file_atomically
+from detbench.bench.core.journal import default_journal_path
+from detbench.bench.core.record import is_special_path, write_file_atomically
 
 
 def test_a_link_is_written_through_and_stays_a_link(tmp_path: Path) -> None:

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import time
 
-from bench.core import journal as journal_module
-from bench.core.journal import Journal, read_run_header
+from detbench.bench.core import journal as journal_module
+from detbench.bench.core.journal import Journal, read_run_header
 
 
 def test_two_runs_started_in_the_same_second_get_two_journals(tmp_path, monkeypatch):

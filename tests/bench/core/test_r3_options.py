@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from bench.core import config
-from bench.core.options import MAX_SEED, OptionError, RunOptions
+from detbench.bench.core import config
+from detbench.bench.core.options import MAX_SEED, OptionError, RunOptions
 
 ROOT = Path(__file__).resolve().parents[3]
 MODELS = ["retinanet_resnet50_fpn", "resnet50"]
@@ -49,7 +49,7 @@ def test_cpu_ranks_are_bounded_by_cores_and_memory_and_the_line_states_the_bound
 
 
 def test_on_cuda_more_gpus_than_visible_is_left_to_the_recorded_skip():
-    # a CUDA machine skips such cells with "needs N GPUs, M visible" (bench.core.matrix.skip_reason): kept
+    # a CUDA machine skips such cells with "needs N GPUs, M visible" (detbench.bench.core.matrix.skip_reason): kept
     small = config.CpuHost(cores=1, memory_bytes=GIB)
     assert resolve("--gpus", "64", cuda=True, host=small).filters.gpus == (64,)
 

@@ -8,13 +8,13 @@ import json
 
 import pytest
 
-from bench.core.journal import Journal, JournalError, check_resume, read_journal
-from bench.core.matrix import Capabilities
-from bench.core.options import RunOptions
-from bench.core.record import RecordError
-from bench.core.schema import Cell
-from bench.plugin.plugin import _read_resume
-from bench.runtime import run as suite
+from detbench.bench.core.journal import Journal, JournalError, check_resume, read_journal
+from detbench.bench.core.matrix import Capabilities
+from detbench.bench.core.options import RunOptions
+from detbench.bench.core.record import RecordError
+from detbench.bench.core.schema import Cell
+from detbench.bench.plugin.plugin import _read_resume
+from detbench.bench.runtime import run as suite
 from tests.bench.plugin.test_smoke_e2e import run_pytest
 from tests.fakes.launcher import FakeLauncher, measured
 

@@ -6,11 +6,11 @@ from __future__ import annotations
 
 import pytest
 
-from bench.core import config, matrix
-from bench.core.advice import PARITY_DISAGREE, advise, within_latency
-from bench.core.options import OptionError
-from bench.core.ratios import finish_group
-from bench.core.schema import (
+from detbench.bench.core import config, matrix
+from detbench.bench.core.advice import PARITY_DISAGREE, advise, within_latency
+from detbench.bench.core.options import OptionError
+from detbench.bench.core.ratios import finish_group
+from detbench.bench.core.schema import (
     RUNTIMES,
     SCHEMA_VERSION,
     BlockRecord,

@@ -2,9 +2,9 @@
 
 import pytest
 
-from bench.core import scaling as aggregate
-from bench.core.distributed_stats import AllReduceStats
-from bench.core.schema import Cell, CellResult
+from detbench.bench.core import scaling as aggregate
+from detbench.bench.core.distributed_stats import AllReduceStats
+from detbench.bench.core.schema import Cell, CellResult
 
 TRAIN = Cell("tiny_convnet", "train", batch_size=8, gpus=2)
 INFER = Cell("tiny_convnet", "infer", batch_size=8, gpus=2)

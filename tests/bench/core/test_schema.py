@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from bench.core.comparison import ModelComparison
-from bench.core.schema import (
+from detbench.bench.core.comparison import ModelComparison
+from detbench.bench.core.schema import (
     SCHEMA_VERSION,
     BlockRecord,
     Cell,
@@ -19,8 +19,8 @@ from bench.core.schema import (
     SchemaError,
     SetupTimes,
 )
-from reports.cli import main as report_main
-from reports.load import LoadError, load_run
+from detbench.reports.cli import main as report_main
+from detbench.reports.load import LoadError, load_run
 from tests.examples import EXAMPLES, RUNS, example
 
 
@@ -109,7 +109,7 @@ def test_the_report_turns_a_malformed_file_into_one_line_and_exit_2(tmp_path, ca
 
 
 def test_the_tidy_table_has_ratio_block_spread_and_overhead_columns(tmp_path):
-    from reports.load import tidy
+    from detbench.reports.load import tidy
 
     path = tmp_path / "ok.jsonl"
     oom = CellResult(Cell("m"), status="oom", reason="x", failure=Failure(error_type="E"))
@@ -139,7 +139,7 @@ def test_old_compiled_cells_load_as_the_default_mode_with_unchanged_ids():
 
 
 def test_compile_details_and_a_batch_search_round_trip_and_are_validated():
-    from bench.core.schema import BatchProbe, BatchSearch, CompileDetails, SchemaError
+    from detbench.bench.core.schema import BatchProbe, BatchSearch, CompileDetails, SchemaError
 
     cell = Cell("retinanet_resnet50_fpn", "infer", "eager", "amp-bf16", "max", memory_format="channels_last")
     search = BatchSearch(start=8, limit=512, tolerance=0.25, largest_fit=96, smallest_oom=112, stop_reason="x",

@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from bench.core.stats import latency_stats, percentile, throughput
+from detbench.bench.core.stats import latency_stats, percentile, throughput
 
 
 def test_latency_stats_match_numpy():

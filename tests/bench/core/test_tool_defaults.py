@@ -8,8 +8,8 @@ import importlib
 
 import pytest
 
-from bench.core import config
-from bench.plugin.cli import COMMANDS
+from detbench.bench.core import config
+from detbench.bench.plugin.cli import COMMANDS
 
 
 def _defaults(parser: argparse.ArgumentParser) -> dict[str, object]:
@@ -22,7 +22,7 @@ TABLE_DEFAULTS = config.option_defaults()
 # every command with a parser of its own (the matrix's is the table itself)
 PARSERS = sorted({c.target.partition(":")[0] for name, c in COMMANDS.items() if name != "run"})
 # flags that share a name with a matrix option but are another knob (the matrix's own reach the sides after --)
-OTHER_KNOBS = {"bench.tools.ab": {"mode": "the gate's design, sides or rounds",
+OTHER_KNOBS = {"detbench.bench.tools.ab": {"mode": "the gate's design, sides or rounds",
                                   "seed": "the seed of the gate's random visiting order"}}
 
 

@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.distributed as dist
 
-from bench.measure.ddp_comm import AllReduceTimer, HostClock, busy_ms, summarise, wait_ms
+from detbench.bench.measure.ddp_comm import AllReduceTimer, HostClock, busy_ms, summarise, wait_ms
 
 
 def test_busy_is_the_union_of_overlapping_all_reduces():

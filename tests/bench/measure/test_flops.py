@@ -6,8 +6,8 @@ import pytest
 import torch
 from torch import nn
 
-from bench.measure.flops import CONVENTION, count_flops
-from bench.models import get_model
+from detbench.bench.measure.flops import CONVENTION, count_flops
+from detbench.bench.models import get_model
 
 CPU = torch.device("cpu")
 RESNET50_224_FLOPS = 8.18e9  # 4.09 GMACs (torchvision's table: 4.09 GFLOPS counted as MACs)

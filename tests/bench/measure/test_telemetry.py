@@ -11,8 +11,8 @@ from collections.abc import Callable
 
 import pytest
 
-from bench.measure import telemetry_stats as stats
-from bench.measure.telemetry import TelemetryTracker
+from detbench.bench.measure import telemetry_stats as stats
+from detbench.bench.measure.telemetry import TelemetryTracker
 from tests.fakes.nvml import NOT_SUPPORTED, FakeGpu
 
 
@@ -296,7 +296,7 @@ def test_latest_reading_for_live_view(fake_nvml):
 
 
 def test_overhead_verdict_needs_the_interval_not_the_median():
-    from bench.tools.telemetry_overhead import verdict
+    from detbench.bench.tools.telemetry_overhead import verdict
 
     assert verdict([0.1, 0.3, 0.4, 0.2]) == "under 1%"
     assert verdict([-3.0, -2.9, -3.1, -3.0]) == "over 1%"

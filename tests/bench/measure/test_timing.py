@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from bench.core import ratios
-from bench.core.options import MeasurePolicy, WarmupPolicy
-from bench.measure import timing
+from detbench.bench.core import ratios
+from detbench.bench.core.options import MeasurePolicy, WarmupPolicy
+from detbench.bench.measure import timing
 
 
 class FakeClock:

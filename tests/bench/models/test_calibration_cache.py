@@ -9,11 +9,11 @@ import dataclasses
 import torch
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from bench.core.options import RunOptions
-from bench.core.schema import Cell
-from bench.models.postprocess import CACHE_ENV
-from bench.runtime.build import GroupShared
-from bench.runtime.session import CellSession
+from detbench.bench.core.options import RunOptions
+from detbench.bench.core.schema import Cell
+from detbench.bench.models.postprocess import CACHE_ENV
+from detbench.bench.runtime.build import GroupShared
+from detbench.bench.runtime.session import CellSession
 from tests.bench.runtime.test_session import FAST
 
 CPU = torch.device("cpu")

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from bench.models import UnknownModelError, get_model, list_models
-from bench.models.registry import configure_size
+from detbench.bench.models import UnknownModelError, get_model, list_models
+from detbench.bench.models.registry import configure_size
 
 DETECTORS = [
     "fasterrcnn_resnet50_fpn",

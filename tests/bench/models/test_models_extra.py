@@ -18,9 +18,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from bench.core.record import load_results
-from bench.models import MissingExtraError, get_model, list_models
-from bench.models.registry import configure_size
+from detbench.bench.core.record import load_results
+from detbench.bench.models import MissingExtraError, get_model, list_models
+from detbench.bench.models.registry import configure_size
 from tests.extras import require_extra
 
 DETR_MODELS = ["detr_resnet50", "deformable_detr_resnet50", "rtdetr_resnet50"]
@@ -32,7 +32,7 @@ BATCH = 2
 
 def test_listed_without_importing_the_extras():
     code = (
-        "import sys; from bench.models import list_models; names = list_models(); "
+        "import sys; from detbench.bench.models import list_models; names = list_models(); "
         f"assert all(n in names for n in {DETR_MODELS + YOLO_MODELS!r}), names; "
         "heavy = [m for m in ('transformers', 'ultralytics') if m in sys.modules]; "
         "assert not heavy, heavy"
@@ -77,7 +77,7 @@ def _frozen_parameters(model):
     """requires_grad off for an inference count. FlopCounterMode's module tracker hooks every module input
     that requires grad; under no_grad, transformers' DETR models pass views of a parameter (the query
     embeddings) to the decoder, which have no grad_fn, and the hook fails ("Expected gradient function to be
-    set"). bench.measure.flops.count_flops should do this itself for mode "infer" (reported to the lead)."""
+    set"). detbench.bench.measure.flops.count_flops should do this itself for mode "infer" (reported to the lead)."""
     flags = [p.requires_grad for p in model.parameters()]
     model.requires_grad_(False)
     try:
@@ -88,7 +88,7 @@ def _frozen_parameters(model):
 
 
 def _smoke(name: str, *, train: bool, target: int):
-    from bench.measure.flops import count_flops
+    from detbench.bench.measure.flops import count_flops
 
     spec = get_model(name)
     torch.manual_seed(0)
@@ -218,7 +218,7 @@ def test_every_extra_detector_runs_in_the_smoke_profile(size, tmp_path):
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_quantile_threshold_is_exact_in_the_scores_dtype(dtype):
-    from bench.models.extra_common import counts_above, quantile_threshold
+    from detbench.bench.models.extra_common import counts_above, quantile_threshold
 
     # bf16 probabilities tie a lot; a "just below the minimum" float64 would round back onto the minimum.
     scores = [torch.tensor([0.5, 0.5, 0.25, 0.25], dtype=dtype), torch.tensor([0.5, 0.25, 0.25, 0.125], dtype=dtype)]

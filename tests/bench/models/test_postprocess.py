@@ -6,15 +6,15 @@ import pytest
 import torch
 from torchvision.ops import boxes as box_ops
 
-from bench.models import get_model
-from bench.models.postprocess import (
+from detbench.bench.models import get_model
+from detbench.bench.models.postprocess import (
     DEFAULT_TARGET_DENSE,
     DEFAULT_TARGET_RCNN,
     PostprocessLoad,
     calibrate_postprocess,
     quantile_threshold,
 )
-from bench.models.registry import configure_size
+from detbench.bench.models.registry import configure_size
 
 SIZE = (128, 128)
 CPU = torch.device("cpu")
@@ -98,7 +98,7 @@ def testquantile_threshold_counts_and_ties() -> None:
 def test_batchnorm_recalibration_sets_batch_statistics_and_restores_the_model() -> None:
     from torch import nn
 
-    from bench.models.batchnorm import recalibrate_batchnorm
+    from detbench.bench.models.batchnorm import recalibrate_batchnorm
 
     model = nn.Sequential(nn.Conv2d(3, 4, 1), nn.BatchNorm2d(4, momentum=0.3))
     inputs = torch.rand(1, 3, 8, 8) * 5 + 2

@@ -6,7 +6,7 @@ subprocess, waits until the journal holds the group's first block, then a seeded
 test's parameter and is named in every failure message), and signals it: SIGTERM (the run ends as Ctrl-C does;
 the worker a subprocess, ``--isolation model``, or the run itself, ``inline``) or SIGKILL (nothing cleans up: the
 measuring process itself, ``--isolation inline``). The worker writes a witness line after every block it finished
-(bench.runtime.faults.witness); then:
+(detbench.bench.runtime.faults.witness); then:
 
 - every block the witness saw is in the journal;
 - ``--detbench-resume`` of the journal times only the missing rounds: every block of the cut journal comes back
@@ -28,8 +28,8 @@ from pathlib import Path
 
 import pytest
 
-from bench.core.journal import read_journal
-from bench.core.record import latest_lines, load_results
+from detbench.bench.core.journal import read_journal
+from detbench.bench.core.record import latest_lines, load_results
 from tests.bench.plugin.test_smoke_e2e import ROOT, run_pytest
 
 ROUNDS = 6

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from bench.plugin import cli
+from detbench.bench.plugin import cli
 
 ROOT = Path(__file__).resolve().parents[3]
 
@@ -21,14 +21,14 @@ def test_help_lists_every_command_with_one_line(capsys):
 
 
 def test_every_study_program_is_a_command():
-    """Each ``python -m bench.tools.X`` program with a ``main`` is reachable from the front door (the helpers of
-    detbench-ab, which is a command itself, are not programs)."""
+    """Each ``python -m detbench.bench.tools.X`` program with a ``main`` is reachable from the front door (the helpers
+    of detbench-ab, which is a command itself, are not programs)."""
     targets = {command.target.partition(":")[0] for command in cli.COMMANDS.values()}
     for path in sorted((ROOT / "bench" / "tools").glob("*.py")):
         tree = ast.parse(path.read_text(encoding="utf-8"))
         has_main = any(isinstance(node, ast.FunctionDef) and node.name == "main" for node in tree.body)
         if has_main:
-            assert f"bench.tools.{path.stem}" in targets, f"bench/tools/{path.name} has a main but no command"
+            assert f"detbench.bench.tools.{path.stem}" in targets, f"bench/tools/{path.name} has a main but no command"
 
 
 @pytest.mark.parametrize("name", sorted(cli.COMMANDS))
@@ -48,9 +48,9 @@ def test_options_without_a_command_run_the_matrix_and_an_unknown_command_is_one_
     monkeypatch.setattr(cli.pytest, "main", lambda args: seen.append(args) or 0)
     assert cli.main(["--models", "resnet50"]) == 0 and cli.main(["run", "--profile", "smoke"]) == 0
     assert cli.main([]) == 0
-    assert seen == [["--pyargs", "bench", "-p", "no:cacheprovider", "--models", "resnet50"],
-                    ["--pyargs", "bench", "-p", "no:cacheprovider", "--profile", "smoke"],
-                    ["--pyargs", "bench", "-p", "no:cacheprovider"]]
+    assert seen == [["--pyargs", "detbench.bench", "-p", "no:cacheprovider", "--models", "resnet50"],
+                    ["--pyargs", "detbench.bench", "-p", "no:cacheprovider", "--profile", "smoke"],
+                    ["--pyargs", "detbench.bench", "-p", "no:cacheprovider"]]
     assert cli.main(["benchmark"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "unknown command 'benchmark'; valid: run, check, report" in err

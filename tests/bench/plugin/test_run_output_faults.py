@@ -15,14 +15,14 @@ from pathlib import Path
 
 import pytest
 
-from bench.core import record
-from bench.core.journal import read_journal
-from bench.core.matrix import Capabilities, MatrixFilters, add_gpu_twins, expand
-from bench.core.options import RunOptions
-from bench.core.record import latest_lines, load_results
-from bench.core.schema import Cell
-from bench.models import list_models
-from bench.runtime import run as suite
+from detbench.bench.core import record
+from detbench.bench.core.journal import read_journal
+from detbench.bench.core.matrix import Capabilities, MatrixFilters, add_gpu_twins, expand
+from detbench.bench.core.options import RunOptions
+from detbench.bench.core.record import latest_lines, load_results
+from detbench.bench.core.schema import Cell
+from detbench.bench.models import list_models
+from detbench.bench.runtime import run as suite
 from tests.bench.plugin.test_smoke_e2e import ROOT, run_pytest
 from tests.fakes.launcher import FakeLauncher
 

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from bench.core.journal import read_journal
-from bench.core.record import load_results
-from bench.core.schema import SCHEMA_NAME
+from detbench.bench.core.journal import read_journal
+from detbench.bench.core.record import load_results
+from detbench.bench.core.schema import SCHEMA_NAME
 
 ROOT = Path(__file__).resolve().parents[3]
 
@@ -48,7 +48,7 @@ def test_smoke_run_exits_zero_and_prints_the_summary(smoke_run):
     assert "SIGSEGV" in proc.stdout
     assert "median per-cell overhead (wall minus timed region): eager" in proc.stdout
     assert "tiny_convnet @ 32x32 x1 GPU  2 cell(s), interleaved rounds (model)" in proc.stdout
-    assert "detbench: what should I use?" in proc.stdout  # the closing summary's advice (bench.core.advice)
+    assert "detbench: what should I use?" in proc.stdout  # the closing summary's advice (detbench.bench.core.advice)
     assert "Name (time in" not in proc.stdout  # pytest-benchmark's own table is off (--detbench-benchmark-table)
     table = proc.stdout.split("detbench cells\n")[1].split("median per-cell overhead")[0]
     assert max(len(line) for line in table.splitlines()) <= 100  # reads at 100 columns and in a log
@@ -192,7 +192,7 @@ def test_the_tune_profile_collects_eight_cells_per_model_with_the_new_axes_in_th
 
 def test_a_run_where_no_cell_measured_still_writes_its_benchmark_json(tmp_path):
     # pytest-benchmark itself writes nothing without a measured benchmark; the failed cells must not vanish
-    from reports.load import load_run
+    from detbench.reports.load import load_run
 
     out = tmp_path / "run.json"
     proc = run_pytest("--profile", "smoke", "--models", "tiny_needs_extra,tiny_convnet", "--modes", "infer",
@@ -221,7 +221,7 @@ def test_sigterm_ends_the_run_and_its_worker_like_ctrl_c(tmp_path):
         deadline = time.time() + 120
         while worker is None and time.time() < deadline and proc.poll() is None:
             children = Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text().split()
-            worker = next((int(c) for c in children if "bench.runtime.worker" in
+            worker = next((int(c) for c in children if "detbench.bench.runtime.worker" in
                            Path(f"/proc/{c}/cmdline").read_bytes().decode(errors="replace")), None)
             time.sleep(0.2)
         assert worker is not None, log.read_text()[-2000:]

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import pytest
 
-from bench.core.options import RoundsPolicy, RunOptions, WarmupPolicy
-from bench.core.schema import Cell
-from bench.runtime.batch_search import isolated_probe, search
-from bench.runtime.launch import run_group
+from detbench.bench.core.options import RoundsPolicy, RunOptions, WarmupPolicy
+from detbench.bench.core.schema import Cell
+from detbench.bench.runtime.batch_search import isolated_probe, search
+from detbench.bench.runtime.launch import run_group
 from tests.fakes.batch_probe import GIB, FakeProbe
 
 RETINA = Cell("retinanet_resnet50_fpn", "infer", "eager", "amp-bf16", batch_size=8)
@@ -86,7 +86,7 @@ def test_the_real_probe_runs_each_batch_in_a_fresh_worker_and_records_a_planted_
     out = search(tiny, isolated_probe(options, run_group, RoundsPolicy(rounds=1, block_s=0.02, min_block_iterations=2)),
                  start=4, tolerance=0.5)
     assert [(p.batch_size, p.status) for p in out.search.probes] == [(4, "ok"), (8, "oom"), (6, "ok")]
-    assert "raised by bench.runtime.faults" in out.search.probes[1].reason
+    assert "raised by detbench.bench.runtime.faults" in out.search.probes[1].reason
     assert (out.search.largest_fit, out.search.smallest_oom) == (6, 8)
     boundary = out.boundary
     assert boundary.status == "ok" and boundary.cell.batch_size == 6 and boundary.throughput_ips > 0

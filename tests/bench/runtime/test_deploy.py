@@ -7,13 +7,13 @@ from __future__ import annotations
 import pytest
 import torch
 
-from bench.core.options import RoundsPolicy, RunOptions, WarmupPolicy
-from bench.core.schema import Cell, CellResult
-from bench.models import get_model
-from bench.runtime.deploy import NotSupportedError, deploy, get_runtime, parity
-from bench.runtime.deploy.aot_inductor import AotInductor
-from bench.runtime.failures import classify_failure
-from bench.runtime.session import CellSession
+from detbench.bench.core.options import RoundsPolicy, RunOptions, WarmupPolicy
+from detbench.bench.core.schema import Cell, CellResult
+from detbench.bench.models import get_model
+from detbench.bench.runtime.deploy import NotSupportedError, deploy, get_runtime, parity
+from detbench.bench.runtime.deploy.aot_inductor import AotInductor
+from detbench.bench.runtime.failures import classify_failure
+from detbench.bench.runtime.session import CellSession
 from tests.bench.runtime import tiny_detector
 from tests.extras import require_extra
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import gc
 import weakref
 
-from bench.runtime.device import freeze_startup_objects
+from detbench.bench.runtime.device import freeze_startup_objects
 
 
 class _Node:

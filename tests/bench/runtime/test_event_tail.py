@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from bench.runtime.protocol import EventLog, EventTail, encode
+from detbench.bench.runtime.protocol import EventLog, EventTail, encode
 
 
 def test_each_whole_event_is_forwarded_once_and_a_torn_line_waits(tmp_path):
@@ -29,7 +29,7 @@ def test_events_written_before_the_file_was_removed_are_still_read(tmp_path):
     path, seen = tmp_path / "events.jsonl", []
     tail = EventTail(path, seen.append)
     EventLog(path).phase("a", "round 3")
-    path.unlink()  # what envcheck.isolate's signal clean-up does to the worker's folder
+    path.unlink()  # what detbench.envcheck.isolate's signal clean-up does to the worker's folder
     tail.poll()
     tail.close()
     assert [e["phase"] for e in seen] == ["round 3"]

@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from bench.runtime import faults
+from detbench.bench.runtime import faults
 
 
 def busy_step(ms: float):

@@ -7,9 +7,9 @@ import time
 
 import pytest
 
-from bench.core.options import RoundsPolicy, RunOptions, WarmupPolicy
-from bench.core.schema import Cell
-from bench.runtime.launch import run_group
+from detbench.bench.core.options import RoundsPolicy, RunOptions, WarmupPolicy
+from detbench.bench.core.schema import Cell
+from detbench.bench.runtime.launch import run_group
 
 OPTIONS = dict(model_modules=("tests.bench.tiny_models",), isolation="model", cell_timeout_s=60.0, count_flops=False,
                warmup=WarmupPolicy(window=2, tolerance=0.5, min_iterations=2, max_iterations=10, max_s=0.5),
@@ -95,8 +95,8 @@ def test_cell_isolation_runs_one_worker_per_cell_and_inline_the_same_engine_here
 
 
 def test_one_launcher_interface_picks_where_a_group_runs():
-    from bench.runtime.launch import InlineLauncher, ProcessLauncher, launcher_for
-    from bench.runtime.torchrun import TorchrunLauncher
+    from detbench.bench.runtime.launch import InlineLauncher, ProcessLauncher, launcher_for
+    from detbench.bench.runtime.torchrun import TorchrunLauncher
 
     assert isinstance(launcher_for([Cell("tiny_convnet", gpus=2)], RunOptions(**OPTIONS)), TorchrunLauncher)
     assert isinstance(launcher_for([BS1], RunOptions(**{**OPTIONS, "isolation": "inline"})), InlineLauncher)
@@ -105,11 +105,11 @@ def test_one_launcher_interface_picks_where_a_group_runs():
 
 
 def test_a_batch_search_cell_is_searched_after_the_group_and_keeps_its_id(monkeypatch):
-    import bench.runtime.launch
+    import detbench.bench.runtime.launch
     from tests.fakes.batch_probe import FakeProbe
 
     probe = FakeProbe(fits_up_to=40)
-    monkeypatch.setattr(bench.runtime.launch, "isolated_probe", lambda options, run: probe)
+    monkeypatch.setattr(detbench.bench.runtime.launch, "isolated_probe", lambda options, run: probe)
     search = Cell("tiny_convnet", "infer", batch_size="max", image_size=(32, 32))
     results = run_group([BS1, search], RunOptions(**{**OPTIONS, "isolation": "inline"}))
     assert [r.cell.id for r in results] == [BS1.id, "tiny_convnet-infer-eager-fp32-bsmax-gpu1-32x32"]

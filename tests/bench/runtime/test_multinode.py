@@ -7,9 +7,9 @@ import socket
 import subprocess
 import sys
 
-from bench.runtime.protocol import GroupProgress
-from bench.runtime.request import GroupRequest
-from envcheck.isolate import child_env
+from detbench.bench.runtime.protocol import GroupProgress
+from detbench.bench.runtime.request import GroupRequest
+from detbench.envcheck.isolate import child_env
 from tests.bench.runtime.torchrun_helpers import fast_options, tiny
 
 
@@ -22,7 +22,7 @@ def free_port() -> int:
 def agent(node_rank: int, port: int, request, result) -> list[str]:
     return [sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--nproc-per-node", "1",
             "--node-rank", str(node_rank), "--rdzv-backend", "c10d", "--rdzv-endpoint", f"127.0.0.1:{port}",
-            "--rdzv-id", "detbench-two-node-test", "-m", "bench.runtime.rank", str(request), str(result)]
+            "--rdzv-id", "detbench-two-node-test", "-m", "detbench.bench.runtime.rank", str(request), str(result)]
 
 
 def test_two_torchrun_agents_as_two_nodes_run_a_ddp_cell(tmp_path):

@@ -13,19 +13,20 @@ from pathlib import Path
 
 import pytest
 
-from envcheck.isolate import Supervisor, descendants, is_alive
+from detbench.envcheck.isolate import Supervisor, descendants, is_alive
 
 ROOT = Path(__file__).resolve().parents[3]
 HANG = {"DETBENCH_TEST_FAULT": "gpu2:hang", "DETBENCH_TEST_FAULT_RANK": "1"}  # rank 1 hangs in set-up
 # run_group in a plain process: SIGTERM's default action, no pytest handler turning it into KeyboardInterrupt
 PLAIN = """
-from bench.core.matrix import Capabilities
-from bench.runtime.launch import run_group
-from bench.runtime.torchrun import TorchrunLauncher
+from detbench.bench.core.matrix import Capabilities
+from detbench.bench.runtime.launch import run_group
+from detbench.bench.runtime.torchrun import TorchrunLauncher
 from tests.bench.runtime.torchrun_helpers import fast_options, tiny
 run_group([tiny("infer")], fast_options(), launcher=TorchrunLauncher(caps=Capabilities(cuda_available=False)))
 """
-DETBENCH = ["-m", "bench.plugin.cli", "-q", "--profile", "smoke", "--models", "tiny_convnet", "--modes", "infer",
+DETBENCH = ["-m", "detbench.bench.plugin.cli", "-q", "--profile", "smoke", "--models", "tiny_convnet", "--modes",
+            "infer",
             "--image-size", "32x32", "--gpus", "2", "--model-modules", "tests.bench.tiny_models"]
 
 
@@ -40,7 +41,7 @@ def _start_group(args: list[str], tmp: Path) -> tuple[subprocess.Popen, list[int
             break
         time.sleep(0.1)
     tree = descendants(proc.pid)
-    ranks = [p for p in tree if _cmdline(p).split(b"\0")[1:4] == [b"-u", b"-m", b"bench.runtime.rank"]]
+    ranks = [p for p in tree if _cmdline(p).split(b"\0")[1:4] == [b"-u", b"-m", b"detbench.bench.runtime.rank"]]
     if len(ranks) != 2 or proc.poll() is not None:
         _kill_all([proc.pid, *tree])
         pytest.fail(f"the group did not start: {(tmp / 'caller.log').read_text()[-3000:]}")
@@ -111,7 +112,7 @@ def test_a_second_signal_during_the_kill_waits_until_everything_is_killed(tmp_pa
 
 def test_an_ignored_signal_stays_ignored_while_a_scratch_folder_is_alive():
     """A background job ignores SIGINT: the guard must not turn a Ctrl-C meant for the shell into a kill."""
-    from envcheck.isolate import scratch_dir
+    from detbench.envcheck.isolate import scratch_dir
 
     previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
@@ -130,7 +131,7 @@ def test_an_ignored_signal_stays_ignored_while_a_scratch_folder_is_alive():
 IN_POLL = """
 import signal, sys, time
 from pathlib import Path
-from envcheck.isolate import Supervisor
+from detbench.envcheck.isolate import Supervisor
 signal.signal(signal.SIGINT, signal.default_int_handler)  # a terminal's Ctrl-C, whatever the caller ignores
 job = Supervisor(["sleep", "60"], Path(sys.argv[1])).start()
 print(job.pid, flush=True)
@@ -170,7 +171,7 @@ def test_a_signal_that_lands_inside_proc_poll_still_ends_the_child_and_the_calle
 
 
 def test_a_signal_held_back_while_a_child_starts_ends_that_child_before_it_interrupts(tmp_path, monkeypatch):
-    from envcheck import isolate
+    from detbench.envcheck import isolate
 
     started: list[int] = []
 
@@ -192,7 +193,7 @@ def test_a_signal_held_back_while_a_child_starts_ends_that_child_before_it_inter
 def test_a_signal_held_back_by_another_threads_clean_up_reaches_the_main_thread(tmp_path):
     import threading
 
-    from envcheck.isolate import shield
+    from detbench.envcheck.isolate import shield
 
     job = Supervisor(["sleep", "60"], tmp_path / "out.txt").start()
     child = job.pid

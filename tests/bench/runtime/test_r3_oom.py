@@ -11,10 +11,10 @@ import signal
 
 import pytest
 
-from bench.core.schema import Cell, CellResult
-from bench.runtime import batch_search, device, launch, torchrun
-from bench.runtime.failures import classify_failure
-from envcheck.isolate import Supervisor
+from detbench.bench.core.schema import Cell, CellResult
+from detbench.bench.runtime import batch_search, device, launch, torchrun
+from detbench.bench.runtime.failures import classify_failure
+from detbench.envcheck.isolate import Supervisor
 from tests.bench.runtime.torchrun_helpers import fast_options, tiny, write_error_file
 
 CPU_OOM = ("[enforce fail at alloc_cpu.cpp:127] err == 0. DefaultCPUAllocator: can't allocate memory: you tried to "
@@ -57,7 +57,7 @@ def test_host_out_of_memory_is_classified_oom(exc):
 
 def test_a_worker_killed_by_the_oom_killer_is_told_apart_from_one_the_supervisor_killed(tmp_path, monkeypatch):
     counts = iter([7, 8])  # the kernel's oom_kill count rose while the child ran
-    monkeypatch.setattr("envcheck.isolate.oom_kill_count", lambda: next(counts))
+    monkeypatch.setattr("detbench.envcheck.isolate.oom_kill_count", lambda: next(counts))
     job = Supervisor(["sh", "-c", "kill -9 $$"], tmp_path / "out.txt").start()
     job.watch(30)
     done = job.finish()
@@ -94,7 +94,7 @@ def test_a_rank_killed_while_the_oom_killer_struck_is_oom_and_a_rank_out_of_host
 
 
 def test_inline_out_of_memory_outside_a_cells_step_keeps_the_finished_cells(monkeypatch):
-    from bench.runtime import engine
+    from detbench.bench.runtime import engine
 
     real = engine.measure_group
 

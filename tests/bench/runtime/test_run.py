@@ -6,14 +6,14 @@ import json
 
 import pytest
 
-from bench.core.journal import Journal, read_journal
-from bench.core.matrix import Capabilities
-from bench.core.options import RunOptions
-from bench.core.record import latest_lines, load_results
-from bench.core.repeats import merge_repeats, repeat_order
-from bench.core.schema import Cell, CellResult
-from bench.runtime import run as suite
-from reports.load import load_run
+from detbench.bench.core.journal import Journal, read_journal
+from detbench.bench.core.matrix import Capabilities
+from detbench.bench.core.options import RunOptions
+from detbench.bench.core.record import latest_lines, load_results
+from detbench.bench.core.repeats import merge_repeats, repeat_order
+from detbench.bench.core.schema import Cell, CellResult
+from detbench.bench.runtime import run as suite
+from detbench.reports.load import load_run
 from tests.bench.plugin.test_smoke_e2e import run_pytest
 from tests.fakes.launcher import FakeLauncher, measured
 

@@ -6,14 +6,14 @@ from __future__ import annotations
 import pytest
 import torch
 
-from bench.core.journal import Journal, read_journal
-from bench.core.options import RoundsPolicy, RunOptions, WarmupPolicy
-from bench.core.schema import Cell, CellResult
-from bench.models.postprocess import thresholds_owner
-from bench.runtime.build import GroupShared
-from bench.runtime.device import device_name
-from bench.runtime.failures import classify_failure, is_sticky_cuda_error
-from bench.runtime.session import CellSession
+from detbench.bench.core.journal import Journal, read_journal
+from detbench.bench.core.options import RoundsPolicy, RunOptions, WarmupPolicy
+from detbench.bench.core.schema import Cell, CellResult
+from detbench.bench.models.postprocess import thresholds_owner
+from detbench.bench.runtime.build import GroupShared
+from detbench.bench.runtime.device import device_name
+from detbench.bench.runtime.failures import classify_failure, is_sticky_cuda_error
+from detbench.bench.runtime.session import CellSession
 
 MODULES = ("tests.bench.tiny_models",)
 FAST = dict(model_modules=MODULES, warmup=WarmupPolicy(window=2, tolerance=0.5, min_iterations=2, max_iterations=20,
@@ -127,7 +127,7 @@ def test_a_session_set_up_but_never_timed_says_so():
 
 @pytest.mark.parametrize("fault, status, words", [
     ("oom", "oom", ["Tried to allocate 2.50 GiB"]),
-    ("raise", "error", ["RuntimeError: injected failure (bench.runtime.faults)"]),
+    ("raise", "error", ["RuntimeError: injected failure (detbench.bench.runtime.faults)"]),
 ])
 def test_classify_failure_turns_set_up_exceptions_into_results(monkeypatch, fault, status, words):
     monkeypatch.setenv("DETBENCH_TEST_FAULT", f"tiny_convnet-infer:{fault}")
@@ -222,7 +222,7 @@ def test_a_batch_search_cell_is_never_set_up_directly():
 
 
 def test_recompilations_are_dynamo_cache_misses_after_the_first_call():
-    from bench.runtime.dynamo import configure_dynamo, dynamo_frames_compiled
+    from detbench.bench.runtime.dynamo import configure_dynamo, dynamo_frames_compiled
 
     configure_dynamo(reset=True)
     double = torch.compile(lambda x: x * 2, backend="eager")
@@ -237,7 +237,7 @@ def test_recompilations_are_dynamo_cache_misses_after_the_first_call():
 def test_cudagraph_skip_reasons_are_collected_from_inductors_log_not_hidden():
     from torch._inductor.cudagraph_utils import log_cudagraph_skip_and_bump_counter
 
-    from bench.runtime.dynamo import cudagraph_skip_messages
+    from detbench.bench.runtime.dynamo import cudagraph_skip_messages
 
     with cudagraph_skip_messages() as messages:
         log_cudagraph_skip_and_bump_counter("skipping cudagraphs due to data dependent ops: nonzero")

@@ -7,11 +7,11 @@ import time
 
 import pytest
 
-from bench.core.matrix import Capabilities
-from bench.core.scaling import one_gpu_twin
-from bench.runtime import torchrun as launch
-from bench.runtime.launch import run_group as launch_group
-from bench.runtime.torchrun import TorchrunLauncher
+from detbench.bench.core.matrix import Capabilities
+from detbench.bench.core.scaling import one_gpu_twin
+from detbench.bench.runtime import torchrun as launch
+from detbench.bench.runtime.launch import run_group as launch_group
+from detbench.bench.runtime.torchrun import TorchrunLauncher
 from tests.bench.runtime.torchrun_helpers import assert_no_rank_left, fast_options, tiny, write_error_file
 
 CPU = Capabilities(cuda_available=False)
@@ -120,7 +120,7 @@ def test_groups_take_one_gpu_count_above_one_and_one_model():
 
 
 def test_children_get_the_users_environment_nothing_imposed(monkeypatch):
-    from envcheck.isolate import child_env
+    from detbench.envcheck.isolate import child_env
 
     names = ("NCCL_NVLS_ENABLE", "TORCH_SYMM_MEM_DISABLE_MULTICAST", "NVSHMEM_DISABLE_NVLS")
     for name in names:
@@ -199,7 +199,7 @@ E1204 06:38:15.049000 15326 torch/distributed/elastic/multiprocessing/api.py:100
 local_rank: 0 (pid: 15332) of binary: /usr/bin/python
 torch.distributed.elastic.multiprocessing.errors.ChildFailedError:
 ============================================================
-bench.runtime.rank FAILED
+detbench.bench.runtime.rank FAILED
 ------------------------------------------------------------
 Failures:
 [0]:

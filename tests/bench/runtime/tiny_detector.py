@@ -9,8 +9,8 @@ from torch import nn
 from torchvision.models.detection import RetinaNet
 from torchvision.models.detection.anchor_utils import AnchorGenerator
 
-from bench.models import ModelSpec, register_model
-from bench.models.torchvision_detection import _detector_spec
+from detbench.bench.models import ModelSpec, register_model
+from detbench.bench.models.torchvision_detection import _detector_spec
 
 SIZE = (64, 64)
 

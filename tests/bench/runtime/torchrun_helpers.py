@@ -6,9 +6,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from bench.core.options import RoundsPolicy, RunOptions, WarmupPolicy
-from bench.core.schema import Cell
-from envcheck.isolate import is_alive
+from detbench.bench.core.options import RoundsPolicy, RunOptions, WarmupPolicy
+from detbench.bench.core.schema import Cell
+from detbench.envcheck.isolate import is_alive
 
 FAST = dict(model_modules=("tests.bench.tiny_models",), count_flops=False, telemetry_hz=0, cell_timeout_s=60.0,
             warmup=WarmupPolicy(window=2, tolerance=0.5, min_iterations=2, max_iterations=10, max_s=0.5),

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from bench.core.schema import Cell
-from bench.tools import ab
-from bench.tools.ab_sides import CellRecord, default_pairs, judge_cells
+from detbench.bench.core.schema import Cell
+from detbench.bench.tools import ab
+from detbench.bench.tools.ab_sides import CellRecord, default_pairs, judge_cells
 
 ROOT = Path(__file__).resolve().parents[3]
 
@@ -59,11 +59,11 @@ def test_one_round_is_inconclusive():
 
 def test_interpreter_side_runs_pytest_on_the_installed_bench_package(tmp_path: Path):
     command = ab.SideSpec("baseline", python="/venv/bin/python").command(tmp_path / "b.json", ["--models", "x"])
-    # this checkout's bench first (bench.runtime.side_client.run_module), then pytest on the bench package, the plugin
-    # loaded by module (no entry point needed in the side's venv)
+    # this checkout's bench first (detbench.bench.runtime.side_client.run_module), then pytest on the bench package, the
+    # plugin loaded by module (no entry point needed in the side's venv)
     assert command[0] == "/venv/bin/python" and command[4:6] == ["pytest", str(ROOT / "bench")]
-    plugin = command.index("bench.plugin.plugin")
-    assert command[plugin - 3:plugin + 1] == ["-p", "no:detbench", "-p", "bench.plugin.plugin"]
+    plugin = command.index("detbench.bench.plugin.plugin")
+    assert command[plugin - 3:plugin + 1] == ["-p", "no:detbench", "-p", "detbench.bench.plugin.plugin"]
     assert f"--benchmark-json={tmp_path / 'b.json'}" in command and command[-2:] == ["--models", "x"]
 
 
@@ -173,7 +173,7 @@ def test_a_rounds_run_cut_by_a_signal_keeps_its_finished_rounds_and_its_files_sa
 def test_the_side_timeout_bounds_a_timed_block_too():
     """A block waits at most --side-timeout (it used to wait 40 blocks' time whatever the option said), and at most
     40 blocks' time (60 s at least) under a long --side-timeout."""
-    from bench.tools.ab_sides import block_timeout_s
+    from detbench.bench.tools.ab_sides import block_timeout_s
 
     assert block_timeout_s(0.25, 5.0) == 5.0 and block_timeout_s(1.0, 20.0) == 20.0
     assert block_timeout_s(0.25, 600.0) == 60.0 and block_timeout_s(2.0, 600.0) == 80.0

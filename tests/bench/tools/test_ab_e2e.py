@@ -1,6 +1,6 @@
 """detbench-ab --mode rounds end to end on the CPU: two sides that differ only by a planted slowdown
-(bench.runtime.faults: each step takes 3x as long), real pytest rounds of a tiny model, and the paired verdict must
-call it a regression with exit code 3. The slowdown is that large because a ~1 ms CPU step on a busy 2-core machine
+(detbench.bench.runtime.faults: each step takes 3x as long), real pytest rounds of a tiny model, and the paired verdict
+must call it a regression with exit code 3. The slowdown is that large because a ~1 ms CPU step on a busy 2-core machine
 swings 2x between rounds (a planted 50 % came out inconclusive once in a full test run); the gate's resolution on a
 GPU is the device proof's business, not this test's.
 
@@ -19,8 +19,8 @@ from pathlib import Path
 
 import pytest
 
-from bench.runtime.faults import SLOWDOWN_ENV
-from bench.tools import ab
+from detbench.bench.runtime.faults import SLOWDOWN_ENV
+from detbench.bench.tools import ab
 
 ROOT = Path(__file__).resolve().parents[3]
 CELL = "tiny_convnet-infer-eager-fp32-bs4-gpu1-96x96"
@@ -38,7 +38,7 @@ pytestmark = [pytest.mark.timing, pytest.mark.timeout(600)]
 def ab_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("ab")
     patch = pytest.MonkeyPatch()
-    # the sides run `pytest --pyargs bench` from here: this checkout's bench and tests, one torch thread each
+    # the sides run `pytest --pyargs detbench.bench` from here: this checkout's bench and tests, one torch thread each
     # (on a 2-core CI machine shared with other jobs, intra-op threads contend and swing the step 100-fold)
     patch.chdir(ROOT)
     patch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])))

@@ -15,11 +15,11 @@ from pathlib import Path
 
 import pytest
 
-from bench.core.record import load_results
-from bench.runtime.faults import FAULT_ENV, SLOWDOWN_ENV
-from bench.runtime.protocol import PROTOCOL_VERSION, decode
-from bench.tools import ab
-from envcheck.isolate import is_alive
+from detbench.bench.core.record import load_results
+from detbench.bench.runtime.faults import FAULT_ENV, SLOWDOWN_ENV
+from detbench.bench.runtime.protocol import PROTOCOL_VERSION, decode
+from detbench.bench.tools import ab
+from detbench.envcheck.isolate import is_alive
 
 ROOT = Path(__file__).resolve().parents[3]
 CELL = "tiny_convnet-infer-eager-fp32-bs4-gpu1-64x64"
@@ -54,7 +54,8 @@ def test_a_side_speaks_the_line_protocol(side_env):
                 {"cmd": "result", "cell": "tiny_convnet-infer-eager-fp32-bs2-gpu1-32x32"}, {"cmd": "dance"},
                 {"cmd": "quit"}]
     lines = "\n".join(json.dumps(c) for c in commands) + "\nnot json\n"
-    proc = subprocess.run([sys.executable, "-m", "bench.runtime.side"], input=lines, capture_output=True, text=True,
+    proc = subprocess.run([sys.executable, "-m", "detbench.bench.runtime.side"], input=lines, capture_output=True,
+                          text=True,
                           timeout=120)
     events = [e for e in map(decode, proc.stdout.splitlines()) if e is not None]
     assert proc.returncode == 0, proc.stderr[-2000:]
@@ -141,8 +142,8 @@ exec "$@"
                          "--candidate-cmd", "docker run -i --rm cand:2 {worker}")
     assert code in (ab.EXIT_OK, ab.EXIT_REGRESSION), payload["verdict_line"]
     recorded = calls.read_text().splitlines()
-    assert sorted(recorded) == ["run -i --rm base:1 python -m bench.runtime.side"] * 2 + [
-        "run -i --rm cand:2 python -m bench.runtime.side"] * 2
+    assert sorted(recorded) == ["run -i --rm base:1 python -m detbench.bench.runtime.side"] * 2 + [
+        "run -i --rm cand:2 python -m detbench.bench.runtime.side"] * 2
     assert sum(map(len, payload["verdicts"][CELL]["ratios"])) == 6
     assert payload["sides"][0]["template"] == "docker run -i --rm base:1 {worker}"
 
@@ -191,7 +192,7 @@ def test_a_budget_stops_the_cells_decided_at_the_first_look_and_the_rest_go_on(s
 @pytest.mark.timeout(300)
 def test_a_run_cut_by_sigterm_writes_the_sides_run_files_for_what_they_measured(side_env, tmp_path):
     out = tmp_path / "out"
-    proc = subprocess.Popen([sys.executable, "-m", "bench.tools.ab", "--out", str(out), "--block-s", "0.05",
+    proc = subprocess.Popen([sys.executable, "-m", "detbench.bench.tools.ab", "--out", str(out), "--block-s", "0.05",
                              "--pin-cpus", "none", "--pairs", "2", "--rounds", "10000", "--", *MATRIX],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
@@ -223,9 +224,9 @@ def test_a_side_of_the_same_software_reads_the_leaders_calibration_instead_of_ca
     folder run_gate gives every side), and a side of the same software reads the same threshold there."""
     import io
 
-    from bench.models.postprocess import CACHE_ENV
-    from bench.runtime.side import SideWorker
-    from bench.runtime.side_client import CALIBRATION_CACHE_ENV
+    from detbench.bench.models.postprocess import CACHE_ENV
+    from detbench.bench.runtime.side import SideWorker
+    from detbench.bench.runtime.side_client import CALIBRATION_CACHE_ENV
 
     assert CALIBRATION_CACHE_ENV == CACHE_ENV  # the coordinator names the folder without importing torch
     monkeypatch.setenv(CACHE_ENV, str(tmp_path))

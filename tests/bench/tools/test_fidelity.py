@@ -1,4 +1,4 @@
-"""bench.tools.fidelity: the checks' arithmetic, and the interleaved check on a tiny model on the CPU."""
+"""detbench.bench.tools.fidelity: the checks' arithmetic, and the interleaved check on a tiny model on the CPU."""
 
 from __future__ import annotations
 
@@ -6,10 +6,10 @@ import statistics
 
 import pytest
 
-from bench.core.options import RunOptions, import_model_modules
-from bench.core.schema import Cell
-from bench.tools import fidelity
-from bench.tools.fidelity import FidelityReport
+from detbench.bench.core.options import RunOptions, import_model_modules
+from detbench.bench.core.schema import Cell
+from detbench.bench.tools import fidelity
+from detbench.bench.tools.fidelity import FidelityReport
 
 MODULES = ("tests.bench.tiny_models",)
 
@@ -41,7 +41,7 @@ def test_a_suite_that_wanders_between_interleaved_rounds_fails_the_repeat_check(
 
 
 def test_check_alternates_the_matrix_block_and_the_bare_loop_on_one_cell_session(monkeypatch):
-    from bench.runtime.session import CellSession
+    from detbench.bench.runtime.session import CellSession
 
     import_model_modules(MODULES)
     calls: list[str] = []

@@ -1,5 +1,5 @@
-"""bench.tools.interleaved, a study over the matrix's engine: variant parsing, rotation, paired ratios, and real runs
-of a tiny model on the CPU through the same launcher and CellSession as the matrix."""
+"""detbench.bench.tools.interleaved, a study over the matrix's engine: variant parsing, rotation, paired ratios, and
+real runs of a tiny model on the CPU through the same launcher and CellSession as the matrix."""
 
 from __future__ import annotations
 
@@ -9,11 +9,11 @@ import sys
 
 import pytest
 
-from bench.core.comparison import ComparisonError, ModelComparison, Ratio, VariantRun, fill_break_even
-from bench.core.groups import rotation
-from bench.core.options import RunOptions
-from bench.tools import interleaved
-from bench.tools.interleaved import InterleavedError, Variant
+from detbench.bench.core.comparison import ComparisonError, ModelComparison, Ratio, VariantRun, fill_break_even
+from detbench.bench.core.groups import rotation
+from detbench.bench.core.options import RunOptions
+from detbench.bench.tools import interleaved
+from detbench.bench.tools.interleaved import InterleavedError, Variant
 from tests.extras import require_extra
 
 MODULES = ("tests.bench.tiny_models",)
@@ -52,7 +52,7 @@ def test_ratios_are_paired_by_round_so_a_slow_round_cancels():
 
 
 def test_break_even_is_filled_against_the_eager_twin_only():
-    from bench.core.schema import LatencyStats
+    from detbench.bench.core.schema import LatencyStats
 
     def run(variant: str, median: float, compile_s: float | None = None) -> VariantRun:
         latency = LatencyStats(4, median, median, median, median, median, median, 0.0, 0.0, 0.0)
@@ -72,7 +72,7 @@ def test_break_even_is_filled_against_the_eager_twin_only():
 def test_compare_model_times_every_variant_in_rounds_and_writes_a_readable_result():
     variants = [Variant.parse(v) for v in ("infer-eager-fp32", "infer-eager-bf16", "train-eager-fp32")]
     options = RunOptions(profile="test", telemetry_hz=0, count_flops=False, model_modules=MODULES)
-    from bench.core.options import import_model_modules
+    from detbench.bench.core.options import import_model_modules
 
     import_model_modules(MODULES)
     result = interleaved.compare_model("tiny_convnet", variants, 2, None, options, rounds=3, block_s=0.02)
@@ -97,7 +97,7 @@ def test_compare_model_times_every_variant_in_rounds_and_writes_a_readable_resul
 
 def test_a_missing_extra_skips_the_model_and_a_bad_schema_is_refused():
     options = RunOptions(profile="test", telemetry_hz=0, count_flops=False, model_modules=MODULES)
-    from bench.core.options import import_model_modules
+    from detbench.bench.core.options import import_model_modules
 
     import_model_modules(MODULES)
     variants = [Variant.parse("infer-eager-fp32")]
@@ -109,7 +109,7 @@ def test_a_missing_extra_skips_the_model_and_a_bad_schema_is_refused():
 
 def test_cli_gives_each_model_a_worker_a_crash_is_recorded_and_the_rest_still_runs(tmp_path):
     out = tmp_path / "ratios.json"
-    command = [sys.executable, "-m", "bench.tools.interleaved", "--models", "tiny_convnet,resnet50",
+    command = [sys.executable, "-m", "detbench.bench.tools.interleaved", "--models", "tiny_convnet,resnet50",
                "--model-modules", MODULES[0], "--variants", "infer-eager-fp32,train-eager-fp32",
                "--batch-size", "2", "--image-size", "64x64", "--rounds", "2", "--block-s", "0.02", "--json", str(out)]
     env = {"DETBENCH_TEST_FAULT": "tiny_convnet-train:segfault", "PATH": "/usr/bin:/bin"}
@@ -129,7 +129,7 @@ def test_cli_gives_each_model_a_worker_a_crash_is_recorded_and_the_rest_still_ru
 @pytest.mark.waits  # ~10 CPU-s over 29 s: it waits on the model timeout
 def test_a_hanging_variant_is_a_timeout_and_the_other_variants_are_still_measured(tmp_path):
     out = tmp_path / "ratios.json"
-    command = [sys.executable, "-m", "bench.tools.interleaved", "--models", "tiny_convnet",
+    command = [sys.executable, "-m", "detbench.bench.tools.interleaved", "--models", "tiny_convnet",
                "--model-modules", MODULES[0],
                "--variants", "infer-eager-fp32,train-eager-fp32", "--batch-size", "2", "--image-size", "64x64",
                "--rounds", "2", "--block-s", "0.02", "--model-timeout-s", "20", "--json", str(out)]
@@ -146,7 +146,8 @@ def test_cli_rejects_bad_input_in_one_line_naming_the_choices():
     for args, expected in ((["--models", "nope"], "unknown model 'nope'; valid: "),
                            (["--models", "resnet50", "--variants", "infer-fast-fp32"], "bad variant"),
                            (["--models", "resnet50", "--rounds", "1"], "--rounds must be >= 2")):
-        done = subprocess.run([sys.executable, "-m", "bench.tools.interleaved", *args], capture_output=True, text=True,
+        done = subprocess.run([sys.executable, "-m", "detbench.bench.tools.interleaved", *args], capture_output=True,
+                              text=True,
                               timeout=120)
         assert done.returncode == 2
         assert expected in done.stderr.strip().splitlines()[-1]
@@ -159,7 +160,7 @@ def test_terminating_the_command_also_ends_the_model_process(tmp_path):
 
     marker = tmp_path / "child-pid"
     command = [sys.executable, "-c", (
-        "import os, sys, bench.tools.interleaved as i, envcheck.isolate as launch\n"
+        "import os, sys, detbench.bench.tools.interleaved as i, detbench.envcheck.isolate as launch\n"
         "real = launch.subprocess.Popen\n"
         "def spy(*a, **k):\n"
         "    p = real(*a, **k)\n"

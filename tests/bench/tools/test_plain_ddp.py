@@ -9,8 +9,8 @@ import time
 
 import pytest
 
-from bench.runtime.torchrun import child_env
-from bench.tools.plain_ddp import wait_for_agent
+from detbench.bench.runtime.torchrun import child_env
+from detbench.bench.tools.plain_ddp import wait_for_agent
 
 
 # A detector's DDP steps over gloo on 2 CPU cores: it passed the 300 s default on three lines and ran past it on
@@ -18,7 +18,7 @@ from bench.tools.plain_ddp import wait_for_agent
 @pytest.mark.timeout(900)
 def test_plain_ddp_starts_its_own_torchrun_and_reports_images_per_second(tmp_path):
     out = tmp_path / "plain.json"
-    command = [sys.executable, "-m", "bench.tools.plain_ddp", "--model", "ssdlite320_mobilenet_v3_large",
+    command = [sys.executable, "-m", "detbench.bench.tools.plain_ddp", "--model", "ssdlite320_mobilenet_v3_large",
                "--gpus", "2", "--batch", "2", "--precision", "fp32", "--height", "64", "--width", "64",
                "--warmup", "1", "--iterations", "2", "--json", str(out)]
     # two torchrun ranks on a busy 2-core machine

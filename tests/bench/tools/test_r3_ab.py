@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from bench.tools import ab
-from envcheck.isolate import is_alive
+from detbench.bench.tools import ab
+from detbench.envcheck.isolate import is_alive
 
 ROOT = Path(__file__).resolve().parents[3]
 # a real cell small enough for the CPU (no test-only model: the sides run outside this checkout's tests)
@@ -104,7 +104,7 @@ def test_a_timed_out_side_round_takes_its_whole_tree_along(tmp_path, monkeypatch
 
 
 def run_ab(tmp_path: Path, *argv: str) -> subprocess.Popen[str]:
-    return subprocess.Popen([sys.executable, "-m", "bench.tools.ab", "--out", str(tmp_path / "out"), *argv],
+    return subprocess.Popen([sys.executable, "-m", "detbench.bench.tools.ab", "--out", str(tmp_path / "out"), *argv],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
                             env={**os.environ, "FAKE_SLEEP": "60", "FAKE_FROM_ROUND": "1", "PYTHONFAULTHANDLER": "1"})
 
@@ -247,8 +247,8 @@ def test_from_another_folder_with_a_venv_without_detbench_and_no_secret_in_the_s
 def test_the_coordinator_leaves_weights_paths_to_the_sides_but_the_matrix_checks_them(tmp_path):
     """A --weights path may exist only inside a side's container: the coordinator does not look for it; a
     local run still refuses a missing file before any work."""
-    from bench.core import config as config_table
-    from bench.core.options import OptionError
+    from detbench.bench.core import config as config_table
+    from detbench.bench.core.options import OptionError
 
     models = ["retinanet_resnet50_fpn"]
     args = ["--models", "retinanet_resnet50_fpn", "--weights", "retinanet_resnet50_fpn=/in/the/container.pth"]

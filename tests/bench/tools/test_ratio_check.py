@@ -1,9 +1,10 @@
-"""bench.tools.ratio_check pairs the matrix's ratios with bench.tools.interleaved's for the same cells."""
+"""detbench.bench.tools.ratio_check pairs the matrix's ratios with detbench.bench.tools.interleaved's for the same
+cells."""
 
 from __future__ import annotations
 
-from bench.core.schema import Cell, CellResult, PairedRatio
-from bench.tools import ratio_check
+from detbench.bench.core.schema import Cell, CellResult, PairedRatio
+from detbench.bench.tools import ratio_check
 
 
 def test_pairs_match_cells_by_id_and_state_the_difference():

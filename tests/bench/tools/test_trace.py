@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from bench.tools.trace import main, union_ms
+from detbench.bench.tools.trace import main, union_ms
 
 
 def test_overlapping_kernels_count_once_and_gaps_do_not_count():

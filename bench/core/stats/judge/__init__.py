@@ -8,8 +8,8 @@ apart), a floor below which nothing is flagged, and each cell's detectable chang
 the error rates of a design on fitted noise. No torch here: numpy and scipy.stats only.
 """
 
-from bench.core.stats.judge.evidence import Evidence, pair_evidence, prediction_evidence, two_sample_evidence
-from bench.core.stats.judge.family import (
+from detbench.bench.core.stats.judge.evidence import Evidence, pair_evidence, prediction_evidence, two_sample_evidence
+from detbench.bench.core.stats.judge.family import (
     ALPHA,
     IMPROVEMENT,
     INCONCLUSIVE,

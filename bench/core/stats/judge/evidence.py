@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from bench.core.stats.significance import MAX_RATIO, MAX_THROUGHPUT_IPS
+from detbench.bench.core.stats.significance import MAX_RATIO, MAX_THROUGHPUT_IPS
 
 MAD_SCALE = 1.4826  # MAD -> SD under normal noise
 

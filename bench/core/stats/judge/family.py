@@ -1,10 +1,10 @@
 """The verdicts of one run's cells, judged together: family-wise error control, a floor, the detectable change.
 
-For every cell with evidence (:class:`~bench.core.stats.judge.evidence.Evidence`: an estimate ``d`` of log(candidate /
-baseline throughput), its standard error ``se`` on ``df`` degrees of freedom), ``t = d / se`` gives two one-sided
-p-values (``scipy.stats.t``): slower (a regression) and faster (an improvement). Across the cells of one verdict,
-Holm's step-down adjustment is applied to each family apart (regressions; improvements), so the chance that a run
-of unchanged software flags *any* cell is at most ``alpha`` (5 %), however many cells it holds. A cell is then
+For every cell with evidence (:class:`~detbench.bench.core.stats.judge.evidence.Evidence`: an estimate ``d`` of
+log(candidate / baseline throughput), its standard error ``se`` on ``df`` degrees of freedom), ``t = d / se`` gives two
+one-sided p-values (``scipy.stats.t``): slower (a regression) and faster (an improvement). Across the cells of one
+verdict, Holm's step-down adjustment is applied to each family apart (regressions; improvements), so the chance that a
+run of unchanged software flags *any* cell is at most ``alpha`` (5 %), however many cells it holds. A cell is then
 
 - ``regression`` / ``improvement``: its Holm-adjusted p-value is at most ``alpha`` *and* the estimate moves more
   than the floor (the smallest change that counts, stated with the verdict): a real change smaller than the
@@ -29,7 +29,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from bench.core.stats.judge.evidence import Evidence
+from detbench.bench.core.stats.judge.evidence import Evidence
 
 REGRESSION = "regression"
 IMPROVEMENT = "improvement"

@@ -13,9 +13,10 @@ The model of one cell's log round ratio (candidate / baseline throughput) in pai
   which shrinks with longer blocks (the block noise does not: it is one draw of the host's state per resume).
 
 :func:`fit` estimates the components from A/B files (``ab.json``: every round of every pair); :func:`simulate`
-runs a design thousands of times through the product's own judge (:func:`~bench.core.stats.judge.evidence.pair_evidence`
-statistics, :func:`~bench.core.stats.judge.family.holm`), vectorised, seeded.
-``python -m bench.core.stats.judge.simulate FILE...`` fits and prints both for the default design.
+runs a design thousands of times through the product's own judge
+(:func:`~detbench.bench.core.stats.judge.evidence.pair_evidence` statistics,
+:func:`~detbench.bench.core.stats.judge.family.holm`), vectorised, seeded. ``python -m
+detbench.bench.core.stats.judge.simulate FILE...`` fits and prints both for the default design.
 """
 
 from __future__ import annotations
@@ -31,8 +32,8 @@ from typing import Any
 
 import numpy as np
 
-from bench.core.stats.judge.evidence import MAD_SCALE
-from bench.core.stats.judge.family import ALPHA, POWER, detectable_change, look_alpha
+from detbench.bench.core.stats.judge.evidence import MAD_SCALE
+from detbench.bench.core.stats.judge.family import ALPHA, POWER, detectable_change, look_alpha
 
 SEED = 20261205
 
@@ -79,7 +80,7 @@ class Simulated:
     false_flag_rate: float  # runs flagging any cell without a plant (a regression or an improvement)
     false_regression_rate: float  # runs flagging a regression in a cell without a plant (the gate fails)
     flag_rate: list[float]  # per cell: share of runs flagging it as a regression
-    detectable: list[float]  # per cell: median detectable change (family doc of bench.core.stats.judge.family)
+    detectable: list[float]  # per cell: median detectable change (family doc of detbench.bench.core.stats.judge.family)
     stopped_early: float = 0.0  # share of planted cells flagged at the first look
     plants: list[float] = field(default_factory=list)
 
@@ -294,7 +295,7 @@ def simulate(noise: Noise, design: Design, plants: Sequence[float] | None = None
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench.core.stats.judge.simulate",
+    parser = argparse.ArgumentParser(prog="python -m detbench.bench.core.stats.judge.simulate",
                                      description=__doc__.split("\n")[0])
     parser.add_argument("files", nargs="+", type=Path, help="ab.json files (or a CPU acceptance summary) to fit on")
     parser.add_argument("--pairs", type=int, default=8)
