@@ -44,6 +44,7 @@ class ServeSettings:
     max_batch: int = 1  # dynamic batching: up to this many queued queries per model call (1 = none)
     batch_wait_ms: float = 0.0  # how long the first query of a batch waits for more (only with max_batch > 1)
     search_trials: int = SEARCH_TRIALS
+    search_precision: float = SEARCH_PRECISION
     plant_slowdown: float = 0.0  # a relative busy-wait after each model call, as a fraction of the call (self-check)
 
     def __post_init__(self) -> None:
@@ -52,7 +53,8 @@ class ServeSettings:
             raise ServeOptionError(f"unknown scenario {', '.join(unknown) or '(none)'}; valid: {', '.join(SCENARIOS)}")
         checks = (("--p99-bound-ms", self.latency_bound_ms, 0.01, 1e7), ("--queries", self.queries, MIN_QUERIES, 1e7),
                   ("--max-batch", self.max_batch, 1, 1024), ("--batch-wait-ms", self.batch_wait_ms, 0, 1e5),
-                  ("--search-trials", self.search_trials, 2, 100), ("--plant-slowdown", self.plant_slowdown, 0, 100))
+                  ("--search-trials", self.search_trials, 2, 100), ("search precision", self.search_precision, 0.01, 1),
+                  ("--plant-slowdown", self.plant_slowdown, 0, 100))
         for name, value, low, high in checks:
             if not low <= value <= high or math.isnan(value):
                 raise ServeOptionError(f"bad {name} {value!r}; valid: {low:g}..{high:g}")
@@ -237,7 +239,8 @@ def serve_configuration(settings: ServeSettings, model: str, runtime: str, image
                          planted_slowdown=settings.plant_slowdown, threads=facts.threads, notes=dict(facts.notes))
         replies: list[TrialReply] = []
         if scenario == "server":
-            search = RateSearch(START_UTILISATION * 1000.0 / facts.step_ms, settings.search_trials)
+            search = RateSearch(START_UTILISATION * 1000.0 / facts.step_ms, settings.search_trials,
+                                settings.search_precision)
             while (rate := search.next_rate()) is not None:
                 reply = run(TrialRequest(scenario, settings.queries, target_qps=rate,
                                          bound_ms=settings.latency_bound_ms))

@@ -130,8 +130,10 @@ class SupervisedServer:
     """One configuration's server process, supervised: a trial that hangs or kills it is recorded (timeout, error)
     and a fresh process is set up for the next trial."""
 
-    def __init__(self, spec: dict[str, Any], log_dir: Path, setup_timeout_s: float = SETUP_TIMEOUT_S) -> None:
+    def __init__(self, spec: dict[str, Any], log_dir: Path, setup_timeout_s: float = SETUP_TIMEOUT_S,
+                 trial_timeout_s: float | None = None) -> None:
         self.spec, self.log_dir, self.setup_timeout_s = spec, log_dir, setup_timeout_s
+        self.trial_timeout_s = trial_timeout_s  # None: trial_timeout_s() of each trial
         self.process: ServerProcess | None = None
         self.facts: ServerFacts | None = None
         self.trials = 0
@@ -156,7 +158,7 @@ class SupervisedServer:
             assert self.process is not None
             answer = self.process.call({"command": "trial", "request": request.to_dict(),
                                         "name": f"trial-{self.trials:02d}-{request.scenario}"},
-                                       trial_timeout_s(request, self.facts.step_ms))
+                                       self.trial_timeout_s or trial_timeout_s(request, self.facts.step_ms))
         except ServerError as failure:
             if self.process is not None:
                 self.process.kill()
@@ -227,6 +229,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--setup-timeout", type=float, default=SETUP_TIMEOUT_S,
                         help=f"seconds the server may take to build, calibrate and export (default "
                              f"{SETUP_TIMEOUT_S:g})")
+    parser.add_argument("--trial-timeout", type=float, default=None,
+                        help=f"seconds a trial may run before its server is called hung, killed and replaced (default: "
+                             f"3x the trial's planned duration + {TRIAL_SLACK_S:g})")
     return parser
 
 
@@ -241,12 +246,17 @@ def resolve(args: argparse.Namespace) -> tuple[list[str], list[ServeSettings], t
     scenarios = matrix.parse_csv(args.scenarios) or ()
     image_size = matrix.parse_image_size(args.image_size)
     settings = []
+    if args.batch_wait_ms is not None and max(batches) == 1:
+        ServeSettings(batch_wait_ms=args.batch_wait_ms)  # refused there, in its words
     for batch in dict.fromkeys(batches):
-        wait = args.batch_wait_ms if args.batch_wait_ms is not None else (5.0 if batch > 1 else 0.0)
+        wait = args.batch_wait_ms if args.batch_wait_ms is not None else 5.0
         settings.append(ServeSettings(tuple(scenarios), args.p99_bound_ms, args.queries, batch,
-                                      wait if batch > 1 else 0.0, args.search_trials, args.plant_slowdown))
-    if args.threads is not None and args.threads < 1:
-        raise OptionError(f"bad --threads {args.threads}; valid: 1 or more")
+                                      wait if batch > 1 else 0.0, args.search_trials,
+                                      plant_slowdown=args.plant_slowdown))
+    for name, value in (("--threads", args.threads), ("--trial-timeout", args.trial_timeout),
+                        ("--setup-timeout", args.setup_timeout)):
+        if value is not None and not value > 0:
+            raise OptionError(f"bad {name} {value}; valid: a positive number")
     import_model_modules(tuple(matrix.parse_csv(args.model_modules) or ()))
     from bench.models import get_model  # noqa: PLC0415 - imports torch: only once the cheap checks passed
 
@@ -287,7 +297,7 @@ def serve_one(args: argparse.Namespace, runtime: str, settings: ServeSettings, i
             "target_candidates": args.target_candidates}
     name = f"{args.model}-{runtime}-batch{settings.max_batch}"
     print(f"{name}: setting the server up ({runtime}, max batch {settings.max_batch})", flush=True)
-    server = SupervisedServer(spec, log_root / name, args.setup_timeout)
+    server = SupervisedServer(spec, log_root / name, args.setup_timeout, args.trial_timeout)
     began = time.perf_counter()
     try:
         facts = server.start()
