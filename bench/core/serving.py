@@ -27,6 +27,7 @@ MIN_QUERIES = 100  # below this a p99 is the slowest query or its neighbour: ref
 SEARCH_TRIALS = 7  # at most this many Server trials per cell
 SEARCH_PRECISION = 0.1  # the search stops once the passing and failing rates are within 10 % of each other
 START_UTILISATION = 0.5  # the first Server trial offers half of what one query alone at a time would sustain
+MAX_TRIAL_S = 120.0  # a trial at a low rate stops here with fewer queries (its count is in the trial)
 SEARCH_FLOOR = 1 / 64  # below START x this, the search gives up: nothing meets the bound
 
 
@@ -45,6 +46,7 @@ class ServeSettings:
     batch_wait_ms: float = 0.0  # how long the first query of a batch waits for more (only with max_batch > 1)
     search_trials: int = SEARCH_TRIALS
     search_precision: float = SEARCH_PRECISION
+    max_trial_s: float = MAX_TRIAL_S  # LoadGen ends a trial here even short of its queries (slow rates): stated
     plant_slowdown: float = 0.0  # a relative busy-wait after each model call, as a fraction of the call (self-check)
 
     def __post_init__(self) -> None:
@@ -54,7 +56,7 @@ class ServeSettings:
         checks = (("--p99-bound-ms", self.latency_bound_ms, 0.01, 1e7), ("--queries", self.queries, MIN_QUERIES, 1e7),
                   ("--max-batch", self.max_batch, 1, 1024), ("--batch-wait-ms", self.batch_wait_ms, 0, 1e5),
                   ("--search-trials", self.search_trials, 2, 100), ("search precision", self.search_precision, 0.01, 1),
-                  ("--plant-slowdown", self.plant_slowdown, 0, 100))
+                  ("--plant-slowdown", self.plant_slowdown, 0, 100), ("--max-trial-s", self.max_trial_s, 1, 1e5))
         for name, value, low, high in checks:
             if not low <= value <= high or math.isnan(value):
                 raise ServeOptionError(f"bad {name} {value!r}; valid: {low:g}..{high:g}")
@@ -202,6 +204,7 @@ class TrialRequest:
     target_qps: float | None = None  # server
     expected_ms: float | None = None  # single-stream and offline: LoadGen's hint for its schedule
     bound_ms: float | None = None  # server: the bound the trial is judged against
+    max_duration_s: float | None = None  # LoadGen stops issuing here even short of ``queries``
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -243,7 +246,7 @@ def serve_configuration(settings: ServeSettings, model: str, runtime: str, image
                                 settings.search_precision)
             while (rate := search.next_rate()) is not None:
                 reply = run(TrialRequest(scenario, settings.queries, target_qps=rate,
-                                         bound_ms=settings.latency_bound_ms))
+                                         bound_ms=settings.latency_bound_ms, max_duration_s=settings.max_trial_s))
                 search.record(rate, reply.trial.status == "ok" and bool(reply.trial.met_bound))
                 replies.append(reply)
                 progress(_trial_line(scenario, reply.trial))
@@ -252,7 +255,8 @@ def serve_configuration(settings: ServeSettings, model: str, runtime: str, image
             met = [i for i, r in enumerate(replies) if r.trial.target_qps == info.sustainable_qps and r.trial.met_bound]
             info.reported_trial = met[-1] if met else None
         else:
-            replies.append(run(TrialRequest(scenario, settings.queries, expected_ms=facts.step_ms)))
+            replies.append(run(TrialRequest(scenario, settings.queries, expected_ms=facts.step_ms,
+                                            max_duration_s=settings.max_trial_s)))
             progress(_trial_line(scenario, replies[-1].trial))
             info.reported_trial = 0 if replies[0].trial.status == "ok" else None
         info.trials = [r.trial for r in replies]

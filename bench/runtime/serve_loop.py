@@ -172,6 +172,8 @@ def run_trial(server: Server, request: TrialRequest, log_dir: str | os.PathLike[
     settings.mode = lg.TestMode.PerformanceOnly
     settings.min_duration_ms = TRIAL_MIN_DURATION_MS
     settings.min_query_count = settings.max_query_count = request.queries
+    if request.max_duration_s:
+        settings.max_duration_ms = int(request.max_duration_s * 1000)
     for name in ("qsl_rng_seed", "sample_index_rng_seed", "schedule_rng_seed"):
         setattr(settings, name, seed)
     expected_ms = max(request.expected_ms or 1.0, 0.01)

@@ -36,6 +36,7 @@ from bench.core.record import RunRecord
 from bench.core.schema import SCENARIOS, CellResult, DeployInfo, ServeTrial
 from bench.core.serving import (
     DEFAULT_QUERIES,
+    MAX_TRIAL_S,
     SEARCH_TRIALS,
     ServerFacts,
     ServeSettings,
@@ -176,6 +177,8 @@ class SupervisedServer:
 def trial_timeout_s(request: TrialRequest, step_ms: float) -> float:
     """3x the trial's planned duration (its queries at the offered rate, or one service time each) plus slack."""
     planned = request.queries / request.target_qps if request.target_qps else request.queries * step_ms / 1000.0
+    if request.max_duration_s:
+        planned = min(planned, request.max_duration_s)
     return 3 * planned + TRIAL_SLACK_S
 
 
@@ -215,6 +218,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="how long a batch's first query waits for more (default 0; with --max-batch > 1: 5)")
     parser.add_argument("--search-trials", type=int, default=SEARCH_TRIALS,
                         help=f"the Server rate search's most trials per cell (default {SEARCH_TRIALS})")
+    parser.add_argument("--max-trial-s", type=float, default=MAX_TRIAL_S,
+                        help=f"LoadGen ends a trial after this many seconds even short of --queries (a low rate's "
+                             f"trial; default {MAX_TRIAL_S:g})")
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads in the server (default: "
                                                                    "torch's)")
     parser.add_argument("--target-candidates", type=int, default=None,
@@ -252,7 +258,7 @@ def resolve(args: argparse.Namespace) -> tuple[list[str], list[ServeSettings], t
         wait = args.batch_wait_ms if args.batch_wait_ms is not None else 5.0
         settings.append(ServeSettings(tuple(scenarios), args.p99_bound_ms, args.queries, batch,
                                       wait if batch > 1 else 0.0, args.search_trials,
-                                      plant_slowdown=args.plant_slowdown))
+                                      max_trial_s=args.max_trial_s, plant_slowdown=args.plant_slowdown))
     for name, value in (("--threads", args.threads), ("--trial-timeout", args.trial_timeout),
                         ("--setup-timeout", args.setup_timeout)):
         if value is not None and not value > 0:
