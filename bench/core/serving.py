@@ -236,13 +236,14 @@ def serve_configuration(settings: ServeSettings, model: str, runtime: str, image
                         facts: ServerFacts, run: Callable[[TrialRequest], TrialReply],
                         progress: Callable[[str], None] = lambda line: None) -> list[CellResult]:
     """Every scenario of ``settings`` against one set-up server (``run`` runs one trial): a cell each."""
-    cells = []
+    cells: list[CellResult] = []
+    service_ms = facts.step_ms  # the search starts from it: SingleStream's median once measured (warmer, longer)
     for scenario in settings.scenarios:
         info = ServeInfo(scenario, facts.load_generator, settings.queries, PERCENTILE, step_ms=round(facts.step_ms, 4),
                          planted_slowdown=settings.plant_slowdown, threads=facts.threads, notes=dict(facts.notes))
         replies: list[TrialReply] = []
         if scenario == "server":
-            search = RateSearch(START_UTILISATION * 1000.0 / facts.step_ms, settings.search_trials,
+            search = RateSearch(START_UTILISATION * 1000.0 / service_ms, settings.search_trials,
                                 settings.search_precision)
             while (rate := search.next_rate()) is not None:
                 reply = run(TrialRequest(scenario, settings.queries, target_qps=rate,
@@ -259,6 +260,8 @@ def serve_configuration(settings: ServeSettings, model: str, runtime: str, image
                                             max_duration_s=settings.max_trial_s)))
             progress(_trial_line(scenario, replies[-1].trial))
             info.reported_trial = 0 if replies[0].trial.status == "ok" else None
+            if scenario == "single-stream" and replies[0].trial.p50_ms:
+                service_ms = replies[0].trial.p50_ms
         info.trials = [r.trial for r in replies]
         cells.append(_cell_result(settings.cell(model, runtime, image_size, scenario), info, replies, facts))
     return cells

@@ -173,6 +173,10 @@ class SupervisedServer:
             self.process.close()
             self.process = None
 
+    def kill(self) -> None:
+        if self.process is not None:
+            self.process.kill()
+
 
 def trial_timeout_s(request: TrialRequest, step_ms: float) -> float:
     """3x the trial's planned duration (its queries at the offered rate, or one service time each) plus slack."""
@@ -274,6 +278,8 @@ def resolve(args: argparse.Namespace) -> tuple[list[str], list[ServeSettings], t
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if threading.current_thread() is threading.main_thread():  # SIGTERM ends the study as Ctrl-C does
+        signal.signal(signal.SIGTERM, _interrupt)
     try:
         runtimes, all_settings, image_size = resolve(args)
     except (OptionError, ValueError) as exc:
@@ -293,6 +299,10 @@ def main(argv: list[str] | None = None) -> int:
     return 0 if all(r.status == "ok" for r in results) else 1
 
 
+def _interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
 def serve_one(args: argparse.Namespace, runtime: str, settings: ServeSettings, image_size: tuple[int, int] | None,
               log_root: Path) -> list[CellResult]:
     """One runtime and batching: a supervised server, every scenario; a server that cannot be set up gives its
@@ -307,8 +317,11 @@ def serve_one(args: argparse.Namespace, runtime: str, settings: ServeSettings, i
     began = time.perf_counter()
     try:
         facts = server.start()
-    except ServerError as failure:
+    except BaseException as failure:
+        server.kill()
         server.close()
+        if not isinstance(failure, ServerError):
+            raise
         status = "not-supported" if "NotSupportedError" in str(failure) else failure.status
         return [CellResult(settings.cell(args.model, runtime, image_size, s), status=status,
                            reason=str(failure)[:2000]) for s in settings.scenarios]
@@ -316,6 +329,9 @@ def serve_one(args: argparse.Namespace, runtime: str, settings: ServeSettings, i
     try:
         cells = serve_configuration(settings, args.model, runtime, image_size, facts, server.run,
                                     lambda line: print(line, flush=True))
+    except BaseException:  # Ctrl-C, SIGTERM: the server (in a session of its own) goes with this process
+        server.kill()
+        raise
     finally:
         server.close()
     for cell in cells:

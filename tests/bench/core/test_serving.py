@@ -144,7 +144,8 @@ def test_a_configuration_gives_a_cell_per_scenario_with_its_trials_and_the_susta
     assert server.serve.sustainable_qps <= 60.0 and server.serve.sustainable_qps > 60.0 / 1.1
     assert server.serve.trials[server.serve.reported_trial].met_bound and server.throughput_ips == \
         server.serve.sustainable_qps and len(server.times_ms) == 100 and server.latency.p99_ms <= 100.0
-    assert [t.target_qps for t in server.serve.trials][:2] == [25.0, 50.0]  # half of 1 / 20 ms, then doubling
+    # the search starts at half of what SingleStream's median sustains (500 / 9.5 ms), then doubles
+    assert [t.target_qps for t in server.serve.trials][:2] == pytest.approx([500 / 9.5, 1000 / 9.5])
     assert single.serve.trials[0].target_qps is None and single.latency is not None
     assert never.status == "error" and "no arrival rate met p99 <= 1 ms" in never.reason and not never.times_ms
 
