@@ -290,3 +290,83 @@ def _trial_line(scenario: str, trial: ServeTrial) -> str:
     bound = "" if trial.met_bound is None else (" meets the bound" if trial.met_bound else " over the bound")
     return (f"  {scenario}: {rate}{trial.achieved_qps or 0:8.2f}/s done, p50 {trial.p50_ms:8.2f} ms, p99 "
             f"{trial.p99_ms:8.2f} ms{bound} ({trial.queries} queries, batch {trial.mean_batch or 1:.2f})")
+
+
+# --- what the report and the advisor read -------------------------------------------------------------------------
+
+KNEE_FACTOR = 2.0  # the knee: the first offered rate whose p99 is more than twice the lightest load's
+
+
+@dataclass(frozen=True)
+class CurvePoint:
+    """One Server trial on a latency-vs-offered-load curve."""
+
+    offered_qps: float
+    achieved_qps: float | None
+    p50_ms: float | None
+    p99_ms: float | None
+    met_bound: bool
+    knee: bool = False  # the first point past the knee (KNEE_FACTOR)
+
+
+def load_curve(info: ServeInfo) -> list[CurvePoint]:
+    """A Server cell's trials by offered rate (failed trials left out), the knee marked: the first rate whose p99
+    exceeds :data:`KNEE_FACTOR` times the p99 at the lightest load tried, where queueing starts to dominate."""
+    trials = sorted((t for t in info.trials if t.status == "ok" and t.target_qps is not None),
+                    key=lambda t: float(t.target_qps or 0))
+    points, seen_knee = [], False
+    floor = trials[0].p99_ms if trials and trials[0].p99_ms else None
+    for trial in trials:
+        knee = bool(not seen_knee and floor and trial.p99_ms and trial.p99_ms > KNEE_FACTOR * floor)
+        seen_knee = seen_knee or knee
+        points.append(CurvePoint(float(trial.target_qps or 0), trial.achieved_qps, trial.p50_ms, trial.p99_ms,
+                                 bool(trial.met_bound), knee))
+    return points
+
+
+@dataclass(frozen=True)
+class ServingAdvice:
+    """Per detector, image size and bound: the configuration that sustains the most queries/s under the bound."""
+
+    model: str
+    image_size: tuple[int, int] | None
+    bound_ms: float
+    runtime: str | None  # None: no configuration met the bound
+    max_batch: int | None
+    batch_wait_ms: float | None
+    sustainable_qps: float | None
+    others: tuple[str, ...] = ()  # the other configurations, "runtime batch N: Q/s" (or why none)
+    run: str = ""
+
+    @property
+    def line(self) -> str:
+        size = f" ({self.image_size[0]}x{self.image_size[1]})" if self.image_size else ""
+        if self.runtime is None:
+            return f"serve {self.model}{size} at <= {self.bound_ms:g} ms p99: no configuration tried met the bound"
+        batch = "no batching" if self.max_batch == 1 else \
+            f"dynamic batch {self.max_batch} (wait {self.batch_wait_ms or 0:g} ms)"
+        return (f"serve {self.model}{size} at <= {self.bound_ms:g} ms p99: {self.runtime}, {batch}, "
+                f"{self.sustainable_qps:.3g} queries/s")
+
+
+def serving_advice(results: list[CellResult], run: str = "") -> list[ServingAdvice]:
+    """The advisor's serving lines: over the Server cells of ``results``, grouped by (model, image size, bound)."""
+    groups: dict[tuple[str, tuple[int, int] | None, float], list[CellResult]] = {}
+    for result in results:
+        cell = result.cell
+        if cell.scenario == "server" and cell.latency_bound_ms is not None:
+            groups.setdefault((cell.model, cell.image_size, cell.latency_bound_ms), []).append(result)
+    advice = []
+    for (model, size, bound), members in groups.items():
+        def rate(r: CellResult) -> float:
+            return (r.serve.sustainable_qps or 0.0) if r.status == "ok" and r.serve is not None else 0.0
+
+        ranked = sorted(members, key=rate, reverse=True)
+        best = ranked[0] if rate(ranked[0]) > 0 else None
+        others = tuple(f"{r.cell.runtime} batch {r.cell.batch}: " + (f"{rate(r):.3g}/s" if rate(r) else
+                                                                     f"{r.status} ({(r.reason or '')[:80]})")
+                       for r in ranked if r is not best)
+        advice.append(ServingAdvice(model, size, bound, best.cell.runtime if best else None,
+                                    best.cell.batch if best else None, best.cell.batch_wait_ms if best else None,
+                                    rate(best) if best else None, others, run))
+    return advice

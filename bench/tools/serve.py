@@ -43,6 +43,7 @@ from bench.core.serving import (
     TrialReply,
     TrialRequest,
     serve_configuration,
+    serving_advice,
 )
 from bench.runtime.serve_loop import REPLY
 
@@ -362,6 +363,8 @@ def print_table(results: list[CellResult]) -> None:
         print(f"{result.cell.id:78} {result.status:8} {p50} {p99} {rate:10.2f}")
         if result.status != "ok" and result.reason:
             print(f"  {result.reason[:300]}")
+    for advice in serving_advice(results):
+        print(f"\n{advice.line}" + (f"\n  others: {'; '.join(advice.others)}" if advice.others else ""))
 
 
 if __name__ == "__main__":

@@ -18,6 +18,7 @@ from bench.core.serving import (
     TrialReply,
     TrialRequest,
     detail_log_values,
+    load_curve,
     p99_interval,
     serve_configuration,
     trace_latencies_ns,
@@ -165,4 +166,20 @@ def test_serving_cells_round_trip_through_a_run_file_that_report_and_history_loa
     assert server.serve == cells[1].serve and server.times_ms == cells[1].times_ms
     assert report([str(path), "--out", str(tmp_path / "report")]) == 0
     assert "server-p99le100ms" in (tmp_path / "report" / "cells.csv").read_text()
+    summary = (tmp_path / "report" / "summary.md").read_text()
+    rate = cells[1].serve.sustainable_qps
+    line = ("serve ssdlite320_mobilenet_v3_large (224x224) at"
+            f" &lt;= 100 ms p99: eager, no batching, {rate:.3g} queries/s")
+    assert line in summary and "| knee |" in summary and "meets (sustainable)" in summary  # Markdown-escaped <=
+    assert "What should I use?" not in summary  # serving cells are not the matrix's throughput candidates
     assert history(["add", str(tmp_path / "h.sqlite"), str(path)]) == 0
+
+
+def test_the_load_curve_marks_the_knee_where_p99_doubles_over_the_lightest_load():
+    server = _cells()[1]
+    points = load_curve(server.serve)
+    assert [p.offered_qps for p in points] == sorted(p.offered_qps for p in points)
+    knees = [p for p in points if p.knee]
+    # the fake server's p99 jumps from ~14 ms to ~275 ms past its capacity of 60/s: the knee is the first rate above
+    assert len(knees) == 1 and knees[0].offered_qps > 60.0 and knees[0].offered_qps == min(
+        p.offered_qps for p in points if p.offered_qps > 60.0)
