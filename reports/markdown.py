@@ -150,7 +150,8 @@ def _serving(data: ReportData) -> list[str]:
                 continue
             for point in load_curve(result.serve):
                 mark = " (sustainable)" if point.offered_qps == result.serve.sustainable_qps else ""
-                rows.append([result.cell.configuration, result.cell.model,
+                rows.append([result.cell.configuration + (f" [{run.label}]" if len(data.runs) > 1 else ""),
+                             result.cell.model,
                              f"{point.offered_qps:.3g}", fmt_num(point.achieved_qps) or "n/a",
                              fmt_num(point.p50_ms) or "n/a", fmt_num(point.p99_ms) or "n/a",
                              ("meets" if point.met_bound else "over") + mark, "knee" if point.knee else ""])

@@ -172,6 +172,7 @@ def test_serving_cells_round_trip_through_a_run_file_that_report_and_history_loa
             f" &lt;= 100 ms p99: eager, no batching, {rate:.3g} queries/s")
     assert line in summary and "| knee |" in summary and "meets (sustainable)" in summary  # Markdown-escaped <=
     assert "What should I use?" not in summary  # serving cells are not the matrix's throughput candidates
+    assert 'alt="Serving: p99 vs offered load"' in (tmp_path / "report" / "report.html").read_text()
     assert history(["add", str(tmp_path / "h.sqlite"), str(path)]) == 0
 
 
