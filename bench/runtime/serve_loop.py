@@ -28,6 +28,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from bench.core.schema import ServeTrial
 from bench.core.serving import (
     ServerFacts,
     TrialReply,
@@ -203,8 +204,6 @@ def run_trial(server: Server, request: TrialRequest, log_dir: str | os.PathLike[
     wall = time.perf_counter() - began
     if server.error is not None:
         error, server.error = server.error, None
-        from bench.core.schema import ServeTrial  # noqa: PLC0415
-
         return TrialReply(ServeTrial("error", target_qps=request.target_qps, wall_s=round(wall, 3),
                                      reason=f"{type(error).__name__}: {error}"))
     detail = detail_log_values((Path(log_dir) / "mlperf_log_detail.txt").read_text(errors="replace"))
@@ -287,16 +286,16 @@ def build_step(spec: ServerSpec) -> tuple[Callable[[list[int]], Any], ServerFact
 
     notes: dict[str, str] = {}
     runners: dict[int, Callable[[Any], Any]] = {}
+    deployed_kept: list[Any] = []  # the step holds them: their artifact folders live as long as the server does
     deploy_info = None
     if spec.runtime == "eager":
         for size_b in range(1, spec.max_batch + 1):
             runners[size_b] = model
     else:
         fixed = spec.runtime in FIXED_SHAPE_RUNTIMES
-        kept = []
         for size_b in range(1, spec.max_batch + 1) if fixed else [spec.max_batch]:
             deployed = deploy(model, pick(list(range(size_b))), spec.runtime, device, cold_start=False)
-            kept.append(deployed)  # keeps the artifact folders alive while the server runs
+            deployed_kept.append(deployed)
             deploy_info = deploy_info or deployed.info
             if fixed:
                 runners[size_b] = deployed.runner
@@ -304,9 +303,8 @@ def build_step(spec: ServerSpec) -> tuple[Callable[[list[int]], Any], ServerFact
                 runners.update({b: deployed.runner for b in range(1, spec.max_batch + 1)})
         notes["artifacts"] = (f"one per batch size 1..{spec.max_batch} ({spec.runtime}'s inputs have a fixed shape)"
                               if fixed else "one for every batch size")
-        _KEPT.extend(kept)
 
-    def step(indices: list[int]) -> Any:
+    def step(indices: list[int], _kept: list[Any] = deployed_kept) -> Any:
         with torch.no_grad():
             return runners[len(indices)](pick(indices))
 
@@ -323,7 +321,6 @@ def build_step(spec: ServerSpec) -> tuple[Callable[[list[int]], Any], ServerFact
 
 
 FIXED_SHAPE_RUNTIMES = ("onnxruntime", "aot-inductor")  # an artifact per input shape (batch size)
-_KEPT: list[Any] = []  # deployed artifacts of this process's server (their folders live as long as it does)
 
 
 # --- the server process ----------------------------------------------------------------------------------------
