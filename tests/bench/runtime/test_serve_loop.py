@@ -10,10 +10,14 @@ import pytest
 
 from bench.core.serving import ServerFacts, ServeSettings, TrialReply, TrialRequest, serve_configuration
 from bench.runtime.serve_loop import Server, busy_wait, decode_histogram, run_trial
+from tests.extras import require_extra
 
-pytest.importorskip("mlperf_loadgen")
-pytest.importorskip("hdrh")
 pytestmark = pytest.mark.timeout(120)
+
+
+@pytest.fixture(autouse=True)
+def _serve_extra() -> None:
+    require_extra("serve")
 
 STEP_S = 0.002  # the fake model: every call spins for 2 ms
 

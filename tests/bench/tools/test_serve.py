@@ -9,6 +9,7 @@ import pytest
 
 from bench.core.record import load_results
 from bench.tools.serve import main
+from tests.extras import require_extra
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -42,6 +43,7 @@ def test_a_server_that_hangs_is_a_timeout_trial_and_a_fresh_server_serves_the_ne
     """The fake detector spins forever on its 15th call in the first server process (the single-stream trial): after
     --trial-timeout 2 s that process is killed and the trial recorded as a timeout; the offline trial runs on a new
     server process and measures 100 queries of 2 ms each."""
+    require_extra("serve")
     monkeypatch.setenv("DETBENCH_TEST_SERVE_HANG", str(tmp_path / "hung-once"))
     out = tmp_path / "serve.json"
     code = main(["--model", "serve_busy_detector", "--model-modules", "tests.fakes.serve", "--scenarios",
