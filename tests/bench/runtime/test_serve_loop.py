@@ -54,8 +54,9 @@ def test_a_planted_slowdown_raises_the_latency_and_lowers_the_sustainable_rate_b
 
     Server, bound B = 100 ms = 50 S: for an M/D/1 queue the p99 sojourn stays under 50 service times up to a
     utilisation of about 0.95, and under 25 (the slowed server's B / 2S) up to about 0.9, so the sustainable rate
-    falls from ~0.95 / S to ~0.9 / 2S: by a factor of ~0.47. Both searches start at 250/s and stop once the passing
-    and failing rates are within 20 % (4 trials each), so each rate is known to 20 %: accepted within 0.3..0.7."""
+    falls from ~0.95 / S to ~0.9 / 2S: by a factor of ~0.47. Each search starts at half of what its SingleStream
+    median sustains (~240/s, ~120/s) and stops once the passing and failing rates are within 20 % (at most 5
+    trials), so each rate is known to 20 %: accepted within 0.3..0.7."""
     settings = ServeSettings(("single-stream", "server"), latency_bound_ms=100.0, queries=200, search_trials=5,
                              search_precision=0.2)
     base = _serve(tmp_path, 0.0, settings, "base")
