@@ -248,6 +248,12 @@ def failures_view(frame: pd.DataFrame) -> dict[str, Any] | None:
     return {"counts": _status_summary(bad["status"]), "table": table_view(bad, C.FAILURES, "failures-table")}
 
 
+def serving_plot_view(runs: Sequence[Run]) -> list[PlotView]:
+    """The Server cells' load curves (detbench serve), where a run has any."""
+    figure = plots.serving_curves([(run.label, r) for run in runs for r in run.results])
+    return [] if figure is None else [PlotView("Serving: p99 vs offered load", figure, "")]
+
+
 def plots_view(frame: pd.DataFrame) -> list[PlotView]:
     return [
         PlotView(
@@ -412,7 +418,7 @@ def render(data: ReportData) -> str:
             threshold_pct=f"{threshold * 100:g}",
             failures=failures_view(data.frame),
             deploy=deploy_view(data.frame),
-            plots=plots_view(data.frame),
+            plots=[*plots_view(data.frame), *serving_plot_view(data.runs)],
             scaling=scaling_view(data.frame),
             telemetry=telemetry_view(data.runs),
             matrix=matrix_view(data.frame),

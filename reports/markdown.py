@@ -5,6 +5,7 @@ from __future__ import annotations
 import pandas as pd
 
 from detbench.bench.core.advice import NOT_INTERLEAVED
+from detbench.bench.core.serving import load_curve, serving_advice
 from detbench.reports.columns import (
     COMPARISON_INCONCLUSIVE,
     COMPARISON_SUMMARY,
@@ -132,6 +133,37 @@ def _advice(data: ReportData) -> list[str]:
     return out
 
 
+def _serving(data: ReportData) -> list[str]:
+    """Serving cells (detbench serve): the advisor's line per detector and bound, then each Server cell's
+    latency-vs-offered-load curve with the knee (detbench.bench.core.serving.load_curve) and the sustainable rate
+    marked."""
+    advice = [a for run in data.runs for a in serving_advice(run.results, run.label)]
+    if not advice:
+        return []
+    out = ["### Serving: queries/s under a p99 bound", ""]
+    for item in advice:
+        out.append(f"- {md_cell(item.line)}" + (f" (others: {md_cell('; '.join(item.others))})" if item.others else ""))
+    out.append("")
+    rows = []
+    for run in data.runs:
+        for result in run.results:
+            if result.serve is None or result.cell.scenario != "server":
+                continue
+            for point in load_curve(result.serve):
+                mark = " (sustainable)" if point.offered_qps == result.serve.sustainable_qps else ""
+                rows.append([result.cell.configuration + (f" [{run.label}]" if len(data.runs) > 1 else ""),
+                             result.cell.model,
+                             f"{point.offered_qps:.3g}", fmt_num(point.achieved_qps) or "n/a",
+                             fmt_num(point.p50_ms) or "n/a", fmt_num(point.p99_ms) or "n/a",
+                             ("meets" if point.met_bound else "over") + mark, "knee" if point.knee else ""])
+    if rows:
+        headers = ["configuration", "model", "offered /s", "done /s", "p50 ms", "p99 ms", "bound", "knee"]
+        out += [*_table(headers, rows), ""]
+        out += ["Knee: the first offered rate whose p99 is more than twice the lightest load's; latencies from each "
+                "query's scheduled arrival (MLPerf LoadGen), queueing included.", ""]
+    return out
+
+
 def render(data: ReportData, html_name: str | None = None) -> str:
     out = [f"## {md_cell(data.title)}", "", f"**{md_cell(data.verdict)}**", ""]
     for comp in data.comparisons:
@@ -169,6 +201,7 @@ def render(data: ReportData, html_name: str | None = None) -> str:
         out += _missing(comp)
         out += _evidence_notes(comp)
     out += _advice(data)
+    out += _serving(data)
     bad = data.frame[data.frame["status"] != "ok"]
     if not bad.empty:
         out.append(f"### Cells that did not run ok ({len(bad)})")

@@ -10,6 +10,7 @@ import base64
 import io
 import math
 import statistics
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -21,6 +22,9 @@ import matplotlib.lines
 import matplotlib.pyplot as plt
 import matplotlib.ticker
 import pandas as pd
+
+from detbench.bench.core.schema import CellResult
+from detbench.bench.core.serving import load_curve
 
 if TYPE_CHECKING:  # matplotlib.typing is 3.8+; the package accepts 3.6
     from matplotlib.artist import Artist
@@ -325,3 +329,43 @@ def _cap_note(total: int, shown: int, what: str, dropped_lines: int = 0) -> str:
     if dropped_lines:
         notes.append(f"{dropped_lines} lines left out")
     return "; ".join(notes) + ("; all numbers are in the tables" if notes else "")
+
+
+def serving_curves(results: Sequence[tuple[str, CellResult]]) -> Figure | None:
+    """Server cells (detbench serve) with their runs' labels: p99 latency against the offered Poisson rate, a panel
+    per (detector, bound), a line per run and configuration (runtime, batching); the bound dashed, each line's knee
+    (x) and sustainable rate (o)."""
+    groups: dict[tuple[str, float], list[tuple[str, CellResult]]] = {}
+    for run, result in results:
+        if result.serve is not None and result.cell.scenario == "server" and result.cell.latency_bound_ms:
+            groups.setdefault((result.cell.model, result.cell.latency_bound_ms), []).append((run, result))
+    several_runs = len({run for run, _ in results}) > 1
+    if not groups:
+        return None
+    total = len(groups)
+    keys = sorted(groups)[:MAX_FACETS]
+    fig, axes = plt.subplots(len(keys), 1, figsize=(8, 3.2 * len(keys)), squeeze=False)
+    for ax, (model, bound) in zip(axes[:, 0], keys, strict=True):
+        for i, (run, result) in enumerate(groups[model, bound][:MAX_LINES_PER_FACET]):
+            assert result.serve is not None
+            points = [p for p in load_curve(result.serve) if p.p99_ms]
+            if not points:
+                continue
+            line, = ax.plot([p.offered_qps for p in points], [p.p99_ms for p in points],
+                            linestyle=_STYLES[i % len(_STYLES)], marker=".",
+                            label=result.cell.configuration + (f" [{run}]" if several_runs else ""))
+            for p in points:
+                if p.knee:
+                    ax.plot(p.offered_qps, p.p99_ms, "x", color=line.get_color(), markersize=9, markeredgewidth=2)
+                if p.offered_qps == result.serve.sustainable_qps:
+                    ax.plot(p.offered_qps, p.p99_ms, "o", color=line.get_color(), markersize=8, fillstyle="none")
+        ax.axhline(bound, color="#c0392b", linestyle="--", linewidth=1, label=f"p99 bound {bound:g} ms")
+        ax.set_yscale("log")
+        ax.set_xlabel("offered rate (queries/s, Poisson)", fontsize=8)
+        ax.set_ylabel("p99 latency (ms, log)", fontsize=8)
+        ax.set_title(f"{model}: p99 vs offered load (x knee, o sustainable)", fontsize=9)
+        ax.tick_params(labelsize=7)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    return Figure("Serving: p99 vs offered load", to_data_uri(fig), _cap_note(total, len(keys), "panels"))

@@ -92,6 +92,10 @@ PURE_PATHS = (
     # the interleaved tool's planted crash and hang
     "tests/bench/tools/test_interleaved.py::test_cli_gives_each_model_a_worker_a_crash_is_recorded",
     "tests/bench/tools/test_interleaved.py::test_a_hanging_variant_is_a_timeout",
+    # the serving study's server loop and command, driven by LoadGen with a fake busy-wait step (the serve extra,
+    # which the torch lines do not install)
+    "tests/bench/runtime/test_serve_loop.py",
+    "tests/bench/tools/test_serve.py",
 )
 # Every test gets this timeout unless it carries its own `@pytest.mark.timeout(N)` (DETBENCH_TEST_TIMEOUT_S
 # overrides it). It is set here, not as pyproject's `timeout` ini: that ini also governs `pytest bench/` run
@@ -197,14 +201,16 @@ def is_torch_line(test_id: str) -> bool:
     return any(_matches(test_id, p) for p in TORCH_LINE_PATHS)
 
 
-# The timing phase (`pytest -n 2 --dist loadgroup -m timing`): the tests that measure speed run one after another on
-# one worker; those that mostly wait on a timeout (`waits`: seconds of CPU in a minute) run on the other beside them,
-# so the phase takes as long as its measuring tests (135 s against 216 s one after another: docs/compat.md).
-TIMING_MEASURES, TIMING_WAITS = "timing-measures", "timing-waits"
+# The timing phase (`pytest -n 3 --dist loadgroup -m timing`): the tests that measure speed run one after another on
+# one worker; those that mostly wait on a timeout (`waits`: seconds of CPU in a minute) run beside them on the other
+# two, dealt alternately in collection order, so the phase takes about as long as its measuring tests
+# (docs/compat.md).
+TIMING_MEASURES, TIMING_WAITS = "timing-measures", ("timing-waits-1", "timing-waits-2")
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     default_timeout = float(os.environ.get(TIMEOUT_ENV) or DEFAULT_TIMEOUT_S)
+    waiting = 0
     for item in items:
         if item.get_closest_marker("timeout") is None:
             item.add_marker(pytest.mark.timeout(default_timeout))
@@ -216,8 +222,11 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         if is_torch_line(test_id) and item.get_closest_marker("torch_line") is None:
             item.add_marker(pytest.mark.torch_line)
         if item.get_closest_marker("timing") is not None and item.get_closest_marker("xdist_group") is None:
-            item.add_marker(pytest.mark.xdist_group(TIMING_WAITS if item.get_closest_marker("waits") else
-                                                    TIMING_MEASURES))
+            if item.get_closest_marker("waits"):
+                item.add_marker(pytest.mark.xdist_group(TIMING_WAITS[waiting % len(TIMING_WAITS)]))
+                waiting += 1
+            else:
+                item.add_marker(pytest.mark.xdist_group(TIMING_MEASURES))
     if _is_xdist_worker(config) and config.getvalue("loadgroup"):
         _restore_xdist_groups(items)
 

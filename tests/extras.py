@@ -7,7 +7,8 @@ import os
 
 import pytest
 
-EXTRA_MODULES = {"detr": ("transformers", "scipy"), "yolo": ("ultralytics",), "onnxruntime": ("onnx", "onnxruntime")}
+EXTRA_MODULES = {"detr": ("transformers", "scipy"), "yolo": ("ultralytics",), "onnxruntime": ("onnx", "onnxruntime"),
+                 "serve": ("mlperf_loadgen", "hdrh")}
 
 
 def require_extra(extra: str) -> None:

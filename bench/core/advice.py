@@ -204,7 +204,8 @@ def advise(results: Iterable[CellResult], run: str = "", axes: Sequence[Axis] = 
     """One :class:`Advice` per (detector, mode, GPU count) of ``results``, in model, mode, GPU-count order,
     ranked by the rule in the module docstring. A group where nothing ran ok gets advice with no pick that
     lists its failures."""
-    results = list(results)
+    # serving cells have their own advice: detbench.bench.core.serving.serving_advice
+    results = [r for r in results if r.cell.scenario is None]
     by_id = {r.cell.id: r for r in results}
     groups: dict[tuple[str, str, int], list[CellResult]] = {}
     universe: dict[str, dict[str, Cell]] = {}  # mode -> configuration -> a cell that ran it, in first-seen order
@@ -258,7 +259,8 @@ def within_latency(results: Iterable[CellResult], p99_budget_ms: float, run: str
     by_id = {r.cell.id: r for r in results}
     groups: dict[tuple[str, int], list[Candidate]] = {}
     for r in results:
-        if r.cell.mode == "infer" and _batch(r) == 1 and _eligible(r) and r.latency is not None:
+        if r.cell.mode == "infer" and _batch(r) == 1 and _eligible(r) and r.latency is not None and \
+                r.cell.scenario is None:
             groups.setdefault((r.cell.model, r.cell.gpus), []).append(_candidate(r, by_id))
     out = []
     for (model, gpus), candidates in sorted(groups.items()):

@@ -16,6 +16,11 @@ Version 4 (issue 35) added the deployment runtime axis: ``Cell.runtime`` (``eage
 files are unchanged), the status ``not-supported`` (a runtime that cannot take the model, with the exporter's first
 error line) and ``CellResult.deploy`` (:class:`DeployInfo`: export seconds, artifact size, cold start, the split,
 output parity against eager FP32).
+Version 5 (issue 41) added serving cells (detbench.bench.tools.serve): ``Cell.scenario`` (``single-stream``, ``server``,
+``offline``; absent on matrix cells, whose ids and dicts are unchanged), ``Cell.latency_bound_ms`` (the Server
+scenario's p99 bound) and ``Cell.batch_wait_ms`` (dynamic batching's wait bound; ``batch_size`` is then the largest
+batch), and ``CellResult.serve`` (:class:`ServeInfo`: every LoadGen trial with its percentiles and latency histogram,
+the sustainable rate under the bound). Versions 1 to 4 still load (they hold no serving cell).
 """
 
 from __future__ import annotations
@@ -28,7 +33,7 @@ from typing import Any
 
 from detbench.bench.core.distributed_stats import DistributedStats
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 SCHEMA_NAME = "detbench.cell"
 
 MODES = ("infer", "train")
@@ -48,6 +53,9 @@ BATCH_MAX = "max"  # Cell.batch_size: the largest batch that fits, searched (det
 # not-supported: a deployment runtime cannot take this model (the exporter's first error line is the reason)
 STATUSES = ("ok", "partial", "oom", "error", "skipped", "timeout", "not-supported")
 MEASURED = ("ok", "partial")  # statuses that carry timed blocks
+# Serving scenarios (detbench.bench.tools.serve, MLPerf LoadGen's names): one query at a time; Poisson arrivals at a
+# rate searched for the highest whose p99 latency stays under Cell.latency_bound_ms; every query at once (throughput).
+SCENARIOS = ("single-stream", "server", "offline")
 MAX_IMAGE_SIDE = 8192  # beyond any GPU's memory for a detector batch
 
 _PRECISION_SHORT = {"fp32": "fp32", "amp-fp16": "fp16", "amp-bf16": "bf16"}
@@ -78,6 +86,10 @@ class Cell:
     image_size: tuple[int, int] | None = None  # (height, width); None = the model's native size
     memory_format: str = "contiguous"  # channels_last: model (and 4-D inputs) in NHWC, convolutional models only
     runtime: str = "eager"  # a deployment runtime (RUNTIMES); not eager: inference with compile "eager" only
+    # v5, serving cells only (None on matrix cells): the scenario, the Server p99 bound, dynamic batching's wait bound
+    scenario: str | None = None
+    latency_bound_ms: float | None = None
+    batch_wait_ms: float | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.model, str) or not self.model:
@@ -102,6 +114,24 @@ class Cell:
                 raise ValueError(f"image_size must be (height, width) of integers within 32..{MAX_IMAGE_SIDE}, "
                                  f"got {self.image_size!r}")
             object.__setattr__(self, "image_size", size)
+        self._check_serving()
+
+    def _check_serving(self) -> None:
+        if self.scenario is None:
+            if self.latency_bound_ms is not None or self.batch_wait_ms is not None:
+                raise ValueError("latency_bound_ms and batch_wait_ms belong to serving cells (a scenario)")
+            return
+        _choice("scenario", self.scenario, SCENARIOS)
+        if self.mode != "infer" or self.searches_batch or self.gpus != 1:
+            raise ValueError(f"a {self.scenario} cell serves inference on one device at a given batch; got mode "
+                             f"{self.mode!r}, batch {self.batch_size!r}, gpus {self.gpus!r}")
+        bound = self.latency_bound_ms
+        if (self.scenario == "server") != (bound is not None):
+            raise ValueError(f"latency_bound_ms is the server scenario's p99 bound; got {bound!r} for {self.scenario}")
+        for name, value in (("latency_bound_ms", bound), ("batch_wait_ms", self.batch_wait_ms)):
+            if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))
+                                      or not 0 <= value <= 1e7 or math.isnan(value)):
+                raise ValueError(f"{name} must be a number of milliseconds within 0..1e7, got {value!r}")
 
     @property
     def id(self) -> str:
@@ -110,8 +140,17 @@ class Cell:
         layout = "" if self.memory_format == "contiguous" else f"-{self.memory_format}"
         return (
             f"{self.model}-{self.mode}-{self._variant_token}-{_PRECISION_SHORT[self.precision]}{layout}"
-            f"-bs{self.batch_size}-gpu{self.gpus}{size}"
+            f"-bs{self.batch_size}-gpu{self.gpus}{size}{self._serving_token}"
         )
+
+    @property
+    def _serving_token(self) -> str:
+        """``-server-p99le200ms-wait5ms`` and the like; empty for matrix cells (their ids as before)."""
+        if self.scenario is None:
+            return ""
+        bound = f"-p99le{self.latency_bound_ms:g}ms" if self.latency_bound_ms is not None else ""
+        wait = f"-wait{self.batch_wait_ms:g}ms" if self.batch_wait_ms is not None else ""
+        return f"-{self.scenario}{bound}{wait}"
 
     @property
     def _variant_token(self) -> str:
@@ -146,7 +185,7 @@ class Cell:
         """The configuration without model, mode, batch and GPUs, in the id's words: ``eager/fp32``,
         ``compiled/amp-bf16/channels_last``, ``compiled-reduce-overhead/amp-bf16`` (the reports' variant)."""
         layout = "" if self.memory_format == "contiguous" else f"/{self.memory_format}"
-        return f"{self._variant_token}/{self.precision}{layout}"
+        return f"{self._variant_token}/{self.precision}{layout}{self._serving_token.replace('-', '/', 1)}"
 
     @property
     def group_key(self) -> tuple[str, tuple[int, int] | None, int]:
@@ -156,6 +195,9 @@ class Cell:
     def to_dict(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)
         data["image_size"] = list(self.image_size) if self.image_size else None
+        if self.scenario is None:  # matrix cells' dicts as before version 5
+            for name in ("scenario", "latency_bound_ms", "batch_wait_ms"):
+                del data[name]
         return data
 
     @classmethod
@@ -356,6 +398,56 @@ class DeployInfo:
 
 
 @dataclass
+class ServeTrial:
+    """One LoadGen trial of a serving cell (detbench.bench.tools.serve): its load, its latencies from each query's
+    scheduled arrival to its result (queueing included), and its latency histogram."""
+
+    status: str  # ok | error | timeout (a failing trial is recorded, the study goes on)
+    target_qps: float | None = None  # server: the Poisson arrival rate asked for; None for the other scenarios
+    queries: int = 0  # samples LoadGen issued (one image each)
+    scheduled_qps: float | None = None  # server: the rate LoadGen's schedule achieved
+    achieved_qps: float | None = None  # completed samples per second
+    mean_batch: float | None = None  # images per model call the server's dynamic batching formed
+    p50_ms: float | None = None
+    p90_ms: float | None = None
+    p99_ms: float | None = None
+    max_ms: float | None = None
+    mean_ms: float | None = None
+    p99_interval_ms: list[float] = field(default_factory=list)  # distribution-free 95 % interval of the p99
+    met_bound: bool | None = None  # server: p99_ms <= the cell's latency_bound_ms
+    loadgen_valid: bool | None = None  # LoadGen's own verdict (its minimum duration, queries, early stopping)
+    early_stopping_met: bool | None = None
+    histogram: str | None = None  # HdrHistogram of the latencies in microseconds, its compressed base64 encoding
+    wall_s: float | None = None
+    reason: str | None = None  # why a trial failed, or LoadGen's reason its result is invalid
+
+    def __post_init__(self) -> None:
+        _choice("trial status", self.status, ("ok", "error", "timeout"))
+
+
+@dataclass
+class ServeInfo:
+    """What a serving cell measured (detbench.bench.tools.serve): the trials (for the server scenario, the rate search
+    in the order run) and the figure the cell reports: the sustainable rate under the bound, or the trial's latency."""
+
+    scenario: str
+    load_generator: str  # e.g. "mlperf-loadgen 6.0.17"
+    queries_per_trial: int
+    percentile: float = 99.0  # the latency percentile the bound applies to
+    sustainable_qps: float | None = None  # server: the highest target rate whose trial met the bound
+    reported_trial: int | None = None  # index into trials of the trial the cell's figures come from
+    step_ms: float | None = None  # one query alone through the server at set-up (median): the service time
+    stop_reason: str | None = None  # how the rate search ended
+    planted_slowdown: float = 0.0  # a relative busy-wait added to every model call (a self-check), 0 = none
+    threads: int | None = None  # torch's intra-op threads in the server process
+    trials: list[ServeTrial] = field(default_factory=list)
+    notes: dict[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        _choice("scenario", self.scenario, SCENARIOS)
+
+
+@dataclass
 class RepeatFailure:
     """One repeat of a ``--repeats`` run that failed while another repeat of the cell measured it: the cell
     stays ``ok`` (its figures come from the repeats that finished) and lists these in ``repeat_failures``."""
@@ -493,6 +585,7 @@ class CellResult:
     compile_details: CompileDetails | None = None  # compiled cells: recompilations, CUDA-graph skips and reasons
     batch_search: BatchSearch | None = None  # bsmax cells: the boundary; the figures are those at largest_fit
     deploy: DeployInfo | None = None  # v4: cells of a deployment runtime (and not-supported ones: why)
+    serve: ServeInfo | None = None  # v5: serving cells: the LoadGen trials and the sustainable rate
     # where and how
     device: str | None = None
     telemetry: dict[str, Any] | None = None  # the sampler's summary; typed view: telemetry_summary
@@ -594,7 +687,7 @@ def _parse(data: dict[str, Any], version: int) -> CellResult:
         kwargs["latency"] = _record(LatencyStats, data["latency"], "latency")
     for name, record in (("setup", SetupTimes), ("measurement", Measurement), ("ratio", PairedRatio),
                          ("flops_info", FlopsInfo), ("failure", Failure), ("compile_details", CompileDetails),
-                         ("batch_search", BatchSearch), ("deploy", DeployInfo)):
+                         ("batch_search", BatchSearch), ("deploy", DeployInfo), ("serve", ServeInfo)):
         if data.get(name) is not None:
             kwargs[name] = _record(record, data[name], name)
     failures = data.get("repeat_failures") or []
@@ -612,7 +705,8 @@ def _parse(data: dict[str, Any], version: int) -> CellResult:
 
 
 # lists of records inside a record
-_NESTED: dict[tuple[type, str], type] = {(Measurement, "blocks"): BlockRecord, (BatchSearch, "probes"): BatchProbe}
+_NESTED: dict[tuple[type, str], type] = {(Measurement, "blocks"): BlockRecord, (BatchSearch, "probes"): BatchProbe,
+                                         (ServeInfo, "trials"): ServeTrial}
 _RECORDS: dict[tuple[type, str], type] = {(DeployInfo, "parity"): Parity}  # a record inside a record
 
 

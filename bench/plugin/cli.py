@@ -53,6 +53,8 @@ COMMANDS: dict[str, Command] = {
                      "detbench.bench.tools.trace:main"),
     "telemetry-overhead": Command("study: what the NVML telemetry sampler costs a GPU workload",
                                   "detbench.bench.tools.telemetry_overhead:main"),
+    "serve": Command("study: the queries/s a detector sustains under a p99 bound, per runtime and batching "
+                     "(MLPerf LoadGen)", "detbench.bench.tools.serve:main"),
     "smoke": Command("build, calibrate and run every registered detector once on this machine",
                      "detbench.bench.tools.smoke:main"),
 }

@@ -82,7 +82,7 @@ def test_a_deployed_cell_round_trips_with_its_break_even_against_the_eager_twin(
     assert deployed.ratio.median == pytest.approx(2.5) and deployed.ratio.baseline_cell_id == eager.cell.id
     assert info.break_even_requests == pytest.approx(6.0 / 0.060)  # export seconds over 60 ms saved per request
     back = CellResult.from_dict(deployed.to_dict())
-    assert back.schema_version == SCHEMA_VERSION == 4 and back.deploy == info and back.cell == deployed.cell
+    assert back.schema_version == SCHEMA_VERSION == 5 and back.deploy == info and back.cell == deployed.cell
     slower = _timed(Cell("m", image_size=(320, 320), runtime="torchscript"), 120.0,
                     DeployInfo("torchscript", export_s=1.0))
     finish_group([eager, slower])

@@ -43,7 +43,7 @@ def test_a_current_version_result_round_trips_through_json():
     result = full_result()
     data = json.loads(json.dumps(result.to_dict()))
     again = CellResult.from_dict(data)
-    assert again == result and again.schema_version == SCHEMA_VERSION == 4
+    assert again == result and again.schema_version == SCHEMA_VERSION == 5
     assert again.measurement.blocks[2].start_offset_s == 6.0 and again.ratio.per_round == [1.3, 1.4, 1.5]
     summary = again.telemetry_summary
     assert summary.available and summary.gpu_util_pct_mean == 80 and summary.devices[0].has_series
