@@ -26,6 +26,9 @@ RUNS = (
     "h100-quick.journal.jsonl", "h100-quick.json", *RATIO_RUNS, "h100-repeat-ratios-3.json",
     "h100-repeat-ratios-detr-notes.json", "h100-repeat-ratios-yolo11n.json", "h100-yolo.json",
     "multi-gpu/h100x4-multi-gpu.json",
+    # the serving study's runs on the CPU (docs/serving.md): serving cells of schema version 5
+    "serving/ssdlite320-224-cpu.json", "serving/ssdlite320-224-cpu-eager-1thread.json",
+    "serving/fasterrcnn-mobilenet-224-cpu.json",
 )
 
 
