@@ -28,7 +28,7 @@ RUNS = (
     "multi-gpu/h100x4-multi-gpu.json",
     # the serving study's runs on the CPU (docs/serving.md): serving cells of schema version 5
     "serving/ssdlite320-224-cpu.json", "serving/ssdlite320-224-cpu-eager-1thread.json",
-    "serving/fasterrcnn-mobilenet-224-cpu.json",
+    "serving/fasterrcnn-mobilenet-224-cpu.json", "serving/fasterrcnn-mobilenet-160-cpu-quiet.json",
 )
 
 
