@@ -178,14 +178,22 @@ def test_bad_sides_input_is_one_line_and_exit_2(argv, message, capsys, tmp_path)
 @pytest.mark.timing
 @pytest.mark.timeout(300)
 def test_a_budget_stops_the_cells_decided_at_the_first_look_and_the_rest_go_on(side_env, tmp_path):
+    """The channels_last cell's candidate is planted 1 % slower (1.8 % as measured here), inside the 2 % floor, off its
+    centre: `regression` needs the change past the floor, and `unchanged` an interval inside +-2 % around it, which
+    two worker pairs give at the first look only if they agree within ~0.02 %; so it almost always goes on. Unplanted,
+    a quiet machine let the two pairs agree within the floor at the first look: both cells stopped there (CI,
+    2026-12-05) and the test had nothing left to watch; planted at 2.04 % the cell measured 0.975 and was itself
+    decided at the first look. Either way a stopped cell must say how it was decided."""
     code, payload = gate(tmp_path, "--pairs", "2", "--budget-s", "60", "--seed", "3", "--candidate-env",
-                         f"{SLOWDOWN_ENV}=tiny_convnet-infer-eager-fp32-bs4:4.0")
+                         f"{SLOWDOWN_ENV}=tiny_convnet-infer-eager-fp32-bs4:4.0,channels_last:0.01")
     planted, other = payload["verdicts"][CELL], payload["verdicts"][NHWC]
     assert payload["budget_s"] == 60 and payload["looks"] == 2 and payload["wall_s"] < 60 + 30
     assert planted["verdict"] == "regression" and "decided at the first look" in planted["reason"]
-    assert payload["cells"][CELL]["stopped_at_first_look"] and not payload["cells"][NHWC]["stopped_at_first_look"]
-    # the undecided cell got the time the decided one gave up
-    assert sum(map(len, other["ratios"])) > sum(map(len, planted["ratios"]))
+    assert payload["cells"][CELL]["stopped_at_first_look"]
+    if payload["cells"][NHWC]["stopped_at_first_look"]:  # the chance above: then it says how it was decided
+        assert "decided at the first look" in other["reason"], other
+    else:  # the undecided cell got the time the decided one gave up
+        assert sum(map(len, other["ratios"])) > sum(map(len, planted["ratios"]))
     assert code == ab.EXIT_REGRESSION
 
 
