@@ -32,8 +32,8 @@ def _trials(server: Server, folder: Path):  # one log folder per trial, under py
     return run
 
 
-def _p10(times_ms: list[float]) -> float:
-    return sorted(times_ms)[len(times_ms) // 10]
+def _second_fastest(times_ms: list[float]) -> float:
+    return sorted(times_ms)[1]
 
 
 def _serve(tmp_path: Path, plant: float, settings: ServeSettings, name: str):
@@ -49,8 +49,11 @@ def _serve(tmp_path: Path, plant: float, settings: ServeSettings, name: str):
 def test_a_planted_slowdown_raises_the_latency_and_lowers_the_sustainable_rate_by_the_expected_amount(tmp_path):
     """A step of S = 2 ms with a planted relative busy-wait f = 1 (every call then takes 2S = 4 ms).
 
-    SingleStream (one query at a time): the 10th-percentile latency is S + o against 2S + o (o: LoadGen's and the
-    queue's overhead per query, ~0.1 ms here), a ratio of 1.9..2; accepted within 1.5..2.5 on this noisy 2-core VM.
+    SingleStream (one query at a time): the fastest queries take S + o against 2S + o (o: LoadGen's and the queue's
+    overhead per query, ~0.1 ms here), a ratio of 1.9..2; accepted within 1.5..2.5 on this noisy 2-core VM. The
+    second fastest of 200, not a percentile: the two runs are not interleaved, and a neighbour that arrives for the
+    slowed run moves its percentiles, the planted wait (a fraction of the step's own wall time) doubling what the
+    neighbour takes; CI saw the 10th percentiles' ratio at 3.56 beside the other timing tests (2026-12-05).
 
     Server, bound B = 100 ms = 50 S: for an M/D/1 queue the p99 sojourn stays under 50 service times up to a
     utilisation of about 0.95, and under 25 (the slowed server's B / 2S) up to about 0.9, so the sustainable rate
@@ -62,9 +65,7 @@ def test_a_planted_slowdown_raises_the_latency_and_lowers_the_sustainable_rate_b
     base = _serve(tmp_path, 0.0, settings, "base")
     slow = _serve(tmp_path, 1.0, settings, "slow")
     assert [c.status for c in base + slow] == ["ok"] * 4, [c.reason for c in base + slow]
-    # the 10th percentile: a query that the shared machine's scheduler delayed is slower still when slowed down
-    # (the planted wait is a fraction of the step's own wall time), so the upper percentiles ratio spreads wider
-    fast_ratio = _p10(slow[0].times_ms) / _p10(base[0].times_ms)
+    fast_ratio = _second_fastest(slow[0].times_ms) / _second_fastest(base[0].times_ms)
     assert 1.5 <= fast_ratio <= 2.5, (fast_ratio, base[0].serve.trials[0], slow[0].serve.trials[0])
     assert slow[0].serve.trials[0].p99_ms > base[0].serve.trials[0].p99_ms
     rate_ratio = slow[1].serve.sustainable_qps / base[1].serve.sustainable_qps
