@@ -4,6 +4,7 @@ memory back after a failure."""
 from __future__ import annotations
 
 import contextlib
+import functools
 import gc
 import os
 import platform
@@ -32,9 +33,7 @@ def tf32_flags() -> dict[str, bool]:
             "cudnn_allow_tf32": bool(torch.backends.cudnn.allow_tf32)}
 
 
-_FROZEN = False
-
-
+@functools.cache  # once per process
 def freeze_startup_objects() -> None:
     """Move what the process holds before its first model (modules, torch's and pytest's registries: ~370k objects
     here) out of the garbage collector's generations, once per process (``gc.freeze``, after a collection). A full
@@ -42,11 +41,8 @@ def freeze_startup_objects() -> None:
     and pytest imported, 0.3 ms after this (2-core CPU VM, torch 2.14.1), and one that Python starts by itself
     inside a timed block no longer adds a tenth of a second to it. The frozen objects live as long as the process,
     as modules do anyway."""
-    global _FROZEN
-    if not _FROZEN:
-        gc.collect()
-        gc.freeze()
-        _FROZEN = True
+    gc.collect()
+    gc.freeze()
 
 
 def release_memory(device: torch.device) -> None:

@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import os
 import queue
 import shutil
 import signal
@@ -46,6 +45,7 @@ from detbench.bench.core.serving import (
     serving_advice,
 )
 from detbench.bench.runtime.serve_loop import REPLY
+from detbench.envcheck.isolate import Supervisor, python_module, reap, tail
 
 SETUP_TIMEOUT_S = 900.0  # build, calibrate and export (ONNX export of an R-CNN on 2 cores takes minutes)
 TRIAL_SLACK_S = 60.0  # a trial may take this much beyond 3x its planned duration before it is called hung
@@ -60,34 +60,36 @@ class ServerError(RuntimeError):
 
 
 class ServerProcess:
-    """``python -m detbench.bench.runtime.serve_loop`` in a session of its own: commands in, replies out, killed whole
-    on a timeout. Its stderr is kept (the last lines go into a failure's message)."""
+    """``python -m detbench.bench.runtime.serve_loop`` under the one supervisor (envcheck.isolate.Supervisor: a
+    session of its own, its whole tree killed on a timeout or a signal): commands in, replies out. Its stderr is
+    kept (the last lines go into a failure's message)."""
 
     def __init__(self, log_dir: Path) -> None:
-        log_dir.mkdir(parents=True, exist_ok=True)
-        self.stderr_path = log_dir / "server-stderr.txt"
-        self._stderr = open(self.stderr_path, "ab")  # noqa: SIM115 - closed in close()
-        self.process = subprocess.Popen([sys.executable, "-m", "detbench.bench.runtime.serve_loop", str(log_dir)],
-                                        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._stderr,
-                                        text=True, start_new_session=True)
+        self.supervisor = Supervisor(python_module("detbench.bench.runtime.serve_loop", str(log_dir)),
+                                     log_dir / "server-stderr.txt", stdin_pipe=True, stdout_pipe=True).start()
         self._replies: queue.Queue[dict[str, Any] | None] = queue.Queue()
         self._noise: deque[str] = deque(maxlen=20)
         threading.Thread(target=self._read, daemon=True).start()
 
+    @property
+    def _proc(self) -> subprocess.Popen[Any]:
+        assert self.supervisor.proc is not None
+        return self.supervisor.proc
+
     def _read(self) -> None:
-        assert self.process.stdout is not None
-        for line in self.process.stdout:
-            if line.startswith(REPLY):
-                self._replies.put(json.loads(line[len(REPLY):]))
-            else:
-                self._noise.append(line.rstrip())
+        with contextlib.suppress(OSError, ValueError):  # the pipe closed under it: the server was ended
+            for line in self._proc.stdout or ():
+                if line.startswith(REPLY):
+                    self._replies.put(json.loads(line[len(REPLY):]))
+                else:
+                    self._noise.append(line.rstrip())
         self._replies.put(None)  # the process closed its output: it ended
 
     def call(self, command: dict[str, Any], timeout_s: float) -> dict[str, Any]:
-        assert self.process.stdin is not None
         try:
-            self.process.stdin.write(json.dumps(command) + "\n")
-            self.process.stdin.flush()
+            assert self._proc.stdin is not None
+            self._proc.stdin.write(json.dumps(command) + "\n")
+            self._proc.stdin.flush()
         except BrokenPipeError:
             raise ServerError("error", f"the server process had ended{self._tail()}") from None
         try:
@@ -97,35 +99,30 @@ class ServerProcess:
             raise ServerError("timeout", f"no reply within {timeout_s:.0f} s; the server process was killed"
                                            f"{self._tail()}") from None
         if answer is None:
-            code = self.process.wait()
+            code = reap(self._proc)
             raise ServerError("error", f"the server process ended (exit status {code}){self._tail()}")
         if answer.get("reply") == "error":
             raise ServerError("error", str(answer.get("error")))
         return answer
 
     def _tail(self) -> str:
-        self._stderr.flush()
-        lines = self.stderr_path.read_text(errors="replace").splitlines()[-5:] + list(self._noise)[-3:]
+        lines = tail(self.supervisor.output).splitlines()[-5:] + list(self._noise)[-3:]
         return ("; its last output: " + " | ".join(lines)) if lines else ""
 
     def kill(self) -> None:
-        if self.process.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.process.pid, signal.SIGKILL)
-            self.process.wait()
+        self.supervisor.kill()
 
     def close(self) -> None:
         """Ask it to end; kill it if it does not within 30 s."""
-        if self.process.poll() is None:
-            with contextlib.suppress(BrokenPipeError, OSError):
-                assert self.process.stdin is not None
-                self.process.stdin.write(json.dumps({"command": "end"}) + "\n")
-                self.process.stdin.close()
-            try:
-                self.process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
+        if self._proc.poll() is None:
+            with contextlib.suppress(BrokenPipeError, OSError, ValueError):
+                assert self._proc.stdin is not None
+                self._proc.stdin.write(json.dumps({"command": "end"}) + "\n")
+                self._proc.stdin.close()
+            if reap(self._proc, 30.0) is None:
                 self.kill()
-        self._stderr.close()
+        self.kill()  # what it started dies with it
+        self.supervisor.finish()
 
 
 class SupervisedServer:
