@@ -24,7 +24,7 @@ PERCENTILE = 99.0  # the Server scenario's bound applies to this latency percent
 P99_CONFIDENCE = 0.95  # the distribution-free interval stated with every trial's p99
 DEFAULT_QUERIES = 500  # per trial: the p99 is then the 5th-largest latency, its 95 % interval ranks 1..10 from the top
 MIN_QUERIES = 100  # below this a p99 is the slowest query or its neighbour: refused
-SEARCH_TRIALS = 7  # at most this many Server trials per cell
+SEARCH_TRIALS = 10  # at most this many Server trials per cell (a rate that fails is tried twice)
 SEARCH_PRECISION = 0.1  # the search stops once the passing and failing rates are within 10 % of each other
 START_UTILISATION = 0.5  # the first Server trial offers half of what one query alone at a time would sustain
 MAX_TRIAL_S = 120.0  # a trial at a low rate stops here with fewer queries (its count is in the trial)
@@ -75,8 +75,12 @@ class ServeSettings:
 @dataclass
 class RateSearch:
     """The Server scenario's search for the highest arrival rate whose p99 meets the bound: double from a start
-    until a trial fails (halve until one passes), then bisect geometrically between the highest passing rate and the
-    lowest failing rate above it until they are within ``precision`` of each other or the trials run out."""
+    until a rate fails (halve until one passes), then bisect geometrically between the highest passing rate and the
+    lowest failing rate above it until they are within ``precision`` of each other or the trials run out.
+
+    A rate fails only when it fails twice: a neighbour on the host can slow a trial, never speed one up, so one trial
+    over the bound may be the host's doing, while one within it is a rate the server sustained. A rate that failed
+    once is tried again at once; the trials count toward ``max_trials``."""
 
     start_qps: float
     max_trials: int = SEARCH_TRIALS
@@ -92,17 +96,32 @@ class RateSearch:
         passing = [rate for rate, met in self.tried if met]
         return max(passing) if passing else None
 
+    def _failed(self, rate: float) -> bool:
+        """Whether ``rate`` counts as over the bound: two trials of it failed and none passed."""
+        outcomes = [met for tried, met in self.tried if tried == rate]
+        return len(outcomes) >= 2 and not any(outcomes)
+
     def next_rate(self) -> float | None:
         """The next rate to try, or None with :attr:`stop_reason` set."""
         low = self.sustainable_qps
-        above = [rate for rate, met in self.tried if not met and (low is None or rate > low)]
+        if len(self.tried) < self.max_trials and self.tried:
+            last, met = self.tried[-1]
+            if not met and not self._failed(last) and (low is None or last > low):
+                return last  # failed once: tried again before the search believes it
+        above = [rate for rate, _ in self.tried if self._failed(rate) and (low is None or rate > low)]
         high = min(above) if above else None
         if low is not None and high is not None and high / low <= 1 + self.precision:
             self.stop_reason = f"bracketed: {low:.4g} met the bound, {high:.4g} did not (within {self.precision:.0%})"
             return None
         if len(self.tried) >= self.max_trials:
-            self.stop_reason = (f"{self.max_trials} trials run; " + (f"{low:.4g} met the bound" if low else "none met")
-                                + (f", {high:.4g} did not" if high else ", no failing rate found"))
+            unconfirmed = [rate for rate, met in self.tried if not met and not self._failed(rate)
+                           and (low is None or rate > low)]
+            if high:
+                failing = f", {high:.4g} did not"
+            else:
+                failing = f", {min(unconfirmed):.4g} failed once" if unconfirmed else ", no failing rate found"
+            passing = f"{low:.4g} met the bound" if low else "none met"
+            self.stop_reason = f"{self.max_trials} trials run; {passing}{failing}"
             return None
         if low is None and high is None:
             return self.start_qps

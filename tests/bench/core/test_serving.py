@@ -89,6 +89,26 @@ def test_the_rate_search_stops_at_its_trial_count_or_when_nothing_meets_the_boun
     assert len(capped.tried) == 3 and capped.sustainable_qps == 40.0 and "3 trials run" in capped.stop_reason
     never = _search(0.0, 100.0, max_trials=20)
     assert never.sustainable_qps is None and "no rate down to" in never.stop_reason
+    assert [rate for rate, _ in never.tried] == [100.0, 100.0, 50.0, 50.0, 25.0, 25.0, 12.5, 12.5, 6.25, 6.25,
+                                                 3.125, 3.125, 1.5625, 1.5625]
+    assert _search(123.0, 100.0, max_trials=3).stop_reason == "3 trials run; 100 met the bound, 200 did not"
+    assert _search(123.0, 100.0, max_trials=2).stop_reason == "2 trials run; 100 met the bound, 200 failed once"
+
+
+def test_a_rate_fails_only_when_it_fails_twice_so_one_trial_slowed_by_a_neighbour_does_not_cap_the_search():
+    """The first trial at 200/s is slowed by the host (it fails though the server sustains 246/s): it is tried again,
+    passes, and the search goes on above it; a rate over the capacity fails twice in a row before it bounds it."""
+    search, slowed = RateSearch(100.0, max_trials=20), [200.0]
+    while (rate := search.next_rate()) is not None:
+        if rate in slowed:
+            slowed.remove(rate)
+            search.record(rate, False)
+        else:
+            search.record(rate, rate <= 246.0)
+    assert search.tried[:4] == [(100.0, True), (200.0, False), (200.0, True), (400.0, False)]
+    assert 246.0 / 1.1 <= search.sustainable_qps <= 246.0 and search.stop_reason.startswith("bracketed")
+    for rate, met in search.tried[3:]:
+        assert met or search.tried.count((rate, False)) == 2, search.tried
 
 
 def test_bad_settings_are_one_line_errors_naming_the_valid_choices():
