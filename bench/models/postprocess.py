@@ -18,16 +18,11 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
-import torchvision
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
-from torchvision.models.detection import FCOS, RetinaNet
-from torchvision.models.detection.generalized_rcnn import GeneralizedRCNN
-from torchvision.models.detection.ssd import SSD
-from torchvision.ops import boxes as box_ops
 
 from detbench.bench.models.batchnorm import recalibrate_batchnorm
 from detbench.bench.models.registry import ModelSpec
@@ -91,21 +86,35 @@ class PostprocessLoad:
         return cls(**kwargs)
 
 
+def _torchvision_detector(model: nn.Module) -> str | None:
+    """The kind of torchvision detector ``model`` is: "rcnn" (GeneralizedRCNN), "dense" (RetinaNet, FCOS, SSD), or
+    None. torchvision is not imported for this: a model built from one of its detector classes has imported
+    torchvision.models.detection already, and a process measuring only other models skips its 1.5 CPU-s."""
+    if "torchvision.models.detection" not in sys.modules:
+        return None
+    from torchvision.models.detection import FCOS, RetinaNet  # noqa: PLC0415
+    from torchvision.models.detection.generalized_rcnn import GeneralizedRCNN  # noqa: PLC0415
+    from torchvision.models.detection.ssd import SSD  # noqa: PLC0415
+
+    if isinstance(model, GeneralizedRCNN):
+        return "rcnn"
+    return "dense" if isinstance(model, (RetinaNet, FCOS, SSD)) else None
+
+
 def thresholds_owner(model: nn.Module) -> tuple[Any, str] | None:
     """The module holding score_thresh / nms_thresh / detections_per_img, and its name; None if unknown.
 
     Typed Any: those are plain attributes of torchvision's heads, which nn.Module's typing reads as Tensor | Module.
     """
-    if isinstance(model, GeneralizedRCNN):
-        return model.roi_heads, "roi_heads"
-    if isinstance(model, (RetinaNet, FCOS, SSD)):
-        return model, "model"
-    return None
+    kind = _torchvision_detector(model)
+    if kind == "rcnn":
+        return cast(Any, model).roi_heads, "roi_heads"
+    return (model, "model") if kind == "dense" else None
 
 
 def default_target(model: nn.Module) -> int:
     """The default candidates-per-image target for this detector's kind."""
-    return DEFAULT_TARGET_RCNN if isinstance(model, GeneralizedRCNN) else DEFAULT_TARGET_DENSE
+    return DEFAULT_TARGET_RCNN if _torchvision_detector(model) == "rcnn" else DEFAULT_TARGET_DENSE
 
 
 def calibrate_postprocess(
@@ -251,6 +260,8 @@ def _capture_head_nms(head_module: str, *, run_nms: bool) -> Iterator[list[torch
 
     Patches torchvision.ops.boxes.batched_nms for the duration only: never use around a timed region.
     """
+    from torchvision.ops import boxes as box_ops  # noqa: PLC0415 (a torchvision detector has imported it)
+
     real = box_ops.batched_nms
     scores_seen: list[torch.Tensor] = []
 
@@ -298,6 +309,8 @@ class CalibrationKey:
     batch_size: int | None = None  # None: the group's BatchNorm statistics; else that batch's FP32 threshold
 
     def file_name(self) -> str:
+        import torchvision  # noqa: PLC0415 (not at start: see _torchvision_detector)
+
         fields = {**dataclasses.asdict(self), "torch": torch.__version__, "torchvision": torchvision.__version__,
                   "format": CACHE_FORMAT, "policy": POLICY, "targets": [DEFAULT_TARGET_DENSE, DEFAULT_TARGET_RCNN]}
         digest = hashlib.sha256(repr(sorted(fields.items())).encode()).hexdigest()[:20]

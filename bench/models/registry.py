@@ -100,8 +100,10 @@ def list_models() -> list[str]:
 
 
 def get_model(name: str) -> ModelSpec:
-    """The ModelSpec for ``name``; UnknownModelError names the valid choices."""
-    _load_builtin_models()
+    """The ModelSpec for ``name``; UnknownModelError names the valid choices. A name a model module registered
+    (``--model-modules``) does not load the built-in models (and torchvision with them)."""
+    if name not in _REGISTRY:
+        _load_builtin_models()
     if name not in _REGISTRY:
         raise UnknownModelError(f"unknown model {name!r}; valid: {', '.join(sorted(_REGISTRY))}")
     return _REGISTRY[name]()

@@ -12,7 +12,6 @@ from typing import Any
 
 import torch
 from scipy.optimize import linear_sum_assignment
-from torchvision.ops import box_iou
 
 from detbench.bench.core.schema import Parity
 
@@ -102,6 +101,8 @@ def _match(ref: dict[str, torch.Tensor], out: dict[str, torch.Tensor]) -> tuple[
 
 def _iou(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """Box IoU where boxes clipped to zero area (0/0) count as 1 with an identical box, else 0."""
+    from torchvision.ops import box_iou  # noqa: PLC0415 (only where detections are compared)
+
     iou = box_iou(a.float(), b.float())
     same = (a[:, None, :] == b[None, :, :]).all(dim=2)
     return torch.where(torch.isnan(iou), same.float(), iou)
