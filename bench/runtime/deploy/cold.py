@@ -19,9 +19,13 @@ if TYPE_CHECKING:
     from detbench.bench.runtime.deploy.base import Artifact
 
 METHOD = ("a fresh `python -m detbench.bench.runtime.deploy.cold` process: artifact load + first call; its start "
-          "(interpreter, "
-          "torch and the runtime's imports, from the parent's spawn) stated apart as cold_import_s; the OS file cache "
-          "is warm from the export")
+          "(interpreter, torch, the model's operator libraries and the runtime's imports, from the parent's spawn) "
+          "stated apart as cold_import_s; the OS file cache is warm from the export")
+
+
+# Libraries of custom operators (torchvision's nms, roi_align) an artifact may call: the serving process imports
+# those the exporting process had imported (its model's), before it loads the artifact, as a deployment must.
+OP_LIBRARIES = ("torchvision",)
 
 
 @dataclass
@@ -46,7 +50,8 @@ def measure(artifact: Artifact, inputs: Any, reference: Any, device: torch.devic
     torch.save({"inputs": inputs, "reference": reference}, folder / "cold_inputs.pt")
     spec = folder / "cold_spec.json"
     spec.write_text(json.dumps({"artifact": artifact.to_dict(), "data": str(folder / "cold_inputs.pt"),
-                                "device": str(device)}))
+                                "device": str(device),
+                                "op_libraries": [name for name in OP_LIBRARIES if name in sys.modules]}))
     spawned = time.time()  # wall clock: the child reads it against its own
     done = subprocess.run([sys.executable, "-m", "detbench.bench.runtime.deploy.cold", str(spec), repr(spawned)],
                           capture_output=True,
@@ -80,7 +85,7 @@ def main(argv: list[str]) -> int:
     spec = json.loads(Path(argv[0]).read_text())
     artifact = Artifact.from_dict(spec["artifact"])
     runtime = get_runtime(artifact.runtime)
-    for module in runtime.imports:
+    for module in [*spec.get("op_libraries", []), *runtime.imports]:
         importlib.import_module(module)
     device = torch.device(spec["device"])
     data = torch.load(spec["data"], map_location=device, weights_only=False)
