@@ -286,24 +286,20 @@ def build_step(spec: ServerSpec) -> tuple[Callable[[list[int]], Any], ServerFact
         return [images[i] for i in indices] if isinstance(images, list) else images[indices]
 
     notes: dict[str, str] = {}
-    runners: dict[int, Callable[[Any], Any]] = {}
+    batches = range(1, spec.max_batch + 1)
+    runners: dict[int, Callable[[Any], Any]]
     deployed_kept: list[Any] = []  # the step holds them: their artifact folders live as long as the server does
-    deploy_info = None
     if spec.runtime == "eager":
-        for size_b in range(1, spec.max_batch + 1):
-            runners[size_b] = model
+        runners = {b: model for b in batches}
+    elif spec.runtime in FIXED_SHAPE_RUNTIMES:
+        deployed_kept = [deploy(model, pick(list(range(b))), spec.runtime, device, cold_start=False) for b in batches]
+        runners = {b: deployed.runner for b, deployed in zip(batches, deployed_kept)}
+        notes["artifacts"] = f"one per batch size 1..{spec.max_batch} ({spec.runtime}'s inputs have a fixed shape)"
     else:
-        fixed = spec.runtime in FIXED_SHAPE_RUNTIMES
-        for size_b in range(1, spec.max_batch + 1) if fixed else [spec.max_batch]:
-            deployed = deploy(model, pick(list(range(size_b))), spec.runtime, device, cold_start=False)
-            deployed_kept.append(deployed)
-            deploy_info = deploy_info or deployed.info
-            if fixed:
-                runners[size_b] = deployed.runner
-            else:
-                runners.update({b: deployed.runner for b in range(1, spec.max_batch + 1)})
-        notes["artifacts"] = (f"one per batch size 1..{spec.max_batch} ({spec.runtime}'s inputs have a fixed shape)"
-                              if fixed else "one for every batch size")
+        deployed_kept = [deploy(model, pick(list(batches)), spec.runtime, device, cold_start=False)]
+        runners = {b: deployed_kept[0].runner for b in batches}
+        notes["artifacts"] = "one for every batch size"
+    deploy_info = deployed_kept[0].info if deployed_kept else None
 
     def step(indices: list[int], _kept: list[Any] = deployed_kept) -> Any:
         with torch.no_grad():

@@ -164,7 +164,7 @@ class SupervisedServer:
                 self.process.close()
             self.process = None  # the next trial starts a fresh server
             return TrialReply(ServeTrial(failure.status, target_qps=request.target_qps, reason=str(failure)[:2000]))
-        return TrialReply(_trial(answer["trial"]), [float(t) for t in answer["latencies_ms"]])
+        return TrialReply(ServeTrial(**answer["trial"]), [float(t) for t in answer["latencies_ms"]])
 
     def close(self) -> None:
         if self.process is not None:
@@ -182,10 +182,6 @@ def trial_timeout_s(request: TrialRequest, step_ms: float) -> float:
     if request.max_duration_s:
         planned = min(planned, request.max_duration_s)
     return 3 * planned + TRIAL_SLACK_S
-
-
-def _trial(data: dict[str, Any]) -> ServeTrial:
-    return ServeTrial(**data)
 
 
 def _deploy_info(data: dict[str, Any]) -> DeployInfo:

@@ -85,7 +85,7 @@ def main(argv: list[str]) -> int:
     spec = json.loads(Path(argv[0]).read_text())
     artifact = Artifact.from_dict(spec["artifact"])
     runtime = get_runtime(artifact.runtime)
-    for module in [*spec.get("op_libraries", []), *runtime.imports]:
+    for module in [*spec["op_libraries"], *runtime.imports]:
         importlib.import_module(module)
     device = torch.device(spec["device"])
     data = torch.load(spec["data"], map_location=device, weights_only=False)
