@@ -5,16 +5,47 @@ Cheap to collect (no GPU work); every field degrades to None rather than raising
 
 from __future__ import annotations
 
+import ast
+import importlib.metadata
+import importlib.util
 import os
 import platform
 import socket
+import sys
 from functools import lru_cache
+from pathlib import Path
 from typing import Any
 
 from detbench.envcheck import nvml
 from detbench.envcheck.redact import redact_value
 
 IMAGE_ENV_VARS = ("DETBENCH_IMAGE", "CONTAINER_IMAGE", "IMAGE_NAME")
+
+
+def _torchvision_version() -> str:
+    """``torchvision.__version__`` without importing torchvision where this process has not (~1.4 CPU-s, which a
+    `pytest bench/` of other models, a usage error or a listing never needs): read from its ``version.py``, which
+    carries the build's local tag (``0.29.1+cu130``) where the distribution's metadata may not (``0.29.1``).
+    Whether it imports and pairs with torch is envcheck's check (checks/torch_pairing.py)."""
+    module = sys.modules.get("torchvision")
+    if module is not None:
+        return str(getattr(module, "__version__", "unavailable: no __version__"))
+    spec = importlib.util.find_spec("torchvision")
+    if spec is None or not spec.submodule_search_locations:
+        return "unavailable: not installed"
+    for folder in spec.submodule_search_locations:
+        try:
+            tree = ast.parse(Path(folder, "version.py").read_text(encoding="utf-8"))
+        except (OSError, SyntaxError, ValueError):
+            continue
+        for node in tree.body:
+            if (isinstance(node, ast.Assign) and any(getattr(t, "id", None) == "__version__" for t in node.targets)
+                    and isinstance(node.value, ast.Constant) and isinstance(node.value.value, str)):
+                return node.value.value
+    try:
+        return importlib.metadata.version("torchvision")
+    except importlib.metadata.PackageNotFoundError:
+        return "unavailable: no version found"
 
 
 def _torch_facts() -> dict[str, Any]:
@@ -27,12 +58,7 @@ def _torch_facts() -> dict[str, Any]:
         "nccl": None,
         "gpus": [],
     }
-    try:
-        import torchvision  # noqa: PLC0415
-
-        facts["torchvision"] = torchvision.__version__
-    except Exception as exc:  # noqa: BLE001 - a broken torchvision is itself a fact worth recording
-        facts["torchvision"] = f"unavailable: {type(exc).__name__}"
+    facts["torchvision"] = _torchvision_version()
     if torch.backends.cudnn.is_available():
         facts["cudnn"] = torch.backends.cudnn.version()
     if torch.cuda.is_available():

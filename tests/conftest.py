@@ -4,14 +4,16 @@ and are shared, not re-invented per test."""
 
 from __future__ import annotations
 
+import hashlib
 import os
 import signal
 import subprocess
 import sys
 import tempfile
 import threading
+import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -204,8 +206,12 @@ def is_torch_line(test_id: str) -> bool:
 # The timing phase (`pytest -n 3 --dist loadgroup -m timing`): the tests that measure speed run one after another on
 # one worker; those that mostly wait on a timeout (`waits`: seconds of CPU in a minute) run beside them on the other
 # two, dealt alternately in collection order, so the phase takes about as long as its measuring tests
-# (docs/compat.md).
+# (docs/compat.md). Those marked `alone` go last on the measuring worker and start once every other test of the run
+# has finished (at most ALONE_WAIT_S later): a test whose verdict any neighbour would move (the serving test's
+# sustainable rate fell to 0.20-0.25 of its unslowed server's, against 0.36-0.42 alone, when it ran beside the
+# waiting tests' start-up: CI and here, 2026-12-05).
 TIMING_MEASURES, TIMING_WAITS = "timing-measures", ("timing-waits-1", "timing-waits-2")
+ALONE_WAIT_S = 180.0
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -221,12 +227,15 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         test_id = relative + item.nodeid[len(item.nodeid.split("::", 1)[0]):]  # 'path::name[params]'
         if is_torch_line(test_id) and item.get_closest_marker("torch_line") is None:
             item.add_marker(pytest.mark.torch_line)
+        if item.get_closest_marker("alone") is not None and item.get_closest_marker("timing") is None:
+            raise pytest.UsageError(f"{item.nodeid}: `alone` is for timing tests (mark it `timing` too)")
         if item.get_closest_marker("timing") is not None and item.get_closest_marker("xdist_group") is None:
             if item.get_closest_marker("waits"):
                 item.add_marker(pytest.mark.xdist_group(TIMING_WAITS[waiting % len(TIMING_WAITS)]))
                 waiting += 1
             else:
                 item.add_marker(pytest.mark.xdist_group(TIMING_MEASURES))
+    items.sort(key=lambda item: item.get_closest_marker("alone") is not None)  # stable: the rest keep their order
     if _is_xdist_worker(config) and config.getvalue("loadgroup"):
         _restore_xdist_groups(items)
 
@@ -247,6 +256,43 @@ def _restore_xdist_groups(items: list[pytest.Item]) -> None:
         suffix = "@" + "_".join(sorted(names))
         if names and not item.nodeid.endswith(suffix) and hasattr(item, "_id"):
             item._id = NodeId.parse(item.nodeid + suffix)
+
+
+def _finished_folder(config: pytest.Config) -> Path | None:
+    """Where an xdist worker notes each test it finished: the folder every worker's base temp sits in (pytest's own
+    `pytest-N`, shared by this run's workers and kept or removed with it); None outside xdist, where the tests run
+    one after another and `alone` ones last."""
+    factory = getattr(config, "_tmp_path_factory", None)
+    if not _is_xdist_worker(config) or factory is None:
+        return None
+    return Path(factory.getbasetemp()).parent / "detbench-finished"
+
+
+def _finished_name(nodeid: str) -> str:
+    return hashlib.sha1(nodeid.encode()).hexdigest()
+
+
+def _unfinished(folder: Path, names: set[str]) -> set[str]:
+    return names - set(os.listdir(folder) if folder.is_dir() else ())
+
+
+@pytest.hookimpl(tryfirst=True, hookwrapper=True)
+def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> Iterator[None]:
+    """Under xdist each test, once finished (passed, failed or skipped), is noted in the run's shared folder. An
+    `alone` test first waits, before its timeout starts, until every other test of the run is noted, or ALONE_WAIT_S
+    (a worker that crashed notes nothing); how long it waited goes to its report."""
+    folder = _finished_folder(item.config)
+    if folder is not None and item.get_closest_marker("alone") is not None:
+        others = {_finished_name(i.nodeid) for i in item.session.items if i.get_closest_marker("alone") is None}
+        began = time.monotonic()
+        while _unfinished(folder, others) and time.monotonic() - began < ALONE_WAIT_S:
+            time.sleep(0.2)
+        item.add_report_section("setup", "alone", f"waited {time.monotonic() - began:.1f} s for the other tests; "
+                                f"{len(_unfinished(folder, others))} of {len(others)} unfinished")
+    yield
+    if folder is not None:
+        folder.mkdir(exist_ok=True)
+        (folder / _finished_name(item.nodeid)).touch()
 
 
 # --- the checkout check: `git status --ignored` the same after the run as before it ------------------------

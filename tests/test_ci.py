@@ -44,6 +44,52 @@ def test_a_hung_test_fails_by_its_timeout_with_a_stack_and_the_rest_of_the_run_g
     assert "1 failed, 1 passed" in out
 
 
+ALONE = '''
+import os
+import time
+from pathlib import Path
+
+import pytest
+
+SHARED = Path(os.environ["PLANTED_SHARED"])
+
+
+@pytest.mark.timing
+@pytest.mark.alone
+def test_alone_sees_every_other_test_finished():
+    assert (SHARED / "waited").read_text() == "done"
+
+
+@pytest.mark.timing
+def test_measures():
+    assert 1 + 1 == 2
+
+
+@pytest.mark.timing
+@pytest.mark.waits
+def test_waits_on_another_worker():
+    time.sleep(3)
+    (SHARED / "waited").write_text("done")
+'''
+
+
+def test_an_alone_timing_test_runs_last_once_the_other_workers_have_finished(tmp_path):
+    """The timing phase's rule (tests/conftest.py): an `alone` test, collected first here, runs after the measuring
+    test on its worker and waits for the waiting test on the other worker (3 s) to finish. No torch: ~5 s."""
+    (tmp_path / "test_planted.py").write_text(textwrap.dedent(ALONE))
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "DETBENCH_CHECKOUT_CHECK": "0", "PLANTED_SHARED": str(tmp_path)}
+    done = subprocess.run(
+        [sys.executable, "-m", "pytest", "-c", str(ROOT / "pyproject.toml"), "--rootdir", str(tmp_path),
+         "-p", "tests.conftest", "-p", "no:cacheprovider", "-n", "2", "--dist", "loadgroup", "-m", "timing", "-rA",
+         "--basetemp", str(tmp_path / "base"), "test_planted.py"],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=240)
+    out = done.stdout + done.stderr
+    assert done.returncode == 0, out[-3000:]
+    assert "3 passed" in out and "of 2 unfinished" in out, out[-3000:]
+    waited = float(out.split("waited ", 1)[1].split(" s", 1)[0])
+    assert waited > 0.5, out[-3000:]  # it started before the waiting test was done, and waited for it
+
+
 def test_the_default_timeout_is_the_documented_one():
     compat = (ROOT / "docs" / "compat.md").read_text(encoding="utf-8")
     assert f"{DEFAULT_TIMEOUT_S:g} s" in compat and "timeout_method" in compat

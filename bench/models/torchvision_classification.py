@@ -9,9 +9,7 @@ from collections.abc import Callable
 from typing import Any
 
 import torch
-import torchvision
 from torch import nn
-from torchvision import models as tvm
 
 from detbench.bench.models.registry import ModelSpec, register_model
 from detbench.bench.models.torchvision_detection import load_local_weights
@@ -41,9 +39,14 @@ def classification_loss(model: nn.Module, inputs: Any, targets: Any) -> torch.Te
     return nn.functional.cross_entropy(model(inputs), targets)
 
 
-def _classifier_spec(
-    name: str, family: str, builder: Callable[..., nn.Module], native_size: tuple[int, int]
-) -> ModelSpec:
+def _classifier_spec(name: str, family: str, native_size: tuple[int, int]) -> ModelSpec:
+    """The spec of ``torchvision.models.<name>``; torchvision is imported here, when a spec is asked for, not when
+    the models are listed (torchvision_detection._spec_of says why)."""
+    import torchvision  # noqa: PLC0415
+    from torchvision import models  # noqa: PLC0415
+
+    builder: Callable[..., nn.Module] = getattr(models, name)
+
     def build(weights_path: str | None = None) -> nn.Module:
         model = builder(weights=None, num_classes=IMAGENET_NUM_CLASSES)
         return load_local_weights(model, weights_path, name)
@@ -69,9 +72,9 @@ def _classifier_spec(
 
 @register_model("resnet50")
 def resnet50() -> ModelSpec:
-    return _classifier_spec("resnet50", "resnet", tvm.resnet50, (224, 224))
+    return _classifier_spec("resnet50", "resnet", (224, 224))
 
 
 @register_model("efficientnet_b3")
 def efficientnet_b3() -> ModelSpec:
-    return _classifier_spec("efficientnet_b3", "efficientnet", tvm.efficientnet_b3, (300, 300))
+    return _classifier_spec("efficientnet_b3", "efficientnet", (300, 300))

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import importlib.metadata
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 from typing import Any
@@ -92,6 +93,7 @@ class YoloDetector(nn.Module):
         self.score_thresh = DEFAULT_CONF
         self.nms_thresh = NMS_IOU
         self.detections_per_img = DETECTIONS_PER_IMG
+        _eager_loss()  # made here, before any torch.compile traces `loss`
 
     @staticmethod
     def batch(images: torch.Tensor | list[torch.Tensor]) -> torch.Tensor:
@@ -105,12 +107,10 @@ class YoloDetector(nn.Module):
             return self.loss(targets, self.detector(pixels))
         return self.postprocess(self.raw_predictions(pixels))
 
-    @torch.compiler.disable
     def loss(self, targets: dict[str, torch.Tensor], predictions: Any) -> torch.Tensor:
         """v8DetectionLoss, always eager: inductor (torch 2.11) cannot compile its TaskAlignedAssigner (an
         int8 scatter_add becomes a Triton atomic_add on int8), so torch.compile covers the network only."""
-        loss, _ = self.detector.loss(targets, predictions)
-        return loss.sum()
+        return _eager_loss()(self.detector, targets, predictions)
 
     def raw_predictions(self, pixels: torch.Tensor) -> torch.Tensor:
         """[B, 4 + classes, anchors]: decoded xywh boxes and per-class scores, before NMS."""
@@ -138,6 +138,23 @@ class YoloDetector(nn.Module):
     @property
     def runtime_notes(self) -> dict[str, Any]:
         return {"ultralytics_version": _package_version("ultralytics"), "score_thresh": self.score_thresh}
+
+
+def _summed_loss(detector: Any, targets: dict[str, torch.Tensor], predictions: Any) -> torch.Tensor:
+    value, _ = detector.loss(targets, predictions)
+    return value.sum()
+
+
+_EAGER_LOSS: list[Callable[..., torch.Tensor]] = []
+
+
+def _eager_loss() -> Callable[..., torch.Tensor]:
+    """``_summed_loss`` under ``torch.compiler.disable``, made when the first detector is built (outside any compiled
+    region) rather than at import: the call imports torch._dynamo (~1.1 CPU-s), which importing this module to list
+    the models never needs."""
+    if not _EAGER_LOSS:
+        _EAGER_LOSS.append(torch.compiler.disable(_summed_loss))
+    return _EAGER_LOSS[0]
 
 
 def build_detector(variant: _Variant, weights_path: str | None = None) -> YoloDetector:

@@ -1,4 +1,7 @@
-"""torch/torchvision pairing: a mismatched pair fails with the exact pip command."""
+"""torch/torchvision pairing: a mismatched pair fails with the exact pip command; the fingerprint's torchvision
+version."""
+
+import sys
 
 import torch
 
@@ -54,3 +57,30 @@ def test_install_command_uses_the_wheel_index():
         'pip install "torchvision==0.20.*" --index-url https://download.pytorch.org/whl/cu121'
     )
     assert torch_pairing.install_command("2.5.1", "0.20") == 'pip install "torchvision==0.20.*"'
+
+
+def test_the_fingerprint_reads_torchvisions_version_without_importing_it(monkeypatch):
+    """The run record's torchvision version is the module's own (local tag included), read from its version.py in
+    a process that has not imported it: `pytest bench/` of other models is spared the import (on every torch line:
+    each torchvision's version.py)."""
+    import torchvision
+
+    from detbench.envcheck.fingerprint import _torchvision_version
+
+    monkeypatch.delitem(sys.modules, "torchvision")
+    assert _torchvision_version() == torchvision.__version__
+    assert "torchvision" not in sys.modules
+
+
+def test_a_torchvision_that_does_not_import_still_has_its_version_read(monkeypatch, tmp_path):
+    package = tmp_path / "torchvision"
+    package.mkdir()
+    (package / "__init__.py").write_text("raise ImportError('a broken build')\n")
+    (package / "version.py").write_text("__version__ = '9.9.9+cu999'\nfrom torchvision.extension import nothing\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, "torchvision", raising=False)
+
+    from detbench.envcheck.fingerprint import _torchvision_version
+
+    assert _torchvision_version() == "9.9.9+cu999"
+    assert "torchvision" not in sys.modules

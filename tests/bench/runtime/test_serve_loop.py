@@ -82,7 +82,13 @@ def _serve_interleaved(tmp_path: Path, plants: dict[str, float], settings: Serve
         return {name: future.result(timeout=100) for name, future in futures.items()}
 
 
+def _search(trials: list) -> list[tuple[float, bool | None, float]]:
+    """A Server search's trials in order, each (rate asked for, met the bound, p99 ms): what an assertion shows."""
+    return [(round(t.target_qps or 0, 1), t.met_bound, round(t.p99_ms or 0, 1)) for t in trials]
+
+
 @pytest.mark.timing
+@pytest.mark.alone
 def test_a_planted_slowdown_raises_the_latency_and_lowers_the_sustainable_rate_by_the_expected_amount(tmp_path):
     """A step of S = 2 ms with a planted relative busy-wait f = 1 (every call then takes 2S = 4 ms). The two servers
     take turns, trial by trial (TakeTurns), so a neighbour that comes and goes loads both alike.
@@ -101,7 +107,9 @@ def test_a_planted_slowdown_raises_the_latency_and_lowers_the_sustainable_rate_b
     below its limit, a ratio of 0.36..0.56, and a host that slows both failures of a rate lowers one by a step more:
     accepted within 0.25..0.7. Measured on this VM (2026-12-05): 0.36-0.42 alone (5 runs), 0.30-0.51 (20 runs) beside
     three neighbours that spin and rest by turns (0.3-2.5 s each); CI saw 0.72 once, the searches neither interleaved
-    nor confirming a failure."""
+    nor confirming a failure, and then 0.20 (CI) and 0.25 (here) at the timing phase's start, beside the waiting
+    tests' start-up: a neighbour that stays for both tries of the slowed server's rate lowers it by a factor, not a
+    step. So the test runs `alone` (tests/conftest.py): last, once the other tests of the run have finished."""
     settings = ServeSettings(("single-stream", "server"), latency_bound_ms=100.0, queries=200, search_trials=7,
                              search_precision=0.2)
     studies = _serve_interleaved(tmp_path, {"base": 0.0, "slow": 1.0}, settings)
@@ -111,7 +119,7 @@ def test_a_planted_slowdown_raises_the_latency_and_lowers_the_sustainable_rate_b
     assert 1.5 <= fast_ratio <= 2.5, (fast_ratio, base[0].serve.trials[0], slow[0].serve.trials[0])
     assert slow[0].serve.trials[0].p99_ms > base[0].serve.trials[0].p99_ms
     rate_ratio = slow[1].serve.sustainable_qps / base[1].serve.sustainable_qps
-    assert 0.25 <= rate_ratio <= 0.7, (rate_ratio, base[1].serve.trials, slow[1].serve.trials)
+    assert 0.25 <= rate_ratio <= 0.7, (rate_ratio, _search(base[1].serve.trials), _search(slow[1].serve.trials))
     # the cell reports the trial at the sustainable rate: its latencies, under the bound
     assert slow[1].latency.p99_ms <= 100.0 and slow[1].throughput_ips > 0 and len(slow[1].times_ms) == 200
 
