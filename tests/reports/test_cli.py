@@ -132,6 +132,7 @@ def test_bad_options_exit_2(tmp_path, run_file):
 
 
 @pytest.mark.timing
+@pytest.mark.alone  # CPU time too grows with neighbours here: 11.9 s beside the timing phase and a spinner, 8-9 s alone
 def test_thousands_of_cells_render_in_seconds(tmp_path):
     models = [f"detector_{i:02d}" for i in range(25)]
     results = make_results(

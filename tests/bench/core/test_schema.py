@@ -88,6 +88,8 @@ def _ok() -> dict:
     (lambda d: d["measurement"]["blocks"][0].update(median_ms=-5.0), "measurement.blocks[0].median_ms"),
     (lambda d: d["measurement"].update(surprise=1), "surprise"),
     (lambda d: d.update(config={"x": {"y": int("1" * 400)}}), "config.x.y"),
+    (lambda d: d.update(config={"a": [1.0, {"b": float("inf")}]}), "config.a[1].b"),
+    (lambda d: d.update(environment={"gpus": [{"memory_bytes": -3e18}]}), "environment.gpus[0].memory_bytes"),
     (lambda d: d.update(ratio="fast"), "ratio"),
 ])
 def test_malformed_results_raise_a_schema_error_naming_the_field(change, field):

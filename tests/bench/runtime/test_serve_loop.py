@@ -93,11 +93,13 @@ def test_a_planted_slowdown_raises_the_latency_and_lowers_the_sustainable_rate_b
     """A step of S = 2 ms with a planted relative busy-wait f = 1 (every call then takes 2S = 4 ms). The two servers
     take turns, trial by trial (TakeTurns), so a neighbour that comes and goes loads both alike.
 
-    SingleStream (one query at a time): the fastest queries take S + o against 2S + o (o: LoadGen's and the queue's
-    overhead per query, ~0.1 ms here), a ratio of 1.9..2; accepted within 1.5..2.5 on this noisy 2-core VM. The
-    second fastest of 200, not a percentile: a neighbour that arrives for one run moves its percentiles, the planted
-    wait (a fraction of the step's own wall time) doubling what the neighbour takes; CI saw the 10th percentiles'
-    ratio at 3.56 beside the other timing tests (2026-12-05).
+    SingleStream (one query at a time), twice per server, by turns: the fastest queries take S + o against 2S + o (o:
+    LoadGen's and the queue's overhead per query, ~0.1 ms here), a ratio of 1.9..2; accepted within 1.5..2.5 on this
+    noisy 2-core VM. The second fastest of the 400, not a percentile: a neighbour that arrives for one run moves its
+    percentiles, the planted wait (a fraction of the step's own wall time) doubling what the neighbour takes; CI saw
+    the 10th percentiles' ratio at 3.56 beside the other timing tests (2026-12-05). The p99 rises: the lower of each
+    server's two p99s, so a neighbour must slow both of the unslowed server's runs to hide it (one run's p99 each
+    failed once here beside a spinning neighbour: 4.3 ms slowed against 6.6 ms unslowed, 2026-12-06).
 
     Server, bound B = 100 ms, N = 200 queries a trial: a trial this short ends before an overloaded queue is steady,
     so a rate passes while the backlog it builds, N (S + o) - N / rate, stays under B: up to N / (N (S + o) - B),
@@ -110,18 +112,20 @@ def test_a_planted_slowdown_raises_the_latency_and_lowers_the_sustainable_rate_b
     nor confirming a failure, and then 0.20 (CI) and 0.25 (here) at the timing phase's start, beside the waiting
     tests' start-up: a neighbour that stays for both tries of the slowed server's rate lowers it by a factor, not a
     step. So the test runs `alone` (tests/conftest.py): last, once the other tests of the run have finished."""
-    settings = ServeSettings(("single-stream", "server"), latency_bound_ms=100.0, queries=200, search_trials=7,
-                             search_precision=0.2)
+    settings = ServeSettings(("single-stream", "single-stream", "server"), latency_bound_ms=100.0, queries=200,
+                             search_trials=7, search_precision=0.2)
     studies = _serve_interleaved(tmp_path, {"base": 0.0, "slow": 1.0}, settings)
     base, slow = studies["base"], studies["slow"]
-    assert [c.status for c in base + slow] == ["ok"] * 4, [c.reason for c in base + slow]
-    fast_ratio = _second_fastest(slow[0].times_ms) / _second_fastest(base[0].times_ms)
-    assert 1.5 <= fast_ratio <= 2.5, (fast_ratio, base[0].serve.trials[0], slow[0].serve.trials[0])
-    assert slow[0].serve.trials[0].p99_ms > base[0].serve.trials[0].p99_ms
-    rate_ratio = slow[1].serve.sustainable_qps / base[1].serve.sustainable_qps
-    assert 0.25 <= rate_ratio <= 0.7, (rate_ratio, _search(base[1].serve.trials), _search(slow[1].serve.trials))
+    assert [c.status for c in base + slow] == ["ok"] * 6, [c.reason for c in base + slow]
+    fast_ratio = _second_fastest(slow[0].times_ms + slow[1].times_ms) / _second_fastest(
+        base[0].times_ms + base[1].times_ms)
+    p99s = {name: [c.serve.trials[0].p99_ms for c in study[:2]] for name, study in studies.items()}
+    assert 1.5 <= fast_ratio <= 2.5, (fast_ratio, p99s)
+    assert min(p99s["slow"]) > min(p99s["base"]), p99s
+    rate_ratio = slow[2].serve.sustainable_qps / base[2].serve.sustainable_qps
+    assert 0.25 <= rate_ratio <= 0.7, (rate_ratio, _search(base[2].serve.trials), _search(slow[2].serve.trials))
     # the cell reports the trial at the sustainable rate: its latencies, under the bound
-    assert slow[1].latency.p99_ms <= 100.0 and slow[1].throughput_ips > 0 and len(slow[1].times_ms) == 200
+    assert slow[2].latency.p99_ms <= 100.0 and slow[2].throughput_ips > 0 and len(slow[2].times_ms) == 200
 
 
 def test_a_server_that_stalls_once_is_charged_for_the_queries_queued_behind_it(tmp_path):
