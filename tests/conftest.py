@@ -203,13 +203,14 @@ def is_torch_line(test_id: str) -> bool:
     return any(_matches(test_id, p) for p in TORCH_LINE_PATHS)
 
 
-# The timing phase (`pytest -n 4 --dist loadgroup -m timing`): the tests that measure speed run one after another on
-# one worker (the A/B budget test, whose wall is its budget, on a second: its own `xdist_group`); those that mostly
-# wait on a timeout (`waits`: seconds of CPU in a minute) run beside them on the other two, dealt alternately in
-# collection order (docs/compat.md). Those marked `alone` go last on the measuring worker and start once every other
-# test of the run has finished (at most ALONE_WAIT_S later): a test whose verdict any neighbour would move (the
-# serving test's sustainable rate fell to 0.20-0.25 of its unslowed server's, against 0.36-0.42 alone, when it ran
-# beside the waiting tests' start-up: CI and here, 2026-12-05).
+# The timing phase (`pytest -n 3 --dist loadgroup -m timing`): the tests that measure speed run one after another on
+# one worker; those that mostly wait on a timeout (`waits`: seconds of CPU in a minute) run beside them on the other
+# two, dealt alternately in collection order, so the phase takes about as long as its measuring tests
+# (docs/compat.md). Those marked `alone` go last on the measuring worker and start once every other test of the run
+# has finished (at most ALONE_WAIT_S later): a test whose verdict any neighbour would move (the serving test's
+# sustainable rate fell to 0.20-0.25 of its unslowed server's, against 0.36-0.42 alone, when it ran beside the
+# waiting tests' start-up: CI and here, 2026-12-05; the 3,000-cell report took 11.9 CPU-s beside other tests and a
+# spinning neighbour, 8-9 alone).
 TIMING_MEASURES, TIMING_WAITS = "timing-measures", ("timing-waits-1", "timing-waits-2")
 ALONE_WAIT_S = 180.0
 
