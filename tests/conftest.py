@@ -14,6 +14,7 @@ import threading
 import time
 import traceback
 from collections.abc import Callable, Iterator
+from functools import cache
 from pathlib import Path
 
 import pytest
@@ -203,16 +204,32 @@ def is_torch_line(test_id: str) -> bool:
     return any(_matches(test_id, p) for p in TORCH_LINE_PATHS)
 
 
-# The timing phase (`pytest -n 3 --dist loadgroup -m timing`): the tests that measure speed run one after another on
-# one worker; those that mostly wait on a timeout (`waits`: seconds of CPU in a minute) run beside them on the other
-# two, dealt alternately in collection order, so the phase takes about as long as its measuring tests
-# (docs/compat.md). Those marked `alone` go last on the measuring worker and start once every other test of the run
-# has finished (at most ALONE_WAIT_S later): a test whose verdict any neighbour would move (the serving test's
-# sustainable rate fell to 0.20-0.25 of its unslowed server's, against 0.36-0.42 alone, when it ran beside the
-# waiting tests' start-up: CI and here, 2026-12-05; the 3,000-cell report took 11.9 CPU-s beside other tests and a
-# spinning neighbour, 8-9 alone).
-TIMING_MEASURES, TIMING_WAITS = "timing-measures", ("timing-waits-1", "timing-waits-2")
+# The timing phase (`pytest -n 4 --dist loadgroup -m timing`): the tests that measure speed run one after another on
+# one worker (the A/B budget test, whose wall is its budget, on a second: its `xdist_group` in test_ab_sides.py);
+# those that mostly wait on a timeout (`waits`: seconds of CPU in a minute) run beside them on the other two and,
+# after the budget test, on its worker, dealt in turn in collection order, so the phase takes about as long as its
+# measuring tests (docs/compat.md). Those marked `alone` go last on the measuring worker and start once every other
+# test of the run has finished (at most ALONE_WAIT_S later): a test whose verdict any neighbour would move (the
+# serving test's sustainable rate fell to 0.20-0.25 of its unslowed server's, against 0.36-0.42 alone, when it ran
+# beside the waiting tests' start-up: CI and here, 2026-12-05; the 3,000-cell report took 11.9 CPU-s beside other
+# tests and a spinning neighbour, 8-9 alone).
+TIMING_MEASURES, TIMING_WAITS = "timing-measures", ("timing-waits-1", "timing-waits-2", "timing-budget")
 ALONE_WAIT_S = 180.0
+TIMING_MARK = "pytest.mark.timing"  # a module that holds a timing test names it (checked at every collection)
+
+
+@cache
+def _names_timing_mark(path: Path) -> bool:
+    return TIMING_MARK in path.read_text(encoding="utf-8")
+
+
+def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool | None:
+    """`-m timing` (the timing phase) imports only the test modules that name the `timing` mark: importing all of them
+    cost each of its 4 workers 7.7 CPU-s where these take 5.1 (the phase's start, 2026-12-06)."""
+    if config.getoption("markexpr") != "timing" or not collection_path.name.startswith("test_") \
+            or collection_path.suffix != ".py":
+        return None
+    return True if not _names_timing_mark(collection_path) else None
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -230,6 +247,9 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(pytest.mark.torch_line)
         if item.get_closest_marker("alone") is not None and item.get_closest_marker("timing") is None:
             raise pytest.UsageError(f"{item.nodeid}: `alone` is for timing tests (mark it `timing` too)")
+        if item.get_closest_marker("timing") is not None and not _names_timing_mark(Path(item.path)):
+            raise pytest.UsageError(f"{item.nodeid}: a timing test's module must name `{TIMING_MARK}` "
+                                    "(`-m timing` collects only those)")
         if item.get_closest_marker("timing") is not None and item.get_closest_marker("xdist_group") is None:
             if item.get_closest_marker("waits"):
                 item.add_marker(pytest.mark.xdist_group(TIMING_WAITS[waiting % len(TIMING_WAITS)]))

@@ -74,14 +74,16 @@ def test_waits_on_another_worker():
 
 
 def test_an_alone_timing_test_runs_last_once_the_other_workers_have_finished(tmp_path):
-    """The timing phase's rule (tests/conftest.py): an `alone` test, collected first here, runs after the measuring
-    test on its worker and waits for the waiting test on the other worker (3 s) to finish. No torch: ~5 s."""
+    """The timing phase's rules (tests/conftest.py): an `alone` test, collected first here, runs after the measuring
+    test on its worker and waits for the waiting test on the other worker (3 s) to finish; a module that does not
+    name the timing mark is not even imported. No torch: ~5 s."""
     (tmp_path / "test_planted.py").write_text(textwrap.dedent(ALONE))
+    (tmp_path / "test_untimed.py").write_text("raise RuntimeError('imported by -m timing')\n")
     env = {**os.environ, "PYTHONPATH": str(ROOT), "DETBENCH_CHECKOUT_CHECK": "0", "PLANTED_SHARED": str(tmp_path)}
     done = subprocess.run(
         [sys.executable, "-m", "pytest", "-c", str(ROOT / "pyproject.toml"), "--rootdir", str(tmp_path),
          "-p", "tests.conftest", "-p", "no:cacheprovider", "-n", "2", "--dist", "loadgroup", "-m", "timing", "-rA",
-         "--basetemp", str(tmp_path / "base"), "test_planted.py"],
+         "--basetemp", str(tmp_path / "base"), "."],
         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=240)
     out = done.stdout + done.stderr
     assert done.returncode == 0, out[-3000:]

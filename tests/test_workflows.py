@@ -165,7 +165,7 @@ def test_each_image_runs_the_smoke_cells_of_the_nox_sessions(images_workflow):
 def test_ci_runs_every_compat_session_after_the_main_tests():
     text = (ROOT / ".ci" / "run").read_text()
     lines = text.splitlines()
-    main_tests = next(i for i, line in enumerate(lines) if "python -m pytest -n 3 --dist loadgroup -m timing" in line)
+    main_tests = next(i for i, line in enumerate(lines) if "python -m pytest -n 4 --dist loadgroup -m timing" in line)
     compat = [i for i, line in enumerate(lines) if "--session torch-" in line]
     assert compat and min(compat) > main_tests
     named = set(re.findall(r"torch-[0-9.]+[0-9]", "\n".join(lines[i] for i in compat)))

@@ -178,6 +178,7 @@ def test_bad_sides_input_is_one_line_and_exit_2(argv, message, capsys, tmp_path)
 
 
 @pytest.mark.timing
+@pytest.mark.xdist_group("timing-budget")  # a measuring worker of its own: its wall is its 60 s budget
 @pytest.mark.timeout(300)
 def test_a_budget_stops_the_cells_decided_at_the_first_look_and_the_rest_go_on(side_env, tmp_path):
     """The channels_last cell's candidate is planted 1 % slower (1.8 % as measured here), inside the 2 % floor, off its
