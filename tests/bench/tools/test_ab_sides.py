@@ -129,12 +129,14 @@ def test_a_docker_template_runs_the_side_through_docker_run_i(side_env, tmp_path
     bin_dir.mkdir()
     calls = tmp_path / "docker-calls"
     fake = bin_dir / "docker"
-    # a fake docker: records its arguments, drops `run` and the options and the image, runs the rest here
+    # a fake docker: records its arguments, drops `run` and the options and the image, runs the rest here, with this
+    # interpreter as the image's `python` (the one on PATH may lack torch where the venv is not activated)
     fake.write_text(f"""#!/usr/bin/env bash
 echo "$*" >> {calls}
 shift
 while [[ $1 == -* ]]; do shift; done
 shift
+if [[ $1 == python ]]; then shift; exec "{sys.executable}" "$@"; fi
 exec "$@"
 """)
     fake.chmod(0o755)
