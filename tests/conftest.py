@@ -229,7 +229,7 @@ def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool 
     if config.getoption("markexpr") != "timing" or not collection_path.name.startswith("test_") \
             or collection_path.suffix != ".py":
         return None
-    return True if not _names_timing_mark(collection_path) else None
+    return None if _names_timing_mark(collection_path) else True
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -245,12 +245,13 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         test_id = relative + item.nodeid[len(item.nodeid.split("::", 1)[0]):]  # 'path::name[params]'
         if is_torch_line(test_id) and item.get_closest_marker("torch_line") is None:
             item.add_marker(pytest.mark.torch_line)
-        if item.get_closest_marker("alone") is not None and item.get_closest_marker("timing") is None:
+        timing = item.get_closest_marker("timing") is not None
+        if item.get_closest_marker("alone") is not None and not timing:
             raise pytest.UsageError(f"{item.nodeid}: `alone` is for timing tests (mark it `timing` too)")
-        if item.get_closest_marker("timing") is not None and not _names_timing_mark(Path(item.path)):
+        if timing and not _names_timing_mark(Path(item.path)):
             raise pytest.UsageError(f"{item.nodeid}: a timing test's module must name `{TIMING_MARK}` "
                                     "(`-m timing` collects only those)")
-        if item.get_closest_marker("timing") is not None and item.get_closest_marker("xdist_group") is None:
+        if timing and item.get_closest_marker("xdist_group") is None:
             if item.get_closest_marker("waits"):
                 item.add_marker(pytest.mark.xdist_group(TIMING_WAITS[waiting % len(TIMING_WAITS)]))
                 waiting += 1
