@@ -4,18 +4,18 @@ and are shared, not re-invented per test."""
 
 from __future__ import annotations
 
+import faulthandler
 import hashlib
 import os
 import signal
 import subprocess
 import sys
 import tempfile
-import threading
 import time
-import traceback
 from collections.abc import Callable, Iterator
 from functools import cache
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -108,6 +108,7 @@ PURE_PATHS = (
 # 290-340 s with the 2-core machine loaded 6-fold (two full runs and other jobs); they carry their own mark.
 DEFAULT_TIMEOUT_S = 300.0
 FALLBACK_S = 60.0
+FALLBACK_ENV = "DETBENCH_TEST_FALLBACK_S"  # tests/test_ci.py's planted hangs cut it
 TIMEOUT_ENV = "DETBENCH_TEST_TIMEOUT_S"
 # Set to 0 to skip the checkout check (e.g. while editing files during a run, or where another job writes to
 # the checkout beside this run); CI leaves it on.
@@ -120,10 +121,10 @@ def pytest_configure(config: pytest.Config) -> None:
     with SIGINT would wait for ever). Nothing else is changed: SIGTERM and SIGHUP stay as they were."""
     if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
         signal.signal(signal.SIGINT, signal.default_int_handler)
+    # the stderr the last resort writes to (pytest_timeout_set_timer), kept before any test's capture swaps fd 2
+    config.stash[_STDERR] = os.fdopen(os.dup(sys.__stderr__.fileno()), "w", encoding="utf-8", errors="replace")
     if _is_xdist_worker(config):
         _share_the_cores(int(config.workerinput.get("workercount", 1)))  # type: ignore[attr-defined]
-        # the controller's stderr, kept before any test's capture swaps fd 2
-        config.stash[_STDERR] = os.fdopen(os.dup(sys.__stderr__.fileno()), "w", encoding="utf-8", errors="replace")
         # a `pytest bench/` the tests start must not take itself for an xdist worker: pytest-benchmark reads
         # PYTEST_XDIST_WORKER and then disables every benchmark (no --benchmark-json is written)
         for name in ("PYTEST_XDIST_WORKER", "PYTEST_XDIST_WORKER_COUNT", "PYTEST_XDIST_TESTRUNUID"):
@@ -149,40 +150,38 @@ def _is_xdist_worker(config: pytest.Config) -> bool:
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_timeout_set_timer(item: pytest.Item, settings: object) -> None:
-    """Beside pytest-timeout's `signal` timer (pyproject): a last-resort thread that, FALLBACK_S after the timeout,
-    writes every thread's stack to stderr and ends the process, for a hang the signal cannot break (a C call
-    that never returns to Python). Under pytest-xdist the controller then reports the test as crashed and a new
-    worker takes the rest. Returns None: pytest-timeout sets its own timer next."""
+    """Beside pytest-timeout's `signal` timer (pyproject): a last resort that, FALLBACK_S after the timeout, writes
+    every thread's stack to stderr and ends the process, for a hang the signal cannot break (a C call that never
+    returns to Python, the GIL held or not). It is faulthandler's watchdog, a C thread that needs no GIL: a Python
+    timer thread waits for the GIL as long as the hung call holds it. Under pytest-xdist the controller then
+    reports the test as crashed and a new worker takes the rest. Returns None: pytest-timeout sets its own timer
+    next."""
     timeout = float(getattr(settings, "timeout", 0) or 0)
-    if timeout <= 0:
-        return
-    stderr = item.config.stash.get(_STDERR, None) or sys.__stderr__
-    timer = threading.Timer(timeout + FALLBACK_S, _dump_stacks_and_exit, args=(stderr, item.nodeid, timeout))
-    timer.name = "detbench-test-timeout-fallback"
-    timer.daemon = True
-    item.stash[_FALLBACK] = timer
-    timer.start()
+    if timeout > 0:
+        faulthandler.dump_traceback_later(timeout + _fallback_s(), exit=True, file=_stderr(item.config))
 
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_timeout_cancel_timer(item: pytest.Item) -> None:
-    timer = item.stash.get(_FALLBACK, None)
-    if timer is not None:
-        timer.cancel()
+    faulthandler.cancel_dump_traceback_later()
 
 
-def _dump_stacks_and_exit(stderr: object, nodeid: str, timeout: float) -> None:
-    me = threading.get_ident()
-    names = {t.ident: t.name for t in threading.enumerate()}
-    lines = [f"\n{'+' * 20} Timeout ({timeout:g} s, not ended by its signal): {nodeid} {'+' * 20}\n"]
-    for ident, frame in sys._current_frames().items():
-        if ident != me:
-            lines += [f"\n~~~ Stack of {names.get(ident, '?')} ({ident}) ~~~\n", *traceback.format_stack(frame)]
-    try:
-        stderr.write("".join(lines))  # type: ignore[attr-defined]
-        stderr.flush()  # type: ignore[attr-defined]
-    finally:
-        os._exit(1)
+@pytest.hookimpl(trylast=True)
+def pytest_unconfigure(config: pytest.Config) -> None:
+    """The same last resort for the process's exit, after the summary: a thread left running that is not a daemon,
+    or an atexit hook that waits for ever (a pool a library started), would hold the process, and the CI job that
+    waits for it, past every test's timeout with nothing said. FALLBACK_S from here it writes every thread's stack
+    and ends the process (exit 1)."""
+    faulthandler.dump_traceback_later(_fallback_s(), exit=True, file=_stderr(config))
+
+
+def _fallback_s() -> float:
+    return float(os.environ.get(FALLBACK_ENV) or FALLBACK_S)
+
+
+def _stderr(config: pytest.Config) -> Any:
+    """The stderr this process had when it was configured (a test's capture swaps fd 2 for a file)."""
+    return config.stash.get(_STDERR, None) or sys.__stderr__
 
 
 def _matches(test_id: str, pattern: str) -> bool:
@@ -363,7 +362,6 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
 
 _BEFORE = pytest.StashKey[set[str] | None]()
 _STDERR = pytest.StashKey[object]()
-_FALLBACK = pytest.StashKey[threading.Timer]()
 
 
 @pytest.fixture

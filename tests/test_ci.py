@@ -13,6 +13,7 @@ import pytest
 from tests.conftest import DEFAULT_TIMEOUT_S, PURE_PATHS, ROOT, TORCH_LINE_PATHS, is_torch_line
 
 PLANTED = '''
+import ctypes
 import time
 
 
@@ -21,27 +22,62 @@ def test_hangs_for_ever():
         time.sleep(60)
 
 
-def test_runs_after_the_hung_one():
+def test_hangs_in_c_holding_the_gil():
+    libc = ctypes.PyDLL(None)  # a PyDLL call keeps the GIL: no signal handler, no Python thread runs meanwhile
+    mutex = ctypes.create_string_buffer(64)  # zeroed: glibc's PTHREAD_MUTEX_INITIALIZER, a mutex that never relocks
+    libc.pthread_mutex_lock(mutex)
+    libc.pthread_mutex_lock(mutex)
+
+
+def test_runs_after_the_hung_ones():
     assert 1 + 1 == 2
 '''
 
 
 def test_a_hung_test_fails_by_its_timeout_with_a_stack_and_the_rest_of_the_run_goes_on(tmp_path):
     """A tiny session run the way the README's command runs (pyproject's settings, this conftest's default
-    timeout as a plugin, pytest-xdist), with the default cut to 2 s: the planted test that sleeps for ever is
-    stopped with its stack and the test after it passes in the same worker. No torch is imported: ~5 s alone,
-    35 s on the loaded 2-core machine."""
+    timeout as a plugin, pytest-xdist), with the default cut to 2 s and the last resort to 2 s after it: the
+    planted test that sleeps for ever is stopped with its stack; the one hung in a C call that keeps the GIL
+    (pytest-timeout's signal never gets to Python) is ended by faulthandler's watchdog with its stack, and a new
+    worker runs the test after them. No torch is imported: ~8 s alone."""
     (tmp_path / "test_planted.py").write_text(textwrap.dedent(PLANTED))
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "DETBENCH_TEST_TIMEOUT_S": "2", "DETBENCH_CHECKOUT_CHECK": "0"}
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "DETBENCH_TEST_TIMEOUT_S": "2", "DETBENCH_TEST_FALLBACK_S": "2",
+           "DETBENCH_CHECKOUT_CHECK": "0"}
     done = subprocess.run(
         [sys.executable, "-m", "pytest", "-c", str(ROOT / "pyproject.toml"), "--rootdir", str(tmp_path),
          "-p", "tests.conftest", "-p", "no:cacheprovider", "-n", "1", "test_planted.py"],
         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=240)
     out = done.stdout + done.stderr
     assert done.returncode == 1, out[-3000:]
-    assert "FAILED test_planted.py::test_hangs_for_ever - Failed: Timeout (>2.0s)" in out
-    assert "+ Timeout +" in out and "time.sleep(60)" in out  # the hung test's stack, where it waited
-    assert "1 failed, 1 passed" in out
+    assert "FAILED test_planted.py::test_hangs_for_ever - Failed: Timeout (>2.0s)" in out, out[-3000:]
+    assert ">           time.sleep(60)" in out  # the hung test's stack, where it waited
+    assert "FAILED test_planted.py::test_hangs_in_c_holding_the_gil" in out, out[-3000:]
+    assert "Timeout (0:00:04)!" in out and "in test_hangs_in_c_holding_the_gil" in out, out[-3000:]
+    assert "2 failed, 1 passed" in out, out[-3000:]
+
+
+LEFT_RUNNING = '''
+import threading
+
+
+def test_leaves_a_thread_that_never_ends():
+    threading.Thread(target=threading.Event().wait, name="never-ends").start()  # not a daemon: exit waits for it
+'''
+
+
+def test_a_process_held_at_exit_is_ended_with_a_stack(tmp_path):
+    """The last resort also covers the process's exit, after the summary (as the nox sessions run: no xdist): a
+    thread left running that is not a daemon would hold the process for ever; 2 s after pytest is done it writes
+    the stacks and ends the process, exit 1. No torch: ~3 s."""
+    (tmp_path / "test_planted.py").write_text(textwrap.dedent(LEFT_RUNNING))
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "DETBENCH_TEST_FALLBACK_S": "2", "DETBENCH_CHECKOUT_CHECK": "0"}
+    done = subprocess.run(
+        [sys.executable, "-m", "pytest", "-c", str(ROOT / "pyproject.toml"), "--rootdir", str(tmp_path),
+         "-p", "tests.conftest", "-p", "no:cacheprovider", "-q", "test_planted.py"],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    out = done.stdout + done.stderr
+    assert done.returncode == 1 and "1 passed" in out, out[-3000:]
+    assert "Timeout (0:00:02)!" in out and "_shutdown" in out, out[-3000:]  # where the exit waited
 
 
 ALONE = '''

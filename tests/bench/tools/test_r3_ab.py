@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from detbench.bench.runtime.protocol import PREFIX, PROTOCOL_VERSION
 from detbench.bench.tools import ab
 from detbench.envcheck.isolate import is_alive
 
@@ -27,11 +28,12 @@ CELL = "resnet50-infer-eager-fp32-bs1-gpu1-32x32"
 
 def fake_side(tmp_path: Path) -> Path:
     """A side's 'python' (or a template's command): starts a grandchild in a session of its own (as the bench
-    plugin starts its worker), notes both pids, then sleeps FAKE_SLEEP s (round >= FAKE_FROM_ROUND) and exits 1.
-    A grandchild of an earlier side still alive when it starts is noted in `leaks`."""
+    plugin starts its worker), notes both pids, says a side's hello if FAKE_HELLO is set, then sleeps FAKE_SLEEP s
+    (round >= FAKE_FROM_ROUND) and exits 1. A grandchild of an earlier side still alive when it starts is noted in
+    `leaks`."""
     script = tmp_path / "fake_python"
     script.write_text(f"#!{sys.executable}\n" + textwrap.dedent(f"""
-        import os, re, subprocess, sys, time
+        import json, os, re, subprocess, sys, time
         pids = {str(tmp_path / "pids")!r}
 
         def alive(pid):
@@ -48,6 +50,9 @@ def fake_side(tmp_path: Path) -> Path:
         os.mkdir(os.path.join(os.environ.get("TMPDIR", "/tmp"), f"detbench-group-{{os.getpid()}}"))
         with open(pids, "a") as out:
             out.write(f"{{os.getpid()}} {{child.pid}}\\n")
+        if os.environ.get("FAKE_HELLO"):
+            hello = {{"event": "hello", "protocol": {PROTOCOL_VERSION}, "pid": os.getpid(), "cpus": 1}}
+            print({PREFIX!r} + json.dumps(hello), flush=True)
         found = re.search(r"round(\\d+)", " ".join(sys.argv))
         if (int(found[1]) if found else 0) >= int(os.environ.get("FAKE_FROM_ROUND", "0")):
             time.sleep(float(os.environ.get("FAKE_SLEEP", "0")))
@@ -148,10 +153,12 @@ def test_interrupting_the_rounds_mode_ends_every_side_keeps_the_finished_round_i
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
 def test_interrupting_the_sides_mode_ends_every_side_and_what_it_started(tmp_path, signum):
     fake = fake_side(tmp_path)
-    # the leader (the first baseline side) starts alone and the others once it said hello: the fake sides never
-    # do, so a short side timeout lets the other three start
-    proc = run_ab(tmp_path, "--pairs", "2", "--pin-cpus", "none", "--side-timeout", "5", "--baseline-cmd",
-                  f"{fake} {{worker}}", "--candidate-cmd", f"FAKE_FROM_ROUND=0 {fake} {{worker}}", "--", *MATRIX)
+    # the leader (the first baseline side) starts alone and the others once it said hello: the baseline's fakes say
+    # it and exit, the candidate's never do and sleep. The signal comes once all four noted their pids, well within
+    # the side timeout (5 s was too short on CI's loaded machine, when the leader timed out instead of saying hello).
+    proc = run_ab(tmp_path, "--pairs", "2", "--pin-cpus", "none", "--side-timeout", "30", "--baseline-cmd",
+                  f"FAKE_HELLO=1 {fake} {{worker}}", "--candidate-cmd", f"FAKE_FROM_ROUND=0 {fake} {{worker}}", "--",
+                  *MATRIX)
     wait_for_pids(tmp_path, 8, proc)  # four sides, each with its grandchild
     proc.send_signal(signum)
     err = ended(proc)
