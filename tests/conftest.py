@@ -4,6 +4,7 @@ and are shared, not re-invented per test."""
 
 from __future__ import annotations
 
+import contextlib
 import faulthandler
 import hashlib
 import os
@@ -15,7 +16,6 @@ import time
 from collections.abc import Callable, Iterator
 from functools import cache
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -122,7 +122,8 @@ def pytest_configure(config: pytest.Config) -> None:
     if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
         signal.signal(signal.SIGINT, signal.default_int_handler)
     # the stderr the last resort writes to (pytest_timeout_set_timer), kept before any test's capture swaps fd 2
-    config.stash[_STDERR] = os.fdopen(os.dup(sys.__stderr__.fileno()), "w", encoding="utf-8", errors="replace")
+    with contextlib.suppress(AttributeError, OSError, ValueError):  # no stderr to write to: the last resort stays off
+        config.stash[_STDERR] = os.fdopen(os.dup(sys.__stderr__.fileno()), "w", encoding="utf-8", errors="replace")
     if _is_xdist_worker(config):
         _share_the_cores(int(config.workerinput.get("workercount", 1)))  # type: ignore[attr-defined]
         # a `pytest bench/` the tests start must not take itself for an xdist worker: pytest-benchmark reads
@@ -157,8 +158,9 @@ def pytest_timeout_set_timer(item: pytest.Item, settings: object) -> None:
     reports the test as crashed and a new worker takes the rest. Returns None: pytest-timeout sets its own timer
     next."""
     timeout = float(getattr(settings, "timeout", 0) or 0)
-    if timeout > 0:
-        faulthandler.dump_traceback_later(timeout + _fallback_s(), exit=True, file=_stderr(item.config))
+    stderr = item.config.stash.get(_STDERR, None)
+    if timeout > 0 and stderr is not None:
+        faulthandler.dump_traceback_later(timeout + _fallback_s(), exit=True, file=stderr)
 
 
 @pytest.hookimpl(tryfirst=True)
@@ -172,16 +174,13 @@ def pytest_unconfigure(config: pytest.Config) -> None:
     or an atexit hook that waits for ever (a pool a library started), would hold the process, and the CI job that
     waits for it, past every test's timeout with nothing said. FALLBACK_S from here it writes every thread's stack
     and ends the process (exit 1)."""
-    faulthandler.dump_traceback_later(_fallback_s(), exit=True, file=_stderr(config))
+    stderr = config.stash.get(_STDERR, None)
+    if stderr is not None:
+        faulthandler.dump_traceback_later(_fallback_s(), exit=True, file=stderr)
 
 
 def _fallback_s() -> float:
     return float(os.environ.get(FALLBACK_ENV) or FALLBACK_S)
-
-
-def _stderr(config: pytest.Config) -> Any:
-    """The stderr this process had when it was configured (a test's capture swaps fd 2 for a file)."""
-    return config.stash.get(_STDERR, None) or sys.__stderr__
 
 
 def _matches(test_id: str, pattern: str) -> bool:
