@@ -12,6 +12,18 @@ import pytest
 
 from tests.conftest import DEFAULT_TIMEOUT_S, PURE_PATHS, ROOT, TORCH_LINE_PATHS, is_torch_line
 
+
+def planted_session(tmp_path, *args: str, timeout: int, **env: str) -> tuple[int, str]:
+    """pytest in ``tmp_path`` the way the README's command runs it (pyproject's settings, this conftest as a plugin),
+    with ``env`` added; its exit code and its stdout and stderr together."""
+    done = subprocess.run(
+        [sys.executable, "-m", "pytest", "-c", str(ROOT / "pyproject.toml"), "--rootdir", str(tmp_path),
+         "-p", "tests.conftest", "-p", "no:cacheprovider", *args],
+        cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(ROOT), "DETBENCH_CHECKOUT_CHECK": "0", **env},
+        capture_output=True, text=True, timeout=timeout)
+    return done.returncode, done.stdout + done.stderr
+
+
 PLANTED = '''
 import ctypes
 import time
@@ -41,14 +53,9 @@ def test_a_hung_test_fails_by_its_timeout_with_a_stack_and_the_rest_of_the_run_g
     (pytest-timeout's signal never gets to Python) is ended by faulthandler's watchdog with its stack, and a new
     worker runs the test after them. No torch is imported: ~8 s alone."""
     (tmp_path / "test_planted.py").write_text(textwrap.dedent(PLANTED))
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "DETBENCH_TEST_TIMEOUT_S": "2", "DETBENCH_TEST_FALLBACK_S": "2",
-           "DETBENCH_CHECKOUT_CHECK": "0"}
-    done = subprocess.run(
-        [sys.executable, "-m", "pytest", "-c", str(ROOT / "pyproject.toml"), "--rootdir", str(tmp_path),
-         "-p", "tests.conftest", "-p", "no:cacheprovider", "-n", "1", "test_planted.py"],
-        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=240)
-    out = done.stdout + done.stderr
-    assert done.returncode == 1, out[-3000:]
+    code, out = planted_session(tmp_path, "-n", "1", "test_planted.py", timeout=240, DETBENCH_TEST_TIMEOUT_S="2",
+                                DETBENCH_TEST_FALLBACK_S="2")
+    assert code == 1, out[-3000:]
     assert "FAILED test_planted.py::test_hangs_for_ever - Failed: Timeout (>2.0s)" in out, out[-3000:]
     assert ">           time.sleep(60)" in out  # the hung test's stack, where it waited
     assert "FAILED test_planted.py::test_hangs_in_c_holding_the_gil" in out, out[-3000:]
@@ -70,13 +77,8 @@ def test_a_process_held_at_exit_is_ended_with_a_stack(tmp_path):
     thread left running that is not a daemon would hold the process for ever; 2 s after pytest is done it writes
     the stacks and ends the process, exit 1. No torch: ~3 s."""
     (tmp_path / "test_planted.py").write_text(textwrap.dedent(LEFT_RUNNING))
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "DETBENCH_TEST_FALLBACK_S": "2", "DETBENCH_CHECKOUT_CHECK": "0"}
-    done = subprocess.run(
-        [sys.executable, "-m", "pytest", "-c", str(ROOT / "pyproject.toml"), "--rootdir", str(tmp_path),
-         "-p", "tests.conftest", "-p", "no:cacheprovider", "-q", "test_planted.py"],
-        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
-    out = done.stdout + done.stderr
-    assert done.returncode == 1 and "1 passed" in out, out[-3000:]
+    code, out = planted_session(tmp_path, "-q", "test_planted.py", timeout=120, DETBENCH_TEST_FALLBACK_S="2")
+    assert code == 1 and "1 passed" in out, out[-3000:]
     assert "Timeout (0:00:02)!" in out and "_shutdown" in out, out[-3000:]  # where the exit waited
 
 
@@ -115,14 +117,9 @@ def test_an_alone_timing_test_runs_last_once_the_other_workers_have_finished(tmp
     name the timing mark is not even imported. No torch: ~5 s."""
     (tmp_path / "test_planted.py").write_text(textwrap.dedent(ALONE))
     (tmp_path / "test_untimed.py").write_text("raise RuntimeError('imported by -m timing')\n")
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "DETBENCH_CHECKOUT_CHECK": "0", "PLANTED_SHARED": str(tmp_path)}
-    done = subprocess.run(
-        [sys.executable, "-m", "pytest", "-c", str(ROOT / "pyproject.toml"), "--rootdir", str(tmp_path),
-         "-p", "tests.conftest", "-p", "no:cacheprovider", "-n", "2", "--dist", "loadgroup", "-m", "timing", "-rA",
-         "--basetemp", str(tmp_path / "base"), "."],
-        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=240)
-    out = done.stdout + done.stderr
-    assert done.returncode == 0, out[-3000:]
+    code, out = planted_session(tmp_path, "-n", "2", "--dist", "loadgroup", "-m", "timing", "-rA", "--basetemp",
+                                str(tmp_path / "base"), ".", timeout=240, PLANTED_SHARED=str(tmp_path))
+    assert code == 0, out[-3000:]
     assert "3 passed" in out and "of 2 unfinished" in out, out[-3000:]
     waited = float(out.split("waited ", 1)[1].split(" s", 1)[0])
     assert waited > 0.5, out[-3000:]  # it started before the waiting test was done, and waited for it

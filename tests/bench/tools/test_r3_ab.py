@@ -15,7 +15,6 @@ from pathlib import Path
 
 import pytest
 
-from detbench.bench.runtime.protocol import PREFIX, PROTOCOL_VERSION
 from detbench.bench.tools import ab
 from detbench.envcheck.isolate import is_alive
 
@@ -33,7 +32,7 @@ def fake_side(tmp_path: Path) -> Path:
     `leaks`."""
     script = tmp_path / "fake_python"
     script.write_text(f"#!{sys.executable}\n" + textwrap.dedent(f"""
-        import json, os, re, subprocess, sys, time
+        import os, re, subprocess, sys, time
         pids = {str(tmp_path / "pids")!r}
 
         def alive(pid):
@@ -51,8 +50,8 @@ def fake_side(tmp_path: Path) -> Path:
         with open(pids, "a") as out:
             out.write(f"{{os.getpid()}} {{child.pid}}\\n")
         if os.environ.get("FAKE_HELLO"):
-            hello = {{"event": "hello", "protocol": {PROTOCOL_VERSION}, "pid": os.getpid(), "cpus": 1}}
-            print({PREFIX!r} + json.dumps(hello), flush=True)
+            from detbench.bench.runtime.protocol import PROTOCOL_VERSION, encode
+            print(encode("hello", protocol=PROTOCOL_VERSION, pid=os.getpid(), cpus=1), flush=True)
         found = re.search(r"round(\\d+)", " ".join(sys.argv))
         if (int(found[1]) if found else 0) >= int(os.environ.get("FAKE_FROM_ROUND", "0")):
             time.sleep(float(os.environ.get("FAKE_SLEEP", "0")))
