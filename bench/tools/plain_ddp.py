@@ -58,8 +58,10 @@ def relaunch(args: argparse.Namespace, argv: list[str]) -> int:
     with tempfile.TemporaryDirectory(prefix="plain-ddp-") as scratch:
         figures_path = args.json or os.path.join(scratch, "figures.json")
         worker_argv = argv if args.json else [*argv, "--json", figures_path]
+        # its logs in the scratch folder: without --log-dir torchrun leaves a torchelastic_* folder in $TMPDIR
         command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node",
-                   str(args.gpus), "-m", "detbench.bench.tools.plain_ddp", *worker_argv]
+                   str(args.gpus), "--log-dir", os.path.join(scratch, "torchrun"), "-m",
+                   "detbench.bench.tools.plain_ddp", *worker_argv]
         began = time.time()
         with subprocess.Popen(command, env=child_env()) as agent:
             code = wait_for_agent(agent, figures_path, began)

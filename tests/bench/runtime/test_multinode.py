@@ -29,7 +29,9 @@ def test_two_torchrun_agents_as_two_nodes_run_a_ddp_cell(tmp_path):
     request, result = tmp_path / "request.json", tmp_path / "result.jsonl"
     GroupRequest([tiny("train")], fast_options()).write(request)
     port = free_port()
-    agents = [subprocess.Popen(agent(node, port, request, result), env=child_env(), stdout=subprocess.PIPE,
+    # TMPDIR: each agent's torchelastic_* log folder goes with the test
+    agents = [subprocess.Popen(agent(node, port, request, result), env={**child_env(), "TMPDIR": str(tmp_path)},
+                               stdout=subprocess.PIPE,
                                stderr=subprocess.STDOUT, start_new_session=True) for node in (0, 1)]
     try:
         outputs = [a.communicate(timeout=90)[0].decode(errors="replace") for a in agents]

@@ -21,9 +21,14 @@ def test_plain_ddp_starts_its_own_torchrun_and_reports_images_per_second(tmp_pat
     command = [sys.executable, "-m", "detbench.bench.tools.plain_ddp", "--model", "ssdlite320_mobilenet_v3_large",
                "--gpus", "2", "--batch", "2", "--precision", "fp32", "--height", "64", "--width", "64",
                "--warmup", "1", "--iterations", "2", "--json", str(out)]
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
     # two torchrun ranks on a busy 2-core machine
-    done = subprocess.run(command, env=child_env(), capture_output=True, text=True, timeout=600)
+    done = subprocess.run(command, env={**child_env(), "TMPDIR": str(scratch)}, capture_output=True, text=True,
+                          timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
+    # no torchrun log folder left in the user's $TMPDIR (torch's own caches, torchinductor_<user>, are meant to stay)
+    assert not list(scratch.glob("torchelastic_*")) and not list(scratch.glob("plain-ddp-*"))
     assert "plain DDP ssdlite320_mobilenet_v3_large fp32 2x2:" in done.stdout
     figures = json.loads(out.read_text())
     assert figures["gpus"] == 2 and len(figures["rank0_times_ms"]) == 2

@@ -108,9 +108,15 @@ def test_a_timed_out_side_round_takes_its_whole_tree_along(tmp_path, monkeypatch
 
 
 def run_ab(tmp_path: Path, *argv: str) -> subprocess.Popen[str]:
+    """detbench-ab in a process of its own, with a TMPDIR of the test's: the sides mode gives its sides none of their
+    own, and a fake's folder left in /tmp, named by its pid, made a later fake of that pid fail before it noted its
+    pids (once /tmp held a few hundred, after many runs: CI failed twice with 6 of the 8 pids noted)."""
+    tmp = tmp_path / "tmp"
+    tmp.mkdir(exist_ok=True)
     return subprocess.Popen([sys.executable, "-m", "detbench.bench.tools.ab", "--out", str(tmp_path / "out"), *argv],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
-                            env={**os.environ, "FAKE_SLEEP": "60", "FAKE_FROM_ROUND": "1", "PYTHONFAULTHANDLER": "1"})
+                            env={**os.environ, "FAKE_SLEEP": "60", "FAKE_FROM_ROUND": "1", "PYTHONFAULTHANDLER": "1",
+                                 "TMPDIR": str(tmp)})
 
 
 def ended(proc: subprocess.Popen[str], timeout_s: float = 60) -> str:
@@ -127,7 +133,11 @@ def wait_for_pids(tmp_path: Path, count: int, proc: subprocess.Popen[str]) -> No
     deadline = time.monotonic() + 60
     while len(started(tmp_path)) < count and time.monotonic() < deadline and proc.poll() is None:
         time.sleep(0.1)
-    assert len(started(tmp_path)) >= count, proc.communicate(timeout=30)
+    if len(started(tmp_path)) < count:  # say why: the sides' logs (a fake that failed says so there), then end it
+        logs = {log.name: log.read_text()[-600:] for log in sorted((tmp_path / "out").glob("*.log"))}
+        proc.kill()
+        pytest.fail(f"{len(started(tmp_path))} of {count} pids noted; detbench-ab: {proc.communicate(timeout=30)}; "
+                    f"the sides' logs: {logs}")
 
 
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
