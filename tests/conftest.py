@@ -173,9 +173,11 @@ def pytest_unconfigure(config: pytest.Config) -> None:
     """The same last resort for the process's exit, after the summary: a thread left running that is not a daemon,
     or an atexit hook that waits for ever (a pool a library started), would hold the process, and the CI job that
     waits for it, past every test's timeout with nothing said. FALLBACK_S from here it writes every thread's stack
-    and ends the process (exit 1)."""
+    and ends the process (exit 1). Not in an xdist worker: its session ends once it has nothing left to run, and the
+    process then waits, idle, until the controller ends it after the last worker; the controller's own last resort
+    covers that wait (and xdist's controller kills a worker that does not end when told)."""
     stderr = config.stash.get(_STDERR, None)
-    if stderr is not None:
+    if stderr is not None and not _is_xdist_worker(config):
         faulthandler.dump_traceback_later(_fallback_s(), exit=True, file=stderr)
 
 

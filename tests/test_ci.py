@@ -82,6 +82,34 @@ def test_a_process_held_at_exit_is_ended_with_a_stack(tmp_path):
     assert "Timeout (0:00:02)!" in out and "_shutdown" in out, out[-3000:]  # where the exit waited
 
 
+IDLE = '''
+import time
+
+import pytest
+
+
+@pytest.mark.xdist_group("quick")
+def test_quick():
+    pass
+
+
+@pytest.mark.xdist_group("slow")
+def test_slow():
+    time.sleep(4)
+'''
+
+
+def test_an_xdist_worker_left_idle_by_a_slower_one_is_not_taken_for_a_hung_exit(tmp_path):
+    """A worker's session ends once it has nothing left to run; its process then waits for the controller, as long
+    as the slowest worker runs. The exit's last resort (1 s here) must not end it (it did: a stack and a killed
+    worker in every run where one worker finished a minute before the last). No torch: ~5 s."""
+    (tmp_path / "test_planted.py").write_text(textwrap.dedent(IDLE))
+    code, out = planted_session(tmp_path, "-n", "2", "--dist", "loadgroup", "test_planted.py", timeout=120,
+                                DETBENCH_TEST_FALLBACK_S="1")
+    assert code == 0 and "2 passed" in out, out[-3000:]
+    assert "Timeout (" not in out and "execnet" not in out, out[-3000:]
+
+
 ALONE = '''
 import os
 import time
