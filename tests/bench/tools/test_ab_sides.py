@@ -73,15 +73,22 @@ def test_a_side_speaks_the_line_protocol(side_env):
 
 
 @pytest.mark.timing
-def test_a_planted_slowdown_is_a_regression_and_the_unplanted_cell_is_not(side_env, tmp_path):
+def test_a_planted_slowdown_is_a_regression_and_the_unplanted_cell_keeps_its_speed(side_env, tmp_path):
     """Three worker pairs: with two (one degree of freedom; t = 25.5 at Holm's 1.25 % against 6.2 with two), pairs
-    that disagreed by ~18 % left the 3x plant inconclusive, 0.290 (0.034-2.508), in a clean clone (2026-12-06)."""
+    that disagreed by ~18 % left the 3x plant inconclusive, 0.290 (0.034-2.508), in a clean clone (2026-12-06).
+    The unplanted cell is checked for its ratio, not its verdict: once the plant is rejected, Holm's step-down tests
+    it at the full 5 %, so even a true model flags it in about one run in twenty, and 3 pairs of 4 short rounds are
+    not that model's design (docs/ab.md: the gate's error rates are its simulation's, at 8 pairs). 2026-12-06 the
+    old check failed 2 of 3 timing phases (the one message kept: this cell a regression); the cell was a regression
+    in 1 of 6 lab runs alone (0.974, 0.943-1.006) and an improvement in 1 of 6 beside a neighbour importing torch in
+    a loop (1.054, 1.014-1.095); its ratio was 0.962-1.066 in all 12. A plant leaking into it would put it near 1/3.
+    """
     code, payload = gate(tmp_path, "--pairs", "3", "--rounds", "4",
                          "--candidate-env", f"{SLOWDOWN_ENV}=tiny_convnet-infer-eager-fp32-bs4:2.0")
     assert code == ab.EXIT_REGRESSION, payload["verdict_line"]
     planted, other = payload["verdicts"][CELL], payload["verdicts"][NHWC]
     assert planted["verdict"] == "regression" and planted["ratio"] < 0.6  # 1 / 3 planted
-    assert other["verdict"] != "regression"
+    assert 0.8 < other["ratio"] < 1.25, other  # the plant is the one cell's, nothing of it in the other
     assert planted["units"] == 3 and sum(map(len, planted["ratios"])) == 12 and planted["cells"] == 2
     assert 0 < planted["detectable"] < 1 and ">= " in (tmp_path / "summary.md").read_text()
     # the order is random: both sides went first in some rounds; every side had its own environment padding
