@@ -206,6 +206,22 @@ def test_a_run_where_no_cell_measured_still_writes_its_benchmark_json(tmp_path):
     assert sorted(r.status for r in load_run(out).results) == ["error", "skipped"]
 
 
+def _children(pid: int) -> list[int]:
+    try:
+        return [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except OSError:  # it has just exited
+        return []
+
+
+def _cmdline(pid: int) -> bytes:
+    """``pid``'s command line, or b"" once it has exited: a short-lived child can go between the listing and this
+    read (CI, 2026-12-06: FileNotFoundError on its cmdline)."""
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return b""
+
+
 def test_sigterm_ends_the_run_and_its_worker_like_ctrl_c(tmp_path):
     import signal
     import time
@@ -220,9 +236,7 @@ def test_sigterm_ends_the_run_and_its_worker_like_ctrl_c(tmp_path):
         worker = None
         deadline = time.time() + 120
         while worker is None and time.time() < deadline and proc.poll() is None:
-            children = Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text().split()
-            worker = next((int(c) for c in children if "detbench.bench.runtime.worker" in
-                           Path(f"/proc/{c}/cmdline").read_bytes().decode(errors="replace")), None)
+            worker = next((c for c in _children(proc.pid) if b"detbench.bench.runtime.worker" in _cmdline(c)), None)
             time.sleep(0.2)
         assert worker is not None, log.read_text()[-2000:]
         proc.send_signal(signal.SIGTERM)
