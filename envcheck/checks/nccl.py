@@ -92,7 +92,11 @@ def run_sweep(world_size: int, timeout_s: float, *, sizes: str = DEFAULT_SIZES, 
     """Run the sweep in a child (killed with its ranks at ``timeout_s``) and judge it; never raises for a rank."""
     parse_sizes(sizes)
     env = nccl_env()
-    (child,) = isolate.run_children([command or worker_command(world_size, timeout_s, sizes, backend)], timeout_s, env)
+    # a TMPDIR of the sweep's own, gone with it: torch.multiprocessing leaves a pytorch-errorfile-*.pickle in the
+    # user's for every rank that raised
+    with isolate.scratch_dir("detbench-nccl-") as scratch:
+        (child,) = isolate.run_children([command or worker_command(world_size, timeout_s, sizes, backend)], timeout_s,
+                                        {**env, "TMPDIR": str(scratch)})
     measured: dict[str, Any] = {"world_size": world_size, "backend": backend,
                                 **{name.lower(): env.get(name, "unset") for name in MULTICAST_VARIABLES}}
     if child.timed_out:

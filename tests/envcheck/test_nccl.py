@@ -2,6 +2,7 @@
 
 import json
 import sys
+import tempfile
 import time
 
 import pytest
@@ -70,10 +71,13 @@ def test_a_crash_without_a_report_quotes_stderr():
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine where the NCCL backend cannot start")
-def test_a_real_rank_failure_names_the_rank():
+def test_a_real_rank_failure_names_the_rank(tmp_path, monkeypatch):
+    monkeypatch.setenv("TMPDIR", str(tmp_path))  # the user's TMPDIR, in the sweep's process and in this one
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
     outcome = nccl.run_sweep(2, 120, sizes="4K", backend="nccl")
     assert outcome.status == "fail"
     assert outcome.detail.startswith("rank ") and " failed: " in outcome.detail
+    assert list(tmp_path.iterdir()) == []  # no rank's error file (pytorch-errorfile-*) left in it
 
 
 def test_wrong_sum_fails_naming_size_and_ranks():

@@ -46,9 +46,11 @@ def _cut(tmp_path: Path, stop: signal.Signals, seed: int, *extra: str) -> tuple[
     command = [sys.executable, "-m", "pytest", "bench/", "-p", "no:cacheprovider", "-q", *GROUP, *extra,
                f"--benchmark-json={out}"]
     delay = random.Random(seed).uniform(0.0, 0.4)  # the group's 3 x 6 blocks of 0.05 s take longer: mid-group
+    scratch = tmp_path / "tmp"  # its TMPDIR: a SIGKILLed run cannot remove its group folder (detbench-group-*)
+    scratch.mkdir(exist_ok=True)
     with open(tmp_path / "cut.log", "w") as sink:
         proc = subprocess.Popen(command, cwd=ROOT, stdout=sink, stderr=subprocess.STDOUT,
-                                env={**os.environ, "DETBENCH_TEST_WITNESS": str(witness)})
+                                env={**os.environ, "DETBENCH_TEST_WITNESS": str(witness), "TMPDIR": str(scratch)})
         try:
             deadline = time.monotonic() + 120
             while not (journal.exists() and '"round":' in journal.read_text()):  # the group's first block is in
