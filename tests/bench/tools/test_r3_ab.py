@@ -110,7 +110,7 @@ def test_a_timed_out_side_round_takes_its_whole_tree_along(tmp_path, monkeypatch
 def run_ab(tmp_path: Path, *argv: str) -> subprocess.Popen[str]:
     """detbench-ab in a process of its own, with a TMPDIR of the test's: the sides mode gives its sides none of their
     own, and a fake's folder left in /tmp, named by its pid, made a later fake of that pid fail before it noted its
-    pids (once /tmp held a few hundred, after many runs: CI failed twice with 6 of the 8 pids noted)."""
+    pids (reproduced with planted folders; CI failed on it twice, after cf755b2 with 6 of the 8 pids noted)."""
     tmp = tmp_path / "tmp"
     tmp.mkdir(exist_ok=True)
     return subprocess.Popen([sys.executable, "-m", "detbench.bench.tools.ab", "--out", str(tmp_path / "out"), *argv],
