@@ -78,6 +78,14 @@ def is_alive(pid: int) -> bool:
     return state not in ("Z", "X")
 
 
+def command_line(pid: int) -> bytes:
+    """``pid``'s NUL-separated command line, or b"" once it has exited (or was never there)."""
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return b""
+
+
 def reap(proc: subprocess.Popen[Any], wait_s: float | None = None) -> int | None:
     """``proc``'s exit status once it has ended (None if it still runs after ``wait_s``), never blocking on Popen's
     wait lock: a signal handler runs on the main thread, maybe inside ``proc.poll()`` or ``proc.wait()``, which hold

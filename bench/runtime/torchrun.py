@@ -26,7 +26,15 @@ from detbench.bench.runtime.attempt import Attempt, AttemptFailure
 from detbench.bench.runtime.protocol import GroupProgress
 from detbench.bench.runtime.rank_status import PHASES, rank_statuses
 from detbench.bench.runtime.request import GroupRequest
-from detbench.envcheck.isolate import Supervisor, child_env, describe_exit, is_alive, oom_kill_count, scratch_dir
+from detbench.envcheck.isolate import (
+    Supervisor,
+    child_env,
+    command_line,
+    describe_exit,
+    is_alive,
+    oom_kill_count,
+    scratch_dir,
+)
 
 # What a rank raises when a peer went away: it is that peer's victim, not the cause (gloo's TCP pair, NCCL).
 _PEER_LOST = re.compile(r"Connection reset by peer|Connection closed by peer|Broken pipe|remote process exited"
@@ -214,7 +222,4 @@ def _rank_stderr_tail(log_dir: Path, local_rank: int) -> str:
 
 def _is_rank_process(pid: int) -> bool:
     """A pid from a rank's status file that is still that rank (never a reused pid)."""
-    try:
-        return is_alive(pid) and b"detbench.bench.runtime.rank" in Path(f"/proc/{pid}/cmdline").read_bytes()
-    except OSError:
-        return False
+    return is_alive(pid) and b"detbench.bench.runtime.rank" in command_line(pid)

@@ -14,6 +14,7 @@ import pytest
 from detbench.bench.core.journal import read_journal
 from detbench.bench.core.record import load_results
 from detbench.bench.core.schema import SCHEMA_NAME
+from detbench.envcheck.isolate import command_line, descendants
 
 ROOT = Path(__file__).resolve().parents[3]
 
@@ -206,22 +207,6 @@ def test_a_run_where_no_cell_measured_still_writes_its_benchmark_json(tmp_path):
     assert sorted(r.status for r in load_run(out).results) == ["error", "skipped"]
 
 
-def _children(pid: int) -> list[int]:
-    try:
-        return [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
-    except OSError:  # it has just exited
-        return []
-
-
-def _cmdline(pid: int) -> bytes:
-    """``pid``'s command line, or b"" once it has exited: a short-lived child can go between the listing and this
-    read (CI, 2026-12-06: FileNotFoundError on its cmdline)."""
-    try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes()
-    except OSError:
-        return b""
-
-
 def test_sigterm_ends_the_run_and_its_worker_like_ctrl_c(tmp_path):
     import signal
     import time
@@ -236,7 +221,10 @@ def test_sigterm_ends_the_run_and_its_worker_like_ctrl_c(tmp_path):
         worker = None
         deadline = time.time() + 120
         while worker is None and time.time() < deadline and proc.poll() is None:
-            worker = next((c for c in _children(proc.pid) if b"detbench.bench.runtime.worker" in _cmdline(c)), None)
+            # /proc read tolerantly: a short-lived child can exit between the listing and the read of its command
+            # line (CI, 2026-12-06: FileNotFoundError)
+            worker = next((c for c in descendants(proc.pid) if b"detbench.bench.runtime.worker" in command_line(c)),
+                          None)
             time.sleep(0.2)
         assert worker is not None, log.read_text()[-2000:]
         proc.send_signal(signal.SIGTERM)

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from detbench.envcheck.isolate import Supervisor, descendants, is_alive
+from detbench.envcheck.isolate import Supervisor, command_line, descendants, is_alive
 
 ROOT = Path(__file__).resolve().parents[3]
 HANG = {"DETBENCH_TEST_FAULT": "gpu2:hang", "DETBENCH_TEST_FAULT_RANK": "1"}  # rank 1 hangs in set-up
@@ -41,18 +41,11 @@ def _start_group(args: list[str], tmp: Path) -> tuple[subprocess.Popen, list[int
             break
         time.sleep(0.1)
     tree = descendants(proc.pid)
-    ranks = [p for p in tree if _cmdline(p).split(b"\0")[1:4] == [b"-u", b"-m", b"detbench.bench.runtime.rank"]]
+    ranks = [p for p in tree if command_line(p).split(b"\0")[1:4] == [b"-u", b"-m", b"detbench.bench.runtime.rank"]]
     if len(ranks) != 2 or proc.poll() is not None:
         _kill_all([proc.pid, *tree])
         pytest.fail(f"the group did not start: {(tmp / 'caller.log').read_text()[-3000:]}")
     return proc, tree
-
-
-def _cmdline(pid: int) -> bytes:
-    try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes()
-    except OSError:
-        return b""
 
 
 def _kill_all(pids: list[int]) -> None:
@@ -67,7 +60,7 @@ def _assert_nothing_left(proc: subprocess.Popen, tree: list[int], tmp: Path) -> 
     finally:
         left = [p for p in tree if is_alive(p)]
         _kill_all([proc.pid, *left])  # never leave them to the next test
-    assert not left, f"processes left behind: {left} ({[_cmdline(p) for p in left]})"
+    assert not left, f"processes left behind: {left} ({[command_line(p) for p in left]})"
     assert not list(tmp.glob("detbench-*")), sorted(p.name for p in tmp.iterdir())
 
 
