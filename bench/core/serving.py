@@ -14,8 +14,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from scipy.stats import binom
-
 from detbench.bench.core.options import OptionError
 from detbench.bench.core.schema import SCENARIOS, Cell, CellResult, ServeInfo, ServeTrial
 from detbench.bench.core.stats.latency import latency_stats, percentile
@@ -175,6 +173,9 @@ def p99_interval(sorted_ms: list[float], q: float = PERCENTILE / 100,
     ``n`` is too small for one (the interval would need ranks past the largest latency)."""
     n = len(sorted_ms)
     tail = (1 - confidence) / 2
+    from scipy.stats import binom  # noqa: PLC0415 - here: the report and the server loop import this module, and
+    # scipy.stats took 1.6 CPU-s of a process's start on this VM (2026-12-06)
+
     low_rank, high_rank = int(binom.ppf(tail, n, q)), int(binom.ppf(1 - tail, n, q)) + 1  # 1-based ranks
     if low_rank < 1 or high_rank > n:
         return []

@@ -120,18 +120,31 @@ def test_multi_gpu_cells_get_a_scaling_plot(tmp_path, run_file):
 
 
 @pytest.mark.parametrize("content", ["{oops", '{"benchmarks": []}', '{"hello": 1}'])
-def test_bad_input_is_one_line_on_stderr_and_exit_2(tmp_path, content):
+def test_bad_input_is_one_line_on_stderr_and_exit_2(tmp_path, content, capsys):
+    """In this process (the command's own main); the command's start is the next test's."""
     bad = tmp_path / "bad.json"
     bad.write_text(content)
+    assert main([str(bad), "--out", str(tmp_path / "o")]) == EXIT_BAD_INPUT
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and "bad.json" in lines[0] and "Traceback" not in lines[0], lines
+
+
+def test_the_command_starts_without_scipy_and_says_bad_input_in_one_line(tmp_path):
+    """`python -m detbench.reports` end to end. A report of runs it does not compare needs no scipy, which took 1.6
+    CPU-s of the command's start here (2026-12-06): `-X importtime` lists every module the process imported."""
+    bad = tmp_path / "bad.json"
+    bad.write_text("{oops")
     proc = subprocess.run(
-        [sys.executable, "-m", "detbench.reports", str(bad), "--out", str(tmp_path / "o")],
+        [sys.executable, "-X", "importtime", "-m", "detbench.reports", str(bad), "--out", str(tmp_path / "o")],
         capture_output=True,
         text=True,
         timeout=60,
     )
     assert proc.returncode == EXIT_BAD_INPUT
-    lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1 and "bad.json" in lines[0] and "Traceback" not in proc.stderr
+    imported = [line.rsplit("|", 1)[-1].strip() for line in proc.stderr.splitlines() if line.startswith("import time:")]
+    lines = [line for line in proc.stderr.strip().splitlines() if not line.startswith("import time:")]
+    assert len(lines) == 1 and "bad.json" in lines[0] and "Traceback" not in proc.stderr, lines
+    assert "detbench.reports.cli" in imported and not [m for m in imported if m.split(".")[0] == "scipy"]
 
 
 def test_bad_options_exit_2(tmp_path, run_file):

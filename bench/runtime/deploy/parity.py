@@ -11,7 +11,6 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-from scipy.optimize import linear_sum_assignment
 
 from detbench.bench.core.schema import Parity
 
@@ -92,6 +91,9 @@ def _match(ref: dict[str, torch.Tensor], out: dict[str, torch.Tensor]) -> tuple[
     if n and m:
         iou = _iou(ref["boxes"], out["boxes"])
         gain = iou + (ref["labels"][:, None] == out["labels"][None, :]).float() * (iou >= MATCH_IOU).float()
+        # imported here: every worker imports this module (through the runtimes) and most never compare outputs
+        from scipy.optimize import linear_sum_assignment  # noqa: PLC0415
+
         rows, cols = linear_sum_assignment(gain.numpy(), maximize=True)
         pairs = [(int(i), int(j)) for i, j in zip(rows, cols, strict=True) if iou[i, j] >= MATCH_IOU]
     left_ref = set(range(n)) - {i for i, _ in pairs}
