@@ -173,8 +173,8 @@ def p99_interval(sorted_ms: list[float], q: float = PERCENTILE / 100,
     ``n`` is too small for one (the interval would need ranks past the largest latency)."""
     n = len(sorted_ms)
     tail = (1 - confidence) / 2
-    from scipy.stats import binom  # noqa: PLC0415 - here: the report and the server loop import this module, and
-    # scipy.stats took 1.6 CPU-s of a process's start on this VM (2026-12-06)
+    from scipy.stats import binom  # noqa: PLC0415 - here: the report imports this module and needs no scipy, which took
+    # 1.6 CPU-s of its start on this VM (2026-12-06); the server loop imports it as it starts (serve_loop)
 
     low_rank, high_rank = int(binom.ppf(tail, n, q)), int(binom.ppf(1 - tail, n, q)) + 1  # 1-based ranks
     if low_rank < 1 or high_rank > n:

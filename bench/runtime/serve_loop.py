@@ -29,6 +29,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+# the trials' p99 interval (trial_from_logs) needs scipy.stats, which detbench.bench.core.serving imports at first use:
+# here it loads with the server process, under the set-up timeout, not inside its first trial's (a fresh server's
+# offline trial missed a 2 s trial timeout importing it, in a loaded test run, 2026-12-06)
+import scipy.stats  # noqa: F401
+
 from detbench.bench.core.schema import ServeTrial
 from detbench.bench.core.serving import (
     ServerFacts,

@@ -4,6 +4,7 @@ real runs of a tiny model on the CPU through the same launcher and CellSession a
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -108,6 +109,13 @@ def test_a_missing_extra_skips_the_model_and_a_bad_schema_is_refused():
         ModelComparison.from_dict({**result.to_dict(), "schema_version": 99})
 
 
+def bare_env(**extra: str) -> dict[str, str]:
+    """The command's environment: no venv on PATH (it starts its model processes with its own interpreter), plus the
+    test run's bytecode cache and OpenMP thread count, without which each of its processes compiled what it imported
+    afresh and ran a thread per core beside the other xdist workers."""
+    carried = {name: os.environ[name] for name in ("PYTHONPYCACHEPREFIX", "OMP_NUM_THREADS") if name in os.environ}
+    return {"PATH": "/usr/bin:/bin", **carried, **extra}
+
 def test_cli_gives_each_model_a_worker_a_crash_is_recorded_and_the_rest_still_runs(tmp_path):
     out = tmp_path / "ratios.json"
     # two test models: the machinery is what is tested (ResNet-50 as the second took 51 CPU-s and 81 s in a main run,
@@ -115,7 +123,7 @@ def test_cli_gives_each_model_a_worker_a_crash_is_recorded_and_the_rest_still_ru
     command = [sys.executable, "-m", "detbench.bench.tools.interleaved", "--models", "tiny_convnet,tiny_mlp",
                "--model-modules", MODULES[0], "--variants", "infer-eager-fp32,train-eager-fp32",
                "--batch-size", "2", "--image-size", "32x32", "--rounds", "2", "--block-s", "0.02", "--json", str(out)]
-    env = {"DETBENCH_TEST_FAULT": "tiny_convnet-train:segfault", "PATH": "/usr/bin:/bin"}
+    env = bare_env(DETBENCH_TEST_FAULT="tiny_convnet-train:segfault")
     done = subprocess.run(command, capture_output=True, text=True, timeout=300, env=env)
     assert done.returncode == 1, done.stdout + done.stderr  # one variant failed
     crashed, measured = json.loads(out.read_text())["detbench"]["models"]
@@ -137,7 +145,7 @@ def test_a_hanging_variant_is_a_timeout_and_the_other_variants_are_still_measure
                "--model-modules", MODULES[0],
                "--variants", "infer-eager-fp32,train-eager-fp32", "--batch-size", "2", "--image-size", "64x64",
                "--rounds", "2", "--block-s", "0.02", "--model-timeout-s", "12", "--json", str(out)]
-    env = {"DETBENCH_TEST_FAULT": "tiny_convnet-train:hang", "PATH": "/usr/bin:/bin"}
+    env = bare_env(DETBENCH_TEST_FAULT="tiny_convnet-train:hang")
     done = subprocess.run(command, capture_output=True, text=True, timeout=300, env=env)
     assert done.returncode == 1, done.stdout + done.stderr
     (model,) = json.loads(out.read_text())["detbench"]["models"]
