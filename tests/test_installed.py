@@ -56,9 +56,10 @@ def installed(tmp_path_factory):
     return python, env, empty
 
 
-def run(installed, *args: str, timeout: float = 600) -> subprocess.CompletedProcess:
-    python, env, cwd = installed
-    return subprocess.run([str(python), *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+def run(installed, *args: str, timeout: float = 600, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    python, env, empty = installed
+    return subprocess.run([str(python), *args], cwd=cwd or empty, env=env, capture_output=True, text=True,
+                          timeout=timeout)
 
 
 def test_the_installed_package_is_the_one_imported_and_takes_one_top_level_name(installed):
@@ -128,13 +129,46 @@ def test_the_smoke_matrix_and_the_report_run_from_an_empty_folder(installed):
     assert (cwd / "report" / "report.html").is_file()
 
 
-def test_detbench_ab_runs_from_an_empty_folder(installed):
-    _, _, cwd = installed
+# A user's own model, a module in the folder the gate runs from (its sides import it too): registry models are the
+# matrix test's above; resnet50 here cost the sides ~16 more CPU-s (torchvision's import, a real network; 2026-12-06)
+USER_MODELS = """import torch
+from torch import nn
+
+from detbench.bench.models import ModelSpec, register_model
+
+
+def build(weights_path=None):
+    return nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                         nn.Linear(8, 10))
+
+
+def inputs(batch, size, device, generator):
+    return torch.rand(batch, 3, *size, generator=generator, device=generator.device).to(device)
+
+
+def targets(batch, size, device, generator):
+    return torch.randint(0, 10, (batch,), generator=generator, device=generator.device).to(device)
+
+
+def loss(model, images, labels):
+    return nn.functional.cross_entropy(model(images), labels)
+
+
+@register_model("my_convnet")
+def my_convnet():
+    return ModelSpec("my_convnet", "mine", "classification", (32, 32), build, inputs, targets, loss)
+"""
+
+
+def test_detbench_ab_runs_from_an_empty_folder_with_the_users_own_model(installed):
+    cwd = installed[2].parent / "with-user-models"  # beside the empty folder, which the other tests keep empty
+    cwd.mkdir()
+    (cwd / "user_models.py").write_text(USER_MODELS)
     done = run(installed, "-m", "detbench.bench.tools.ab", "--pairs", "2", "--rounds", "3", "--block-s", "0.05",
-               "--pin-cpus",
-               "none", "--out", "ab", "--", "--models", "resnet50", "--modes", "infer", "--precisions", "fp32",
-               "--batch-sizes", "2", "--image-size", "32x32")
+               "--pin-cpus", "none", "--out", "ab", "--", "--models", "my_convnet", "--model-modules", "user_models",
+               "--modes", "infer", "--precisions", "fp32", "--batch-sizes", "2", "--image-size", "32x32", cwd=cwd)
     assert done.returncode in (0, 3), done.stdout[-2000:] + done.stderr[-2000:]
     payload = json.loads((cwd / "ab" / "ab.json").read_text())
+    assert list(payload["verdicts"]) == ["my_convnet-infer-eager-fp32-bs2-gpu1-32x32"], payload["verdicts"]
     (verdict,) = payload["verdicts"].values()
     assert verdict["units"] == 2 and verdict["unit"] == "worker pair" and payload["mode"] == "sides"
