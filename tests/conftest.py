@@ -212,7 +212,9 @@ def is_torch_line(test_id: str) -> bool:
 # test of the run has finished (at most ALONE_WAIT_S later): a test whose verdict any neighbour would move (the
 # serving test's sustainable rate fell to 0.20-0.25 of its unslowed server's, against 0.36-0.42 alone, when it ran
 # beside the waiting tests' start-up: CI and here, 2026-12-05; the 3,000-cell report took 11.9 CPU-s beside other
-# tests and a spinning neighbour, 8-9 alone).
+# tests and a spinning neighbour, 8-9 alone). Those marked `late` go after the other measuring tests, out of the
+# phase's start, when the other workers start their first tests' processes all at once (the rounds-mode A/B test's
+# first baseline round, timed there, ran 3.3x slower than its others and flipped its plant: a clean clone, 2026-12-06).
 TIMING_MEASURES, TIMING_WAITS = "timing-measures", ("timing-waits-1", "timing-waits-2", "timing-budget")
 ALONE_WAIT_S = 180.0
 TIMING_MARK = "pytest.mark.timing"  # a module that holds a timing test names it (checked at every collection)
@@ -257,7 +259,9 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
                 waiting += 1
             else:
                 item.add_marker(pytest.mark.xdist_group(TIMING_MEASURES))
-    items.sort(key=lambda item: item.get_closest_marker("alone") is not None)  # stable: the rest keep their order
+    # stable: the rest keep their order; `late` measuring tests after the others, `alone` ones last
+    items.sort(key=lambda item: (item.get_closest_marker("alone") is not None,
+                                 item.get_closest_marker("late") is not None))
     if _is_xdist_worker(config) and config.getvalue("loadgroup"):
         _restore_xdist_groups(items)
 

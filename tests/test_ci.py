@@ -120,19 +120,30 @@ import pytest
 SHARED = Path(os.environ["PLANTED_SHARED"])
 
 
+# groups named here: the conftest's folder rule and timing groups apply to the checkout's tests only
 @pytest.mark.timing
 @pytest.mark.alone
+@pytest.mark.xdist_group("measures")
 def test_alone_sees_every_other_test_finished():
     assert (SHARED / "waited").read_text() == "done"
 
 
 @pytest.mark.timing
+@pytest.mark.late
+@pytest.mark.xdist_group("measures")
+def test_late_runs_after_the_measuring_test():
+    assert (SHARED / "measured").read_text() == "done"
+
+
+@pytest.mark.timing
+@pytest.mark.xdist_group("measures")
 def test_measures():
-    assert 1 + 1 == 2
+    (SHARED / "measured").write_text("done")
 
 
 @pytest.mark.timing
 @pytest.mark.waits
+@pytest.mark.xdist_group("waits")
 def test_waits_on_another_worker():
     time.sleep(3)
     (SHARED / "waited").write_text("done")
@@ -141,14 +152,15 @@ def test_waits_on_another_worker():
 
 def test_an_alone_timing_test_runs_last_once_the_other_workers_have_finished(tmp_path):
     """The timing phase's rules (tests/conftest.py): an `alone` test, collected first here, runs after the measuring
-    test on its worker and waits for the waiting test on the other worker (3 s) to finish; a module that does not
-    name the timing mark is not even imported. No torch: ~5 s."""
+    tests on its worker and waits for the waiting test on the other worker (3 s) to finish; a `late` one, collected
+    before the measuring test, runs after it; a module that does not name the timing mark is not even imported. No
+    torch: ~5 s."""
     (tmp_path / "test_planted.py").write_text(textwrap.dedent(ALONE))
     (tmp_path / "test_untimed.py").write_text("raise RuntimeError('imported by -m timing')\n")
     code, out = planted_session(tmp_path, "-n", "2", "--dist", "loadgroup", "-m", "timing", "-rA", "--basetemp",
                                 str(tmp_path / "base"), ".", timeout=240, PLANTED_SHARED=str(tmp_path))
     assert code == 0, out[-3000:]
-    assert "3 passed" in out and "of 2 unfinished" in out, out[-3000:]
+    assert "4 passed" in out and "of 3 unfinished" in out, out[-3000:]
     waited = float(out.split("waited ", 1)[1].split(" s", 1)[0])
     assert waited > 0.5, out[-3000:]  # it started before the waiting test was done, and waited for it
 

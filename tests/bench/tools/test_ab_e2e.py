@@ -30,8 +30,11 @@ BENCH_ARGS = ["--profile", "smoke", "--models", "tiny_convnet", "--modes", "infe
               "tests.bench.tiny_models", "--isolation", "inline", "--rounds", "3", "--block-s", "0.1",
               "--telemetry-hz", "0"]
 
-# a paired verdict on a planted slowdown: run apart from the xdist workers; its set-up took 240 s on the loaded machine
-pytestmark = [pytest.mark.timing, pytest.mark.timeout(600)]
+# a paired verdict on a planted slowdown: run apart from the xdist workers; its set-up took 240 s on the loaded machine.
+# `late`: out of the timing phase's start, where its first round's baseline (each side a whole process, one after the
+# other) ran 3.3x slower than in its other rounds while the other workers started theirs, and the round came out
+# candidate-faster (10.1 against 8.1 ms a step): inconclusive over 4 rounds (a clean clone of f6c1eda, 2026-12-06)
+pytestmark = [pytest.mark.timing, pytest.mark.late, pytest.mark.timeout(600)]
 
 
 @pytest.fixture(scope="module")
