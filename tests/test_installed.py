@@ -130,7 +130,8 @@ def test_the_smoke_matrix_and_the_report_run_from_an_empty_folder(installed):
 
 
 # A user's own model, a module in the folder the gate runs from (its sides import it too): registry models are the
-# matrix test's above; resnet50 here cost the sides ~16 more CPU-s (torchvision's import, a real network; 2026-12-06)
+# matrix test's above. resnet50 here made each side import torchvision and build a real network (the same A/B in the
+# gate-proof test's part took 35 CPU-s with resnet50, 19 with the tests' tiny model; 2026-12-06)
 USER_MODELS = """import torch
 from torch import nn
 
@@ -160,7 +161,7 @@ def my_convnet():
 """
 
 
-def test_detbench_ab_runs_from_an_empty_folder_with_the_users_own_model(installed):
+def test_detbench_ab_runs_from_a_folder_holding_only_the_users_own_model(installed):
     cwd = installed[2].parent / "with-user-models"  # beside the empty folder, which the other tests keep empty
     cwd.mkdir()
     (cwd / "user_models.py").write_text(USER_MODELS)
