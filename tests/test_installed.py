@@ -129,47 +129,22 @@ def test_the_smoke_matrix_and_the_report_run_from_an_empty_folder(installed):
     assert (cwd / "report" / "report.html").is_file()
 
 
-# A user's own model, a module in the folder the gate runs from (its sides import it too): registry models are the
-# matrix test's above. resnet50 here made each side import torchvision and build a real network (the same A/B in the
-# gate-proof test's part took 35 CPU-s with resnet50, 19 with the tests' tiny model; 2026-12-06)
-USER_MODELS = """import torch
-from torch import nn
-
-from detbench.bench.models import ModelSpec, register_model
-
-
-def build(weights_path=None):
-    return nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
-                         nn.Linear(8, 10))
-
-
-def inputs(batch, size, device, generator):
-    return torch.rand(batch, 3, *size, generator=generator, device=generator.device).to(device)
-
-
-def targets(batch, size, device, generator):
-    return torch.randint(0, 10, (batch,), generator=generator, device=generator.device).to(device)
-
-
-def loss(model, images, labels):
-    return nn.functional.cross_entropy(model(images), labels)
-
-
-@register_model("my_convnet")
-def my_convnet():
-    return ModelSpec("my_convnet", "mine", "classification", (32, 32), build, inputs, targets, loss)
-"""
+# A user's own model module in the folder the gate runs from (its sides import it too): the tests' tiny models, copied
+# under a user's name; registry models are the matrix test's above. resnet50 here made each side import torchvision and
+# build a real network (the same A/B in the gate-proof test's part took 35 CPU-s with resnet50, 19 with the tiny model;
+# 2026-12-06)
+USER_MODELS = ROOT / "tests" / "bench" / "tiny_models.py"
 
 
 def test_detbench_ab_runs_from_a_folder_holding_only_the_users_own_model(installed):
     cwd = installed[2].parent / "with-user-models"  # beside the empty folder, which the other tests keep empty
     cwd.mkdir()
-    (cwd / "user_models.py").write_text(USER_MODELS)
+    shutil.copy(USER_MODELS, cwd / "user_models.py")
     done = run(installed, "-m", "detbench.bench.tools.ab", "--pairs", "2", "--rounds", "3", "--block-s", "0.05",
-               "--pin-cpus", "none", "--out", "ab", "--", "--models", "my_convnet", "--model-modules", "user_models",
+               "--pin-cpus", "none", "--out", "ab", "--", "--models", "tiny_convnet", "--model-modules", "user_models",
                "--modes", "infer", "--precisions", "fp32", "--batch-sizes", "2", "--image-size", "32x32", cwd=cwd)
     assert done.returncode in (0, 3), done.stdout[-2000:] + done.stderr[-2000:]
     payload = json.loads((cwd / "ab" / "ab.json").read_text())
-    assert list(payload["verdicts"]) == ["my_convnet-infer-eager-fp32-bs2-gpu1-32x32"], payload["verdicts"]
+    assert list(payload["verdicts"]) == ["tiny_convnet-infer-eager-fp32-bs2-gpu1-32x32"], payload["verdicts"]
     (verdict,) = payload["verdicts"].values()
     assert verdict["units"] == 2 and verdict["unit"] == "worker pair" and payload["mode"] == "sides"

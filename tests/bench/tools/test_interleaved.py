@@ -116,6 +116,7 @@ def bare_env(**extra: str) -> dict[str, str]:
     carried = {name: os.environ[name] for name in ("PYTHONPYCACHEPREFIX", "OMP_NUM_THREADS") if name in os.environ}
     return {"PATH": "/usr/bin:/bin", **carried, **extra}
 
+
 def test_cli_gives_each_model_a_worker_a_crash_is_recorded_and_the_rest_still_runs(tmp_path):
     out = tmp_path / "ratios.json"
     # two test models: the machinery is what is tested (ResNet-50 as the second took 51 CPU-s and 81 s in a main run,
