@@ -4,13 +4,14 @@ Each PyPI line's session installs one torch/torchvision pair into a fresh venv, 
 re-resolving torch, and runs what the images run (``.ci/smoke-cells``: ``envcheck --quick``, the smoke matrix, a
 compiled cell, ``detbench-report``) plus the unit tests that exercise torch: those marked ``torch_line``
 (tests/conftest.py's folder rule; docs/compat.md), less the ``timing`` ones. The constraints' line (2.14.1) is
-the main test run's: .ci/run runs its smoke cells in the main venv (``--no-venv``), installing nothing.
+the main test run's: .ci/run runs its smoke cells and the ``slow`` tests (which the README's test command leaves out)
+in the main venv (``--no-venv``), installing nothing.
 Results: ``results/compat/<torch>/``.
 
     nox -l                      # the sessions
     nox -s torch-2.5.1          # one line
     nox -t compat               # every line, each in a fresh venv
-    nox --no-venv -s torch-2.14.1   # the constraints' line in the active venv (.ci/run; the PyPI lines three at once)
+    nox --no-venv -s torch-2.14.1   # the constraints' line in the active venv (.ci/run, beside the three PyPI lines)
     nox -R -s torch-2.5.1 -- tests/bench   # again in the same venv, without installing; only these unit tests
 """
 
@@ -53,6 +54,9 @@ TORCH_LINES = tuple(TorchLine(*row) for row in TORCH_LINE_TABLE)
 # The unit tests a PyPI line runs: the torch-facing set (tests/conftest.py), without the timing-sensitive ones,
 # which measure the host and run serially in the main test run (three sessions share the 2 cores in CI).
 UNIT_TEST_SELECTION = ("-m", "torch_line and not timing")
+# What the constraints' line runs beside its smoke cells: the tests the README's command leaves out (`slow`: each over
+# 20 CPU-s of a real optional detector's or compiler's run; pyproject.toml). The main test run runs the rest.
+SLOW_TEST_SELECTION = ("-m", "slow")
 
 # Where .ci/run prefetches each PyPI line's wheels (<dir>/<torch>/) while the main test run runs.
 WHEELS_ENV = "DETBENCH_COMPAT_WHEELS"
@@ -98,8 +102,15 @@ def run_line(session: nox.Session, line: TorchLine) -> None:
     out = RESULTS / line.torch
     session.run("bash", str(ROOT / ".ci" / "smoke-cells"), str(out), external=True)
     if line.shipped_by == "constraints.txt" and not session.posargs:
-        # the main test run (the README's command) runs the whole suite, extras included, on this line
-        session.log(f"unit tests: the main test run covers torch {line.torch} (constraints.txt)")
+        # the main test run (the README's command) runs the rest of the suite, extras included, on this line. In the
+        # main venv (CI) the extras are installed and CI's DETBENCH_REQUIRE_EXTRAS=1 holds; a fresh venv has none.
+        session.log(f"unit tests: the main test run ran torch {line.torch}'s (constraints.txt) but the slow ones: here")
+        session.run(
+            "python", "-m", "pytest", "-q", "-p", "no:cacheprovider", f"--junitxml={out / 'slow-tests.xml'}",
+            "tests", *SLOW_TEST_SELECTION,
+            env={"DETBENCH_CHECKOUT_CHECK": "0", **({} if main_venv else {"DETBENCH_REQUIRE_EXTRAS": "0"})},
+            external=main_venv,
+        )
         if not main_venv:
             _drop_venv(session)
         return

@@ -250,6 +250,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         timing = item.get_closest_marker("timing") is not None
         if item.get_closest_marker("alone") is not None and not timing:
             raise pytest.UsageError(f"{item.nodeid}: `alone` is for timing tests (mark it `timing` too)")
+        if timing and item.get_closest_marker("slow") is not None:  # the timing phase would run it, and CI again
+            raise pytest.UsageError(f"{item.nodeid}: `slow` is for the main run's tests, not `timing` ones")
         if timing and not _names_timing_mark(Path(item.path)):
             raise pytest.UsageError(f"{item.nodeid}: a timing test's module must name `{TIMING_MARK}` "
                                     "(`-m timing` collects only those)")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import re
 from pathlib import Path
 
@@ -26,6 +27,18 @@ def test_ci_runs_the_readme_test_command_verbatim():
     _, tests = quick_start_commands()
     ci = (ROOT / ".ci" / "run").read_text(encoding="utf-8")
     assert tests in ci.splitlines()
+
+
+def test_what_the_readme_command_leaves_out_runs_in_ci():
+    """The command's first pytest leaves out `timing` (its second runs them) and `slow`, which the constraints'
+    line's nox session runs, in CI's main venv: every test runs in CI."""
+    _, tests = quick_start_commands()
+    assert re.findall(r'python -m pytest [^&]*?-m ("[^"]+"|\S+)', tests) == ['"not timing and not slow"', "timing"]
+    noxfile = ast.parse((ROOT / "noxfile.py").read_text(encoding="utf-8"))
+    selections = {target.id: node.value for node in noxfile.body if isinstance(node, ast.Assign)
+                  for target in node.targets if isinstance(target, ast.Name)}
+    assert ast.literal_eval(selections["SLOW_TEST_SELECTION"]) == ("-m", "slow")
+    assert "compat_stream torch-2.14.1 --no-venv --session torch-2.14.1" in (ROOT / ".ci" / "run").read_text()
 
 
 def test_the_readme_is_a_page_and_the_docs_index_reaches_every_page():

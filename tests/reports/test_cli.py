@@ -156,8 +156,6 @@ def test_bad_options_exit_2(tmp_path, run_file):
     assert info.value.code == EXIT_BAD_INPUT
 
 
-@pytest.mark.timing
-@pytest.mark.alone  # CPU time too grows with neighbours here: 11.9 s beside the timing phase and a spinner, 8-9 s alone
 def test_thousands_of_cells_render_in_seconds(tmp_path):
     models = [f"detector_{i:02d}" for i in range(25)]
     results = make_results(
@@ -168,11 +166,12 @@ def test_thousands_of_cells_render_in_seconds(tmp_path):
     start_wall, start_cpu = time.perf_counter(), time.process_time()
     assert main([str(big), "--out", str(tmp_path / "o")]) == EXIT_OK
     wall, cpu = time.perf_counter() - start_wall, time.process_time() - start_cpu
-    # CPU time is the budget (the CI box is shared, wall time swings with its load); wall time is a loose guard.
-    # 10.9 CPU-s alone on 2026-12-06, a day this VM ran CPU-bound work ~1.5x slower than the day before: the bound
-    # is for a render that grows faster than the cells (a quadratic one takes minutes), not for the host's speed
-    assert cpu < 20, f"report for 3000 cells took {cpu:.1f} s of CPU"
-    assert wall < 60, f"report for 3000 cells took {wall:.1f} s"
+    # CPU time is the budget (wall time swings with the shared box's load); wall time is a loose guard. The bound is
+    # for a render that grows faster than its cells (a quadratic one takes minutes), not for the host's speed: 8-11
+    # CPU-s alone on this 2-core VM (2026-12-05/06), 11.9 beside the timing phase and a spinner. It runs in the main
+    # run, beside the other tests (not `timing`): CPU time there grows with the neighbours' load, hence 40.
+    assert cpu < 40, f"report for 3000 cells took {cpu:.1f} s of CPU"
+    assert wall < 180, f"report for 3000 cells took {wall:.1f} s"
     page = (tmp_path / "o" / "report.html").read_text()
     assert "showing 12 of 25 panels" in page and page.count("<tr") > 3000
 

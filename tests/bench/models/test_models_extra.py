@@ -187,6 +187,7 @@ EXTRA_SMOKE_RUNS = {"64x64": ["detr_resnet50", "deformable_detr_resnet50"],
                     "128x128": ["rtdetr_resnet50", "yolov8n", "yolo11n"]}
 
 
+@pytest.mark.slow  # 32 and 38 CPU-s (64x64, 128x128) in a main run's timeline (2026-12-06); docs/compat.md
 @pytest.mark.timeout(600)  # passed 300 s beside xdist workers on the 2-core machine loaded 6-fold
 @pytest.mark.parametrize("size", sorted(EXTRA_SMOKE_RUNS))
 def test_every_extra_detector_runs_in_the_smoke_profile(size, tmp_path):

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -23,6 +24,8 @@ ROOT = Path(__file__).resolve().parents[3]
 MATRIX = ["--models", "resnet50", "--modes", "infer", "--precisions", "fp32", "--compile", "eager",
           "--batch-sizes", "1", "--image-size", "32x32"]
 CELL = "resnet50-infer-eager-fp32-bs1-gpu1-32x32"
+TINY_MATRIX = ["--models", "tiny_convnet", "--model-modules", "user_models", *MATRIX[2:]]
+TINY_CELL = "tiny_convnet-infer-eager-fp32-bs1-gpu1-32x32"
 
 
 def fake_side(tmp_path: Path) -> Path:
@@ -235,7 +238,8 @@ def test_no_secret_reaches_ab_json_or_the_summary_in_the_rounds_mode(tmp_path):
 def test_from_another_folder_with_a_venv_without_detbench_and_no_secret_in_the_side_runs(tmp_path, monkeypatch):
     """The sides mode end to end on a real cell: run from a folder whose own `bench` would shadow the package,
     the candidate's interpreter a venv that sees torch but has no detbench; the sides' image names a registry
-    with credentials: their run files and ab.json name it redacted."""
+    with credentials: their run files and ab.json name it redacted. The cell is the tests' tiny convnet, from a
+    module of the folder's own (ResNet-50 cost its four sides ~10 CPU-s more: torchvision's import and the build)."""
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True, timeout=120)
     site = next(Path(sys.prefix, "lib").glob("python3*/site-packages"))
@@ -243,7 +247,9 @@ def test_from_another_folder_with_a_venv_without_detbench_and_no_secret_in_the_s
     decoy = tmp_path / "work" / "bench"
     decoy.mkdir(parents=True)
     (decoy / "__init__.py").write_text("raise ImportError('a bench of the folder, not detbench')\n")
+    shutil.copy(Path(__file__).parents[1] / "tiny_models.py", decoy.parent / "user_models.py")
     monkeypatch.chdir(decoy.parent)
+    monkeypatch.syspath_prepend(str(decoy.parent))  # as `python -m detbench.bench.tools.ab` run there would have it
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
     for name in ("PYTHONPATH", "DETBENCH_TEST_SLOWDOWN", "DETBENCH_TEST_FAULT"):
         monkeypatch.delenv(name, raising=False)
@@ -251,10 +257,10 @@ def test_from_another_folder_with_a_venv_without_detbench_and_no_secret_in_the_s
     out = tmp_path / "out"
     code = ab.main(["--pairs", "2", "--rounds", "3", "--block-s", "0.05", "--pin-cpus", "none", "--candidate-python",
                     str(venv / "bin" / "python"), *[f"--candidate-env={k}={v}" for k, v in SECRETS.items()],
-                    "--out", str(out), "--", *MATRIX])
+                    "--out", str(out), "--", *TINY_MATRIX])
     payload = json.loads((out / "ab.json").read_text())
     assert code in (ab.EXIT_OK, ab.EXIT_REGRESSION), payload["notes"]
-    assert sum(map(len, payload["verdicts"][CELL]["ratios"])) == 6, payload["notes"]
+    assert sum(map(len, payload["verdicts"][TINY_CELL]["ratios"])) == 6, payload["notes"]
     side_run = json.loads((out / "candidate-0.json").read_text())
     assert "registry.example.com" in json.dumps(side_run)
     assert not [s for s in LEAKS if s in published(out)]
