@@ -68,15 +68,15 @@ def test_multi_gpu_cells_of_a_group_are_interleaved_and_paired_like_one_gpu_cell
 
 def test_a_killed_rank_fails_its_cell_naming_the_rank_and_the_next_cell_runs(fault):
     fault("tiny_convnet-train", "exit", rank=1)
-    began = time.monotonic()
     train, infer = run_group([tiny("train"), tiny("infer")], fast_options(), caps=CPU)
+    # an `error` naming the rank's exit: the exit was seen, not waited out (the cell timeout gives `timeout`). No bound
+    # on the wall time: two groups' starts took 82 s on torch 2.7.1 beside CI's other torch lines (2026-12-06)
     assert train.status == "error"
     assert train.reason.startswith("rank 1: process exited with code 3"), train.reason
     assert train.config["failed_rank"] == 1
     assert infer.status == "ok", infer.reason  # a fresh group took the cell that had not started
     assert_no_rank_left(train)
     assert_no_rank_left(infer)
-    assert time.monotonic() - began < 60
 
 
 def test_an_oom_rank_is_an_oom_result_with_its_exception_text(fault):
