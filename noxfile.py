@@ -52,7 +52,7 @@ TORCH_LINE_TABLE = (
 TORCH_LINES = tuple(TorchLine(*row) for row in TORCH_LINE_TABLE)
 
 # The unit tests a PyPI line runs: the torch-facing set (tests/conftest.py), without the timing-sensitive ones,
-# which measure the host and run serially in the main test run (three sessions share the 2 cores in CI).
+# which measure the host and run serially in the main test run (four sessions share the 2 cores in CI).
 UNIT_TEST_SELECTION = ("-m", "torch_line and not timing")
 # What the constraints' line runs beside its smoke cells: the tests the README's command leaves out (`slow`: each over
 # 20 CPU-s of a real optional detector's or compiler's run; pyproject.toml). The main test run runs the rest.
@@ -115,7 +115,7 @@ def run_line(session: nox.Session, line: TorchLine) -> None:
             _drop_venv(session)
         return
     # No extra is installed here: a test that needs one skips, naming it (tests/extras.py); CI's
-    # DETBENCH_REQUIRE_EXTRAS=1 is for the main test run, which installs them. Three sessions run at once in CI,
+    # DETBENCH_REQUIRE_EXTRAS=1 is for the main venv, which has them. Four sessions run at once in CI,
     # each writing its results under the checkout: the checkout check (tests/conftest.py) is the main run's.
     session.run(
         "python", "-m", "pytest", "-q", "-p", "no:cacheprovider",

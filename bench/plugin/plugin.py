@@ -24,7 +24,7 @@ from typing import Any
 import pytest
 
 from detbench.bench.core import config as config_table
-from detbench.bench.core import matrix
+from detbench.bench.core import interrupts, matrix
 from detbench.bench.core.journal import (
     Journal,
     JournalError,
@@ -161,7 +161,7 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 def _interrupt_on_sigterm(signum: int, frame: Any) -> None:
-    raise KeyboardInterrupt(f"stopped by signal {signum} (SIGTERM)")
+    interrupts.interrupt(KeyboardInterrupt(f"stopped by signal {signum} (SIGTERM)"))  # not inside a block's record
 
 
 def _build_state(config: pytest.Config) -> RunState:

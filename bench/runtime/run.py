@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from detbench.bench.core import matrix
+from detbench.bench.core import interrupts, matrix
 from detbench.bench.core.groups import group_label
 from detbench.bench.core.journal import Journal
 from detbench.bench.core.options import RunOptions
@@ -184,10 +184,11 @@ class BenchRun:
         for cell in todo:
             result = tag_repeat(measured.get(cell.id) or self._not_measured(cell, None), repeat)
             self._complete(result)
-            self.repeat_results.setdefault(cell.id, {})[repeat] = result
-            self._copied.add((cell.id, repeat))
-            if self.journal is not None:
-                self.journal.append(result)  # durable before the next group starts: a crash keeps this repeat
+            with interrupts.whole():  # kept for the JSON and journalled, or neither
+                self.repeat_results.setdefault(cell.id, {})[repeat] = result
+                self._copied.add((cell.id, repeat))
+                if self.journal is not None:
+                    self.journal.append(result)  # durable before the next group starts: a crash keeps this repeat
             done += 1
             self._show_result(result, done, total)
         return done
@@ -212,9 +213,10 @@ class BenchRun:
 
     def _journal_progress(self, result: CellResult) -> None:
         self._complete(result)
-        self._progress[result.cell.id] = result
-        if self.journal is not None:
-            self.journal.append(result)  # durable before the next block: a crash keeps this round
+        with interrupts.whole():  # a SIGTERM between the two would leave the cut run's JSON and journal apart
+            self._progress[result.cell.id] = result
+            if self.journal is not None:
+                self.journal.append(result)  # durable before the next block: a crash keeps this round
 
     def _cut(self, result: CellResult) -> CellResult:
         """A cell whose run was stopped before its result was final: partial unless every round was timed."""
@@ -248,9 +250,10 @@ class BenchRun:
 
     def _record(self, result: CellResult, show: bool = True) -> CellResult:
         self._complete(result)
-        self.results[result.cell.id] = result
-        if self.journal is not None:
-            self.journal.append(result)
+        with interrupts.whole():  # kept for the JSON and journalled, or neither
+            self.results[result.cell.id] = result
+            if self.journal is not None:
+                self.journal.append(result)
         if show:
             self._show_result(result, len(self.results), max(len(self.cells), len(self.results)))
         return result
