@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from detbench.bench.core import interrupts, matrix
 from detbench.bench.core.groups import group_label
@@ -184,11 +185,8 @@ class BenchRun:
         for cell in todo:
             result = tag_repeat(measured.get(cell.id) or self._not_measured(cell, None), repeat)
             self._complete(result)
-            with interrupts.whole():  # kept for the JSON and journalled, or neither
-                self.repeat_results.setdefault(cell.id, {})[repeat] = result
-                self._copied.add((cell.id, repeat))
-                if self.journal is not None:
-                    self.journal.append(result)  # durable before the next group starts: a crash keeps this repeat
+            self._keep(self.repeat_results.setdefault(cell.id, {}), repeat, result)  # a crash keeps this repeat
+            self._copied.add((cell.id, repeat))
             done += 1
             self._show_result(result, done, total)
         return done
@@ -213,10 +211,15 @@ class BenchRun:
 
     def _journal_progress(self, result: CellResult) -> None:
         self._complete(result)
-        with interrupts.whole():  # a SIGTERM between the two would leave the cut run's JSON and journal apart
-            self._progress[result.cell.id] = result
+        self._keep(self._progress, result.cell.id, result)  # durable before the next block: a crash keeps this round
+
+    def _keep(self, store: dict[Any, CellResult], key: Any, result: CellResult) -> None:
+        """``store[key] = result`` (what the run's JSON is made of) and the result journalled, together: a stop signal
+        lands before both or after both, never between (a cut run's JSON and journal hold the same blocks)."""
+        with interrupts.whole():
+            store[key] = result
             if self.journal is not None:
-                self.journal.append(result)  # durable before the next block: a crash keeps this round
+                self.journal.append(result)
 
     def _cut(self, result: CellResult) -> CellResult:
         """A cell whose run was stopped before its result was final: partial unless every round was timed."""
@@ -250,10 +253,7 @@ class BenchRun:
 
     def _record(self, result: CellResult, show: bool = True) -> CellResult:
         self._complete(result)
-        with interrupts.whole():  # kept for the JSON and journalled, or neither
-            self.results[result.cell.id] = result
-            if self.journal is not None:
-                self.journal.append(result)
+        self._keep(self.results, result.cell.id, result)
         if show:
             self._show_result(result, len(self.results), max(len(self.cells), len(self.results)))
         return result
